@@ -1,0 +1,49 @@
+"""The `lens-steer` command line: each subcommand is a module here with `add_parser` and `run`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import pkgutil
+import sys
+from collections.abc import Sequence
+
+from lens_steer import __version__
+from lens_steer.errors import LensSteerError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with every subcommand module of this package registered."""
+    parser = argparse.ArgumentParser(prog="lens-steer", description="Steering-vector research on TransformerLens models.")
+    parser.add_argument("--version", action="version", version=f"lens_steer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: parse, dispatch, and turn library errors into one line on stderr (exit 2)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except LensSteerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished results are kept; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,96 @@
+"""CrowS-Pairs sentence pairs from `crows_pairs/crows_pairs_anonymized.csv`.
+
+`sent_more` is the sentence that is more stereotyping (for "antistereo" pairs it is still the one the
+dataset marks as sent_more), so the bias metric is the share of pairs where sent_more is more likely.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lens_steer.data.root import require_file, resolve_data_root
+from lens_steer.errors import DataError
+
+CROWS_FILE = "crows_pairs/crows_pairs_anonymized.csv"
+CROWS_BIAS_TYPES: tuple[str, ...] = (
+    "age",
+    "disability",
+    "gender",
+    "nationality",
+    "physical-appearance",
+    "race-color",
+    "religion",
+    "sexual-orientation",
+    "socioeconomic",
+)
+CROWS_DIRECTIONS: tuple[str, ...] = ("stereo", "antistereo")
+_REQUIRED = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
+
+
+@dataclass(frozen=True)
+class CrowsPair:
+    """One minimal pair: the more and the less stereotyping sentence."""
+
+    index: int
+    sent_more: str
+    sent_less: str
+    stereo_antistereo: str
+    bias_type: str
+
+
+def load_crows_file(path: str | Path) -> list[CrowsPair]:
+    """Every pair in a CrowS-Pairs CSV, validated."""
+    path = Path(path)
+    pairs: list[CrowsPair] = []
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        missing = [c for c in _REQUIRED if c not in fields]
+        if missing:
+            raise DataError(f"CrowS-Pairs file {path} line 1: missing column(s) {', '.join(missing)} (header {fields})")
+        while True:
+            line = reader.line_num + 1
+            try:
+                row = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise DataError(f"CrowS-Pairs file {path} line {line}: malformed CSV ({e})") from None
+            where = f"CrowS-Pairs file {path} line {line}"
+            raw_idx = (row.get("") or "").strip()
+            try:
+                index = int(raw_idx) if raw_idx else len(pairs)
+            except ValueError:
+                raise DataError(f"{where}: index column must be an integer (got {raw_idx!r})") from None
+            for col in ("sent_more", "sent_less"):
+                if not (row.get(col) or "").strip():
+                    raise DataError(f"{where}: empty {col}")
+            direction = (row.get("stereo_antistereo") or "").strip()
+            if direction not in CROWS_DIRECTIONS:
+                raise DataError(f"{where}: stereo_antistereo must be stereo or antistereo (got {direction!r})")
+            bias = (row.get("bias_type") or "").strip()
+            if bias not in CROWS_BIAS_TYPES:
+                raise DataError(f"{where}: bias_type must be one of {', '.join(CROWS_BIAS_TYPES)} (got {bias!r})")
+            pairs.append(CrowsPair(index, row["sent_more"], row["sent_less"], direction, bias))
+    if not pairs:
+        raise DataError(f"CrowS-Pairs file {path} holds no pairs")
+    return pairs
+
+
+def load_crows(bias_types: Sequence[str] | str | None = None, data_root: str | Path | None = None) -> list[CrowsPair]:
+    """CrowS-Pairs pairs, optionally only those of the given bias types, in file order."""
+    pairs = load_crows_file(require_file(resolve_data_root(data_root), CROWS_FILE))
+    if bias_types is None:
+        return pairs
+    if isinstance(bias_types, str):
+        bias_types = [b for b in bias_types.split(",") if b.strip()]
+    wanted = [b.strip() for b in bias_types]
+    if not wanted:
+        raise DataError("empty CrowS-Pairs bias-type selection; name at least one of " + ", ".join(CROWS_BIAS_TYPES))
+    for b in wanted:
+        if b not in CROWS_BIAS_TYPES:
+            raise DataError(f"unknown CrowS-Pairs bias type {b!r}; choose one of {', '.join(CROWS_BIAS_TYPES)}")
+    return [p for p in pairs if p.bias_type in wanted]

