@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -120,7 +120,11 @@ def _names_prefix(context: str, texts: Sequence[str], groups: Sequence[str], ans
 
 @dataclass(frozen=True)
 class BbqItem:
-    """One BBQ question: a context, a question and three answers, one of them "unknown"."""
+    """One BBQ question: a context, a question and three answers, one of them "unknown".
+
+    ambig_context: the ambiguous context this item's context starts with (its own context for an
+    ambiguous item; set by the loaders for a disambiguated one, "" when its partner is missing).
+    """
 
     example_id: int
     question_index: str
@@ -136,6 +140,7 @@ class BbqItem:
     stereotyped_groups: tuple[str, ...]
     subcategory: str
     source: str
+    ambig_context: str = ""
 
     @property
     def unknown_index(self) -> int:
@@ -170,9 +175,17 @@ class BbqItem:
 
     @cached_property
     def group_key(self) -> tuple:
-        """Identifies the filled template: its ambig/disambig x neg/nonneg variants share this key."""
+        """Identifies the filled template: its ambig/disambig x neg/nonneg variants share this key.
+
+        The key is (category, question_index, answers, answer_info, ambiguous context). A disambiguated
+        row whose ambiguous partner was not in the same file (`ambig_context` empty) falls back to the
+        context up to both people's first mention.
+        """
+        base = (self.category, self.question_index, self.answers, self.answer_info_texts, self.answer_groups)
+        if self.ambig_context:
+            return base + ("ambig", self.ambig_context.strip())
         prefix = _names_prefix(self.context, self.answer_info_texts, self.answer_groups, self.answers)
-        return (self.category, self.question_index, self.answers, self.answer_info_texts, self.answer_groups, prefix)
+        return base + ("prefix", prefix)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -282,7 +295,32 @@ def parse_bbq_row(obj: dict[str, Any], *, file: str, line: int, source: str) -> 
         stereotyped_groups=tuple(stereo),
         subcategory=sub,
         source=source,
+        ambig_context=context if condition == "ambig" else "",
     )
+
+
+def attach_ambig_contexts(items: Sequence[BbqItem]) -> list[BbqItem]:
+    """Give each disambiguated item the ambiguous context it extends (same template and answers).
+
+    A disambiguated context is its ambiguous context plus the disambiguating text; the longest
+    matching ambiguous context among items with the same category, question_index, answers and
+    answer_info is taken. Items without a match keep an empty `ambig_context`.
+    """
+    def bucket(it: BbqItem) -> tuple:
+        return (it.category, it.question_index, it.answers, it.answer_info_texts, it.answer_groups)
+
+    ambig: dict[tuple, set[str]] = {}
+    for it in items:
+        if it.context_condition == "ambig":
+            ambig.setdefault(bucket(it), set()).add(it.context.strip())
+    out = []
+    for it in items:
+        if it.context_condition == "disambig" and not it.ambig_context:
+            found = [a for a in ambig.get(bucket(it), ()) if it.context.startswith(a)]
+            if found:
+                it = replace(it, ambig_context=max(found, key=len))
+        out.append(it)
+    return out
 
 
 # ----------------------------------------------------------------------------- loading
@@ -324,7 +362,7 @@ def load_bbq_file(path: str | Path, *, source: str, category: str | None = None)
         items.append(item)
     if not items:
         raise DataError(f"BBQ file {path} holds no rows")
-    return items
+    return attach_ambig_contexts(items)
 
 
 def official_path(category: str, data_root: str | Path | None = None) -> tuple[Path, str] | None:
@@ -437,6 +475,6 @@ def load_bbq_hf(
         except Exception as e:  # noqa: BLE001 - any hub/cache failure becomes one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             raise DataError(f"could not load BBQ {dataset_id} config {c} split {split}: {type(e).__name__}: {first}") from None
-        for n, row in enumerate(ds, start=1):
-            items.append(parse_bbq_row(dict(row), file=f"hf:{dataset_id}/{c}/{split}", line=n, source="official"))
+        rows = [parse_bbq_row(dict(r), file=f"hf:{dataset_id}/{c}/{split}", line=n, source="official") for n, r in enumerate(ds, 1)]
+        items += attach_ambig_contexts(rows)
     return items

@@ -1,0 +1,192 @@
+"""Benchmark runs: BBQ, MMLU and CrowS-Pairs items in, per-item records and metrics with intervals out."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Sequence
+from typing import Any
+
+from lens_steer.data.bbq import BbqItem
+from lens_steer.data.crows import CrowsPair
+from lens_steer.data.mmlu import MmluItem
+from lens_steer.errors import LensSteerError
+from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, maybe_steer, score_questions, sequence_logprobs
+from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, crows_metric, metrics_to_dict, mmlu_accuracy
+from lens_steer.models import HookedModel
+from lens_steer.vectors import SteeringVector
+
+BENCHES = ("bbq", "mmlu", "crows")
+
+
+@dataclasses.dataclass(frozen=True)
+class BenchResult:
+    """One benchmark run: per-item `records` (predictions.jsonl rows) and JSON-ready `metrics`."""
+
+    bench: str
+    records: list[dict[str, Any]]
+    metrics: dict[str, Any]
+    predictions: list[BbqPrediction] | None = None
+
+
+def _stable_rank(seed: int, key: Any) -> str:
+    return hashlib.sha256(repr((seed, key)).encode()).hexdigest()
+
+
+def limit_bbq(items: Sequence[BbqItem], limit: int | None, seed: int = 0) -> list[BbqItem]:
+    """At most `limit` items, whole variant groups at a time, chosen by a seeded hash; file order kept."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit <= 0:
+        raise LensSteerError(f"--limit must be positive, got {limit}")
+    groups: dict[tuple, list[int]] = {}
+    for i, it in enumerate(items):
+        groups.setdefault((it.category, it.group_key), []).append(i)
+    chosen: list[int] = []
+    for key in sorted(groups, key=lambda k: _stable_rank(seed, k)):
+        if len(chosen) >= limit:
+            break
+        chosen += groups[key]
+    return [items[i] for i in sorted(chosen[:limit] if len(chosen) > limit else chosen)]
+
+
+def limit_items(items: Sequence[Any], limit: int | None, seed: int = 0) -> list[Any]:
+    """At most `limit` items chosen by a seeded hash of their position; order kept."""
+    if limit is None or limit >= len(items):
+        return list(items)
+    if limit <= 0:
+        raise LensSteerError(f"--limit must be positive, got {limit}")
+    keep = sorted(range(len(items)), key=lambda i: _stable_rank(seed, i))[:limit]
+    return [items[i] for i in sorted(keep)]
+
+
+def bbq_question(item: BbqItem) -> Question:
+    """A BBQ item as a three-option question."""
+    return Question(item.context, item.question, tuple(item.answers))
+
+
+def mmlu_question(item: MmluItem) -> Question:
+    """An MMLU item as a four-option question with its subject."""
+    return Question("", item.question, tuple(item.choices), subject=item.subject)
+
+
+def run_bbq(
+    model: HookedModel,
+    items: Sequence[BbqItem],
+    *,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "reference",
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    bias_variant: str = "lm_eval",
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_batch: int = 16,
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Score BBQ items (optionally steered) and compute overall and per-category metrics."""
+    with maybe_steer(model, vector, coeff):
+        scores = score_questions(model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    preds = [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
+    records = []
+    for it, s, p in zip(items, scores, preds):
+        records.append(
+            {
+                "example_id": it.example_id,
+                "category": it.category,
+                "source": it.source,
+                "context_condition": it.context_condition,
+                "question_polarity": it.question_polarity,
+                "prompt": s.prompt,
+                "option_token_ids": s.option_token_ids,
+                "option_scores": s.option_scores,
+                "option_scores_per_token": s.option_scores_per_token,
+                "pred": s.pred,
+                "label": it.label,
+                "unknown_index": it.unknown_index,
+                "biased_index": it.biased_index,
+                "biased_indices": list(it.biased_indices),
+                "pred_is_unknown": p.pred_is_unknown,
+                "pred_is_biased": p.pred_is_biased,
+            }
+        )
+    metrics = bbq_result_metrics(preds, items, bias_variant=bias_variant, n_boot=n_boot, seed=seed)
+    return BenchResult("bbq", records, metrics, preds)
+
+
+def bbq_result_metrics(preds: Sequence[BbqPrediction], items: Sequence[BbqItem], *, bias_variant: str = "lm_eval", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Overall and per-category BBQ metrics, with each category's data source (official/partial/generated)."""
+    sources: dict[str, str] = {}
+    for it in items:
+        sources.setdefault(it.category, it.source)
+    return {
+        "bias_variant": bias_variant,
+        "overall": metrics_to_dict(bbq_metrics(preds, bias_variant=bias_variant, n_boot=n_boot, seed=seed)),
+        "by_category": metrics_to_dict(bbq_metrics_by_category(preds, bias_variant=bias_variant, n_boot=n_boot, seed=seed)),
+        "category_source": sources,
+    }
+
+
+def run_mmlu(
+    model: HookedModel,
+    items: Sequence[MmluItem],
+    *,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "lm_eval",
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_batch: int = 16,
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects."""
+    with maybe_steer(model, vector, coeff):
+        scores = score_questions(model, [mmlu_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    records = [
+        {
+            "subject": it.subject,
+            "index": it.index,
+            "prompt": s.prompt,
+            "option_token_ids": s.option_token_ids,
+            "option_scores": s.option_scores,
+            "pred": s.pred,
+            "label": it.label,
+            "correct": s.pred == it.label,
+        }
+        for it, s in zip(items, scores)
+    ]
+    acc = mmlu_accuracy([r["correct"] for r in records], [r["subject"] for r in records], n_boot=n_boot, seed=seed)
+    return BenchResult("mmlu", records, metrics_to_dict(acc))
+
+
+def run_crows(
+    model: HookedModel,
+    pairs: Sequence[CrowsPair],
+    *,
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_batch: int = 16,
+    progress: Progress | None = None,
+) -> BenchResult:
+    """Log-likelihood of each pair's sentences; the share where the more-stereotyping one is more likely."""
+    texts = [s for p in pairs for s in (p.sent_more, p.sent_less)]
+    with maybe_steer(model, vector, coeff):
+        lps = sequence_logprobs(model, texts, max_batch=max_batch, progress=progress)
+    more, less = lps[0::2], lps[1::2]
+    records = [
+        {"index": p.index, "bias_type": p.bias_type, "stereo_antistereo": p.stereo_antistereo, "sent_more": p.sent_more, "sent_less": p.sent_less, "logprob_more": m, "logprob_less": l, "more_preferred": m > l}
+        for p, m, l in zip(pairs, more, less)
+    ]
+    by_type: dict[str, tuple[list[float], list[float]]] = {}
+    for r in records:
+        a, b = by_type.setdefault(r["bias_type"], ([], []))
+        a.append(r["logprob_more"])
+        b.append(r["logprob_less"])
+    metrics = {
+        "overall": metrics_to_dict(crows_metric(more, less, n_boot=n_boot, seed=seed)),
+        "by_bias_type": {t: metrics_to_dict(crows_metric(a, b, n_boot=n_boot, seed=seed)) for t, (a, b) in sorted(by_type.items())},
+    }
+    return BenchResult("crows", records, metrics)

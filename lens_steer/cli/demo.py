@@ -1,0 +1,59 @@
+"""`lens-steer demo`: extract one axis's steering vector and show how it shifts answer probabilities on BBQ items."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, parse_int_list, progress_bar
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo", help="steer the model along one bias axis and print the shift on a few BBQ items")
+    add_model_option(p)
+    add_data_option(p)
+    p.add_argument("--axis", default="age", help="bias axis (default age)")
+    p.add_argument("--layers", default="15", help="layers to steer (default 15)")
+    p.add_argument("--coeff", type=float, default=4.0, help="coefficient on the unit pca_diff direction (default 4)")
+    p.add_argument("--num-sents", type=int, default=50, help="contrastive prompts from the axis's corpus (default 50)")
+    p.add_argument("--items", type=int, default=6, help="BBQ validation items to show (default 6)")
+    p.add_argument("--out", default=None, help="optional folder for the vector (vector.safetensors)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lens_steer.axes import get_axis
+    from lens_steer.benches import bbq_question, limit_bbq
+    from lens_steer.data.bbq import load_bbq
+    from lens_steer.data.splits import select_split
+    from lens_steer.evaluate import maybe_steer, score_questions
+    from lens_steer.extract import extract_vector
+    from lens_steer.pairs import persona_pairs
+
+    axis = get_axis(args.axis)
+    model = load_model_from_args(args)
+    layers = parse_int_list(args.layers)
+    pairs = persona_pairs(axis.default_corpus, args.num_sents, 0, 0, tokenizer=model.tokenizer, data_root=args.data_dir)
+    update, close = progress_bar(2 * len(pairs), "extract")
+    try:
+        vector = extract_vector(model, pairs, layers, method="pca_diff", progress=update)
+    finally:
+        close()
+    items = limit_bbq(select_split(load_bbq([axis.bbq_category], data_root=args.data_dir), "validation"), args.items, seed=0)
+    questions = [bbq_question(i) for i in items]
+    base = score_questions(model, questions)
+    with maybe_steer(model, vector, args.coeff):
+        steered = score_questions(model, questions)
+    print(f"{axis.name}: pca_diff vector from {len(pairs)} persona pairs ({axis.default_corpus} corpus), layers {layers}, coeff {args.coeff:+g}")
+    print("answer probabilities (cloze, reference prompt), unsteered -> steered; * = label, u = unknown, b = biased")
+    for it, b, s in zip(items, base, steered):
+        print(f"\n[{it.context_condition}/{it.question_polarity}] {it.context[:110]}{'...' if len(it.context) > 110 else ''}")
+        print(f"  Q: {it.question}")
+        for k, answer in enumerate(it.answers):
+            tag = ("*" if k == it.label else " ") + ("u" if k == it.unknown_index else "b" if k in it.biased_indices else " ")
+            print(f"  {tag} {answer[:40]:<40} {math.exp(b.option_scores[k]):.3f} -> {math.exp(s.option_scores[k]):.3f}")
+    if args.out:
+        path = vector.save(Path(args.out) / "vector.safetensors")
+        print(f"\nwrote {path}")
+    return 0

@@ -1,0 +1,115 @@
+"""`lens-steer eval`: score BBQ, MMLU or CrowS-Pairs (optionally steered) and write metrics and predictions."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
+from lens_steer.errors import LensSteerError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="evaluate a model on BBQ, MMLU or CrowS-Pairs, optionally steered")
+    add_model_option(p)
+    add_data_option(p)
+    p.add_argument("--bench", required=True, help="bbq, mmlu or crows")
+    p.add_argument("--categories", default=None, help="BBQ categories (e.g. Age,Religion), MMLU subjects or CrowS bias types; default all")
+    p.add_argument("--split", default="test", help="BBQ split: train, validation, test or all (default test)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the BBQ split (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="at most N items (BBQ: whole variant groups), chosen by --seed")
+    p.add_argument("--scoring", default=None, help="cloze (default), letter, letter-calibrated or letter-permuted")
+    p.add_argument("--prompt-format", default=None, help="reference (the SVE paper's chat prompt; BBQ default) or lm_eval (MMLU default)")
+    p.add_argument("--bbq-source", default="official", help="official, generated or mixed (generated rows come from --generated-dir)")
+    p.add_argument("--generated-dir", default=None, help="folder written by `lens-steer bbq-generate`")
+    p.add_argument("--bias-variant", default="lm_eval", help="bias score: lm_eval (default) or helm")
+    p.add_argument("--vector", default=None, help="steering vector (.safetensors) to apply")
+    p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient (default 1.0; used with --vector)")
+    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--out", required=True, help="output folder: metrics.json and predictions.jsonl")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lens_steer.benches import BENCHES, limit_bbq, limit_items, run_bbq, run_crows, run_mmlu
+    from lens_steer.evaluate import DEFAULT_SCORING, SCORINGS, check_choice
+    from lens_steer.io import write_json, write_jsonl
+    from lens_steer.vectors import load_vector
+
+    bench = check_choice(args.bench, BENCHES, "bench")
+    scoring = check_choice(args.scoring or DEFAULT_SCORING, SCORINGS, "scoring")
+    cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
+    if args.categories is not None and not cats:
+        raise LensSteerError("--categories is empty; name at least one or leave it out for all")
+    items = _load_items(args, bench, cats)
+    items = limit_bbq(items, args.limit, args.seed) if bench == "bbq" else limit_items(items, args.limit, args.seed)
+    if not items:
+        raise LensSteerError(f"no {bench} items selected; widen --categories, --split or --limit")
+    model = load_model_from_args(args)
+    vector = load_vector(args.vector, model) if args.vector else None
+    coeff = args.coeff if vector is not None else 0.0
+    update, close = progress_bar(len(items), f"{bench} {scoring}")
+    start = time.perf_counter()
+    try:
+        if bench == "bbq":
+            result = run_bbq(model, items, scoring=scoring, prompt_format=args.prompt_format or "reference", vector=vector, coeff=coeff,
+                             bias_variant=args.bias_variant, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
+        elif bench == "mmlu":
+            result = run_mmlu(model, items, scoring=scoring, prompt_format=args.prompt_format or "lm_eval", vector=vector, coeff=coeff,
+                              n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
+        else:
+            result = run_crows(model, items, vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
+    finally:
+        close()
+    seconds = time.perf_counter() - start
+    out = Path(args.out)
+    meta = {
+        "model": args.model, "bench": bench, "scoring": scoring if bench != "crows" else "sequence_logprob",
+        "prompt_format": args.prompt_format or ("lm_eval" if bench == "mmlu" else "reference"),
+        "split": args.split if bench == "bbq" else None, "split_seed": args.split_seed, "limit": args.limit, "seed": args.seed,
+        "bbq_source": args.bbq_source if bench == "bbq" else None, "vector": args.vector, "coeff": coeff,
+        "n_items": len(items), "seconds": round(seconds, 2), "items_per_second": round(len(items) / seconds, 3),
+    }
+    write_jsonl(out / "predictions.jsonl", result.records)
+    write_json(out / "metrics.json", {"meta": meta, **result.metrics})
+    _print_table(bench, result.metrics, meta)
+    print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
+    return 0
+
+
+def _load_items(args: argparse.Namespace, bench: str, cats: list[str] | None) -> list:
+    if bench == "bbq":
+        from lens_steer.data.bbq import load_bbq
+        from lens_steer.data.splits import select_split
+
+        items = load_bbq(cats, data_root=args.data_dir, source=args.bbq_source, generated_dir=args.generated_dir)
+        return select_split(items, args.split, seed=args.split_seed)
+    if bench == "mmlu":
+        from lens_steer.data.mmlu import load_mmlu
+
+        return load_mmlu("test", subjects=cats, data_root=args.data_dir)
+    from lens_steer.data.crows import load_crows
+
+    return load_crows(cats, data_root=args.data_dir)
+
+
+def _fmt(m: dict) -> str:
+    return f"{m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] n={m['n']}"
+
+
+def _print_table(bench: str, metrics: dict, meta: dict) -> None:
+    print(f"{bench} on {meta['model']} ({meta['scoring']}, {meta['n_items']} items, {meta['items_per_second']} items/s)")
+    if bench == "bbq":
+        for name in ("acc", "acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate_ambig", "unknown_rate_disambig"):
+            print(f"  {name:<24}{_fmt(metrics['overall'][name])}")
+        for cat, m in metrics["by_category"].items():
+            src = metrics["category_source"].get(cat, "")
+            print(f"  {cat:<24}acc {_fmt(m['acc'])}  ({src})")
+    elif bench == "mmlu":
+        print(f"  {'micro acc':<24}{_fmt(metrics['micro'])}")
+        print(f"  {'macro acc':<24}{_fmt(metrics['macro'])}")
+    else:
+        print(f"  {'stereotype preferred':<24}{_fmt(metrics['overall'])}")

@@ -1,0 +1,316 @@
+"""Scoring multiple-choice items with one forward pass each: logits only where scored, length-bucketed batches.
+
+Protocols: `letter` (compare the option letters' logits at the answer position), `letter-calibrated`
+(minus each letter's mean preference over the evaluated items), `letter-permuted` (average over the
+cyclic orders of the options) and `cloze` (summed log-likelihood of each option's text, lm-eval style;
+per-token means are kept beside). Prompt formats: `reference` (the SVE paper's chat prompt) and `lm_eval`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lens_steer.errors import LensSteerError
+from lens_steer.models import HookedModel
+from lens_steer.pairs import render_chat
+from lens_steer.steering import steer
+from lens_steer.tokens import encode_texts, length_batches, pad_batch, pad_id
+from lens_steer.vectors import SteeringVector
+
+SCORINGS = ("cloze", "letter", "letter-calibrated", "letter-permuted")
+DEFAULT_SCORING = "cloze"
+PROMPT_FORMATS = ("reference", "lm_eval")
+REFERENCE_INSTRUCTION = "Answer with only a single letter.\n\nThe following are multiple choice questions (with answers):\n"
+Progress = Callable[[int], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Question:
+    """A multiple-choice question independent of its benchmark: `context` (may be empty), `question`, `options`."""
+
+    context: str
+    question: str
+    options: tuple[str, ...]
+    subject: str | None = None  # MMLU's subject line in the lm_eval format
+
+
+@dataclasses.dataclass(frozen=True)
+class QuestionScore:
+    """How one question was scored: the exact prompt(s), token ids compared, normalised option log-probs, prediction."""
+
+    prompt: str
+    option_token_ids: list[list[int]]
+    option_scores: list[float]
+    pred: int
+    option_scores_per_token: list[float] | None = None
+
+
+def check_choice(value: str, valid: Sequence[str], what: str) -> str:
+    """`value` if it is one of `valid`, else a one-line error listing them."""
+    if value not in valid:
+        raise LensSteerError(f"unknown {what} {value!r}; use one of {', '.join(valid)}")
+    return value
+
+
+# ---- prompts --------------------------------------------------------------------------------
+def _stem(q: Question) -> str:
+    return f"{q.context} {q.question}".strip()
+
+
+def letter_prompt(q: Question, order: Sequence[int], prompt_format: str, tokenizer: Any) -> tuple[str, list[str]]:
+    """The prompt showing options in `order`, and the letter strings whose first tokens are compared."""
+    k = len(q.options)
+    if prompt_format == "reference":
+        letters = [chr(ord("a") + i) for i in range(k)]
+        body = _stem(q) + "\n" + "".join(f"({letters[j]}) {q.options[o]}\n" for j, o in enumerate(order))
+        return render_chat(tokenizer, None, REFERENCE_INSTRUCTION + body), letters
+    letters = [chr(ord("A") + i) for i in range(k)]
+    header = f"The following are multiple choice questions (with answers) about {q.subject.replace('_', ' ')}.\n\n" if q.subject else ""
+    stem = f"{q.context}\n\nQ: {q.question}\n" if q.context else f"{q.question}\n"
+    body = "".join(f"{letters[j]}. {q.options[o]}\n" for j, o in enumerate(order))
+    return header + stem + body + "Answer:", [" " + letter for letter in letters]
+
+
+def cloze_prompt(q: Question, prompt_format: str, tokenizer: Any) -> tuple[str, list[str]]:
+    """The prompt and each option's continuation text."""
+    if prompt_format == "reference":
+        return render_chat(tokenizer, None, _stem(q)), list(q.options)
+    header = f"The following are multiple choice questions (with answers) about {q.subject.replace('_', ' ')}.\n\n" if q.subject else ""
+    stem = f"{q.context}\n\nQ: {q.question}\nA:" if q.context else f"{q.question}\nAnswer:"
+    return header + stem, [" " + opt for opt in q.options]
+
+
+# ---- the forward pass -----------------------------------------------------------------------
+class _FinalResidual(Exception):
+    """Raised by a hook to stop the forward pass after the last block (before the unembedding)."""
+
+
+@dataclasses.dataclass
+class _Row:
+    """One sequence to run: token ids, positions whose next-token distribution is read, and what to read there."""
+
+    ids: list[int]
+    positions: list[int]
+    candidates: list[int] | None = None  # letter rows: logits of these ids at positions[0]
+    targets: list[int] | None = None  # cloze rows: log-prob of targets[i] at positions[i]
+
+
+class _Unembed:
+    """Final norm and unembedding of selected residual vectors."""
+
+    def __init__(self, model: HookedModel) -> None:
+        self.ln_final = model.ln_final  # type: ignore[attr-defined]
+        self.W_U: Tensor = model.W_U.detach()  # type: ignore[attr-defined]  # [d_model, vocab]
+        b_U = getattr(model, "b_U", None)
+        self.b_U: Tensor | None = None if b_U is None or not bool(b_U.abs().max() > 0) else b_U.detach()
+
+    def logits(self, resid: Tensor, columns: Tensor | None = None) -> Tensor:
+        x = self.ln_final(resid)
+        w = self.W_U if columns is None else self.W_U[:, columns]
+        out = x @ w
+        if self.b_U is not None:
+            out = out + (self.b_U if columns is None else self.b_U[columns])
+        return out.float()
+
+
+def final_residual(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any]) -> Tensor:
+    """Residual stream after the last block, `[batch, pos, d_model]`; the unembedding is never run."""
+    name = f"blocks.{int(model.cfg.n_layers) - 1}.hook_resid_post"
+    box: dict[str, Tensor] = {}
+
+    def grab(tensor: Tensor, *, hook: Any) -> None:
+        box["resid"] = tensor
+        raise _FinalResidual
+
+    try:
+        with model.hooks(fwd_hooks=[(name, grab)]):
+            model(tokens, **forward_kwargs)
+    except _FinalResidual:
+        pass
+    if "resid" not in box:
+        raise LensSteerError(f"hook {name} did not fire; the model does not follow the TransformerLens hook API")
+    return box["resid"]
+
+
+def _run_rows(model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float) -> list[np.ndarray]:
+    """For each row: candidate logits (letter rows) or target log-probs (cloze rows)."""
+    device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
+    unembed = _Unembed(model)
+    out: list[np.ndarray] = [np.empty(0)] * len(rows)
+    done = 0.0
+    reported = 0
+    for batch_idx in length_batches([len(r.ids) for r in rows], max_batch=max_batch, max_tokens=max_tokens):
+        batch = pad_batch([rows[i].ids for i in batch_idx], pad_id=pad_id(model), padding_side="right", device=device)
+        with torch.inference_mode():
+            resid = final_residual(model, batch.tokens, batch.forward_kwargs())
+            letter = [(j, i) for j, i in enumerate(batch_idx) if rows[i].candidates is not None]
+            if letter:
+                sel = resid[[j for j, _ in letter], [rows[i].positions[0] for _, i in letter]]
+                uniq = sorted({t for _, i in letter for t in rows[i].candidates or []})
+                flat = unembed.logits(sel, torch.tensor(uniq, device=device))
+                col = {t: c for c, t in enumerate(uniq)}
+                for r, (_, i) in enumerate(letter):
+                    out[i] = flat[r, [col[t] for t in rows[i].candidates]].cpu().numpy()  # type: ignore[union-attr]
+            cloze = [(j, i) for j, i in enumerate(batch_idx) if rows[i].targets is not None]
+            if cloze:
+                bj = [j for j, i in cloze for _ in rows[i].positions]
+                pos = [p for _, i in cloze for p in rows[i].positions]
+                tgt = torch.tensor([t for _, i in cloze for t in rows[i].targets], device=device)  # type: ignore[union-attr]
+                logp = torch.log_softmax(unembed.logits(resid[bj, pos]), dim=-1)
+                picked = logp[torch.arange(len(pos), device=device), tgt].cpu().numpy()
+                start = 0
+                for _, i in cloze:
+                    n = len(rows[i].positions)
+                    out[i] = picked[start : start + n]
+                    start += n
+        done += len(batch_idx) * progress_unit
+        if progress is not None and int(done) > reported:
+            progress(int(done) - reported)
+            reported = int(done)
+    if progress is not None and reported < int(round(done)):
+        progress(int(round(done)) - reported)
+    return out
+
+
+def _first_token(model: HookedModel, text: str) -> int:
+    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
+    if not ids:
+        raise LensSteerError(f"option label {text!r} encodes to no token")
+    return int(ids[0])
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+# ---- protocols ------------------------------------------------------------------------------
+def score_questions(
+    model: HookedModel,
+    questions: Sequence[Question],
+    *,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "reference",
+    max_batch: int = 16,
+    max_tokens: int = 3072,
+    progress: Progress | None = None,
+) -> list[QuestionScore]:
+    """Score every question with `scoring` under `prompt_format`; progress counts questions."""
+    check_choice(scoring, SCORINGS, "scoring")
+    check_choice(prompt_format, PROMPT_FORMATS, "prompt format")
+    if not questions:
+        raise LensSteerError("no items to score; the selection is empty")
+    tok = model.tokenizer
+    if scoring == "cloze":
+        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress)
+    k_orders = 1
+    prompts: list[list[str]] = []
+    rows: list[_Row] = []
+    for q in questions:
+        k = len(q.options)
+        orders = [list(range(k))] if scoring != "letter-permuted" else [[(j + s) % k for j in range(k)] for s in range(k)]
+        k_orders = len(orders)
+        texts = []
+        for order in orders:
+            text, letters = letter_prompt(q, order, prompt_format, tok)
+            ids = encode_texts(model, [text])[0]
+            rows.append(_Row(ids, [len(ids) - 1], candidates=[_first_token(model, letter) for letter in letters]))
+            texts.append(text)
+        prompts.append(texts)
+    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / k_orders)
+    scores: list[QuestionScore] = []
+    r = 0
+    per_question: list[np.ndarray] = []
+    for q in questions:
+        k = len(q.options)
+        if scoring == "letter-permuted":
+            per_question.append(permutation_average(raw[r : r + k]))
+            r += k
+        else:
+            per_question.append(_log_softmax(raw[r]))
+            r += 1
+    if scoring == "letter-calibrated":
+        prior = _letter_prior(per_question)
+        per_question = [_log_softmax(lp - prior[: len(lp)]) for lp in per_question]
+    r = 0
+    for texts, lp in zip(prompts, per_question):
+        ids = [list(map(int, rows[r + s].candidates or [])) for s in range(len(texts))]
+        r += len(texts)
+        scores.append(QuestionScore("\n\n".join(texts), ids, lp.tolist(), int(np.argmax(lp))))
+    return scores
+
+
+def permutation_average(letter_logits: Sequence[np.ndarray]) -> np.ndarray:
+    """Option log-probs averaged over cyclic orders: order s shows option (j + s) % k at letter j."""
+    k = len(letter_logits)
+    acc = np.zeros(k)
+    for s, logits in enumerate(letter_logits):
+        lp = _log_softmax(np.asarray(logits, dtype=float))
+        for j in range(k):
+            acc[(j + s) % k] += lp[j] / k
+    return _log_softmax(acc)
+
+
+def _letter_prior(per_question: Sequence[np.ndarray]) -> np.ndarray:
+    """Mean log-probability of each letter position over the questions (the model's letter preference)."""
+    width = max(len(lp) for lp in per_question)
+    sums, counts = np.zeros(width), np.zeros(width)
+    for lp in per_question:
+        sums[: len(lp)] += lp
+        counts[: len(lp)] += 1
+    return sums / np.maximum(counts, 1)
+
+
+def _score_cloze(model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None) -> list[QuestionScore]:
+    rows: list[_Row] = []
+    prompts: list[str] = []
+    cont_ids: list[list[list[int]]] = []
+    for q in questions:
+        text, conts = cloze_prompt(q, prompt_format, model.tokenizer)
+        prompt_ids = encode_texts(model, [text])[0]
+        opts = [list(model.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in conts]
+        for o in opts:
+            if not o:
+                raise LensSteerError(f"an option of question {q.question[:60]!r} encodes to no tokens")
+            n = len(prompt_ids)
+            rows.append(_Row(prompt_ids + o, list(range(n - 1, n - 1 + len(o))), targets=o))
+        prompts.append(text)
+        cont_ids.append(opts)
+    k = len(questions[0].options)
+    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / k)
+    scores = []
+    r = 0
+    for q, text, opts in zip(questions, prompts, cont_ids):
+        lps = raw[r : r + len(opts)]
+        r += len(opts)
+        summed = np.array([float(x.sum()) for x in lps])
+        per_tok = np.array([float(x.mean()) for x in lps])
+        lp = _log_softmax(summed)
+        scores.append(QuestionScore(text, opts, lp.tolist(), int(np.argmax(summed)), _log_softmax(per_tok).tolist()))
+    return scores
+
+
+@contextmanager
+def maybe_steer(model: HookedModel, vector: SteeringVector | None, coeff: float) -> Iterator[None]:
+    """Steer with `coeff * vector` inside the block, or do nothing without a vector or at coeff 0."""
+    ctx = steer(model, [(vector, coeff)]) if vector is not None and coeff != 0 else nullcontext()
+    with ctx:
+        yield
+
+
+def sequence_logprobs(model: HookedModel, texts: Sequence[str], *, max_batch: int = 16, max_tokens: int = 3072, progress: Progress | None = None) -> list[float]:
+    """Summed log-probability of each text's tokens after the first (CrowS-Pairs)."""
+    rows = []
+    for ids in encode_texts(model, texts):
+        if len(ids) < 2:
+            raise LensSteerError("a text needs at least two tokens to be scored")
+        rows.append(_Row(ids, list(range(len(ids) - 1)), targets=ids[1:]))
+    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0)
+    return [float(x.sum()) for x in raw]

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Sets up (scripts/setup.sh) and runs the main job on the embedded SmolLM2 and the shared data.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$here"
+bash scripts/setup.sh
+export LENS_STEER_DATA="${LENS_STEER_DATA:-$here/../shared/data}"
+venv="${LENS_STEER_VENV:-$here/.venv}"
+"$venv/bin/lens-steer" demo --out "${1:-runs/demo}"

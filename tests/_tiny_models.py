@@ -1,0 +1,70 @@
+"""Tiny random models for the unit tests, on every TransformerLens model class this install offers.
+
+"bridge": `load_model("tiny-llama")` (TL 4.x, and TL 3.6+ which ship TransformerBridge too).
+"hooked": TL 3.x `HookedTransformer(HookedTransformerConfig(...))` (absent on TL 4.x).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from typing import Any
+
+import pytest
+import torch
+
+from lens_steer import models
+
+
+def _has_bridge() -> bool:
+    try:
+        return importlib.util.find_spec("transformer_lens.model_bridge") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def _has_hooked() -> bool:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from transformer_lens import HookedTransformer  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+HAS_BRIDGE = _has_bridge()
+HAS_HOOKED = _has_hooked()
+BACKENDS = [name for name, ok in (("bridge", HAS_BRIDGE), ("hooked", HAS_HOOKED)) if ok]
+bridge_only = pytest.mark.skipif(not HAS_BRIDGE, reason="needs transformer_lens.model_bridge (TransformerBridge)")
+
+
+def make_tiny(backend: str, seed: int = 0, process_weights: bool = False) -> Any:
+    """A tiny random model of the given backend (weights fixed by `seed`)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if backend == "bridge":
+            return models.load_model(models.TINY_MODEL, seed=seed, process_weights=process_weights)
+        state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            return models._tiny_hooked_transformer(models.tiny_tokenizer(), device="cpu", dtype=torch.float32)
+        finally:
+            torch.random.set_rng_state(state)
+
+
+def hook_counts(model: Any) -> dict[str, int]:
+    """Number of forward hooks on every hook point (aliases collapsed)."""
+    out: dict[str, int] = {}
+    for name, hp in model.hook_dict.items():
+        out.setdefault(str(id(hp)), len(hp.fwd_hooks))
+    return out
+
+
+@pytest.fixture(scope="module", autouse=True)
+def single_thread() -> Any:
+    """One torch thread while a test module runs: on a busy 2-core machine two OpenMP threads run ~10x slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

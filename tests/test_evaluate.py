@@ -1,0 +1,140 @@
+"""Scoring protocols checked against direct full forward passes on the tiny model, and by the math."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lens_steer.errors import LensSteerError
+from lens_steer.evaluate import (
+    Question,
+    cloze_prompt,
+    letter_prompt,
+    permutation_average,
+    score_questions,
+    sequence_logprobs,
+)
+from lens_steer.models import load_model
+from lens_steer.tokens import encode_texts
+
+QUESTIONS = [
+    Question("Two friends met.", "Who was late?", ("The first", "The second", "Unknown")),
+    Question("A long context about a cat and a dog playing in the yard all day.", "Who won?", ("cat", "dog", "Can't tell")),
+    Question("", "What is two plus two?", ("3", "4", "5", "22"), subject="elementary_mathematics"),
+]
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("tiny-llama", seed=3)
+
+
+def full_logits(model, text: str) -> torch.Tensor:
+    ids = torch.tensor([encode_texts(model, [text])[0]])
+    with torch.inference_mode():
+        return model(ids)[0].float()
+
+
+def log_softmax(x) -> np.ndarray:
+    x = np.asarray(x, dtype=float)
+    return x - x.max() - np.log(np.exp(x - x.max()).sum())
+
+
+@pytest.mark.parametrize("fmt", ["reference", "lm_eval"])
+def test_letter_scores_equal_full_forward_logits(model, fmt):
+    qs = QUESTIONS[:2] if fmt == "reference" else QUESTIONS
+    scores = score_questions(model, qs, scoring="letter", prompt_format=fmt, max_batch=2)
+    for q, s in zip(qs, scores):
+        text, letters = letter_prompt(q, range(len(q.options)), fmt, model.tokenizer)
+        assert s.prompt == text
+        ids = [model.tokenizer(letter, add_special_tokens=False)["input_ids"][0] for letter in letters]
+        logits = full_logits(model, text)[-1, ids].numpy()
+        np.testing.assert_allclose(s.option_scores, log_softmax(logits), atol=1e-4)
+        assert s.pred == int(np.argmax(logits))
+        assert s.option_token_ids == [ids]
+
+
+def test_cloze_scores_equal_summed_logprobs_from_full_forward(model):
+    scores = score_questions(model, QUESTIONS, scoring="cloze", prompt_format="lm_eval", max_batch=4)
+    for q, s in zip(QUESTIONS, scores):
+        prompt, conts = cloze_prompt(q, "lm_eval", model.tokenizer)
+        n = len(encode_texts(model, [prompt])[0])
+        sums, means = [], []
+        for c in conts:
+            c_ids = model.tokenizer(c, add_special_tokens=False)["input_ids"]
+            logp = torch.log_softmax(_logits_of_ids(model, encode_texts(model, [prompt])[0] + c_ids), -1)
+            per = [float(logp[n - 1 + i, t]) for i, t in enumerate(c_ids)]
+            sums.append(sum(per))
+            means.append(sum(per) / len(per))
+        np.testing.assert_allclose(s.option_scores, log_softmax(sums), atol=1e-4)
+        np.testing.assert_allclose(s.option_scores_per_token, log_softmax(means), atol=1e-4)
+        assert s.pred == int(np.argmax(sums))
+
+
+def _logits_of_ids(model, ids: list[int]) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(torch.tensor([ids]))[0].float()
+
+
+def test_batching_does_not_change_scores(model):
+    one = [score_questions(model, [q], scoring="cloze")[0].option_scores for q in QUESTIONS[:2]]
+    many = [s.option_scores for s in score_questions(model, QUESTIONS[:2], scoring="cloze", max_batch=8)]
+    np.testing.assert_allclose(one, many, atol=1e-4)
+
+
+def test_permutation_average_removes_a_pure_position_preference():
+    # a "model" that prefers letter positions (3, 1, 0) whatever the options are
+    raw = [np.array([3.0, 1.0, 0.0])] * 3
+    np.testing.assert_allclose(permutation_average(raw), np.log([1 / 3] * 3), atol=1e-12)
+
+
+def test_permutation_average_maps_positions_back_to_options():
+    # content preference only: option 2 gets logit 5 wherever it is shown
+    k = 3
+    raw = []
+    for s in range(k):
+        shown = [(j + s) % k for j in range(k)]
+        raw.append(np.array([5.0 if o == 2 else 0.0 for o in shown]))
+    lp = permutation_average(raw)
+    assert int(np.argmax(lp)) == 2
+    np.testing.assert_allclose(lp, log_softmax([0.0, 0.0, 5.0]), atol=1e-12)
+
+
+def test_letter_permuted_scores_each_cyclic_order(model):
+    q = QUESTIONS[0]
+    s = score_questions(model, [q], scoring="letter-permuted", prompt_format="lm_eval")[0]
+    raw = []
+    for shift in range(3):
+        order = [(j + shift) % 3 for j in range(3)]
+        text, letters = letter_prompt(q, order, "lm_eval", model.tokenizer)
+        ids = [model.tokenizer(letter, add_special_tokens=False)["input_ids"][0] for letter in letters]
+        raw.append(full_logits(model, text)[-1, ids].numpy())
+    np.testing.assert_allclose(s.option_scores, permutation_average(raw), atol=1e-4)
+    assert len(s.option_token_ids) == 3
+
+
+def test_letter_calibrated_subtracts_the_mean_letter_preference(model):
+    qs = QUESTIONS[:2]
+    plain = np.array([s.option_scores for s in score_questions(model, qs, scoring="letter")])
+    cal = np.array([s.option_scores for s in score_questions(model, qs, scoring="letter-calibrated")])
+    expected = np.array([log_softmax(row - plain.mean(0)) for row in plain])
+    np.testing.assert_allclose(cal, expected, atol=1e-6)
+
+
+def test_sequence_logprobs_equal_full_forward(model):
+    texts = ["The cat sat.", "A much longer sentence about dogs."]
+    got = sequence_logprobs(model, texts)
+    for text, value in zip(texts, got):
+        ids = encode_texts(model, [text])[0]
+        logp = torch.log_softmax(_logits_of_ids(model, ids), -1)
+        assert value == pytest.approx(sum(float(logp[i, ids[i + 1]]) for i in range(len(ids) - 1)), abs=1e-4)
+
+
+def test_bad_input_errors(model):
+    with pytest.raises(LensSteerError, match="unknown scoring 'logit'"):
+        score_questions(model, QUESTIONS, scoring="logit")
+    with pytest.raises(LensSteerError, match="unknown prompt format"):
+        score_questions(model, QUESTIONS, prompt_format="helm")
+    with pytest.raises(LensSteerError, match="empty"):
+        score_questions(model, [])
