@@ -269,32 +269,84 @@ def _letter_prior(per_question: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _score_cloze(model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None) -> list[QuestionScore]:
-    rows: list[_Row] = []
     prompts: list[str] = []
+    prompt_ids: list[list[int]] = []
     cont_ids: list[list[list[int]]] = []
     for q in questions:
         text, conts = cloze_prompt(q, prompt_format, model.tokenizer)
-        prompt_ids = encode_texts(model, [text])[0]
         opts = [list(model.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in conts]
-        for o in opts:
-            if not o:
-                raise LensSteerError(f"an option of question {q.question[:60]!r} encodes to no tokens")
-            n = len(prompt_ids)
-            rows.append(_Row(prompt_ids + o, list(range(n - 1, n - 1 + len(o))), targets=o))
+        if any(not o for o in opts):
+            raise LensSteerError(f"an option of question {q.question[:60]!r} encodes to no tokens")
         prompts.append(text)
+        prompt_ids.append(encode_texts(model, [text])[0])
         cont_ids.append(opts)
-    k = len(questions[0].options)
-    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / k)
+    if _accepts_kv_cache(model):
+        raw = _cloze_shared_prefix(model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress)
+    else:  # one sequence per option (TL 3.x HookedTransformer takes no Hugging Face cache)
+        rows = [_Row(p + o, list(range(len(p) - 1, len(p) - 1 + len(o))), targets=o) for p, opts in zip(prompt_ids, cont_ids) for o in opts]
+        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / len(cont_ids[0]))
+        raw, r = [], 0
+        for opts in cont_ids:
+            raw.append(flat[r : r + len(opts)])
+            r += len(opts)
     scores = []
-    r = 0
-    for q, text, opts in zip(questions, prompts, cont_ids):
-        lps = raw[r : r + len(opts)]
-        r += len(opts)
+    for text, opts, lps in zip(prompts, cont_ids, raw):
         summed = np.array([float(x.sum()) for x in lps])
         per_tok = np.array([float(x.mean()) for x in lps])
-        lp = _log_softmax(summed)
-        scores.append(QuestionScore(text, opts, lp.tolist(), int(np.argmax(summed)), _log_softmax(per_tok).tolist()))
+        scores.append(QuestionScore(text, opts, _log_softmax(summed).tolist(), int(np.argmax(summed)), _log_softmax(per_tok).tolist()))
     return scores
+
+
+def _accepts_kv_cache(model: HookedModel) -> bool:
+    import inspect
+
+    try:
+        return "past_key_values" in inspect.signature(model.forward).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return False
+
+
+def _cloze_shared_prefix(
+    model: HookedModel, prompt_ids: list[list[int]], cont_ids: list[list[list[int]]], *, max_batch: int, max_tokens: int, progress: Progress | None
+) -> list[list[np.ndarray]]:
+    """Per question, per option: log-probs of the option's tokens. The prompt runs once; its KV cache serves every option."""
+    from transformers import DynamicCache
+
+    device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
+    unembed = _Unembed(model)
+    out: list[list[np.ndarray]] = [[] for _ in prompt_ids]
+    for batch_idx in length_batches([len(p) for p in prompt_ids], max_batch=max_batch, max_tokens=max_tokens):
+        prompts = pad_batch([prompt_ids[i] for i in batch_idx], pad_id=pad_id(model), padding_side="right", device=device)
+        k = [len(cont_ids[i]) for i in batch_idx]
+        options = [o for i in batch_idx for o in cont_ids[i]]
+        conts = pad_batch(options, pad_id=pad_id(model), padding_side="right", device=device)
+        owner = torch.tensor([j for j, n in enumerate(k) for _ in range(n)], device=device)
+        with torch.inference_mode():
+            cache = DynamicCache()
+            resid_prompt = final_residual(model, prompts.tokens, {"past_key_values": cache})
+            last_prompt = resid_prompt[torch.arange(len(batch_idx), device=device), prompts.last_index]  # predicts each option's first token
+            cache.reorder_cache(owner)  # one copy of the prompt's keys/values per option
+            mask = torch.cat([prompts.attention_mask[owner], conts.attention_mask], dim=1)
+            resid_cont = final_residual(model, conts.tokens, {"past_key_values": cache, "attention_mask": mask})
+            rows, pos = [], []
+            for r, o in enumerate(options):
+                rows += [r] * (len(o) - 1)
+                pos += list(range(len(o) - 1))
+            sel = torch.cat([last_prompt[owner], resid_cont[rows, pos]]) if rows else last_prompt[owner]
+            logp = torch.log_softmax(unembed.logits(sel), dim=-1)
+            first = logp[: len(options)]
+            rest = logp[len(options) :]
+            picked_first = first[torch.arange(len(options), device=device), torch.tensor([o[0] for o in options], device=device)].cpu().numpy()
+            rest_targets = [t for o in options for t in o[1:]]
+            picked_rest = rest[torch.arange(len(rest_targets), device=device), torch.tensor(rest_targets, dtype=torch.long, device=device)].cpu().numpy() if rest_targets else np.empty(0)
+        r_off = 0
+        for r, o in enumerate(options):
+            vals = np.concatenate([[picked_first[r]], picked_rest[r_off : r_off + len(o) - 1]])
+            r_off += len(o) - 1
+            out[batch_idx[int(owner[r])]].append(vals)
+        if progress is not None:
+            progress(len(batch_idx))
+    return out
 
 
 @contextmanager

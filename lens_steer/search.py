@@ -426,16 +426,25 @@ def open_storage(
         if f is not None and not f.parent.is_dir():
             raise StudyError(f"cannot open storage {url}: folder {f.parent} does not exist; create it first")
         try:
-            return optuna.storages.RDBStorage(
-                url,
-                heartbeat_interval=heartbeat_interval,
-                grace_period=grace,
-                failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=max_retry),
-            )
+            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace, **_retry_kwargs(max_retry))
         except ModuleNotFoundError as e:
             raise StudyError(f"cannot open storage {redact_url(url)}: Python module {e.name!r} is missing; install its driver (e.g. pip install psycopg2-binary for PostgreSQL)") from None
         except Exception as e:  # SQLAlchemy raises many types (ArgumentError, OperationalError, ...)
             raise StudyError(f"cannot open storage {redact_url(url)}: {type(e).__name__}: {_first_line(e)}; check the URL, server and credentials") from None
+
+
+def _retry_callback(max_retry: int | None) -> Any:
+    """Optuna's callback that re-queues a trial whose worker stopped beating (renamed in Optuna 4.9)."""
+    cls = getattr(optuna.storages, "RetryHeartbeatStaleTrialCallback", None) or optuna.storages.RetryFailedTrialCallback
+    return cls(max_retry=max_retry)
+
+
+def _retry_kwargs(max_retry: int | None) -> dict[str, Any]:
+    import inspect
+
+    params = inspect.signature(optuna.storages.RDBStorage.__init__).parameters
+    key = "heartbeat_stale_trial_callback" if "heartbeat_stale_trial_callback" in params else "failed_trial_callback"
+    return {key: _retry_callback(max_retry)}
 
 
 def _first_line(e: BaseException) -> str:
@@ -587,7 +596,7 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
         failed.append(t.number)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.RetryFailedTrialCallback(max_retry=max_retry)(study, study._storage.get_trial(t._trial_id))
+            _retry_callback(max_retry)(study, study._storage.get_trial(t._trial_id))
     return failed
 
 
@@ -832,6 +841,25 @@ def objective_value(metrics: Mapping[str, Any], config: SearchConfig, baseline: 
     return v("acc_ambig") - config.guard_penalty * max(0.0, floor - v("acc_disambig"))
 
 
+def bbq_predictions(
+    model: HookedModel,
+    items: Sequence[BbqItem],
+    *,
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "reference",
+    max_batch: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> list[BbqPrediction]:
+    """BBQ predictions only (no records), steered by `coeff * vector` if given."""
+    from lens_steer.benches import bbq_question
+
+    with maybe_steer(model, vector, coeff):
+        scores = score_questions(model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    return [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
+
+
 class IsvObjective:
     """The ISV objective for one (model, axis, config): trial params in, validation objective out.
 
@@ -871,13 +899,7 @@ class IsvObjective:
 
     def predictions(self, items: Sequence[BbqItem], vector: SteeringVector | None = None, coeff: float = 0.0) -> list[BbqPrediction]:
         """BBQ predictions for `items`, steered by `coeff * vector` if given."""
-        from lens_steer.benches import bbq_question
-
-        with maybe_steer(self.model, vector, coeff):
-            scores = score_questions(
-                self.model, [bbq_question(i) for i in items], scoring=self.config.scoring, prompt_format=self.config.prompt_format, max_batch=self.config.max_batch
-            )
-        return [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
+        return bbq_predictions(self.model, items, vector=vector, coeff=coeff, scoring=self.config.scoring, prompt_format=self.config.prompt_format, max_batch=self.config.max_batch)
 
     def mmlu_items(self) -> list[Any]:
         """The MMLU dev items of the retention penalty (`config.mmlu_items`, seeded choice)."""
@@ -980,13 +1002,15 @@ def run_isv_search(
     cache_dir: str | Path | None = None,
     heartbeat_interval: int = 10,
     grace_period: int | None = None,
+    n_trials: int | None = None,
     objective: Objective | None = None,
     progress: TrialProgress | None = None,
 ) -> IsvResult:
     """Search one axis's ISV: open/join/resume the study, run trials until it holds `config.n_trials`
     finished trials, then write the ISV outputs into `out_dir`. `storage` defaults to
     `sqlite:///<out_dir>/optuna.db`; "journal:<file>" or any SQLAlchemy URL also work.
-    `config` may be None only with `resume` (the stored configuration is used as is).
+    `config` may be None only with `resume` (the stored configuration is used); `n_trials` overrides
+    the configured budget.
     `objective` replaces the BBQ objective (tests, custom objectives)."""
     ax = axis if isinstance(axis, Axis) else get_axis(axis)
     out = Path(out_dir)
@@ -1004,6 +1028,8 @@ def run_isv_search(
     study, used = open_study(store, name, config=config, resume=resume, storage_label=label)
     if used is None:
         raise StudyError(f"study {name!r} has no stored lens_steer configuration; pass a SearchConfig to continue it")
+    if n_trials is not None:
+        used = dataclasses.replace(used, n_trials=n_trials)
     space = used.space.resolve(int(model.cfg.n_layers))
     check_corpora(space, data_root)
     write_json(out / "config.json", {**used.to_json(), "axis": ax.name, "study": name, "storage": label, "model": model_identity(model).name})
@@ -1157,6 +1183,7 @@ __all__ = [
     "objective_value",
     "open_storage",
     "open_study",
+    "bbq_predictions",
     "parse_layer_spec",
     "redact_url",
     "run_isv_search",

@@ -138,3 +138,23 @@ def test_bad_input_errors(model):
         score_questions(model, QUESTIONS, prompt_format="helm")
     with pytest.raises(LensSteerError, match="empty"):
         score_questions(model, [])
+
+
+def test_steered_cloze_with_shared_prefix_equals_steered_full_forward(model):
+    from lens_steer.models import PROCESSING_FLAGS
+    from lens_steer.steering import steer
+    from lens_steer.vectors import SteeringVector, VectorMetadata
+
+    torch.manual_seed(5)
+    vec = SteeringVector({1: torch.randn(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+    q = QUESTIONS[1]
+    with steer(model, [(vec, 2.0)]):
+        s = score_questions(model, [q], scoring="cloze", prompt_format="lm_eval")[0]
+        prompt, conts = cloze_prompt(q, "lm_eval", model.tokenizer)
+        p_ids = encode_texts(model, [prompt])[0]
+        sums = []
+        for c in conts:
+            c_ids = model.tokenizer(c, add_special_tokens=False)["input_ids"]
+            logp = torch.log_softmax(_logits_of_ids(model, p_ids + c_ids), -1)
+            sums.append(sum(float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(c_ids)))
+    np.testing.assert_allclose(s.option_scores, log_softmax(sums), atol=1e-4)

@@ -27,6 +27,10 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     """Load the model the options name, quietly."""
     from lens_steer.models import load_model
 
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return load_model(args.model, device=args.device, process_weights=getattr(args, "process_weights", False))

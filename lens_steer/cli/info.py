@@ -38,7 +38,7 @@ def describe(model: HookedModel, *, all_hooks: bool = False) -> list[str]:
     steerable, others = block_hook_kinds(model)
     flags = ", ".join(f"{k}={v}" for k, v in ident.processing.items()) or "none recorded"
     last = ident.n_layers - 1
-    kind = steerable[-1] if "hook_resid_post" not in steerable else "hook_resid_post"
+    kind = "hook_resid_post" if "hook_resid_post" in steerable else (steerable or others or ["?"])[0]
     examples = [f"blocks.{layer}.{kind}" for layer in sorted({0, ident.n_layers // 2, last})]
     lines = [
         f"model: {ident.name} ({type(model).__name__})",

@@ -1,0 +1,73 @@
+"""Layer sweep: BBQ validation accuracy (and bias) of one axis, steering one layer at a time with each coefficient.
+
+Run: python analyses/layer_sweep.py [--out out/layer_sweep] [--model smollm2-135m-instruct] [--axis age] ...
+Writes sweep.csv, sweep.json, sweep.html (accuracy heatmap) and sweep_bias_ambig.html to the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from lens_steer.io import atomic_write_text, write_json
+from lens_steer.models import load_model
+from lens_steer.plots import sweep_heatmap, write_figure
+from lens_steer.sweep import parse_coeff_grid, parse_layer_range, rows_to_csv, sweep_axis
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="out/layer_sweep", help="output folder (default: out/layer_sweep)")
+    p.add_argument("--model", default="smollm2-135m-instruct")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-dir", default=None, help="data root (default: $LENS_STEER_DATA or ../shared/data)")
+    p.add_argument("--axis", default="age")
+    p.add_argument("--layers", default="6,12,18", help="layers, 'A-B' or a list (default: 6,12,18)")
+    p.add_argument("--coeffs", default="-32:32:16", help="start:stop:step or a list (default: -32:32:16; pca_diff vectors are unit length "
+                   "and SmolLM2's residual norm is ~80-200 at these layers, so +-2 barely moves it)")  # fmt: skip
+    p.add_argument("--method", default="pca_diff", choices=["pca_diff", "mean_diff", "pca_center"])
+    p.add_argument("--scoring", default="letter", help="BBQ scoring (default: letter, one forward pass per item)")
+    p.add_argument("--limit", type=int, default=20, help="validation items (whole variant groups; default 20)")
+    p.add_argument("--num-sents", type=int, default=20, help="contrastive prompts (default 20)")
+    p.add_argument("--n-boot", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = Path(args.out)
+    coeffs = parse_coeff_grid(args.coeffs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_model(args.model, device=args.device)
+    layers = parse_layer_range(args.layers, int(model.cfg.n_layers))
+    t0 = time.time()
+    done: list[dict] = []
+
+    def on_row(row: dict) -> None:
+        done.append(row)
+        atomic_write_text(out / "sweep.csv", rows_to_csv(done))
+        where = "baseline" if row["kind"] == "baseline" else f"layer {row['layer']} coeff {row['coeff']:g}"
+        print(f"[{time.time() - t0:6.0f}s] {where}: {row['metric']} {row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]", file=sys.stderr)
+
+    result = sweep_axis(model, args.axis, layers, coeffs, method=args.method, scoring=args.scoring, limit=args.limit, num_sents=args.num_sents,
+                        data_root=args.data_dir, n_boot=args.n_boot, seed=args.seed, split_seed=args.seed, on_row=on_row)  # fmt: skip
+    atomic_write_text(out / "sweep.csv", result.to_csv())
+    write_json(out / "sweep.json", result.config)
+    label = f"{result.config['axis']} ({result.config['model_name']}, {args.method}, {args.scoring}, n={result.config['n_items']} validation items)"
+    write_figure(sweep_heatmap(result.rows, result.baseline, title=label), out / "sweep.html")
+
+    def as_metric(row: dict, name: str) -> dict:
+        return {**row, "metric": name, "value": row[name], "ci_low": None, "ci_high": None}
+
+    bias_rows = [as_metric(r, "bias_ambig") for r in result.rows]
+    write_figure(sweep_heatmap(bias_rows, as_metric(result.baseline, "bias_ambig"), title=label), out / "sweep_bias_ambig.html")
+    print(f"wrote {out}/sweep.csv, sweep.json, sweep.html, sweep_bias_ambig.html in {time.time() - t0:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

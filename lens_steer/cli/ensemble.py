@@ -1,0 +1,82 @@
+"""`lens-steer ensemble`: Steering Vector Ensembles from ISV runs, judged on the test split with controls."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args
+from lens_steer.errors import LensSteerError
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the `ensemble` subcommand."""
+    from lens_steer.evaluate import SCORINGS
+
+    p = subparsers.add_parser(
+        "ensemble",
+        help="build SVEs from ISV runs and evaluate them (test split, OOD, MMLU, random controls)",
+        description="Average the ISVs (plain, norm-matched, coefficient-weighted), extract the merged-datasets "
+        "baseline, pick each coefficient on validation, and judge baseline, ISV, SVE, merged and leave-one-axis-out "
+        "SVEs on the test split, each steered result beside matched random controls. Writes ensemble.json, "
+        "results.csv and the vectors into --out.",
+    )
+    add_model_option(p)
+    add_data_option(p)
+    p.add_argument("--isv", required=True, help="comma-separated ISV run folders or isv.safetensors files (one per axis)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--coeffs", default=None, help="SVE coefficients to sweep on validation, e.g. '-5,-4,...,5' (default: integers -5..5)")
+    p.add_argument("--val-limit", type=int, default=None, help="validation items per axis for the sweep (default 100)")
+    p.add_argument("--test-limit", type=int, default=None, help="test items per axis (default 300)")
+    p.add_argument("--mmlu-items", type=int, default=None, help="MMLU test items for retention (default 200; 0 skips)")
+    p.add_argument("--control-seeds", default=None, help="seeds of the matched random controls, e.g. '1,2,3' (default)")
+    p.add_argument("--scoring", choices=list(SCORINGS), default=None, help="scoring protocol (use the one the search used)")
+    p.add_argument("--generated-dir", default=None, help="folder of generated BBQ files for the intersectional categories")
+    p.add_argument("--no-ood", action="store_true", help="skip the intersectional (out-of-distribution) categories")
+    p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 1000)")
+    p.set_defaults(func=run)
+
+
+def _floats(text: str, what: str) -> tuple[float, ...]:
+    try:
+        out = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise LensSteerError(f"cannot read {what} {text!r}; write comma-separated numbers like '-2,-1,0,1,2'") from None
+    if not out:
+        raise LensSteerError(f"no {what} given in {text!r}")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load the ISVs, evaluate, print a short table."""
+    from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles, load_isvs
+
+    paths = [Path(p.strip()) for p in args.isv.split(",") if p.strip()]
+    isvs = load_isvs(paths)  # checks one model before loading it
+    overrides: dict[str, Any] = {}
+    if args.coeffs:
+        overrides["coeffs"] = _floats(args.coeffs, "coefficients")
+    if args.control_seeds:
+        overrides["control_seeds"] = tuple(int(x) for x in _floats(args.control_seeds, "control seeds"))
+    for flag, field in (("val_limit", "val_limit"), ("test_limit", "test_limit"), ("mmlu_items", "mmlu_items"), ("scoring", "scoring"), ("generated_dir", "generated_dir"), ("n_boot", "n_boot")):
+        if getattr(args, flag) is not None:
+            overrides[field] = getattr(args, flag)
+    if args.no_ood:
+        overrides["ood"] = False
+    config = dataclasses.replace(EnsembleConfig(), **overrides)
+    model = load_model_from_args(args)
+    isvs = load_isvs(paths, model)
+    res = evaluate_ensembles(model, isvs, config, args.out, data_root=args.data_dir, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    print(f"coefficients chosen on validation: {res['coefficients']}")
+    for axis, block in res["in_distribution"].items():
+        base = block["baseline"]["acc"]["value"]
+        parts = [f"base {base:.3f}"]
+        for name, e in block["steered"].items():
+            ctrl = e["control_mean_acc"]
+            parts.append(f"{name} {e['vs_base']['overall']['acc']['steered']['value']:.3f}" + (f" (ctrl {ctrl:.3f})" if ctrl is not None else ""))
+        print(f"{axis}: " + ", ".join(parts))
+    print(f"wrote {Path(args.out) / 'ensemble.json'} and results.csv")
+    return 0

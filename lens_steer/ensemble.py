@@ -1,0 +1,420 @@
+"""Steering Vector Ensembles (SVE) from per-axis ISVs, the merged-datasets baseline, matched random
+controls, and their evaluation on the test split (in-distribution, leave-one-axis-out, intersectional
+categories, MMLU retention), each steered result beside its control and paired against the baseline.
+
+Entry points: `load_isvs` -> `build_ensembles` (+ `merged_vector`, `loo_ensembles`) ->
+`evaluate_ensembles(model, isvs, config, out_dir)`.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lens_steer.axes import OOD_CATEGORIES, get_axis
+from lens_steer.data.bbq import BbqItem, load_bbq
+from lens_steer.data.splits import select_split
+from lens_steer.errors import DataError, StudyError, VectorError
+from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
+from lens_steer.extract import AGGREGATORS, extract_vector
+from lens_steer.io import atomic_write_text, write_json
+from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, paired_comparison
+from lens_steer.models import HookedModel
+from lens_steer.pairs import concat
+from lens_steer.search import bbq_predictions, isv_pairs
+from lens_steer.vectors import SteeringVector, load_vector, mean_vectors
+
+ENSEMBLE_KINDS: tuple[str, ...] = ("sve", "sve_norm", "sve_weighted")
+Progress = Callable[[str], None]
+
+
+# ============================================================================ ISVs and ensembles
+@dataclasses.dataclass(frozen=True)
+class Isv:
+    """One axis's ISV: its unit-per-layer vector and the coefficient the search chose."""
+
+    axis: str
+    vector: SteeringVector
+    coeff: float
+    path: Path | None = None
+
+
+def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> list[Isv]:
+    """ISVs from files or run folders (holding isv.safetensors); all must come from one model and hook,
+    one per axis."""
+    if not paths:
+        raise StudyError("no ISV given; pass run folders or isv.safetensors files")
+    out: list[Isv] = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            path = path / "isv.safetensors"
+        vec = load_vector(path, model)
+        prov = vec.metadata.provenance
+        if "axis" not in prov or "coeff" not in prov:
+            raise VectorError(f"{path}: no axis/coeff in its provenance; it was not written by `lens-steer search`")
+        out.append(Isv(get_axis(str(prov["axis"])).name, vec, float(prov["coeff"]), path))
+    first = out[0]
+    for isv in out[1:]:
+        a, b = first.vector.metadata, isv.vector.metadata
+        if (a.model_name, a.d_model, a.hook) != (b.model_name, b.d_model, b.hook):
+            raise VectorError(
+                f"ISV {isv.path} is for model {b.model_name!r} ({b.hook}) but {first.path} is for {a.model_name!r} ({a.hook}); "
+                "ensemble ISVs from one model"
+            )
+    seen: dict[str, Path | None] = {}
+    for isv in out:
+        if isv.axis in seen:
+            raise StudyError(f"two ISVs for axis {isv.axis}: {seen[isv.axis]} and {isv.path}; give one per axis")
+        seen[isv.axis] = isv.path
+    return out
+
+
+def norm_matched_mean(vectors: Sequence[SteeringVector]) -> SteeringVector:
+    """Per-layer mean, each layer rescaled to the mean norm of the inputs that have that layer."""
+    mean = mean_vectors(vectors)
+    dirs = {}
+    for layer, v in mean.directions.items():
+        norms = [float(x.directions[layer].norm()) for x in vectors if layer in x.directions]
+        target = sum(norms) / len(norms)
+        n = float(v.norm())
+        if n == 0:
+            raise VectorError(f"the mean at layer {layer} is zero (the inputs cancel); norm matching is undefined there")
+        dirs[layer] = v * (target / n)
+    meta = dataclasses.replace(mean.metadata, method="norm_matched_mean", provenance={**mean.metadata.provenance, "operation": "norm_matched_mean"})
+    return SteeringVector(dirs, meta)
+
+
+def build_ensembles(isvs: Sequence[Isv], weights: Sequence[float] | None = None) -> dict[str, SteeringVector]:
+    """The ensembles of `isvs`:
+    - "sve": per-layer mean of the ISV vectors (the paper; unit directions, not renormalised),
+    - "sve_norm": that mean rescaled per layer to the inputs' mean norm,
+    - "sve_weighted": per-layer mean of `weight_i * vector_i`, weights default to each ISV's own
+      coefficient (the mean of the deltas the ISVs apply), so its coefficient 1 reproduces that mean.
+    """
+    if not isvs:
+        raise StudyError("no ISVs to ensemble")
+    vecs = [i.vector for i in isvs]
+    w = [i.coeff for i in isvs] if weights is None else list(weights)
+    if len(w) != len(vecs) or not all(math.isfinite(x) for x in w):
+        raise StudyError(f"need one finite weight per ISV ({len(vecs)}), got {w}")
+    axes = [i.axis for i in isvs]
+    out = {
+        "sve": _tag(mean_vectors(vecs), "sve", axes),
+        "sve_norm": _tag(norm_matched_mean(vecs), "sve_norm", axes),
+        "sve_weighted": _tag(mean_vectors([v * x for v, x in zip(vecs, w)]), "sve_weighted", axes, weights=w),
+    }
+    return out
+
+
+def _tag(vec: SteeringVector, name: str, axes: Sequence[str], **extra: Any) -> SteeringVector:
+    meta = dataclasses.replace(vec.metadata, provenance={**vec.metadata.provenance, "ensemble": name, "axes": list(axes), **extra})
+    return SteeringVector(dict(vec.directions), meta)
+
+
+def loo_ensembles(isvs: Sequence[Isv], kind: str = "sve") -> dict[str, SteeringVector]:
+    """`{held-out axis: ensemble of the other ISVs}`."""
+    if len(isvs) < 2:
+        raise StudyError("leave-one-axis-out ensembles need at least two ISVs")
+    return {i.axis: build_ensembles([j for j in isvs if j.axis != i.axis])[kind] for i in isvs}
+
+
+def merged_vector(
+    model: HookedModel,
+    isvs: Sequence[Isv],
+    *,
+    method: str = "pca_diff",
+    layers: Sequence[int] | None = None,
+    data_root: str | Path | None = None,
+    max_batch: int = 16,
+) -> SteeringVector:
+    """The "merged datasets" baseline: one vector from the concatenation of every ISV's contrastive
+    pair set, at `layers` (default: every layer any ISV steers), unit norm per layer."""
+    if method not in AGGREGATORS:
+        raise StudyError(f"unknown merged method {method!r}; use one of {', '.join(AGGREGATORS)}")
+    pairs = concat(*(isv_pairs(i.vector, model.tokenizer, data_root) for i in isvs))
+    use = sorted({x for i in isvs for x in i.vector.layers}) if layers is None else list(layers)
+    vec = extract_vector(model, pairs, use, method=method, hook=isvs[0].vector.metadata.hook, max_batch=max_batch).normalized()
+    return _tag(vec, "merged", [i.axis for i in isvs])
+
+
+def random_control(vector: SteeringVector, seed: int) -> SteeringVector:
+    """A random direction per layer with the same norm as `vector`'s, at the same layers (seeded)."""
+    gen = torch.Generator().manual_seed(int(seed))
+    dirs = {}
+    for layer, v in vector.directions.items():
+        r = torch.randn(v.shape[0], generator=gen, dtype=torch.float64)
+        dirs[layer] = (r / r.norm() * float(v.norm())).float()
+    meta = dataclasses.replace(vector.metadata, method="random_control", provenance={"operation": "random_control", "seed": int(seed), "of": vector.metadata.provenance.get("ensemble", vector.metadata.provenance.get("axis"))})
+    return SteeringVector(dirs, meta)
+
+
+# ============================================================================ configuration
+@dataclasses.dataclass(frozen=True)
+class EnsembleConfig:
+    """How ensembles are tuned (validation) and judged (test); JSON round-trip via dataclasses.asdict."""
+
+    coeffs: tuple[float, ...] = tuple(float(c) for c in range(-5, 6))
+    kinds: tuple[str, ...] = ENSEMBLE_KINDS
+    val_limit: int | None = 100
+    test_limit: int | None = 300
+    scoring: str = DEFAULT_SCORING
+    prompt_format: str = "reference"
+    split_seed: int = 0
+    seed: int = 0
+    n_boot: int = 1000
+    control_seeds: tuple[int, ...] = (1, 2, 3)
+    mmlu_items: int = 200
+    ood: bool = True
+    ood_source: str = "mixed"
+    generated_dir: str | None = None
+    merged_method: str = "pca_diff"
+    max_batch: int = 16
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise StudyError(f"ensemble config: {msg}")
+
+        need(len(self.coeffs) > 0 and all(math.isfinite(c) for c in self.coeffs), f"coeffs must be a non-empty list of numbers, got {list(self.coeffs)}")
+        need(len(self.kinds) > 0 and all(k in ENSEMBLE_KINDS for k in self.kinds), f"kinds must be drawn from {', '.join(ENSEMBLE_KINDS)}, got {list(self.kinds)}")
+        need(self.scoring in SCORINGS, f"unknown scoring {self.scoring!r}; use one of {', '.join(SCORINGS)}")
+        need(self.prompt_format in PROMPT_FORMATS, f"unknown prompt_format {self.prompt_format!r}; use one of {', '.join(PROMPT_FORMATS)}")
+        need(self.merged_method in AGGREGATORS, f"unknown merged_method {self.merged_method!r}; use one of {', '.join(AGGREGATORS)}")
+        for name in ("val_limit", "test_limit"):
+            v = getattr(self, name)
+            need(v is None or (isinstance(v, int) and v >= 1), f"{name} must be a positive integer or null, got {v!r}")
+        need(isinstance(self.mmlu_items, int) and self.mmlu_items >= 0, f"mmlu_items must be >= 0 (0 skips MMLU), got {self.mmlu_items!r}")
+        need(isinstance(self.n_boot, int) and self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot!r}")
+        object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
+        object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "control_seeds", tuple(int(s) for s in self.control_seeds))
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# ============================================================================ evaluation
+def axis_split(axis: str, split: str, limit: int | None, config: EnsembleConfig, data_root: str | Path | None = None) -> list[BbqItem]:
+    """An axis's BBQ items of one split, capped at `limit` (whole variant groups, seeded)."""
+    from lens_steer.benches import limit_bbq
+
+    items = load_bbq([get_axis(axis).bbq_category], data_root=data_root)
+    return limit_bbq(select_split(items, split, seed=config.split_seed), limit, seed=config.seed)
+
+
+def _acc(preds: Sequence[BbqPrediction]) -> float:
+    return float(bbq_metrics(preds, n_boot=0)["acc"].value)
+
+
+def coefficient_sweep(
+    model: HookedModel, vector: SteeringVector, items_by_axis: Mapping[str, Sequence[BbqItem]], coeffs: Sequence[float], config: EnsembleConfig
+) -> dict[str, Any]:
+    """Validation accuracy per axis for each coefficient; "best" maximises the mean over axes."""
+    rows = []
+    for c in coeffs:
+        per_axis = {a: _acc(_predict(model, items, vector, c, config)) for a, items in items_by_axis.items()}
+        rows.append({"coeff": c, "by_axis": per_axis, "mean": sum(per_axis.values()) / len(per_axis)})
+    return {"rows": rows, "best": best_coeff(rows)}
+
+
+def best_coeff(rows: Sequence[Mapping[str, Any]], exclude: str | None = None) -> float:
+    """The coefficient with the highest mean validation accuracy (over axes other than `exclude`);
+    ties go to the smaller |coeff|."""
+
+    def score(r: Mapping[str, Any]) -> float:
+        vals = [v for a, v in r["by_axis"].items() if a != exclude]
+        return sum(vals) / len(vals) if vals else float("-inf")
+
+    return float(max(rows, key=lambda r: (score(r), -abs(r["coeff"])))["coeff"])
+
+
+def _predict(model: HookedModel, items: Sequence[BbqItem], vector: SteeringVector | None, coeff: float, config: EnsembleConfig) -> list[BbqPrediction]:
+    return bbq_predictions(model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch)
+
+
+def _bbq_entry(model: HookedModel, items: Sequence[BbqItem], base: Sequence[BbqPrediction], vector: SteeringVector, coeff: float, config: EnsembleConfig) -> dict[str, Any]:
+    """One steered BBQ result with its paired test against the baseline, and its matched controls."""
+    steered = _predict(model, items, vector, coeff, config)
+    entry: dict[str, Any] = {"coeff": coeff, "vs_base": metrics_to_dict(paired_comparison(base, steered, n_boot=config.n_boot, seed=config.seed)), "controls": []}
+    for s in config.control_seeds:
+        ctrl = _predict(model, items, random_control(vector, s), coeff, config)
+        entry["controls"].append(
+            {
+                "seed": s,
+                "vs_base": metrics_to_dict(paired_comparison(base, ctrl, n_boot=config.n_boot, seed=config.seed)),
+                "steered_vs_control": metrics_to_dict(paired_comparison(ctrl, steered, n_boot=config.n_boot, seed=config.seed)),
+            }
+        )
+    accs = [c["vs_base"]["overall"]["acc"]["steered"]["value"] for c in entry["controls"]]
+    entry["control_mean_acc"] = sum(accs) / len(accs) if accs else None
+    entry["beats_controls"] = all(c["steered_vs_control"]["overall"]["acc"]["diff"]["ci_low"] > 0 for c in entry["controls"]) if entry["controls"] else None
+    return entry
+
+
+def _mmlu_entry(model: HookedModel, items: Sequence[Any], base: Any, vector: SteeringVector | None, coeff: float, config: EnsembleConfig, *, control: bool = True) -> dict[str, Any]:
+    from lens_steer.benches import run_mmlu
+
+    res = run_mmlu(model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch)
+    out: dict[str, Any] = {"coeff": coeff, "acc": res.metrics["micro"]}
+    if base is not None:
+        b = [r["correct"] for r in base.records]
+        s = [r["correct"] for r in res.records]
+        gained = sum((not x) and y for x, y in zip(b, s))
+        lost = sum(x and not y for x, y in zip(b, s))
+        out["diff"] = res.metrics["micro"]["value"] - base.metrics["micro"]["value"]
+        out["mcnemar"] = {"p": mcnemar_exact(gained, lost), "gained": gained, "lost": lost}
+    if control and vector is not None:
+        out["controls"] = [
+            {"seed": s, **_mmlu_entry(model, items, base, random_control(vector, s), coeff, config, control=False)} for s in config.control_seeds
+        ]
+    return out
+
+
+def evaluate_ensembles(
+    model: HookedModel,
+    isvs: Sequence[Isv],
+    config: EnsembleConfig,
+    out_dir: str | Path,
+    *,
+    data_root: str | Path | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Build the ensembles and the merged baseline, pick their coefficients on validation, and judge
+    baseline, ISV, ensembles, merged and leave-one-axis-out ensembles on the test split (plus OOD
+    categories and MMLU), each steered result with matched random controls. Writes vectors,
+    `ensemble.json` and `results.csv` into `out_dir`; returns the JSON object."""
+    say = progress or (lambda msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for isv in isvs:
+        isv.vector.check_compatible(model)
+    axes = [i.axis for i in isvs]
+    ens = {k: v for k, v in build_ensembles(isvs).items() if k in config.kinds}
+    say("extracting the merged-datasets vector")
+    ens["merged"] = merged_vector(model, isvs, method=config.merged_method, data_root=data_root, max_batch=config.max_batch)
+    for name, vec in ens.items():
+        vec.save(out / f"{name}.safetensors")
+    loo = loo_ensembles(isvs, "sve") if len(isvs) >= 2 else {}
+    for axis, vec in loo.items():
+        vec.save(out / "loo" / f"sve-without-{axis}.safetensors")
+
+    val = {a: axis_split(a, "validation", config.val_limit, config, data_root) for a in axes}
+    sweeps: dict[str, Any] = {}
+    for name, vec in ens.items():
+        say(f"coefficient sweep for {name} on validation")
+        sweeps[name] = coefficient_sweep(model, vec, val, config.coeffs, config)
+    coeff = {name: sweeps[name]["best"] for name in ens}
+
+    results: dict[str, Any] = {"config": config.to_json(), "axes": axes, "coefficients": coeff, "sweeps": sweeps, "in_distribution": {}, "ood": {}, "mmlu": None}
+    results["isvs"] = {i.axis: {"coeff": i.coeff, "path": str(i.path) if i.path else None, "params": i.vector.metadata.provenance.get("params")} for i in isvs}
+    for isv in isvs:
+        a = isv.axis
+        say(f"test split: {a}")
+        items = axis_split(a, "test", config.test_limit, config, data_root)
+        base = _predict(model, items, None, 0.0, config)
+        row: dict[str, Any] = {"n": len(items), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
+        row["steered"]["isv"] = _bbq_entry(model, items, base, isv.vector, isv.coeff, config)
+        for name, vec in ens.items():
+            row["steered"][name] = _bbq_entry(model, items, base, vec, coeff[name], config)
+        if a in loo and "sve" in sweeps:
+            c = best_coeff(sweeps["sve"]["rows"], exclude=a)
+            row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config), "coeff_chosen_without": a}
+        results["in_distribution"][a] = row
+
+    if config.ood:
+        for cat in OOD_CATEGORIES:
+            try:
+                items_all = load_bbq([cat], data_root=data_root, source=config.ood_source, generated_dir=config.generated_dir)
+            except DataError as e:
+                results["ood"][cat] = {"skipped": str(e)}
+                continue
+            from lens_steer.benches import limit_bbq
+
+            items = limit_bbq(select_split(items_all, "test", seed=config.split_seed), config.test_limit, seed=config.seed)
+            say(f"out of distribution: {cat}")
+            base = _predict(model, items, None, 0.0, config)
+            results["ood"][cat] = {
+                "n": len(items),
+                "source": items[0].source if items else None,
+                "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)),
+                "steered": {name: _bbq_entry(model, items, base, vec, coeff[name], config) for name, vec in ens.items()},
+            }
+
+    if config.mmlu_items > 0:
+        from lens_steer.benches import limit_items, run_mmlu
+        from lens_steer.data.mmlu import load_mmlu
+
+        say("MMLU retention")
+        mm = limit_items(load_mmlu("test", data_root=data_root), config.mmlu_items, seed=config.seed)
+        base_m = run_mmlu(model, mm, scoring=config.scoring, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch)
+        results["mmlu"] = {
+            "n": len(mm),
+            "baseline": base_m.metrics["micro"],
+            "steered": {
+                **{f"isv:{i.axis}": _mmlu_entry(model, mm, base_m, i.vector, i.coeff, config) for i in isvs},
+                **{name: _mmlu_entry(model, mm, base_m, vec, coeff[name], config) for name, vec in ens.items()},
+            },
+        }
+    write_json(out / "ensemble.json", results)
+    atomic_write_text(out / "results.csv", results_csv(results))
+    return results
+
+
+CSV_COLUMNS = ("eval", "target", "vector", "coeff", "control_seed", "n", "acc", "acc_ci_low", "acc_ci_high", "diff_vs_base", "diff_ci_low", "diff_ci_high", "mcnemar_p")
+
+
+def results_csv(results: Mapping[str, Any]) -> str:
+    """One row per (evaluation, target, vector, control seed) from `evaluate_ensembles` output."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(CSV_COLUMNS)
+
+    def bbq_rows(kind: str, target: str, block: Mapping[str, Any]) -> None:
+        b = block["baseline"]["acc"]
+        w.writerow([kind, target, "baseline", 0.0, "", b["n"], b["value"], b["ci_low"], b["ci_high"], "", "", "", ""])
+        for name, e in block["steered"].items():
+            for seed, cmp in [(None, e["vs_base"])] + [(c["seed"], c["vs_base"]) for c in e["controls"]]:
+                acc = cmp["overall"]["acc"]
+                w.writerow([kind, target, name if seed is None else f"{name}:control", e["coeff"], "" if seed is None else seed, acc["steered"]["n"],
+                            acc["steered"]["value"], acc["steered"]["ci_low"], acc["steered"]["ci_high"], acc["diff"]["value"], acc["diff"]["ci_low"], acc["diff"]["ci_high"], cmp["overall"]["mcnemar"]["p"]])
+
+    for axis, block in results["in_distribution"].items():
+        bbq_rows("bbq_test", axis, block)
+    for cat, block in results["ood"].items():
+        if "skipped" not in block:
+            bbq_rows("bbq_ood", cat, block)
+    mm = results.get("mmlu")
+    if mm:
+        b = mm["baseline"]
+        w.writerow(["mmlu", "mmlu", "baseline", 0.0, "", mm["n"], b["value"], b["ci_low"], b["ci_high"], "", "", "", ""])
+        for name, e in mm["steered"].items():
+            for seed, x in [(None, e)] + [(c["seed"], c) for c in e.get("controls", [])]:
+                a = x["acc"]
+                w.writerow(["mmlu", "mmlu", name if seed is None else f"{name}:control", e["coeff"], "" if seed is None else seed, mm["n"], a["value"], a["ci_low"], a["ci_high"], x["diff"], "", "", x["mcnemar"]["p"]])
+    return buf.getvalue()
+
+
+__all__ = [
+    "ENSEMBLE_KINDS",
+    "EnsembleConfig",
+    "Isv",
+    "best_coeff",
+    "build_ensembles",
+    "coefficient_sweep",
+    "evaluate_ensembles",
+    "load_isvs",
+    "loo_ensembles",
+    "merged_vector",
+    "norm_matched_mean",
+    "random_control",
+    "results_csv",
+]

@@ -1,0 +1,171 @@
+"""Tests for lens_steer.ensemble: SVE arithmetic, merged baseline, random controls, ISV loading, evaluation."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+
+from lens_steer.data.root import resolve_data_root
+from lens_steer.ensemble import (
+    EnsembleConfig,
+    Isv,
+    best_coeff,
+    build_ensembles,
+    evaluate_ensembles,
+    load_isvs,
+    loo_ensembles,
+    merged_vector,
+    random_control,
+)
+from lens_steer.errors import LensSteerError, StudyError, VectorError
+from lens_steer.extract import pair_activations
+from lens_steer.pairs import persona_pairs
+from lens_steer.vectors import SteeringVector, VectorMetadata
+
+
+def _data_ok() -> bool:
+    try:
+        root = resolve_data_root()
+    except LensSteerError:
+        return False
+    return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq" / "data" / "Age.jsonl").is_file()
+
+
+needs_data = pytest.mark.skipif(not _data_ok(), reason="shared data (prompt_corpora, bbq) not found")
+
+
+def _vec(dirs: dict[int, list[float]], model: str = "m", **prov) -> SteeringVector:
+    d = len(next(iter(dirs.values())))
+    return SteeringVector({k: torch.tensor(v) for k, v in dirs.items()}, VectorMetadata(model_name=model, d_model=d, provenance=prov))
+
+
+def test_sve_of_identical_vectors_is_that_vector() -> None:
+    v = _vec({3: [0.6, 0.8, 0.0], 5: [0.0, 0.0, 1.0]})
+    ens = build_ensembles([Isv("age", v, 1.5), Isv("religion", v, 1.5), Isv("ses", v, 1.5)])
+    for name in ("sve", "sve_norm"):
+        assert ens[name].layers == (3, 5)
+        assert all(torch.allclose(ens[name].directions[k], v.directions[k]) for k in (3, 5))
+    assert all(torch.allclose(ens["sve_weighted"].directions[k], 1.5 * v.directions[k]) for k in (3, 5))
+
+
+def test_sve_by_hand_with_different_layers() -> None:
+    a = _vec({1: [1.0, 0.0], 2: [0.0, 2.0]})
+    b = _vec({1: [0.0, 1.0]})
+    ens = build_ensembles([Isv("age", a, 2.0), Isv("ses", b, -1.0)])
+    # mean: layer 1 = (a + b) / 2, layer 2 = a / 2 (b counts as zero there)
+    assert torch.allclose(ens["sve"].directions[1], torch.tensor([0.5, 0.5]))
+    assert torch.allclose(ens["sve"].directions[2], torch.tensor([0.0, 1.0]))
+    # norm-matched: layer 1 rescaled to mean(|a1|, |b1|) = 1; layer 2 to |a2| = 2 (only a has it)
+    assert torch.allclose(ens["sve_norm"].directions[1], torch.tensor([0.5, 0.5]) / (0.5**0.5))
+    assert torch.allclose(ens["sve_norm"].directions[2], torch.tensor([0.0, 2.0]))
+    # coefficient-weighted mean of applied deltas: (2a - b) / 2
+    assert torch.allclose(ens["sve_weighted"].directions[1], torch.tensor([1.0, -0.5]))
+    loo = loo_ensembles([Isv("age", a, 2.0), Isv("ses", b, -1.0)])
+    assert torch.allclose(loo["age"].directions[1], b.directions[1]) and loo["age"].layers == (1,)
+
+
+def test_random_control_matches_norms_and_layers() -> None:
+    g = torch.Generator().manual_seed(0)
+    v = SteeringVector({4: torch.randn(256, generator=g) * 3, 7: torch.randn(256, generator=g)}, VectorMetadata(model_name="m", d_model=256))
+    c1, c1b, c2 = random_control(v, 1), random_control(v, 1), random_control(v, 2)
+    assert c1.layers == v.layers
+    for k in v.layers:
+        assert float(c1.directions[k].norm()) == pytest.approx(float(v.directions[k].norm()), rel=1e-5)
+        assert torch.equal(c1.directions[k], c1b.directions[k]) and not torch.equal(c1.directions[k], c2.directions[k])
+        cos = float(torch.nn.functional.cosine_similarity(c1.directions[k], v.directions[k], dim=0))
+        assert abs(cos) < 0.3  # random directions in 256 dims are nearly orthogonal (sd ~ 0.06)
+
+
+def test_load_isvs_refuses_mixed_models_and_duplicates(tmp_path: Path) -> None:
+    _vec({1: [1.0, 0.0]}, model="model-a", axis="age", coeff=1.0).save(tmp_path / "a.safetensors")
+    _vec({1: [0.0, 1.0]}, model="model-b", axis="ses", coeff=1.0).save(tmp_path / "b.safetensors")
+    _vec({1: [0.0, 1.0]}, model="model-a", axis="age", coeff=-1.0).save(tmp_path / "c.safetensors")
+    _vec({1: [0.0, 1.0]}, model="model-a").save(tmp_path / "plain.safetensors")
+    with pytest.raises(VectorError) as e:
+        load_isvs([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
+    assert "model-b" in str(e.value) and "model-a" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(StudyError, match="two ISVs for axis age"):
+        load_isvs([tmp_path / "a.safetensors", tmp_path / "c.safetensors"])
+    with pytest.raises(VectorError, match="not written by `lens-steer search`"):
+        load_isvs([tmp_path / "plain.safetensors"])
+    with pytest.raises(StudyError, match="no ISV"):
+        load_isvs([])
+    isv = load_isvs([tmp_path / "c.safetensors"])
+    assert isv[0].axis == "age" and isv[0].coeff == -1.0
+
+
+def test_best_coeff_and_config_errors() -> None:
+    rows = [{"coeff": -1.0, "by_axis": {"a": 0.5, "b": 0.9}}, {"coeff": 1.0, "by_axis": {"a": 0.8, "b": 0.4}}, {"coeff": 0.0, "by_axis": {"a": 0.8, "b": 0.4}}]
+    assert best_coeff(rows) == -1.0  # mean 0.7 vs 0.6
+    assert best_coeff(rows, exclude="b") == 0.0  # 0.8 tie between 1 and 0 -> smaller |coeff|
+    with pytest.raises(StudyError, match="kinds"):
+        EnsembleConfig(kinds=("nope",))
+    with pytest.raises(StudyError, match="coeffs"):
+        EnsembleConfig(coeffs=())
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from lens_steer.models import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model("tiny-llama")
+
+
+def _isv(model, axis: str, corpus: str, n: int, persona: int, layers: tuple[int, ...], coeff: float) -> Isv:
+    from lens_steer.search import trial_params_vector
+
+    params = {"corpus": corpus, "num_sents": n, "persona": persona, "template": 0, "layers": ",".join(map(str, layers)), "method": "pca_diff", "coeff": coeff}
+    v = trial_params_vector(model, params)
+    meta = dataclasses.replace(v.metadata, provenance={**v.metadata.provenance, "axis": axis, "coeff": coeff, "params": params})
+    return Isv(axis, SteeringVector(dict(v.directions), meta), coeff)
+
+
+@needs_data
+def test_merged_baseline_equals_pca_on_concatenated_pairs(tiny) -> None:
+    a = _isv(tiny, "age", "age", 5, 0, (1,), 1.0)
+    b = _isv(tiny, "religion", "religion", 4, 2, (1, 2), -1.0)
+    merged = merged_vector(tiny, [a, b])
+    assert merged.layers == (1, 2)
+    # by hand: activations of each set, rows stacked, first principal component of the differences
+    acts = [pair_activations(tiny, persona_pairs(c, n, p, 0, tokenizer=tiny.tokenizer), (1, 2)) for c, n, p in (("age", 5, 0), ("religion", 4, 2))]
+    for layer in (1, 2):
+        diff = torch.cat([x.positive[layer] - x.negative[layer] for x in acts]).double()
+        _, _, v = torch.linalg.svd(diff - diff.mean(0), full_matrices=False)
+        pc = v[0].float()
+        got = merged.directions[layer]
+        assert abs(float(got @ pc)) == pytest.approx(1.0, abs=1e-4)
+        assert float((diff.float() @ got > 0).sum()) >= float((diff.float() @ got < 0).sum())
+
+
+@needs_data
+def test_evaluate_ensembles_small_run(tiny, tmp_path: Path) -> None:
+    isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
+    cfg = EnsembleConfig(coeffs=(0.0, 2.0), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=1, ood=False)
+    res = evaluate_ensembles(tiny, isvs, cfg, tmp_path)
+    saved = json.loads((tmp_path / "ensemble.json").read_text())
+    assert saved["coefficients"] == res["coefficients"]
+    rows = saved["sweeps"]["sve"]["rows"]
+    means = {r["coeff"]: sum(r["by_axis"].values()) / 2 for r in rows}
+    best = max(means.values())
+    assert means[saved["coefficients"]["sve"]] == best
+    for axis in ("age", "religion"):
+        block = saved["in_distribution"][axis]
+        assert set(block["steered"]) == {"isv", "sve", "merged", "sve_loo"}
+        isv_entry = block["steered"]["isv"]
+        assert isv_entry["coeff"] == (1.0 if axis == "age" else -1.0)
+        assert len(isv_entry["controls"]) == 1
+        base_acc = block["baseline"]["acc"]["value"]
+        assert isv_entry["vs_base"]["overall"]["acc"]["base"]["value"] == pytest.approx(base_acc)
+    with open(tmp_path / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    # per axis: baseline + 4 steered + 4 controls; MMLU: baseline + (2 ISV + sve + merged) x (1 + 1 control)
+    assert len(table) == 2 * 9 + 1 + 4 * 2
+    assert (tmp_path / "sve.safetensors").is_file() and (tmp_path / "loo" / "sve-without-age.safetensors").is_file()

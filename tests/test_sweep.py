@@ -1,0 +1,121 @@
+"""Tests for lens_steer.sweep: grid and layer parsing, and sweep cells against direct evaluations on the tiny model."""
+
+from __future__ import annotations
+
+import csv
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from lens_steer.benches import run_bbq
+from lens_steer.data.root import resolve_data_root
+from lens_steer.errors import LensSteerError
+from lens_steer.extract import extract_vector, pair_activations
+from lens_steer.models import TINY_MODEL, load_model
+from lens_steer.sweep import axis_persona_pairs, axis_validation_items, parse_coeff_grid, parse_layer_range, run_sweep, sweep_axis
+
+try:
+    DATA = resolve_data_root()
+except LensSteerError:
+    DATA = Path("/nonexistent-lens-steer-data")
+needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason="shared data folder not available (set LENS_STEER_DATA)")
+
+
+# ---- parsing ---------------------------------------------------------------------------------
+def test_coeff_grid_is_inclusive_and_matches_a_hand_list() -> None:
+    assert parse_coeff_grid("-2:2:0.5") == [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
+    assert parse_coeff_grid("0:1:0.1") == [round(0.1 * i, 10) for i in range(11)]
+    assert parse_coeff_grid("1:1:1") == [1.0]
+    assert parse_coeff_grid("2,-1, 0.5") == [-1.0, 0.5, 2.0]
+
+
+@pytest.mark.parametrize("text", ["2:-2:0.5", "", " , ", "0:1:0", "0:1:-1", "a:b:c", "1:2", "nan,1", "0:inf:1"])
+def test_bad_or_empty_coeff_grid_is_a_one_line_error(text: str) -> None:
+    with pytest.raises(LensSteerError) as e:
+        parse_coeff_grid(text)
+    assert "\n" not in str(e.value) and repr(text) in str(e.value)
+
+
+def test_layer_range_parsing_and_bounds() -> None:
+    assert parse_layer_range("1-3", 4) == [1, 2, 3]
+    assert parse_layer_range("3,0", 4) == [0, 3]
+    with pytest.raises(LensSteerError, match=r"layer 4 .* 0\.\.3"):
+        parse_layer_range("2-4", 4)
+    with pytest.raises(LensSteerError, match="backwards"):
+        parse_layer_range("3-1", 4)
+    with pytest.raises(LensSteerError, match="cannot read layers"):
+        parse_layer_range("x", 4)
+
+
+# ---- sweeps on the tiny model ----------------------------------------------------------------
+@pytest.fixture(scope="module")
+def model() -> Any:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model(TINY_MODEL, seed=0)
+
+
+@needs_data
+def test_two_sweep_cells_equal_direct_evaluations(model: Any) -> None:
+    items = axis_validation_items("age", limit=4)
+    pairs = axis_persona_pairs("age", model.tokenizer, num_sents=6)
+    seen: list[int] = []
+    rows: list[dict] = []
+    result = sweep_axis(model, "age", [1, 2], [-8.0, 0.0], num_sents=6, limit=4, n_boot=50, max_batch=8, scoring="letter",
+                        progress=seen.append, on_row=rows.append)  # fmt: skip
+    # extraction (2 texts per pair) + baseline once + 2 layers x 1 non-zero coefficient
+    assert sum(seen) == 2 * len(pairs) + len(items) * (1 + 2 * 1)
+    assert len(result.rows) == 4 and rows[0]["kind"] == "baseline" and rows[1:] == result.rows
+    cells = {(r["layer"], r["coeff"]): r for r in result.rows}
+
+    unsteered = run_bbq(model, items, n_boot=50, scoring="letter")
+    for layer, coeff in [(2, -8.0), (1, -8.0)]:
+        vector = extract_vector(model, pairs, [layer], method="pca_diff")  # a separate extraction of that layer alone
+        run = run_bbq(model, items, vector=vector, coeff=coeff, n_boot=50, scoring="letter")
+        # the steering moved the option scores (otherwise the comparison below would be vacuous)
+        assert any(a["option_scores"] != b["option_scores"] for a, b in zip(unsteered.records, run.records))
+        direct = run.metrics["overall"]
+        cell = cells[(layer, coeff)]
+        assert cell["value"] == pytest.approx(direct["acc"]["value"], abs=1e-12)
+        assert (cell["ci_low"], cell["ci_high"]) == pytest.approx((direct["acc"]["ci_low"], direct["acc"]["ci_high"]), abs=1e-12)
+        for name in ("acc_ambig", "acc_disambig", "unknown_rate_ambig", "bias_disambig", "bias_ambig"):
+            assert cell[name] == pytest.approx(direct[name]["value"], abs=1e-12)
+        assert cell["vector_norm"] == pytest.approx(float(vector.directions[layer].norm()), abs=1e-5)
+        assert cell["added_norm"] == pytest.approx(abs(coeff) * cell["vector_norm"])
+
+    base = unsteered.metrics["overall"]["acc"]["value"]
+    assert result.baseline["value"] == base == cells[(1, 0.0)]["value"] == cells[(2, 0.0)]["value"]
+
+
+@needs_data
+def test_mean_diff_rows_record_the_unnormalised_norm_and_csv_round_trips(model: Any) -> None:
+    pairs = axis_persona_pairs("religion", model.tokenizer, num_sents=4)
+    acts = pair_activations(model, pairs, [0, 3])
+    items = axis_validation_items("religion", limit=4)
+    result = run_sweep(model, acts, items, [3], [0.5], method="mean_diff", n_boot=0, metric="acc_ambig", scoring="letter")
+    (row,) = result.rows
+    expected = float((acts.positive[3] - acts.negative[3]).mean(0).norm())
+    assert row["vector_norm"] == pytest.approx(expected, rel=1e-5)
+    assert row["metric"] == "acc_ambig" and row["value"] == row["acc_ambig"]
+    parsed = list(csv.DictReader(io.StringIO(result.to_csv())))
+    assert [p["kind"] for p in parsed] == ["baseline", "cell"]
+    assert parsed[0]["layer"] == "" and float(parsed[1]["vector_norm"]) == pytest.approx(expected, rel=1e-5)
+
+
+@needs_data
+def test_sweep_bad_input(model: Any) -> None:
+    acts = pair_activations(model, [("a b", "c d"), ("e f", "g h")], [1])
+    items = axis_validation_items("age", limit=4)
+    with pytest.raises(LensSteerError, match="empty coefficient grid"):
+        run_sweep(model, acts, items, [1], [])
+    with pytest.raises(LensSteerError, match=r"0\.\.3"):
+        run_sweep(model, acts, items, [7], [1.0])
+    with pytest.raises(LensSteerError, match="unknown sweep metric"):
+        run_sweep(model, acts, items, [1], [1.0], metric="accuracy")
+    with pytest.raises(LensSteerError, match="unknown axis"):
+        sweep_axis(model, "height", [1], [1.0])
+    assert torch.is_tensor(acts.positive[1])
