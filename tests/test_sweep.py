@@ -119,3 +119,30 @@ def test_sweep_bad_input(model: Any) -> None:
     with pytest.raises(LensSteerError, match="unknown axis"):
         sweep_axis(model, "height", [1], [1.0])
     assert torch.is_tensor(acts.positive[1])
+
+
+# ---- the CLI ---------------------------------------------------------------------------------
+def test_cli_reads_a_negative_coefficient_grid_as_a_value() -> None:
+    from lens_steer.cli import build_parser
+
+    args = build_parser().parse_args(["sweep", "--axis", "age", "--layers", "1-2", "--coeffs", "-2:2:0.5", "--out", "x"])
+    assert args.coeffs == "-2:2:0.5" and parse_coeff_grid(args.coeffs)[0] == -2.0
+    args = build_parser().parse_args(["sweep", "--axis", "age", "--layers", "1", "--coeffs", "-1,1", "--out", "x"])
+    assert args.coeffs == "-1,1"
+
+
+@needs_data
+def test_cli_writes_table_figure_and_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from lens_steer.cli import main
+
+    argv = ["sweep", "--model", TINY_MODEL, "--axis", "ses", "--layers", "2", "--coeffs", "-4,0", "--out", str(tmp_path),
+            "--limit", "4", "--scoring", "letter", "--num-sents", "3", "--n-boot", "0"]  # fmt: skip
+    assert main(argv) == 0
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert [(r["kind"], r["layer"], r["coeff"]) for r in rows] == [("baseline", "", "0.0"), ("cell", "2", "-4.0"), ("cell", "2", "0.0")]
+    assert rows[0]["value"] == rows[2]["value"]
+    html = (tmp_path / "sweep.html").read_text()
+    assert html.rstrip().endswith("</html>") and "Heatmap" in html or "heatmap" in html
+    assert "baseline" in capsys.readouterr().out
+    assert main([*argv[:6], "0-9", *argv[7:]]) == 2
+    assert "outside the model's layers 0..3" in capsys.readouterr().err

@@ -14,9 +14,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_model_option(p)
     add_data_option(p)
     p.add_argument("--axis", default="age", help="bias axis (default age)")
-    p.add_argument("--layers", default="15", help="layers to steer (default 15)")
-    p.add_argument("--coeff", type=float, default=4.0, help="coefficient on the unit pca_diff direction (default 4)")
-    p.add_argument("--num-sents", type=int, default=50, help="contrastive prompts from the axis's corpus (default 50)")
+    p.add_argument("--layers", default="20", help="layers to steer (default 20)")
+    p.add_argument("--coeff", type=float, default=4.0, help="multiple of the mean difference (CAA) vector (default 4)")
+    p.add_argument("--num-sents", type=int, default=100, help="contrastive prompts from the axis's corpus (default 50)")
     p.add_argument("--items", type=int, default=6, help="BBQ validation items to show (default 6)")
     p.add_argument("--out", default=None, help="optional folder for the vector (vector.safetensors)")
     p.set_defaults(func=run)
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     pairs = persona_pairs(axis.default_corpus, args.num_sents, 0, 0, tokenizer=model.tokenizer, data_root=args.data_dir)
     update, close = progress_bar(2 * len(pairs), "extract")
     try:
-        vector = extract_vector(model, pairs, layers, method="pca_diff", progress=update)
+        vector = extract_vector(model, pairs, layers, method="mean_diff", progress=update)
     finally:
         close()
     items = limit_bbq(select_split(load_bbq([axis.bbq_category], data_root=args.data_dir), "validation"), args.items, seed=0)
@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     base = score_questions(model, questions)
     with maybe_steer(model, vector, args.coeff):
         steered = score_questions(model, questions)
-    print(f"{axis.name}: pca_diff vector from {len(pairs)} persona pairs ({axis.default_corpus} corpus), layers {layers}, coeff {args.coeff:+g}")
+    norms = ", ".join(f"{n:.1f}" for n in vector.norms().values())
+    print(f"{axis.name}: mean_diff vector (norm {norms}) from {len(pairs)} persona pairs ({axis.default_corpus} corpus), layers {layers}, coeff {args.coeff:+g}")
     print("answer probabilities (cloze, reference prompt), unsteered -> steered; * = label, u = unknown, b = biased")
     for it, b, s in zip(items, base, steered):
         print(f"\n[{it.context_condition}/{it.question_polarity}] {it.context[:110]}{'...' if len(it.context) > 110 else ''}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for intervals (default: 1000; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="seed for the bootstrap, the item limit and the split (default: 0)")
     p.add_argument("--batch-size", type=int, default=16, help="sequences per forward pass (default: 16)")
+    # let "--coeffs -2:2:0.5" read as a value, not an option (argparse < 3.13 only knows plain negative numbers)
+    if hasattr(p, "_negative_number_matcher"):
+        p._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]+(:-?[\d.]+)+$|^-[\d.]+(,-?[\d.]+)+$")
     p.set_defaults(func=run)
 
 
