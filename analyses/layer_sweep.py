@@ -1,18 +1,21 @@
 """Layer sweep: BBQ validation accuracy (and bias) of one axis, steering one layer at a time with each coefficient.
 
 Run: python analyses/layer_sweep.py [--out out/layer_sweep] [--model smollm2-135m-instruct] [--axis age] ...
-Writes sweep.csv, sweep.json, sweep.html (accuracy heatmap) and sweep_bias_ambig.html to the output folder.
+Writes sweep.csv, sweep.json, sweep.html (accuracy heatmap), sweep_stereotype_margin.html and sweep_unknown_margin.html
+to the output folder.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import time
 import warnings
 from pathlib import Path
 
+from lens_steer.errors import LensSteerError
 from lens_steer.io import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.plots import sweep_heatmap, write_figure
@@ -27,14 +30,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", default=None, help="data root (default: $LENS_STEER_DATA or ../shared/data)")
     p.add_argument("--axis", default="age")
     p.add_argument("--layers", default="6,12,18", help="layers, 'A-B' or a list (default: 6,12,18)")
-    p.add_argument("--coeffs", default="-32:32:16", help="start:stop:step or a list (default: -32:32:16; pca_diff vectors are unit length "
+    p.add_argument("--coeffs", default="-60:60:30", help="start:stop:step or a list (default: -60:60:30; pca_diff vectors are unit length "
                    "and SmolLM2's residual norm is ~80-200 at these layers, so +-2 barely moves it)")  # fmt: skip
     p.add_argument("--method", default="pca_diff", choices=["pca_diff", "mean_diff", "pca_center"])
     p.add_argument("--scoring", default="letter", help="BBQ scoring (default: letter, one forward pass per item)")
-    p.add_argument("--limit", type=int, default=20, help="validation items (whole variant groups; default 20)")
+    p.add_argument("--limit", type=int, default=16, help="validation items (whole variant groups; default 16)")
     p.add_argument("--num-sents", type=int, default=20, help="contrastive prompts (default 20)")
     p.add_argument("--n-boot", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p._negative_number_matcher = re.compile(r"^-\d+$|^-\d*\.\d+$|^-[\d.]+([:,]-?[\d.]+)+$")  # "--coeffs -2:2:0.5" is a value
     args = p.parse_args(argv)
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -63,11 +67,16 @@ def main(argv: list[str] | None = None) -> int:
     def as_metric(row: dict, name: str) -> dict:
         return {**row, "metric": name, "value": row[name], "ci_low": None, "ci_high": None}
 
-    bias_rows = [as_metric(r, "bias_ambig") for r in result.rows]
-    write_figure(sweep_heatmap(bias_rows, as_metric(result.baseline, "bias_ambig"), title=label), out / "sweep_bias_ambig.html")
-    print(f"wrote {out}/sweep.csv, sweep.json, sweep.html, sweep_bias_ambig.html in {time.time() - t0:.0f}s")
+    for name, file in [("stereotype_margin_ambig", "sweep_stereotype_margin.html"), ("unknown_margin_ambig", "sweep_unknown_margin.html")]:
+        rows = [as_metric(r, name) for r in result.rows]
+        write_figure(sweep_heatmap(rows, as_metric(result.baseline, name), title=label), out / file)
+    print(f"wrote {out}/sweep.csv, sweep.json, sweep.html, sweep_stereotype_margin.html, sweep_unknown_margin.html in {time.time() - t0:.0f}s")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except LensSteerError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)

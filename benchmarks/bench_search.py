@@ -1,7 +1,7 @@
 """Mean ISV trial time: the cached search (activations read once per contrastive dataset and grown
 on demand) against a naive trial (re-extract every trial), on the same trial parameters, same run.
 
-    python benchmarks/bench_search.py [--model smollm2-135m-instruct] [--trials 12] [--limit 16]
+    python benchmarks/bench_search.py [--model smollm2-135m-instruct] [--trials 8] [--limit 8]
 
 The parameters come from one TPE study run with the cached objective; the naive objective is then
 timed on exactly those parameters. Prints both means and their ratio.
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 import warnings
 
@@ -26,8 +27,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--axis", default="age")
-    ap.add_argument("--trials", type=int, default=12)
-    ap.add_argument("--limit", type=int, default=16, help="validation items per trial")
+    ap.add_argument("--trials", type=int, default=8)
+    ap.add_argument("--limit", type=int, default=8, help="validation items per trial")
     ap.add_argument("--scoring", default="letter")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -58,6 +59,7 @@ def main() -> int:
         t = time.perf_counter()
         v = cached(params)
         times_cached.append(time.perf_counter() - t)
+        print(f"cached trial {len(times_cached)}: {times_cached[-1]:.1f}s {params}", file=sys.stderr, flush=True)
         return v
 
     run_trials(study, timed, space, args.trials, seed=0)
@@ -67,6 +69,7 @@ def main() -> int:
         t = time.perf_counter()
         naive(p)
         times_naive.append(time.perf_counter() - t)
+        print(f"naive trial {len(times_naive)}: {times_naive[-1]:.1f}s", file=sys.stderr, flush=True)
     eval_t = time.perf_counter()
     cached.predictions(cached.items, cached.vector(params[0]), 1.0)
     eval_only = time.perf_counter() - eval_t

@@ -9,6 +9,7 @@ model: activation-derived vectors can share a large common component whatever th
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
@@ -24,7 +25,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.extract import get_aggregator, pair_activations, vector_from_activations
 from lens_steer.models import HookedModel, check_layers
 from lens_steer.sweep import axis_persona_pairs
-from lens_steer.vectors import SteeringVector
+from lens_steer.vectors import SteeringVector, VectorMetadata
 
 Progress = Callable[[int], None]
 
@@ -82,9 +83,7 @@ def axis_vectors(
     return out
 
 
-def _with_axis(vec: SteeringVector, axis: str) -> Any:
-    import dataclasses
-
+def _with_axis(vec: SteeringVector, axis: str) -> VectorMetadata:
     return dataclasses.replace(vec.metadata, provenance={**vec.metadata.provenance, "axis": axis})
 
 

@@ -40,6 +40,8 @@ ROW_METRICS: tuple[str, ...] = (
     "unknown_rate_disambig",
     "bias_ambig",
     "bias_disambig",
+    "unknown_margin_ambig",
+    "stereotype_margin_ambig",
 )
 
 

@@ -142,7 +142,7 @@ def test_cli_writes_table_figure_and_config(tmp_path: Path, capsys: pytest.Captu
     assert [(r["kind"], r["layer"], r["coeff"]) for r in rows] == [("baseline", "", "0.0"), ("cell", "2", "-4.0"), ("cell", "2", "0.0")]
     assert rows[0]["value"] == rows[2]["value"]
     html = (tmp_path / "sweep.html").read_text()
-    assert html.rstrip().endswith("</html>") and "Heatmap" in html or "heatmap" in html
+    assert html.rstrip().endswith("</html>") and '"type":"heatmap"' in html
     assert "baseline" in capsys.readouterr().out
     assert main([*argv[:6], "0-9", *argv[7:]]) == 2
     assert "outside the model's layers 0..3" in capsys.readouterr().err
