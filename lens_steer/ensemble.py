@@ -28,7 +28,7 @@ from lens_steer.io import atomic_write_text, write_json
 from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, paired_comparison
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
-from lens_steer.search import bbq_predictions, isv_pairs
+from lens_steer.search import VECTOR_SCALE, bbq_predictions, isv_pairs
 from lens_steer.vectors import SteeringVector, load_vector, mean_vectors
 
 ENSEMBLE_KINDS: tuple[str, ...] = ("sve", "sve_norm", "sve_weighted")
@@ -38,7 +38,7 @@ Progress = Callable[[str], None]
 # ============================================================================ ISVs and ensembles
 @dataclasses.dataclass(frozen=True)
 class Isv:
-    """One axis's ISV: its unit-per-layer vector and the coefficient the search chose."""
+    """One axis's ISV: its vector (scaled to the mean contrast per layer) and the coefficient the search chose."""
 
     axis: str
     vector: SteeringVector
@@ -94,7 +94,7 @@ def norm_matched_mean(vectors: Sequence[SteeringVector]) -> SteeringVector:
 
 def build_ensembles(isvs: Sequence[Isv], weights: Sequence[float] | None = None) -> dict[str, SteeringVector]:
     """The ensembles of `isvs`:
-    - "sve": per-layer mean of the ISV vectors (the paper; unit directions, not renormalised),
+    - "sve": per-layer mean of the ISV vectors (the paper, not renormalised; the paper averages unit directions, ours are contrast-scaled),
     - "sve_norm": that mean rescaled per layer to the inputs' mean norm,
     - "sve_weighted": per-layer mean of `weight_i * vector_i`, weights default to each ISV's own
       coefficient (the mean of the deltas the ISVs apply), so its coefficient 1 reproduces that mean.
@@ -136,12 +136,12 @@ def merged_vector(
     max_batch: int = 16,
 ) -> SteeringVector:
     """The "merged datasets" baseline: one vector from the concatenation of every ISV's contrastive
-    pair set, at `layers` (default: every layer any ISV steers), unit norm per layer."""
+    pair set, at `layers` (default: every layer any ISV steers), scaled as the ISVs are (`search.VECTOR_SCALE`)."""
     if method not in AGGREGATORS:
         raise StudyError(f"unknown merged method {method!r}; use one of {', '.join(AGGREGATORS)}")
     pairs = concat(*(isv_pairs(i.vector, model.tokenizer, data_root) for i in isvs))
     use = sorted({x for i in isvs for x in i.vector.layers}) if layers is None else list(layers)
-    vec = extract_vector(model, pairs, use, method=method, hook=isvs[0].vector.metadata.hook, max_batch=max_batch).normalized()
+    vec = extract_vector(model, pairs, use, method=method, hook=isvs[0].vector.metadata.hook, max_batch=max_batch, scale=VECTOR_SCALE)
     return _tag(vec, "merged", [i.axis for i in isvs])
 
 

@@ -170,9 +170,23 @@ def get_aggregator(method: str) -> Aggregator:
     return AGGREGATORS[method]
 
 
-def vector_from_activations(acts: PairActivations, method: str = "pca_diff", layers: Sequence[int] | None = None) -> SteeringVector:
-    """Aggregate cached pair activations into a `SteeringVector` at `layers` (default: all read)."""
+SCALES = ("raw", "unit", "contrast")
+
+
+def vector_from_activations(
+    acts: PairActivations, method: str = "pca_diff", layers: Sequence[int] | None = None, *, scale: str = "raw"
+) -> SteeringVector:
+    """Aggregate cached pair activations into a `SteeringVector` at `layers` (default: all read).
+
+    `scale`: "raw" (the aggregator's output: mean_diff unnormalised, PCA directions unit length),
+    "unit" (every layer unit length) or "contrast" (every layer's direction scaled to the norm of the
+    mean difference there, so coefficient 1 is the average positive-negative displacement whatever
+    the method; the residual stream's size varies several-fold across layers and models, a unit
+    vector's effect with it).
+    """
     agg = get_aggregator(method)
+    if scale not in SCALES:
+        raise LensSteerError(f"unknown vector scale {scale!r}; use one of {', '.join(SCALES)}")
     layers = list(acts.layers if layers is None else layers)
     missing = [layer for layer in layers if layer not in acts.positive]
     if missing:
@@ -186,7 +200,18 @@ def vector_from_activations(acts: PairActivations, method: str = "pca_diff", lay
         processing=dict(acts.processing),
         provenance=dict(acts.provenance),
     )
-    return SteeringVector({layer: agg(acts.positive[layer], acts.negative[layer]) for layer in layers}, meta)
+    directions = {}
+    for layer in layers:
+        d = agg(acts.positive[layer], acts.negative[layer])
+        if scale != "raw":
+            norm = float(d.norm())
+            if norm == 0.0:
+                raise LensSteerError(f"layer {layer}: the {method} direction is zero; the pairs do not differ there")
+            target = 1.0 if scale == "unit" else float(mean_diff(acts.positive[layer], acts.negative[layer]).norm())
+            d = d * (target / norm)
+        directions[layer] = d
+    meta = dataclasses.replace(meta, provenance={**meta.provenance, "scale": scale})
+    return SteeringVector(directions, meta)
 
 
 def extract_vector(
@@ -200,10 +225,11 @@ def extract_vector(
     padding_side: PaddingSide = "right",
     max_batch: int = 16,
     progress: Progress | None = None,
+    scale: str = "raw",
 ) -> SteeringVector:
-    """Extract a steering vector from contrastive pairs at `layers` with aggregator `method`."""
+    """Extract a steering vector from contrastive pairs at `layers` with aggregator `method` (see `vector_from_activations` for `scale`)."""
     get_aggregator(method)
     acts = pair_activations(
         model, pairs, layers, hook=hook, prepend_bos=prepend_bos, padding_side=padding_side, max_batch=max_batch, progress=progress
     )
-    return vector_from_activations(acts, method)
+    return vector_from_activations(acts, method, scale=scale)

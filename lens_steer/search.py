@@ -53,6 +53,7 @@ SEARCH_METHODS: tuple[str, ...] = ("pca_diff", "mean_diff")
 PARAM_NAMES: tuple[str, ...] = ("corpus", "num_sents", "persona", "template", "layers", "method", "coeff")
 FINISHED: tuple[TrialState, ...] = (TrialState.COMPLETE, TrialState.PRUNED)
 JOURNAL_PREFIX = "journal:"
+VECTOR_SCALE = "contrast"  # coefficient 1 = the mean positive-negative difference at the layer (see extract.vector_from_activations)
 _HEARTBEAT_ATTR = "lens_steer_heartbeat"
 _CONFIG_ATTR = "lens_steer_config"
 
@@ -130,7 +131,7 @@ class SearchSpace:
     num_sents: tuple[int, int, int] = (100, 500, 50)
     personas: tuple[int, ...] = tuple(range(len(PERSONA_PAIRS)))
     templates: tuple[int, ...] = tuple(range(len(SYSTEM_TEMPLATES)))
-    coeff: tuple[float, float, float] = (-2.0, 2.0, 0.2)
+    coeff: tuple[float, float, float] = (-4.0, 4.0, 0.4)
     layers: tuple[tuple[int, ...], ...] | None = None
     methods: tuple[str, ...] = SEARCH_METHODS
 
@@ -805,11 +806,6 @@ def _slice_acts(a: PairActivations, n: int, provenance: Mapping[str, Any]) -> Pa
     )
 
 
-def unit_vector(vector: SteeringVector) -> SteeringVector:
-    """Each layer scaled to unit norm (so `coeff` means the same size for every method)."""
-    return vector.normalized()
-
-
 # ============================================================================ the BBQ objective
 def validation_items(axis: Axis, config: SearchConfig, data_root: str | Path | None = None) -> list[BbqItem]:
     """The axis's BBQ validation split, capped at `config.limit` (whole variant groups), in a seeded
@@ -887,7 +883,7 @@ class IsvObjective:
 
     # ---- pieces ----------------------------------------------------------------------------
     def vector(self, params: Mapping[str, Any]) -> SteeringVector:
-        """The unit-norm steering vector a trial's params describe."""
+        """The steering vector a trial's params describe, scaled so coefficient 1 is the mean contrast."""
         layers = self.space.layer_choices[params["layers"]] if params["layers"] in self.space.layer_choices else parse_layer_spec(params["layers"])
         args = (params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]))
         if self.cache is not None:
@@ -895,7 +891,7 @@ class IsvObjective:
         else:
             pairs = persona_pairs(args[0], args[1], args[2], args[3], tokenizer=self.model.tokenizer, data_root=self.data_root)
             acts = pair_activations(self.model, pairs, layers, hook=self.config.hook, max_batch=self.config.max_batch)
-        return unit_vector(vector_from_activations(acts, params["method"], layers))
+        return vector_from_activations(acts, params["method"], layers, scale=VECTOR_SCALE)
 
     def predictions(self, items: Sequence[BbqItem], vector: SteeringVector | None = None, coeff: float = 0.0) -> list[BbqPrediction]:
         """BBQ predictions for `items`, steered by `coeff * vector` if given."""
@@ -961,7 +957,7 @@ class IsvObjective:
 # ============================================================================ the whole search
 @dataclasses.dataclass(frozen=True)
 class IsvResult:
-    """One axis's finished search: the best vector (unit per layer) with its coefficient, and files."""
+    """One axis's finished search: the best vector (scaled to the mean contrast per layer) with its coefficient, and files."""
 
     axis: str
     study_name: str
@@ -1056,7 +1052,7 @@ def _store_baseline(study: optuna.Study, config: SearchConfig, base: Mapping[str
 def write_isv_outputs(
     study: optuna.Study, isv: IsvObjective, out_dir: str | Path, *, storage_label: str = "", worker_seconds: float | None = None
 ) -> IsvResult:
-    """Write `isv.safetensors` (best trial's unit vector; params, coefficient and study in its
+    """Write `isv.safetensors` (best trial's vector, scaled to the mean contrast; params, coefficient and study in its
     provenance), `study.json` and the Optuna figures (HTML) into `out_dir`, atomically."""
     out = Path(out_dir)
     best = _best_trial(study)
@@ -1153,10 +1149,10 @@ def write_figures(study: optuna.Study, out_dir: str | Path) -> tuple[list[str], 
 
 
 def trial_params_vector(model: HookedModel, params: Mapping[str, Any], *, hook: str = "hook_resid_post", data_root: str | Path | None = None) -> SteeringVector:
-    """Rebuild the unit vector of a trial's params from scratch (no cache): for checking ISV files."""
+    """Rebuild a trial's vector from scratch (no cache): for checking ISV files."""
     layers = parse_layer_spec(params["layers"])
     pairs = persona_pairs(params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]), tokenizer=model.tokenizer, data_root=data_root)
-    return unit_vector(vector_from_activations(pair_activations(model, pairs, layers, hook=hook), params["method"], layers))
+    return vector_from_activations(pair_activations(model, pairs, layers, hook=hook), params["method"], layers, scale=VECTOR_SCALE)
 
 
 def isv_pairs(vector: SteeringVector, tokenizer: Any, data_root: str | Path | None = None) -> PairSet:

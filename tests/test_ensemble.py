@@ -141,6 +141,9 @@ def test_merged_baseline_equals_pca_on_concatenated_pairs(tiny) -> None:
         _, _, v = torch.linalg.svd(diff - diff.mean(0), full_matrices=False)
         pc = v[0].float()
         got = merged.directions[layer]
+        # contrast scale: the norm of the mean difference of the concatenated pairs
+        assert float(got.norm()) == pytest.approx(float(diff.mean(0).norm()), rel=1e-4)
+        got = got / got.norm()
         assert abs(float(got @ pc)) == pytest.approx(1.0, abs=1e-4)
         assert float((diff.float() @ got > 0).sum()) >= float((diff.float() @ got < 0).sum())
 

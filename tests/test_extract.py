@@ -205,3 +205,20 @@ def test_empty_side_and_empty_input(model: Any) -> None:
     with pytest.raises(LensSteerError) as e:
         extract_vector(model, PAIRS[:1], [1], method="pca_diff")
     _one_line(e, "at least two", "mean_diff")
+
+
+def test_vector_scales_unit_and_contrast_against_hand_computation() -> None:
+    from lens_steer.extract import PairActivations, vector_from_activations
+
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    acts = PairActivations({3: pos}, {3: neg}, "hook_resid_post", "tiny-llama", 8, {}, {})
+    raw = vector_from_activations(acts, "pca_diff", scale="raw").directions[3]
+    unit = vector_from_activations(acts, "pca_diff", scale="unit").directions[3]
+    contrast = vector_from_activations(acts, "pca_diff", scale="contrast").directions[3]
+    mean_norm = float((pos - neg).mean(0).norm())
+    assert float(unit.norm()) == pytest.approx(1.0, abs=1e-6)
+    assert float(contrast.norm()) == pytest.approx(mean_norm, rel=1e-5)
+    assert torch.allclose(contrast / mean_norm, raw / raw.norm(), atol=1e-6)
+    md = vector_from_activations(acts, "mean_diff", scale="contrast").directions[3]
+    assert torch.allclose(md, (pos - neg).mean(0), atol=1e-5)  # mean_diff is already at the contrast scale
