@@ -177,6 +177,7 @@ class EnsembleConfig:
     generated_dir: str | None = None
     merged_method: str = "pca_diff"
     max_batch: int = 16
+    store_dir: str | None = None  # keep every evaluation's predictions there (lens_steer.store); re-runs read them back
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -238,7 +239,16 @@ def best_coeff(rows: Sequence[Mapping[str, Any]], exclude: str | None = None) ->
 
 
 def _predict(model: HookedModel, items: Sequence[BbqItem], vector: SteeringVector | None, coeff: float, config: EnsembleConfig) -> list[BbqPrediction]:
-    return bbq_predictions(model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch)
+    def compute() -> list[BbqPrediction]:
+        return bbq_predictions(model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch)
+
+    if config.store_dir is None:
+        return compute()
+    from lens_steer.models import model_identity
+    from lens_steer.store import PredictionStore
+
+    settings = {"model": model_identity(model).name, "scoring": config.scoring, "prompt_format": config.prompt_format}
+    return PredictionStore(config.store_dir).bbq(items, vector, coeff, settings, compute)
 
 
 def _bbq_entry(model: HookedModel, items: Sequence[BbqItem], base: Sequence[BbqPrediction], vector: SteeringVector, coeff: float, config: EnsembleConfig) -> dict[str, Any]:

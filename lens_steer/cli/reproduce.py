@@ -1,0 +1,46 @@
+"""`lens-steer reproduce`: the whole study end to end (baseline, ISV search, SVE, OOD, MMLU, report)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("reproduce", help="run the SVE study end to end and write report.html, results.md and results.json")
+    add_model_option(p)
+    add_data_option(p)
+    p.add_argument("--budget", default="smoke", help="smoke (~15 min on 2 CPU cores), small or paper (50 trials per axis; GPU recommended)")
+    p.add_argument("--axes", default=None, help="comma-separated axes (default: all nine)")
+    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///DIR/optuna.db; postgresql://... for many machines)")
+    p.add_argument("--scoring", default=None, help="scoring protocol (default cloze)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="run folder; re-running the same command resumes it")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lens_steer.axes import AXIS_NAMES, get_axis
+    from lens_steer.report import write_report
+    from lens_steer.reproduce import get_budget, reproduce
+
+    budget = get_budget(args.budget)
+    axes = [get_axis(a).name for a in args.axes.split(",")] if args.axes else list(AXIS_NAMES)
+    start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
+
+    say(f"loading {args.model}")
+    model = load_model_from_args(args)
+    results = reproduce(model, budget, args.out, axes=axes, storage=args.storage, data_root=args.data_dir, seed=args.seed, scoring=args.scoring, say=say)
+    paths = write_report(results, args.out)
+    out = Path(args.out)
+    print(f"done in {time.perf_counter() - start:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}")
+    for name, p in sorted(paths.items()):
+        print(f"  {name}: {p}")
+    return 0

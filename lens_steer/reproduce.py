@@ -1,0 +1,216 @@
+"""The main job: baseline -> ISV search per axis -> SVE and merged baseline -> test-split, OOD and MMLU
+evaluation with paired tests and matched random controls -> sweep and geometry -> `results.json`.
+
+Every stage is resumable: the Optuna studies live in one storage, contrastive activations in an on-disk
+cache, and every BBQ evaluation's predictions in a content-keyed store (`predictions/`), so re-running
+the same command continues where it stopped and repeats no finished work.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from lens_steer import __version__
+from lens_steer.axes import AXIS_NAMES, OOD_CATEGORIES
+from lens_steer.errors import LensSteerError
+from lens_steer.io import write_json
+from lens_steer.models import HookedModel, model_identity
+
+Say = Callable[[str], None]
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much of the study to run: trials, items and pairs."""
+
+    name: str
+    trials: int
+    num_sents: tuple[int, int, int]
+    val_limit: int
+    test_limit: int
+    ens_val_limit: int
+    ens_coeffs: tuple[float, ...]
+    control_seeds: tuple[int, ...]
+    mmlu_items: int
+    layers: tuple[tuple[int, ...], ...] | None
+    corpora: tuple[str, ...] | None
+    tpe_startup: int
+    sweep_layers: tuple[int, ...]
+    sweep_coeffs: tuple[float, ...]
+    sweep_limit: int
+    geometry_num_sents: int
+    n_boot: int
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+BUDGETS: dict[str, Budget] = {
+    # finishes in ~15 minutes on 2 CPU cores with the embedded model: a pipeline check, not a result
+    "smoke": Budget("smoke", trials=3, num_sents=(16, 32, 16), val_limit=12, test_limit=24, ens_val_limit=12,
+                    ens_coeffs=(-2.0, 2.0), control_seeds=(1,), mmlu_items=24, layers=((12,), (18,), (24,)),
+                    corpora=None, tpe_startup=3, sweep_layers=(12, 18, 24), sweep_coeffs=(-4.0, 4.0), sweep_limit=12,
+                    geometry_num_sents=16, n_boot=500),
+    # a first look with intervals worth reading (hours on 2 cores)
+    "small": Budget("small", trials=12, num_sents=(50, 150, 50), val_limit=48, test_limit=120, ens_val_limit=48,
+                    ens_coeffs=(-4.0, -2.0, -1.0, 1.0, 2.0, 4.0), control_seeds=(1, 2), mmlu_items=200, layers=None,
+                    corpora=None, tpe_startup=5, sweep_layers=(6, 10, 14, 18, 22, 26), sweep_coeffs=(-4.0, -2.0, 2.0, 4.0),
+                    sweep_limit=48, geometry_num_sents=50, n_boot=1000),
+    # the paper's budget: 50 trials per axis, 100..500 prompts (a GPU is recommended)
+    "paper": Budget("paper", trials=50, num_sents=(100, 500, 50), val_limit=400, test_limit=2000, ens_val_limit=200,
+                    ens_coeffs=tuple(float(c) for c in range(-5, 6)), control_seeds=(1, 2, 3), mmlu_items=2000, layers=None,
+                    corpora=None, tpe_startup=10, sweep_layers=tuple(range(2, 30, 2)), sweep_coeffs=(-4.0, -2.0, -1.0, 1.0, 2.0, 4.0),
+                    sweep_limit=200, geometry_num_sents=200, n_boot=1000),
+}
+
+
+def get_budget(name: str) -> Budget:
+    """The named budget, or a one-line error listing them."""
+    if name not in BUDGETS:
+        raise LensSteerError(f"unknown budget {name!r}; use one of {', '.join(BUDGETS)}")
+    return BUDGETS[name]
+
+
+def _fit_layers(budget: Budget, n_layers: int) -> tuple[tuple[int, ...], ...] | None:
+    """Budget layer candidates scaled to the model's depth (the budgets are written for 30 layers)."""
+    if budget.layers is None:
+        return None
+    return tuple(tuple(min(n_layers - 1, round(layer * n_layers / 30)) for layer in band) for band in budget.layers)
+
+
+def reproduce(
+    model: HookedModel,
+    budget: Budget,
+    out_dir: str | Path,
+    *,
+    axes: Sequence[str] = AXIS_NAMES,
+    storage: str | None = None,
+    data_root: str | Path | None = None,
+    seed: int = 0,
+    scoring: str | None = None,
+    say: Say | None = None,
+) -> dict[str, Any]:
+    """Run the whole study into `out_dir` and return (and write) `results.json`'s content."""
+    from lens_steer.data.bbq_generate import write_generated
+    from lens_steer.ensemble import EnsembleConfig, Isv, evaluate_ensembles
+    from lens_steer.evaluate import DEFAULT_SCORING
+    from lens_steer.search import SearchConfig, SearchSpace, default_storage, run_isv_search
+
+    say = say or (lambda msg: None)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    n_layers = int(model.cfg.n_layers)
+    scoring = scoring or DEFAULT_SCORING
+    storage = storage or default_storage(out)
+    space_kwargs: dict[str, Any] = {"num_sents": budget.num_sents}
+    if budget.corpora is not None:
+        space_kwargs["corpora"] = budget.corpora
+    layers = _fit_layers(budget, n_layers)
+    if layers is not None:
+        space_kwargs["layers"] = layers
+    config = SearchConfig(space=SearchSpace(**space_kwargs), n_trials=budget.trials, limit=budget.val_limit, seed=seed,
+                          scoring=scoring, chunk_size=max(4, budget.val_limit // 2), tpe_startup_trials=budget.tpe_startup,
+                          pruner_startup_trials=max(2, budget.tpe_startup))  # fmt: skip
+    write_json(out / "run.json", {"model": model_identity(model).name, "budget": budget.to_json(), "axes": list(axes), "seed": seed, "scoring": scoring})
+
+    isvs: list[Isv] = []
+    isv_summary: dict[str, Any] = {}
+    for k, axis in enumerate(axes, 1):
+        say(f"[{k}/{len(axes)}] ISV search: {axis} ({budget.trials} trials)")
+
+        def progress(rep: Any, axis: str = axis) -> None:
+            best = "none" if rep.best_value is None else f"{rep.best_value:.3f}"
+            say(f"    {axis}: trial {rep.finished} of {rep.n_trials} ({rep.state.lower()}, {rep.seconds:.0f}s), best so far {best}")
+
+        res = run_isv_search(model, axis, config, out / "isv" / axis, storage=storage, data_root=data_root,
+                             cache_dir=out / "activations", progress=progress)  # fmt: skip
+        isvs.append(Isv(res.axis, res.vector, res.coeff, res.vector_path))
+        isv_summary[axis] = {
+            "study": res.study_name, "best_value": res.value, "params": res.params, "coeff": res.coeff, "n_trials": res.n_trials,
+            "history": _history(storage, res.study_name), "dir": str(Path("isv") / axis), "baseline": res.baseline,
+        }  # fmt: skip
+
+    generated = out / "bbq_generated"
+    if not all((generated / f"{c}.jsonl").is_file() for c in OOD_CATEGORIES):
+        say("generating the out-of-distribution BBQ categories from the official templates")
+        write_generated(OOD_CATEGORIES, generated, seed=seed, data_root=data_root)
+    ens_config = EnsembleConfig(coeffs=budget.ens_coeffs, val_limit=budget.ens_val_limit, test_limit=budget.test_limit, scoring=scoring,
+                                seed=seed, n_boot=budget.n_boot, control_seeds=budget.control_seeds, mmlu_items=budget.mmlu_items,
+                                ood=True, ood_source="mixed", generated_dir=str(generated), merged_method="mean_diff",
+                                store_dir=str(out))  # fmt: skip
+    say("ensembles: SVE, merged baseline, test split, random controls, OOD, MMLU")
+    ensemble = evaluate_ensembles(model, isvs, ens_config, out / "ensemble", data_root=data_root, progress=lambda m: say(f"    {m}"))
+
+    say(f"layer sweep ({axes[0]})")
+    sweep = _sweep(model, axes[0], budget, scoring, out, data_root, seed)
+    say("geometry: axis x axis cosine similarity")
+    geometry = _geometry(model, axes, budget, out, data_root)
+
+    results = {
+        "meta": {"model": model_identity(model).name, "budget": budget.name, "seconds": round(time.perf_counter() - started, 1),
+                 "lens_steer_version": __version__, "scoring": scoring, "prompt_format": ens_config.prompt_format,
+                 "split_seed": ens_config.split_seed, "storage": storage, "bias_variant": "lm_eval", "budget_detail": budget.to_json()},
+        "capability": {a: {**{k: row["baseline"][k] for k in ("acc", "acc_ambig", "acc_disambig", "unknown_rate_ambig", "unknown_rate_disambig", "bias_ambig", "bias_disambig")}, "n": row["n"]}
+                       for a, row in ensemble["in_distribution"].items()},
+        "isv": isv_summary,
+        "ensemble": ensemble,
+        "sweep": sweep,
+        "geometry": geometry,
+    }  # fmt: skip
+    write_json(out / "results.json", results)
+    return results
+
+
+def _history(storage: str, study_name: str) -> list[float | None]:
+    """Objective values of the study's finished trials in order (None for pruned ones)."""
+    from lens_steer.search import open_storage
+
+    import optuna
+
+    study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+    return [t.value if t.state == optuna.trial.TrialState.COMPLETE else None for t in study.get_trials(deepcopy=False)
+            if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]  # fmt: skip
+
+
+def _sweep(model: HookedModel, axis: str, budget: Budget, scoring: str, out: Path, data_root: str | Path | None, seed: int) -> dict[str, Any]:
+    """A small layer x coefficient sweep of one axis (mean_diff, so coefficients are in the search's units); cached in sweep/sweep.json."""
+    from lens_steer.io import atomic_write_text
+    from lens_steer.plots import sweep_heatmap, write_figure
+    from lens_steer.sweep import sweep_axis
+
+    path = out / "sweep" / "sweep.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    n = int(model.cfg.n_layers)
+    layers = sorted({min(n - 1, round(layer * n / 30)) for layer in budget.sweep_layers})
+    res = sweep_axis(model, axis, layers, list(budget.sweep_coeffs), method="mean_diff", scoring=scoring, num_sents=budget.geometry_num_sents,
+                     limit=budget.sweep_limit, data_root=data_root, n_boot=budget.n_boot, seed=seed)  # fmt: skip
+    atomic_write_text(out / "sweep" / "sweep.csv", res.to_csv())
+    write_figure(sweep_heatmap(res.rows, res.baseline, title=f"{axis}: validation {res.metric} by layer x coefficient"), out / "sweep" / "sweep.html")
+    payload = {"axis": axis, "layers": res.layers, "coeffs": res.coeffs, "metric": res.metric, "baseline": res.baseline, "rows": res.rows, "config": res.config}
+    write_json(path, payload)
+    return payload
+
+
+def _geometry(model: HookedModel, axes: Sequence[str], budget: Budget, out: Path, data_root: str | Path | None) -> dict[str, Any]:
+    """Axis x axis cosine similarity of per-axis mean-difference vectors at the middle layer; cached in geometry/geometry.json."""
+    from lens_steer.geometry import axis_cosines, axis_vectors, random_cosine_reference, save_axis_vectors
+
+    path = out / "geometry" / "geometry.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    layer = int(model.cfg.n_layers) * 2 // 3
+    vectors = axis_vectors(model, list(axes), [layer], method="mean_diff", num_sents=budget.geometry_num_sents, data_root=data_root)
+    save_axis_vectors(vectors, out / "geometry")
+    names, cos = axis_cosines(vectors, layer)
+    payload = {"layer": layer, "axes": names, "cosine": cos.tolist(), "random_reference": random_cosine_reference(int(model.cfg.d_model))["mean_abs"],
+               "num_sents": budget.geometry_num_sents, "method": "mean_diff", "persona": 0, "template": 0}  # fmt: skip
+    write_json(path, payload)
+    return payload
