@@ -335,6 +335,13 @@ def evaluate_ensembles(
         row["steered"]["isv"] = _bbq_entry(model, items, base, isv.vector, isv.coeff, config)
         for name, vec in ens.items():
             row["steered"][name] = _bbq_entry(model, items, base, vec, coeff[name], config)
+        # direct paired tests between steered runs (claims 2 and 4): the predictions are read back from the store
+        isv_preds = _predict(model, items, isv.vector, isv.coeff, config)
+        if "sve" in ens:
+            sve_preds = _predict(model, items, ens["sve"], coeff["sve"], config)
+            row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(isv_preds, sve_preds, n_boot=config.n_boot, seed=config.seed))
+            merged_preds = _predict(model, items, ens["merged"], coeff["merged"], config)
+            row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(sve_preds, merged_preds, n_boot=config.n_boot, seed=config.seed))
         if a in loo and "sve" in sweeps:
             c = best_coeff(sweeps["sve"]["rows"], exclude=a)
             row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config), "coeff_chosen_without": a}

@@ -165,6 +165,9 @@ def reproduce(
         "geometry": geometry,
     }  # fmt: skip
     write_json(out / "results.json", results)
+    from lens_steer.report import write_report
+
+    write_report(results, out)
     return results
 
 

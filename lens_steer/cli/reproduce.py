@@ -25,8 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import AXIS_NAMES, get_axis
-    from lens_steer.report import write_report
+    import optuna
+
     from lens_steer.reproduce import get_budget, reproduce
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     budget = get_budget(args.budget)
     axes = [get_axis(a).name for a in args.axes.split(",")] if args.axes else list(AXIS_NAMES)
@@ -38,9 +41,6 @@ def run(args: argparse.Namespace) -> int:
     say(f"loading {args.model}")
     model = load_model_from_args(args)
     results = reproduce(model, budget, args.out, axes=axes, storage=args.storage, data_root=args.data_dir, seed=args.seed, scoring=args.scoring, say=say)
-    paths = write_report(results, args.out)
     out = Path(args.out)
-    print(f"done in {time.perf_counter() - start:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}")
-    for name, p in sorted(paths.items()):
-        print(f"  {name}: {p}")
+    print(f"done in {results['meta']['seconds']:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}")
     return 0

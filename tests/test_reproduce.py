@@ -1,0 +1,98 @@
+"""The main job end to end on the tiny model: every stage runs, and an interrupted run resumes without repeating work."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from lens_steer.errors import LensSteerError
+from lens_steer.reproduce import BUDGETS, get_budget
+
+DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"shared data not found at {DATA}; set LENS_STEER_DATA")
+
+MICRO = dataclasses.replace(
+    BUDGETS["smoke"], name="micro", trials=2, tpe_startup=2, num_sents=(4, 8, 4), val_limit=8, test_limit=8, ens_val_limit=8,
+    ens_coeffs=(-2.0, 2.0), control_seeds=(1,), mmlu_items=4, sweep_layers=(15, 30), sweep_coeffs=(-4.0, 4.0), sweep_limit=8,
+    geometry_num_sents=4, n_boot=50,
+)  # fmt: skip
+AXES = ["age", "religion"]
+
+RUNNER = """
+import dataclasses, json, sys, warnings
+warnings.simplefilter("ignore")
+from lens_steer.models import load_model
+from lens_steer.reproduce import Budget, reproduce
+budget = Budget(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[2]).items()})
+reproduce(load_model("tiny-llama"), budget, sys.argv[1], axes=["age", "religion"], data_root=sys.argv[3], say=lambda m: print(m, flush=True))
+"""
+
+
+def _finished_trials(out: Path) -> dict[str, int]:
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    counts = {}
+    for s in optuna.get_all_study_summaries(storage):
+        study = optuna.load_study(study_name=s.study_name, storage=storage)
+        counts[s.study_name] = sum(t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED) for t in study.trials)
+    return counts
+
+
+def test_unknown_budget_is_one_line():
+    with pytest.raises(LensSteerError, match="unknown budget 'huge'; use one of smoke, small, paper"):
+        get_budget("huge")
+
+
+@pytest.mark.slow
+def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
+    out = tmp_path / "run"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "TOKENIZERS_PARALLELISM": "false"}
+    proc = subprocess.Popen([sys.executable, "-c", RUNNER, str(out), json.dumps(MICRO.to_json()), str(DATA)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    killed_at = None
+    deadline = time.time() + 600
+    assert proc.stdout is not None
+    for line in proc.stdout:  # kill it once the ensemble stage has begun: searches done, evaluation half way
+        if "test split: " in line:
+            time.sleep(1.0)
+            proc.send_signal(signal.SIGKILL)
+            killed_at = line.strip()
+            break
+        assert time.time() < deadline, "the micro pipeline did not reach the ensemble stage in time"
+    proc.wait()
+    assert killed_at is not None, "the run finished before it could be interrupted"
+    before = _finished_trials(out)
+    assert sorted(before.values()) == [2, 2]
+    stored_before = set((out / "predictions").glob("*.jsonl"))
+    assert stored_before, "the ensemble stage had stored no predictions before the kill"
+
+    from lens_steer.models import load_model
+    from lens_steer.reproduce import reproduce
+
+    results = reproduce(load_model("tiny-llama"), MICRO, out, axes=AXES, data_root=DATA)
+    assert _finished_trials(out) == before  # no trial repeated or added
+    assert stored_before <= set((out / "predictions").glob("*.jsonl"))  # finished evaluations kept, not redone
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["ensemble"]["axes"] == AXES and set(saved["isv"]) == set(AXES)
+    for axis in AXES:
+        row = saved["ensemble"]["in_distribution"][axis]
+        assert {"isv", "sve", "merged"} <= set(row["steered"])
+        # capability equals the baseline block it summarises
+        assert saved["capability"][axis]["acc"] == row["baseline"]["acc"]
+        assert len(saved["isv"][axis]["history"]) == 2
+    assert saved["geometry"]["axes"] == AXES
+    cos = saved["geometry"]["cosine"]
+    assert cos[0][0] == pytest.approx(1.0) and cos[0][1] == pytest.approx(cos[1][0])
+    assert {r["coeff"] for r in saved["sweep"]["rows"]} == {-4.0, 4.0}
+    assert results["meta"]["budget"] == "micro"
+
+    # a third run is pure read-back: same numbers
+    again = reproduce(load_model("tiny-llama"), MICRO, out, axes=AXES, data_root=DATA)
+    assert again["ensemble"]["in_distribution"] == json.loads(json.dumps(results["ensemble"]["in_distribution"]))
