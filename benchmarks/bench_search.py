@@ -1,10 +1,13 @@
-"""Mean ISV trial time: the cached search (activations read once per contrastive dataset and grown
-on demand) against a naive trial (re-extract every trial), on the same trial parameters, same run.
+"""Mean ISV trial time: lens_steer's search trial against a naive trial, on the same trial parameters, same run.
 
-    python benchmarks/bench_search.py [--model smollm2-135m-instruct] [--trials 8] [--limit 8]
+    python benchmarks/bench_search.py [--trials 6] [--limit 16] [--axes age,religion]
 
-The parameters come from one TPE study run with the cached objective; the naive objective is then
-timed on exactly those parameters. Prints both means and their ratio.
+lens_steer trial: contrastive activations come from an `ActivationCache` (read once per dataset at every
+candidate layer, grown on demand, kept on disk and shared between the axes' studies, as `reproduce`
+does), and items are scored with `score_questions` (length-bucketed, logits only at the answer position).
+Naive trial: re-extract the trial's dataset at its layers, then score with a plain TransformerLens forward
+(batches of 8 in file order, full-sequence logits). Both use letter scoring, so both pick the same answers.
+The trial parameters come from TPE studies (one per axis, in order) driven by the lens_steer trials.
 """
 
 from __future__ import annotations
@@ -12,73 +15,82 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
+import tempfile
 import time
 import warnings
 
 import optuna
+import torch
 
 
 def main() -> int:
     """Run the benchmark and print the numbers."""
     from lens_steer.axes import get_axis
+    from lens_steer.benches import bbq_question
+    from lens_steer.evaluate import letter_prompt
+    from lens_steer.extract import pair_activations, vector_from_activations
     from lens_steer.models import load_model
-    from lens_steer.search import ActivationCache, IsvObjective, SearchConfig, SearchSpace, open_storage, open_study, run_trials
+    from lens_steer.pairs import persona_pairs
+    from lens_steer.search import VECTOR_SCALE, ActivationCache, IsvObjective, SearchConfig, SearchSpace, open_storage, open_study, run_trials
+    from lens_steer.steering import steer
+    from lens_steer.tokens import encode_texts, pad_batch, pad_id
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--axis", default="age")
-    ap.add_argument("--trials", type=int, default=8)
-    ap.add_argument("--limit", type=int, default=8, help="validation items per trial")
-    ap.add_argument("--scoring", default="letter")
+    ap.add_argument("--axes", default="age,religion")
+    ap.add_argument("--trials", type=int, default=6, help="trials per axis")
+    ap.add_argument("--limit", type=int, default=16, help="validation items per trial")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load_model(args.model)
     n = int(model.cfg.n_layers)
-    # a space narrowed as a converging search narrows it: few datasets, many layer/coeff/method choices
-    space = SearchSpace(
-        corpora=("age", "genericqa"),
-        num_sents=(100, 200, 50),
-        personas=(0, 3),
-        templates=(0,),
-        coeff=(-2.0, 2.0, 0.2),
-        layers=tuple((i,) for i in range(n // 3, n - 3, 3)) + (tuple(range(n // 2, n // 2 + 4)),),
-        methods=("pca_diff", "mean_diff"),
-    )
-    cfg = SearchConfig(space=space, n_trials=args.trials, limit=args.limit, chunk_size=args.limit, scoring=args.scoring, tpe_startup_trials=4)
-    axis = get_axis(args.axis)
-    space = space.resolve(n)
-    cached = IsvObjective(model, axis, cfg, cache=ActivationCache(model, space.all_layers))
-    naive = IsvObjective(model, axis, cfg, items=cached.items, cache=None)
+    space = SearchSpace(corpora=("age", "religion", "genericqa"), num_sents=(50, 150, 50), personas=(0, 1, 3), templates=(0, 1),
+                        coeff=(-4.0, 4.0, 0.4), layers=tuple((i,) for i in range(n // 3, n - 2, 4)), methods=("pca_diff", "mean_diff")).resolve(n)  # fmt: skip
+    cfg = SearchConfig(space=space, n_trials=args.trials, limit=args.limit, chunk_size=args.limit, scoring="letter", tpe_startup_trials=3)
+    disk = tempfile.mkdtemp(prefix="bench_search_")
+    letter_ids = [model.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in "abc"]
 
-    study, _ = open_study(open_storage(None), "bench", config=cfg)
-    times_cached: list[float] = []
+    def naive_trial(params: dict, items: list) -> float:
+        layers = [int(x) for x in str(params["layers"]).split(",")]
+        pairs = persona_pairs(params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]), tokenizer=model.tokenizer)
+        vec = vector_from_activations(pair_activations(model, pairs, layers), params["method"], layers, scale=VECTOR_SCALE)
+        ids = encode_texts(model, [letter_prompt(bbq_question(i), range(3), "reference", model.tokenizer)[0] for i in items])
+        correct = 0
+        with steer(model, [(vec, float(params["coeff"]))]), torch.inference_mode():
+            for s in range(0, len(ids), 8):
+                batch = pad_batch(ids[s : s + 8], pad_id=pad_id(model), padding_side="right")
+                logits = model(batch.tokens)[torch.arange(len(batch.lengths)), batch.last_index][:, letter_ids]
+                correct += sum(int(p) == it.label for p, it in zip(logits.argmax(-1).tolist(), items[s : s + 8]))
+        return correct / len(items)
 
-    def timed(params: dict, trial: optuna.Trial) -> float:
-        t = time.perf_counter()
-        v = cached(params)
-        times_cached.append(time.perf_counter() - t)
-        print(f"cached trial {len(times_cached)}: {times_cached[-1]:.1f}s {params}", file=sys.stderr, flush=True)
-        return v
+    rows = []
+    for axis_name in args.axes.split(","):
+        axis = get_axis(axis_name)
+        cache = ActivationCache(model, space.all_layers, disk_dir=disk)
+        fast = IsvObjective(model, axis, cfg, cache=cache)
+        study, _ = open_study(open_storage(None), f"bench-{axis.name}", config=cfg)
 
-    run_trials(study, timed, space, args.trials, seed=0)
-    params = [t.params for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    times_naive = []
-    for p in params:
-        t = time.perf_counter()
-        naive(p)
-        times_naive.append(time.perf_counter() - t)
-        print(f"naive trial {len(times_naive)}: {times_naive[-1]:.1f}s", file=sys.stderr, flush=True)
-    eval_t = time.perf_counter()
-    cached.predictions(cached.items, cached.vector(params[0]), 1.0)
-    eval_only = time.perf_counter() - eval_t
-    mc, mn = statistics.mean(times_cached), statistics.mean(times_naive)
-    c = cached.cache
-    assert c is not None
-    print(f"model {args.model}, axis {args.axis}, {len(params)} trials, {len(cached.items)} validation items ({args.scoring}), layers {list(space.all_layers)}")
-    print(f"cache: {c.misses} misses, {c.hits} hits, {c.pairs_read} pairs read (naive read {sum(int(p['num_sents']) for p in params)})")
-    print(f"mean trial time: cached {mc:.2f}s, naive {mn:.2f}s, ratio {mn / mc:.2f}x (evaluation alone {eval_only:.2f}s)")
+        def timed(params: dict, trial: optuna.Trial, fast: IsvObjective = fast, axis: str = axis.name) -> float:
+            t = time.perf_counter()
+            value = fast(params)
+            dt_fast = time.perf_counter() - t
+            t = time.perf_counter()
+            naive_value = naive_trial(params, fast.items)
+            dt_naive = time.perf_counter() - t
+            rows.append((axis, dt_fast, dt_naive, value, naive_value))
+            print(f"{axis} trial {len(rows)}: lens_steer {dt_fast:.1f}s, naive {dt_naive:.1f}s (accuracy {value:.3f} vs {naive_value:.3f})", file=sys.stderr, flush=True)
+            return value
+
+        run_trials(study, timed, space, args.trials, seed=0)
+    mf, mn = statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)
+    agree = sum(abs(r[3] - r[4]) < 1e-9 for r in rows)
+    print(f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each (letter scoring), {torch.get_num_threads()} threads")
+    print(f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on {agree}/{len(rows)} trials")
+    for axis in dict.fromkeys(r[0] for r in rows):
+        sub = [r for r in rows if r[0] == axis]
+        print(f"  {axis}: lens_steer {statistics.mean(r[1] for r in sub):.2f}s, naive {statistics.mean(r[2] for r in sub):.2f}s")
     return 0
 
 

@@ -381,6 +381,10 @@ def _claim_sve_beats_isv(results: Mapping[str, Any]) -> Claim:
             if st.get("sve") and st.get("isv"):
                 ev.append(f"{axis}: ISV {fmt_diff(_gain(st['isv']))}, SVE {fmt_diff(_gain(st['sve']))} points over baseline; "
                           f"ambiguous bias score ISV {_bias_change(st['isv'])}, SVE {_bias_change(st['sve'])}")  # fmt: skip
+                direct = st["sve"].get("vs_isv")
+                if direct:
+                    ev.append(f"{axis}: direct paired test SVE - ISV on the same items: {fmt_diff(Interval.of(direct['overall']['acc']['diff']))} points, "
+                              f"McNemar p={fmt_p(direct['overall']['mcnemar']['p'])}")  # fmt: skip
         bbq_verdict = v_bbq.verdict
     else:
         bbq_verdict = "not run"
@@ -446,6 +450,10 @@ def _claim_merged_worse(results: Mapping[str, Any]) -> Claim:
         st = rows[axis].get("steered") or {}
         if st.get("sve") and st.get("merged"):
             ev.append(f"{axis}: SVE {fmt_diff(_gain(st['sve']))}, merged {fmt_diff(_gain(st['merged']))} points over baseline")
+            direct = st["merged"].get("vs_sve")
+            if direct:
+                ev.append(f"{axis}: direct paired test merged - SVE on the same items: {fmt_diff(Interval.of(direct['overall']['acc']['diff']))} points, "
+                          f"McNemar p={fmt_p(direct['overall']['mcnemar']['p'])}")  # fmt: skip
     return Claim("merged_worse", CLAIMS["merged_worse"], v.verdict, tuple(ev))
 
 

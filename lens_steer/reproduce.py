@@ -35,6 +35,7 @@ class Budget:
     test_limit: int
     ens_val_limit: int
     ens_coeffs: tuple[float, ...]
+    ens_kinds: tuple[str, ...]
     control_seeds: tuple[int, ...]
     mmlu_items: int
     layers: tuple[tuple[int, ...], ...] | None
@@ -53,18 +54,18 @@ class Budget:
 
 BUDGETS: dict[str, Budget] = {
     # finishes in ~15 minutes on 2 CPU cores with the embedded model: a pipeline check, not a result
-    "smoke": Budget("smoke", trials=3, num_sents=(16, 32, 16), val_limit=12, test_limit=24, ens_val_limit=12,
-                    ens_coeffs=(-2.0, 2.0), control_seeds=(1,), mmlu_items=24, layers=((12,), (18,), (24,)),
+    "smoke": Budget("smoke", trials=3, num_sents=(16, 32, 16), val_limit=8, test_limit=12, ens_val_limit=8,
+                    ens_coeffs=(-2.0, 2.0), ens_kinds=("sve",), control_seeds=(1,), mmlu_items=16, layers=((12,), (18,), (24,)),
                     corpora=None, tpe_startup=3, sweep_layers=(12, 18, 24), sweep_coeffs=(-4.0, 4.0), sweep_limit=12,
                     geometry_num_sents=16, n_boot=500),
     # a first look with intervals worth reading (hours on 2 cores)
     "small": Budget("small", trials=12, num_sents=(50, 150, 50), val_limit=48, test_limit=120, ens_val_limit=48,
-                    ens_coeffs=(-4.0, -2.0, -1.0, 1.0, 2.0, 4.0), control_seeds=(1, 2), mmlu_items=200, layers=None,
+                    ens_coeffs=(-4.0, -2.0, -1.0, 1.0, 2.0, 4.0), ens_kinds=("sve", "sve_norm", "sve_weighted"), control_seeds=(1, 2), mmlu_items=200, layers=None,
                     corpora=None, tpe_startup=5, sweep_layers=(6, 10, 14, 18, 22, 26), sweep_coeffs=(-4.0, -2.0, 2.0, 4.0),
                     sweep_limit=48, geometry_num_sents=50, n_boot=1000),
     # the paper's budget: 50 trials per axis, 100..500 prompts (a GPU is recommended)
     "paper": Budget("paper", trials=50, num_sents=(100, 500, 50), val_limit=400, test_limit=2000, ens_val_limit=200,
-                    ens_coeffs=tuple(float(c) for c in range(-5, 6)), control_seeds=(1, 2, 3), mmlu_items=2000, layers=None,
+                    ens_coeffs=tuple(float(c) for c in range(-5, 6)), ens_kinds=("sve", "sve_norm", "sve_weighted"), control_seeds=(1, 2, 3), mmlu_items=2000, layers=None,
                     corpora=None, tpe_startup=10, sweep_layers=tuple(range(2, 30, 2)), sweep_coeffs=(-4.0, -2.0, -1.0, 1.0, 2.0, 4.0),
                     sweep_limit=200, geometry_num_sents=200, n_boot=1000),
 }
@@ -129,7 +130,9 @@ def reproduce(
             best = "none" if rep.best_value is None else f"{rep.best_value:.3f}"
             say(f"    {axis}: trial {rep.finished} of {rep.n_trials} ({rep.state.lower()}, {rep.seconds:.0f}s), best so far {best}")
 
-        res = run_isv_search(model, axis, config, out / "isv" / axis, storage=storage, data_root=data_root,
+        # each axis's study samples its own trials (the same seed everywhere would propose identical parameters)
+        axis_config = dataclasses.replace(config, seed=seed * 1000 + AXIS_NAMES.index(axis))
+        res = run_isv_search(model, axis, axis_config, out / "isv" / axis, storage=storage, data_root=data_root,
                              cache_dir=out / "activations", progress=progress)  # fmt: skip
         isvs.append(Isv(res.axis, res.vector, res.coeff, res.vector_path))
         isv_summary[axis] = {
@@ -141,7 +144,7 @@ def reproduce(
     if not all((generated / f"{c}.jsonl").is_file() for c in OOD_CATEGORIES):
         say("generating the out-of-distribution BBQ categories from the official templates")
         write_generated(OOD_CATEGORIES, generated, seed=seed, data_root=data_root)
-    ens_config = EnsembleConfig(coeffs=budget.ens_coeffs, val_limit=budget.ens_val_limit, test_limit=budget.test_limit, scoring=scoring,
+    ens_config = EnsembleConfig(coeffs=budget.ens_coeffs, kinds=budget.ens_kinds, val_limit=budget.ens_val_limit, test_limit=budget.test_limit, scoring=scoring,
                                 seed=seed, n_boot=budget.n_boot, control_seeds=budget.control_seeds, mmlu_items=budget.mmlu_items,
                                 ood=True, ood_source="mixed", generated_dir=str(generated), merged_method="mean_diff",
                                 store_dir=str(out))  # fmt: skip

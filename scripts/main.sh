@@ -6,4 +6,4 @@ cd "$here"
 bash scripts/setup.sh
 export LENS_STEER_DATA="${LENS_STEER_DATA:-$here/../shared/data}"
 venv="${LENS_STEER_VENV:-$here/.venv}"
-"$venv/bin/lens-steer" demo --out "${1:-runs/demo}"
+"$venv/bin/lens-steer" reproduce --budget "${LENS_STEER_BUDGET:-smoke}" --out "${1:-runs/smoke}"
