@@ -1,0 +1,63 @@
+"""`lens-steer eval` on the tiny model: outputs recompute, bad input is one line (exit 2)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from lens_steer.cli import main
+
+DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"shared data not found at {DATA}; set LENS_STEER_DATA")
+BASE = ["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--n-boot", "50"]
+
+
+def test_eval_bbq_writes_metrics_that_recompute_from_predictions(tmp_path: Path, capsys):
+    out = tmp_path / "ev"
+    assert main([*BASE, "--bench", "bbq", "--categories", "Age", "--limit", "8", "--scoring", "letter", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == metrics["meta"]["n_items"] == 8
+    assert metrics["overall"]["acc"]["value"] == pytest.approx(sum(r["pred"] == r["label"] for r in rows) / 8)
+    for key in ("value", "ci_low", "ci_high", "n"):
+        assert key in metrics["overall"]["bias_ambig"]
+    r = rows[0]
+    assert r["prompt"].startswith("<|im_start|>") and len(r["option_token_ids"][0]) == 3
+    assert "acc" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--bench", "trivia"], "unknown bench 'trivia'; use one of bbq, mmlu, crows"),
+        (["--bench", "bbq", "--categories", "Martian"], "Martian"),
+        (["--bench", "bbq", "--categories", "Age", "--split", "dev"], "unknown split 'dev'"),
+        (["--bench", "bbq", "--categories", "Age", "--scoring", "vibes"], "unknown scoring 'vibes'"),
+        (["--bench", "bbq", "--categories", ","], "--categories is empty"),
+    ],
+)
+def test_eval_bad_input_is_one_line(tmp_path: Path, capsys, extra, message):
+    assert main([*BASE, *extra, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not (tmp_path / "x" / "metrics.json").exists()
+
+
+def test_eval_missing_data_root_names_where_it_looked(tmp_path: Path, capsys):
+    assert main(["eval", "--model", "tiny-llama", "--data-dir", str(tmp_path / "nowhere"), "--bench", "mmlu", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "nowhere" in err and "\n" not in err
+
+
+def test_eval_refuses_a_vector_from_another_model(tmp_path: Path, capsys):
+    import torch
+
+    from lens_steer.vectors import SteeringVector, VectorMetadata
+
+    path = SteeringVector({1: torch.ones(576)}, VectorMetadata("smollm2-135m-instruct", 576)).save(tmp_path / "v.safetensors")
+    assert main([*BASE, "--bench", "bbq", "--categories", "Age", "--limit", "4", "--vector", str(path), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "576" in err and "tiny-llama" in err and "\n" not in err
