@@ -26,7 +26,8 @@ from lens_steer.models import load_model
 from lens_steer.pairs import bbq_answer_pairs
 from lens_steer.plots import probe_figure, write_figure
 from lens_steer.probe import pair_dataset, probe_accuracy, probe_layers
-from lens_steer.sweep import axis_persona_pairs, rows_to_csv
+from lens_steer.pairs import axis_persona_pairs
+from lens_steer.sweep import rows_to_csv
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,8 @@ lens_steer trial: contrastive activations come from an `ActivationCache` (read o
 candidate layer, grown on demand, kept on disk and shared between the axes' studies, as `reproduce`
 does), and items are scored with `score_questions` (length-bucketed, logits only at the answer position).
 Naive trial: re-extract the trial's dataset at its layers, then score with a plain TransformerLens forward
-(batches of 8 in file order, full-sequence logits). Both use letter scoring, so both pick the same answers.
+(batches of 8 in file order, full-sequence logits; cloze: one sequence per option). Both use the same
+protocol (`--scoring cloze`, the search's default, or `letter`), so both pick the same answers.
 The trial parameters come from TPE studies (one per axis, in order) driven by the lens_steer trials.
 """
 
@@ -27,7 +28,7 @@ def main() -> int:
     """Run the benchmark and print the numbers."""
     from lens_steer.axes import get_axis
     from lens_steer.benches import bbq_question
-    from lens_steer.evaluate import letter_prompt
+    from lens_steer.evaluate import cloze_prompt, letter_prompt
     from lens_steer.extract import pair_activations, vector_from_activations
     from lens_steer.models import load_model
     from lens_steer.pairs import persona_pairs
@@ -40,6 +41,7 @@ def main() -> int:
     ap.add_argument("--axes", default="age,religion")
     ap.add_argument("--trials", type=int, default=6, help="trials per axis")
     ap.add_argument("--limit", type=int, default=16, help="validation items per trial")
+    ap.add_argument("--scoring", default="cloze", choices=["cloze", "letter"])
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
@@ -48,7 +50,7 @@ def main() -> int:
     n = int(model.cfg.n_layers)
     space = SearchSpace(corpora=("age", "religion", "genericqa"), num_sents=(50, 150, 50), personas=(0, 1, 3), templates=(0, 1),
                         coeff=(-4.0, 4.0, 0.4), layers=tuple((i,) for i in range(n // 3, n - 2, 4)), methods=("pca_diff", "mean_diff")).resolve(n)  # fmt: skip
-    cfg = SearchConfig(space=space, n_trials=args.trials, limit=args.limit, chunk_size=args.limit, scoring="letter", tpe_startup_trials=3)
+    cfg = SearchConfig(space=space, n_trials=args.trials, limit=args.limit, chunk_size=args.limit, scoring=args.scoring, tpe_startup_trials=3)
     disk = tempfile.mkdtemp(prefix="bench_search_")
     letter_ids = [model.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in "abc"]
 
@@ -56,14 +58,34 @@ def main() -> int:
         layers = [int(x) for x in str(params["layers"]).split(",")]
         pairs = persona_pairs(params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]), tokenizer=model.tokenizer)
         vec = vector_from_activations(pair_activations(model, pairs, layers), params["method"], layers, scale=VECTOR_SCALE)
-        ids = encode_texts(model, [letter_prompt(bbq_question(i), range(3), "reference", model.tokenizer)[0] for i in items])
-        correct = 0
         with steer(model, [(vec, float(params["coeff"]))]), torch.inference_mode():
-            for s in range(0, len(ids), 8):
-                batch = pad_batch(ids[s : s + 8], pad_id=pad_id(model), padding_side="right")
-                logits = model(batch.tokens)[torch.arange(len(batch.lengths)), batch.last_index][:, letter_ids]
-                correct += sum(int(p) == it.label for p, it in zip(logits.argmax(-1).tolist(), items[s : s + 8]))
-        return correct / len(items)
+            preds = naive_cloze(items) if args.scoring == "cloze" else naive_letter(items)
+        return sum(p == it.label for p, it in zip(preds, items)) / len(items)
+
+    def naive_letter(items: list) -> list[int]:
+        ids = encode_texts(model, [letter_prompt(bbq_question(i), range(3), "reference", model.tokenizer)[0] for i in items])
+        preds: list[int] = []
+        for s in range(0, len(ids), 8):
+            batch = pad_batch(ids[s : s + 8], pad_id=pad_id(model), padding_side="right")
+            preds += model(batch.tokens)[torch.arange(len(batch.lengths)), batch.last_index][:, letter_ids].argmax(-1).tolist()
+        return preds
+
+    def naive_cloze(items: list) -> list[int]:
+        seqs, spans = [], []
+        for it in items:
+            prompt, conts = cloze_prompt(bbq_question(it), "reference", model.tokenizer)
+            p_ids = encode_texts(model, [prompt])[0]
+            for c in conts:
+                c_ids = model.tokenizer(c, add_special_tokens=False)["input_ids"]
+                seqs.append(p_ids + c_ids)
+                spans.append((len(p_ids), c_ids))
+        scores: list[float] = []
+        for s in range(0, len(seqs), 8):
+            batch = pad_batch(seqs[s : s + 8], pad_id=pad_id(model), padding_side="right")
+            logp = torch.log_softmax(model(batch.tokens).float(), -1)
+            for row, (n, c_ids) in enumerate(spans[s : s + 8]):
+                scores.append(sum(float(logp[row, n - 1 + i, t]) for i, t in enumerate(c_ids)))
+        return [max(range(3), key=lambda k: scores[3 * j + k]) for j in range(len(items))]
 
     rows = []
     for axis_name in args.axes.split(","):
@@ -86,7 +108,7 @@ def main() -> int:
         run_trials(study, timed, space, args.trials, seed=0)
     mf, mn = statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)
     agree = sum(abs(r[3] - r[4]) < 1e-9 for r in rows)
-    print(f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each (letter scoring), {torch.get_num_threads()} threads")
+    print(f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each ({args.scoring} scoring), {torch.get_num_threads()} threads")
     print(f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on {agree}/{len(rows)} trials")
     for axis in dict.fromkeys(r[0] for r in rows):
         sub = [r for r in rows if r[0] == axis]

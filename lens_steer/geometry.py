@@ -24,7 +24,7 @@ from lens_steer.axes import AXIS_NAMES, get_axis
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import get_aggregator, pair_activations, vector_from_activations
 from lens_steer.models import HookedModel, check_layers
-from lens_steer.sweep import axis_persona_pairs
+from lens_steer.pairs import axis_persona_pairs
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
 Progress = Callable[[int], None]

@@ -489,3 +489,20 @@ def load_pairs_jsonl(path: str | Path) -> PairSet:
 def save_pairs_jsonl(pairs: PairSet, path: str | Path) -> Path:
     """Write `pairs` as JSONL, one {"positive", "negative"} object a line, atomically."""
     return write_jsonl(path, ({"positive": p.positive, "negative": p.negative} for p in pairs.pairs))
+
+
+def axis_persona_pairs(
+    axis: str,
+    tokenizer: Any,
+    *,
+    num_sents: int = 50,
+    persona: int = 0,
+    template: int = 0,
+    corpus: str | None = None,
+    data_root: str | Path | None = None,
+) -> PairSet:
+    """The default contrastive data of `axis`: persona pairs from its default corpus (first persona pair and template)."""
+    from lens_steer.axes import get_axis
+
+    ax = get_axis(axis)
+    return persona_pairs(corpus or ax.default_corpus, num_sents, persona, template, tokenizer=tokenizer, data_root=data_root)

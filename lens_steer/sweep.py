@@ -26,7 +26,7 @@ from lens_steer.evaluate import DEFAULT_SCORING
 from lens_steer.extract import PairActivations, get_aggregator, pair_activations, vector_from_activations
 from lens_steer.metrics import BBQ_METRIC_NAMES
 from lens_steer.models import HookedModel, check_layers
-from lens_steer.pairs import PairSet, persona_pairs
+from lens_steer.pairs import PairSet, axis_persona_pairs
 from lens_steer.vectors import SteeringVector
 
 Progress = Callable[[int], None]
@@ -94,21 +94,6 @@ def parse_layer_range(text: str, n_layers: int) -> list[int]:
     if bad:
         raise LensSteerError(f"layer {bad[0]} in {text!r} is outside the model's layers 0..{n_layers - 1}")
     return sorted(set(layers))
-
-
-def axis_persona_pairs(
-    axis: str,
-    tokenizer: Any,
-    *,
-    num_sents: int = 50,
-    persona: int = 0,
-    template: int = 0,
-    corpus: str | None = None,
-    data_root: str | Path | None = None,
-) -> PairSet:
-    """The default contrastive data of `axis`: persona pairs from its default corpus (first persona pair and template)."""
-    ax = get_axis(axis)
-    return persona_pairs(corpus or ax.default_corpus, num_sents, persona, template, tokenizer=tokenizer, data_root=data_root)
 
 
 def axis_validation_items(

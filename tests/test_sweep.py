@@ -16,7 +16,8 @@ from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import extract_vector, pair_activations
 from lens_steer.models import TINY_MODEL, load_model
-from lens_steer.sweep import axis_persona_pairs, axis_validation_items, parse_coeff_grid, parse_layer_range, run_sweep, sweep_axis
+from lens_steer.pairs import axis_persona_pairs
+from lens_steer.sweep import axis_validation_items, parse_coeff_grid, parse_layer_range, run_sweep, sweep_axis
 
 try:
     DATA = resolve_data_root()

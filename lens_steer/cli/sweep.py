@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import get_axis
     from lens_steer.extract import pair_activations
     from lens_steer.plots import sweep_heatmap, write_figure
-    from lens_steer.sweep import axis_persona_pairs, axis_validation_items, parse_coeff_grid, parse_layer_range, rows_to_csv, run_sweep
+    from lens_steer.pairs import axis_persona_pairs
+    from lens_steer.sweep import axis_validation_items, parse_coeff_grid, parse_layer_range, rows_to_csv, run_sweep
 
     if args.batch_size < 1:
         raise LensSteerError(f"--batch-size must be at least 1, got {args.batch_size}")
