@@ -253,6 +253,13 @@ def _predict(model: HookedModel, items: Sequence[BbqItem], vector: SteeringVecto
 
 def _bbq_entry(model: HookedModel, items: Sequence[BbqItem], base: Sequence[BbqPrediction], vector: SteeringVector, coeff: float, config: EnsembleConfig) -> dict[str, Any]:
     """One steered BBQ result with its paired test against the baseline, and its matched controls."""
+    return _bbq_entry_and_predictions(model, items, base, vector, coeff, config)[0]
+
+
+def _bbq_entry_and_predictions(
+    model: HookedModel, items: Sequence[BbqItem], base: Sequence[BbqPrediction], vector: SteeringVector, coeff: float, config: EnsembleConfig
+) -> tuple[dict[str, Any], list[BbqPrediction]]:
+    """`_bbq_entry` and the steered predictions it was computed from."""
     steered = _predict(model, items, vector, coeff, config)
     entry: dict[str, Any] = {"coeff": coeff, "vs_base": metrics_to_dict(paired_comparison(base, steered, n_boot=config.n_boot, seed=config.seed)), "controls": []}
     for s in config.control_seeds:
@@ -267,7 +274,7 @@ def _bbq_entry(model: HookedModel, items: Sequence[BbqItem], base: Sequence[BbqP
     accs = [c["vs_base"]["overall"]["acc"]["steered"]["value"] for c in entry["controls"]]
     entry["control_mean_acc"] = sum(accs) / len(accs) if accs else None
     entry["beats_controls"] = all(c["steered_vs_control"]["overall"]["acc"]["diff"]["ci_low"] > 0 for c in entry["controls"]) if entry["controls"] else None
-    return entry
+    return entry, steered
 
 
 def _mmlu_entry(model: HookedModel, items: Sequence[Any], base: Any, vector: SteeringVector | None, coeff: float, config: EnsembleConfig, *, control: bool = True) -> dict[str, Any]:
@@ -332,16 +339,14 @@ def evaluate_ensembles(
         items = axis_split(a, "test", config.test_limit, config, data_root)
         base = _predict(model, items, None, 0.0, config)
         row: dict[str, Any] = {"n": len(items), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
-        row["steered"]["isv"] = _bbq_entry(model, items, base, isv.vector, isv.coeff, config)
+        preds: dict[str, list[BbqPrediction]] = {}
+        row["steered"]["isv"], preds["isv"] = _bbq_entry_and_predictions(model, items, base, isv.vector, isv.coeff, config)
         for name, vec in ens.items():
-            row["steered"][name] = _bbq_entry(model, items, base, vec, coeff[name], config)
-        # direct paired tests between steered runs (claims 2 and 4): the predictions are read back from the store
-        isv_preds = _predict(model, items, isv.vector, isv.coeff, config)
-        if "sve" in ens:
-            sve_preds = _predict(model, items, ens["sve"], coeff["sve"], config)
-            row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(isv_preds, sve_preds, n_boot=config.n_boot, seed=config.seed))
-            merged_preds = _predict(model, items, ens["merged"], coeff["merged"], config)
-            row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(sve_preds, merged_preds, n_boot=config.n_boot, seed=config.seed))
+            row["steered"][name], preds[name] = _bbq_entry_and_predictions(model, items, base, vec, coeff[name], config)
+        # direct paired tests between steered runs (claims 2 and 4)
+        if "sve" in preds:
+            row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(preds["isv"], preds["sve"], n_boot=config.n_boot, seed=config.seed))
+            row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(preds["sve"], preds["merged"], n_boot=config.n_boot, seed=config.seed))
         if a in loo and "sve" in sweeps:
             c = best_coeff(sweeps["sve"]["rows"], exclude=a)
             row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config), "coeff_chosen_without": a}

@@ -167,6 +167,12 @@ def test_evaluate_ensembles_small_run(tiny, tmp_path: Path) -> None:
         assert len(isv_entry["controls"]) == 1
         base_acc = block["baseline"]["acc"]["value"]
         assert isv_entry["vs_base"]["overall"]["acc"]["base"]["value"] == pytest.approx(base_acc)
+        # the direct paired tests agree with the two runs' accuracies against the baseline
+        sve_acc = block["steered"]["sve"]["vs_base"]["overall"]["acc"]["steered"]["value"]
+        isv_acc = isv_entry["vs_base"]["overall"]["acc"]["steered"]["value"]
+        merged_acc = block["steered"]["merged"]["vs_base"]["overall"]["acc"]["steered"]["value"]
+        assert block["steered"]["sve"]["vs_isv"]["overall"]["acc"]["diff"]["value"] == pytest.approx(sve_acc - isv_acc)
+        assert block["steered"]["merged"]["vs_sve"]["overall"]["acc"]["diff"]["value"] == pytest.approx(merged_acc - sve_acc)
     with open(tmp_path / "results.csv") as f:
         table = list(csv.DictReader(f))
     # per axis: baseline + 4 steered + 4 controls; MMLU: baseline + (2 ISV + sve + merged) x (1 + 1 control)
