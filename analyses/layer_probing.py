@@ -20,7 +20,7 @@ from lens_steer.benches import limit_bbq
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.extract import pair_activations
-from lens_steer.errors import LensSteerError
+from lens_steer.cli import run_reporting_errors
 from lens_steer.io import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.pairs import bbq_answer_pairs
@@ -94,8 +94,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LensSteerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_reporting_errors(main))

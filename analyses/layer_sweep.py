@@ -15,7 +15,7 @@ import time
 import warnings
 from pathlib import Path
 
-from lens_steer.errors import LensSteerError
+from lens_steer.cli import run_reporting_errors
 from lens_steer.io import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.plots import sweep_heatmap, write_figure
@@ -75,8 +75,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LensSteerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_reporting_errors(main))

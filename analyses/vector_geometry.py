@@ -25,7 +25,7 @@ from lens_steer.geometry import (
     random_direction_cosines,
     save_axis_vectors,
 )
-from lens_steer.errors import LensSteerError
+from lens_steer.cli import run_reporting_errors
 from lens_steer.io import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.plots import cosine_heatmap, norms_figure, pca_scatter, write_figure
@@ -99,8 +99,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except LensSteerError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    sys.exit(run_reporting_errors(main))

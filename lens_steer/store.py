@@ -36,7 +36,6 @@ class PredictionStore:
         self.dir = Path(root) / "predictions"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.index_path = self.dir / "index.json"
-        self.index: dict[str, Any] = json.loads(self.index_path.read_text()) if self.index_path.is_file() else {}
 
     def bbq(
         self,
@@ -62,7 +61,8 @@ class PredictionStore:
                 return [BbqPrediction(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items() if k in _FIELDS}) for r in rows]
         preds = compute()
         write_jsonl(path, [p.to_dict() for p in preds])
-        self.index[key] = {
+        index = json.loads(self.index_path.read_text()) if self.index_path.is_file() else {}  # read only when adding
+        index[key] = {
             **spec,
             "file": path.name,
             "n": len(preds),
@@ -70,7 +70,7 @@ class PredictionStore:
             "vector_method": vector.metadata.method if vector is not None else None,
             "vector_provenance": _short_provenance(vector),
         }
-        write_json(self.index_path, self.index)
+        write_json(self.index_path, index)
         return preds
 
 

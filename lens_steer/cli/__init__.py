@@ -7,7 +7,7 @@ import importlib
 import os
 import pkgutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from lens_steer import __version__
 from lens_steer.errors import LensSteerError
@@ -35,8 +35,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    return run_reporting_errors(lambda: args.func(args))
+
+
+def run_reporting_errors(fn: Callable[[], int | None]) -> int:
+    """Run `fn`; a library error becomes one `error: ...` line on stderr (exit 2), an interrupt exit 130."""
     try:
-        return int(args.func(args) or 0)
+        return int(fn() or 0)
     except LensSteerError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
