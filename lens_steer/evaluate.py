@@ -18,8 +18,9 @@ import torch
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import HookedModel
+from lens_steer.models import HookedModel, accepts_kv_cache
 from lens_steer.pairs import render_chat
+from lens_steer.prefix import PrefixCache, batch_key, can_resume, capture_hooks, run_blocks, start_block
 from lens_steer.steering import steer
 from lens_steer.tokens import encode_texts, length_batches, pad_batch, pad_id
 from lens_steer.vectors import SteeringVector
@@ -120,8 +121,10 @@ class _Unembed:
         return out.float()
 
 
-def final_residual(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any]) -> Tensor:
-    """Residual stream after the last block, `[batch, pos, d_model]`; the unembedding is never run."""
+def final_residual(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any], extra_hooks: Sequence[tuple[str, Any]] = ()) -> Tensor:
+    """Residual stream after the last block, `[batch, pos, d_model]`; the unembedding is never run.
+
+    `extra_hooks` run during the same forward (e.g. capturing the residual at earlier blocks)."""
     name = f"blocks.{int(model.cfg.n_layers) - 1}.hook_resid_post"
     box: dict[str, Tensor] = {}
 
@@ -130,7 +133,7 @@ def final_residual(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str,
         raise _FinalResidual
 
     try:
-        with model.hooks(fwd_hooks=[(name, grab)]):
+        with model.hooks(fwd_hooks=[*extra_hooks, (name, grab)]):
             model(tokens, **forward_kwargs)
     except _FinalResidual:
         pass
@@ -139,7 +142,40 @@ def final_residual(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str,
     return box["resid"]
 
 
-def _run_rows(model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float) -> list[np.ndarray]:
+@dataclasses.dataclass(frozen=True)
+class Resume:
+    """Reuse of the residual entering block `start` (unchanged by the active steering) from `cache`."""
+
+    cache: PrefixCache
+    start: int
+
+
+def resume_for(model: HookedModel, cache: PrefixCache | None, vector: SteeringVector | None) -> Resume | None:
+    """How a forward steered by `vector` can reuse `cache`, or None (no cache, unsteered, or not resumable)."""
+    if cache is None or vector is None:
+        return None
+    start = start_block(vector.hook_names.values())
+    if start is None or not can_resume(model):
+        return None
+    return Resume(cache, start)
+
+
+def _forward(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any], resume: Resume | None, key: str, stored: Tensor | None) -> Tensor:
+    """Final residual of a batch: from `stored` (its residual entering block `resume.start`), or a full
+    forward that also stores the batch's residuals in `resume.cache`."""
+    if stored is not None and resume is not None:
+        return run_blocks(model, stored, resume.start, attention_mask=forward_kwargs.get("attention_mask"), past_key_values=forward_kwargs.get("past_key_values"))
+    if resume is None:
+        return final_residual(model, tokens, forward_kwargs)
+    captured: dict[int, Tensor] = {}
+    resid = final_residual(model, tokens, forward_kwargs, capture_hooks(resume.cache.capture_layers(resume.start), captured))
+    resume.cache.put(key, captured)
+    return resid
+
+
+def _run_rows(
+    model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, resume: Resume | None = None
+) -> list[np.ndarray]:
     """For each row: candidate logits (letter rows) or target log-probs (cloze rows)."""
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
     unembed = _Unembed(model)
@@ -149,7 +185,9 @@ def _run_rows(model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_t
     for batch_idx in length_batches([len(r.ids) for r in rows], max_batch=max_batch, max_tokens=max_tokens):
         batch = pad_batch([rows[i].ids for i in batch_idx], pad_id=pad_id(model), padding_side="right", device=device)
         with torch.inference_mode():
-            resid = final_residual(model, batch.tokens, batch.forward_kwargs())
+            key = batch_key(batch.tokens) if resume is not None else ""
+            stored = resume.cache.get(key, resume.start) if resume is not None else None
+            resid = _forward(model, batch.tokens, batch.forward_kwargs(), resume, key, stored)
             letter = [(j, i) for j, i in enumerate(batch_idx) if rows[i].candidates is not None]
             if letter:
                 sel = resid[[j for j, _ in letter], [rows[i].positions[0] for _, i in letter]]
@@ -201,15 +239,19 @@ def score_questions(
     max_batch: int = 16,
     max_tokens: int = 3072,
     progress: Progress | None = None,
+    resume: Resume | None = None,
 ) -> list[QuestionScore]:
-    """Score every question with `scoring` under `prompt_format`; progress counts questions."""
+    """Score every question with `scoring` under `prompt_format`; progress counts questions.
+
+    With `resume` (see `resume_for`), batches whose residual entering block `resume.start` is cached
+    run only the blocks from there; the others run in full and are cached."""
     check_choice(scoring, SCORINGS, "scoring")
     check_choice(prompt_format, PROMPT_FORMATS, "prompt format")
     if not questions:
         raise LensSteerError("no items to score; the selection is empty")
     tok = model.tokenizer
     if scoring == "cloze":
-        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress)
+        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, resume)
     k_orders = 1
     prompts: list[list[str]] = []
     rows: list[_Row] = []
@@ -224,7 +266,7 @@ def score_questions(
             rows.append(_Row(ids, [len(ids) - 1], candidates=[_first_token(model, letter) for letter in letters]))
             texts.append(text)
         prompts.append(texts)
-    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / k_orders)
+    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / k_orders, resume=resume)
     scores: list[QuestionScore] = []
     r = 0
     per_question: list[np.ndarray] = []
@@ -268,7 +310,9 @@ def _letter_prior(per_question: Sequence[np.ndarray]) -> np.ndarray:
     return sums / np.maximum(counts, 1)
 
 
-def _score_cloze(model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None) -> list[QuestionScore]:
+def _score_cloze(
+    model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None, resume: Resume | None
+) -> list[QuestionScore]:
     prompts: list[str] = []
     prompt_ids: list[list[int]] = []
     cont_ids: list[list[list[int]]] = []
@@ -280,11 +324,11 @@ def _score_cloze(model: HookedModel, questions: Sequence[Question], prompt_forma
         prompts.append(text)
         prompt_ids.append(encode_texts(model, [text])[0])
         cont_ids.append(opts)
-    if _accepts_kv_cache(model):
-        raw = _cloze_shared_prefix(model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress)
+    if accepts_kv_cache(model):
+        raw = _cloze_shared_prefix(model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress, resume=resume)
     else:  # one sequence per option (TL 3.x HookedTransformer takes no Hugging Face cache)
         rows = [_Row(p + o, list(range(len(p) - 1, len(p) - 1 + len(o))), targets=o) for p, opts in zip(prompt_ids, cont_ids) for o in opts]
-        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / len(cont_ids[0]))
+        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / len(cont_ids[0]), resume=resume)
         raw, r = [], 0
         for opts in cont_ids:
             raw.append(flat[r : r + len(opts)])
@@ -297,17 +341,15 @@ def _score_cloze(model: HookedModel, questions: Sequence[Question], prompt_forma
     return scores
 
 
-def _accepts_kv_cache(model: HookedModel) -> bool:
-    import inspect
-
-    try:
-        return "past_key_values" in inspect.signature(model.forward).parameters  # type: ignore[attr-defined]
-    except (TypeError, ValueError):
-        return False
-
-
 def _cloze_shared_prefix(
-    model: HookedModel, prompt_ids: list[list[int]], cont_ids: list[list[list[int]]], *, max_batch: int, max_tokens: int, progress: Progress | None
+    model: HookedModel,
+    prompt_ids: list[list[int]],
+    cont_ids: list[list[list[int]]],
+    *,
+    max_batch: int,
+    max_tokens: int,
+    progress: Progress | None,
+    resume: Resume | None = None,
 ) -> list[list[np.ndarray]]:
     """Per question, per option: log-probs of the option's tokens. The prompt runs once; its KV cache serves every option."""
     from transformers import DynamicCache
@@ -323,11 +365,17 @@ def _cloze_shared_prefix(
         owner = torch.tensor([j for j, n in enumerate(k) for _ in range(n)], device=device)
         with torch.inference_mode():
             cache = DynamicCache()
-            resid_prompt = final_residual(model, prompts.tokens, {"past_key_values": cache})
+            keys, stored = ["", ""], [None, None]
+            if resume is not None:
+                keys = [batch_key(prompts.tokens), batch_key(prompts.tokens, conts.tokens, owner)]
+                stored = [resume.cache.get(k, resume.start) for k in keys]
+                if any(x is None for x in stored):  # both passes resume or both run in full: the KV cache must cover the same blocks
+                    stored = [None, None]
+            resid_prompt = _forward(model, prompts.tokens, {"past_key_values": cache}, resume, keys[0], stored[0])
             last_prompt = resid_prompt[torch.arange(len(batch_idx), device=device), prompts.last_index]  # predicts each option's first token
             cache.reorder_cache(owner)  # one copy of the prompt's keys/values per option
             mask = torch.cat([prompts.attention_mask[owner], conts.attention_mask], dim=1)
-            resid_cont = final_residual(model, conts.tokens, {"past_key_values": cache, "attention_mask": mask})
+            resid_cont = _forward(model, conts.tokens, {"past_key_values": cache, "attention_mask": mask}, resume, keys[1], stored[1])
             rows, pos = [], []
             for r, o in enumerate(options):
                 rows += [r] * (len(o) - 1)

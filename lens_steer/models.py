@@ -83,6 +83,16 @@ def check_hook_name(model: HookedModel, name: str) -> None:
         raise ModelError(f"unknown hook point {name!r} for model {model.cfg.model_name!r}; valid names look like {example!r} (see `lens-steer info`)")
 
 
+def accepts_kv_cache(model: HookedModel) -> bool:
+    """Whether the model's forward takes a Hugging Face KV cache (`past_key_values`): TL 4 bridges do."""
+    import inspect
+
+    try:
+        return "past_key_values" in inspect.signature(model.forward).parameters  # type: ignore[attr-defined]
+    except (TypeError, ValueError):
+        return False
+
+
 def cache_dir() -> Path:
     """lens_steer's cache folder: $LENS_STEER_CACHE, else $XDG_CACHE_HOME/lens_steer, else ~/.cache/lens_steer."""
     explicit = os.environ.get("LENS_STEER_CACHE")

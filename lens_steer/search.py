@@ -40,13 +40,14 @@ from lens_steer.axes import Axis, get_axis
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError, StudyError
-from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS, maybe_steer, score_questions
+from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS, maybe_steer, resume_for, score_questions
 from lens_steer.extract import AGGREGATORS, PairActivations, pair_activations, vector_from_activations
 from lens_steer.io import atomic_write_bytes, atomic_write_text, write_json
 from lens_steer.metrics import BbqPrediction, bbq_metrics
 from lens_steer.models import HookedModel, model_identity
 from lens_steer.pairs import CORPORA, PERSONA_PAIRS, SYSTEM_TEMPLATES, PairSet, load_corpus, persona_pairs
-from lens_steer.vectors import HOOK_KINDS, SteeringVector
+from lens_steer.prefix import PrefixCache, start_block
+from lens_steer.vectors import HOOK_KINDS, SteeringVector, hook_name
 
 OBJECTIVES: tuple[str, ...] = ("acc", "bias", "ambig_guarded")
 SEARCH_METHODS: tuple[str, ...] = ("pca_diff", "mean_diff")
@@ -847,12 +848,18 @@ def bbq_predictions(
     prompt_format: str = "reference",
     max_batch: int = 16,
     progress: Callable[[int], None] | None = None,
+    prefix: PrefixCache | None = None,
 ) -> list[BbqPrediction]:
-    """BBQ predictions only (no records), steered by `coeff * vector` if given."""
+    """BBQ predictions only (no records), steered by `coeff * vector` if given.
+
+    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
     from lens_steer.benches import bbq_question
 
+    resume = resume_for(model, prefix, vector) if coeff != 0 else None
     with maybe_steer(model, vector, coeff):
-        scores = score_questions(model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+        scores = score_questions(
+            model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume
+        )
     return [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
 
 
@@ -860,7 +867,8 @@ class IsvObjective:
     """The ISV objective for one (model, axis, config): trial params in, validation objective out.
 
     With `cache` the pair activations come from an `ActivationCache`; without, every trial
-    re-extracts from scratch (the naive trial `benchmarks/bench_search.py` compares against).
+    re-extracts from scratch. The validation items' residual stream before each trial's first steered
+    block is kept (up to `prefix_bytes`; 0 turns this off) and reused by later trials.
     """
 
     def __init__(
@@ -873,11 +881,14 @@ class IsvObjective:
         cache: ActivationCache | None = None,
         data_root: str | Path | None = None,
         baseline: Mapping[str, float] | None = None,
+        prefix_bytes: int = 2 << 30,
     ) -> None:
         self.model, self.axis, self.config, self.data_root = model, axis, config, data_root
         self.space = config.space.resolve(int(model.cfg.n_layers))
         self.items = list(items) if items is not None else validation_items(axis, config, data_root)
         self.cache = cache
+        starts = {start_block(hook_name(x, config.hook) for x in layers) for layers in self.space.layer_choices.values()} - {None}
+        self.prefix = PrefixCache(starts, max_bytes=prefix_bytes) if starts and prefix_bytes > 0 else None  # type: ignore[arg-type]
         self._baseline = dict(baseline) if baseline is not None else None
         self._mmlu: list[Any] | None = None
 
@@ -895,7 +906,9 @@ class IsvObjective:
 
     def predictions(self, items: Sequence[BbqItem], vector: SteeringVector | None = None, coeff: float = 0.0) -> list[BbqPrediction]:
         """BBQ predictions for `items`, steered by `coeff * vector` if given."""
-        return bbq_predictions(self.model, items, vector=vector, coeff=coeff, scoring=self.config.scoring, prompt_format=self.config.prompt_format, max_batch=self.config.max_batch)
+        return bbq_predictions(
+            self.model, items, vector=vector, coeff=coeff, scoring=self.config.scoring, prompt_format=self.config.prompt_format, max_batch=self.config.max_batch, prefix=self.prefix
+        )
 
     def mmlu_items(self) -> list[Any]:
         """The MMLU dev items of the retention penalty (`config.mmlu_items`, seeded choice)."""

@@ -23,6 +23,7 @@ from lens_steer.extract import pair_activations, vector_from_activations
 from lens_steer.pairs import persona_pairs
 from lens_steer.search import (
     ActivationCache,
+    IsvObjective,
     SearchConfig,
     SearchSpace,
     layer_label,
@@ -283,6 +284,25 @@ def test_cached_activations_equal_fresh_extraction(tiny, tmp_path: Path) -> None
     disk = ActivationCache(tiny, (1, 2), disk_dir=tmp_path / "cache")
     from_disk = disk.get("age", 9, 1, 0)
     assert disk.pairs_read == 0 and torch.equal(from_disk.positive[2], grown.positive[2])
+
+
+@needs_data
+@pytest.mark.parametrize("scoring", ["cloze", "letter"])
+def test_objective_reusing_the_prefix_equals_full_forwards(tiny, scoring: str) -> None:
+    from lens_steer.axes import get_axis
+
+    space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0, 1), templates=(0,), coeff=(-3.0, 3.0, 1.0), layers=((1,), (2, 3), (3,)), methods=("mean_diff",))
+    cfg = SearchConfig(space=space, n_trials=1, limit=8, chunk_size=4, scoring=scoring)
+    cached = IsvObjective(tiny, get_axis("age"), cfg)
+    plain = IsvObjective(tiny, get_axis("age"), cfg, items=cached.items, prefix_bytes=0)
+    assert plain.prefix is None and cached.prefix is not None and cached.prefix.layers == (1, 2, 3)
+    trials = [{"corpus": "age", "num_sents": 4, "persona": p, "template": 0, "coeff": c, "layers": lay, "method": "mean_diff"} for p, c, lay in [(0, 3.0, "2,3"), (1, -3.0, "3"), (0, 2.0, "1"), (1, 3.0, "2,3")]]
+    for params in trials:
+        fast = cached.predictions(cached.items, cached.vector(params), float(params["coeff"]))
+        slow = plain.predictions(plain.items, plain.vector(params), float(params["coeff"]))
+        assert [p.pred for p in fast] == [p.pred for p in slow]
+        assert all(torch.allclose(torch.tensor(a.option_logprobs), torch.tensor(b.option_logprobs), atol=1e-4) for a, b in zip(fast, slow))
+    assert cached.prefix.hits > 0  # later trials resumed from stored residuals
 
 
 @needs_data

@@ -1,0 +1,221 @@
+"""The residual stream before the first steered block: computed once for a set of token batches, reused.
+
+Steering at block `s` or later cannot change what enters block `s`, so a search that scores the same
+validation items under many vectors keeps `blocks.{s}.hook_resid_pre` of every batch (captured during
+an ordinary forward) and later runs only blocks `s..n-1` from it. On a `TransformerBridge` the blocks
+are called directly with the Hugging Face model's own rotary embeddings and mask (the bridge's
+`start_at_layer` still executes blocks `0..s-1`); on TL 3.x `HookedTransformer` its native
+`start_at_layer` does the same. Hooks inside the resumed blocks fire as in a full forward.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import inspect
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from lens_steer.errors import LensSteerError
+from lens_steer.models import HookedModel
+
+_BLOCK_PREFIX = "blocks."
+
+
+def start_block(hook_names: Iterable[str]) -> int | None:
+    """The block whose input is the last residual no hook in `hook_names` can change, or None.
+
+    None when a hook sits outside the blocks (embeddings, final norm) or nothing before block 1 is reusable.
+    """
+    first: int | None = None
+    pre_hooked: set[int] = set()
+    for name in hook_names:
+        if not name.startswith(_BLOCK_PREFIX):
+            return None
+        index, _, rest = name[len(_BLOCK_PREFIX) :].partition(".")
+        if not index.isdigit():
+            return None
+        layer = int(index)
+        first = layer if first is None else min(first, layer)
+        if rest == "hook_resid_pre":
+            pre_hooked.add(layer)
+    if first is None:
+        return None
+    start = first - 1 if first in pre_hooked else first  # a hook on block s's input changes that input
+    return start if start >= 1 else None
+
+
+def batch_key(*tensors: Tensor) -> str:
+    """A digest of token tensors (shape and values): the identity of a batch's prefix."""
+    h = hashlib.sha256()
+    for t in tensors:
+        arr = t.detach().to("cpu", torch.int64).contiguous()
+        h.update(repr(tuple(arr.shape)).encode())
+        h.update(arr.numpy().tobytes())
+    return h.hexdigest()
+
+
+class PrefixCache:
+    """`blocks.{layer}.hook_resid_pre` of token batches at the chosen `layers`, keyed by `batch_key`.
+
+    Least-recently-used batches are dropped beyond `max_bytes`; a dropped batch is simply recomputed.
+    `hits` and `misses` count lookups.
+    """
+
+    def __init__(self, layers: Iterable[int], *, max_bytes: int = 2 << 30) -> None:
+        self.layers: tuple[int, ...] = tuple(sorted({int(x) for x in layers}))
+        if not self.layers or self.layers[0] < 1:
+            raise LensSteerError(f"prefix cache layers must be block indices >= 1, got {list(self.layers)}")
+        if max_bytes < 1:
+            raise LensSteerError(f"prefix cache needs max_bytes >= 1, got {max_bytes}")
+        self.max_bytes = int(max_bytes)
+        self._entries: collections.OrderedDict[str, dict[int, Tensor]] = collections.OrderedDict()
+        self.nbytes = 0
+        self.hits = self.misses = 0
+
+    def capture_layers(self, start: int) -> tuple[int, ...]:
+        """Layers to keep from a forward whose first steered block is `start`: ours up to `start`, and `start`."""
+        return tuple(sorted({x for x in self.layers if x <= start} | {start}))
+
+    def get(self, key: str, layer: int) -> Float[Tensor, "batch pos d_model"] | None:
+        """The stored residual entering block `layer` for batch `key`, or None."""
+        entry = self._entries.get(key)
+        if entry is None or layer not in entry:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[layer]
+
+    def put(self, key: str, residuals: Mapping[int, Tensor]) -> None:
+        """Store residuals (by layer) of batch `key`, merging with what is there."""
+        entry = self._entries.setdefault(key, {})
+        for layer, resid in residuals.items():
+            if layer in entry:
+                continue
+            entry[layer] = resid
+            self.nbytes += resid.numel() * resid.element_size()
+        self._entries.move_to_end(key)
+        while self.nbytes > self.max_bytes and len(self._entries) > 1:
+            _, dropped = self._entries.popitem(last=False)
+            self.nbytes -= sum(t.numel() * t.element_size() for t in dropped.values())
+
+
+# ---- running blocks s..n-1 ---------------------------------------------------------------------
+def _bridge_parts(model: HookedModel) -> tuple[Any, Any, Any] | None:
+    """(HF causal LM, its decoder stack, create_causal_mask) when the bridge's blocks can be called directly."""
+    hf = getattr(model, "original_model", None)
+    inner = getattr(hf, "model", None)
+    blocks = getattr(model, "blocks", None)
+    layers = getattr(inner, "layers", None)
+    if hf is None or inner is None or blocks is None or layers is None or not hasattr(inner, "rotary_emb"):
+        return None
+    if len(layers) != len(blocks) or any(a is not b for a, b in zip(layers, blocks)):
+        return None
+    config = hf.config
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and any(t != "full_attention" for t in layer_types):
+        return None
+    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+        return None
+    try:
+        from transformers.masking_utils import create_causal_mask
+    except ImportError:
+        return None
+    if "layer_idx" not in inspect.signature(create_causal_mask).parameters:
+        return None
+    decoder = getattr(blocks[0], "original_component", None)
+    if decoder is None or "position_embeddings" not in inspect.signature(decoder.forward).parameters:
+        return None
+    return hf, inner, create_causal_mask
+
+
+def _is_hooked_transformer(model: HookedModel) -> bool:
+    try:
+        from transformer_lens import HookedTransformer
+    except ImportError:
+        return False
+    return isinstance(model, HookedTransformer)
+
+
+def can_resume(model: HookedModel) -> bool:
+    """Whether `run_blocks` can resume this model's forward at a block (a TL 3.x model: without a KV cache)."""
+    return _bridge_parts(model) is not None or _is_hooked_transformer(model)
+
+
+def run_blocks(
+    model: HookedModel,
+    resid: Float[Tensor, "batch pos d_model"],
+    start: int,
+    *,
+    attention_mask: Tensor | None = None,
+    past_key_values: Any = None,
+) -> Float[Tensor, "batch pos d_model"]:
+    """Residual after the last block, running blocks `start..n-1` on `resid` (the input of block `start`).
+
+    `attention_mask` is 2-D over the cached prefix and these tokens; positions follow it (as the bridge
+    derives them). `past_key_values` (a Hugging Face cache, bridge only) holds the keys and values of
+    earlier tokens at blocks `start..n-1` and is extended in place.
+    """
+    n_layers = int(model.cfg.n_layers)
+    if not 1 <= start < n_layers:
+        raise LensSteerError(f"cannot resume at block {start}; the model has blocks 0..{n_layers - 1}")
+    parts = _bridge_parts(model)
+    if parts is None:
+        if past_key_values is not None or not _is_hooked_transformer(model):
+            raise LensSteerError(f"model {getattr(model.cfg, 'model_name', '?')!r} cannot resume at a block; evaluate without a prefix cache")
+        return _run_hooked_transformer(model, resid, start, attention_mask)
+    hf, inner, create_causal_mask = parts
+    batch, q = resid.shape[:2]
+    past = int(past_key_values.get_seq_length(start)) if past_key_values is not None else 0
+    if attention_mask is not None:
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q:]
+    else:
+        positions = torch.arange(past, past + q, device=resid.device)[None].expand(batch, q)
+    mask = create_causal_mask(
+        config=hf.config, inputs_embeds=resid, attention_mask=attention_mask, past_key_values=past_key_values, position_ids=positions, layer_idx=start
+    )
+    rotary = inner.rotary_emb(resid, position_ids=positions)
+    hidden = resid
+    for i in range(start, n_layers):
+        out = model.blocks[i](  # type: ignore[attr-defined]
+            hidden,
+            attention_mask=mask,
+            position_embeddings=rotary,
+            position_ids=positions,
+            past_key_values=past_key_values,
+            use_cache=past_key_values is not None,
+        )
+        hidden = out[0] if isinstance(out, tuple) else out
+    return hidden
+
+
+def _run_hooked_transformer(model: HookedModel, resid: Tensor, start: int, attention_mask: Tensor | None) -> Tensor:
+    box: dict[str, Tensor] = {}
+    name = f"blocks.{int(model.cfg.n_layers) - 1}.hook_resid_post"
+
+    def grab(tensor: Tensor, *, hook: Any) -> None:
+        box["resid"] = tensor
+
+    kwargs: dict[str, Any] = {"start_at_layer": start, "return_type": None}
+    if attention_mask is not None:
+        kwargs["attention_mask"] = attention_mask
+    with model.hooks(fwd_hooks=[(name, grab)]):
+        model(resid, **kwargs)
+    return box["resid"]
+
+
+def capture_hooks(layers: Sequence[int], box: dict[int, Tensor]) -> list[tuple[str, Any]]:
+    """Hooks copying `blocks.{l}.hook_resid_pre` into `box[l]` for each layer."""
+
+    def make(layer: int) -> Any:
+        def grab(tensor: Tensor, *, hook: Any) -> None:
+            box[layer] = tensor.detach().clone()
+
+        return grab
+
+    return [(f"blocks.{layer}.hook_resid_pre", make(layer)) for layer in layers]
