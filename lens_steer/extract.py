@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -11,7 +12,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
-from lens_steer.models import HookedModel, check_hook_name, check_layers, model_identity
+from lens_steer.models import HookedModel, accepts_kv_cache, check_hook_name, check_layers, model_identity
 from lens_steer.tokens import PaddingSide, encode_texts, length_batches, pad_batch, pad_id
 from lens_steer.vectors import SteeringVector, VectorMetadata, hook_name
 
@@ -34,6 +35,7 @@ def last_token_activations(
     """`{layer: [n_texts, d_model]}` at each text's last non-padding token, in input order.
 
     Length-bucketed batches; each forward pass stops after the highest requested layer (no logits).
+    A token prefix common to all texts (a shared system prompt) runs once and its KV cache serves every batch.
     """
     layers = sorted(set(layers))
     check_layers(model, layers)
@@ -47,8 +49,12 @@ def last_token_activations(
     d_model = int(model.cfg.d_model)
     out = {layer: torch.empty(len(texts), d_model, dtype=torch.float32) for layer in layers}
     stop = max(layers) + 1
-    for batch_idx in length_batches([len(r) for r in ids], max_batch=max_batch, max_tokens=max_tokens):
-        batch = pad_batch([ids[i] for i in batch_idx], pad_id=pad_id(model), padding_side=padding_side, device=device)
+    shared = _common_prefix_length(ids) if padding_side == "right" and accepts_kv_cache(model) else 0
+    prefix_cache = _prefix_cache(model, ids[0][:shared], stop, device) if shared >= MIN_SHARED_PREFIX else None
+    if prefix_cache is None:
+        shared = 0
+    for batch_idx in length_batches([len(r) - shared for r in ids], max_batch=max_batch, max_tokens=max_tokens):
+        batch = pad_batch([ids[i][shared:] for i in batch_idx], pad_id=pad_id(model), padding_side=padding_side, device=device)
         rows = torch.arange(len(batch_idx), device=device)
         index = torch.tensor(batch_idx)
 
@@ -58,11 +64,42 @@ def last_token_activations(
 
             return grab
 
+        kwargs: dict[str, Any] = batch.forward_kwargs()
+        if prefix_cache is not None:  # the shared prefix's keys/values, one copy per row
+            past = copy.deepcopy(prefix_cache)
+            past.reorder_cache(torch.zeros(len(batch_idx), dtype=torch.long, device=device))
+            ones = torch.ones(len(batch_idx), shared, dtype=torch.long, device=device)
+            kwargs = {"past_key_values": past, "attention_mask": torch.cat([ones, batch.attention_mask], dim=1)}
         with torch.inference_mode(), model.hooks(fwd_hooks=[(name, grabber(layer)) for name, layer in names.items()]):
-            model(batch.tokens, stop_at_layer=stop, **batch.forward_kwargs())
+            model(batch.tokens, stop_at_layer=stop, **kwargs)
         if progress is not None:
             progress(len(batch_idx))
     return out
+
+
+MIN_SHARED_PREFIX = 8  # tokens; shorter common prefixes are not worth a separate pass
+
+
+def _common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+    """Tokens every sequence starts with, leaving at least one token of each sequence after them."""
+    first = ids[0]
+    n = min(len(r) for r in ids) - 1
+    for row in ids[1:]:
+        k = 0
+        while k < n and row[k] == first[k]:
+            k += 1
+        n = k
+    return max(n, 0)
+
+
+def _prefix_cache(model: HookedModel, prefix: Sequence[int], stop: int, device: torch.device) -> Any:
+    """The Hugging Face KV cache of `prefix` at blocks below `stop`, or None if the model cannot extend one."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    with torch.inference_mode():
+        model(torch.tensor([list(prefix)], device=device), stop_at_layer=stop, past_key_values=cache)
+    return cache if cache.get_seq_length() == len(prefix) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -111,16 +148,19 @@ def pair_activations(
     max_batch: int = 16,
     progress: Progress | None = None,
 ) -> PairActivations:
-    """Read both sides of `pairs` (a PairSet or (positive, negative) tuples) in one length-bucketed pass."""
+    """Read both sides of `pairs` (a PairSet or (positive, negative) tuples); each side runs its shared
+    prefix (e.g. the persona's system prompt) once."""
     texts, provenance = _pairs_and_provenance(pairs)
-    flat = [t for pair in texts for t in pair]
-    acts = last_token_activations(
-        model, flat, layers, hook=hook, prepend_bos=prepend_bos, padding_side=padding_side, max_batch=max_batch, progress=progress
-    )
+    sides = [
+        last_token_activations(
+            model, [pair[side] for pair in texts], layers, hook=hook, prepend_bos=prepend_bos, padding_side=padding_side, max_batch=max_batch, progress=progress
+        )
+        for side in (0, 1)
+    ]
     ident = model_identity(model)
     return PairActivations(
-        positive={layer: a[0::2] for layer, a in acts.items()},
-        negative={layer: a[1::2] for layer, a in acts.items()},
+        positive=sides[0],
+        negative=sides[1],
         hook=hook,
         model_name=ident.name,
         d_model=ident.d_model,

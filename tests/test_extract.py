@@ -11,6 +11,8 @@ from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autou
 
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import (
+    MIN_SHARED_PREFIX,
+    _common_prefix_length,
     extract_vector,
     last_token_activations,
     mean_diff,
@@ -19,7 +21,8 @@ from lens_steer.extract import (
     pca_diff,
     vector_from_activations,
 )
-from lens_steer.models import model_identity
+from lens_steer.models import accepts_kv_cache, model_identity
+from lens_steer.tokens import encode_texts
 
 TEXTS = ["Hi", "The quick brown fox jumps over", "A cat sat", "Colourless green ideas sleep furiously", "x"]
 PAIRS = [
@@ -55,6 +58,29 @@ def test_batched_last_token_equals_one_text_at_a_time_and_run_with_cache(model: 
         expected = torch.stack([cached_last(model, t, layer, hook) for t in TEXTS])
         torch.testing.assert_close(single[layer], expected, atol=1e-5, rtol=0)
         torch.testing.assert_close(batched[layer], expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("hook", ["hook_resid_post", "hook_resid_pre"])
+def test_a_shared_prefix_runs_once_and_gives_run_with_cache_values(model: Any, hook: str) -> None:
+    system = "You are a careful assistant who answers every question about animals briefly. "
+    texts = [system + t for t in TEXTS]
+    shared = _common_prefix_length(encode_texts(model, texts))
+    assert shared >= MIN_SHARED_PREFIX
+    calls: list[int] = []
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda t, hook: calls.append(t.shape[1]))]):
+        acts = last_token_activations(model, texts, [1, 3], hook=hook, max_batch=2)
+    if accepts_kv_cache(model):  # one pass over the prefix, then only each text's own tokens
+        assert calls[0] == shared and max(calls[1:]) == max(len(r) for r in encode_texts(model, texts)) - shared
+    for layer in (1, 3):
+        expected = torch.stack([cached_last(model, t, layer, hook) for t in texts])
+        torch.testing.assert_close(acts[layer], expected, atol=1e-4, rtol=0)
+
+
+def test_common_prefix_leaves_a_token_of_each_text() -> None:
+    assert _common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 9]]) == 3
+    assert _common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter text keeps its last token
+    assert _common_prefix_length([[7], [7]]) == 0
+    assert _common_prefix_length([[1, 2], [3, 4]]) == 0
 
 
 def test_forward_stops_after_the_highest_layer(model: Any) -> None:
