@@ -11,9 +11,10 @@ from lens_steer.data.bbq import BbqItem
 from lens_steer.data.crows import CrowsPair
 from lens_steer.data.mmlu import MmluItem
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, maybe_steer, score_questions, sequence_logprobs
+from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, maybe_steer, resume_for, score_questions, sequence_logprobs
 from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, crows_metric, metrics_to_dict, mmlu_accuracy
 from lens_steer.models import HookedModel
+from lens_steer.prefix import PrefixCache
 from lens_steer.vectors import SteeringVector
 
 BENCHES = ("bbq", "mmlu", "crows")
@@ -83,10 +84,16 @@ def run_bbq(
     seed: int = 0,
     max_batch: int = 16,
     progress: Progress | None = None,
+    prefix: PrefixCache | None = None,
 ) -> BenchResult:
-    """Score BBQ items (optionally steered) and compute overall and per-category metrics."""
+    """Score BBQ items (optionally steered) and compute overall and per-category metrics.
+
+    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
+    resume = resume_for(model, prefix, vector) if coeff != 0 else None
     with maybe_steer(model, vector, coeff):
-        scores = score_questions(model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+        scores = score_questions(
+            model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume
+        )
     preds = [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
     records = []
     for it, s, p in zip(items, scores, preds):
@@ -139,10 +146,16 @@ def run_mmlu(
     seed: int = 0,
     max_batch: int = 16,
     progress: Progress | None = None,
+    prefix: PrefixCache | None = None,
 ) -> BenchResult:
-    """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects."""
+    """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects.
+
+    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
+    resume = resume_for(model, prefix, vector) if coeff != 0 else None
     with maybe_steer(model, vector, coeff):
-        scores = score_questions(model, [mmlu_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+        scores = score_questions(
+            model, [mmlu_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume
+        )
     records = [
         {
             "subject": it.subject,

@@ -28,6 +28,7 @@ from lens_steer.io import atomic_write_text, write_json
 from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, paired_comparison
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
+from lens_steer.prefix import PrefixCache, start_block
 from lens_steer.search import VECTOR_SCALE, bbq_predictions, isv_pairs
 from lens_steer.vectors import SteeringVector, load_vector, mean_vectors
 
@@ -217,12 +218,17 @@ def _acc(preds: Sequence[BbqPrediction]) -> float:
 
 
 def coefficient_sweep(
-    model: HookedModel, vector: SteeringVector, items_by_axis: Mapping[str, Sequence[BbqItem]], coeffs: Sequence[float], config: EnsembleConfig
+    model: HookedModel,
+    vector: SteeringVector,
+    items_by_axis: Mapping[str, Sequence[BbqItem]],
+    coeffs: Sequence[float],
+    config: EnsembleConfig,
+    prefix: PrefixCache | None = None,
 ) -> dict[str, Any]:
     """Validation accuracy per axis for each coefficient; "best" maximises the mean over axes."""
     rows = []
     for c in coeffs:
-        per_axis = {a: _acc(_predict(model, items, vector, c, config)) for a, items in items_by_axis.items()}
+        per_axis = {a: _acc(_predict(model, items, vector, c, config, prefix)) for a, items in items_by_axis.items()}
         rows.append({"coeff": c, "by_axis": per_axis, "mean": sum(per_axis.values()) / len(per_axis)})
     return {"rows": rows, "best": best_coeff(rows)}
 
@@ -238,9 +244,13 @@ def best_coeff(rows: Sequence[Mapping[str, Any]], exclude: str | None = None) ->
     return float(max(rows, key=lambda r: (score(r), -abs(r["coeff"])))["coeff"])
 
 
-def _predict(model: HookedModel, items: Sequence[BbqItem], vector: SteeringVector | None, coeff: float, config: EnsembleConfig) -> list[BbqPrediction]:
+def _predict(
+    model: HookedModel, items: Sequence[BbqItem], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, prefix: PrefixCache | None = None
+) -> list[BbqPrediction]:
     def compute() -> list[BbqPrediction]:
-        return bbq_predictions(model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch)
+        return bbq_predictions(
+            model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch, prefix=prefix
+        )
 
     if config.store_dir is None:
         return compute()
@@ -251,19 +261,33 @@ def _predict(model: HookedModel, items: Sequence[BbqItem], vector: SteeringVecto
     return PredictionStore(config.store_dir).bbq(items, vector, coeff, settings, compute)
 
 
-def _bbq_entry(model: HookedModel, items: Sequence[BbqItem], base: Sequence[BbqPrediction], vector: SteeringVector, coeff: float, config: EnsembleConfig) -> dict[str, Any]:
+def _bbq_entry(
+    model: HookedModel,
+    items: Sequence[BbqItem],
+    base: Sequence[BbqPrediction],
+    vector: SteeringVector,
+    coeff: float,
+    config: EnsembleConfig,
+    prefix: PrefixCache | None = None,
+) -> dict[str, Any]:
     """One steered BBQ result with its paired test against the baseline, and its matched controls."""
-    return _bbq_entry_and_predictions(model, items, base, vector, coeff, config)[0]
+    return _bbq_entry_and_predictions(model, items, base, vector, coeff, config, prefix)[0]
 
 
 def _bbq_entry_and_predictions(
-    model: HookedModel, items: Sequence[BbqItem], base: Sequence[BbqPrediction], vector: SteeringVector, coeff: float, config: EnsembleConfig
+    model: HookedModel,
+    items: Sequence[BbqItem],
+    base: Sequence[BbqPrediction],
+    vector: SteeringVector,
+    coeff: float,
+    config: EnsembleConfig,
+    prefix: PrefixCache | None = None,
 ) -> tuple[dict[str, Any], list[BbqPrediction]]:
     """`_bbq_entry` and the steered predictions it was computed from."""
-    steered = _predict(model, items, vector, coeff, config)
+    steered = _predict(model, items, vector, coeff, config, prefix)
     entry: dict[str, Any] = {"coeff": coeff, "vs_base": metrics_to_dict(paired_comparison(base, steered, n_boot=config.n_boot, seed=config.seed)), "controls": []}
     for s in config.control_seeds:
-        ctrl = _predict(model, items, random_control(vector, s), coeff, config)
+        ctrl = _predict(model, items, random_control(vector, s), coeff, config, prefix)
         entry["controls"].append(
             {
                 "seed": s,
@@ -277,10 +301,20 @@ def _bbq_entry_and_predictions(
     return entry, steered
 
 
-def _mmlu_entry(model: HookedModel, items: Sequence[Any], base: Any, vector: SteeringVector | None, coeff: float, config: EnsembleConfig, *, control: bool = True) -> dict[str, Any]:
+def _mmlu_entry(
+    model: HookedModel,
+    items: Sequence[Any],
+    base: Any,
+    vector: SteeringVector | None,
+    coeff: float,
+    config: EnsembleConfig,
+    prefix: PrefixCache | None = None,
+    *,
+    control: bool = True,
+) -> dict[str, Any]:
     from lens_steer.benches import run_mmlu
 
-    res = run_mmlu(model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch)
+    res = run_mmlu(model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch, prefix=prefix)
     out: dict[str, Any] = {"coeff": coeff, "acc": res.metrics["micro"]}
     if base is not None:
         b = [r["correct"] for r in base.records]
@@ -291,7 +325,7 @@ def _mmlu_entry(model: HookedModel, items: Sequence[Any], base: Any, vector: Ste
         out["mcnemar"] = {"p": mcnemar_exact(gained, lost), "gained": gained, "lost": lost}
     if control and vector is not None:
         out["controls"] = [
-            {"seed": s, **_mmlu_entry(model, items, base, random_control(vector, s), coeff, config, control=False)} for s in config.control_seeds
+            {"seed": s, **_mmlu_entry(model, items, base, random_control(vector, s), coeff, config, prefix, control=False)} for s in config.control_seeds
         ]
     return out
 
@@ -323,12 +357,14 @@ def evaluate_ensembles(
     loo = loo_ensembles(isvs, "sve") if len(isvs) >= 2 else {}
     for axis, vec in loo.items():
         vec.save(out / "loo" / f"sve-without-{axis}.safetensors")
+    starts = {start_block(v.hook_names.values()) for v in [*(i.vector for i in isvs), *ens.values(), *loo.values()]} - {None}
+    prefix = PrefixCache(starts) if starts else None  # type: ignore[arg-type]  # controls and coefficient sweeps share each vector's prefix
 
     val = {a: axis_split(a, "validation", config.val_limit, config, data_root) for a in axes}
     sweeps: dict[str, Any] = {}
     for name, vec in ens.items():
         say(f"coefficient sweep for {name} on validation")
-        sweeps[name] = coefficient_sweep(model, vec, val, config.coeffs, config)
+        sweeps[name] = coefficient_sweep(model, vec, val, config.coeffs, config, prefix)
     coeff = {name: sweeps[name]["best"] for name in ens}
 
     results: dict[str, Any] = {"config": config.to_json(), "axes": axes, "coefficients": coeff, "sweeps": sweeps, "in_distribution": {}, "ood": {}, "mmlu": None}
@@ -340,16 +376,16 @@ def evaluate_ensembles(
         base = _predict(model, items, None, 0.0, config)
         row: dict[str, Any] = {"n": len(items), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
         preds: dict[str, list[BbqPrediction]] = {}
-        row["steered"]["isv"], preds["isv"] = _bbq_entry_and_predictions(model, items, base, isv.vector, isv.coeff, config)
+        row["steered"]["isv"], preds["isv"] = _bbq_entry_and_predictions(model, items, base, isv.vector, isv.coeff, config, prefix)
         for name, vec in ens.items():
-            row["steered"][name], preds[name] = _bbq_entry_and_predictions(model, items, base, vec, coeff[name], config)
+            row["steered"][name], preds[name] = _bbq_entry_and_predictions(model, items, base, vec, coeff[name], config, prefix)
         # direct paired tests between steered runs (claims 2 and 4)
         if "sve" in preds:
             row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(preds["isv"], preds["sve"], n_boot=config.n_boot, seed=config.seed))
             row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(preds["sve"], preds["merged"], n_boot=config.n_boot, seed=config.seed))
         if a in loo and "sve" in sweeps:
             c = best_coeff(sweeps["sve"]["rows"], exclude=a)
-            row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config), "coeff_chosen_without": a}
+            row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config, prefix), "coeff_chosen_without": a}
         results["in_distribution"][a] = row
 
     if config.ood:
@@ -368,7 +404,7 @@ def evaluate_ensembles(
                 "n": len(items),
                 "source": items[0].source if items else None,
                 "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)),
-                "steered": {name: _bbq_entry(model, items, base, vec, coeff[name], config) for name, vec in ens.items()},
+                "steered": {name: _bbq_entry(model, items, base, vec, coeff[name], config, prefix) for name, vec in ens.items()},
             }
 
     if config.mmlu_items > 0:
@@ -382,8 +418,8 @@ def evaluate_ensembles(
             "n": len(mm),
             "baseline": base_m.metrics["micro"],
             "steered": {
-                **{f"isv:{i.axis}": _mmlu_entry(model, mm, base_m, i.vector, i.coeff, config) for i in isvs},
-                **{name: _mmlu_entry(model, mm, base_m, vec, coeff[name], config) for name, vec in ens.items()},
+                **{f"isv:{i.axis}": _mmlu_entry(model, mm, base_m, i.vector, i.coeff, config, prefix) for i in isvs},
+                **{name: _mmlu_entry(model, mm, base_m, vec, coeff[name], config, prefix) for name, vec in ens.items()},
             },
         }
     write_json(out / "ensemble.json", results)
