@@ -2,12 +2,15 @@
 
     python benchmarks/bench_search.py [--trials 6] [--limit 16] [--axes age,religion]
 
-lens_steer trial: contrastive activations come from an `ActivationCache` (read once per dataset at every
-candidate layer, grown on demand, kept on disk and shared between the axes' studies, as `reproduce`
-does), and items are scored with `score_questions` (length-bucketed, logits only at the answer position).
-Naive trial: re-extract the trial's dataset at its layers, then score with a plain TransformerLens forward
-(batches of 8 in file order, full-sequence logits; cloze: one sequence per option). Both use the same
-protocol (`--scoring cloze`, the search's default, or `letter`), so both pick the same answers.
+lens_steer trial (`IsvObjective`): contrastive activations come from an `ActivationCache` (read once per
+dataset at every candidate layer, each side's shared system prompt run once, grown on demand, kept on disk
+and shared between the axes' studies, as `reproduce` does); items are scored with `score_questions`
+(length-bucketed, logits only at the answer position, cloze prompts run once for all options) and the
+items' residual entering the trial's first steered block is reused from earlier trials (`PrefixCache`).
+Naive trial (re-extract, full forward): read the trial's pairs with plain full forward passes (batches of
+8 in file order, hooks at the trial's layers), then score with plain full forward passes (batches of 8,
+full-sequence logits; cloze: one sequence per option). Both use the same protocol (`--scoring cloze`, the
+search's default, or `letter`), so both pick the same answers; the objective values are compared.
 The trial parameters come from TPE studies (one per axis, in order) driven by the lens_steer trials.
 """
 
@@ -29,8 +32,8 @@ def main() -> int:
     from lens_steer.axes import get_axis
     from lens_steer.benches import bbq_question
     from lens_steer.evaluate import cloze_prompt, letter_prompt
-    from lens_steer.extract import pair_activations, vector_from_activations
-    from lens_steer.models import load_model
+    from lens_steer.extract import PairActivations, vector_from_activations
+    from lens_steer.models import load_model, model_identity
     from lens_steer.pairs import persona_pairs
     from lens_steer.search import VECTOR_SCALE, ActivationCache, IsvObjective, SearchConfig, SearchSpace, open_storage, open_study, run_trials
     from lens_steer.steering import steer
@@ -57,10 +60,28 @@ def main() -> int:
     def naive_trial(params: dict, items: list) -> float:
         layers = [int(x) for x in str(params["layers"]).split(",")]
         pairs = persona_pairs(params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]), tokenizer=model.tokenizer)
-        vec = vector_from_activations(pair_activations(model, pairs, layers), params["method"], layers, scale=VECTOR_SCALE)
+        vec = vector_from_activations(naive_activations(pairs, layers), params["method"], layers, scale=VECTOR_SCALE)
         with steer(model, [(vec, float(params["coeff"]))]), torch.inference_mode():
             preds = naive_cloze(items) if args.scoring == "cloze" else naive_letter(items)
         return sum(p == it.label for p, it in zip(preds, items)) / len(items)
+
+    def naive_activations(pairs, layers: list[int]) -> PairActivations:
+        sides = []
+        for side in ("positive", "negative"):
+            ids = encode_texts(model, [getattr(p, side) for p in pairs.pairs])
+            acts: dict[int, list] = {layer: [] for layer in layers}
+            for s in range(0, len(ids), 8):
+                batch = pad_batch(ids[s : s + 8], pad_id=pad_id(model), padding_side="right")
+                rows = torch.arange(len(batch.lengths))
+
+                def grab(t: torch.Tensor, hook, rows=rows, last=batch.last_index) -> None:
+                    acts[int(hook.name.split(".")[1])].append(t[rows, last].float())
+
+                with torch.inference_mode(), model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", grab) for layer in layers]):
+                    model(batch.tokens)
+            sides.append({layer: torch.cat(v) for layer, v in acts.items()})
+        ident = model_identity(model)
+        return PairActivations(sides[0], sides[1], "hook_resid_post", ident.name, ident.d_model, dict(ident.processing), dict(pairs.provenance))
 
     def naive_letter(items: list) -> list[int]:
         ids = encode_texts(model, [letter_prompt(bbq_question(i), range(3), "reference", model.tokenizer)[0] for i in items])
