@@ -58,11 +58,11 @@ BUDGETS: dict[str, Budget] = {
                     ens_coeffs=(-2.0, 2.0), ens_kinds=("sve",), control_seeds=(1,), mmlu_items=16, layers=((12,), (18,), (24,)),
                     corpora=None, tpe_startup=3, sweep_layers=(12, 18, 24), sweep_coeffs=(-4.0, 4.0), sweep_limit=12,
                     geometry_num_sents=16, n_boot=500),
-    # a first look with intervals worth reading (hours on 2 cores)
-    "small": Budget("small", trials=12, num_sents=(50, 150, 50), val_limit=48, test_limit=120, ens_val_limit=48,
-                    ens_coeffs=(-4.0, -2.0, -1.0, 1.0, 2.0, 4.0), ens_kinds=("sve", "sve_norm", "sve_weighted"), control_seeds=(1, 2), mmlu_items=200, layers=None,
-                    corpora=None, tpe_startup=5, sweep_layers=(6, 10, 14, 18, 22, 26), sweep_coeffs=(-4.0, -2.0, 2.0, 4.0),
-                    sweep_limit=48, geometry_num_sents=50, n_boot=1000),
+    # a first look with intervals worth reading (about an hour on 2 CPU cores; see the README for the measured time)
+    "small": Budget("small", trials=8, num_sents=(32, 96, 32), val_limit=32, test_limit=64, ens_val_limit=32,
+                    ens_coeffs=(-4.0, -2.0, 2.0, 4.0), ens_kinds=("sve", "sve_norm"), control_seeds=(1,), mmlu_items=64, layers=None,
+                    corpora=None, tpe_startup=4, sweep_layers=(6, 10, 14, 18, 22, 26), sweep_coeffs=(-4.0, -2.0, 2.0, 4.0),
+                    sweep_limit=32, geometry_num_sents=32, n_boot=1000),
     # the paper's budget: 50 trials per axis, 100..500 prompts (a GPU is recommended)
     "paper": Budget("paper", trials=50, num_sents=(100, 500, 50), val_limit=400, test_limit=2000, ens_val_limit=200,
                     ens_coeffs=tuple(float(c) for c in range(-5, 6)), ens_kinds=("sve", "sve_norm", "sve_weighted"), control_seeds=(1, 2, 3), mmlu_items=2000, layers=None,
@@ -121,6 +121,15 @@ def reproduce(
                           pruner_startup_trials=max(2, budget.tpe_startup))  # fmt: skip
     write_json(out / "run.json", {"model": model_identity(model).name, "budget": budget.to_json(), "axes": list(axes), "seed": seed, "scoring": scoring})
 
+    stage_seconds: dict[str, float] = {}
+    mark = time.perf_counter()
+
+    def lap(stage: str) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        stage_seconds[stage] = round(now - mark, 1)
+        mark = now
+
     isvs: list[Isv] = []
     isv_summary: dict[str, Any] = {}
     for k, axis in enumerate(axes, 1):
@@ -140,6 +149,7 @@ def reproduce(
             "history": _history(storage, res.study_name), "dir": str(Path("isv") / axis), "baseline": res.baseline,
         }  # fmt: skip
 
+    lap("isv_search")
     generated = out / "bbq_generated"
     if not all((generated / f"{c}.jsonl").is_file() for c in OOD_CATEGORIES):
         say("generating the out-of-distribution BBQ categories from the official templates")
@@ -150,14 +160,17 @@ def reproduce(
                                 store_dir=str(out))  # fmt: skip
     say("ensembles: SVE, merged baseline, test split, random controls, OOD, MMLU")
     ensemble = evaluate_ensembles(model, isvs, ens_config, out / "ensemble", data_root=data_root, progress=lambda m: say(f"    {m}"))
+    lap("ensembles_and_evaluation")
 
     say(f"layer sweep ({axes[0]})")
     sweep = _sweep(model, axes[0], budget, scoring, out, data_root, seed)
+    lap("layer_sweep")
     say("geometry: axis x axis cosine similarity")
     geometry = _geometry(model, axes, budget, out, data_root)
+    lap("geometry")
 
     results = {
-        "meta": {"model": model_identity(model).name, "budget": budget.name, "seconds": round(time.perf_counter() - started, 1),
+        "meta": {"model": model_identity(model).name, "budget": budget.name, "seconds": round(time.perf_counter() - started, 1), "stage_seconds": stage_seconds,
                  "lens_steer_version": __version__, "scoring": scoring, "prompt_format": ens_config.prompt_format,
                  "split_seed": ens_config.split_seed, "storage": storage, "bias_variant": "lm_eval", "budget_detail": budget.to_json()},
         "capability": {a: {**{k: row["baseline"][k] for k in ("acc", "acc_ambig", "acc_disambig", "unknown_rate_ambig", "unknown_rate_disambig", "bias_ambig", "bias_disambig")}, "n": row["n"]}
