@@ -25,7 +25,7 @@ from lens_steer.errors import DataError, StudyError, VectorError
 from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.extract import AGGREGATORS, extract_vector
 from lens_steer.io import atomic_write_text, write_json
-from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, paired_comparison
+from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, mmlu_accuracy, paired_comparison
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
 from lens_steer.prefix import PrefixCache, start_block
@@ -301,6 +301,25 @@ def _bbq_entry_and_predictions(
     return entry, steered
 
 
+def _mmlu_result(model: HookedModel, items: Sequence[Any], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, prefix: PrefixCache | None) -> Any:
+    """`run_mmlu`'s result; with `config.store_dir`, its records are read back from the prediction store if there."""
+    from lens_steer.benches import BenchResult, run_mmlu
+
+    def compute() -> Any:
+        return run_mmlu(model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch, prefix=prefix)
+
+    if config.store_dir is None:
+        return compute()
+    from lens_steer.models import model_identity
+    from lens_steer.store import PredictionStore
+
+    settings = {"model": model_identity(model).name, "scoring": config.scoring, "prompt_format": "lm_eval", "benchmark": "mmlu"}
+    keys = [[it.subject, it.index] for it in items]
+    rows = PredictionStore(config.store_dir).rows(keys, vector, coeff, settings, lambda: compute().records, categories=sorted({it.subject for it in items}))
+    acc = mmlu_accuracy([bool(r["correct"]) for r in rows], [r["subject"] for r in rows], n_boot=config.n_boot, seed=config.seed)
+    return BenchResult("mmlu", rows, metrics_to_dict(acc))
+
+
 def _mmlu_entry(
     model: HookedModel,
     items: Sequence[Any],
@@ -312,9 +331,7 @@ def _mmlu_entry(
     *,
     control: bool = True,
 ) -> dict[str, Any]:
-    from lens_steer.benches import run_mmlu
-
-    res = run_mmlu(model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch, prefix=prefix)
+    res = _mmlu_result(model, items, vector, coeff, config, prefix)
     out: dict[str, Any] = {"coeff": coeff, "acc": res.metrics["micro"]}
     if base is not None:
         b = [r["correct"] for r in base.records]
@@ -408,12 +425,12 @@ def evaluate_ensembles(
             }
 
     if config.mmlu_items > 0:
-        from lens_steer.benches import limit_items, run_mmlu
+        from lens_steer.benches import limit_items
         from lens_steer.data.mmlu import load_mmlu
 
         say("MMLU retention")
         mm = limit_items(load_mmlu("test", data_root=data_root), config.mmlu_items, seed=config.seed)
-        base_m = run_mmlu(model, mm, scoring=config.scoring, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch)
+        base_m = _mmlu_result(model, mm, None, 0.0, config, None)
         results["mmlu"] = {
             "n": len(mm),
             "baseline": base_m.metrics["micro"],

@@ -29,6 +29,11 @@ def vector_digest(vector: SteeringVector | None) -> str:
     return h.hexdigest()[:16]
 
 
+def items_digest(keys: Sequence[Sequence[Any]]) -> str:
+    """A hash of the evaluated items' identities, in order."""
+    return hashlib.sha256(json.dumps([list(k) for k in keys]).encode()).hexdigest()[:16]
+
+
 class PredictionStore:
     """Predictions under `root/predictions/`, keyed by everything that determines them."""
 
@@ -46,32 +51,50 @@ class PredictionStore:
         compute: Callable[[], list[BbqPrediction]],
     ) -> list[BbqPrediction]:
         """The predictions for (items, vector, coeff, settings): read if stored, else computed and stored."""
+        keys = [[i.category, i.example_id, i.source] for i in items]
+        rows = self.rows(keys, vector, coeff, settings, lambda: [p.to_dict() for p in compute()], categories=sorted({i.category for i in items}))
+        return [BbqPrediction(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items() if k in _FIELDS}) for r in rows]
+
+    def rows(
+        self,
+        item_keys: Sequence[Sequence[Any]],
+        vector: SteeringVector | None,
+        coeff: float,
+        settings: dict[str, Any],
+        compute: Callable[[], list[dict[str, Any]]],
+        *,
+        categories: Sequence[str] = (),
+    ) -> list[dict[str, Any]]:
+        """One JSON row per item for (items, vector, coeff, settings): read if stored, else computed and stored.
+
+        `item_keys` identify the items (e.g. BBQ category, example id and source); `settings` hold the rest
+        (model, scoring, prompt format, benchmark)."""
         spec = {
             "model": vector.metadata.model_name if vector is not None else settings.get("model"),
             "vector": vector_digest(vector),
             "coeff": float(coeff) if vector is not None else 0.0,
-            "items": hashlib.sha256(json.dumps([[i.category, i.example_id, i.source] for i in items]).encode()).hexdigest()[:16],
+            "items": items_digest(item_keys),
             **settings,
         }
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
         path = self.dir / f"{key}.jsonl"
         if path.is_file():
             rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            if len(rows) == len(items):
-                return [BbqPrediction(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items() if k in _FIELDS}) for r in rows]
-        preds = compute()
-        write_jsonl(path, [p.to_dict() for p in preds])
+            if len(rows) == len(item_keys):
+                return rows
+        rows = compute()
+        write_jsonl(path, rows)
         index = json.loads(self.index_path.read_text()) if self.index_path.is_file() else {}  # read only when adding
         index[key] = {
             **spec,
             "file": path.name,
-            "n": len(preds),
-            "categories": sorted({i.category for i in items}),
+            "n": len(rows),
+            "categories": list(categories),
             "vector_method": vector.metadata.method if vector is not None else None,
             "vector_provenance": _short_provenance(vector),
         }
         write_json(self.index_path, index)
-        return preds
+        return rows
 
 
 def _short_provenance(vector: SteeringVector | None) -> dict[str, Any] | None:

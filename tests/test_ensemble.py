@@ -178,3 +178,17 @@ def test_evaluate_ensembles_small_run(tiny, tmp_path: Path) -> None:
     # per axis: baseline + 4 steered + 4 controls; MMLU: baseline + (2 ISV + sve + merged) x (1 + 1 control)
     assert len(table) == 2 * 9 + 1 + 4 * 2
     assert (tmp_path / "sve.safetensors").is_file() and (tmp_path / "loo" / "sve-without-age.safetensors").is_file()
+
+
+@needs_data
+def test_a_second_run_reads_every_evaluation_back_from_the_store(tiny, tmp_path: Path) -> None:
+    isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
+    cfg = EnsembleConfig(coeffs=(2.0,), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=2, ood=False, store_dir=str(tmp_path / "run"))
+    first = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "a")
+    stored = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "predictions").glob("*.jsonl")}
+    index = json.loads((tmp_path / "run" / "predictions" / "index.json").read_text())
+    mmlu_entries = [e for e in index.values() if e.get("benchmark") == "mmlu"]
+    assert len(mmlu_entries) == 1 + (2 + 2) * 2  # baseline + (2 ISVs + sve + merged) x (steered, control)
+    second = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "b")
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "predictions").glob("*.jsonl")} == stored  # nothing rewritten
+    assert second["mmlu"] == first["mmlu"] and second["in_distribution"] == first["in_distribution"]

@@ -1,0 +1,86 @@
+"""The prediction store: a second request reads back what the first computed, keyed by everything that matters."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+from lens_steer.metrics import BbqPrediction
+from lens_steer.store import PredictionStore, items_digest, vector_digest
+from lens_steer.vectors import SteeringVector, VectorMetadata
+
+
+class Item:
+    """The fields of a BBQ item the store and `BbqPrediction.from_item` read."""
+
+    def __init__(self, example_id: int, label: int) -> None:
+        self.example_id, self.label, self.category, self.source = example_id, label, "Age", "official"
+        self.context_condition, self.question_polarity = "ambig", "neg"
+        self.unknown_index, self.biased_index, self.biased_indices = 2, 0, (0,)
+
+
+ITEMS = [Item(i, i % 3) for i in range(5)]
+
+
+def vec(scale: float = 1.0) -> SteeringVector:
+    return SteeringVector({1: torch.arange(4.0) * scale}, VectorMetadata(model_name="m", d_model=4))
+
+
+def predictions(shift: int) -> list[BbqPrediction]:
+    return [BbqPrediction.from_item(it, (it.example_id + shift) % 3, (-1.0, -2.0, -3.0)) for it in ITEMS]
+
+
+def test_bbq_predictions_are_read_back_not_recomputed(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path)
+    calls: list[int] = []
+
+    def compute(shift: int = 0) -> list[BbqPrediction]:
+        calls.append(shift)
+        return predictions(shift)
+
+    first = store.bbq(ITEMS, vec(), 2.0, {"model": "m", "scoring": "cloze"}, compute)
+    again = PredictionStore(tmp_path).bbq(ITEMS, vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(1))
+    assert calls == [0] and again == first == predictions(0)
+    # a different coefficient, vector, scoring or item list is a different entry
+    PredictionStore(tmp_path).bbq(ITEMS, vec(), -2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(1))
+    PredictionStore(tmp_path).bbq(ITEMS, vec(2.0), 2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(2))
+    PredictionStore(tmp_path).bbq(ITEMS, vec(), 2.0, {"model": "m", "scoring": "letter"}, lambda: compute(3))
+    PredictionStore(tmp_path).bbq(ITEMS[:4], vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(4)[:4])
+    assert calls == [0, 1, 2, 3]
+    index = json.loads((tmp_path / "predictions" / "index.json").read_text())
+    assert len(index) == 5 and {e["file"] for e in index.values()} == {p.name for p in (tmp_path / "predictions").glob("*.jsonl")}
+
+
+def test_the_file_name_is_the_hash_of_the_spec(tmp_path: Path) -> None:
+    PredictionStore(tmp_path).bbq(ITEMS, None, 0.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(0))
+    spec = {
+        "model": "m",
+        "vector": "none",
+        "coeff": 0.0,
+        "items": hashlib.sha256(json.dumps([["Age", i, "official"] for i in range(5)]).encode()).hexdigest()[:16],
+        "scoring": "cloze",
+    }
+    name = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+    rows = [json.loads(x) for x in (tmp_path / "predictions" / f"{name}.jsonl").read_text().splitlines()]
+    assert [r["pred"] for r in rows] == [p.pred for p in predictions(0)]
+    assert json.loads((tmp_path / "predictions" / "index.json").read_text())[name]["n"] == 5
+
+
+def test_rows_recompute_a_truncated_file(tmp_path: Path) -> None:
+    store = PredictionStore(tmp_path)
+    keys = [["anatomy", i] for i in range(3)]
+    rows = [{"subject": "anatomy", "index": i, "correct": i == 1} for i in range(3)]
+    assert store.rows(keys, vec(), 1.0, {"model": "m", "benchmark": "mmlu"}, lambda: rows) == rows
+    (path,) = (tmp_path / "predictions").glob("*.jsonl")
+    path.write_text(path.read_text().splitlines()[0] + "\n")  # an interrupted write of another tool
+    other = [{"subject": "anatomy", "index": i, "correct": True} for i in range(3)]
+    assert store.rows(keys, vec(), 1.0, {"model": "m", "benchmark": "mmlu"}, lambda: other) == other
+
+
+def test_digests_follow_values() -> None:
+    assert vector_digest(None) == "none"
+    assert vector_digest(vec()) == vector_digest(vec(1.0)) != vector_digest(vec(2.0))
+    assert items_digest([["a", 1]]) == hashlib.sha256(json.dumps([["a", 1]]).encode()).hexdigest()[:16]
