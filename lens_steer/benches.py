@@ -11,7 +11,7 @@ from lens_steer.data.bbq import BbqItem
 from lens_steer.data.crows import CrowsPair
 from lens_steer.data.mmlu import MmluItem
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, maybe_steer, resume_for, score_questions, sequence_logprobs
+from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, maybe_steer, score_steered, sequence_logprobs
 from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, crows_metric, metrics_to_dict, mmlu_accuracy
 from lens_steer.models import HookedModel
 from lens_steer.prefix import PrefixCache
@@ -89,11 +89,8 @@ def run_bbq(
     """Score BBQ items (optionally steered) and compute overall and per-category metrics.
 
     With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
-    resume = resume_for(model, prefix, vector) if coeff != 0 else None
-    with maybe_steer(model, vector, coeff):
-        scores = score_questions(
-            model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume
-        )
+    questions = [bbq_question(i) for i in items]
+    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
     preds = [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
     records = []
     for it, s, p in zip(items, scores, preds):
@@ -151,11 +148,8 @@ def run_mmlu(
     """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects.
 
     With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
-    resume = resume_for(model, prefix, vector) if coeff != 0 else None
-    with maybe_steer(model, vector, coeff):
-        scores = score_questions(
-            model, [mmlu_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume
-        )
+    questions = [mmlu_question(i) for i in items]
+    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
     records = [
         {
             "subject": it.subject,

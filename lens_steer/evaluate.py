@@ -405,6 +405,25 @@ def maybe_steer(model: HookedModel, vector: SteeringVector | None, coeff: float)
         yield
 
 
+def score_steered(
+    model: HookedModel,
+    questions: Sequence[Question],
+    *,
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    prefix: PrefixCache | None = None,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "reference",
+    max_batch: int = 16,
+    progress: Progress | None = None,
+) -> list[QuestionScore]:
+    """`score_questions` steered by `coeff * vector` (if given); with `prefix`, the residual entering the
+    first steered block is reused across calls on the same questions."""
+    resume = resume_for(model, prefix, vector) if coeff != 0 else None
+    with maybe_steer(model, vector, coeff):
+        return score_questions(model, questions, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume)
+
+
 def sequence_logprobs(model: HookedModel, texts: Sequence[str], *, max_batch: int = 16, max_tokens: int = 3072, progress: Progress | None = None) -> list[float]:
     """Summed log-probability of each text's tokens after the first (CrowS-Pairs)."""
     rows = []

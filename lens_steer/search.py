@@ -40,7 +40,7 @@ from lens_steer.axes import Axis, get_axis
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError, StudyError
-from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS, maybe_steer, resume_for, score_questions
+from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS, score_steered
 from lens_steer.extract import AGGREGATORS, PairActivations, pair_activations, vector_from_activations
 from lens_steer.io import atomic_write_bytes, atomic_write_text, write_json
 from lens_steer.metrics import BbqPrediction, bbq_metrics
@@ -855,11 +855,8 @@ def bbq_predictions(
     With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
     from lens_steer.benches import bbq_question
 
-    resume = resume_for(model, prefix, vector) if coeff != 0 else None
-    with maybe_steer(model, vector, coeff):
-        scores = score_questions(
-            model, [bbq_question(i) for i in items], scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume
-        )
+    questions = [bbq_question(i) for i in items]
+    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
     return [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
 
 
