@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import Question, final_residual, resume_for, score_questions
-from lens_steer.models import load_model, model_identity
+from lens_steer.models import accepts_kv_cache, model_identity
 from lens_steer.prefix import PrefixCache, batch_key, can_resume, capture_hooks, run_blocks, start_block
 from lens_steer.steering import steer
 from lens_steer.tokens import encode_texts, pad_batch, pad_id
@@ -21,9 +22,9 @@ QUESTIONS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def model():
-    return load_model("tiny-llama", seed=5)
+@pytest.fixture(scope="module", params=BACKENDS)
+def model(request: pytest.FixtureRequest):
+    return make_tiny(request.param, seed=5)
 
 
 def vector(model, layers, hook="hook_resid_post", seed=0, scale=4.0) -> SteeringVector:
@@ -82,8 +83,8 @@ def test_run_blocks_equals_the_full_steered_forward(model, start):
 
 
 def test_run_blocks_with_a_kv_cache_equals_one_sequence(model):
-    if getattr(model, "original_model", None) is None:
-        pytest.skip("Hugging Face KV caches are a TL 4 bridge feature")
+    if not accepts_kv_cache(model):
+        pytest.skip("Hugging Face KV caches are a TransformerBridge feature")
     from transformers import DynamicCache
 
     prompts = encode_texts(model, ["the long prompt of the first row here", "short"])
