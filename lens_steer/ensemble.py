@@ -269,21 +269,9 @@ def _bbq_entry(
     coeff: float,
     config: EnsembleConfig,
     prefix: PrefixCache | None = None,
-) -> dict[str, Any]:
-    """One steered BBQ result with its paired test against the baseline, and its matched controls."""
-    return _bbq_entry_and_predictions(model, items, base, vector, coeff, config, prefix)[0]
-
-
-def _bbq_entry_and_predictions(
-    model: HookedModel,
-    items: Sequence[BbqItem],
-    base: Sequence[BbqPrediction],
-    vector: SteeringVector,
-    coeff: float,
-    config: EnsembleConfig,
-    prefix: PrefixCache | None = None,
 ) -> tuple[dict[str, Any], list[BbqPrediction]]:
-    """`_bbq_entry` and the steered predictions it was computed from."""
+    """One steered BBQ result with its paired test against the baseline and its matched controls, and the
+    steered predictions it was computed from."""
     steered = _predict(model, items, vector, coeff, config, prefix)
     entry: dict[str, Any] = {"coeff": coeff, "vs_base": metrics_to_dict(paired_comparison(base, steered, n_boot=config.n_boot, seed=config.seed)), "controls": []}
     for s in config.control_seeds:
@@ -393,16 +381,16 @@ def evaluate_ensembles(
         base = _predict(model, items, None, 0.0, config)
         row: dict[str, Any] = {"n": len(items), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
         preds: dict[str, list[BbqPrediction]] = {}
-        row["steered"]["isv"], preds["isv"] = _bbq_entry_and_predictions(model, items, base, isv.vector, isv.coeff, config, prefix)
+        row["steered"]["isv"], preds["isv"] = _bbq_entry(model, items, base, isv.vector, isv.coeff, config, prefix)
         for name, vec in ens.items():
-            row["steered"][name], preds[name] = _bbq_entry_and_predictions(model, items, base, vec, coeff[name], config, prefix)
+            row["steered"][name], preds[name] = _bbq_entry(model, items, base, vec, coeff[name], config, prefix)
         # direct paired tests between steered runs (claims 2 and 4)
         if "sve" in preds:
             row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(preds["isv"], preds["sve"], n_boot=config.n_boot, seed=config.seed))
             row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(preds["sve"], preds["merged"], n_boot=config.n_boot, seed=config.seed))
         if a in loo and "sve" in sweeps:
             c = best_coeff(sweeps["sve"]["rows"], exclude=a)
-            row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config, prefix), "coeff_chosen_without": a}
+            row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config, prefix)[0], "coeff_chosen_without": a}
         results["in_distribution"][a] = row
 
     if config.ood:
@@ -421,7 +409,7 @@ def evaluate_ensembles(
                 "n": len(items),
                 "source": items[0].source if items else None,
                 "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)),
-                "steered": {name: _bbq_entry(model, items, base, vec, coeff[name], config, prefix) for name, vec in ens.items()},
+                "steered": {name: _bbq_entry(model, items, base, vec, coeff[name], config, prefix)[0] for name, vec in ens.items()},
             }
 
     if config.mmlu_items > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import inspect
 import os
 import shutil
 import tempfile
@@ -85,8 +86,6 @@ def check_hook_name(model: HookedModel, name: str) -> None:
 
 def accepts_kv_cache(model: HookedModel) -> bool:
     """Whether the model's forward takes a Hugging Face KV cache (`past_key_values`): TL 4 bridges do."""
-    import inspect
-
     try:
         return "past_key_values" in inspect.signature(model.forward).parameters  # type: ignore[attr-defined]
     except (TypeError, ValueError):

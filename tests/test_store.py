@@ -6,66 +6,65 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
+from lens_steer.data.bbq import BbqItem, load_bbq
+from lens_steer.errors import LensSteerError
 from lens_steer.metrics import BbqPrediction
 from lens_steer.store import PredictionStore, items_digest, vector_digest
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
 
-class Item:
-    """The fields of a BBQ item the store and `BbqPrediction.from_item` read."""
-
-    def __init__(self, example_id: int, label: int) -> None:
-        self.example_id, self.label, self.category, self.source = example_id, label, "Age", "official"
-        self.context_condition, self.question_polarity = "ambig", "neg"
-        self.unknown_index, self.biased_index, self.biased_indices = 2, 0, (0,)
-
-
-ITEMS = [Item(i, i % 3) for i in range(5)]
+@pytest.fixture(scope="module")
+def items() -> list[BbqItem]:
+    try:
+        return load_bbq(["Age"])[:5]
+    except LensSteerError as e:
+        pytest.skip(f"shared BBQ data not found: {e}")
 
 
 def vec(scale: float = 1.0) -> SteeringVector:
     return SteeringVector({1: torch.arange(4.0) * scale}, VectorMetadata(model_name="m", d_model=4))
 
 
-def predictions(shift: int) -> list[BbqPrediction]:
-    return [BbqPrediction.from_item(it, (it.example_id + shift) % 3, (-1.0, -2.0, -3.0)) for it in ITEMS]
+def predictions(items: list[BbqItem], shift: int) -> list[BbqPrediction]:
+    return [BbqPrediction.from_item(it, (k + shift) % 3, (-1.0, -2.0, -3.0)) for k, it in enumerate(items)]
 
 
-def test_bbq_predictions_are_read_back_not_recomputed(tmp_path: Path) -> None:
+def test_bbq_predictions_are_read_back_not_recomputed(items: list[BbqItem], tmp_path: Path) -> None:
     store = PredictionStore(tmp_path)
     calls: list[int] = []
 
     def compute(shift: int = 0) -> list[BbqPrediction]:
         calls.append(shift)
-        return predictions(shift)
+        return predictions(items, shift)
 
-    first = store.bbq(ITEMS, vec(), 2.0, {"model": "m", "scoring": "cloze"}, compute)
-    again = PredictionStore(tmp_path).bbq(ITEMS, vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(1))
-    assert calls == [0] and again == first == predictions(0)
+    first = store.bbq(items, vec(), 2.0, {"model": "m", "scoring": "cloze"}, compute)
+    again = PredictionStore(tmp_path).bbq(items, vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(1))
+    assert calls == [0] and again == first == predictions(items, 0)
     # a different coefficient, vector, scoring or item list is a different entry
-    PredictionStore(tmp_path).bbq(ITEMS, vec(), -2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(1))
-    PredictionStore(tmp_path).bbq(ITEMS, vec(2.0), 2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(2))
-    PredictionStore(tmp_path).bbq(ITEMS, vec(), 2.0, {"model": "m", "scoring": "letter"}, lambda: compute(3))
-    PredictionStore(tmp_path).bbq(ITEMS[:4], vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(4)[:4])
+    PredictionStore(tmp_path).bbq(items, vec(), -2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(1))
+    PredictionStore(tmp_path).bbq(items, vec(2.0), 2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(2))
+    PredictionStore(tmp_path).bbq(items, vec(), 2.0, {"model": "m", "scoring": "letter"}, lambda: compute(3))
+    PredictionStore(tmp_path).bbq(items[:4], vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(items, 4)[:4])
     assert calls == [0, 1, 2, 3]
     index = json.loads((tmp_path / "predictions" / "index.json").read_text())
     assert len(index) == 5 and {e["file"] for e in index.values()} == {p.name for p in (tmp_path / "predictions").glob("*.jsonl")}
 
 
-def test_the_file_name_is_the_hash_of_the_spec(tmp_path: Path) -> None:
-    PredictionStore(tmp_path).bbq(ITEMS, None, 0.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(0))
+def test_the_file_name_is_the_hash_of_the_spec(items: list[BbqItem], tmp_path: Path) -> None:
+    PredictionStore(tmp_path).bbq(items, None, 0.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(items, 0))
     spec = {
         "model": "m",
         "vector": "none",
         "coeff": 0.0,
-        "items": hashlib.sha256(json.dumps([["Age", i, "official"] for i in range(5)]).encode()).hexdigest()[:16],
+        "items": hashlib.sha256(json.dumps([[it.category, it.example_id, it.source] for it in items]).encode()).hexdigest()[:16],
         "scoring": "cloze",
     }
     name = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
     rows = [json.loads(x) for x in (tmp_path / "predictions" / f"{name}.jsonl").read_text().splitlines()]
-    assert [r["pred"] for r in rows] == [p.pred for p in predictions(0)]
+    assert [r["pred"] for r in rows] == [p.pred for p in predictions(items, 0)]
     assert json.loads((tmp_path / "predictions" / "index.json").read_text())[name]["n"] == 5
 
 
