@@ -17,7 +17,7 @@ try:
     DATA = resolve_data_root()
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not available")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
 
 
 def test_nine_axes_with_the_spec_names():

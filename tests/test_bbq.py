@@ -23,7 +23,7 @@ from lens_steer.errors import DataError
 
 REAL_ROOT = Path(os.environ.get("LENS_STEER_DATA", "/work/shared/data"))
 needs_real = pytest.mark.skipif(
-    not (REAL_ROOT / "bbq" / "data").is_dir(), reason=f"shared BBQ data not found at {REAL_ROOT} (set LENS_STEER_DATA)"
+    not (REAL_ROOT / "bbq" / "data").is_dir(), reason=f"missing data: shared BBQ data not found at {REAL_ROOT} (set LENS_STEER_DATA)"
 )
 
 

@@ -20,7 +20,7 @@ from lens_steer.models import load_model
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"shared data not found at {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
 
 
 @pytest.fixture(scope="module")

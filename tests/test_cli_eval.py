@@ -11,7 +11,7 @@ import pytest
 from lens_steer.cli import main
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"shared data not found at {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
 BASE = ["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--n-boot", "50"]
 
 

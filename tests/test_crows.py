@@ -71,7 +71,7 @@ def test_missing_file(tmp_path):
     assert "crows_pairs/crows_pairs_anonymized.csv" in str(e.value) and str(tmp_path) in str(e.value)
 
 
-@pytest.mark.skipif(not (REAL_ROOT / "crows_pairs").is_dir(), reason=f"shared CrowS-Pairs data not found at {REAL_ROOT} (set LENS_STEER_DATA)")
+@pytest.mark.skipif(not (REAL_ROOT / "crows_pairs").is_dir(), reason=f"missing data: shared CrowS-Pairs data not found at {REAL_ROOT} (set LENS_STEER_DATA)")
 def test_real_crows_pairs():
     pairs = load_crows(data_root=REAL_ROOT)
     assert len(pairs) == 1508  # shared/data/README.md

@@ -37,7 +37,7 @@ def _data_ok() -> bool:
     return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq" / "data" / "Age.jsonl").is_file()
 
 
-needs_data = pytest.mark.skipif(not _data_ok(), reason="shared data (prompt_corpora, bbq) not found")
+needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
 
 
 def _vec(dirs: dict[int, list[float]], model: str = "m", **prov) -> SteeringVector:

@@ -33,7 +33,7 @@ try:
     DATA = resolve_data_root()
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
-needs_data = pytest.mark.skipif(not (DATA / "prompt_corpora").is_dir(), reason="shared data folder not available (set LENS_STEER_DATA)")
+needs_data = pytest.mark.skipif(not (DATA / "prompt_corpora").is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
 
 
 def vec(directions: dict[int, list[float]]) -> SteeringVector:

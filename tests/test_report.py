@@ -131,7 +131,7 @@ def _method_md() -> Path | None:
 def test_paper_table_matches_method_md() -> None:
     path = _method_md()
     if path is None:
-        pytest.skip("docs/method.md not found")
+        pytest.skip("missing doc: docs/method.md not found")
     text = path.read_text().split("## 6.")[1].split("## 7.")[0]
     found = 0
     for line in text.splitlines():

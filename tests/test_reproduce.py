@@ -18,7 +18,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.reproduce import BUDGETS, get_budget
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"shared data not found at {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
 
 MICRO = dataclasses.replace(
     BUDGETS["smoke"], name="micro", trials=2, tpe_startup=2, num_sents=(4, 8, 4), val_limit=8, test_limit=8, ens_val_limit=8,

@@ -50,7 +50,7 @@ def _data_ok() -> bool:
     return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
 
 
-needs_data = pytest.mark.skipif(not _data_ok(), reason="shared data (prompt_corpora, bbq) not found")
+needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
 
 SMALL = SearchSpace(
     corpora=("age", "race", "gender"),

@@ -21,7 +21,7 @@ def items() -> list[BbqItem]:
     try:
         return load_bbq(["Age"])[:5]
     except LensSteerError as e:
-        pytest.skip(f"shared BBQ data not found: {e}")
+        pytest.skip(f"missing data: shared BBQ data not found: {e}")
 
 
 def vec(scale: float = 1.0) -> SteeringVector:

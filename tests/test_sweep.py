@@ -23,7 +23,7 @@ try:
     DATA = resolve_data_root()
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
-needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason="shared data folder not available (set LENS_STEER_DATA)")
+needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
 
 
 # ---- parsing ---------------------------------------------------------------------------------
