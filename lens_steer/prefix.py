@@ -20,6 +20,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from lens_steer.architectures import FULL_ATTENTION, SLIDING_ATTENTION, family_of, layer_attention_types
 from lens_steer.errors import LensSteerError
 from lens_steer.models import HookedModel
 
@@ -106,21 +107,28 @@ class PrefixCache:
 
 
 # ---- running blocks s..n-1 ---------------------------------------------------------------------
-def _bridge_parts(model: HookedModel) -> tuple[Any, Any, Any] | None:
-    """(HF causal LM, its decoder stack, create_causal_mask) when the bridge's blocks can be called directly."""
+def _module_at(root: Any, path: str) -> Any:
+    for part in path.split("."):
+        root = getattr(root, part, None)
+    return root
+
+
+def _bridge_parts(model: HookedModel) -> tuple[Any, Any] | None:
+    """(HF causal LM, the module holding its decoder layers) when the bridge's blocks can be called directly.
+
+    The decoder stack is found where `architectures` says the family keeps it ("model.layers" otherwise);
+    full and sliding-window layers are supported, other attention kinds (chunked, linear) are not."""
     hf = getattr(model, "original_model", None)
-    inner = getattr(hf, "model", None)
     blocks = getattr(model, "blocks", None)
-    layers = getattr(inner, "layers", None)
-    if hf is None or inner is None or blocks is None or layers is None or not hasattr(inner, "rotary_emb"):
+    if hf is None or blocks is None:
         return None
-    if len(layers) != len(blocks) or any(a is not b for a, b in zip(layers, blocks)):
+    fam = family_of(hf.config)
+    layers_path = fam.decoder_layers if fam is not None else "model.layers"
+    inner, layers = _module_at(hf, layers_path.rsplit(".", 1)[0]), _module_at(hf, layers_path)
+    if inner is None or layers is None or len(layers) != len(blocks) or any(a is not b for a, b in zip(layers, blocks)):
         return None
     config = hf.config
-    layer_types = getattr(config, "layer_types", None)
-    if layer_types is not None and any(t != "full_attention" for t in layer_types):
-        return None
-    if getattr(config, "sliding_window", None) is not None and getattr(config, "use_sliding_window", True):
+    if set(layer_attention_types(config)) - {FULL_ATTENTION, SLIDING_ATTENTION} or getattr(config, "use_bidirectional_attention", False):
         return None
     try:
         from transformers.masking_utils import create_causal_mask
@@ -129,9 +137,14 @@ def _bridge_parts(model: HookedModel) -> tuple[Any, Any, Any] | None:
     if "layer_idx" not in inspect.signature(create_causal_mask).parameters:
         return None
     decoder = getattr(blocks[0], "original_component", None)
-    if decoder is None or "position_embeddings" not in inspect.signature(decoder.forward).parameters:
+    if decoder is None:
         return None
-    return hf, inner, create_causal_mask
+    rotary = getattr(inner, "rotary_emb", None)
+    if rotary is not None and "position_embeddings" not in inspect.signature(decoder.forward).parameters:
+        return None
+    if rotary is None and fam is None:  # an unknown family without rotary embeddings: positions may enter elsewhere
+        return None
+    return hf, inner
 
 
 def _is_hooked_transformer(model: HookedModel) -> bool:
@@ -169,29 +182,43 @@ def run_blocks(
         if past_key_values is not None or not _is_hooked_transformer(model):
             raise LensSteerError(f"model {getattr(model.cfg, 'model_name', '?')!r} cannot resume at a block; evaluate without a prefix cache")
         return _run_hooked_transformer(model, resid, start, attention_mask)
-    hf, inner, create_causal_mask = parts
+    hf, inner = parts
     batch, q = resid.shape[:2]
     past = int(past_key_values.get_seq_length(start)) if past_key_values is not None else 0
     if attention_mask is not None:
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q:]
     else:
         positions = torch.arange(past, past + q, device=resid.device)[None].expand(batch, q)
-    mask = create_causal_mask(
-        config=hf.config, inputs_embeds=resid, attention_mask=attention_mask, past_key_values=past_key_values, position_ids=positions, layer_idx=start
-    )
-    rotary = inner.rotary_emb(resid, position_ids=positions)
+    kinds = layer_attention_types(hf.config)
+    masks = {kind: _attention_mask(kind, hf.config, resid, attention_mask, past_key_values, positions, kinds.index(kind, start)) for kind in set(kinds[start:])}
+    rotary = _rotary_embeddings(inner, resid, positions, set(kinds[start:]))
     hidden = resid
     for i in range(start, n_layers):
-        out = model.blocks[i](  # type: ignore[attr-defined]
-            hidden,
-            attention_mask=mask,
-            position_embeddings=rotary,
-            position_ids=positions,
-            past_key_values=past_key_values,
-            use_cache=past_key_values is not None,
-        )
+        kwargs: dict[str, Any] = {"attention_mask": masks[kinds[i]], "position_ids": positions, "past_key_values": past_key_values, "use_cache": past_key_values is not None}
+        if rotary is not None:
+            kwargs["position_embeddings"] = rotary[kinds[i]]
+        out = model.blocks[i](hidden, **kwargs)  # type: ignore[attr-defined]
         hidden = out[0] if isinstance(out, tuple) else out
     return hidden
+
+
+def _attention_mask(kind: str, config: Any, resid: Tensor, attention_mask: Tensor | None, past_key_values: Any, positions: Tensor, layer_idx: int) -> Any:
+    """The mask the HF model builds for layers of `kind` (full or sliding window), sized by layer `layer_idx`'s cache."""
+    from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
+
+    make = create_sliding_window_causal_mask if kind == SLIDING_ATTENTION else create_causal_mask
+    return make(config=config, inputs_embeds=resid, attention_mask=attention_mask, past_key_values=past_key_values, position_ids=positions, layer_idx=layer_idx)
+
+
+def _rotary_embeddings(inner: Any, resid: Tensor, positions: Tensor, kinds: set[str]) -> dict[str, Any] | None:
+    """Per attention kind, the rotary (cos, sin) the HF model computes (Gemma 3: one table per kind), or None without rotary."""
+    rotary = getattr(inner, "rotary_emb", None)
+    if rotary is None:
+        return None
+    if "layer_type" in inspect.signature(getattr(rotary, "original_component", rotary).forward).parameters:  # the bridge wraps it
+        return {kind: rotary(resid, positions, kind) for kind in kinds}
+    shared = rotary(resid, position_ids=positions)
+    return {kind: shared for kind in kinds}
 
 
 def _run_hooked_transformer(model: HookedModel, resid: Tensor, start: int, attention_mask: Tensor | None) -> Tensor:

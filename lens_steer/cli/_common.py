@@ -12,9 +12,10 @@ from lens_steer.errors import LensSteerError
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
-    """--model, --device and --process-weights."""
+    """--model, --device, --dtype and --process-weights."""
     parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct)")
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights and activations dtype (default float32; bfloat16 on a GPU); vectors are stored in float32 either way")
     parser.add_argument("--process-weights", action="store_true", help="TransformerLens weight processing (fold LayerNorm etc.)")
 
 
@@ -33,7 +34,7 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
     hf_logging.set_verbosity_error()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return load_model(args.model, device=args.device, process_weights=getattr(args, "process_weights", False))
+        return load_model(args.model, device=args.device, dtype=getattr(args, "dtype", "float32"), process_weights=getattr(args, "process_weights", False))
 
 
 def parse_int_list(text: str, *, what: str = "layers") -> list[int]:
