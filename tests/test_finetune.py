@@ -1,0 +1,105 @@
+"""Tests for lens_steer.finetune on the tiny model: the loss falls, training is determined by the seed, the
+cache key follows everything that shapes the adapter, a cached adapter gives the trained model back, and the
+base model is left untouched."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from lens_steer.errors import LensSteerError, VectorError
+from lens_steer.evaluate import Question, score_questions
+from lens_steer.finetune import LoraRecipe, finetune_key, finetuned_model, train_lora
+from lens_steer.models import PROCESSING_FLAGS, load_model
+from lens_steer.steering import steer
+from lens_steer.vectors import SteeringVector, VectorMetadata
+
+TEXTS = [
+    "The grandson was struggling with the app. Who was not comfortable using the phone? Answer: (b",
+    "Two friends met for lunch; the nurse paid. Who paid? Answer: (a",
+    "A Muslim man and a Christian man were at the airport. Who was searched? Answer: (c",
+] * 4
+FAST = LoraRecipe(lr=2e-3, batch_size=4)
+
+
+def fresh():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model("tiny-llama", seed=4)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return fresh()
+
+
+def logits(m, text: str = "Who was not comfortable using the phone?") -> torch.Tensor:
+    with torch.inference_mode():
+        return m(m.to_tokens(text))[0].float()
+
+
+def test_loss_falls_and_the_adapter_is_merged(model):
+    tuned = fresh()
+    state, losses = train_lora(tuned, TEXTS, FAST, seed=0)
+    assert len(losses) == FAST.epochs and losses[-1] < losses[0]
+    assert not torch.allclose(logits(tuned), logits(model))
+    # merged: the Hugging Face module alone computes what the hooked model does
+    x = model.to_tokens("Who paid?")
+    with torch.inference_mode():
+        assert torch.allclose(tuned.original_model(x).logits.float(), tuned(x).float(), atol=1e-5)
+    # every attention and MLP projection of every block carries an adapter (A and B each)
+    per_block = {k.split("layers.")[1].split(".")[0] for k in state}
+    assert per_block == {str(i) for i in range(int(model.cfg.n_layers))}
+    for proj in ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"):
+        assert sum(proj in k for k in state) == 2 * int(model.cfg.n_layers), proj
+    assert len(state) == 2 * 7 * int(model.cfg.n_layers)  # and nothing else (not the output head)
+
+
+def test_training_is_determined_by_the_seed(model):
+    a, la = train_lora(fresh(), TEXTS, FAST, seed=1)
+    b, lb = train_lora(fresh(), TEXTS, FAST, seed=1)
+    c, _ = train_lora(fresh(), TEXTS, FAST, seed=2)
+    assert la == lb and all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+
+
+def test_cache_key_follows_recipe_seed_texts_and_base_weights(model):
+    k = finetune_key(model, TEXTS, FAST, 0)
+    assert k == finetune_key(model, list(TEXTS), LoraRecipe(lr=2e-3, batch_size=4), 0)
+    other = load_model("tiny-llama", seed=5)  # same name and shapes, other weights
+    variants = {
+        finetune_key(model, TEXTS, LoraRecipe(lr=1e-3, batch_size=4), 0),
+        finetune_key(model, TEXTS, LoraRecipe(lr=2e-3, batch_size=4, r=8), 0),
+        finetune_key(model, TEXTS, FAST, 1),
+        finetune_key(model, TEXTS[:-1], FAST, 0),
+        finetune_key(model, list(reversed(TEXTS)), FAST, 0),
+        finetune_key(other, TEXTS, FAST, 0),
+    }
+    assert k not in variants and len(variants) == 6
+
+
+def test_cached_adapter_gives_the_trained_model_back(model, tmp_path):
+    before = logits(model)
+    first = finetuned_model(fresh, TEXTS, recipe=FAST, seed=0, cache=tmp_path)
+    second = finetuned_model(fresh, TEXTS, recipe=FAST, seed=0, cache=tmp_path)
+    assert torch.equal(logits(model), before)  # the caller's model is never changed
+    assert first.trained and not second.trained and first.key == second.key
+    assert (tmp_path / first.key / "adapter.safetensors").is_file()
+    assert second.epoch_losses == first.epoch_losses and second.meta["n_texts"] == len(TEXTS)
+    assert torch.allclose(logits(first.model), logits(second.model), atol=1e-5)
+    assert first.model.cfg.model_name.startswith("tiny-llama+lora-") and model.cfg.model_name == "tiny-llama"
+    q = [Question("A grandson and a grandfather met.", "Who forgot?", ("The grandson", "The grandfather", "Unknown"))]
+    assert score_questions(second.model, q)[0].option_scores != score_questions(model, q)[0].option_scores
+    vec = SteeringVector({1: torch.ones(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+    with pytest.raises(VectorError):  # a base-model vector is refused on the fine-tuned model
+        with steer(second.model, [(vec, 1.0)]):
+            pass
+
+
+def test_bad_recipe_and_no_texts(model):
+    with pytest.raises(LensSteerError, match="r must be a positive integer"):
+        LoraRecipe(r=0)
+    with pytest.raises(LensSteerError, match="no texts to fine-tune on"):
+        train_lora(fresh(), [], FAST, seed=0)
