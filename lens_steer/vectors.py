@@ -17,6 +17,7 @@ from torch import Tensor
 
 from lens_steer import __version__
 from lens_steer.errors import VectorError
+from lens_steer.formats import detect_format, read_vector_file
 from lens_steer.io import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -256,12 +257,18 @@ def _check_same_space(vectors: Sequence[SteeringVector]) -> None:
 
 
 def load_vector(path: str | Path, model: HookedModel | None = None) -> SteeringVector:
-    """Read a vector written by `SteeringVector.save`; with `model`, refuse one that does not fit it."""
+    """Read a vector written by `SteeringVector.save`, or imported from another tool's file (see
+    `lens_steer.formats`: lm-eval .pt, control-vector GGUF, plain {layer: tensor}); with `model`, refuse
+    one that does not fit it."""
     from safetensors import SafetensorError, safe_open
 
     path = Path(path)
     if not path.is_file():
         raise VectorError(f"vector file {path} does not exist; create it with `lens-steer extract`")
+    fmt = detect_format(path)
+    if fmt != "lens_steer":
+        imported = read_vector_file(path, fmt, model)
+        return _checked_vector(path, imported.directions, VectorMetadata.from_json(imported.metadata, source=str(path)), model)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -283,6 +290,10 @@ def load_vector(path: str | Path, model: HookedModel | None = None) -> SteeringV
         if tensor.ndim != 1:
             raise VectorError(f"{path}: tensor {name!r} has shape {tuple(tensor.shape)}, expected [{meta.d_model}]")
         directions[int(match.group(1))] = tensor
+    return _checked_vector(path, directions, meta, model)
+
+
+def _checked_vector(path: Path, directions: dict[int, Tensor], meta: VectorMetadata, model: HookedModel | None) -> SteeringVector:
     try:
         vec = SteeringVector(directions, meta)
     except VectorError as e:
