@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from lens_steer.evaluate import (
     maybe_steer,
     score_steered,
 )
+from lens_steer.metrics import BbqPrediction
 from lens_steer.models import HookedModel
 from lens_steer.selfdebias import SCHICK_DECAY, SCHICK_EPSILON, SCHICK_PREFIXES, schick_continuation_logprobs
 from lens_steer.tokens import encode_texts, starts_with_bos
@@ -200,3 +202,74 @@ def text_logprobs(
                 heads = [prefixed_head(model, h, PROMPTING_PREFIX) for h in heads]
             lps = continuation_logprobs(model, heads, bodies, max_batch=max_batch, progress=progress)
     return [x.double().numpy() for x in lps]
+
+
+# ---- BBQ predictions per baseline (the API reproduce/report integrate) ---------------------------
+def finetune_texts(train_items: Sequence[Any]) -> list[str]:
+    """The positive texts of the BBQ-derived contrastive pairs of train items (the fine-tuning data)."""
+    from lens_steer.pairs import bbq_answer_pairs
+
+    return bbq_answer_pairs(train_items, split_name="train").positives
+
+
+def baseline_model(
+    model: HookedModel,
+    method: str,
+    *,
+    load_base: Callable[[], HookedModel] | None = None,
+    train_texts: Sequence[str] | None = None,
+    seed: int = 0,
+    recipe: Any = None,
+) -> tuple[HookedModel, str]:
+    """The model a baseline is scored on and its scoring method: `finetune` gives the LoRA-tuned model
+    (trained or read from the cache; needs `load_base` and `train_texts`) scored plainly; the others keep `model`."""
+    check_choice(method, ("none", *BASELINES), "baseline")
+    if method == "finetune":
+        if load_base is None or not train_texts:
+            raise LensSteerError("the finetune baseline needs a base-model loader and the train texts (positives of the BBQ train pairs)")
+        from lens_steer.finetune import finetuned_model
+
+        return finetuned_model(load_base, train_texts, recipe=recipe, seed=seed).model, "none"
+    if method == "self-debias":
+        raise LensSteerError("the paper's self-debias (generation) baseline is not available in this version; use self-debias-schick")
+    return model, method
+
+
+def baseline_bbq_scores(
+    model: HookedModel,
+    items: Sequence[Any],
+    method: str,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "reference",
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    max_batch: int = 16,
+    progress: Progress | None = None,
+) -> tuple[list[Question], list[QuestionScore], list[BbqPrediction]]:
+    """BBQ items scored under a scoring method (`none`, `prompting`, `self-debias-schick`): the questions as
+    scored (the baseline's prefix included), their scores and the predictions."""
+    from lens_steer.benches import bbq_question
+
+    questions = [bbq_question(it) for it in items]
+    scores = score_questions_with(model, questions, method, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress)
+    preds = [BbqPrediction.from_item(it, s.pred, s.answer_scores or s.option_scores) for it, s in zip(items, scores)]
+    return questions, scores, preds
+
+
+def baseline_predictions(
+    model: HookedModel,
+    items: Sequence[Any],
+    method: str,
+    *,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "reference",
+    max_batch: int = 16,
+    progress: Progress | None = None,
+    load_base: Callable[[], HookedModel] | None = None,
+    train_texts: Sequence[str] | None = None,
+    seed: int = 0,
+) -> list[BbqPrediction]:
+    """Per-item BBQ predictions of one baseline (`prompting`, `self-debias-schick`, `finetune`, or `none`)."""
+    scored_model, scoring_method = baseline_model(model, method, load_base=load_base, train_texts=train_texts, seed=seed)
+    return baseline_bbq_scores(scored_model, items, scoring_method, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)[2]

@@ -18,7 +18,7 @@ from lens_steer.stereoset import StereoSetScore, candidate_texts, run_stereoset,
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "stereoset" / "test.jsonl").is_file(), reason="shared StereoSet data not found")
+pytestmark = pytest.mark.skipif(not (DATA / "stereoset" / "test.jsonl").is_file(), reason=f"missing data: StereoSet under {DATA}; set LENS_STEER_DATA")
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,143 @@
+"""Tests for lens_steer.baselines on the tiny model: the prompting prefix's exact text and place, option and
+text log-probabilities recomputed with plain full-logit forwards (prompting and Self-Debias Schick), the
+fine-tuning baseline's predictions against its own model, one-line errors."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lens_steer.baselines import (
+    PROMPTING_PREFIX,
+    baseline_bbq_scores,
+    baseline_predictions,
+    finetune_texts,
+    prefixed_question,
+    score_questions_with,
+    text_logprobs,
+)
+from lens_steer.benches import bbq_question, limit_bbq
+from lens_steer.data.bbq import load_bbq
+from lens_steer.data.splits import select_split
+from lens_steer.errors import LensSteerError
+from lens_steer.evaluate import Question, cloze_prompt, encode_pair, score_questions
+from lens_steer.models import load_model
+from lens_steer.selfdebias import SCHICK_PREFIXES
+from lens_steer.tokens import encode_texts
+
+DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: BBQ under {DATA}; set LENS_STEER_DATA")
+
+
+def tiny():
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model("tiny-llama", seed=6)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tiny()
+
+
+@pytest.fixture(scope="module")
+def items():
+    return limit_bbq(select_split(load_bbq(["Religion"], data_root=DATA), "test"), 4, seed=3)
+
+
+def full_logprobs(model, ids: list[int]) -> torch.Tensor:
+    """Log-softmax of a plain full-logit forward: row t predicts token t + 1."""
+    with torch.inference_mode():
+        return torch.log_softmax(model(torch.tensor([ids]))[0].float(), dim=-1)
+
+
+def test_prompting_prefix_opens_the_user_turn(model, items):
+    assert PROMPTING_PREFIX == "Ensure that your answers are fair and unbiased, and do not contain stereotypes.\n\n"
+    _, scores, _ = baseline_bbq_scores(model, items, "prompting")
+    it = items[0]
+    assert f"<|im_start|>user\n{PROMPTING_PREFIX}{it.context} {it.question}<|im_end|>" in scores[0].prompt
+    q = Question("", "What is 2 + 2?", ("3", "4"))
+    assert prefixed_question(q, "P. ").question == "P. What is 2 + 2?"
+
+
+def test_prompting_cloze_scores_equal_plain_forwards(model, items):
+    _, scores, preds = baseline_bbq_scores(model, items, "prompting")
+    for it, s, p in zip(items, scores, preds):
+        q = prefixed_question(bbq_question(it), PROMPTING_PREFIX)
+        text, options = cloze_prompt(q, "reference", model.tokenizer)
+        assert text == s.prompt
+        lls = []
+        for o in options:
+            ctx, cont = encode_pair(model, text, o)
+            lp = full_logprobs(model, ctx + cont)
+            lls.append(sum(float(lp[len(ctx) - 1 + t, tok]) for t, tok in enumerate(cont)))
+        assert s.option_logliks == pytest.approx(lls, abs=2e-3)
+        assert p.pred == int(np.argmax(lls)) and p.label == it.label
+
+
+def test_schick_cloze_scores_equal_a_plain_reimplementation(model, items):
+    it = items[1]
+    s = score_questions_with(model, [bbq_question(it)], "self-debias-schick")[0]
+    variants = [bbq_question(it)] + [prefixed_question(bbq_question(it), p) for p in SCHICK_PREFIXES]
+    expected = []
+    for j in range(3):
+        dists = []
+        for v in variants:
+            text, options = cloze_prompt(v, "reference", model.tokenizer)
+            ctx, cont = encode_pair(model, text, options[j])
+            dists.append(full_logprobs(model, ctx + cont)[len(ctx) - 1 : len(ctx) - 1 + len(cont)].exp())
+        p, biased = dists[0], torch.stack(dists[1:]).amax(0)
+        q = p * torch.exp(-50.0 * (biased - p).clamp_min(0)).clamp_min(0.01)
+        q = q / q.sum(-1, keepdim=True)
+        expected.append(float(sum(torch.log(q[t, tok]) for t, tok in enumerate(cont))))
+    assert s.option_logliks == pytest.approx(expected, abs=2e-3)
+    assert s.pred == int(np.argmax(expected))
+
+
+def test_schick_letter_reads_the_letters_at_one_position(model, items):
+    s = score_questions_with(model, [bbq_question(items[0])], "self-debias-schick", scoring="letter")[0]
+    assert len(s.option_scores) == 3 and np.exp(s.option_scores).sum() == pytest.approx(1.0)
+    with pytest.raises(LensSteerError, match="unknown self-debias-schick scoring 'letter-permuted'"):
+        score_questions_with(model, [bbq_question(items[0])], "self-debias-schick", scoring="letter-permuted")
+
+
+def test_text_logprobs_prompting_and_none_equal_plain_forwards(model):
+    text = "The schoolgirl is walking down the street. She is a target."
+    ids = encode_texts(model, [text])[0]
+    plain = full_logprobs(model, ids)
+    expected = [float(plain[t - 1, ids[t]]) for t in range(1, len(ids))]
+    assert text_logprobs(model, [text])[0].tolist() == pytest.approx(expected, abs=1e-4)
+    prefix = model.tokenizer(PROMPTING_PREFIX, add_special_tokens=False)["input_ids"]
+    bos = model.tokenizer.bos_token_id
+    head = [bos] + prefix if ids[0] == bos else prefix + ids[:1]  # the prefix after a BOS, else before the first token
+    seq = head + ids[1:]
+    lp = full_logprobs(model, seq)
+    expected_p = [float(lp[len(head) + t - 2, ids[t]]) for t in range(1, len(ids))]
+    assert text_logprobs(model, [text], "prompting")[0].tolist() == pytest.approx(expected_p, abs=1e-4)
+
+
+def test_finetune_baseline_scores_its_own_model(model, items, tmp_path, monkeypatch):
+    monkeypatch.setenv("LENS_STEER_CACHE", str(tmp_path))
+    train = limit_bbq(select_split(load_bbq(["Religion"], data_root=DATA), "train"), 12, seed=0)
+    texts = finetune_texts(train)
+    assert texts and all(t.endswith(("(a", "(b", "(c")) for t in texts)
+    preds = baseline_predictions(model, items, "finetune", load_base=tiny, train_texts=texts, seed=0)
+    from lens_steer.finetune import finetuned_model
+
+    tuned = finetuned_model(tiny, texts, seed=0)  # read back from the cache just written
+    assert not tuned.trained
+    plain = score_questions(tuned.model, [bbq_question(i) for i in items])
+    assert [p.pred for p in preds] == [s.pred for s in plain]
+    assert [p.option_logprobs for p in preds] == [pytest.approx(tuple(s.option_scores), abs=1e-5) for s in plain]
+
+
+def test_errors_are_one_line(model, items):
+    with pytest.raises(LensSteerError, match="unknown baseline 'debias'"):
+        baseline_predictions(model, items, "debias")
+    with pytest.raises(LensSteerError, match="needs a base-model loader and the train texts"):
+        baseline_predictions(model, items, "finetune")
