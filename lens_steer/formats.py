@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
+from lens_steer.architectures import FAMILIES
 from lens_steer.errors import VectorError
 from lens_steer.io import atomic_write_bytes
 from lens_steer.models import EMBEDDED_MODEL, GEMMA_MODEL, PROCESSING_FLAGS, TINY_MODEL, HookedModel, model_identity
@@ -59,6 +60,7 @@ class ModuleNames:
 
     `base`: the attribute holding `model.base_model` on the causal LM; the other names are below it.
     `embed`: the module whose output is the residual entering block 0 (None where no single module's is).
+    `attn`, `mlp`: the modules of a layer whose outputs are TransformerLens's hook_attn_out and hook_mlp_out.
     `norm`: "rms" or "ln"; TransformerLens weight processing changes the residual stream only for "ln".
     """
 
@@ -70,26 +72,35 @@ class ModuleNames:
     norm: Literal["rms", "ln"]
 
 
-_LLAMA_LIKE = ModuleNames("model", "layers", "embed_tokens", "self_attn", "mlp", "rms")
-ARCHITECTURES: dict[str, ModuleNames] = {
-    "llama": _LLAMA_LIKE,
-    "mistral": _LLAMA_LIKE,
-    "qwen2": _LLAMA_LIKE,
-    "qwen3": _LLAMA_LIKE,
-    "gemma": _LLAMA_LIKE,  # the embedding modules of the Gemma family include the sqrt(d_model) scale
-    "gemma2": _LLAMA_LIKE,
-    "gemma3_text": _LLAMA_LIKE,
-    "gpt2": ModuleNames("transformer", "h", None, "attn", "mlp", "ln"),  # block 0's input is wte + wpe
-    "gpt_neox": ModuleNames("gpt_neox", "layers", "embed_in", "attention", "mlp", "ln"),
+# Per model_type, beside `lens_steer.architectures` (which says where the decoder layers are): the module whose
+# output is the residual entering block 0, the attention and MLP modules of a layer, and the norm kind.
+_SUBMODULES: dict[str, tuple[str | None, str, str, Literal["rms", "ln"]]] = {
+    "llama": ("embed_tokens", "self_attn", "mlp", "rms"),
+    "mistral": ("embed_tokens", "self_attn", "mlp", "rms"),
+    "qwen2": ("embed_tokens", "self_attn", "mlp", "rms"),
+    "qwen3": ("embed_tokens", "self_attn", "mlp", "rms"),
+    "phi3": ("embed_tokens", "self_attn", "mlp", "rms"),
+    # Gemma's embedding module includes the sqrt(d_model) scale; its attention and MLP outputs pass a norm before
+    # the residual add, and TransformerLens's hook_attn_out / hook_mlp_out are those norms' outputs
+    "gemma2": ("embed_tokens", "post_attention_layernorm", "post_feedforward_layernorm", "rms"),
+    "gemma3_text": ("embed_tokens", "post_attention_layernorm", "post_feedforward_layernorm", "rms"),
+    "gpt2": (None, "attn", "mlp", "ln"),  # block 0's input is wte + wpe: no single module's output
+    "gpt_neox": ("embed_in", "attention", "mlp", "ln"),
 }
 _KNOWN_MODELS = {TINY_MODEL: "llama", EMBEDDED_MODEL: "llama", GEMMA_MODEL: "gemma3_text"}
 
 
 def module_names(arch: str) -> ModuleNames:
     """The module names of Hugging Face architecture `arch` (a config's `model_type`)."""
-    if arch not in ARCHITECTURES:
-        raise VectorError(f"architecture {arch!r} has no module-name mapping; use one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[arch]
+    family = next((f for f in FAMILIES if arch in f.model_types), None)
+    if family is None or arch not in _SUBMODULES:
+        raise VectorError(f"architecture {arch!r} has no module-name mapping; use one of {', '.join(_SUBMODULES)}")
+    base, layers = family.decoder_layers.rsplit(".", 1)
+    embed, attn, mlp, norm = _SUBMODULES[arch]
+    return ModuleNames(base, layers, embed, attn, mlp, norm)
+
+
+ARCHITECTURES: dict[str, ModuleNames] = {model_type: module_names(model_type) for model_type in _SUBMODULES}
 
 
 def architecture_of(model: HookedModel | str, arch: str | None = None) -> str:
@@ -100,7 +111,7 @@ def architecture_of(model: HookedModel | str, arch: str | None = None) -> str:
         return arch
     if not isinstance(model, str):
         hf_model = getattr(model, "original_model", None)  # TransformerBridge
-        if hf_model is not None and getattr(hf_model.config, "model_type", None) in ARCHITECTURES:
+        if hf_model is not None and getattr(hf_model.config, "model_type", None) in _SUBMODULES:
             return str(hf_model.config.model_type)
         model = str(model.cfg.model_name)
     if model in _KNOWN_MODELS:
@@ -117,7 +128,7 @@ def architecture_of(model: HookedModel | str, arch: str | None = None) -> str:
         except (OSError, ValueError):
             model_type = None
     if model_type is None:
-        raise VectorError(f"cannot tell the architecture of model {model!r}; pass --arch (one of {', '.join(ARCHITECTURES)})")
+        raise VectorError(f"cannot tell the architecture of model {model!r}; pass --arch (one of {', '.join(_SUBMODULES)})")
     module_names(str(model_type))
     return str(model_type)
 

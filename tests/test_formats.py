@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from _arch_checkpoints import FAMILIES, write_checkpoint
 from _hf_pair import random_vector, tiny_pair
 from _tiny_models import single_thread  # noqa: F401
 from safetensors.torch import save_file
@@ -135,6 +136,32 @@ def test_lm_eval_export_gives_lm_evals_logits(pair: Any, tmp_path: Path, hook: s
         for h in handles:
             h.remove()
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_lm_eval_export_in_every_supported_family(family: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from lens_steer.models import load_model
+
+    folder = write_checkpoint(family, tmp_path / family)
+    bridge, hf = load_model(str(folder)), AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokens = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
+    for hook in ("hook_resid_post", "hook_resid_pre", "hook_attn_out", "hook_mlp_out"):
+        layers = [1, 3] if hook == "hook_resid_pre" and module_names(hf.config.model_type).embed is None else [0, 3]
+        vector = random_vector(bridge, layers, hook=hook, scale=2.0)
+        path = export_vector(vector, "lm-eval", 1.0, tmp_path / f"{hook}.pt")  # the architecture comes from the folder's config
+        handles = lm_eval_steer_reimplementation(hf, path)
+        try:
+            with torch.inference_mode():
+                got = hf(tokens).logits
+        finally:
+            for h in handles:
+                h.remove()
+        with torch.inference_mode(), steer(bridge, [(vector, 1.0)]):
+            expected = bridge(tokens)
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0, msg=lambda m: f"{family} {hook}: {m}")
+        same_vector(load_vector(path, bridge), vector)
 
 
 def test_lm_eval_export_through_lm_evals_own_steered_model(pair: Any, tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import torch
+from _arch_checkpoints import FAMILIES, write_checkpoint
 from _hf_pair import random_vector, tiny_pair
 from _tiny_models import single_thread  # noqa: F401
 
@@ -40,6 +41,28 @@ def test_steer_hf_equals_transformer_lens_steering(arch: str, hook: str) -> None
     assert (expected - base).abs().max() > 0.1  # the steering changes the logits
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
     torch.testing.assert_close(after, base, atol=1e-4, rtol=0)  # and is gone after the block
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_steer_hf_equals_transformer_lens_in_every_supported_family(family: str, tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from lens_steer.models import load_model
+
+    folder = write_checkpoint(family, tmp_path / family)
+    bridge, hf = load_model(str(folder)), AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    tokens = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12, 13, 14]])
+    with torch.inference_mode():
+        base = bridge(tokens)
+    for hook in HOOKS:
+        vector = random_vector(bridge, [0, 3], hook=hook, scale=2.0)
+        with torch.inference_mode():
+            with steer(bridge, [(vector, 1.0)]):
+                expected = bridge(tokens)
+            with steer_hf(hf, vector, 1.0):
+                got = hf(tokens).logits
+        assert (expected - base).abs().max() > 0.1, hook
+        torch.testing.assert_close(got, expected, atol=1e-4, rtol=0, msg=lambda m: f"{family} {hook}: {m}")
 
 
 def test_hooks_are_removed_exactly_as_added_also_after_an_exception() -> None:
