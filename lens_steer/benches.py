@@ -17,7 +17,7 @@ from lens_steer.models import HookedModel
 from lens_steer.prefix import PrefixCache
 from lens_steer.vectors import SteeringVector
 
-BENCHES = ("bbq", "mmlu", "crows")
+BENCHES = ("bbq", "mmlu", "crows", "stereoset")  # stereoset: lens_steer.stereoset.run_stereoset
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
+from lens_steer.cli._baselines import add_baseline_options, load_stereoset_items, print_stereoset, run_baseline_or_stereoset
 from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
 from lens_steer.errors import LensSteerError
 
@@ -14,7 +15,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="evaluate a model on BBQ, MMLU or CrowS-Pairs, optionally steered")
     add_model_option(p)
     add_data_option(p)
-    p.add_argument("--bench", required=True, help="bbq, mmlu or crows")
+    p.add_argument("--bench", required=True, help="bbq, mmlu, crows or stereoset")
     p.add_argument("--categories", default=None, help="BBQ categories (e.g. Age,Religion), MMLU subjects or CrowS bias types; default all")
     p.add_argument("--split", default="test", help="BBQ split: train, validation, test or all (default test)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the BBQ split (default 0)")
@@ -30,6 +31,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--out", required=True, help="output folder: metrics.json and predictions.jsonl")
+    add_baseline_options(p)  # --baseline, --blank, --finetune-* (StereoSet and the debiasing baselines)
     p.set_defaults(func=run)
 
 
@@ -54,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     update, close = progress_bar(len(items), f"{bench} {scoring}")
     start = time.perf_counter()
     try:
-        if bench == "bbq":
+        if args.baseline or bench == "stereoset":
+            result = run_baseline_or_stereoset(args, bench, model, items, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff, progress=update)
+        elif bench == "bbq":
             result = run_bbq(model, items, scoring=scoring, prompt_format=args.prompt_format or "reference", vector=vector, coeff=coeff,
                              bias_variant=args.bias_variant, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
         elif bench == "mmlu":
@@ -87,6 +91,8 @@ def _load_items(args: argparse.Namespace, bench: str, cats: list[str] | None) ->
 
         items = load_bbq(cats, data_root=args.data_dir, source=args.bbq_source, generated_dir=args.generated_dir)
         return select_split(items, args.split, seed=args.split_seed)
+    if bench == "stereoset":
+        return load_stereoset_items(args, cats)
     if bench == "mmlu":
         from lens_steer.data.mmlu import load_mmlu
 
@@ -111,5 +117,7 @@ def _print_table(bench: str, metrics: dict, meta: dict) -> None:
     elif bench == "mmlu":
         print(f"  {'micro acc':<24}{_fmt(metrics['micro'])}")
         print(f"  {'macro acc':<24}{_fmt(metrics['macro'])}")
+    elif bench == "stereoset":
+        print_stereoset(metrics, _fmt)
     else:
         print(f"  {'stereotype preferred':<24}{_fmt(metrics['overall'])}")

@@ -1,0 +1,61 @@
+"""`lens-steer eval` options for StereoSet and the debiasing baselines (`--bench stereoset`, `--baseline ...`)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lens_steer.errors import LensSteerError
+
+
+def add_baseline_options(p: argparse.ArgumentParser) -> None:
+    """--baseline, --blank, --finetune-categories, --finetune-seed."""
+    p.add_argument("--baseline", default=None, help="debiasing baseline instead of steering: prompting, self-debias-schick, finetune (self-debias: the paper's generation variant)")
+    p.add_argument("--blank", default="paper", help="StereoSet intrasentence texts: paper ('{context} {sentence}', the word BLANK kept; default) or sentence (the filled-in sentence alone)")
+    p.add_argument("--finetune-categories", default=None, help="--baseline finetune: BBQ categories whose train split (--split-seed) gives the texts (default: --categories for BBQ, else all)")
+    p.add_argument("--finetune-seed", type=int, default=0, help="--baseline finetune: training seed (default 0)")
+
+
+def load_stereoset_items(args: argparse.Namespace, cats: list[str] | None) -> list[Any]:
+    """StereoSet items of the --categories bias types (default all four)."""
+    from lens_steer.data.stereoset import load_stereoset
+
+    return load_stereoset(cats, data_root=args.data_dir)
+
+
+def _finetune_texts(args: argparse.Namespace, bench: str) -> list[str]:
+    from lens_steer.baselines import finetune_texts
+    from lens_steer.data.bbq import load_bbq
+    from lens_steer.data.splits import select_split
+
+    spec = args.finetune_categories or (args.categories if bench == "bbq" else None)
+    cats = [c.strip() for c in spec.split(",") if c.strip()] if spec else None
+    train = select_split(load_bbq(cats, data_root=args.data_dir), "train", seed=args.split_seed)
+    return finetune_texts(train)
+
+
+def run_baseline_or_stereoset(args: argparse.Namespace, bench: str, model: Any, items: list[Any], *, scoring: str, prompt_format: str, vector: Any, coeff: float, progress: Any) -> Any:
+    """The BenchResult of a baseline run (any of bbq, mmlu, stereoset) or of a plain StereoSet run."""
+    from lens_steer.baseline_runs import run_baseline_bench
+    from lens_steer.cli._common import load_model_from_args
+    from lens_steer.stereoset import run_stereoset
+
+    common = dict(vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=progress)
+    if not args.baseline:
+        return run_stereoset(model, items, blank=args.blank, **common)
+    if bench == "crows":
+        raise LensSteerError("--baseline runs on bbq, mmlu or stereoset; not on crows")
+    texts = _finetune_texts(args, bench) if args.baseline == "finetune" else None
+    return run_baseline_bench(
+        bench, model, items, args.baseline, scoring=scoring, prompt_format=prompt_format, bias_variant=args.bias_variant, blank=args.blank,
+        load_base=lambda: load_model_from_args(args), train_texts=texts, finetune_seed=args.finetune_seed, **common,
+    )
+
+
+def print_stereoset(metrics: dict[str, Any], fmt: Any) -> None:
+    """SS / LMS / ICAT overall and per type and bias type."""
+    for name in ("ss", "lms", "icat"):
+        print(f"  {name:<24}{fmt(metrics['overall'][name])}")
+    for group in ("by_type", "by_bias_type"):
+        for key, m in metrics[group].items():
+            print(f"  {key:<24}ICAT {fmt(m['icat'])}  SS {m['ss']['value']:.1f}  LMS {m['lms']['value']:.1f}")
