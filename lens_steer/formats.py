@@ -496,6 +496,18 @@ def hf_bytes(vector: SteeringVector, coeff: float, arch: str) -> bytes:
     return save(tensors, metadata=meta)
 
 
+def export_targets(vector: SteeringVector, fmt: str, arch: str) -> dict[str, str]:
+    """`{hook point name: where the format puts it}`: lm-eval's module name, GGUF's tensor, hf's module and side."""
+    if fmt == "lm-eval":
+        names = module_names(arch)
+        return {vector.hook_names[layer]: output_site(vector.metadata.hook, layer, names) for layer in vector.layers}
+    if fmt == "gguf":
+        return {vector.hook_names[layer]: f"direction.{n}" for layer, n in gguf_layers(vector.metadata.hook, vector.layers).items()}
+    if fmt == "hf":
+        return {info["hook"]: f"{module} ({info['site']})" for module, info in hf_sites(vector, arch).items()}
+    raise VectorError(f"unknown export format {fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
+
+
 def export_vector(vector: SteeringVector, fmt: str, coeff: float, out: str | Path, *, arch: str | None = None) -> Path:
     """Write `vector` (applied at `coeff`) as `fmt` to `out` atomically; all checks come before any write."""
     if fmt not in EXPORT_FORMATS:

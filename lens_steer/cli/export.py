@@ -1,0 +1,54 @@
+"""`lens-steer export`: write a steering vector as lm-evaluation-harness, llama.cpp or plain Hugging Face use it."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from lens_steer.formats import EXPORT_FORMATS, architecture_of, export_targets, export_vector
+
+USAGE = {
+    "lm-eval": "lm_eval --model steered --model_args pretrained=<HF id or folder>,steer_path={out} --tasks ...",
+    "gguf": "llama-cli -m <model.gguf> --control-vector {out}   (the coefficient is in the file; --control-vector-scaled {out} S rescales)",
+    "hf": "from lens_steer.hf import steer_hf; with steer_hf(hf_model, '{out}'): hf_model.generate(...)",
+}
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the `export` subcommand."""
+    p = subparsers.add_parser(
+        "export",
+        help="export a steering vector for lm-evaluation-harness, llama.cpp (GGUF) or plain Hugging Face hooks",
+        description="Write VECTOR, applied at --coeff, as lm-eval's steered-model .pt (Hugging Face module names), a "
+        "repeng/llama.cpp control-vector GGUF (direction.N = block N's output), or a safetensors file of full module "
+        "names for lens_steer.hf.steer_hf. Hook points a format cannot carry are refused and nothing is written.",
+    )
+    p.add_argument("vector", help="the vector file (lens_steer safetensors, or any format lens_steer imports)")
+    p.add_argument("--to", required=True, help=f"target format: {', '.join(EXPORT_FORMATS)}")
+    p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient the file applies (default 1.0)")
+    p.add_argument("--out", required=True, help="output file (lm-eval needs .pt or .pth); written atomically")
+    p.add_argument("--arch", default=None, help="Hugging Face model_type (e.g. llama) when the vector's model name does not tell it")
+    p.add_argument("--model", default=None, help="model to check the vector against (needed to import a foreign file without metadata)")
+    p.set_defaults(func=run, device="cpu", process_weights=False)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and print where each hook point went and how the other tool loads the file."""
+    from lens_steer.vectors import load_vector
+
+    model = None
+    if args.model:
+        from lens_steer.cli._common import load_model_from_args
+
+        model = load_model_from_args(args)
+    vector = load_vector(args.vector, model)
+    arch = architecture_of(vector.metadata.model_name, args.arch)
+    targets = export_targets(vector, args.to, arch)
+    out = export_vector(vector, args.to, args.coeff, args.out, arch=arch)
+    print(f"wrote {out}: {args.to} for {arch} ({vector.metadata.model_name}), coefficient {args.coeff:g}")
+    for hook, target in targets.items():
+        print(f"  {hook} -> {target}")
+    if args.to == "lm-eval" and len(targets) > 1:
+        print("  note: lm-eval before 0.4.9.2 adds the last entry's vector at every hook point; use 0.4.9.2 or later")
+    print("use: " + USAGE[args.to].format(out=out))
+    return 0

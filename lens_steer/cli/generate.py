@@ -1,0 +1,76 @@
+"""`lens-steer generate`: steered text generation, optionally beside the unsteered text."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import textwrap
+from typing import Any
+
+from lens_steer.cli._common import add_model_option, load_model_from_args
+from lens_steer.errors import LensSteerError
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register the `generate` subcommand."""
+    p = subparsers.add_parser(
+        "generate",
+        help="generate text from a prompt, optionally steered (and beside the unsteered text with --compare)",
+        description="Continue PROMPT greedily (or by seeded sampling with --temperature), steered by --vector at "
+        "--coeff on the prompt's tokens, the generated ones or both (--positions).",
+    )
+    add_model_option(p)
+    p.add_argument("prompt", help="the prompt text")
+    p.add_argument("--vector", default=None, help="steering vector file (any format lens_steer reads)")
+    p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient (default 1.0)")
+    p.add_argument("--positions", default="all", help="steer all positions (default), only the prompt's, or only the generated ones")
+    p.add_argument("--chat", action="store_true", help="render the prompt as a user message with the model's chat template")
+    p.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate at most (default 40)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling with --seed")
+    p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0); --compare uses it for both runs")
+    p.add_argument("--repetition-penalty", type=float, default=1.0, help="Hugging Face's repetition penalty (default 1.0: none)")
+    p.add_argument("--compare", action="store_true", help="print the unsteered and the steered text side by side")
+    p.set_defaults(func=run)
+
+
+def prompt_ids(model: Any, prompt: str, chat: bool) -> list[int]:
+    """The prompt's token ids: chat-rendered without added special tokens, or as the tokenizer encodes plain text."""
+    from lens_steer.pairs import render_chat
+    from lens_steer.tokens import encode_texts
+
+    if chat:
+        return list(model.tokenizer(render_chat(model.tokenizer, None, prompt), add_special_tokens=False)["input_ids"])
+    return encode_texts(model, [prompt])[0]
+
+
+def side_by_side(left: str, right: str, titles: tuple[str, str], width: int) -> list[str]:
+    """Two texts in two wrapped columns of `width` characters under their titles."""
+    col = max(20, (width - 3) // 2)
+    a = [titles[0], "-" * len(titles[0])] + [w for line in left.splitlines() or [""] for w in textwrap.wrap(line, col) or [""]]
+    b = [titles[1], "-" * len(titles[1])] + [w for line in right.splitlines() or [""] for w in textwrap.wrap(line, col) or [""]]
+    n = max(len(a), len(b))
+    return [f"{x:<{col}} | {y}".rstrip() for x, y in zip(a + [""] * (n - len(a)), b + [""] * (n - len(b)))]
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate and print."""
+    from lens_steer.generation import generate
+    from lens_steer.vectors import load_vector
+
+    if args.compare and not args.vector:
+        raise LensSteerError("--compare needs --vector: it prints the unsteered text beside the steered one")
+    if not args.prompt.strip():
+        raise LensSteerError("the prompt is empty; give some text to continue")
+    model = load_model_from_args(args)
+    vector = load_vector(args.vector, model) if args.vector else None
+    ids = prompt_ids(model, args.prompt, args.chat)
+    kw = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed, "repetition_penalty": args.repetition_penalty, "positions": args.positions}
+    steered = generate(model, [ids], vector=vector, coeff=args.coeff, **kw)[0]
+    if not args.compare:
+        print(steered.text)
+        return 0
+    plain = generate(model, [ids], **kw)[0]
+    width = shutil.get_terminal_size((100, 20)).columns
+    titles = ("unsteered", f"steered (coeff {args.coeff:g}, positions {args.positions})")
+    print("\n".join(side_by_side(plain.text, steered.text, titles, width)))
+    return 0
