@@ -397,3 +397,32 @@ def test_detect_format_reads_content_not_names(pair: Any, tmp_path: Path) -> Non
     assert load_vector(lens).metadata.model_name == meta.model_name
     refused(lambda: formats.read_vector_file(lens, "lens_steer"), "unknown vector format")
     assert isinstance(VectorError("x"), LensSteerError)
+
+
+@pytest.mark.integration
+def test_lm_eval_export_on_the_embedded_model(tmp_path: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    from lens_steer.models import load_model
+
+    bridge = load_model()
+    hf = AutoModelForCausalLM.from_pretrained(bridge.original_model.config.name_or_path, dtype=torch.float32).eval()
+    tokens = torch.tensor([bridge.tokenizer("The capital of France is", add_special_tokens=False)["input_ids"]])
+    vector = random_vector(bridge, [10, 20], scale=4.0)
+    path = export_vector(vector, "lm-eval", 1.0, tmp_path / "steer.pt")
+    with torch.inference_mode(), steer(bridge, [(vector, 1.0)]):
+        expected = bridge(tokens)
+    try:
+        from lm_eval.models.hf_steered import SteeredModel
+    except ImportError:  # lm-eval not installed: its hook, re-implemented
+        handles = lm_eval_steer_reimplementation(hf, path)
+        with torch.inference_mode():
+            got = hf(tokens).logits
+        for h in handles:
+            h.remove()
+    else:
+        lm = SteeredModel(pretrained=hf, steer_path=str(path), tokenizer=bridge.tokenizer, device="cpu", batch_size=1)
+        with torch.inference_mode():
+            got = lm._model_call(tokens)
+    assert (expected - bridge(tokens)).abs().max() > 0.1
+    torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
