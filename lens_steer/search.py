@@ -37,6 +37,7 @@ import torch
 from optuna.trial import FrozenTrial, TrialState
 
 from lens_steer.axes import Axis, get_axis
+from lens_steer.consistency import activation_consistency, trials_consistency_correlation
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError, StudyError
@@ -892,6 +893,11 @@ class IsvObjective:
     # ---- pieces ----------------------------------------------------------------------------
     def vector(self, params: Mapping[str, Any]) -> SteeringVector:
         """The steering vector a trial's params describe, scaled so coefficient 1 is the mean contrast."""
+        layers, acts = self.trial_activations(params)
+        return vector_from_activations(acts, params["method"], layers, scale=VECTOR_SCALE)
+
+    def trial_activations(self, params: Mapping[str, Any]) -> tuple[tuple[int, ...], PairActivations]:
+        """The steered layers of a trial and its contrastive data's activations there (or at more layers)."""
         layers = self.space.layer_choices[params["layers"]] if params["layers"] in self.space.layer_choices else parse_layer_spec(params["layers"])
         args = (params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]))
         if self.cache is not None:
@@ -899,7 +905,7 @@ class IsvObjective:
         else:
             pairs = persona_pairs(args[0], args[1], args[2], args[3], tokenizer=self.model.tokenizer, data_root=self.data_root)
             acts = pair_activations(self.model, pairs, layers, hook=self.config.hook, max_batch=self.config.max_batch)
-        return vector_from_activations(acts, params["method"], layers, scale=VECTOR_SCALE)
+        return tuple(layers), acts
 
     def predictions(self, items: Sequence[BbqItem], vector: SteeringVector | None = None, coeff: float = 0.0) -> list[BbqPrediction]:
         """BBQ predictions for `items`, steered by `coeff * vector` if given."""
@@ -939,7 +945,11 @@ class IsvObjective:
         """Score a trial chunk by chunk, reporting the running objective for the pruner."""
         need_base = self.config.objective == "ambig_guarded" or self.config.mmlu_weight > 0
         base = self.baseline() if need_base else None
-        vec = self.vector(params)
+        layers, acts = self.trial_activations(params)
+        vec = vector_from_activations(acts, params["method"], layers, scale=VECTOR_SCALE)
+        if trial is not None:  # Braun et al.'s consistency predictor, mean over the steered layers
+            by_layer = activation_consistency(acts, layers)
+            trial.set_user_attr("consistency", sum(by_layer.values()) / len(by_layer))
         coeff = float(params["coeff"])
         preds: list[BbqPrediction] = []
         size = self.config.chunk_size
@@ -1103,6 +1113,7 @@ def write_isv_outputs(
         "best_trial": best.number,
         "best_params": params,
         "best_user_attrs": dict(best.user_attrs),
+        "consistency_vs_objective": trials_consistency_correlation(trials),
         "baseline": baseline,
         "gain_over_baseline": best.value - baseline.get("objective", float("nan")) if "objective" in baseline else None,
         "n_finished": states.get("COMPLETE", 0) + states.get("PRUNED", 0),

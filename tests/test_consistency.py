@@ -57,3 +57,38 @@ def test_trials_correlation_reads_complete_trials():
     trials.append(SimpleNamespace(value=0.4, user_attrs={}))  # logged before consistency existed
     c = trials_consistency_correlation(trials)
     assert c["n"] == 4 and c["spearman"] == pytest.approx(1.0)
+
+
+def test_search_logs_consistency_per_trial_and_its_correlation(tmp_path):
+    import json
+
+    import optuna
+
+    from lens_steer.data.root import resolve_data_root
+    from lens_steer.extract import pair_activations
+    from lens_steer.models import load_model
+    from lens_steer.pairs import persona_pairs
+    from lens_steer.search import SearchConfig, SearchSpace, parse_layer_spec, run_isv_search
+
+    try:
+        root = resolve_data_root()
+    except LensSteerError:
+        pytest.skip("missing data: shared data (prompt_corpora, bbq) not found")
+    if not (root / "prompt_corpora" / "age.json").is_file():
+        pytest.skip("missing data: prompt_corpora/age.json")
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    tiny = load_model("tiny-llama", seed=0)
+    space = SearchSpace(corpora=("age",), num_sents=(4, 8, 4), personas=(0, 1), templates=(0,), coeff=(-1.0, 1.0, 1.0), layers=((1,), (2, 3)), methods=("pca_diff",))
+    cfg = SearchConfig(space=space, n_trials=3, limit=6, chunk_size=6, scoring="letter", tpe_startup_trials=2)
+    res = run_isv_search(tiny, "age", cfg, tmp_path)
+    study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    for t in done:  # recomputed from a fresh read of the trial's pairs
+        layers = parse_layer_spec(t.params["layers"])
+        pairs = persona_pairs(t.params["corpus"], int(t.params["num_sents"]), int(t.params["persona"]), int(t.params["template"]), tokenizer=tiny.tokenizer)
+        by_layer = activation_consistency(pair_activations(tiny, pairs, layers), layers)
+        assert t.user_attrs["consistency"] == pytest.approx(sum(by_layer.values()) / len(by_layer), abs=1e-5)
+    summary = json.loads((tmp_path / "study.json").read_text())
+    expected = correlation([t.user_attrs["consistency"] for t in done], [t.value for t in done])
+    assert summary["consistency_vs_objective"]["n"] == len(done) == expected["n"]
+    assert summary["consistency_vs_objective"]["spearman"] == expected["spearman"]
