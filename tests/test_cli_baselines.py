@@ -59,3 +59,11 @@ def test_bad_options_are_one_line(tmp_path, capsys):
     assert len(err) == 3 and all(line.startswith("error: ") for line in err)
     assert "unknown baseline 'debias'" in err[0] and "unknown BLANK mode 'fill'" in err[1] and "unknown StereoSet bias type 'age'" in err[2]
     assert not (tmp_path / "x").exists()
+
+
+def test_bbq_on_the_v2_splits(tmp_path):
+    out = tmp_path / "v2"
+    assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--splits", "v2", "--categories", "religion", "--n-boot", "0", "--limit", "8", "--out", str(out)]) == 0
+    _, rows = read(out)
+    assert len(rows) == 8 and all(600 <= r["example_id"] < 1200 and r["category"] == "Religion" for r in rows)
+    assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--splits", "v2", "--split", "train", "--out", str(tmp_path / "bad")]) == 2

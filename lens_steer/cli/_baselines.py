@@ -14,6 +14,17 @@ def add_baseline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blank", default="paper", help="StereoSet intrasentence texts: paper ('{context} {sentence}', the word BLANK kept; default) or sentence (the filled-in sentence alone)")
     p.add_argument("--finetune-categories", default=None, help="--baseline finetune: BBQ categories whose train split (--split-seed) gives the texts (default: --categories for BBQ, else all)")
     p.add_argument("--finetune-seed", type=int, default=0, help="--baseline finetune: training seed (default 0)")
+    p.add_argument("--splits", default="ours", help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files: --split validation|test per axis; finetune on its train pairs)")
+
+
+def load_v2_bbq_items(args: argparse.Namespace, cats: list[str] | None) -> list[Any]:
+    """--splits v2: the later paper's validation or test rows of the --categories axes (default all eight)."""
+    from lens_steer.data.bbq_v2 import V2_AXES, load_v2_items, v2_axis
+
+    if args.split not in ("validation", "test"):
+        raise LensSteerError(f"--splits v2 has validation and test rows (its train split is pairs); got --split {args.split}")
+    axes = [v2_axis(c) for c in cats] if cats else list(V2_AXES)
+    return [it for ax in dict.fromkeys(axes) for it in load_v2_items(ax, args.split, args.data_dir)]
 
 
 def load_stereoset_items(args: argparse.Namespace, cats: list[str] | None) -> list[Any]:
@@ -30,6 +41,11 @@ def _finetune_texts(args: argparse.Namespace, bench: str) -> list[str]:
 
     spec = args.finetune_categories or (args.categories if bench == "bbq" else None)
     cats = [c.strip() for c in spec.split(",") if c.strip()] if spec else None
+    if args.splits == "v2":  # the paper's 300 train pairs per axis: their positive texts
+        from lens_steer.data.bbq_v2 import V2_AXES, load_v2_train_pairs, v2_axis
+
+        axes = [v2_axis(c) for c in cats] if cats else list(V2_AXES)
+        return [pos for ax in dict.fromkeys(axes) for pos, _ in load_v2_train_pairs(ax, args.data_dir)]
     train = select_split(load_bbq(cats, data_root=args.data_dir), "train", seed=args.split_seed)
     return finetune_texts(train)
 

@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from lens_steer.cli._baselines import add_baseline_options, load_stereoset_items, print_stereoset, run_baseline_or_stereoset
+from lens_steer.cli._baselines import add_baseline_options, load_stereoset_items, load_v2_bbq_items, print_stereoset, run_baseline_or_stereoset
 from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
 from lens_steer.errors import LensSteerError
 
@@ -93,6 +93,8 @@ def _load_items(args: argparse.Namespace, bench: str, cats: list[str] | None) ->
         return select_split(items, args.split, seed=args.split_seed)
     if bench == "stereoset":
         return load_stereoset_items(args, cats)
+    if bench == "bbq" and args.splits == "v2":
+        return load_v2_bbq_items(args, cats)
     if bench == "mmlu":
         from lens_steer.data.mmlu import load_mmlu
 
