@@ -193,14 +193,14 @@ def detect_format(path: str | Path) -> str:
         head = f.read(8)
     if head[:4] == b"GGUF":
         return "gguf"
-    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or legacy pickle
-        return "lm-eval" if _is_lm_eval(_torch_load(path)) else "plain"
-    header = _safetensors_header(path, head)
+    header = _safetensors_header(path, head)  # first: a safetensors header length can start with byte 0x80 too
     if header is not None:
         meta = header.get("__metadata__") or {}
         if HF_SITES_KEY in meta:
             return "hf"
         return "lens_steer" if METADATA_KEY in meta else "plain"
+    if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or legacy pickle
+        return "lm-eval" if _is_lm_eval(_torch_load(path)) else "plain"
     raise VectorError(f"{path} is not a vector file lens_steer reads (lens_steer or plain safetensors, lm-eval or plain .pt, control-vector GGUF)")
 
 
@@ -388,8 +388,8 @@ def _read_hf(path: Path, model: HookedModel | None) -> tuple[dict[int, Tensor], 
 
 def _read_plain(path: Path, model: HookedModel | None) -> tuple[dict[int, Tensor], dict | None, dict]:
     with path.open("rb") as f:
-        head = f.read(2)
-    if head == b"PK" or head[:1] == b"\x80":
+        head = f.read(8)
+    if _safetensors_header(path, head) is None and (head[:2] == b"PK" or head[:1] == b"\x80"):
         obj = _torch_load(path)
     else:
         from safetensors.torch import load_file

@@ -20,7 +20,8 @@ import torch
 
 HIDDEN = 64
 LAYERS = 4
-SLIDING_WINDOW = 6  # tokens; the test prompts are 20-60 tokens long
+SLIDING_WINDOW = 6  # tokens; the test prompts are 20-500 tokens long
+MAX_POSITIONS = 1024  # BBQ prompts in byte-level tokens run to about 500
 
 _LLAMA3 = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
@@ -80,35 +81,35 @@ def _llama(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import LlamaConfig
 
     return LlamaConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                       num_key_value_heads=2, max_position_embeddings=256, tie_word_embeddings=False, **_ids(t))
+                       num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, **_ids(t))
 
 
 def _mistral(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import MistralConfig
 
     return MistralConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=256, sliding_window=SLIDING_WINDOW, tie_word_embeddings=False, **_ids(t))
+                         num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, sliding_window=SLIDING_WINDOW, tie_word_embeddings=False, **_ids(t))
 
 
 def _qwen2(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Qwen2Config
 
     return Qwen2Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                       num_key_value_heads=2, max_position_embeddings=256, use_sliding_window=False, tie_word_embeddings=True, **_ids(t))
+                       num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, use_sliding_window=False, tie_word_embeddings=True, **_ids(t))
 
 
 def _qwen3(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Qwen3Config
 
     return Qwen3Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=16, max_position_embeddings=256, use_sliding_window=False, tie_word_embeddings=True, **_ids(t))
+                       num_key_value_heads=2, head_dim=16, max_position_embeddings=MAX_POSITIONS, use_sliding_window=False, tie_word_embeddings=True, **_ids(t))
 
 
 def _gemma2(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Gemma2Config
 
     return Gemma2Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=256, sliding_window=SLIDING_WINDOW,
+                        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=MAX_POSITIONS, sliding_window=SLIDING_WINDOW,
                         layer_types=["sliding_attention", "full_attention"] * (LAYERS // 2), attn_logit_softcapping=50.0,
                         final_logit_softcapping=30.0, **_ids(t))
 
@@ -117,28 +118,28 @@ def _gemma3(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Gemma3TextConfig
 
     return Gemma3TextConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                            num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=256, sliding_window=SLIDING_WINDOW,
+                            num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=MAX_POSITIONS, sliding_window=SLIDING_WINDOW,
                             layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"], **_ids(t))
 
 
 def _gpt2(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import GPT2Config
 
-    return GPT2Config(vocab_size=vocab, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=256, **_ids(t))
+    return GPT2Config(vocab_size=vocab, n_embd=HIDDEN, n_layer=LAYERS, n_head=4, n_positions=MAX_POSITIONS, **_ids(t))
 
 
 def _neox(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import GPTNeoXConfig
 
     return GPTNeoXConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4, intermediate_size=256,
-                         rotary_pct=0.25, max_position_embeddings=256, use_parallel_residual=True, tie_word_embeddings=False, **_ids(t))
+                         rotary_pct=0.25, max_position_embeddings=MAX_POSITIONS, use_parallel_residual=True, tie_word_embeddings=False, **_ids(t))
 
 
 def _phi3(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Phi3Config
 
     return Phi3Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=256, original_max_position_embeddings=256, tie_word_embeddings=False, **_ids(t))
+                      num_key_value_heads=4, max_position_embeddings=MAX_POSITIONS, original_max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, **_ids(t))
 
 
 FAMILIES: dict[str, Family] = {

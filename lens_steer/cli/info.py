@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lens_steer.architectures import describe_family
 from lens_steer.cli._common import add_model_option, load_model_from_args
 from lens_steer.models import HookedModel, model_identity
 from lens_steer.vectors import HOOK_KINDS
@@ -42,6 +43,7 @@ def describe(model: HookedModel, *, all_hooks: bool = False) -> list[str]:
     examples = [f"blocks.{layer}.{kind}" for layer in sorted({0, ident.n_layers // 2, last})]
     lines = [
         f"model: {ident.name} ({type(model).__name__})",
+        *describe_family(model),
         f"layers: {ident.n_layers} (0..{last})",
         f"d_model: {ident.d_model}",
         f"weight processing: {flags}",
