@@ -7,11 +7,11 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
-from lens_steer.data.bbq import BbqItem
+from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES, BbqItem
 from lens_steer.data.crows import CrowsPair
 from lens_steer.data.mmlu import MmluItem
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, maybe_steer, score_steered, sequence_logprobs
+from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice, maybe_steer, score_steered, sequence_logprobs
 from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, crows_metric, metrics_to_dict, mmlu_accuracy
 from lens_steer.models import HookedModel
 from lens_steer.prefix import PrefixCache
@@ -61,9 +61,85 @@ def limit_items(items: Sequence[Any], limit: int | None, seed: int = 0) -> list[
     return [items[i] for i in sorted(keep)]
 
 
-def bbq_question(item: BbqItem) -> Question:
-    """A BBQ item as a three-option question."""
-    return Question(item.context, item.question, tuple(item.answers))
+BBQ_CHOICE_SETS = ("item", "lm_eval")
+
+
+def default_bbq_choices(prompt_format: str) -> str:
+    """The choice set a prompt format implies: lm-evaluation-harness's for `lm_eval`, the item's three answers otherwise."""
+    return "lm_eval" if prompt_format == "lm_eval" else "item"
+
+
+def bbq_question(item: BbqItem, choices: str = "item") -> Question:
+    """A BBQ item as a question: its three answers (`item`), or lm-evaluation-harness's choice set (`lm_eval`:
+    the two people in the item's order, then its ten unknown phrasings, each counting as the unknown answer)."""
+    if choices == "item":
+        return Question(item.context, item.question, tuple(item.answers))
+    check_choice(choices, BBQ_CHOICE_SETS, "BBQ choice set")
+    unk = item.unknown_index
+    if item.answers[unk] not in LM_EVAL_UNKNOWN_RESPONSES:
+        raise LensSteerError(
+            f"BBQ item {item.category}/{item.example_id}: its unknown answer {item.answers[unk]!r} is not one of lm-eval's "
+            "unknown phrasings; score it with --bbq-choices item"
+        )
+    people = [i for i in range(3) if i != unk]
+    options = tuple(item.answers[i] for i in people) + LM_EVAL_UNKNOWN_RESPONSES
+    answer_of = tuple(people) + (unk,) * len(LM_EVAL_UNKNOWN_RESPONSES)
+    return Question(item.context, item.question, options, answer_of=answer_of)
+
+
+def bbq_record(item: BbqItem, question: Question, score: QuestionScore, pred: BbqPrediction) -> dict[str, Any]:
+    """One predictions.jsonl row: the item, the exact prompt and token ids, per scored option the raw summed
+    log-likelihood, token count and normalised score, and the answer."""
+    return {
+        "example_id": item.example_id,
+        "category": item.category,
+        "source": item.source,
+        "context_condition": item.context_condition,
+        "question_polarity": item.question_polarity,
+        "prompt": score.prompt,
+        "prompt_token_ids": score.prompt_token_ids,
+        "bos": score.bos,
+        "options": list(question.options),
+        "option_answer": list(question.answer_of) if question.answer_of is not None else list(range(len(question.options))),
+        "option_token_ids": score.option_token_ids,
+        "option_logliks": score.option_logliks,
+        "option_token_counts": score.option_token_counts,
+        "option_scores": score.option_scores,
+        "option_scores_per_token": score.option_scores_per_token,
+        "answer_scores": score.answer_scores,
+        "pred_option": score.pred_option,
+        "pred": score.pred,
+        "label": item.label,
+        "unknown_index": item.unknown_index,
+        "biased_index": item.biased_index,
+        "biased_indices": list(item.biased_indices),
+        "pred_is_unknown": pred.pred_is_unknown,
+        "pred_is_biased": pred.pred_is_biased,
+    }
+
+
+def bbq_predictions(
+    model: HookedModel,
+    items: Sequence[BbqItem],
+    *,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "reference",
+    bbq_choices: str | None = None,
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    max_batch: int = 16,
+    progress: Progress | None = None,
+    prefix: PrefixCache | None = None,
+) -> tuple[list[QuestionScore], list[BbqPrediction]]:
+    """Score BBQ items (optionally steered): the scores and the predictions in answer space.
+
+    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
+    choices = bbq_choices or default_bbq_choices(prompt_format)
+    if choices == "lm_eval" and scoring != "cloze":
+        raise LensSteerError(f"--bbq-choices lm_eval scores answer texts; use it with --scoring cloze, not {scoring}")
+    questions = [bbq_question(i, choices) for i in items]
+    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    return scores, [BbqPrediction.from_item(it, s.pred, s.answer_scores) for it, s in zip(items, scores)]
 
 
 def mmlu_question(item: MmluItem) -> Question:
@@ -77,6 +153,7 @@ def run_bbq(
     *,
     scoring: str = DEFAULT_SCORING,
     prompt_format: str = "reference",
+    bbq_choices: str | None = None,
     vector: SteeringVector | None = None,
     coeff: float = 0.0,
     bias_variant: str = "lm_eval",
@@ -88,32 +165,16 @@ def run_bbq(
 ) -> BenchResult:
     """Score BBQ items (optionally steered) and compute overall and per-category metrics.
 
+    `bbq_choices`: "item" (the item's three answers) or "lm_eval" (lm-evaluation-harness's twelve choices);
+    default from the prompt format (`default_bbq_choices`).
+
     With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
-    questions = [bbq_question(i) for i in items]
-    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
-    preds = [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
-    records = []
-    for it, s, p in zip(items, scores, preds):
-        records.append(
-            {
-                "example_id": it.example_id,
-                "category": it.category,
-                "source": it.source,
-                "context_condition": it.context_condition,
-                "question_polarity": it.question_polarity,
-                "prompt": s.prompt,
-                "option_token_ids": s.option_token_ids,
-                "option_scores": s.option_scores,
-                "option_scores_per_token": s.option_scores_per_token,
-                "pred": s.pred,
-                "label": it.label,
-                "unknown_index": it.unknown_index,
-                "biased_index": it.biased_index,
-                "biased_indices": list(it.biased_indices),
-                "pred_is_unknown": p.pred_is_unknown,
-                "pred_is_biased": p.pred_is_biased,
-            }
-        )
+    choices = bbq_choices or default_bbq_choices(prompt_format)
+    scores, preds = bbq_predictions(
+        model, items, scoring=scoring, prompt_format=prompt_format, bbq_choices=choices, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress, prefix=prefix
+    )
+    questions = [bbq_question(i, choices) for i in items]
+    records = [bbq_record(it, q, s, p) for it, q, s, p in zip(items, questions, scores, preds)]
     metrics = bbq_result_metrics(preds, items, bias_variant=bias_variant, n_boot=n_boot, seed=seed)
     return BenchResult("bbq", records, metrics, preds)
 
@@ -155,7 +216,11 @@ def run_mmlu(
             "subject": it.subject,
             "index": it.index,
             "prompt": s.prompt,
+            "prompt_token_ids": s.prompt_token_ids,
+            "bos": s.bos,
             "option_token_ids": s.option_token_ids,
+            "option_logliks": s.option_logliks,
+            "option_token_counts": s.option_token_counts,
             "option_scores": s.option_scores,
             "pred": s.pred,
             "label": it.label,

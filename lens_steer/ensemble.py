@@ -29,7 +29,8 @@ from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metric
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
 from lens_steer.prefix import PrefixCache, start_block
-from lens_steer.search import VECTOR_SCALE, bbq_predictions, isv_pairs
+from lens_steer.benches import bbq_predictions
+from lens_steer.search import VECTOR_SCALE, isv_pairs
 from lens_steer.vectors import SteeringVector, load_vector, mean_vectors
 
 ENSEMBLE_KINDS: tuple[str, ...] = ("sve", "sve_norm", "sve_weighted")
@@ -250,7 +251,7 @@ def _predict(
     def compute() -> list[BbqPrediction]:
         return bbq_predictions(
             model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch, prefix=prefix
-        )
+        )[1]
 
     if config.store_dir is None:
         return compute()

@@ -17,14 +17,18 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lens_steer.architectures import final_logit_softcap, hf_config, sliding_window
 from lens_steer.errors import LensSteerError
 from lens_steer.models import HookedModel, accepts_kv_cache
 from lens_steer.pairs import render_chat
 from lens_steer.prefix import PrefixCache, batch_key, can_resume, capture_hooks, run_blocks, start_block
 from lens_steer.steering import steer
-from lens_steer.tokens import encode_texts, length_batches, pad_batch, pad_id
+from lens_steer.tokens import encode_texts, length_batches, pad_batch, pad_id, starts_with_bos
 from lens_steer.vectors import SteeringVector
 
+# Bumped whenever a protocol's prompts, tokenisation or choice sets change; part of every prediction-store key.
+# 2: BOS follows the tokenizer's default, continuations split as lm-eval does, lm-eval's MMLU letters, raw log-likelihoods.
+SCORING_VERSION = 2
 SCORINGS = ("cloze", "letter", "letter-calibrated", "letter-permuted")
 DEFAULT_SCORING = "cloze"
 PROMPT_FORMATS = ("reference", "lm_eval")
@@ -34,23 +38,53 @@ Progress = Callable[[int], None]
 
 @dataclasses.dataclass(frozen=True)
 class Question:
-    """A multiple-choice question independent of its benchmark: `context` (may be empty), `question`, `options`."""
+    """A multiple-choice question independent of its benchmark: `context` (may be empty), `question`, `options`.
+
+    `answer_of[i]` is the answer that scored option i counts as (None: option i is answer i); it lets a
+    choice set hold several phrasings of one answer, as lm-evaluation-harness's BBQ task does."""
 
     context: str
     question: str
     options: tuple[str, ...]
     subject: str | None = None  # MMLU's subject line in the lm_eval format
+    answer_of: tuple[int, ...] | None = None
+
+    @property
+    def n_answers(self) -> int:
+        """How many distinct answers the options stand for."""
+        return len(self.options) if self.answer_of is None else max(self.answer_of) + 1
 
 
 @dataclasses.dataclass(frozen=True)
 class QuestionScore:
-    """How one question was scored: the exact prompt(s), token ids compared, normalised option log-probs, prediction."""
+    """How one question was scored: the exact prompt and its token ids, the token ids of each scored option,
+    per option the raw summed log-likelihood, its token count and the normalised score, and the answer.
+
+    `pred` and `answer_scores` are in answer space (see `Question.answer_of`): an answer's score is the best
+    normalised score among its options; `pred_option` is the argmax option itself."""
 
     prompt: str
     option_token_ids: list[list[int]]
     option_scores: list[float]
     pred: int
     option_scores_per_token: list[float] | None = None
+    prompt_token_ids: list[int] = dataclasses.field(default_factory=list)
+    option_logliks: list[float] = dataclasses.field(default_factory=list)
+    option_token_counts: list[int] = dataclasses.field(default_factory=list)
+    answer_scores: list[float] = dataclasses.field(default_factory=list)
+    pred_option: int = 0
+    bos: bool = False
+
+
+def answer_view(q: Question, option_scores: np.ndarray) -> tuple[int, list[float], int]:
+    """(answer, per-answer scores, argmax option) from normalised option scores; ties go to the first option."""
+    best = int(np.argmax(option_scores))
+    if q.answer_of is None:
+        return best, [float(x) for x in option_scores], best
+    per_answer = [-np.inf] * q.n_answers
+    for i, a in enumerate(q.answer_of):
+        per_answer[a] = max(per_answer[a], float(option_scores[i]))
+    return q.answer_of[best], per_answer, best
 
 
 def check_choice(value: str, valid: Sequence[str], what: str) -> str:
@@ -74,18 +108,39 @@ def letter_prompt(q: Question, order: Sequence[int], prompt_format: str, tokeniz
         return render_chat(tokenizer, None, REFERENCE_INSTRUCTION + body), letters
     letters = [chr(ord("A") + i) for i in range(k)]
     header = f"The following are multiple choice questions (with answers) about {q.subject.replace('_', ' ')}.\n\n" if q.subject else ""
-    stem = f"{q.context}\n\nQ: {q.question}\n" if q.context else f"{q.question}\n"
+    stem = f"{q.context}\n\nQ: {q.question}\n" if q.context else f"{q.question.strip()}\n"
     body = "".join(f"{letters[j]}. {q.options[o]}\n" for j, o in enumerate(order))
     return header + stem + body + "Answer:", [" " + letter for letter in letters]
 
 
+MMLU_LETTERS = ("A", "B", "C", "D")
+
+
 def cloze_prompt(q: Question, prompt_format: str, tokenizer: Any) -> tuple[str, list[str]]:
-    """The prompt and each option's continuation text."""
+    """The prompt and each option's continuation text.
+
+    `lm_eval` follows lm-evaluation-harness's tasks: BBQ "{context}\n\nQ: {question}\nA:" with " " + answer;
+    MMLU (a question with a subject) lists the choices and scores " A".." D"."""
     if prompt_format == "reference":
         return render_chat(tokenizer, None, _stem(q)), list(q.options)
-    header = f"The following are multiple choice questions (with answers) about {q.subject.replace('_', ' ')}.\n\n" if q.subject else ""
+    if q.subject is not None:
+        header = f"The following are multiple choice questions (with answers) about {q.subject.replace('_', ' ')}.\n\n"
+        body = "".join(f"{MMLU_LETTERS[j]}. {opt}\n" for j, opt in enumerate(q.options))
+        return header + q.question.strip() + "\n" + body + "Answer:", [" " + MMLU_LETTERS[j] for j in range(len(q.options))]
     stem = f"{q.context}\n\nQ: {q.question}\nA:" if q.context else f"{q.question}\nAnswer:"
-    return header + stem, [" " + opt for opt in q.options]
+    return stem, [" " + opt for opt in q.options]
+
+
+def encode_pair(model: HookedModel, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids as lm-evaluation-harness splits them: trailing spaces of the
+    context move to the continuation; the continuation is the whole text's ids after the context's."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    whole = encode_texts(model, [context + continuation])[0]
+    ctx = encode_texts(model, [context])[0]
+    return ctx, whole[len(ctx) :]
 
 
 # ---- the forward pass -----------------------------------------------------------------------
@@ -111,13 +166,14 @@ class _Unembed:
         self.W_U: Tensor = model.W_U.detach()  # type: ignore[attr-defined]  # [d_model, vocab]
         b_U = getattr(model, "b_U", None)
         self.b_U: Tensor | None = None if b_U is None or not bool(b_U.abs().max() > 0) else b_U.detach()
+        self.softcap = final_logit_softcap(hf_config(model))  # Gemma 2 caps its logits: c * tanh(logits / c)
 
-    def logits(self, resid: Tensor, columns: Tensor | None = None) -> Tensor:
-        x = self.ln_final(resid)
-        w = self.W_U if columns is None else self.W_U[:, columns]
-        out = x @ w
+    def logits(self, resid: Tensor) -> Tensor:
+        out = self.ln_final(resid) @ self.W_U
         if self.b_U is not None:
-            out = out + (self.b_U if columns is None else self.b_U[columns])
+            out = out + self.b_U
+        if self.softcap is not None:
+            out = self.softcap * torch.tanh(out / self.softcap)
         return out.float()
 
 
@@ -176,7 +232,7 @@ def _forward(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any],
 def _run_rows(
     model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, resume: Resume | None = None
 ) -> list[np.ndarray]:
-    """For each row: candidate logits (letter rows) or target log-probs (cloze rows)."""
+    """For each row: candidate log-probs over the full vocabulary (letter rows) or target log-probs (cloze rows)."""
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
     unembed = _Unembed(model)
     out: list[np.ndarray] = [np.empty(0)] * len(rows)
@@ -191,11 +247,9 @@ def _run_rows(
             letter = [(j, i) for j, i in enumerate(batch_idx) if rows[i].candidates is not None]
             if letter:
                 sel = resid[[j for j, _ in letter], [rows[i].positions[0] for _, i in letter]]
-                uniq = sorted({t for _, i in letter for t in rows[i].candidates or []})
-                flat = unembed.logits(sel, torch.tensor(uniq, device=device))
-                col = {t: c for c, t in enumerate(uniq)}
+                logp = torch.log_softmax(unembed.logits(sel), dim=-1)  # full vocabulary: raw log-likelihoods
                 for r, (_, i) in enumerate(letter):
-                    out[i] = flat[r, [col[t] for t in rows[i].candidates]].cpu().numpy()  # type: ignore[union-attr]
+                    out[i] = logp[r, rows[i].candidates].cpu().numpy()
             cloze = [(j, i) for j, i in enumerate(batch_idx) if rows[i].targets is not None]
             if cloze:
                 bj = [j for j, i in cloze for _ in rows[i].positions]
@@ -252,40 +306,51 @@ def score_questions(
     tok = model.tokenizer
     if scoring == "cloze":
         return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, resume)
-    k_orders = 1
     prompts: list[list[str]] = []
+    prompt_ids: list[list[int]] = []
     rows: list[_Row] = []
     for q in questions:
         k = len(q.options)
         orders = [list(range(k))] if scoring != "letter-permuted" else [[(j + s) % k for j in range(k)] for s in range(k)]
-        k_orders = len(orders)
         texts = []
         for order in orders:
             text, letters = letter_prompt(q, order, prompt_format, tok)
             ids = encode_texts(model, [text])[0]
             rows.append(_Row(ids, [len(ids) - 1], candidates=[_first_token(model, letter) for letter in letters]))
             texts.append(text)
+            if len(texts) == 1:
+                prompt_ids.append(ids)
         prompts.append(texts)
-    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / k_orders, resume=resume)
+    unit = len(questions) / len(rows)
+    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=unit, resume=resume)
     scores: list[QuestionScore] = []
     r = 0
     per_question: list[np.ndarray] = []
+    logliks: list[np.ndarray] = []
     for q in questions:
         k = len(q.options)
         if scoring == "letter-permuted":
             per_question.append(permutation_average(raw[r : r + k]))
+            logliks.append(np.mean([[raw[r + s][(o - s) % k] for o in range(k)] for s in range(k)], axis=0))
             r += k
         else:
             per_question.append(_log_softmax(raw[r]))
+            logliks.append(np.asarray(raw[r], dtype=float))
             r += 1
     if scoring == "letter-calibrated":
         prior = _letter_prior(per_question)
         per_question = [_log_softmax(lp - prior[: len(lp)]) for lp in per_question]
     r = 0
-    for texts, lp in zip(prompts, per_question):
+    for q, texts, lp, ll, ids0 in zip(questions, prompts, per_question, logliks, prompt_ids):
         ids = [list(map(int, rows[r + s].candidates or [])) for s in range(len(texts))]
         r += len(texts)
-        scores.append(QuestionScore("\n\n".join(texts), ids, lp.tolist(), int(np.argmax(lp))))
+        pred, per_answer, best = answer_view(q, lp)
+        scores.append(
+            QuestionScore(
+                "\n\n".join(texts), ids, lp.tolist(), pred, prompt_token_ids=ids0, option_logliks=[float(x) for x in ll],
+                option_token_counts=[1] * len(lp), answer_scores=per_answer, pred_option=best, bos=starts_with_bos(model, ids0),
+            )
+        )
     return scores
 
 
@@ -318,26 +383,35 @@ def _score_cloze(
     cont_ids: list[list[list[int]]] = []
     for q in questions:
         text, conts = cloze_prompt(q, prompt_format, model.tokenizer)
-        opts = [list(model.tokenizer(c, add_special_tokens=False)["input_ids"]) for c in conts]
+        pairs = [encode_pair(model, text, c) for c in conts]
+        opts = [o for _, o in pairs]
         if any(not o for o in opts):
             raise LensSteerError(f"an option of question {q.question[:60]!r} encodes to no tokens")
         prompts.append(text)
-        prompt_ids.append(encode_texts(model, [text])[0])
+        prompt_ids.append(pairs[0][0])
         cont_ids.append(opts)
     if accepts_kv_cache(model):
         raw = _cloze_shared_prefix(model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress, resume=resume)
     else:  # one sequence per option (TL 3.x HookedTransformer takes no Hugging Face cache)
         rows = [_Row(p + o, list(range(len(p) - 1, len(p) - 1 + len(o))), targets=o) for p, opts in zip(prompt_ids, cont_ids) for o in opts]
-        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0 / len(cont_ids[0]), resume=resume)
+        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=len(questions) / len(rows), resume=resume)
         raw, r = [], 0
         for opts in cont_ids:
             raw.append(flat[r : r + len(opts)])
             r += len(opts)
     scores = []
-    for text, opts, lps in zip(prompts, cont_ids, raw):
+    for q, text, ids0, opts, lps in zip(questions, prompts, prompt_ids, cont_ids, raw):
         summed = np.array([float(x.sum()) for x in lps])
         per_tok = np.array([float(x.mean()) for x in lps])
-        scores.append(QuestionScore(text, opts, _log_softmax(summed).tolist(), int(np.argmax(summed)), _log_softmax(per_tok).tolist()))
+        normalised = _log_softmax(summed)
+        pred, _, best = answer_view(q, summed)
+        scores.append(
+            QuestionScore(
+                text, opts, normalised.tolist(), pred, _log_softmax(per_tok).tolist(), prompt_token_ids=ids0,
+                option_logliks=summed.tolist(), option_token_counts=[len(o) for o in opts],
+                answer_scores=answer_view(q, normalised)[1], pred_option=best, bos=starts_with_bos(model, ids0),
+            )
+        )
     return scores
 
 
@@ -357,8 +431,9 @@ def _cloze_shared_prefix(
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
     unembed = _Unembed(model)
     out: list[list[np.ndarray]] = [[] for _ in prompt_ids]
+    side = "left" if sliding_window(hf_config(model)) is not None else "right"  # a sliding window would count the pads between prompt and option
     for batch_idx in length_batches([len(p) for p in prompt_ids], max_batch=max_batch, max_tokens=max_tokens):
-        prompts = pad_batch([prompt_ids[i] for i in batch_idx], pad_id=pad_id(model), padding_side="right", device=device)
+        prompts = pad_batch([prompt_ids[i] for i in batch_idx], pad_id=pad_id(model), padding_side=side, device=device)
         k = [len(cont_ids[i]) for i in batch_idx]
         options = [o for i in batch_idx for o in cont_ids[i]]
         conts = pad_batch(options, pad_id=pad_id(model), padding_side="right", device=device)
@@ -371,7 +446,7 @@ def _cloze_shared_prefix(
                 stored = [resume.cache.get(k, resume.start) for k in keys]
                 if any(x is None for x in stored):  # both passes resume or both run in full: the KV cache must cover the same blocks
                     stored = [None, None]
-            resid_prompt = _forward(model, prompts.tokens, {"past_key_values": cache}, resume, keys[0], stored[0])
+            resid_prompt = _forward(model, prompts.tokens, {"past_key_values": cache, **prompts.forward_kwargs()}, resume, keys[0], stored[0])
             last_prompt = resid_prompt[torch.arange(len(batch_idx), device=device), prompts.last_index]  # predicts each option's first token
             cache.reorder_cache(owner)  # one copy of the prompt's keys/values per option
             mask = torch.cat([prompts.attention_mask[owner], conts.attention_mask], dim=1)

@@ -108,6 +108,18 @@ def available_models() -> list[str]:
     return [EMBEDDED_MODEL, GEMMA_MODEL, TINY_MODEL]
 
 
+def checkpoint_folder(name: str) -> Path:
+    """The local Hugging Face checkpoint folder behind a model name `load_model` knows (converted once for the
+    embedded models), or the folder itself; a one-line ModelError for a name with no local folder."""
+    if name == EMBEDDED_MODEL:
+        return _embedded_smollm2_folder()
+    if name == GEMMA_MODEL:
+        return _embedded_gemma_folder()
+    if Path(name).is_dir():
+        return Path(name)
+    raise ModelError(f"model {name!r} has no local checkpoint folder; use {EMBEDDED_MODEL!r}, {GEMMA_MODEL!r} or a folder path")
+
+
 DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -221,11 +233,26 @@ def check_bridgeable(source: str, name: str) -> None:
         raise ModelError(f"model {name!r} has architecture {arch!r}, which TransformerLens cannot bridge; use a model of a supported family: {', '.join(supported_architectures())}")
 
 
+def tokenizer_adds_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer's own default encoding of plain text starts with its BOS token."""
+    bos_id = tokenizer.bos_token_id
+    probe = tokenizer("a")["input_ids"]
+    return bos_id is not None and len(probe) > 0 and int(probe[0]) == int(bos_id)
+
+
+def plain_text_bos(model: HookedModel) -> bool:
+    """Whether plain text gets a BOS under the checkpoint tokenizer's own default (recorded before
+    TransformerLens, which makes its tokenizer prepend one, wrapped it)."""
+    recorded = getattr(model, "_lens_steer_plain_bos", None)
+    return bool(recorded) if recorded is not None else tokenizer_adds_bos(model.tokenizer)
+
+
 def wrap_hf_model(
     hf_model: Any, tokenizer: Any, *, name: str, device: str | torch.device = "cpu", process_weights: bool = False
 ) -> HookedModel:
     """Wrap a Hugging Face causal LM and tokenizer as a TransformerLens hooked model labelled `name`."""
     hf_model.eval()
+    plain_bos = tokenizer_adds_bos(tokenizer)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     try:
@@ -246,6 +273,7 @@ def wrap_hf_model(
     for p in bridge.parameters():
         p.requires_grad_(False)
     object.__setattr__(bridge, "_lens_steer_processing", {flag: bool(process_weights) for flag in PROCESSING_FLAGS})
+    object.__setattr__(bridge, "_lens_steer_plain_bos", plain_bos)
     return bridge
 
 
@@ -347,34 +375,45 @@ def tiny_tokenizer() -> Any:
     return tok
 
 
-def _load_tiny(*, device: str | torch.device, dtype: torch.dtype, seed: int, process_weights: bool) -> HookedModel:
+def tiny_hf_model(seed: int = 0, dtype: torch.dtype = torch.float32) -> tuple[Any, Any]:
+    """The Hugging Face model and tokenizer behind "tiny-llama" (random weights fixed by `seed`)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
     tokenizer = tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+        architectures=["LlamaForCausalLM"],
+    )
     generator_state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        try:
-            from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
-        except ImportError:
-            return _tiny_hooked_transformer(tokenizer, device=device, dtype=dtype)
-        from transformers import LlamaConfig, LlamaForCausalLM
-
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=64,
-            intermediate_size=128,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=512,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tie_word_embeddings=False,
-            architectures=["LlamaForCausalLM"],
-        )
         hf_model = LlamaForCausalLM(config).to(dtype)
     finally:
         torch.random.set_rng_state(generator_state)
+    return hf_model, tokenizer
+
+
+def _load_tiny(*, device: str | torch.device, dtype: torch.dtype, seed: int, process_weights: bool) -> HookedModel:
+    try:
+        from transformer_lens.model_bridge import TransformerBridge  # noqa: F401
+    except ImportError:
+        generator_state = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        try:
+            return _tiny_hooked_transformer(tiny_tokenizer(), device=device, dtype=dtype)
+        finally:
+            torch.random.set_rng_state(generator_state)
+    hf_model, tokenizer = tiny_hf_model(seed, dtype)
     return wrap_hf_model(hf_model, tokenizer, name=TINY_MODEL, device=device, process_weights=process_weights)
 
 

@@ -38,6 +38,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from lens_steer.axes import Axis, get_axis
 from lens_steer.consistency import activation_consistency, trials_consistency_correlation
+from lens_steer.benches import bbq_predictions
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError, StudyError
@@ -268,7 +269,7 @@ def _read_json(path: str | Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
-        raise StudyError(f"{path}:{e.lineno}: invalid JSON ({e.msg})") from None
+        raise StudyError(f"{path}:{e.lineno}: invalid JSON ({e.msg}); fix the file (docs/search.md shows the format)") from None
 
 
 # ============================================================================ the search config
@@ -603,11 +604,13 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     return failed
 
 
-def _sampler(seed: int, n_existing: int, startup: int) -> optuna.samplers.TPESampler:
-    """A TPE sampler seeded from the study seed and the number of trials so far (reproducible for one
-    worker, different for workers that start at different points)."""
-    derived = int.from_bytes(hashlib.sha256(f"{seed}:{n_existing}".encode()).digest()[:4], "big")
-    return optuna.samplers.TPESampler(seed=derived, n_startup_trials=startup)
+def _sampler(seed: int, n_before: int, startup: int) -> optuna.samplers.TPESampler:
+    """A TPE sampler seeded from the study seed and `n_before`, the trials finished or running ahead of
+    this one: a single worker draws the same points in every run (a killed trial's retry included), and
+    workers running side by side draw different ones. `constant_liar` makes TPE count the other workers'
+    running trials, so parallel workers do not propose the same point."""
+    derived = int.from_bytes(hashlib.sha256(f"{seed}:{n_before}".encode()).digest()[:4], "big")
+    return optuna.samplers.TPESampler(seed=derived, n_startup_trials=startup, constant_liar=True)
 
 
 def run_trials(
@@ -643,6 +646,7 @@ def run_trials(
         if len(earlier) >= n_trials:
             trial.set_user_attr("surplus", True)
             raise _Surplus
+        study.sampler = _sampler(seed, len(earlier), tpe_startup_trials)  # draws nothing before the first suggest
         params = space.suggest(trial)
         if own_hb is None:
             return float(objective(params, trial))
@@ -660,7 +664,6 @@ def run_trials(
         if finished + running >= n_trials and waiting == 0:
             time.sleep(poll_seconds)
             continue
-        study.sampler = _sampler(seed, len(trials), tpe_startup_trials)
         start = time.perf_counter()
         last: list[FrozenTrial] = []
         with warnings.catch_warnings():
@@ -839,28 +842,6 @@ def objective_value(metrics: Mapping[str, Any], config: SearchConfig, baseline: 
     return v("acc_ambig") - config.guard_penalty * max(0.0, floor - v("acc_disambig"))
 
 
-def bbq_predictions(
-    model: HookedModel,
-    items: Sequence[BbqItem],
-    *,
-    vector: SteeringVector | None = None,
-    coeff: float = 0.0,
-    scoring: str = DEFAULT_SCORING,
-    prompt_format: str = "reference",
-    max_batch: int = 16,
-    progress: Callable[[int], None] | None = None,
-    prefix: PrefixCache | None = None,
-) -> list[BbqPrediction]:
-    """BBQ predictions only (no records), steered by `coeff * vector` if given.
-
-    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
-    from lens_steer.benches import bbq_question
-
-    questions = [bbq_question(i) for i in items]
-    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
-    return [BbqPrediction.from_item(it, s.pred, s.option_scores) for it, s in zip(items, scores)]
-
-
 class IsvObjective:
     """The ISV objective for one (model, axis, config): trial params in, validation objective out.
 
@@ -911,7 +892,7 @@ class IsvObjective:
         """BBQ predictions for `items`, steered by `coeff * vector` if given."""
         return bbq_predictions(
             self.model, items, vector=vector, coeff=coeff, scoring=self.config.scoring, prompt_format=self.config.prompt_format, max_batch=self.config.max_batch, prefix=self.prefix
-        )
+        )[1]
 
     def mmlu_items(self) -> list[Any]:
         """The MMLU dev items of the retention penalty (`config.mmlu_items`, seeded choice)."""
@@ -1021,12 +1002,14 @@ def run_isv_search(
     n_trials: int | None = None,
     objective: Objective | None = None,
     progress: TrialProgress | None = None,
+    given: Mapping[str, Any] | None = None,
 ) -> IsvResult:
     """Search one axis's ISV: open/join/resume the study, run trials until it holds `config.n_trials`
     finished trials, then write the ISV outputs into `out_dir`. `storage` defaults to
     `sqlite:///<out_dir>/optuna.db`; "journal:<file>" or any SQLAlchemy URL also work.
     `config` may be None only with `resume` (the stored configuration is used); `n_trials` overrides
-    the configured budget.
+    the configured budget. With `resume`, `given` holds the configuration fields the caller set
+    explicitly (JSON values): equal to the stored ones they are accepted, a different one is refused.
     `objective` replaces the BBQ objective (tests, custom objectives)."""
     ax = axis if isinstance(axis, Axis) else get_axis(axis)
     out = Path(out_dir)
@@ -1038,10 +1021,13 @@ def run_isv_search(
         raise StudyError("a new search needs a SearchConfig; pass config, or resume=True to use the stored one")
     if config is not None:
         check_corpora(config.space.resolve(int(model.cfg.n_layers)), data_root)
-    out.mkdir(parents=True, exist_ok=True)
+    if storage is None:  # the default storage lives in the run folder
+        out.mkdir(parents=True, exist_ok=True)
     store = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
     name = study_name or default_study_name(model, ax)
     study, used = open_study(store, name, config=config, resume=resume, storage_label=label)
+    if resume and used is not None and given:
+        check_resume_options(used, given, name)
     if used is None:
         raise StudyError(f"study {name!r} has no stored lens_steer configuration; pass a SearchConfig to continue it")
     if n_trials is not None:
@@ -1058,6 +1044,20 @@ def run_isv_search(
     if objective is None and _stored_baseline(study, used) is None:
         _store_baseline(study, used, isv.baseline())
     return write_isv_outputs(study, isv, out, storage_label=label, worker_seconds=time.time() - started)
+
+
+def check_resume_options(stored: SearchConfig, given: Mapping[str, Any], study_name: str) -> None:
+    """Refuse (one line, naming the option) a resumed study's option whose value differs from the stored one."""
+    have = stored.to_json()
+    for field, value in given.items():
+        if field == "n_trials":
+            continue
+        if field not in have:
+            raise StudyError(f"cannot resume study {study_name!r}: {field!r} is not a search config field; valid: {', '.join(sorted(have))}")
+        if have[field] != value:
+            flag = "--" + field.replace("_", "-")
+            what = f"a different {flag} ({_first_difference(have[field], value)})" if isinstance(value, Mapping) and isinstance(have[field], Mapping) else f"{flag} {value!r} (stored: {have[field]!r})"
+            raise StudyError(f"cannot resume study {study_name!r} with {what}; drop {flag} or give the stored value, or start a new --study")
 
 
 def _stored_baseline(study: optuna.Study, config: SearchConfig) -> dict[str, float] | None:
@@ -1200,7 +1200,6 @@ __all__ = [
     "objective_value",
     "open_storage",
     "open_study",
-    "bbq_predictions",
     "parse_layer_spec",
     "redact_url",
     "run_isv_search",

@@ -11,8 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.data.bbq import BbqItem
+from lens_steer.evaluate import SCORING_VERSION
 from lens_steer.io import write_json, write_jsonl
 from lens_steer.metrics import BbqPrediction
+from lens_steer.tokens import BOS_POLICY
 from lens_steer.vectors import SteeringVector
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(BbqPrediction))
@@ -74,6 +76,8 @@ class PredictionStore:
             "vector": vector_digest(vector),
             "coeff": float(coeff) if vector is not None else 0.0,
             "items": items_digest(item_keys),
+            "scoring_version": SCORING_VERSION,
+            "bos_policy": BOS_POLICY,
             **settings,
         }
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]

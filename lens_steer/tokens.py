@@ -10,7 +10,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from lens_steer.models import HookedModel
+from lens_steer.models import HookedModel, plain_text_bos
 
 PaddingSide = Literal["left", "right"]
 
@@ -45,19 +45,41 @@ class TokenBatch:
         return {}  # right padding: causal attention keeps real tokens independent of later pads
 
 
+BOS_POLICY = "tokenizer-default"  # recorded with every prediction file and vector
+
+
 def encode_texts(model: HookedModel, texts: Sequence[str], *, prepend_bos: bool | None = None) -> list[list[int]]:
-    """Token ids of each text; BOS is prepended (if the model wants one) unless the text already starts with it."""
+    """Token ids of each text.
+
+    `prepend_bos=None` follows the checkpoint tokenizer's own default for plain text (as Hugging Face and
+    lm-evaluation-harness do; see `models.plain_text_bos`), except that a text already starting with the
+    BOS string gets no second one; True makes sure a BOS leads; False adds none. No other special token
+    is added."""
     tokenizer = model.tokenizer
-    ids = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     bos_text = tokenizer.bos_token
-    default = bool(getattr(model.cfg, "default_prepend_bos", True))
+    bos_id = tokenizer.bos_token_id
+    want = plain_text_bos(model) if prepend_bos is None else prepend_bos
     out = []
-    for text, row in zip(texts, ids):
-        want = default if prepend_bos is None else prepend_bos
-        if want and tokenizer.bos_token_id is not None and not (bos_text and text.startswith(bos_text)):
-            row = [tokenizer.bos_token_id, *row]
-        out.append(list(row))
+    for text in texts:
+        row = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if want and bos_id is not None and not (bos_text and text.startswith(bos_text)):
+            row = [bos_id, *row]
+        out.append(row)
     return out
+
+
+def starts_with_bos(model: HookedModel, ids: Sequence[int]) -> bool:
+    """Whether a token sequence begins with the model's BOS token."""
+    bos_id = model.tokenizer.bos_token_id
+    return bos_id is not None and len(ids) > 0 and int(ids[0]) == int(bos_id)
+
+
+def bos_record(model: HookedModel, prepend_bos: bool | None = None) -> dict[str, object]:
+    """How BOS is decided for plain text, for provenance: the policy and what it does for this tokenizer."""
+    tokenizer = model.tokenizer
+    probe = encode_texts(model, ["a"], prepend_bos=prepend_bos)[0]
+    policy = BOS_POLICY if prepend_bos is None else ("always" if prepend_bos else "never")
+    return {"bos_policy": policy, "bos_token": tokenizer.bos_token, "bos_on_plain_text": starts_with_bos(model, probe)}
 
 
 def pad_batch(rows: Sequence[Sequence[int]], *, pad_id: int, padding_side: PaddingSide = "right", device: str | torch.device = "cpu") -> TokenBatch:

@@ -68,3 +68,14 @@ def single_thread() -> Any:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+
+
+def tiny_llama_folder(folder: Any, seed: int = 0) -> Any:
+    """The "tiny-llama" model and tokenizer saved as a Hugging Face checkpoint folder (loadable by path)."""
+    from pathlib import Path
+
+    hf_model, tokenizer = models.tiny_hf_model(seed)
+    folder = Path(folder)
+    hf_model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder

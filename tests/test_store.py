@@ -12,6 +12,8 @@ import torch
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.errors import LensSteerError
 from lens_steer.metrics import BbqPrediction
+from lens_steer.evaluate import SCORING_VERSION
+from lens_steer.tokens import BOS_POLICY
 from lens_steer.store import PredictionStore, items_digest, vector_digest
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
@@ -61,6 +63,8 @@ def test_the_file_name_is_the_hash_of_the_spec(items: list[BbqItem], tmp_path: P
         "coeff": 0.0,
         "items": hashlib.sha256(json.dumps([[it.category, it.example_id, it.source] for it in items]).encode()).hexdigest()[:16],
         "scoring": "cloze",
+        "scoring_version": SCORING_VERSION,
+        "bos_policy": BOS_POLICY,
     }
     name = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
     rows = [json.loads(x) for x in (tmp_path / "predictions" / f"{name}.jsonl").read_text().splitlines()]

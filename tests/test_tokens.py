@@ -6,9 +6,11 @@ from typing import Any
 
 import pytest
 import torch
-from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.tokens import encode_texts, length_batches, model_device, pad_batch, pad_id
+from lens_steer import models
+from _tiny_models import BACKENDS, bridge_only, make_tiny, single_thread  # noqa: F401 (autouse fixture)
+
+from lens_steer.tokens import bos_record, encode_texts, length_batches, model_device, pad_batch, pad_id
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -20,12 +22,30 @@ def test_encode_bos_rule(model: Any) -> None:
     tok = model.tokenizer
     bos = tok.bos_token_id
     plain = tok("abc", add_special_tokens=False)["input_ids"]
-    assert encode_texts(model, ["abc"]) == [[bos, *plain]]
+    # the tiny tokenizer's own default adds BOS to plain text; the policy follows it
+    assert tok("abc")["input_ids"] == [bos, *plain]
+    assert encode_texts(model, ["abc"]) == [tok("abc")["input_ids"]]
     assert encode_texts(model, ["abc"], prepend_bos=False) == [plain]
+    assert encode_texts(model, ["abc"], prepend_bos=True) == [[bos, *plain]]
     already = tok.bos_token + "abc"
     assert encode_texts(model, [already]) == [tok(already, add_special_tokens=False)["input_ids"]]
     assert encode_texts(model, [already])[0].count(bos) == 1
-    assert encode_texts(model, ["abc"])[0] == model.to_tokens("abc")[0].tolist()  # same rule as TransformerLens
+    assert bos_record(model)["bos_on_plain_text"] is True
+
+
+@bridge_only
+def test_encode_follows_a_tokenizer_that_adds_nothing() -> None:
+    """A checkpoint whose tokenizer adds no special tokens (as SmolLM2's) gets no BOS under the default
+    policy, although TransformerLens makes the wrapped tokenizer prepend one."""
+    hf_model, tok = models.tiny_hf_model()
+    tok.add_bos_token = False
+    reference = models.tiny_tokenizer()
+    reference.add_bos_token = False
+    assert reference("abc")["input_ids"] == reference("abc", add_special_tokens=False)["input_ids"]  # its own default: no BOS
+    model = models.wrap_hf_model(hf_model, tok, name="tiny-no-bos")
+    assert encode_texts(model, ["abc"]) == [reference("abc")["input_ids"]]
+    assert bos_record(model)["bos_on_plain_text"] is False
+    assert encode_texts(model, ["abc"], prepend_bos=True)[0][0] == reference.bos_token_id
 
 
 def test_pad_batch_right_and_left_by_hand() -> None:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 
 from lens_steer.cli._baselines import add_baseline_options, load_stereoset_items, load_v2_bbq_items, print_stereoset, run_baseline_or_stereoset
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
+from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args, progress_bar
 from lens_steer.errors import LensSteerError
 
 
@@ -20,6 +21,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", default="test", help="BBQ split: train, validation, test or all (default test)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the BBQ split (default 0)")
     p.add_argument("--limit", type=int, default=None, help="at most N items (BBQ: whole variant groups), chosen by --seed")
+    p.add_argument("--ids", default=None, help="BBQ: exactly the items named in FILE ('category,example_id' lines), in its order; --split is ignored")
+    p.add_argument(
+        "--bbq-choices", default=None,
+        help="BBQ choice set: item (the three answers; default for --prompt-format reference) or lm_eval (lm-evaluation-harness's "
+        "two people + ten unknown phrasings; default for --prompt-format lm_eval; cloze only)",
+    )
     p.add_argument("--scoring", default=None, help="cloze (default), letter, letter-calibrated or letter-permuted")
     p.add_argument("--prompt-format", default=None, help="reference (the SVE paper's chat prompt; BBQ default) or lm_eval (MMLU default)")
     p.add_argument("--bbq-source", default="official", help="official, generated or mixed (generated rows come from --generated-dir)")
@@ -36,16 +43,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lens_steer.benches import BENCHES, limit_bbq, limit_items, run_bbq, run_crows, run_mmlu
-    from lens_steer.evaluate import DEFAULT_SCORING, SCORINGS, check_choice
+    from lens_steer.benches import BBQ_CHOICE_SETS, BENCHES, default_bbq_choices, limit_bbq, limit_items, run_bbq, run_crows, run_mmlu
+    from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORING_VERSION, SCORINGS, check_choice
+    from lens_steer.tokens import bos_record
     from lens_steer.io import write_json, write_jsonl
     from lens_steer.vectors import load_vector
 
     bench = check_choice(args.bench, BENCHES, "bench")
+    check_out_folder(args.out)
+    check_at_least(args.limit, 1, "--limit")
+    check_at_least(args.batch_size, 1, "--batch-size")
+    check_at_least(args.n_boot, 0, "--n-boot")
+    if not math.isfinite(args.coeff):
+        raise LensSteerError(f"--coeff must be a finite number, got {args.coeff}; write e.g. --coeff 2")
     scoring = check_choice(args.scoring or DEFAULT_SCORING, SCORINGS, "scoring")
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     if args.categories is not None and not cats:
         raise LensSteerError("--categories is empty; name at least one or leave it out for all")
+    if args.ids and bench != "bbq":
+        raise LensSteerError("--ids selects BBQ items; leave it out for --bench " + bench)
+    prompt_format = check_choice(args.prompt_format or ("lm_eval" if bench == "mmlu" else "reference"), PROMPT_FORMATS, "prompt format")
+    bbq_choices = check_choice(args.bbq_choices or default_bbq_choices(prompt_format), BBQ_CHOICE_SETS, "BBQ choice set")
+    if bench == "bbq" and bbq_choices == "lm_eval" and scoring != "cloze":
+        raise LensSteerError(f"--bbq-choices lm_eval scores answer texts; use it with --scoring cloze, not {scoring}")
     items = _load_items(args, bench, cats)
     items = limit_bbq(items, args.limit, args.seed) if bench == "bbq" else limit_items(items, args.limit, args.seed)
     if not items:
@@ -59,10 +79,10 @@ def run(args: argparse.Namespace) -> int:
         if args.baseline or bench == "stereoset":
             result = run_baseline_or_stereoset(args, bench, model, items, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff, progress=update)
         elif bench == "bbq":
-            result = run_bbq(model, items, scoring=scoring, prompt_format=args.prompt_format or "reference", vector=vector, coeff=coeff,
+            result = run_bbq(model, items, scoring=scoring, prompt_format=prompt_format, bbq_choices=bbq_choices, vector=vector, coeff=coeff,
                              bias_variant=args.bias_variant, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
         elif bench == "mmlu":
-            result = run_mmlu(model, items, scoring=scoring, prompt_format=args.prompt_format or "lm_eval", vector=vector, coeff=coeff,
+            result = run_mmlu(model, items, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff,
                               n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
         else:
             result = run_crows(model, items, vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
@@ -72,8 +92,9 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     meta = {
         "model": args.model, "bench": bench, "scoring": scoring if bench != "crows" else "sequence_logprob",
-        "prompt_format": args.prompt_format or ("lm_eval" if bench == "mmlu" else "reference"),
-        "split": args.split if bench == "bbq" else None, "split_seed": args.split_seed, "limit": args.limit, "seed": args.seed,
+        "prompt_format": prompt_format, "bbq_choices": bbq_choices if bench == "bbq" else None,
+        "tokenization": bos_record(model), "scoring_version": SCORING_VERSION,
+        "split": ("ids:" + str(args.ids) if args.ids else args.split) if bench == "bbq" else None, "split_seed": args.split_seed, "limit": args.limit, "seed": args.seed,
         "bbq_source": args.bbq_source if bench == "bbq" else None, "vector": args.vector, "coeff": coeff,
         "n_items": len(items), "seconds": round(seconds, 2), "items_per_second": round(len(items) / seconds, 3),
     }
@@ -86,10 +107,15 @@ def run(args: argparse.Namespace) -> int:
 
 def _load_items(args: argparse.Namespace, bench: str, cats: list[str] | None) -> list:
     if bench == "bbq":
-        from lens_steer.data.bbq import load_bbq
+        from lens_steer.data.bbq import load_bbq, read_item_ids, select_ids
         from lens_steer.data.splits import select_split
 
+        ids = read_item_ids(args.ids) if args.ids else None
+        if ids is not None and cats is None:
+            cats = sorted({c for c, _ in ids})
         items = load_bbq(cats, data_root=args.data_dir, source=args.bbq_source, generated_dir=args.generated_dir)
+        if ids is not None:
+            return select_ids(items, ids, where=f"--ids {args.ids}")
         return select_split(items, args.split, seed=args.split_seed)
     if bench == "stereoset":
         return load_stereoset_items(args, cats)

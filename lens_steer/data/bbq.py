@@ -42,6 +42,20 @@ ITEM_SOURCES: tuple[str, ...] = ("official", "partial", "generated")
 POLARITIES: tuple[str, ...] = ("neg", "nonneg")
 CONDITIONS: tuple[str, ...] = ("ambig", "disambig")
 UNKNOWN_GROUP = "unknown"
+# The "unknown" phrasings lm-evaluation-harness's BBQ task scores as choices (copied there from HELM); any of
+# them counts as the unknown answer. They are exactly BBQ's own unknown-answer texts.
+LM_EVAL_UNKNOWN_RESPONSES = (
+    "Unknown",
+    "Cannot answer",
+    "Can't be determined",
+    "Cannot be determined",
+    "Can't answer",
+    "Not known",
+    "Not enough info",
+    "Not enough information",
+    "Not answerable",
+    "Undetermined",
+)
 
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")
 
@@ -335,14 +349,19 @@ def normalize_category(name: str) -> str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8") as f:
-        for n, raw in enumerate(f, start=1):
+    """(line number, object) of each non-blank line; a UTF-8 BOM and CRLF line ends are accepted."""
+    with path.open("rb") as f:
+        for n, data in enumerate(f, start=1):
+            try:
+                raw = data.decode("utf-8-sig" if n == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(f"BBQ file {path} line {n}: not UTF-8 (byte 0x{data[e.start]:02x} at column {e.start + 1}); save the file as UTF-8") from None
             if not raw.strip():
                 continue
             try:
                 yield n, json.loads(raw)
             except json.JSONDecodeError as e:
-                raise DataError(f"BBQ file {path} line {n}: invalid JSON ({e.msg} at column {e.colno})") from None
+                raise DataError(f"BBQ file {path} line {n}: invalid JSON ({e.msg} at column {e.colno}); fix or re-download the file") from None
 
 
 def load_bbq_file(path: str | Path, *, source: str, category: str | None = None) -> list[BbqItem]:
@@ -425,7 +444,8 @@ def load_bbq(
             or (source != "official" and _generated_path(c, generated_dir) is not None)
         ]
         if not cats:
-            raise DataError(f"no BBQ files found for source {source!r} (data root {root}, generated_dir {generated_dir})")
+            raise DataError(f"no BBQ files found for source {source!r} (data root {root}, generated_dir {generated_dir}); "
+                            "point --data-dir or $LENS_STEER_DATA at a folder with bbq/data/<Category>.jsonl")
     else:
         cats = list(dict.fromkeys(normalize_category(c) for c in categories))
         if not cats:
@@ -478,3 +498,32 @@ def load_bbq_hf(
         rows = [parse_bbq_row(dict(r), file=f"hf:{dataset_id}/{c}/{split}", line=n, source="official") for n, r in enumerate(ds, 1)]
         items += attach_ambig_contexts(rows)
     return items
+
+
+def read_item_ids(path: str | Path) -> list[tuple[str, int]]:
+    """`(category, example_id)` per line of a file of `category,example_id` lines (blank lines and `#` comments skipped)."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"ids file {p} does not exist; give a file of 'category,example_id' lines")
+    out: list[tuple[str, int]] = []
+    for n, raw in enumerate(p.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [x.strip() for x in line.split(",")]
+        if len(parts) != 2 or not parts[1].lstrip("-").isdigit():
+            raise DataError(f"{p}:{n}: expected 'category,example_id' (e.g. 'Age,12'), got {line[:60]!r}")
+        out.append((normalize_category(parts[0]), int(parts[1])))
+    if not out:
+        raise DataError(f"ids file {p} names no item; write one 'category,example_id' per line")
+    return out
+
+
+def select_ids(items: Sequence[BbqItem], ids: Sequence[tuple[str, int]], *, where: str = "--ids") -> list[BbqItem]:
+    """The items named by `ids`, in that order; a one-line error for an id no loaded item has."""
+    by_key = {(it.category, it.example_id): it for it in items}
+    missing = [k for k in ids if k not in by_key]
+    if missing:
+        cat, eid = missing[0]
+        raise DataError(f"{where}: no loaded BBQ item {cat},{eid} ({len(missing)} missing); check the category (and --bbq-source) and the example id")
+    return [by_key[k] for k in ids]
