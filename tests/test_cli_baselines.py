@@ -65,5 +65,9 @@ def test_bbq_on_the_v2_splits(tmp_path):
     out = tmp_path / "v2"
     assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--splits", "v2", "--categories", "religion", "--n-boot", "0", "--limit", "8", "--out", str(out)]) == 0
     _, rows = read(out)
-    assert len(rows) == 8 and all(600 <= r["example_id"] < 1200 and r["category"] == "Religion" for r in rows)
+    from lens_steer.benches import limit_bbq
+    from lens_steer.data.bbq_v2 import load_v2_items
+
+    expected = limit_bbq(load_v2_items("religion", "test", DATA), 8, seed=0)  # eval's own selection, applied to the v2 rows
+    assert [r["example_id"] for r in rows] == [i.example_id for i in expected] and all(600 <= r["example_id"] < 1200 for r in rows)
     assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--splits", "v2", "--split", "train", "--out", str(tmp_path / "bad")]) == 2

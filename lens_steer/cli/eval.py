@@ -106,6 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load_items(args: argparse.Namespace, bench: str, cats: list[str] | None) -> list:
+    if bench == "bbq" and args.splits == "v2":
+        return load_v2_bbq_items(args, cats)
     if bench == "bbq":
         from lens_steer.data.bbq import load_bbq, read_item_ids, select_ids
         from lens_steer.data.splits import select_split
@@ -119,8 +121,6 @@ def _load_items(args: argparse.Namespace, bench: str, cats: list[str] | None) ->
         return select_split(items, args.split, seed=args.split_seed)
     if bench == "stereoset":
         return load_stereoset_items(args, cats)
-    if bench == "bbq" and args.splits == "v2":
-        return load_v2_bbq_items(args, cats)
     if bench == "mmlu":
         from lens_steer.data.mmlu import load_mmlu
 
