@@ -19,6 +19,7 @@ from torch import Tensor
 
 from lens_steer.architectures import final_logit_softcap, hf_config, sliding_window
 from lens_steer.errors import LensSteerError
+from lens_steer.generation import generate_answers
 from lens_steer.models import HookedModel, accepts_kv_cache
 from lens_steer.pairs import render_chat
 from lens_steer.prefix import PrefixCache, batch_key, can_resume, capture_hooks, run_blocks, start_block
@@ -29,7 +30,7 @@ from lens_steer.vectors import SteeringVector
 # Bumped whenever a protocol's prompts, tokenisation or choice sets change; part of every prediction-store key.
 # 2: BOS follows the tokenizer's default, continuations split as lm-eval does, lm-eval's MMLU letters, raw log-likelihoods.
 SCORING_VERSION = 2
-SCORINGS = ("cloze", "letter", "letter-calibrated", "letter-permuted")
+SCORINGS = ("cloze", "letter", "letter-calibrated", "letter-permuted", "generate")
 DEFAULT_SCORING = "cloze"
 PROMPT_FORMATS = ("reference", "lm_eval")
 REFERENCE_INSTRUCTION = "Answer with only a single letter.\n\nThe following are multiple choice questions (with answers):\n"
@@ -68,6 +69,8 @@ class QuestionScore:
     option_scores: list[float]
     pred: int
     option_scores_per_token: list[float] | None = None
+    reply: str | None = None  # scoring "generate": the generated reply, and the rule that parsed it (pred -1: unparsed)
+    parse_rule: str | None = None
     prompt_token_ids: list[int] = dataclasses.field(default_factory=list)
     option_logliks: list[float] = dataclasses.field(default_factory=list)
     option_token_counts: list[int] = dataclasses.field(default_factory=list)
@@ -304,6 +307,8 @@ def score_questions(
     if not questions:
         raise LensSteerError("no items to score; the selection is empty")
     tok = model.tokenizer
+    if scoring == "generate":
+        return _score_generated(model, questions, prompt_format, max_batch, progress)
     if scoring == "cloze":
         return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, resume)
     prompts: list[list[str]] = []
@@ -352,6 +357,19 @@ def score_questions(
             )
         )
     return scores
+
+
+def _score_generated(model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, progress: Progress | None) -> list[QuestionScore]:
+    """The SVE paper's protocol (lens_steer.generation): greedy replies to its letter prompt, parsed as its code parses them."""
+    if prompt_format != "reference":
+        raise LensSteerError("--scoring generate is the SVE paper's protocol; use it with --prompt-format reference")
+    prompts = [letter_prompt(q, range(len(q.options)), "reference", model.tokenizer)[0] for q in questions]
+    answers = generate_answers(model, prompts, [q.options for q in questions], option_text=[q.subject is None for q in questions], max_batch=max_batch, progress=progress)
+    return [
+        QuestionScore(a.prompt, [a.reply_token_ids], [], a.pred, reply=a.reply, parse_rule=a.rule, prompt_token_ids=a.prompt_token_ids,
+                      pred_option=a.pred, bos=starts_with_bos(model, a.prompt_token_ids))
+        for a in answers
+    ]
 
 
 def permutation_average(letter_logits: Sequence[np.ndarray]) -> np.ndarray:

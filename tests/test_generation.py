@@ -134,3 +134,21 @@ def test_generate_answers_parses_the_greedy_reply(pair: Any) -> None:
     for ans, gen, opts in zip(answers, ref, [("x", "y", "z"), ("x", "y", "Unknown")]):
         assert ans.reply_token_ids == gen.token_ids and ans.reply == gen.text.strip()
         assert (ans.pred, ans.rule) == (parse_answer(gen.text, opts).pred, parse_answer(gen.text, opts).rule)
+
+
+def test_scoring_generate_in_score_questions(pair: Any) -> None:
+    from lens_steer.evaluate import SCORINGS, Question, letter_prompt, score_questions
+
+    _, bridge = pair
+    assert "generate" in SCORINGS
+    bbq = Question("The grandfather and the grandson met.", "Who forgot?", OPTIONS)
+    mmlu = Question("", "What is 2 + 2?", ("3", "4", "5", "6"), subject="elementary_mathematics")
+    scores = score_questions(bridge, [bbq, mmlu], scoring="generate", prompt_format="reference")
+    prompts = [letter_prompt(q, range(len(q.options)), "reference", bridge.tokenizer)[0] for q in (bbq, mmlu)]
+    direct = generate_answers(bridge, prompts, [bbq.options, mmlu.options], option_text=[True, False])
+    for score, ans, prompt in zip(scores, direct, prompts):
+        assert (score.prompt, score.pred, score.reply, score.parse_rule) == (prompt, ans.pred, ans.reply, ans.rule)
+        assert score.option_token_ids == [ans.reply_token_ids]
+    assert prompts[0].count("(c) Can't be determined") == 1 and "Answer with only a single letter." in prompts[1]
+    with pytest.raises(LensSteerError, match="--prompt-format reference"):
+        score_questions(bridge, [bbq], scoring="generate", prompt_format="lm_eval")
