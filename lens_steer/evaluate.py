@@ -134,11 +134,12 @@ def cloze_prompt(q: Question, prompt_format: str, tokenizer: Any) -> tuple[str, 
     return stem, [" " + opt for opt in q.options]
 
 
-def encode_pair(model: HookedModel, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation token ids as lm-evaluation-harness splits them: trailing spaces of the
-    context move to the continuation; the continuation is the whole text's ids after the context's."""
+def encode_pair(model: HookedModel, context: str, continuation: str, *, move_trailing_whitespace: bool = True) -> tuple[list[int], list[int]]:
+    """Context and continuation token ids as lm-evaluation-harness splits them: the continuation is the whole
+    text's ids after the context's, and (with `move_trailing_whitespace`, as lm-eval does) trailing whitespace
+    of the context moves to the continuation. A chat-rendered context keeps its assistant header's newline."""
     n_spaces = len(context) - len(context.rstrip())
-    if n_spaces:
+    if n_spaces and move_trailing_whitespace:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
     whole = encode_texts(model, [context + continuation])[0]
@@ -347,7 +348,7 @@ def score_questions(
         per_question = [_log_softmax(lp - prior[: len(lp)]) for lp in per_question]
     r = 0
     for q, texts, lp, ll, ids0 in zip(questions, prompts, per_question, logliks, prompt_ids):
-        ids = [list(map(int, rows[r + s].candidates or [])) for s in range(len(texts))]
+        ids = [[int(t)] for t in rows[r].candidates or []]  # per option, its letter's token (in the first order shown)
         r += len(texts)
         pred, per_answer, best = answer_view(q, lp)
         scores.append(
@@ -401,7 +402,7 @@ def _score_cloze(
     cont_ids: list[list[list[int]]] = []
     for q in questions:
         text, conts = cloze_prompt(q, prompt_format, model.tokenizer)
-        pairs = [encode_pair(model, text, c) for c in conts]
+        pairs = [encode_pair(model, text, c, move_trailing_whitespace=prompt_format == "lm_eval") for c in conts]
         opts = [o for _, o in pairs]
         if any(not o for o in opts):
             raise LensSteerError(f"an option of question {q.question[:60]!r} encodes to no tokens")

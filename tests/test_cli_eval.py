@@ -25,7 +25,7 @@ def test_eval_bbq_writes_metrics_that_recompute_from_predictions(tmp_path: Path,
     for key in ("value", "ci_low", "ci_high", "n"):
         assert key in metrics["overall"]["bias_ambig"]
     r = rows[0]
-    assert r["prompt"].startswith("<|im_start|>") and len(r["option_token_ids"][0]) == 3
+    assert r["prompt"].startswith("<|im_start|>") and [len(x) for x in r["option_token_ids"]] == [1, 1, 1]
     assert "acc" in capsys.readouterr().out
 
 
@@ -61,3 +61,41 @@ def test_eval_refuses_a_vector_from_another_model(tmp_path: Path, capsys):
     assert main([*BASE, "--bench", "bbq", "--categories", "Age", "--limit", "4", "--vector", str(path), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert "576" in err and "tiny-llama" in err and "\n" not in err
+
+
+def test_eval_ids_selects_exactly_the_named_items_in_order(tmp_path: Path) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text("# two Age items and one Religion item\nReligion,5\nAge,12\n\nage,3\n")
+    out = tmp_path / "ev"
+    assert main([*BASE, "--bench", "bbq", "--ids", str(ids), "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [(r["category"], r["example_id"]) for r in rows] == [("Religion", 5), ("Age", 12), ("Age", 3)]
+    meta = json.loads((out / "metrics.json").read_text())["meta"]
+    assert meta["split"].startswith("ids:") and meta["tokenization"]["bos_policy"] == "tokenizer-default"
+    for r in rows:  # raw numbers recompute the normalised scores and the answer
+        lls = r["option_logliks"]
+        assert r["option_answer"][max(range(len(lls)), key=lambda i: (lls[i], -i))] == r["pred"]
+        assert len(r["option_logliks"]) == len(r["option_token_counts"]) == len(r["options"]) == 3
+
+
+def test_eval_lm_eval_format_scores_lm_evals_twelve_choices(tmp_path: Path) -> None:
+    from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES
+
+    out = tmp_path / "ev"
+    assert main([*BASE, "--bench", "bbq", "--categories", "Age", "--limit", "4", "--prompt-format", "lm_eval", "--out", str(out)]) == 0
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    for r in rows:
+        assert r["options"][2:] == list(LM_EVAL_UNKNOWN_RESPONSES) and r["option_answer"][2:] == [r["unknown_index"]] * 10
+        assert r["prompt"].endswith("\nA:") and not r["prompt"].startswith("<|im_start|>")
+
+
+@pytest.mark.parametrize(
+    ("ids_text", "message"),
+    [("Age;12\n", "expected 'category,example_id'"), ("Age,999999\n", "no loaded BBQ item Age,999999"), ("\n# nothing\n", "names no item")],
+)
+def test_eval_ids_bad_file_is_one_line(tmp_path: Path, capsys, ids_text: str, message: str) -> None:
+    ids = tmp_path / "ids.txt"
+    ids.write_text(ids_text)
+    assert main([*BASE, "--bench", "bbq", "--ids", str(ids), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err and not (tmp_path / "x").exists()

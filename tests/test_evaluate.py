@@ -52,7 +52,7 @@ def test_letter_scores_equal_full_forward_logits(model, fmt):
         logits = full_logits(model, text)[-1, ids].numpy()
         np.testing.assert_allclose(s.option_scores, log_softmax(logits), atol=1e-4)
         assert s.pred == int(np.argmax(logits))
-        assert s.option_token_ids == [ids]
+        assert s.option_token_ids == [[i] for i in ids]
 
 
 def test_cloze_scores_equal_summed_logprobs_from_full_forward(model):
@@ -158,3 +158,59 @@ def test_steered_cloze_with_shared_prefix_equals_steered_full_forward(model):
             logp = torch.log_softmax(_logits_of_ids(model, p_ids + c_ids), -1)
             sums.append(sum(float(logp[len(p_ids) - 1 + i, t]) for i, t in enumerate(c_ids)))
     np.testing.assert_allclose(s.option_scores, log_softmax(sums), atol=1e-4)
+
+
+# ---- evaluation parity (BOS, raw log-likelihoods, answer mapping) ------------------------------
+@pytest.mark.parametrize("prompt_format", ["reference", "lm_eval"])
+@pytest.mark.parametrize("scoring", ["cloze", "letter", "letter-calibrated", "letter-permuted"])
+def test_prompt_ids_are_the_tokenizers_default_encoding(model, scoring: str, prompt_format: str) -> None:
+    """The ids scored are what a freshly loaded tokenizer gives the rendered prompt by default (its BOS rule included)."""
+    from lens_steer.models import tiny_tokenizer
+
+    fresh = tiny_tokenizer()
+    for q, s in zip(QUESTIONS, score_questions(model, QUESTIONS, scoring=scoring, prompt_format=prompt_format)):
+        text = cloze_prompt(q, prompt_format, fresh)[0] if scoring == "cloze" else letter_prompt(q, range(len(q.options)), prompt_format, fresh)[0]
+        expected = fresh(text)["input_ids"]
+        if prompt_format == "reference":  # the chat template already starts with the BOS string: no second BOS
+            expected = fresh(text, add_special_tokens=False)["input_ids"]
+        assert s.prompt_token_ids == expected
+        assert s.bos == (expected[0] == fresh.bos_token_id)
+
+
+def test_cloze_raw_logliks_equal_a_full_forward(model) -> None:
+    for fmt in ("reference", "lm_eval"):
+        for q, s in zip(QUESTIONS, score_questions(model, QUESTIONS, scoring="cloze", prompt_format=fmt)):
+            for opt, ll, n, cont in zip(q.options, s.option_logliks, s.option_token_counts, s.option_token_ids):
+                ids = torch.tensor([s.prompt_token_ids + cont])
+                with torch.inference_mode():
+                    lp = torch.log_softmax(model(ids)[0].float(), dim=-1)
+                p = len(s.prompt_token_ids)
+                assert n == len(cont) > 0
+                assert ll == pytest.approx(sum(float(lp[p - 1 + i, t]) for i, t in enumerate(cont)), abs=1e-4)
+            assert s.option_scores == pytest.approx(log_softmax(s.option_logliks).tolist(), abs=1e-6)
+
+
+def test_letter_raw_logliks_are_full_vocabulary_log_probs(model) -> None:
+    for q, s in zip(QUESTIONS, score_questions(model, QUESTIONS, scoring="letter", prompt_format="lm_eval")):
+        with torch.inference_mode():
+            lp = torch.log_softmax(model(torch.tensor([s.prompt_token_ids]))[0, -1].float(), dim=-1)
+        assert s.option_logliks == pytest.approx([float(lp[t[0]]) for t in s.option_token_ids], abs=1e-4)
+        assert s.option_token_counts == [1] * len(q.options)
+
+
+def test_several_phrasings_of_one_answer_count_as_that_answer(model) -> None:
+    """answer_of maps options to answers: the argmax option's answer is the prediction, each answer scores its best option."""
+    q = Question("Two friends met.", "Who was late?", ("The first", "The second", "Unknown", "Not known", "Cannot answer"), answer_of=(0, 1, 2, 2, 2))
+    (s,) = score_questions(model, [q], scoring="cloze", prompt_format="lm_eval")
+    best = int(np.argmax(s.option_logliks))
+    assert s.pred_option == best and s.pred == q.answer_of[best]
+    for a in range(3):
+        assert s.answer_scores[a] == pytest.approx(max(sc for sc, owner in zip(s.option_scores, q.answer_of) if owner == a))
+
+
+def test_mmlu_lm_eval_format_lists_choices_and_scores_letters() -> None:
+    q = QUESTIONS[2]
+    text, conts = cloze_prompt(q, "lm_eval", None)
+    assert text == ("The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
+                    "What is two plus two?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:")
+    assert conts == [" A", " B", " C", " D"]
