@@ -201,7 +201,7 @@ def detect_format(path: str | Path) -> str:
         return "lens_steer" if METADATA_KEY in meta else "plain"
     if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or legacy pickle
         return "lm-eval" if _is_lm_eval(_torch_load(path)) else "plain"
-    raise VectorError(f"{path} is not a vector file lens_steer reads (lens_steer or plain safetensors, lm-eval or plain .pt, control-vector GGUF)")
+    raise VectorError(f"{path} is not a vector file lens_steer reads (lens_steer or plain safetensors, lm-eval or plain .pt, control-vector GGUF); give one of those, e.g. from `lens-steer extract`")
 
 
 def _safetensors_header(path: Path, head: bytes) -> dict[str, Any] | None:
@@ -223,6 +223,9 @@ def _torch_load(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # unpickling errors of every kind
+        if type(e).__name__ == "UnpicklingError":  # weights_only refused an object: nothing in the file was run
+            raise VectorError(f"{path} is a pickle holding more than tensors; lens_steer never unpickles code (torch.load weights_only=True): "
+                              "save plain tensors, e.g. torch.save({layer: tensor}), or convert it to safetensors") from None
         raise VectorError(f"{path} is not a readable torch file ({str(e).splitlines()[0][:120]})") from None
 
 

@@ -479,10 +479,14 @@ def load_pairs_jsonl(path: str | Path) -> PairSet:
     """Pairs from a JSONL file, one {"positive": ..., "negative": ...} object a line (blank lines skipped)."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"pairs file {path} not found")
+        raise DataError(f"pairs file {path} not found; give a JSONL file of {{\"positive\": ..., \"negative\": ...}} lines")
     raw = path.read_bytes()
     pairs = []
-    for lineno, line in enumerate(raw.decode("utf-8").splitlines(), start=1):
+    for lineno, data in enumerate(raw.split(b"\n"), start=1):  # bytes, so that a line's own U+2028 is no line end
+        try:
+            line = data.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path} line {lineno}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8") from None
         if not line.strip():
             continue
         try:
@@ -493,12 +497,14 @@ def load_pairs_jsonl(path: str | Path) -> PairSet:
             raise DataError(f'{path} line {lineno}: expected a JSON object {{"positive": "...", "negative": "..."}}, got {type(row).__name__}')
         for key in ("positive", "negative"):
             if key not in row:
-                raise DataError(f"{path} line {lineno}: missing key {key!r}")
+                raise DataError(f'{path} line {lineno}: missing key {key!r}; each line must be {{"positive": "...", "negative": "..."}}')
             if not isinstance(row[key], str) or not row[key].strip():
                 raise DataError(f"{path} line {lineno}: {key!r} must be a non-empty string, got {row[key]!r}")
         pairs.append(ContrastivePair(row["positive"], row["negative"]))
     if not pairs:
         raise DataError(f"{path} holds no pairs; write one {{\"positive\": ..., \"negative\": ...}} object a line")
+    if all(p.positive == p.negative for p in pairs):
+        raise DataError(f"{path}: positive and negative are identical in every one of its {len(pairs)} pairs, so there is no contrast to steer along; write pairs that differ")
     return PairSet(
         tuple(pairs),
         {"builder": "jsonl", "path": str(path), "sha256": hashlib.sha256(raw).hexdigest()},

@@ -9,9 +9,13 @@ the same command continues where it stopped and repeats no finished work.
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
+import os
+import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +89,58 @@ def _fit_layers(budget: Budget, n_layers: int) -> tuple[tuple[int, ...], ...] | 
     return tuple(tuple(min(n_layers - 1, round(layer * n_layers / 30)) for layer in band) for band in budget.layers)
 
 
+LOCK_NAME = ".lens_steer.lock"
+_HELD: set[Path] = set()  # run folders this process holds
+
+
+@contextmanager
+def run_folder_lock(out_dir: str | Path) -> Iterator[Path]:
+    """Hold `out_dir/.lens_steer.lock` while a run writes the folder (re-entrant within a process).
+
+    An advisory `flock`, released by the operating system when the holder exits, SIGKILL included, so a
+    killed run never leaves a stale lock; a second process gets a one-line error naming the lock and its holder."""
+    out = Path(out_dir).resolve()
+    if out in _HELD:
+        yield out
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+        os.close(fd)
+        raise LensSteerError(f"run folder {out} is in use: {path} is locked by {holder}; wait for that run to finish, or use another --out") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"lens-steer pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    _HELD.add(out)
+    try:
+        yield out
+    finally:
+        _HELD.discard(out)
+        os.close(fd)  # releases the lock
+
+
+_RUN_FLAGS = {"model": "--model", "budget": "--budget", "axes": "--axes", "seed": "--seed", "scoring": "--scoring"}
+
+
+def check_same_run(path: Path, run: dict[str, Any]) -> None:
+    """Refuse to resume a run folder whose `run.json` records a different value of one option (named)."""
+    if not path.is_file():
+        return
+    try:
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return  # a damaged run.json is rewritten; the studies and the prediction store keep their own keys
+    for key, flag in _RUN_FLAGS.items():
+        if key in stored and stored[key] != run[key]:
+            have, want = stored[key], run[key]
+            if key == "budget":
+                have, want = (have.get("name"), want["name"]) if have.get("name") != want["name"] else ("a different definition", "this version's")
+            raise LensSteerError(f"run folder {path.parent} was started with {flag} {have!r}, not {want!r}; re-run with the same options to resume it, or use another --out")
+
+
 def reproduce(
     model: HookedModel,
     budget: Budget,
@@ -97,11 +153,30 @@ def reproduce(
     scoring: str | None = None,
     say: Say | None = None,
 ) -> dict[str, Any]:
-    """Run the whole study into `out_dir` and return (and write) `results.json`'s content."""
+    """Run the whole study into `out_dir` and return (and write) `results.json`'s content.
+
+    The folder is locked while the run writes it (`run_folder_lock`); re-running the same call resumes it,
+    one with a different model, budget, axes, seed or scoring is refused."""
+    with run_folder_lock(out_dir):
+        return _reproduce(model, budget, out_dir, axes=axes, storage=storage, data_root=data_root, seed=seed, scoring=scoring, say=say)
+
+
+def _reproduce(
+    model: HookedModel,
+    budget: Budget,
+    out_dir: str | Path,
+    *,
+    axes: Sequence[str],
+    storage: str | None,
+    data_root: str | Path | None,
+    seed: int,
+    scoring: str | None,
+    say: Say | None,
+) -> dict[str, Any]:
     from lens_steer.data.bbq_generate import write_generated
     from lens_steer.ensemble import EnsembleConfig, Isv, evaluate_ensembles
     from lens_steer.evaluate import DEFAULT_SCORING
-    from lens_steer.search import SearchConfig, SearchSpace, default_storage, run_isv_search
+    from lens_steer.search import SearchConfig, SearchSpace, default_storage, redact_url, run_isv_search
 
     say = say or (lambda msg: None)
     out = Path(out_dir)
@@ -119,7 +194,9 @@ def reproduce(
     config = SearchConfig(space=SearchSpace(**space_kwargs), n_trials=budget.trials, limit=budget.val_limit, seed=seed,
                           scoring=scoring, chunk_size=max(4, budget.val_limit // 2), tpe_startup_trials=budget.tpe_startup,
                           pruner_startup_trials=max(2, budget.tpe_startup))  # fmt: skip
-    write_json(out / "run.json", {"model": model_identity(model).name, "budget": budget.to_json(), "axes": list(axes), "seed": seed, "scoring": scoring})
+    run = {"model": model_identity(model).name, "budget": budget.to_json(), "axes": list(axes), "seed": seed, "scoring": scoring}
+    check_same_run(out / "run.json", run)
+    write_json(out / "run.json", run)
 
     stage_seconds: dict[str, float] = {}
     mark = time.perf_counter()
@@ -172,7 +249,7 @@ def reproduce(
     results = {
         "meta": {"model": model_identity(model).name, "budget": budget.name, "seconds": round(time.perf_counter() - started, 1), "stage_seconds": stage_seconds,
                  "lens_steer_version": __version__, "scoring": scoring, "prompt_format": ens_config.prompt_format,
-                 "split_seed": ens_config.split_seed, "storage": storage, "bias_variant": "lm_eval", "budget_detail": budget.to_json()},
+                 "split_seed": ens_config.split_seed, "storage": redact_url(storage), "bias_variant": "lm_eval", "budget_detail": budget.to_json()},
         "capability": {a: {**{k: row["baseline"][k] for k in ("acc", "acc_ambig", "acc_disambig", "unknown_rate_ambig", "unknown_rate_disambig", "bias_ambig", "bias_disambig")}, "n": row["n"]}
                        for a, row in ensemble["in_distribution"].items()},
         "isv": isv_summary,

@@ -66,7 +66,7 @@ def parse_coeff_grid(text: str) -> list[float]:
     except ValueError:
         raise LensSteerError(f"cannot read coefficient grid {text!r}; write start:stop:step like '-2:2:0.5' or a list like '-1,1'") from None
     if not all(math.isfinite(v) for v in values):
-        raise LensSteerError(f"coefficient grid {text!r} holds a non-finite value")
+        raise LensSteerError(f"coefficient grid {text!r} holds a non-finite value; write finite numbers like '-2:2:0.5' or '-1,1'")
     if not values:
         raise LensSteerError(f"coefficient grid {text!r} is empty (stop below start?); write e.g. '-2:2:0.5'")
     return sorted(set(0.0 if v == 0 else v for v in values))

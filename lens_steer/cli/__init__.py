@@ -8,14 +8,23 @@ import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from lens_steer import __version__
 from lens_steer.errors import LensSteerError
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line on stderr (exit 2), like every other lens-steer error."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print `error: <prog>: <message>; see <prog> --help` and exit 2."""
+        self.exit(2, f"error: {self.prog}: {message}; see {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with every subcommand module of this package registered."""
-    parser = argparse.ArgumentParser(prog="lens-steer", description="Steering-vector research on TransformerLens models.")
+    parser = OneLineParser(prog="lens-steer", description="Steering-vector research on TransformerLens models.")
     parser.add_argument("--version", action="version", version=f"lens_steer {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
@@ -30,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: parse, dispatch, and turn library errors into one line on stderr (exit 2)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # MKL's conditional numerical reproducibility: the same inputs give bit-identical results on one CPU
+    # whatever the memory alignment (set before torch loads MKL)
+    os.environ.setdefault("MKL_CBWR", "AUTO")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
@@ -44,6 +56,10 @@ def run_reporting_errors(fn: Callable[[], int | None]) -> int:
         return int(fn() or 0)
     except LensSteerError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file the command reads or writes: permissions, disk full, a folder where a file goes
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot access{where}: {e.strerror or e}; check the path, its permissions and the free space", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished results are kept; re-run the same command to resume", file=sys.stderr)

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lens_steer.cli._common import check_out_folder
 from lens_steer.data.bbq_compare import compare_with_official
 from lens_steer.data.bbq_generate import CATEGORIES, generate_category, random_free_templates
 from lens_steer.data.root import resolve_data_root
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate, write, and (with --compare) print the comparisons; 0 when every comparison matches."""
     cats = _categories(args.category)
     root = resolve_data_root(args.data_dir)
-    out = Path(args.out)
+    out = check_out_folder(args.out)
     status = 0
     for cat in cats:
         rows = generate_category(cat, seed=args.seed, data_root=root)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args
+from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args
 from lens_steer.errors import LensSteerError
 
 
@@ -54,6 +54,11 @@ def run(args: argparse.Namespace) -> int:
     """Load the ISVs, evaluate, print a short table."""
     from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles, load_isvs
 
+    check_out_folder(args.out)
+    for flag in ("val_limit", "test_limit"):
+        check_at_least(getattr(args, flag), 1, "--" + flag.replace("_", "-"))
+    check_at_least(args.mmlu_items, 0, "--mmlu-items")
+    check_at_least(args.n_boot, 0, "--n-boot")
     paths = [Path(p.strip()) for p in args.isv.split(",") if p.strip()]
     isvs = load_isvs(paths)  # checks one model before loading it
     overrides: dict[str, Any] = {}

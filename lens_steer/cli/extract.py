@@ -6,9 +6,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import add_model_option, load_model_from_args, parse_int_list, progress_bar
+from lens_steer.cli._common import add_model_option, check_out_file, load_model_from_args, parse_int_list, progress_bar
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import AGGREGATORS, extract_vector
+from lens_steer.models import check_layers
 from lens_steer.pairs import ContrastivePair, PairSet, load_pairs_jsonl, render_chat
 from lens_steer.vectors import HOOK_KINDS
 
@@ -45,9 +46,11 @@ def run(args: argparse.Namespace) -> int:
     """Extract, save and print a per-layer summary."""
     if args.batch_size < 1:
         raise LensSteerError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_out_file(args.out)
     pairs = load_pairs_jsonl(args.pairs)
     layers = parse_int_list(args.layers)
     model = load_model_from_args(args)
+    check_layers(model, layers)
     if args.chat:
         pairs = chat_pairs(pairs, model.tokenizer)
     update, close = progress_bar(2 * len(pairs), "extract")

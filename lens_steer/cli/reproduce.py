@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args
+from lens_steer.cli._common import add_data_option, add_model_option, check_out_folder, load_model_from_args
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///DIR/optuna.db; postgresql://... for many machines)")
     p.add_argument("--scoring", default=None, help="scoring protocol (default cloze)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", required=True, help="run folder; re-running the same command resumes it")
+    p.add_argument("--out", required=True, help="run folder; re-running the same command resumes it (one run at a time: the folder is locked)")
     p.set_defaults(func=run)
 
 
@@ -27,20 +27,30 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import AXIS_NAMES, get_axis
     import optuna
 
-    from lens_steer.reproduce import get_budget, reproduce
+    from lens_steer.reproduce import get_budget, reproduce, run_folder_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     budget = get_budget(args.budget)
     axes = [get_axis(a).name for a in args.axes.split(",")] if args.axes else list(AXIS_NAMES)
+    check_out_folder(args.out)
+    if args.scoring is not None:
+        from lens_steer.evaluate import SCORINGS, check_choice
+
+        check_choice(args.scoring, SCORINGS, "scoring")
+    if args.storage is not None:  # an unreachable or malformed storage fails before anything is written
+        from lens_steer.search import open_storage
+
+        open_storage(args.storage)
     start = time.perf_counter()
 
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
 
-    say(f"loading {args.model}")
-    model = load_model_from_args(args)
-    results = reproduce(model, budget, args.out, axes=axes, storage=args.storage, data_root=args.data_dir, seed=args.seed, scoring=args.scoring, say=say)
+    with run_folder_lock(args.out):  # before the model loads: a second run on this folder stops at once
+        say(f"loading {args.model}")
+        model = load_model_from_args(args)
+        results = reproduce(model, budget, args.out, axes=axes, storage=args.storage, data_root=args.data_dir, seed=args.seed, scoring=args.scoring, say=say)
     out = Path(args.out)
     print(f"done in {results['meta']['seconds']:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}")
     return 0

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args
+from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args
 from lens_steer.errors import LensSteerError
 
 
@@ -32,7 +32,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="validation items per trial (default 200; whole variant groups)")
     p.add_argument("--storage", default=None, help="Optuna storage: sqlite:///file.db, journal:FILE, postgresql://user:pass@host/db (default: sqlite in --out)")
     p.add_argument("--study", default=None, help="study name (default isv-<model>-<axis>)")
-    p.add_argument("--resume", action="store_true", help="continue an existing study with its stored configuration (error if it does not exist)")
+    p.add_argument("--resume", action="store_true", help="continue an existing study with its stored configuration (error if it does not exist); "
+                   "options equal to the stored ones are accepted, a different one is refused")
     p.add_argument("--space", default=None, help="search space JSON file (see docs/search.md); default: the paper's space plus layers and method")
     p.add_argument("--config", default=None, help="full search config JSON (a config.json of an earlier run); flags below override it")
     p.add_argument("--objective", choices=list(OBJECTIVES), default=None, help="acc (default), bias or ambig_guarded")
@@ -46,14 +47,17 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def build_config(args: argparse.Namespace) -> Any:
-    """The SearchConfig the options describe; None with --resume when nothing but --trials is given."""
+def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """(the SearchConfig the options describe, the config fields given explicitly as JSON values).
+    With --resume the config is None: the study's stored one is used, and the given fields must equal it."""
     from lens_steer.search import SearchConfig, SearchSpace, _read_json
 
     base = SearchConfig()
+    given: dict[str, Any] = {}
     if args.config:
         obj = {k: v for k, v in _read_json(args.config).items() if k not in ("axis", "study", "storage", "model")}
         base = SearchConfig.from_json(obj, source=args.config)
+        given.update({k: v for k, v in base.to_json().items() if k in obj})
     overrides: dict[str, Any] = {}
     if args.space:
         overrides["space"] = SearchSpace.load(args.space)
@@ -61,12 +65,10 @@ def build_config(args: argparse.Namespace) -> Any:
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
-    if args.resume:
-        if args.config or overrides:
-            given = "--config" if args.config else "--" + next(iter(overrides)).replace("_", "-")
-            raise LensSteerError(f"--resume continues a study with its stored configuration; drop {given} (only --trials may change), or start a new --study")
-        return None
-    return dataclasses.replace(base, **overrides)
+    config = dataclasses.replace(base, **overrides)
+    given.update({k: v for k, v in config.to_json().items() if k in overrides})
+    given.pop("n_trials", None)  # --trials may change on resume
+    return (None if args.resume else config), given
 
 
 def run(args: argparse.Namespace) -> int:
@@ -79,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     axis = get_axis(args.axis)
     if args.trials is not None and args.trials < 1:
         raise LensSteerError(f"--trials must be at least 1, got {args.trials}")
-    config = build_config(args)
+    check_at_least(args.heartbeat, 1, "--heartbeat")
+    out = check_out_folder(args.out)
+    config, given = build_config(args)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     model = load_model_from_args(args)
 
@@ -101,6 +105,7 @@ def run(args: argparse.Namespace) -> int:
         heartbeat_interval=args.heartbeat,
         n_trials=args.trials,
         progress=progress,
+        given=given,
     )
     base = result.baseline.get("objective")
     print(

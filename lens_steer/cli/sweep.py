@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import AXIS_NAMES
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
+from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args, progress_bar
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import DEFAULT_SCORING, SCORINGS
 from lens_steer.extract import AGGREGATORS
@@ -59,6 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise LensSteerError(f"--batch-size must be at least 1, got {args.batch_size}")
+    check_out_folder(args.out)
+    check_at_least(args.limit, 1, "--limit")
+    check_at_least(args.n_boot, 0, "--n-boot")
     axis = get_axis(args.axis)
     coeffs = parse_coeff_grid(args.coeffs)
     items = axis_validation_items(axis.name, limit=args.limit, split_seed=args.seed, data_root=args.data_dir)
