@@ -353,6 +353,12 @@ def test_processing_is_refused_on_layernorm_and_harmless_on_rmsnorm(tmp_path: Pa
     hf, rms_bridge = tiny_pair("llama", process_weights=True)
     rms_vector = random_vector(rms_bridge, [1, 2], scale=3.0)
     assert all(rms_vector.metadata.processing.values())
+    _, plain_bridge = tiny_pair("llama")
+    names = [f"blocks.{layer}.hook_resid_post" for layer in range(4)]
+    with torch.inference_mode():
+        processed_resid = rms_bridge.run_with_cache(TOKENS, names_filter=lambda n: n in names)[1]
+        plain_resid = plain_bridge.run_with_cache(TOKENS, names_filter=lambda n: n in names)[1]
+    assert all(torch.equal(processed_resid[n], plain_resid[n]) for n in names)  # processing leaves an RMSNorm residual alone
     path = export_vector(rms_vector, "lm-eval", 1.0, tmp_path / "rms.pt")
     handles = lm_eval_steer_reimplementation(hf, path)
     try:
