@@ -4,8 +4,8 @@ item's answer scores and to a text's token log-probabilities.
 - `prompting`: the paper's prefix, exact text, at the start of the user turn (it precedes the item).
 - `self-debias-schick`: Schick et al. (2021) adapted to scoring (lens_steer.selfdebias): every scored
   token's distribution rescaled by those under six bias-describing prefixes, decay 50.
-- `self-debias`: the paper's own variant (generate candidates, let the model judge each for bias); it
-  needs generation and lives beside the generation scorer (not in this module).
+- `self-debias`: the paper's own variant (beam candidates, each judged for bias by the model itself;
+  lens_steer.selfcheck), a generation protocol: answers are parsed replies (pred -1 when unparsed).
 - `finetune`: LoRA fine-tuning (lens_steer.finetune); the fine-tuned model is then scored plainly, so
   the scoring here is `none` on that model.
 
@@ -118,7 +118,7 @@ def schick_question_scores(
             per_variant = []
             for v in variants:
                 text, options = cloze_prompt(v, prompt_format, tok)
-                per_variant.append((text, [encode_pair(model, text, o) for o in options]))
+                per_variant.append((text, [encode_pair(model, text, o, move_trailing_whitespace=prompt_format == "lm_eval") for o in options]))  # as evaluate._score_cloze splits them
             text0, pairs0 = per_variant[0]
             for j, (_, opt_ids) in enumerate(pairs0):
                 if not opt_ids:
@@ -230,8 +230,6 @@ def baseline_model(
         from lens_steer.finetune import finetuned_model
 
         return finetuned_model(load_base, train_texts, recipe=recipe, seed=seed).model, "none"
-    if method == "self-debias":
-        raise LensSteerError("the paper's self-debias (generation) baseline is not available in this version; use self-debias-schick")
     return model, method
 
 
@@ -247,11 +245,14 @@ def baseline_bbq_scores(
     max_batch: int = 16,
     progress: Progress | None = None,
 ) -> tuple[list[Question], list[QuestionScore], list[BbqPrediction]]:
-    """BBQ items scored under a scoring method (`none`, `prompting`, `self-debias-schick`): the questions as
-    scored (the baseline's prefix included), their scores and the predictions."""
+    """BBQ items scored under a scoring method (`none`, `prompting`, `self-debias-schick`, `self-debias`): the
+    questions as scored (the baseline's prefix included), their scores and the predictions."""
     from lens_steer.benches import bbq_question
 
     questions = [bbq_question(it) for it in items]
+    if method == "self-debias":
+        scores = self_debias_scores(model, questions, vector=vector, coeff=coeff, progress=progress)
+        return questions, scores, [BbqPrediction.from_item(it, s.pred, ()) for it, s in zip(items, scores)]
     scores = score_questions_with(model, questions, method, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress)
     preds = [BbqPrediction.from_item(it, s.pred, s.answer_scores or s.option_scores) for it, s in zip(items, scores)]
     return questions, scores, preds
@@ -273,3 +274,18 @@ def baseline_predictions(
     """Per-item BBQ predictions of one baseline (`prompting`, `self-debias-schick`, `finetune`, or `none`)."""
     scored_model, scoring_method = baseline_model(model, method, load_base=load_base, train_texts=train_texts, seed=seed)
     return baseline_bbq_scores(scored_model, items, scoring_method, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)[2]
+
+
+def self_debias_scores(
+    model: HookedModel, questions: Sequence[Question], *, vector: SteeringVector | None = None, coeff: float = 0.0, progress: Progress | None = None
+) -> list[QuestionScore]:
+    """The paper's Self-Debias as QuestionScores (reply, parse rule; no option scores): lens_steer.selfcheck."""
+    from lens_steer.selfcheck import self_check_answers
+
+    if vector is not None and coeff != 0:
+        raise LensSteerError("the paper's self-debias baseline runs unsteered (its beams come from the Hugging Face module)")
+    answers = self_check_answers(model, questions, progress=progress)
+    return [
+        QuestionScore(a.prompt, [], [], a.pred, reply=a.reply, parse_rule=f"{a.parse_rule}; kept candidate {a.kept} of {len(a.candidates)}", pred_option=a.pred)
+        for a in answers
+    ]

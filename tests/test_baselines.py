@@ -73,7 +73,7 @@ def test_prompting_cloze_scores_equal_plain_forwards(model, items):
         assert text == s.prompt
         lls = []
         for o in options:
-            ctx, cont = encode_pair(model, text, o)
+            ctx, cont = encode_pair(model, text, o, move_trailing_whitespace=False)  # the reference (chat) prompt keeps its newline
             lp = full_logprobs(model, ctx + cont)
             lls.append(sum(float(lp[len(ctx) - 1 + t, tok]) for t, tok in enumerate(cont)))
         assert s.option_logliks == pytest.approx(lls, abs=2e-3)
@@ -89,7 +89,7 @@ def test_schick_cloze_scores_equal_a_plain_reimplementation(model, items):
         dists = []
         for v in variants:
             text, options = cloze_prompt(v, "reference", model.tokenizer)
-            ctx, cont = encode_pair(model, text, options[j])
+            ctx, cont = encode_pair(model, text, options[j], move_trailing_whitespace=False)
             dists.append(full_logprobs(model, ctx + cont)[len(ctx) - 1 : len(ctx) - 1 + len(cont)].exp())
         p, biased = dists[0], torch.stack(dists[1:]).amax(0)
         q = p * torch.exp(-50.0 * (biased - p).clamp_min(0)).clamp_min(0.01)
@@ -141,3 +141,19 @@ def test_errors_are_one_line(model, items):
         baseline_predictions(model, items, "debias")
     with pytest.raises(LensSteerError, match="needs a base-model loader and the train texts"):
         baseline_predictions(model, items, "finetune")
+
+
+def test_paper_self_debias_goes_through_the_self_check(model, items):
+    from lens_steer.baselines import self_debias_scores
+    from lens_steer.selfcheck import self_check_answers
+
+    qs = [bbq_question(i) for i in items[:2]]
+    scores = self_debias_scores(model, qs)
+    answers = self_check_answers(model, qs)
+    assert [(s.reply, s.pred) for s in scores] == [(a.reply, a.pred) for a in answers]
+    with pytest.raises(LensSteerError, match="runs unsteered"):
+        from lens_steer.models import PROCESSING_FLAGS
+        from lens_steer.vectors import SteeringVector, VectorMetadata
+
+        vec = SteeringVector({1: torch.ones(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+        self_debias_scores(model, qs, vector=vec, coeff=1.0)
