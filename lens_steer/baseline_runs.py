@@ -44,6 +44,8 @@ def run_baseline_bench(
     `finetune` needs `load_base` and `train_texts` (the positives of the BBQ train pairs)."""
     check_choice(bench, BASELINE_BENCHES, "bench for a baseline")
     check_choice(method, BASELINES, "baseline")
+    if method == "self-debias" and bench != "bbq":
+        raise LensSteerError(f"the paper's self-debias is a generation protocol on BBQ answers; for {bench} use self-debias-schick")
     scored_model, scoring_method = baseline_model(model, method, load_base=load_base, train_texts=train_texts, seed=finetune_seed)
     if vector is not None and coeff != 0 and method == "finetune":
         vector.check_compatible(scored_model)  # a base-model vector does not fit the fine-tuned model
