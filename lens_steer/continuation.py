@@ -4,7 +4,7 @@ sequence, length-bucketed and right-padded; only the continuation's positions ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
@@ -28,17 +28,16 @@ def unembed(model: HookedModel, resid: Float[Tensor, "n d_model"]) -> Float[Tens
     return logits.float()
 
 
-def next_token_logprobs(
+def _batched_distributions(
     model: HookedModel,
     prompts: Sequence[Sequence[int]],
     continuations: Sequence[Sequence[int]],
     *,
-    max_batch: int = 16,
-    max_tokens: int = 2048,
-    progress: Progress | None = None,
-) -> list[Float[Tensor, "n_cont vocab"]]:
-    """For each (prompt, continuation): the log-softmax next-token distribution at each continuation
-    token's position (row t predicts continuation token t), on the CPU."""
+    max_batch: int,
+    max_tokens: int,
+    progress: Progress | None,
+) -> Iterator[tuple[int, Float[Tensor, "n_cont vocab"]]]:
+    """(index, log-softmax rows at its continuation's positions) for every sequence, one batch at a time."""
     if len(prompts) != len(continuations):
         raise LensSteerError(f"{len(prompts)} prompts but {len(continuations)} continuations")
     for i, (p, c) in enumerate(zip(prompts, continuations)):
@@ -46,7 +45,6 @@ def next_token_logprobs(
             raise LensSteerError(f"sequence {i}: the prompt and the continuation each need at least one token")
     device = model_device(model)
     rows = [list(p) + list(c) for p, c in zip(prompts, continuations)]
-    out: list[Tensor] = [torch.empty(0)] * len(rows)
     for batch_idx in length_batches([len(r) for r in rows], max_batch=max_batch, max_tokens=max_tokens):
         batch = pad_batch([rows[i] for i in batch_idx], pad_id=pad_id(model), padding_side="right", device=device)
         with torch.inference_mode():
@@ -60,10 +58,27 @@ def next_token_logprobs(
         offset = 0
         for i in batch_idx:
             n = len(continuations[i])
-            out[i] = logp[offset : offset + n]
+            yield i, logp[offset : offset + n]
             offset += n
         if progress is not None:
             progress(len(batch_idx))
+
+
+def next_token_logprobs(
+    model: HookedModel,
+    prompts: Sequence[Sequence[int]],
+    continuations: Sequence[Sequence[int]],
+    *,
+    max_batch: int = 16,
+    max_tokens: int = 2048,
+    progress: Progress | None = None,
+) -> list[Float[Tensor, "n_cont vocab"]]:
+    """For each (prompt, continuation): the log-softmax next-token distribution at each continuation
+    token's position (row t predicts continuation token t), on the CPU. Whole vocabulary rows: keep the
+    number of scored tokens small (use `continuation_logprobs` for plain log-probabilities)."""
+    out: list[Tensor] = [torch.empty(0)] * len(prompts)
+    for i, rows in _batched_distributions(model, prompts, continuations, max_batch=max_batch, max_tokens=max_tokens, progress=progress):
+        out[i] = rows
     return out
 
 
@@ -77,8 +92,11 @@ def continuation_logprobs(
     progress: Progress | None = None,
 ) -> list[Float[Tensor, " n_cont"]]:
     """For each (prompt, continuation): the log-probability of every continuation token given what precedes it."""
-    dists = next_token_logprobs(model, prompts, continuations, max_batch=max_batch, max_tokens=max_tokens, progress=progress)
-    return [d[torch.arange(len(c)), torch.tensor(list(c), dtype=torch.long)] for d, c in zip(dists, continuations)]
+    out: list[Tensor] = [torch.empty(0)] * len(prompts)
+    for i, rows in _batched_distributions(model, prompts, continuations, max_batch=max_batch, max_tokens=max_tokens, progress=progress):
+        c = torch.tensor(list(continuations[i]), dtype=torch.long)
+        out[i] = rows[torch.arange(len(c)), c].clone()
+    return out
 
 
 def split_text_ids(model: HookedModel, text: str) -> tuple[list[int], list[int]]:
