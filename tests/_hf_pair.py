@@ -15,22 +15,19 @@ from lens_steer.vectors import SteeringVector, VectorMetadata
 
 def tiny_hf(arch: str = "llama", seed: int = 0) -> Any:
     """A small random causal LM of architecture `arch` ("llama": RMSNorm; "gpt2": LayerNorm) on the tiny tokenizer."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    from transformers import GPT2Config, GPT2LMHeadModel
 
+    if arch == "llama":  # the model behind load_model("tiny-llama", seed=seed)
+        return models.tiny_hf_model(seed)[0].eval()
+    if arch != "gpt2":
+        raise ValueError(arch)
     tok = models.tiny_tokenizer()
     ids = {"bos_token_id": tok.bos_token_id, "eos_token_id": tok.eos_token_id, "pad_token_id": tok.pad_token_id}
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        if arch == "llama":
-            config = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
-                                 num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=False, architectures=["LlamaForCausalLM"], **ids)
-            model = LlamaForCausalLM(config)
-        elif arch == "gpt2":
-            config = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=3, n_head=4, n_positions=512, architectures=["GPT2LMHeadModel"], **ids)
-            model = GPT2LMHeadModel(config)
-        else:
-            raise ValueError(arch)
+        config = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=3, n_head=4, n_positions=512, architectures=["GPT2LMHeadModel"], **ids)
+        model = GPT2LMHeadModel(config)
     finally:
         torch.random.set_rng_state(state)
     return model.eval()

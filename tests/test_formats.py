@@ -407,10 +407,10 @@ def test_detect_format_reads_content_not_names(pair: Any, tmp_path: Path) -> Non
 def test_lm_eval_export_on_the_embedded_model(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.models import load_model
+    from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder, load_model
 
     bridge = load_model()
-    hf = AutoModelForCausalLM.from_pretrained(bridge.original_model.config.name_or_path, dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint_folder(EMBEDDED_MODEL), dtype=torch.float32).eval()
     tokens = torch.tensor([bridge.tokenizer("The capital of France is", add_special_tokens=False)["input_ids"]])
     vector = random_vector(bridge, [10, 20], scale=4.0)
     path = export_vector(vector, "lm-eval", 1.0, tmp_path / "steer.pt")

@@ -122,10 +122,10 @@ def test_steer_hf_refusals_are_one_line() -> None:
 def test_steer_hf_equals_transformer_lens_on_the_embedded_model() -> None:
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.models import load_model
+    from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder, load_model
 
     bridge = load_model()
-    hf = AutoModelForCausalLM.from_pretrained(bridge.original_model.config.name_or_path, dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(checkpoint_folder(EMBEDDED_MODEL), dtype=torch.float32).eval()
     tokens = torch.tensor([bridge.tokenizer("The capital of France is", add_special_tokens=False)["input_ids"]])
     for hook, layers in (("hook_resid_post", [10, 20]), ("hook_resid_pre", [0, 15])):
         vector = random_vector(bridge, layers, hook=hook, scale=4.0)
