@@ -256,9 +256,9 @@ def _predict(
     if config.store_dir is None:
         return compute()
     from lens_steer.models import model_identity
-    from lens_steer.store import PredictionStore
+    from lens_steer.store import PredictionStore, model_fingerprint
 
-    settings = {"model": model_identity(model).name, "scoring": config.scoring, "prompt_format": config.prompt_format}
+    settings = {"model": model_identity(model).name, "model_fingerprint": model_fingerprint(model), "scoring": config.scoring, "prompt_format": config.prompt_format}
     return PredictionStore(config.store_dir).bbq(items, vector, coeff, settings, compute)
 
 
@@ -300,10 +300,10 @@ def _mmlu_result(model: HookedModel, items: Sequence[Any], vector: SteeringVecto
     if config.store_dir is None:
         return compute()
     from lens_steer.models import model_identity
-    from lens_steer.store import PredictionStore
+    from lens_steer.store import PredictionStore, content_digest, model_fingerprint
 
-    settings = {"model": model_identity(model).name, "scoring": config.scoring, "prompt_format": "lm_eval", "benchmark": "mmlu"}
-    keys = [[it.subject, it.index] for it in items]
+    settings = {"model": model_identity(model).name, "model_fingerprint": model_fingerprint(model), "scoring": config.scoring, "prompt_format": "lm_eval", "benchmark": "mmlu"}
+    keys = [[it.subject, it.index, content_digest(it)] for it in items]
     rows = PredictionStore(config.store_dir).rows(keys, vector, coeff, settings, lambda: compute().records, categories=sorted({it.subject for it in items}))
     acc = mmlu_accuracy([bool(r["correct"]) for r in rows], [r["subject"] for r in rows], n_boot=config.n_boot, seed=config.seed)
     return BenchResult("mmlu", rows, metrics_to_dict(acc))

@@ -126,16 +126,18 @@ _RUN_FLAGS = {"model": "--model", "budget": "--budget", "axes": "--axes", "seed"
 
 
 def check_same_run(path: Path, run: dict[str, Any]) -> None:
-    """Refuse to resume a run folder whose `run.json` records a different value of one option (named)."""
+    """Refuse to resume a run folder whose `run.json` records a different value of one option (named);
+    options absent from `run` are not compared (the CLI checks all but the model before loading it)."""
     if not path.is_file():
         return
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError):
         return  # a damaged run.json is rewritten; the studies and the prediction store keep their own keys
+    given = json.loads(json.dumps(run))  # compared as they are stored (tuples become lists)
     for key, flag in _RUN_FLAGS.items():
-        if key in stored and stored[key] != run[key]:
-            have, want = stored[key], run[key]
+        if key in stored and key in given and stored[key] != given[key]:
+            have, want = stored[key], given[key]
             if key == "budget":
                 have, want = (have.get("name"), want["name"]) if have.get("name") != want["name"] else ("a different definition", "this version's")
             raise LensSteerError(f"run folder {path.parent} was started with {flag} {have!r}, not {want!r}; re-run with the same options to resume it, or use another --out")
@@ -184,6 +186,7 @@ def _reproduce(
     started = time.perf_counter()
     n_layers = int(model.cfg.n_layers)
     scoring = scoring or DEFAULT_SCORING
+    own_storage = storage is None  # the folder's own database: this (locked) run is its only worker
     storage = storage or default_storage(out)
     space_kwargs: dict[str, Any] = {"num_sents": budget.num_sents}
     if budget.corpora is not None:
@@ -219,7 +222,7 @@ def _reproduce(
         # each axis's study samples its own trials (the same seed everywhere would propose identical parameters)
         axis_config = dataclasses.replace(config, seed=seed * 1000 + AXIS_NAMES.index(axis))
         res = run_isv_search(model, axis, axis_config, out / "isv" / axis, storage=storage, data_root=data_root,
-                             cache_dir=out / "activations", progress=progress)  # fmt: skip
+                             cache_dir=out / "activations", progress=progress, sole_worker=own_storage)  # fmt: skip
         isvs.append(Isv(res.axis, res.vector, res.coeff, res.vector_path))
         isv_summary[axis] = {
             "study": res.study_name, "best_value": res.value, "params": res.params, "coeff": res.coeff, "n_trials": res.n_trials,
@@ -228,7 +231,7 @@ def _reproduce(
 
     lap("isv_search")
     generated = out / "bbq_generated"
-    if not all((generated / f"{c}.jsonl").is_file() for c in OOD_CATEGORIES):
+    if not all(_readable_bbq(generated / f"{c}.jsonl") for c in OOD_CATEGORIES):
         say("generating the out-of-distribution BBQ categories from the official templates")
         write_generated(OOD_CATEGORIES, generated, seed=seed, data_root=data_root)
     ens_config = EnsembleConfig(coeffs=budget.ens_coeffs, kinds=budget.ens_kinds, val_limit=budget.ens_val_limit, test_limit=budget.test_limit, scoring=scoring,
@@ -264,6 +267,26 @@ def _reproduce(
     return results
 
 
+def _readable_bbq(path: Path) -> bool:
+    """Whether a generated BBQ file is there and reads whole (a damaged one is generated again)."""
+    from lens_steer.data.bbq import load_bbq_file
+    from lens_steer.errors import DataError
+
+    try:
+        return bool(load_bbq_file(path, source="generated"))
+    except DataError:
+        return False
+
+
+def _cached_stage(path: Path) -> dict[str, Any] | None:
+    """A finished stage's JSON, or None when it is absent or damaged (then the stage runs again)."""
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return obj if isinstance(obj, dict) else None
+
+
 def _history(storage: str, study_name: str) -> list[float | None]:
     """Objective values of the study's finished trials in order (None for pruned ones)."""
     from lens_steer.search import open_storage
@@ -282,8 +305,9 @@ def _sweep(model: HookedModel, axis: str, budget: Budget, scoring: str, out: Pat
     from lens_steer.sweep import sweep_axis
 
     path = out / "sweep" / "sweep.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    cached = _cached_stage(path)
+    if cached is not None:
+        return cached
     n = int(model.cfg.n_layers)
     layers = sorted({min(n - 1, round(layer * n / 30)) for layer in budget.sweep_layers})
     res = sweep_axis(model, axis, layers, list(budget.sweep_coeffs), method="mean_diff", scoring=scoring, num_sents=budget.geometry_num_sents,
@@ -300,8 +324,9 @@ def _geometry(model: HookedModel, axes: Sequence[str], budget: Budget, out: Path
     from lens_steer.geometry import axis_cosines, axis_vectors, random_cosine_reference, save_axis_vectors
 
     path = out / "geometry" / "geometry.json"
-    if path.is_file():
-        return json.loads(path.read_text())
+    cached = _cached_stage(path)
+    if cached is not None:
+        return cached
     layer = int(model.cfg.n_layers) * 2 // 3
     vectors = axis_vectors(model, list(axes), [layer], method="mean_diff", num_sents=budget.geometry_num_sents, data_root=data_root)
     save_axis_vectors(vectors, out / "geometry")

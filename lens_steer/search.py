@@ -590,18 +590,30 @@ def fail_stale_trials(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         beat = t.system_attrs.get(_HEARTBEAT_ATTR)
         last = float(beat) if beat is not None else (t.datetime_start.timestamp() if t.datetime_start else now)
-        if now - last <= grace:
-            continue
-        try:
-            if not study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-                continue
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-        failed.append(t.number)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            _retry_callback(max_retry)(study, study._storage.get_trial(t._trial_id))
+        if now - last > grace and _fail_and_retry(study, t, max_retry):
+            failed.append(t.number)
     return failed
+
+
+def fail_orphaned_trials(study: optuna.Study, max_retry: int | None = 3) -> list[int]:
+    """Fail every running trial at once and queue a retry of each; returns their numbers.
+
+    Only for a storage no other process can be using (a locked run folder's own database): its running
+    trials belong to a worker that was killed, so there is no heartbeat grace period to wait out."""
+    return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)) if _fail_and_retry(study, t, max_retry)]
+
+
+def _fail_and_retry(study: optuna.Study, trial: FrozenTrial, max_retry: int | None) -> bool:
+    """Mark a running trial FAIL and enqueue its retry (same params); False if it finished meanwhile."""
+    try:
+        if not study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL):
+            return False
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        _retry_callback(max_retry)(study, study._storage.get_trial(trial._trial_id))
+    return True
 
 
 def _sampler(seed: int, n_before: int, startup: int) -> optuna.samplers.TPESampler:
@@ -786,11 +798,19 @@ class ActivationCache:
         atomic_write_bytes(path, buf.getvalue())
 
     def _load(self, path: Path, pairs: PairSet) -> PairActivations | None:
+        ident = model_identity(self.model)
         try:
             obj = torch.load(path, weights_only=True)
-        except Exception:  # a damaged cache file is re-read from the model
+            sides = (obj["positive"], obj["negative"])
+            n = int(obj["n"])
+            whole = all(
+                set(side) == set(self.layers) and all(v.shape == (n, ident.d_model) and bool(torch.isfinite(v).all()) for v in side.values())
+                for side in sides
+            )
+        except Exception:  # a truncated or damaged cache file is re-read from the model, never trusted
             return None
-        ident = model_identity(self.model)
+        if not whole or n < 1:
+            return None
         return PairActivations(obj["positive"], obj["negative"], self.hook, ident.name, ident.d_model, dict(ident.processing), pairs.provenance)
 
 
@@ -1003,6 +1023,7 @@ def run_isv_search(
     objective: Objective | None = None,
     progress: TrialProgress | None = None,
     given: Mapping[str, Any] | None = None,
+    sole_worker: bool = False,
 ) -> IsvResult:
     """Search one axis's ISV: open/join/resume the study, run trials until it holds `config.n_trials`
     finished trials, then write the ISV outputs into `out_dir`. `storage` defaults to
@@ -1010,6 +1031,8 @@ def run_isv_search(
     `config` may be None only with `resume` (the stored configuration is used); `n_trials` overrides
     the configured budget. With `resume`, `given` holds the configuration fields the caller set
     explicitly (JSON values): equal to the stored ones they are accepted, a different one is refused.
+    `sole_worker`: no other process uses this storage (e.g. a locked run folder's own database), so a
+    running trial left by a killed worker is failed and retried at once instead of after the heartbeat grace.
     `objective` replaces the BBQ objective (tests, custom objectives)."""
     ax = axis if isinstance(axis, Axis) else get_axis(axis)
     out = Path(out_dir)
@@ -1028,6 +1051,8 @@ def run_isv_search(
     study, used = open_study(store, name, config=config, resume=resume, storage_label=label)
     if resume and used is not None and given:
         check_resume_options(used, given, name)
+    if sole_worker:
+        fail_orphaned_trials(study)
     if used is None:
         raise StudyError(f"study {name!r} has no stored lens_steer configuration; pass a SearchConfig to continue it")
     if n_trials is not None:
@@ -1194,6 +1219,7 @@ __all__ = [
     "TrialReport",
     "default_layer_candidates",
     "default_storage",
+    "fail_orphaned_trials",
     "fail_stale_trials",
     "isv_pairs",
     "layer_label",

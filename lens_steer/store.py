@@ -10,10 +10,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from lens_steer.data.bbq import BbqItem
 from lens_steer.evaluate import SCORING_VERSION
 from lens_steer.io import write_json, write_jsonl
 from lens_steer.metrics import BbqPrediction
+from lens_steer.models import HookedModel, model_identity
 from lens_steer.tokens import BOS_POLICY
 from lens_steer.vectors import SteeringVector
 
@@ -36,6 +39,27 @@ def items_digest(keys: Sequence[Sequence[Any]]) -> str:
     return hashlib.sha256(json.dumps([list(k) for k in keys]).encode()).hexdigest()[:16]
 
 
+def content_digest(item: Any) -> str:
+    """A hash of every field of a dataclass item (text, answers, label...): an edited data file changes it."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(item), sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def model_fingerprint(model: HookedModel, samples: int = 64) -> dict[str, Any]:
+    """What a model's predictions depend on besides its name: depth, width, weight processing, dtype and a
+    digest of `samples` evenly spaced values of every parameter (other weights under the same name differ there)."""
+    ident = model_identity(model)
+    h = hashlib.sha256()
+    dtypes = set()
+    for name, p in model.named_parameters():  # type: ignore[attr-defined]
+        flat = p.detach().reshape(-1)
+        idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).long().to(flat.device)
+        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
+        h.update(flat[idx].float().cpu().numpy().tobytes())
+        dtypes.add(str(p.dtype).removeprefix("torch."))
+    return {"n_layers": ident.n_layers, "d_model": ident.d_model, "processing": dict(ident.processing),
+            "dtype": ",".join(sorted(dtypes)), "weights": h.hexdigest()[:16]}  # fmt: skip
+
+
 class PredictionStore:
     """Predictions under `root/predictions/`, keyed by everything that determines them."""
 
@@ -53,7 +77,7 @@ class PredictionStore:
         compute: Callable[[], list[BbqPrediction]],
     ) -> list[BbqPrediction]:
         """The predictions for (items, vector, coeff, settings): read if stored, else computed and stored."""
-        keys = [[i.category, i.example_id, i.source] for i in items]
+        keys = [[i.category, i.example_id, i.source, content_digest(i)] for i in items]
         rows = self.rows(keys, vector, coeff, settings, lambda: [p.to_dict() for p in compute()], categories=sorted({i.category for i in items}))
         return [BbqPrediction(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items() if k in _FIELDS}) for r in rows]
 
@@ -83,22 +107,45 @@ class PredictionStore:
         key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
         path = self.dir / f"{key}.jsonl"
         if path.is_file():
-            rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-            if len(rows) == len(item_keys):
-                return rows
+            stored = self._verified(key, path, len(item_keys))
+            if stored is not None:
+                return stored
         rows = compute()
         write_jsonl(path, rows)
-        index = json.loads(self.index_path.read_text()) if self.index_path.is_file() else {}  # read only when adding
+        index = self._index()
         index[key] = {
             **spec,
             "file": path.name,
             "n": len(rows),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
             "categories": list(categories),
             "vector_method": vector.metadata.method if vector is not None else None,
             "vector_provenance": _short_provenance(vector),
         }
         write_json(self.index_path, index)
         return rows
+
+
+    def _index(self) -> dict[str, Any]:
+        """index.json, or {} when it is absent or damaged (its files are then recomputed, never trusted)."""
+        try:
+            index = json.loads(self.index_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return index if isinstance(index, dict) else {}
+
+    def _verified(self, key: str, path: Path, n: int) -> list[dict[str, Any]] | None:
+        """The rows of a stored file whose bytes match the checksum its index entry recorded, else None
+        (truncated, edited, half-written or unindexed files are recomputed)."""
+        entry = self._index().get(key)
+        data = path.read_bytes()
+        if not isinstance(entry, dict) or entry.get("sha256") != hashlib.sha256(data).hexdigest():
+            return None
+        try:
+            rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+        except ValueError:
+            return None
+        return rows if len(rows) == n and all(isinstance(r, dict) for r in rows) else None
 
 
 def _short_provenance(vector: SteeringVector | None) -> dict[str, Any] | None:

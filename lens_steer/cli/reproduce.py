@@ -25,15 +25,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import AXIS_NAMES, get_axis
+    from lens_steer.evaluate import DEFAULT_SCORING
     import optuna
 
-    from lens_steer.reproduce import get_budget, reproduce, run_folder_lock
+    from lens_steer.reproduce import check_same_run, get_budget, reproduce, run_folder_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     budget = get_budget(args.budget)
     axes = [get_axis(a).name for a in args.axes.split(",")] if args.axes else list(AXIS_NAMES)
     check_out_folder(args.out)
+    check_same_run(Path(args.out) / "run.json", {"budget": budget.to_json(), "axes": axes, "seed": args.seed, "scoring": args.scoring or DEFAULT_SCORING})
     if args.scoring is not None:
         from lens_steer.evaluate import SCORINGS, check_choice
 
