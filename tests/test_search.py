@@ -178,8 +178,13 @@ _WORKER = textwrap.dedent(
     space = SearchSpace(corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,), coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",))
     cfg = SearchConfig(space=space, n_trials=int(sys.argv[6]))
     study, used = open_study(open_storage(url, heartbeat_interval=1, grace_period=2), "s", config=cfg, resume=resume)
+    barrier = sys.argv[7].split(",") if len(sys.argv) > 7 else []
     def objective(p, trial):
         (marks / f"start-{trial.number}").touch()
+        (marks / f"worker-{name}").touch()
+        deadline = time.time() + 60
+        while not all((marks / f"worker-{w}").exists() for w in barrier) and time.time() < deadline:
+            time.sleep(0.02)  # the first trials wait until every worker of the barrier is inside a trial
         time.sleep(sleep)
         with open(marks / f"ran-{name}.txt", "a") as f:
             f.write(f"{trial.number}\\n")
@@ -189,9 +194,10 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _worker(url: str, marks: Path, name: str, resume: bool, sleep: float, n: int) -> subprocess.Popen:
+def _worker(url: str, marks: Path, name: str, resume: bool, sleep: float, n: int, barrier: str = "") -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-c", _WORKER, url, str(marks), name, "1" if resume else "0", str(sleep), str(n)], cwd=REPO, env=env, stderr=subprocess.PIPE)
+    argv = [sys.executable, "-c", _WORKER, url, str(marks), name, "1" if resume else "0", str(sleep), str(n)] + ([barrier] if barrier else [])
+    return subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE)
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60.0) -> None:
@@ -239,8 +245,9 @@ def _journal(path: Path) -> optuna.storages.BaseStorage:
 
 def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
     url = f"journal:{tmp_path / 'journal.log'}"
-    a = _worker(url, tmp_path, "a", False, 0.3, 8)
-    b = _worker(url, tmp_path, "b", False, 0.3, 8)
+    # each worker's first trial waits until the other is inside a trial too: both take part however late one starts
+    a = _worker(url, tmp_path, "a", False, 0.3, 8, barrier="a,b")
+    b = _worker(url, tmp_path, "b", False, 0.3, 8, barrier="a,b")
     for p in (a, b):
         assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:] if p.stderr else ""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
