@@ -47,7 +47,7 @@ from lens_steer.extract import AGGREGATORS, PairActivations, pair_activations, v
 from lens_steer.io import atomic_write_bytes, atomic_write_text, write_json
 from lens_steer.metrics import BbqPrediction, bbq_metrics
 from lens_steer.models import HookedModel, model_identity
-from lens_steer.pairs import CORPORA, PERSONA_PAIRS, SYSTEM_TEMPLATES, PairSet, load_corpus, persona_pairs
+from lens_steer.pairs import CORPORA, PERSONA_PAIRS, SYSTEM_TEMPLATES, PairSet, load_corpus, persona_pairs, system_prompt_mode
 from lens_steer.prefix import PrefixCache, start_block
 from lens_steer.vectors import HOOK_KINDS, SteeringVector, hook_name
 
@@ -1133,6 +1133,7 @@ def write_isv_outputs(
         "storage": storage_label,
         "model": ident.name,
         "axis": isv.axis.name,
+        "system_prompt": system_prompt_mode(isv.model.tokenizer),  # how the persona system prompts reached the model
         "objective": isv.config.objective,
         "best_value": best.value,
         "best_trial": best.number,

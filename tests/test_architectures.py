@@ -362,6 +362,7 @@ def test_two_search_trials(ckpt: Checkpoint, tmp_path: Path) -> None:
     res = run_isv_search(ckpt.model, "age", cfg, tmp_path)
     summary = json.loads((tmp_path / "study.json").read_text())
     assert res.n_trials == 2 and summary["n_finished"] == 2
+    assert summary["system_prompt"] == system_prompt_mode(ckpt.model.tokenizer)  # the run records it too
     saved = load_vector(tmp_path / "isv.safetensors", ckpt.model)
     assert saved.metadata.provenance["system_prompt"] == system_prompt_mode(ckpt.model.tokenizer)
     params = saved.metadata.provenance["params"]
