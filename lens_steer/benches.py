@@ -12,6 +12,7 @@ from lens_steer.data.crows import CrowsPair
 from lens_steer.data.mmlu import MmluItem
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice, maybe_steer, score_steered, sequence_logprobs
+from lens_steer.generation import parse_counts
 from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, crows_metric, metrics_to_dict, mmlu_accuracy
 from lens_steer.models import HookedModel
 from lens_steer.prefix import PrefixCache
@@ -28,6 +29,13 @@ class BenchResult:
     records: list[dict[str, Any]]
     metrics: dict[str, Any]
     predictions: list[BbqPrediction] | None = None
+
+    @property
+    def parse_counts(self) -> dict[str, int] | None:
+        """Under a generation protocol, how many answers each parse rule gave (lens_steer.generation.parse_counts);
+        None when no record has a parse rule. A rule's note after ";" (self-debias: the kept candidate) is dropped."""
+        rules = [str(r["parse_rule"]).split(";", 1)[0] for r in self.records if r.get("parse_rule")]
+        return parse_counts(rules) if rules else None
 
 
 def _stable_rank(seed: int, key: Any) -> str:
@@ -89,7 +97,8 @@ def bbq_question(item: BbqItem, choices: str = "item") -> Question:
 
 def bbq_record(item: BbqItem, question: Question, score: QuestionScore, pred: BbqPrediction) -> dict[str, Any]:
     """One predictions.jsonl row: the item, the exact prompt and token ids, per scored option the raw summed
-    log-likelihood, token count and normalised score, and the answer."""
+    log-likelihood, token count and normalised score, and the answer (generation protocols: the reply and
+    the rule that parsed it, pred -1 when none did; None otherwise)."""
     return {
         "example_id": item.example_id,
         "category": item.category,
@@ -108,7 +117,10 @@ def bbq_record(item: BbqItem, question: Question, score: QuestionScore, pred: Bb
         "option_scores_per_token": score.option_scores_per_token,
         "answer_scores": score.answer_scores,
         "pred_option": score.pred_option,
+        "reply": score.reply,
+        "parse_rule": score.parse_rule,
         "pred": score.pred,
+        "unparsed": pred.unparsed,
         "label": item.label,
         "unknown_index": item.unknown_index,
         "biased_index": item.biased_index,
@@ -179,8 +191,24 @@ def run_bbq(
     return BenchResult("bbq", records, metrics, preds)
 
 
+def bbq_unparsed_counts(preds: Sequence[BbqPrediction]) -> dict[str, Any]:
+    """How many answers were unparsed (pred -1; wrong, and outside the bias counts: lens_steer.metrics), as
+    {"n", "n_items", "rate"} under "overall", "ambig", "disambig", and per category under "by_category"."""
+
+    def count(ps: Sequence[BbqPrediction]) -> dict[str, Any]:
+        n = sum(p.unparsed for p in ps)
+        return {"n": n, "n_items": len(ps), "rate": n / len(ps) if ps else 0.0}
+
+    def split(ps: Sequence[BbqPrediction]) -> dict[str, Any]:
+        return {"overall": count(ps), **{c: count([p for p in ps if p.context_condition == c]) for c in ("ambig", "disambig")}}
+
+    cats = dict.fromkeys(p.category for p in preds)
+    return {**split(preds), "by_category": {c: split([p for p in preds if p.category == c]) for c in cats}}
+
+
 def bbq_result_metrics(preds: Sequence[BbqPrediction], items: Sequence[BbqItem], *, bias_variant: str = "lm_eval", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Overall and per-category BBQ metrics, with each category's data source (official/partial/generated)."""
+    """Overall and per-category BBQ metrics, the unparsed answers' counts (`bbq_unparsed_counts`), and each
+    category's data source (official/partial/generated)."""
     sources: dict[str, str] = {}
     for it in items:
         sources.setdefault(it.category, it.source)
@@ -188,6 +216,7 @@ def bbq_result_metrics(preds: Sequence[BbqPrediction], items: Sequence[BbqItem],
         "bias_variant": bias_variant,
         "overall": metrics_to_dict(bbq_metrics(preds, bias_variant=bias_variant, n_boot=n_boot, seed=seed)),
         "by_category": metrics_to_dict(bbq_metrics_by_category(preds, bias_variant=bias_variant, n_boot=n_boot, seed=seed)),
+        "unparsed": bbq_unparsed_counts(preds),
         "category_source": sources,
     }
 
@@ -206,7 +235,8 @@ def run_mmlu(
     progress: Progress | None = None,
     prefix: PrefixCache | None = None,
 ) -> BenchResult:
-    """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects.
+    """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects (an unparsed
+    reply, pred -1, is wrong; records carry the reply and its parse rule under scoring "generate").
 
     With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
     questions = [mmlu_question(i) for i in items]
@@ -222,6 +252,8 @@ def run_mmlu(
             "option_logliks": s.option_logliks,
             "option_token_counts": s.option_token_counts,
             "option_scores": s.option_scores,
+            "reply": s.reply,
+            "parse_rule": s.parse_rule,
             "pred": s.pred,
             "label": it.label,
             "correct": s.pred == it.label,

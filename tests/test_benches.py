@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
-from lens_steer.benches import limit_bbq, limit_items, run_bbq, run_crows, run_mmlu
+from lens_steer.benches import BenchResult, bbq_result_metrics, bbq_unparsed_counts, limit_bbq, limit_items, run_bbq, run_crows, run_mmlu
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.crows import load_crows
 from lens_steer.data.mmlu import load_mmlu
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import maybe_steer, score_questions
 from lens_steer.benches import bbq_question
+from lens_steer.generation import PARSE_RULES, parse_answer
+from lens_steer.metrics import BbqPrediction
 from lens_steer.models import load_model
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
@@ -63,6 +67,53 @@ def test_bbq_records_recompute_the_metrics(model, items):
         assert math.isclose(sum(math.exp(v) for v in x["option_scores"]), 1.0, rel_tol=1e-6)
         assert x["pred"] == int(np.argmax(x["option_scores"]))
     assert r.metrics["category_source"] == {"Religion": "official"}
+    assert r.parse_counts is None and all(x["reply"] is None and x["parse_rule"] is None and not x["unparsed"] for x in rec)
+    assert r.metrics["unparsed"]["overall"] == {"n": 0, "n_items": len(items), "rate": 0.0}
+
+
+def U(eid, cat, cond, pred, label=0):
+    """A hand-built prediction: unknown answer 2, biased answer 0."""
+    return BbqPrediction(eid, cat, cond, "neg", pred, label, 2, 0, ())
+
+
+def test_unparsed_counts_by_hand():
+    preds = [
+        U(1, "Age", "ambig", -1, 2), U(2, "Age", "ambig", 2, 2), U(3, "Age", "disambig", -1), U(4, "Age", "disambig", -1, 1), U(5, "Age", "disambig", 0),
+        U(6, "Religion", "ambig", 0, 2), U(7, "Religion", "disambig", -1),
+        U(8, "SES", "ambig", 0, 2),
+    ]  # fmt: skip
+    c = bbq_unparsed_counts(preds)
+    assert c["overall"] == {"n": 4, "n_items": 8, "rate": 4 / 8}
+    assert c["ambig"] == {"n": 1, "n_items": 4, "rate": 1 / 4} and c["disambig"] == {"n": 3, "n_items": 4, "rate": 3 / 4}
+    assert list(c["by_category"]) == ["Age", "Religion", "SES"]
+    assert c["by_category"]["Age"] == {"overall": {"n": 3, "n_items": 5, "rate": 3 / 5}, "ambig": {"n": 1, "n_items": 2, "rate": 1 / 2}, "disambig": {"n": 2, "n_items": 3, "rate": 2 / 3}}
+    assert c["by_category"]["Religion"]["disambig"] == {"n": 1, "n_items": 1, "rate": 1.0}
+    assert c["by_category"]["SES"]["disambig"] == {"n": 0, "n_items": 0, "rate": 0.0}  # no such items: rate 0
+    sources = [SimpleNamespace(category=cat, source="official") for cat in ("Age", "Religion", "SES")]
+    m = bbq_result_metrics(preds, sources, n_boot=0)
+    assert m["unparsed"] == c
+    # correct: 2 (unknown, label 2) and 5 (label 0): 2 of 8; the unparsed items are wrong
+    assert m["overall"]["acc"]["value"] == pytest.approx(2 / 8) and m["by_category"]["Age"]["acc"]["value"] == pytest.approx(2 / 5)
+    # non-unknown answers, disambig: 5 (biased) alone -> 2 * 1/1 - 1; ambig: 6 and 8, both biased -> (1 - 1/4) * (2 * 2/2 - 1)
+    # (had the unparsed answers counted as non-unknown: 2 * 1/4 - 1 and (1 - 1/4) * (2 * 2/3 - 1))
+    assert m["overall"]["bias_disambig"]["value"] == pytest.approx(1.0) and m["overall"]["bias_ambig"]["value"] == pytest.approx(0.75)
+
+
+def test_parse_counts_of_records():
+    records = [{"parse_rule": "letter"}, {"parse_rule": "unparsed; kept candidate 2 of 5"}, {"parse_rule": "unparsed"}, {"parse_rule": None}]
+    assert BenchResult("bbq", records, {}).parse_counts == {r: {"letter": 1, "unparsed": 2}.get(r, 0) for r in PARSE_RULES}
+    assert BenchResult("bbq", [{"parse_rule": None}], {}).parse_counts is None
+
+
+def test_bbq_generate_records_carry_the_reply_and_count_unparsed(model, items):
+    r = run_bbq(model, items[:4], scoring="generate", n_boot=0)
+    for x in r.records:
+        parsed = parse_answer(x["reply"], x["options"])  # the record's reply parses to its answer again
+        assert (x["pred"], x["parse_rule"], x["unparsed"]) == (parsed.pred, parsed.rule, parsed.pred == -1)
+    n = sum(x["pred"] == -1 for x in r.records)
+    assert r.metrics["unparsed"]["overall"] == {"n": n, "n_items": 4, "rate": n / 4}
+    assert r.parse_counts == {rule: Counter(x["parse_rule"] for x in r.records)[rule] for rule in PARSE_RULES}
+    assert r.metrics["overall"]["acc"]["value"] == pytest.approx(np.mean([x["pred"] == x["label"] for x in r.records]))
 
 
 def test_steered_run_equals_scoring_inside_steer(model, items):
@@ -84,6 +135,17 @@ def test_mmlu_micro_accuracy_is_the_mean_of_correct(model):
     assert r.metrics["micro"]["value"] == pytest.approx(np.mean([x["pred"] == x["label"] for x in r.records]))
     subj = {s: np.mean([x["correct"] for x in r.records if x["subject"] == s]) for s in {x["subject"] for x in r.records}}
     assert r.metrics["macro"]["value"] == pytest.approx(np.mean(list(subj.values())))
+    assert all(x["reply"] is None and x["parse_rule"] is None for x in r.records)
+
+
+def test_mmlu_generate_records_carry_the_reply(model):
+    qs = limit_items(load_mmlu("test", subjects=["astronomy"], data_root=DATA), 3, seed=0)
+    r = run_mmlu(model, qs, scoring="generate", prompt_format="reference", n_boot=0)
+    for x, q in zip(r.records, qs):
+        parsed = parse_answer(x["reply"], q.choices, option_text=False)  # MMLU: letters only, as the paper parses
+        assert (x["pred"], x["parse_rule"], x["correct"]) == (parsed.pred, parsed.rule, parsed.pred == q.label)
+    assert r.metrics["micro"]["value"] == pytest.approx(np.mean([x["correct"] for x in r.records]))
+    assert r.parse_counts is not None and sum(r.parse_counts.values()) == 3
 
 
 def test_crows_share_of_more_likely_stereotypes(model):

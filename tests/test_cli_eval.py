@@ -99,3 +99,30 @@ def test_eval_ids_bad_file_is_one_line(tmp_path: Path, capsys, ids_text: str, me
     assert main([*BASE, "--bench", "bbq", "--ids", str(ids), "--out", str(tmp_path / "x")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err and not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("protocol", "n"),
+    [(["--scoring", "generate", "--limit", "4"], 4), (["--baseline", "self-debias", "--limit", "2"], 2)],
+    ids=["generate", "self-debias"],
+)
+def test_eval_bbq_generation_protocols_count_unparsed_replies_as_wrong(tmp_path: Path, capsys, protocol: list[str], n: int) -> None:
+    from lens_steer.generation import PARSE_RULES, parse_answer
+
+    out = tmp_path / "ev"
+    assert main([*BASE, "--bench", "bbq", *protocol, "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == n
+    for r in rows:  # each reply, parsed again, gives its record's answer and rule (self-debias notes the kept candidate)
+        parsed = parse_answer(r["reply"], r["options"])
+        assert (r["pred"], r["parse_rule"].split(";")[0], r["unparsed"]) == (parsed.pred, parsed.rule, parsed.pred == -1)
+    assert all(r["pred"] == -1 for r in rows)  # the tiny random model's replies are unparseable
+    assert metrics["unparsed"]["overall"] == {"n": n, "n_items": n, "rate": 1.0}
+    cond = {c: sum(r["context_condition"] == c for r in rows) for c in ("ambig", "disambig")}
+    assert {c: metrics["unparsed"][c]["n"] for c in cond} == cond
+    assert metrics["meta"]["parse_counts"] == {rule: n if rule == "unparsed" else 0 for rule in PARSE_RULES}
+    overall = metrics["overall"]
+    assert overall["acc"]["value"] == 0.0  # unparsed = wrong
+    assert overall["bias_ambig"]["value"] == overall["bias_disambig"]["value"] == overall["unknown_rate_ambig"]["value"] == 0.0
+    assert f"unparsed (wrong)        {n} of {n} (1.000)" in capsys.readouterr().out

@@ -97,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
         "split": ("ids:" + str(args.ids) if args.ids else args.split) if bench == "bbq" else None, "split_seed": args.split_seed, "limit": args.limit, "seed": args.seed,
         "bbq_source": args.bbq_source if bench == "bbq" else None, "vector": args.vector, "coeff": coeff,
         "n_items": len(items), "seconds": round(seconds, 2), "items_per_second": round(len(items) / seconds, 3),
+        "parse_counts": result.parse_counts,  # generation protocols: answers per parse rule (else None)
     }
     write_jsonl(out / "predictions.jsonl", result.records)
     write_json(out / "metrics.json", {"meta": meta, **result.metrics})
@@ -139,6 +140,9 @@ def _print_table(bench: str, metrics: dict, meta: dict) -> None:
     if bench == "bbq":
         for name in ("acc", "acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate_ambig", "unknown_rate_disambig"):
             print(f"  {name:<24}{_fmt(metrics['overall'][name])}")
+        unparsed = metrics.get("unparsed", {}).get("overall", {})
+        if unparsed.get("n"):
+            print(f"  {'unparsed (wrong)':<24}{unparsed['n']} of {unparsed['n_items']} ({unparsed['rate']:.3f})")
         for cat, m in metrics["by_category"].items():
             src = metrics["category_source"].get(cat, "")
             print(f"  {cat:<24}acc {_fmt(m['acc'])}  ({src})")
