@@ -43,7 +43,9 @@ def _stable_rank(seed: int, key: Any) -> str:
 
 
 def limit_bbq(items: Sequence[BbqItem], limit: int | None, seed: int = 0) -> list[BbqItem]:
-    """At most `limit` items, whole variant groups at a time, chosen by a seeded hash; file order kept."""
+    """At most `limit` items, whole variant groups at a time (in an order set by a seeded hash, a group that
+    does not fit in what is left is passed over); file order kept. A `limit` below every group's size gives
+    the first `limit` items of the first group, the only case where a group is cut."""
     if limit is None or limit >= len(items):
         return list(items)
     if limit <= 0:
@@ -51,12 +53,14 @@ def limit_bbq(items: Sequence[BbqItem], limit: int | None, seed: int = 0) -> lis
     groups: dict[tuple, list[int]] = {}
     for i, it in enumerate(items):
         groups.setdefault((it.category, it.group_key), []).append(i)
+    ranked = sorted(groups, key=lambda k: _stable_rank(seed, k))
     chosen: list[int] = []
-    for key in sorted(groups, key=lambda k: _stable_rank(seed, k)):
-        if len(chosen) >= limit:
-            break
-        chosen += groups[key]
-    return [items[i] for i in sorted(chosen[:limit] if len(chosen) > limit else chosen)]
+    for key in ranked:
+        if len(chosen) + len(groups[key]) <= limit:
+            chosen += groups[key]
+    if not chosen:
+        chosen = groups[ranked[0]][:limit]
+    return [items[i] for i in sorted(chosen)]
 
 
 def limit_items(items: Sequence[Any], limit: int | None, seed: int = 0) -> list[Any]:

@@ -49,6 +49,23 @@ def test_limit_bbq_keeps_whole_variant_groups_and_is_seeded():
         limit_bbq(all_items, 0)
 
 
+@pytest.mark.parametrize("limit", [6, 10, 17])
+def test_limit_bbq_never_cuts_a_variant_group_when_the_limit_is_not_a_multiple(limit: int):
+    all_items = load_bbq(["Religion"], data_root=DATA)  # every group holds its four variants
+    chosen = limit_bbq(all_items, limit, seed=2)
+    sizes = Counter(i.group_key for i in all_items)
+    got = Counter(i.group_key for i in chosen)
+    assert all(got[k] == sizes[k] for k in got)  # each chosen group whole
+    assert len(chosen) == 4 * (limit // 4)  # as many whole groups of four as fit
+    assert set(got) == {i.group_key for i in limit_bbq(all_items, 4 * (limit // 4), seed=2)}  # the same groups as the multiple below
+
+
+def test_limit_bbq_below_one_group_takes_part_of_the_first():
+    all_items = load_bbq(["Religion"], data_root=DATA)
+    first_group = [i for i in all_items if i.group_key == limit_bbq(all_items, 4, seed=2)[0].group_key]
+    assert limit_bbq(all_items, 2, seed=2) == first_group[:2]
+
+
 def test_bbq_records_recompute_the_metrics(model, items):
     r = run_bbq(model, items, scoring="cloze", n_boot=50)
     rec = r.records
