@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 
 from lens_steer.axes import OOD_CATEGORIES, get_axis
-from lens_steer.data.bbq import BbqItem, load_bbq
+from lens_steer.data.bbq import LOAD_SOURCES, BbqItem, load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import DataError, StudyError, VectorError
 from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
@@ -77,6 +78,22 @@ def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> 
             raise StudyError(f"two ISVs for axis {isv.axis}: {seen[isv.axis]} and {isv.path}; give one per axis")
         seen[isv.axis] = isv.path
     return out
+
+
+def searched_bbq_source(isvs: Sequence[Isv]) -> str:
+    """The BBQ source the ISV searches judged their trials on (each run folder's study.json), "official" when none says."""
+    found = set()
+    for isv in isvs:
+        study = isv.path.parent / "study.json" if isv.path is not None else None
+        try:
+            config = json.loads(study.read_text(encoding="utf-8")).get("config") if study is not None else None
+        except (OSError, ValueError, AttributeError):  # no or damaged study.json: that run says nothing
+            continue
+        if isinstance(config, dict):
+            found.add(str(config.get("bbq_source", "official")))
+    if len(found) > 1:
+        raise StudyError(f"the ISV searches used different BBQ sources ({', '.join(sorted(found))}); pass --bbq-source")
+    return found.pop() if found else "official"
 
 
 def norm_matched_mean(vectors: Sequence[SteeringVector]) -> SteeringVector:
@@ -176,7 +193,8 @@ class EnsembleConfig:
     mmlu_items: int = 200
     ood: bool = True
     ood_source: str = "mixed"
-    generated_dir: str | None = None
+    generated_dir: str | None = None  # generated BBQ files, for a `bbq_source` or `ood_source` that reads them
+    bbq_source: str = "official"  # where the axes' validation and test items come from: the search's own source
     merged_method: str = "pca_diff"
     max_batch: int = 16
     store_dir: str | None = None  # keep every evaluation's predictions there (lens_steer.store); re-runs read them back
@@ -190,6 +208,7 @@ class EnsembleConfig:
         need(len(self.kinds) > 0 and all(k in ENSEMBLE_KINDS for k in self.kinds), f"kinds must be drawn from {', '.join(ENSEMBLE_KINDS)}, got {list(self.kinds)}")
         need(self.scoring in SCORINGS, f"unknown scoring {self.scoring!r}; use one of {', '.join(SCORINGS)}")
         need(self.prompt_format in PROMPT_FORMATS, f"unknown prompt_format {self.prompt_format!r}; use one of {', '.join(PROMPT_FORMATS)}")
+        need(self.bbq_source in LOAD_SOURCES, f"unknown bbq_source {self.bbq_source!r}; use one of {', '.join(LOAD_SOURCES)}")
         need(self.merged_method in AGGREGATORS, f"unknown merged_method {self.merged_method!r}; use one of {', '.join(AGGREGATORS)}")
         for name in ("val_limit", "test_limit"):
             v = getattr(self, name)
@@ -207,10 +226,10 @@ class EnsembleConfig:
 
 # ============================================================================ evaluation
 def axis_split(axis: str, split: str, limit: int | None, config: EnsembleConfig, data_root: str | Path | None = None) -> list[BbqItem]:
-    """An axis's BBQ items of one split, capped at `limit` (whole variant groups, seeded)."""
+    """An axis's BBQ items (from `config.bbq_source`) of one split, capped at `limit` (whole variant groups, seeded)."""
     from lens_steer.benches import limit_bbq
 
-    items = load_bbq([get_axis(axis).bbq_category], data_root=data_root)
+    items = load_bbq([get_axis(axis).bbq_category], data_root=data_root, source=config.bbq_source, generated_dir=config.generated_dir)
     return limit_bbq(select_split(items, split, seed=config.split_seed), limit, seed=config.seed)
 
 
@@ -481,4 +500,5 @@ __all__ = [
     "norm_matched_mean",
     "random_control",
     "results_csv",
+    "searched_bbq_source",
 ]

@@ -241,7 +241,7 @@ def _reproduce(
         write_generated(OOD_CATEGORIES, generated, seed=seed, data_root=data_root)
     ens_config = EnsembleConfig(coeffs=budget.ens_coeffs, kinds=budget.ens_kinds, val_limit=budget.ens_val_limit, test_limit=budget.test_limit, scoring=scoring,
                                 seed=seed, n_boot=budget.n_boot, control_seeds=budget.control_seeds, mmlu_items=budget.mmlu_items,
-                                ood=True, ood_source="mixed", generated_dir=str(generated), merged_method="mean_diff",
+                                ood=True, ood_source="mixed", generated_dir=str(generated), bbq_source=config.bbq_source, merged_method="mean_diff",
                                 store_dir=str(out))  # fmt: skip
     say("ensembles: SVE, merged baseline, test split, random controls, OOD, MMLU")
     ensemble = evaluate_ensembles(model, isvs, ens_config, out / "ensemble", data_root=data_root, progress=lambda m: say(f"    {m}"))

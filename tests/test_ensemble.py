@@ -110,6 +110,38 @@ def test_best_coeff_and_config_errors() -> None:
         EnsembleConfig(coeffs=())
 
 
+@needs_data
+def test_axis_split_reads_the_bbq_source_the_search_used(tmp_path: Path) -> None:
+    from lens_steer.data.bbq import load_bbq
+    from lens_steer.data.splits import select_split
+    from lens_steer.ensemble import axis_split
+
+    official = resolve_data_root() / "bbq" / "data" / "Age.jsonl"
+    (tmp_path / "Age.jsonl").write_text(official.read_text())  # the same rows, read as generated ones
+    cfg = EnsembleConfig(bbq_source="generated", generated_dir=str(tmp_path))
+    got = axis_split("age", "test", None, cfg)
+    assert {it.source for it in got} == {"generated"}
+    expected = select_split(load_bbq(["Age"], source="generated", generated_dir=tmp_path), "test", seed=cfg.split_seed)
+    assert got == expected and {it.source for it in axis_split("age", "test", None, EnsembleConfig())} == {"official"}
+
+
+def test_the_searched_bbq_source_is_read_from_each_isv_run(tmp_path: Path) -> None:
+    from lens_steer.ensemble import searched_bbq_source
+
+    v = _vec({1: [1.0, 0.0]})
+    runs = []
+    for name, source in (("a", "generated"), ("b", "generated"), ("c", None)):
+        (tmp_path / name).mkdir()
+        if source is not None:
+            (tmp_path / name / "study.json").write_text(json.dumps({"config": {"bbq_source": source}}))
+        runs.append(Isv(name, v, 1.0, tmp_path / name / "isv.safetensors"))
+    assert searched_bbq_source(runs) == "generated"  # the run without a study.json says nothing
+    assert searched_bbq_source([Isv("x", v, 1.0)]) == "official"
+    (tmp_path / "c" / "study.json").write_text(json.dumps({"config": {"bbq_source": "official"}}))
+    with pytest.raises(StudyError, match="different BBQ sources"):
+        searched_bbq_source(runs)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     from lens_steer.models import load_model

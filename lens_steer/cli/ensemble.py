@@ -34,7 +34,9 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--mmlu-items", type=int, default=None, help="MMLU test items for retention (default 200; 0 skips)")
     p.add_argument("--control-seeds", default=None, help="seeds of the matched random controls, e.g. '1,2,3' (default)")
     p.add_argument("--scoring", choices=list(SCORINGS), default=None, help="scoring protocol (use the one the search used)")
-    p.add_argument("--generated-dir", default=None, help="folder of generated BBQ files for the intersectional categories")
+    p.add_argument("--generated-dir", default=None, help="folder of generated BBQ files (the intersectional categories, and --bbq-source generated/mixed)")
+    p.add_argument("--bbq-source", choices=["official", "generated", "mixed"], default=None,
+                   help="where the axes' BBQ items come from (default: the source the ISV searches used, from their study.json; else official)")
     p.add_argument("--no-ood", action="store_true", help="skip the intersectional (out-of-distribution) categories")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 1000)")
     p.set_defaults(func=run)
@@ -52,7 +54,7 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the ISVs, evaluate, print a short table."""
-    from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles, load_isvs
+    from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles, load_isvs, searched_bbq_source
 
     check_out_folder(args.out)
     for flag in ("val_limit", "test_limit"):
@@ -71,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             overrides[field] = getattr(args, flag)
     if args.no_ood:
         overrides["ood"] = False
+    overrides["bbq_source"] = args.bbq_source or searched_bbq_source(isvs)
     config = dataclasses.replace(EnsembleConfig(), **overrides)
     model = load_model_from_args(args)
     isvs = load_isvs(paths, model)
