@@ -3,10 +3,13 @@ number in a report traces to a `predictions/<name>.jsonl` file."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+import os
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +64,8 @@ def model_fingerprint(model: HookedModel, samples: int = 64) -> dict[str, Any]:
 
 
 class PredictionStore:
-    """Predictions under `root/predictions/`, keyed by everything that determines them."""
+    """Predictions under `root/predictions/`, keyed by everything that determines them. Several processes may
+    share one store: `index.json` is updated under a lock, each file written atomically."""
 
     def __init__(self, root: str | Path) -> None:
         self.dir = Path(root) / "predictions"
@@ -112,8 +116,7 @@ class PredictionStore:
                 return stored
         rows = compute()
         write_jsonl(path, rows)
-        index = self._index()
-        index[key] = {
+        entry = {
             **spec,
             "file": path.name,
             "n": len(rows),
@@ -122,8 +125,21 @@ class PredictionStore:
             "vector_method": vector.metadata.method if vector is not None else None,
             "vector_provenance": _short_provenance(vector),
         }
-        write_json(self.index_path, index)
+        with self._index_lock():  # another writer's entries, added since, are re-read and kept
+            index = self._index()
+            index[key] = entry
+            write_json(self.index_path, index)
         return rows
+
+    @contextlib.contextmanager
+    def _index_lock(self) -> Iterator[None]:
+        """Hold `index.lock` (an advisory flock, released by the system if the holder dies) while index.json is updated."""
+        fd = os.open(self.dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
 
     def _index(self) -> dict[str, Any]:
