@@ -20,45 +20,69 @@ PositionMode = Literal["all", "prompt", "generated"]
 POSITION_MODES: tuple[str, ...] = ("all", "prompt", "generated")
 
 
-@dataclasses.dataclass
-class _AddAtPositions:
-    """Hook adding `delta` at the positions selected by `mode`, tracking prompt/generated positions.
+EMBED_HOOK = "hook_embed"  # the token embeddings: where each forward pass's positions are classified
 
-    A call is read as: a KV-cache step (one new token after a known prefix), a re-fed sequence one token
-    longer than the last (generation without KV cache), or else a new prompt. Prompt positions are those
-    before the prompt length (given, or the first call's length); with left padding every row's prompt
-    ends at the same padded length, so this is right for batches too.
+
+@dataclasses.dataclass
+class PositionTracker:
+    """Which absolute positions a forward pass covers and where its prompt ends, read at the token embeddings.
+
+    A call is: a KV-cache step (one new token after a known prefix), a re-fed sequence (generation without KV
+    cache: one token longer than the last call *and* beginning with exactly the same token embeddings), or else
+    a new prompt. Prompt positions are those before the prompt length (given, or the new prompt's length); with
+    left padding every row's prompt ends at the same padded length, so this is right for batches too.
     """
 
-    delta: Float[Tensor, " d_model"]
-    mode: PositionMode
     prompt_length: int | None = None
-    _prompt_len: int | None = None
-    _seen: int = 0
-    calls: int = 0
+    prompt_len: int | None = None  # the current sequence's prompt length
+    start: int = 0  # absolute position of the current call's first token
+    seen: int = 0  # positions of the current sequence so far
+    last: Tensor | None = None  # the token embeddings of the last prompt or re-fed sequence
 
     def reset(self) -> None:
         """Forget the current sequence; the next call starts a new prompt."""
-        self._prompt_len, self._seen = None, 0
+        self.prompt_len, self.start, self.seen, self.last = None, 0, 0, None
 
-    def _positions(self, length: int) -> Tensor | slice:
-        if self._prompt_len is not None and length == 1 and self._seen >= self._prompt_len:
-            start, self._seen = self._seen, self._seen + 1  # KV-cache step
-        elif self._prompt_len is not None and length == self._seen + 1:
-            start, self._seen = 0, length  # re-fed sequence, no KV cache
+    def _continues(self, embeds: Tensor) -> bool:
+        """Whether `embeds` is the last sequence re-fed with one more token."""
+        last = self.last
+        return (
+            self.prompt_len is not None and last is not None and embeds.shape[1] == self.seen + 1
+            and embeds.shape[0] == last.shape[0] and last.shape[1] >= self.seen and torch.equal(embeds[:, : self.seen], last[:, : self.seen])
+        )  # fmt: skip
+
+    def __call__(self, tensor: Tensor, *, hook: Any) -> None:
+        length = tensor.shape[1]
+        if self.prompt_len is not None and length == 1 and self.seen >= self.prompt_len:
+            self.start, self.seen = self.seen, self.seen + 1  # KV-cache step
+        elif self._continues(tensor):
+            self.start, self.seen, self.last = 0, length, tensor.detach().clone()  # re-fed sequence, no KV cache
         else:
-            self._prompt_len = self.prompt_length if self.prompt_length is not None else length
-            start, self._seen = 0, length
-        absolute = torch.arange(start, start + length)
-        generated = absolute >= self._prompt_len
-        return generated if self.mode == "generated" else ~generated
+            self.prompt_len = self.prompt_length if self.prompt_length is not None else length
+            self.start, self.seen, self.last = 0, length, tensor.detach().clone()
+
+    def generated(self, length: int) -> Tensor:
+        """`[length]` bools: which positions of the current call are generated (at or after the prompt's end)."""
+        absolute = torch.arange(self.start, self.start + length)
+        return absolute >= (self.prompt_len if self.prompt_len is not None else length)
+
+
+@dataclasses.dataclass
+class _AddAtPositions:
+    """Hook adding `delta` at the positions selected by `mode` ("all", or by `tracker`: prompt or generated)."""
+
+    delta: Float[Tensor, " d_model"]
+    mode: PositionMode
+    tracker: PositionTracker | None = None
+    calls: int = 0
 
     def __call__(self, tensor: Tensor, *, hook: Any) -> Tensor:
         self.calls += 1
         delta = self.delta.to(device=tensor.device, dtype=tensor.dtype)
-        if self.mode == "all":
+        if self.mode == "all" or self.tracker is None:
             return tensor + delta
-        selected = self._positions(tensor.shape[1]).to(tensor.device)
+        generated = self.tracker.generated(tensor.shape[1])
+        selected = (generated if self.mode == "generated" else ~generated).to(tensor.device)
         return tensor + selected[None, :, None].to(tensor.dtype) * delta
 
 
@@ -67,11 +91,12 @@ class SteeringHandle:
     """What an active `steer` block added: `{hook name: hook function}`."""
 
     hooks: dict[str, _AddAtPositions]
+    tracker: PositionTracker | None = None
 
     def reset(self) -> None:
         """Start a new sequence for position tracking (needed only between separate generations)."""
-        for fn in self.hooks.values():
-            fn.reset()
+        if self.tracker is not None:
+            self.tracker.reset()
 
 
 def combined_deltas(model: HookedModel, vectors: Sequence[tuple[SteeringVector, float]]) -> dict[str, Tensor]:
@@ -109,6 +134,10 @@ def steer(
         raise VectorError(f"unknown position mode {positions!r}; use one of {', '.join(POSITION_MODES)}")
     deltas = combined_deltas(model, vectors)
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
-    fns = {name: _AddAtPositions(d.to(device), positions, prompt_length) for name, d in deltas.items()}
-    with model.hooks(fwd_hooks=list(fns.items())):
-        yield SteeringHandle(fns)
+    tracker = PositionTracker(prompt_length) if positions != "all" else None
+    if tracker is not None:
+        check_hook_name(model, EMBED_HOOK)  # positions are classified from the token embeddings
+    fns = {name: _AddAtPositions(d.to(device), positions, tracker) for name, d in deltas.items()}
+    track = [(EMBED_HOOK, tracker)] if tracker is not None else []
+    with model.hooks(fwd_hooks=[*track, *fns.items()]):
+        yield SteeringHandle(fns, tracker)

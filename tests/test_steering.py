@@ -97,6 +97,32 @@ def test_forward_position_modes_with_prompt_length(model: Any) -> None:
         torch.testing.assert_close(cache_of(model, tokens)[name] - base, delta.expand_as(base), atol=ATOL, rtol=0)
 
 
+@pytest.mark.parametrize("mode", ["prompt", "generated"])
+def test_a_new_prompt_one_token_longer_is_a_prompt_not_a_continuation(model: Any, mode: str) -> None:
+    layer, coeff = 2, 1.5
+    vec = make_vector(model, [layer])
+    name = f"blocks.{layer}.hook_resid_post"
+    first = model.to_tokens(TEXT)
+    other = model.to_tokens("A lazy dog sleeps under the tree")[:, : first.shape[1] + 1]  # another text, one token longer
+    assert other.shape[1] == first.shape[1] + 1 and not torch.equal(other[:, : first.shape[1]], first)
+    base = cache_of(model, other)[name]
+    delta = coeff * vec.directions[layer]
+    with steer(model, [(vec, coeff)], positions=mode):
+        cache_of(model, first)
+        got = cache_of(model, other)[name]  # every position of a new prompt is a prompt position
+    expected = delta.expand_as(base) if mode == "prompt" else torch.zeros_like(base)
+    torch.testing.assert_close(got - base, expected, atol=ATOL, rtol=0)
+    # the same text re-fed one token longer (generation without a KV cache) is still a continuation
+    longer = torch.cat([first, other[:, :1]], dim=1)
+    base_longer = cache_of(model, longer)[name]
+    with steer(model, [(vec, coeff)], positions=mode):
+        cache_of(model, first)
+        got = cache_of(model, longer)[name]
+    generated = torch.arange(longer.shape[1]) >= first.shape[1]
+    mask = generated if mode == "generated" else ~generated
+    torch.testing.assert_close(got - base_longer, mask[None, :, None].float() * delta, atol=ATOL, rtol=0)
+
+
 def _recorder(store: list[torch.Tensor]) -> Callable[..., None]:
     def rec(tensor: torch.Tensor, *, hook: Any) -> None:
         store.append(tensor[:, -1].detach().clone())
