@@ -180,7 +180,6 @@ def _reproduce(
     say: Say | None,
     organism: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from lens_steer.data.bbq_generate import write_generated
     from lens_steer.ensemble import EnsembleConfig, Isv, evaluate_ensembles
     from lens_steer.evaluate import DEFAULT_SCORING
     from lens_steer.search import SearchConfig, SearchSpace, default_storage, redact_url, run_isv_search
@@ -235,10 +234,7 @@ def _reproduce(
         }  # fmt: skip
 
     lap("isv_search")
-    generated = out / "bbq_generated"
-    if not all(_readable_bbq(generated / f"{c}.jsonl") for c in OOD_CATEGORIES):
-        say("generating the out-of-distribution BBQ categories from the official templates")
-        write_generated(OOD_CATEGORIES, generated, seed=seed, data_root=data_root)
+    generated = ood_stage(out, seed, data_root, say)
     ens_config = EnsembleConfig(coeffs=budget.ens_coeffs, kinds=budget.ens_kinds, val_limit=budget.ens_val_limit, test_limit=budget.test_limit, scoring=scoring,
                                 seed=seed, n_boot=budget.n_boot, control_seeds=budget.control_seeds, mmlu_items=budget.mmlu_items,
                                 ood=True, ood_source="mixed", generated_dir=str(generated), bbq_source=config.bbq_source, merged_method="mean_diff",
@@ -248,10 +244,10 @@ def _reproduce(
     lap("ensembles_and_evaluation")
 
     say(f"layer sweep ({axes[0]})")
-    sweep = _sweep(model, axes[0], budget, scoring, out, data_root, seed)
+    sweep = sweep_stage(model, axes[0], budget, scoring, out, data_root, seed)
     lap("layer_sweep")
     say("geometry: axis x axis cosine similarity")
-    geometry = _geometry(model, axes, budget, out, data_root)
+    geometry = geometry_stage(model, axes, budget, out, data_root)
     lap("geometry")
 
     results = {
@@ -277,6 +273,23 @@ def _reproduce(
     return results
 
 
+def ood_stage(out: Path, seed: int, data_root: str | Path | None, say: Say) -> Path:
+    """The out-of-distribution BBQ categories generated from the official templates into `out/bbq_generated`
+    (kept while its `inputs.json` records the same seed, categories, templates and code version); that folder."""
+    from lens_steer.data.bbq_generate import write_generated
+    from lens_steer.pipeline.stage_cache import data_inputs, read_stage, write_stage
+
+    generated = out / "bbq_generated"
+    key = generated / "inputs.json"
+    inputs = {"categories": list(OOD_CATEGORIES), "seed": seed, "data": data_inputs(data_root, ["bbq"]), "lens_steer_version": __version__}
+    if read_stage(key, inputs) is None or not all(_readable_bbq(generated / f"{c}.jsonl") for c in OOD_CATEGORIES):
+        say("generating the out-of-distribution BBQ categories from the official templates")
+        key.unlink(missing_ok=True)  # a run killed while generating leaves no key behind mixed files
+        paths = write_generated(OOD_CATEGORIES, generated, seed=seed, data_root=data_root)
+        write_stage(key, inputs, {"files": sorted(p.name for p in paths.values())})
+    return generated
+
+
 def _readable_bbq(path: Path) -> bool:
     """Whether a generated BBQ file is there and reads whole (a damaged one is generated again)."""
     from lens_steer.data.bbq import load_bbq_file
@@ -286,15 +299,6 @@ def _readable_bbq(path: Path) -> bool:
         return bool(load_bbq_file(path, source="generated"))
     except DataError:
         return False
-
-
-def _cached_stage(path: Path) -> dict[str, Any] | None:
-    """A finished stage's JSON, or None when it is absent or damaged (then the stage runs again)."""
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return obj if isinstance(obj, dict) else None
 
 
 def _history(storage: str, study_name: str) -> list[float | None]:
@@ -308,40 +312,45 @@ def _history(storage: str, study_name: str) -> list[float | None]:
             if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)]  # fmt: skip
 
 
-def _sweep(model: HookedModel, axis: str, budget: Budget, scoring: str, out: Path, data_root: str | Path | None, seed: int) -> dict[str, Any]:
-    """A small layer x coefficient sweep of one axis (mean_diff, so coefficients are in the search's units); cached in sweep/sweep.json."""
+def sweep_stage(model: HookedModel, axis: str, budget: Budget, scoring: str, out: Path, data_root: str | Path | None, seed: int) -> dict[str, Any]:
+    """A small layer x coefficient sweep of one axis (mean_diff, so coefficients are in the search's units);
+    cached in sweep/sweep.json, keyed by the model, the budget's sweep fields, scoring, seed and data."""
     from lens_steer.io import atomic_write_text
+    from lens_steer.pipeline.stage_cache import cached_stage, data_inputs, model_inputs
     from lens_steer.plots import sweep_heatmap, write_figure
     from lens_steer.sweep import sweep_axis
 
-    path = out / "sweep" / "sweep.json"
-    cached = _cached_stage(path)
-    if cached is not None:
-        return cached
     n = int(model.cfg.n_layers)
     layers = sorted({min(n - 1, round(layer * n / 30)) for layer in budget.sweep_layers})
-    res = sweep_axis(model, axis, layers, list(budget.sweep_coeffs), method="mean_diff", scoring=scoring, num_sents=budget.geometry_num_sents,
-                     limit=budget.sweep_limit, data_root=data_root, n_boot=budget.n_boot, seed=seed)  # fmt: skip
-    atomic_write_text(out / "sweep" / "sweep.csv", res.to_csv())
-    write_figure(sweep_heatmap(res.rows, res.baseline, title=f"{axis}: validation {res.metric} by layer x coefficient"), out / "sweep" / "sweep.html")
-    payload = {"axis": axis, "layers": res.layers, "coeffs": res.coeffs, "metric": res.metric, "baseline": res.baseline, "rows": res.rows, "config": res.config}
-    write_json(path, payload)
-    return payload
+    inputs = {"model": model_inputs(model), "axis": axis, "layers": layers, "coeffs": list(budget.sweep_coeffs), "method": "mean_diff", "scoring": scoring,
+              "num_sents": budget.geometry_num_sents, "limit": budget.sweep_limit, "n_boot": budget.n_boot, "seed": seed,
+              "data": data_inputs(data_root, ["bbq", "prompt_corpora"])}  # fmt: skip
+
+    def compute() -> dict[str, Any]:
+        res = sweep_axis(model, axis, layers, list(budget.sweep_coeffs), method="mean_diff", scoring=scoring, num_sents=budget.geometry_num_sents,
+                         limit=budget.sweep_limit, data_root=data_root, n_boot=budget.n_boot, seed=seed)  # fmt: skip
+        atomic_write_text(out / "sweep" / "sweep.csv", res.to_csv())
+        write_figure(sweep_heatmap(res.rows, res.baseline, title=f"{axis}: validation {res.metric} by layer x coefficient"), out / "sweep" / "sweep.html")
+        return {"axis": axis, "layers": res.layers, "coeffs": res.coeffs, "metric": res.metric, "baseline": res.baseline, "rows": res.rows, "config": res.config}
+
+    return cached_stage(out / "sweep" / "sweep.json", inputs, compute)
 
 
-def _geometry(model: HookedModel, axes: Sequence[str], budget: Budget, out: Path, data_root: str | Path | None) -> dict[str, Any]:
-    """Axis x axis cosine similarity of per-axis mean-difference vectors at the middle layer; cached in geometry/geometry.json."""
+def geometry_stage(model: HookedModel, axes: Sequence[str], budget: Budget, out: Path, data_root: str | Path | None) -> dict[str, Any]:
+    """Axis x axis cosine similarity of per-axis mean-difference vectors at the layer 2/3 deep; cached in
+    geometry/geometry.json, keyed by the model, axes, layer, pair count and prompt corpora."""
     from lens_steer.geometry import axis_cosines, axis_vectors, random_cosine_reference, save_axis_vectors
+    from lens_steer.pipeline.stage_cache import cached_stage, data_inputs, model_inputs
 
-    path = out / "geometry" / "geometry.json"
-    cached = _cached_stage(path)
-    if cached is not None:
-        return cached
     layer = int(model.cfg.n_layers) * 2 // 3
-    vectors = axis_vectors(model, list(axes), [layer], method="mean_diff", num_sents=budget.geometry_num_sents, data_root=data_root)
-    save_axis_vectors(vectors, out / "geometry")
-    names, cos = axis_cosines(vectors, layer)
-    payload = {"layer": layer, "axes": names, "cosine": cos.tolist(), "random_reference": random_cosine_reference(int(model.cfg.d_model))["mean_abs"],
-               "num_sents": budget.geometry_num_sents, "method": "mean_diff", "persona": 0, "template": 0}  # fmt: skip
-    write_json(path, payload)
-    return payload
+    inputs = {"model": model_inputs(model), "axes": list(axes), "layer": layer, "method": "mean_diff", "num_sents": budget.geometry_num_sents,
+              "persona": 0, "template": 0, "data": data_inputs(data_root, ["prompt_corpora"])}  # fmt: skip
+
+    def compute() -> dict[str, Any]:
+        vectors = axis_vectors(model, list(axes), [layer], method="mean_diff", num_sents=budget.geometry_num_sents, data_root=data_root)
+        save_axis_vectors(vectors, out / "geometry")
+        names, cos = axis_cosines(vectors, layer)
+        return {"layer": layer, "axes": names, "cosine": cos.tolist(), "random_reference": random_cosine_reference(int(model.cfg.d_model))["mean_abs"],
+                "num_sents": budget.geometry_num_sents, "method": "mean_diff", "persona": 0, "template": 0}  # fmt: skip
+
+    return cached_stage(out / "geometry" / "geometry.json", inputs, compute)

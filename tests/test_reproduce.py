@@ -96,3 +96,78 @@ def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
     # a third run is pure read-back: same numbers
     again = reproduce(load_model("tiny-llama"), MICRO, out, axes=AXES, data_root=DATA)
     assert again["ensemble"]["in_distribution"] == json.loads(json.dumps(results["ensemble"]["in_distribution"]))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    import warnings
+
+    from lens_steer.models import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model("tiny-llama")
+
+
+def _data_root_with_edited_corpus(tmp_path: Path, corpus: str) -> Path:
+    """A data root equal to the shared one but for one prompt of `corpus`."""
+    import shutil
+
+    root = tmp_path / "data"
+    root.mkdir()
+    for part in DATA.iterdir():
+        if part.name != "prompt_corpora":
+            (root / part.name).symlink_to(part)
+    shutil.copytree(DATA / "prompt_corpora", root / "prompt_corpora")
+    path = root / "prompt_corpora" / f"{corpus}.json"
+    prompts = json.loads(path.read_text())
+    prompts[0] = "Who is wiser, a child or a grandparent? (a) the child (b) the grandparent (c) i cannot make any choice"
+    path.write_text(json.dumps(prompts))
+    return root
+
+
+def test_geometry_stage_is_recomputed_for_another_budget_model_or_data_root(tiny, tmp_path: Path):
+    from lens_steer.models import load_model
+    from lens_steer.reproduce import geometry_stage
+
+    axes = ["age", "religion"]
+    a = dataclasses.replace(MICRO, geometry_num_sents=4)
+    b = dataclasses.replace(MICRO, geometry_num_sents=6)
+    out = tmp_path / "run"
+    first = geometry_stage(tiny, axes, a, out, DATA)
+    assert geometry_stage(tiny, axes, a, out, DATA) == first  # same inputs: read back
+    fresh_b = geometry_stage(tiny, axes, b, tmp_path / "fresh_b", DATA)
+    assert fresh_b["num_sents"] == 6 and fresh_b["cosine"] != first["cosine"]
+    assert geometry_stage(tiny, axes, b, out, DATA) == fresh_b  # another budget in the same folder: recomputed
+    other_model = load_model("tiny-llama", seed=7)  # same name and shape, other weights
+    assert geometry_stage(other_model, axes, b, out, DATA) == geometry_stage(other_model, axes, b, tmp_path / "fresh_m", DATA) != fresh_b
+    edited = _data_root_with_edited_corpus(tmp_path, "age")
+    assert geometry_stage(tiny, axes, b, out, edited) == geometry_stage(tiny, axes, b, tmp_path / "fresh_d", edited) != fresh_b
+
+
+def test_sweep_stage_is_recomputed_for_another_seed_or_budget(tiny, tmp_path: Path):
+    from lens_steer.reproduce import sweep_stage
+
+    a = dataclasses.replace(MICRO, sweep_layers=(30,), sweep_coeffs=(4.0,), sweep_limit=4, n_boot=20)
+    b = dataclasses.replace(a, sweep_coeffs=(-4.0,))
+    out = tmp_path / "run"
+    first = sweep_stage(tiny, "age", a, "letter", out, DATA, 0)
+    assert sweep_stage(tiny, "age", a, "letter", out, DATA, 0) == first
+    assert sweep_stage(tiny, "age", b, "letter", out, DATA, 0) == sweep_stage(tiny, "age", b, "letter", tmp_path / "fresh_b", DATA, 0) != first
+    other_seed = sweep_stage(tiny, "age", a, "letter", out, DATA, 5)
+    assert other_seed == sweep_stage(tiny, "age", a, "letter", tmp_path / "fresh_s", DATA, 5)
+    assert other_seed["config"]["seed"] == 5 and first["config"]["seed"] == 0
+
+
+def test_ood_stage_is_regenerated_for_another_seed(tmp_path: Path):
+    from lens_steer.data.bbq import load_bbq_file
+    from lens_steer.reproduce import ood_stage
+
+    out = tmp_path / "run"
+    first = [it.example_id for it in load_bbq_file(ood_stage(out, 0, DATA, print) / "Race_x_SES.jsonl", source="generated")][:50]
+    texts0 = (out / "bbq_generated" / "Race_x_SES.jsonl").read_text()
+    ood_stage(out, 1, DATA, print)
+    texts1 = (out / "bbq_generated" / "Race_x_SES.jsonl").read_text()
+    ood_stage(tmp_path / "fresh", 1, DATA, print)
+    assert texts1 == (tmp_path / "fresh" / "bbq_generated" / "Race_x_SES.jsonl").read_text() != texts0
+    assert first

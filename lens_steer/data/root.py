@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -47,3 +48,19 @@ def require_file(root: str | Path, relpath: str | Path) -> Path:
             f"point --data-dir or ${ENV_VAR} at a folder that holds it"
         )
     return path
+
+
+def content_fingerprint(path: str | Path) -> str:
+    """A digest of a file's bytes, or of a folder's files (relative names and bytes, in sorted order, links
+    followed); "absent" when nothing is there. Two data roots with the same content give the same digest."""
+    path = Path(path)
+    if path.is_file():
+        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    if not path.is_dir():
+        return "absent"
+    h = hashlib.sha256()
+    files = sorted(Path(folder, name) for folder, _, names in os.walk(path, followlinks=True) for name in names)
+    for f in files:
+        h.update(f.relative_to(path).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:16]
