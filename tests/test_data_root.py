@@ -65,3 +65,25 @@ def test_require_file(tmp_path):
     # a folder is not a file
     with pytest.raises(DataError):
         require_file(tmp_path, "mmlu")
+
+
+def test_content_fingerprint_follows_names_and_bytes_not_location(tmp_path):
+    import hashlib
+
+    from lens_steer.data.root import content_fingerprint
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for root in (a, b):
+        (root / "sub").mkdir(parents=True)
+        (root / "x.json").write_text("[1]")
+        (root / "sub" / "y.csv").write_text("q,r\n")
+    assert content_fingerprint(a) == content_fingerprint(b)  # same content elsewhere: same digest
+    (tmp_path / "link").symlink_to(a)
+    assert content_fingerprint(tmp_path / "link") == content_fingerprint(a)
+    (b / "sub" / "y.csv").write_text("q,s\n")
+    assert content_fingerprint(b) != content_fingerprint(a)
+    (b / "sub" / "y.csv").write_text("q,r\n")
+    (b / "sub" / "y.csv").rename(b / "sub" / "z.csv")
+    assert content_fingerprint(b) != content_fingerprint(a)  # a renamed file changes it
+    assert content_fingerprint(a / "x.json") == hashlib.sha256(b"[1]").hexdigest()[:16]
+    assert content_fingerprint(tmp_path / "none") == "absent"
