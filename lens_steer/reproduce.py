@@ -267,7 +267,7 @@ def _reproduce(
         results["meta"]["organism"] = {k: organism[k] for k in ("name", "plant", "clean", "weights_sha256", "recipe") if k in organism}
         results["ground_truth"] = ground_truth(ensemble, isv_summary, organism)
     write_json(out / "results.json", results)
-    from lens_steer.report import write_report
+    from lens_steer.report.claims import write_report
 
     write_report(results, out)
     return results

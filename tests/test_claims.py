@@ -11,7 +11,7 @@ import plotly.offline
 import pytest
 
 from lens_steer.metrics import BbqPrediction, bbq_metrics, metrics_to_dict, paired_comparison
-from lens_steer.report import (
+from lens_steer.report.claims import (
     PAPER_AXES,
     PAPER_AXIS_LABELS,
     PAPER_MODELS,
