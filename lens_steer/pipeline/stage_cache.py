@@ -35,7 +35,7 @@ def data_inputs(data_root: str | Path | None, parts: Sequence[str]) -> dict[str,
 
 def _normalised(obj: Any) -> Any:
     """`obj` as it reads back from JSON (tuples become lists)."""
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+    return json.loads(json.dumps(obj, default=str))
 
 
 def read_stage(path: str | Path, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
