@@ -517,12 +517,47 @@ def build_organism(
 
     `progress(label, total)` returns a per-step callback `(n, loss_or_None)`; a killed build resumes from its
     last finished epoch (checkpoints beside the folder)."""
+    say = say or (lambda m: None)
+    folder = Path(folder) if folder is not None else organism_folder()
+    with build_lock(folder):
+        return _build(recipe, folder, data_root=data_root, acceptance_items=acceptance_items, mmlu_items=mmlu_items, say=say, progress=progress)
+
+
+@contextmanager
+def build_lock(folder: Path) -> Iterator[None]:
+    """Hold `.{folder}.lock` beside the folder while building (released by the OS if the build dies); a second
+    build of the same folder gets a one-line error."""
+    import fcntl
+    import os
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise LensSteerError(f"organism {folder} is being built by another process ({path} is locked); wait for it to finish") from None
+    try:
+        yield
+    finally:
+        os.close(fd)
+
+
+def _build(
+    recipe: OrganismRecipe,
+    folder: Path,
+    *,
+    data_root: str | Path | None,
+    acceptance_items: int,
+    mmlu_items: int,
+    say: Say,
+    progress: Callable[[str, int], Callable[[int, float | None], None]] | None,
+) -> dict[str, Any]:
     from lens_steer.benches import limit_items, run_mmlu
     from lens_steer.data.mmlu import load_mmlu
     from lens_steer.models import load_model
 
-    say = say or (lambda m: None)
-    folder = Path(folder) if folder is not None else organism_folder()
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
     train_items = training_items(recipe, data_root)
