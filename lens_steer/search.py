@@ -429,12 +429,24 @@ def open_storage(
         f = _sqlite_file(url)
         if f is not None and not f.parent.is_dir():
             raise StudyError(f"cannot open storage {url}: folder {f.parent} does not exist; create it first")
-        try:
-            return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace, **_retry_kwargs(max_retry))
-        except ModuleNotFoundError as e:
-            raise StudyError(f"cannot open storage {redact_url(url)}: Python module {e.name!r} is missing; install its driver (e.g. pip install psycopg2-binary for PostgreSQL)") from None
-        except Exception as e:  # SQLAlchemy raises many types (ArgumentError, OperationalError, ...)
-            raise StudyError(f"cannot open storage {redact_url(url)}: {type(e).__name__}: {_first_line(e)}; check the URL, server and credentials") from None
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, heartbeat_interval=heartbeat_interval, grace_period=grace, **_retry_kwargs(max_retry))
+            except ImportError as e:  # Optuna re-raises a missing driver as a bare ImportError
+                name = getattr(e.__cause__, "name", None) or getattr(e, "name", None) or "its database driver"
+                raise StudyError(f"cannot open storage {redact_url(url)}: Python module {name!r} is missing; install the driver (for PostgreSQL: pip install 'psycopg[binary]')") from None
+            except Exception as e:  # SQLAlchemy raises many types (ArgumentError, OperationalError, ...)
+                if attempt < 4 and _schema_race(e):  # workers starting together both create the tables: the later one retries
+                    time.sleep(0.2 * (attempt + 1))
+                    continue
+                raise StudyError(f"cannot open storage {redact_url(url)}: {type(e).__name__}: {_first_line(e)}; check the URL, server and credentials") from None
+        raise AssertionError("unreachable")
+
+
+def _schema_race(e: BaseException) -> bool:
+    """Whether opening a storage failed because another process was creating the same tables just then."""
+    text = str(e).lower()
+    return type(e).__name__ == "IntegrityError" or "already exists" in text or "database is locked" in text or "unique constraint" in text
 
 
 def _retry_callback(max_retry: int | None) -> Any:
