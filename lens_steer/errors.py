@@ -19,3 +19,7 @@ class VectorError(LensSteerError):
 
 class StudyError(LensSteerError):
     """An Optuna study or search configuration that cannot be used."""
+
+
+class ResultsError(LensSteerError):
+    """A results file (results.json) that is not of the schema this version reads: names the missing or malformed part."""

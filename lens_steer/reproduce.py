@@ -250,27 +250,32 @@ def _reproduce(
     geometry = geometry_stage(model, axes, budget, out, data_root)
     lap("geometry")
 
-    results = {
-        "meta": {"model": model_identity(model).name, "budget": budget.name, "seconds": round(time.perf_counter() - started, 1), "stage_seconds": stage_seconds,
-                 "lens_steer_version": __version__, "scoring": scoring, "prompt_format": ens_config.prompt_format,
-                 "split_seed": ens_config.split_seed, "storage": redact_url(storage), "bias_variant": "lm_eval", "budget_detail": budget.to_json()},
-        "capability": {a: {**{k: row["baseline"][k] for k in ("acc", "acc_ambig", "acc_disambig", "unknown_rate_ambig", "unknown_rate_disambig", "bias_ambig", "bias_disambig")}, "n": row["n"]}
-                       for a, row in ensemble["in_distribution"].items()},
-        "isv": isv_summary,
-        "ensemble": ensemble,
-        "sweep": sweep,
-        "geometry": geometry,
-    }  # fmt: skip
-    if organism is not None:
-        from lens_steer.ground_truth import ground_truth
+    from lens_steer.pipeline.results import CAPABILITY_METRICS, Capability, EnsembleResults, GeometryStage, IsvSummary, Meta, Results, SweepStage
+    from lens_steer.report.html import write_report
 
-        results["meta"]["organism"] = {k: organism[k] for k in ("name", "plant", "clean", "weights_sha256", "recipe") if k in organism}
-        results["ground_truth"] = ground_truth(ensemble, isv_summary, organism)
-    write_json(out / "results.json", results)
-    from lens_steer.report.claims import write_report
-
+    typed_ensemble = EnsembleResults.from_json(ensemble)
+    org = {k: organism[k] for k in ("name", "plant", "clean", "weights_sha256", "recipe") if k in organism} if organism is not None else None
+    results = Results(
+        meta=Meta(model=model_identity(model).name, budget=budget.name, seconds=round(time.perf_counter() - started, 1), stage_seconds=stage_seconds,
+                  lens_steer_version=__version__, scoring=scoring, prompt_format=ens_config.prompt_format, split_seed=ens_config.split_seed,
+                  storage=redact_url(storage), bias_variant="lm_eval", budget_detail=budget.to_json(), organism=org),
+        capability={a: Capability({k: row.baseline[k] for k in CAPABILITY_METRICS}, row.n) for a, row in typed_ensemble.in_distribution.items()},
+        isv={a: IsvSummary.from_json(s, f"isv.{a}") for a, s in isv_summary.items()},
+        ensemble=typed_ensemble,
+        sweep=SweepStage.from_json(sweep),
+        geometry=GeometryStage.from_json(geometry),
+        ground_truth=_ground_truth(ensemble, isv_summary, organism) if organism is not None else None,
+    )  # fmt: skip
+    saved = results.to_json()
+    write_json(out / "results.json", saved)
     write_report(results, out)
-    return results
+    return saved
+
+
+def _ground_truth(ensemble: dict[str, Any], isv_summary: dict[str, Any], organism: dict[str, Any]) -> dict[str, Any]:
+    from lens_steer.ground_truth import ground_truth
+
+    return ground_truth(ensemble, isv_summary, organism)
 
 
 def ood_stage(out: Path, seed: int, data_root: str | Path | None, say: Say) -> Path:

@@ -92,6 +92,9 @@ def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
     assert cos[0][0] == pytest.approx(1.0) and cos[0][1] == pytest.approx(cos[1][0])
     assert {r["coeff"] for r in saved["sweep"]["rows"]} == {-4.0, 4.0}
     assert results["meta"]["budget"] == "micro"
+    from lens_steer.pipeline.results import Results
+
+    assert Results.from_json(saved).to_json() == saved  # the file is exactly its typed schema
 
     # a third run is pure read-back: same numbers
     again = reproduce(load_model("tiny-llama"), MICRO, out, axes=AXES, data_root=DATA)

@@ -1,0 +1,545 @@
+"""The `results.json` schema: the dataclasses `reproduce` writes and the report reads.
+
+`Results.from_json` reads the file's object and `Results.to_json` writes it back unchanged (key order kept). A
+stage that did not run is absent (None here; the report says "not run"); a stage that is there but lacks a
+part, or holds a part of the wrong kind, is refused with a one-line `ResultsError` naming that part (e.g.
+`ensemble.in_distribution.age.steered.isv.vs_base`). Parts no report reads in detail (configurations, the
+search's parameters, the sweep's rows, the ground truth, which lens_steer.ground_truth owns) stay plain JSON.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+from lens_steer.errors import ResultsError
+from lens_steer.metrics import Metric
+
+T = TypeVar("T")
+FIX = "written by an older lens_steer or cut short; re-run `lens-steer reproduce` with the same options on its folder (it resumes)"
+
+
+# ----------------------------------------------------------------------------- reading helpers
+def _obj(x: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(x, Mapping):
+        raise ResultsError(f"results.json: {where} is {type(x).__name__}, not a JSON object; {FIX}")
+    return x
+
+
+def _need(x: Any, key: str, where: str) -> Any:
+    obj = _obj(x, where)
+    if key not in obj:
+        raise ResultsError(f"results.json: {where} lacks {key!r}; {FIX}")
+    return obj[key]
+
+
+def _num(x: Any, where: str) -> float:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        raise ResultsError(f"results.json: {where} is {x!r}, not a number; {FIX}")
+    return float(x)
+
+
+def _int(x: Any, where: str) -> int:
+    if isinstance(x, bool) or not isinstance(x, int):
+        raise ResultsError(f"results.json: {where} is {x!r}, not a whole number; {FIX}")
+    return x
+
+
+def _opt_num(x: Any, where: str) -> float | None:
+    return None if x is None else _num(x, where)
+
+
+def _str(x: Any, where: str) -> str:
+    if not isinstance(x, str):
+        raise ResultsError(f"results.json: {where} is {x!r}, not a string; {FIX}")
+    return x
+
+
+def _list(x: Any, where: str) -> list[Any]:
+    if not isinstance(x, list):
+        raise ResultsError(f"results.json: {where} is {type(x).__name__}, not a list; {FIX}")
+    return x
+
+
+def _each(x: Any, where: str, read: Callable[[Any, str], T]) -> dict[str, T]:
+    return {str(k): read(v, f"{where}.{k}") for k, v in _obj(x, where).items()}
+
+
+def metric(x: Any, where: str) -> Metric:
+    """A `Metric` from its dict {"value", "ci_low", "ci_high", "n"}."""
+    return Metric(*(_num(_need(x, k, where), f"{where}.{k}") for k in ("value", "ci_low", "ci_high")), _int(_need(x, "n", where), f"{where}.n"))
+
+
+def _metric_json(m: Metric) -> dict[str, Any]:
+    return m.to_dict()
+
+
+# ----------------------------------------------------------------------------- paired comparisons
+@dataclasses.dataclass(frozen=True)
+class Triple:
+    """One metric of a paired comparison: the baseline's, the steered run's and their difference (steered - base)."""
+
+    base: Metric
+    steered: Metric
+    diff: Metric
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> Triple:
+        return cls(*(metric(_need(x, k, where), f"{where}.{k}") for k in ("base", "steered", "diff")))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"base": _metric_json(self.base), "steered": _metric_json(self.steered), "diff": _metric_json(self.diff)}
+
+
+@dataclasses.dataclass(frozen=True)
+class McNemar:
+    """The exact McNemar test of a paired comparison: p and the discordant counts (gained: base wrong, steered right)."""
+
+    p: float
+    gained: int
+    lost: int
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> McNemar:
+        return cls(_num(_need(x, "p", where), f"{where}.p"), _int(_need(x, "gained", where), f"{where}.gained"), _int(_need(x, "lost", where), f"{where}.lost"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"p": self.p, "gained": self.gained, "lost": self.lost}
+
+
+@dataclasses.dataclass(frozen=True)
+class Condition:
+    """A paired comparison over one context condition (or all items): item count, each metric's triple, McNemar."""
+
+    n: int
+    metrics: dict[str, Triple]  # "acc", "unknown_rate", and for the conditions "bias", "unknown_margin", ...
+    mcnemar: McNemar | None
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> Condition:
+        obj = _obj(x, where)
+        _need(obj, "acc", where)
+        triples = {k: Triple.from_json(v, f"{where}.{k}") for k, v in obj.items() if k not in ("n", "mcnemar")}
+        mc = obj.get("mcnemar")
+        return cls(_int(_need(obj, "n", where), f"{where}.n"), triples, None if mc is None else McNemar.from_json(mc, f"{where}.mcnemar"))
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": self.n, **{k: t.to_json() for k, t in self.metrics.items()}}
+        if self.mcnemar is not None:
+            out["mcnemar"] = self.mcnemar.to_json()
+        return out
+
+    @property
+    def acc(self) -> Triple:
+        """Accuracy."""
+        return self.metrics["acc"]
+
+    def get(self, name: str) -> Triple | None:
+        """The triple of `name` ("unknown_rate", "bias", ...), or None when this condition has none."""
+        return self.metrics.get(name)
+
+
+@dataclasses.dataclass(frozen=True)
+class Paired:
+    """`lens_steer.metrics.paired_comparison`'s output: steered vs base on the same items, overall and per condition."""
+
+    n: int
+    bias_variant: str
+    overall: Condition
+    ambig: Condition
+    disambig: Condition
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> Paired:
+        conds = (Condition.from_json(_need(x, c, where), f"{where}.{c}") for c in ("overall", "ambig", "disambig"))
+        return cls(_int(_need(x, "n", where), f"{where}.n"), _str(_need(x, "bias_variant", where), f"{where}.bias_variant"), *conds)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "bias_variant": self.bias_variant, "overall": self.overall.to_json(), "ambig": self.ambig.to_json(), "disambig": self.disambig.to_json()}
+
+
+# ----------------------------------------------------------------------------- steered BBQ results
+@dataclasses.dataclass(frozen=True)
+class Control:
+    """A matched random control (same norms, layers and coefficient): its comparison with the baseline and with the steered run."""
+
+    seed: int
+    vs_base: Paired
+    steered_vs_control: Paired
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> Control:
+        return cls(_int(_need(x, "seed", where), f"{where}.seed"), Paired.from_json(_need(x, "vs_base", where), f"{where}.vs_base"),
+                   Paired.from_json(_need(x, "steered_vs_control", where), f"{where}.steered_vs_control"))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"seed": self.seed, "vs_base": self.vs_base.to_json(), "steered_vs_control": self.steered_vs_control.to_json()}
+
+
+@dataclasses.dataclass(frozen=True)
+class Steered:
+    """One steered BBQ result: coefficient, paired comparison with the baseline, its controls, and the direct
+    paired tests between steered runs where they were made (SVE vs ISV, merged vs SVE)."""
+
+    coeff: float
+    vs_base: Paired
+    controls: tuple[Control, ...]
+    control_mean_acc: float | None = None
+    beats_controls: bool | None = None
+    vs_isv: Paired | None = None
+    vs_sve: Paired | None = None
+    coeff_chosen_without: str | None = None
+
+    @property
+    def gain(self) -> Metric:
+        """The accuracy change over the baseline with its paired interval."""
+        return self.vs_base.overall.acc.diff
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> Steered:
+        obj = _obj(x, where)
+        controls = tuple(Control.from_json(c, f"{where}.controls[{i}]") for i, c in enumerate(_list(_need(obj, "controls", where), f"{where}.controls")))
+        beats = _need(obj, "beats_controls", where)
+        paired = {k: Paired.from_json(obj[k], f"{where}.{k}") if obj.get(k) is not None else None for k in ("vs_isv", "vs_sve")}
+        without = obj.get("coeff_chosen_without")
+        return cls(_num(_need(obj, "coeff", where), f"{where}.coeff"), Paired.from_json(_need(obj, "vs_base", where), f"{where}.vs_base"), controls,
+                   _opt_num(_need(obj, "control_mean_acc", where), f"{where}.control_mean_acc"), None if beats is None else bool(beats), paired["vs_isv"], paired["vs_sve"],
+                   None if without is None else _str(without, f"{where}.coeff_chosen_without"))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"coeff": self.coeff, "vs_base": self.vs_base.to_json(), "controls": [c.to_json() for c in self.controls],
+                               "control_mean_acc": self.control_mean_acc, "beats_controls": self.beats_controls}  # fmt: skip
+        for key in ("vs_isv", "vs_sve"):
+            value = getattr(self, key)
+            if value is not None:
+                out[key] = value.to_json()
+        if self.coeff_chosen_without is not None:
+            out["coeff_chosen_without"] = self.coeff_chosen_without
+        return out
+
+
+def _metrics(x: Any, where: str) -> dict[str, Metric]:
+    return _each(x, where, metric)
+
+
+@dataclasses.dataclass(frozen=True)
+class BbqBlock:
+    """One target's BBQ test results (an axis, or an out-of-distribution category with its data source)."""
+
+    n: int
+    baseline: dict[str, Metric]  # lens_steer.metrics.bbq_metrics of the unsteered model
+    steered: dict[str, Steered]  # by vector: "isv", "sve", "sve_norm", "merged", "sve_loo", ...
+    source: str | None = None
+    has_source: bool = False  # out-of-distribution blocks record their source (null when no item was selected)
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> BbqBlock:
+        obj = _obj(x, where)
+        src = obj.get("source")
+        return cls(_int(_need(obj, "n", where), f"{where}.n"), _metrics(_need(obj, "baseline", where), f"{where}.baseline"),
+                   _each(_need(obj, "steered", where), f"{where}.steered", Steered.from_json), None if src is None else _str(src, f"{where}.source"), "source" in obj)  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": self.n}
+        if self.has_source:
+            out["source"] = self.source
+        return {**out, "baseline": {k: _metric_json(m) for k, m in self.baseline.items()}, "steered": {k: s.to_json() for k, s in self.steered.items()}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Skipped:
+    """An evaluation that could not run, with the reason (e.g. an OOD category without data)."""
+
+    reason: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"skipped": self.reason}
+
+
+def _ood(x: Any, where: str) -> BbqBlock | Skipped:
+    obj = _obj(x, where)
+    return Skipped(_str(obj["skipped"], f"{where}.skipped")) if "skipped" in obj else BbqBlock.from_json(obj, where)
+
+
+# ----------------------------------------------------------------------------- MMLU
+@dataclasses.dataclass(frozen=True)
+class MmluEntry:
+    """MMLU with one steering vector: accuracy, change against the baseline with McNemar's counts, and its controls."""
+
+    coeff: float
+    acc: Metric
+    diff: float | None = None
+    mcnemar: McNemar | None = None
+    controls: tuple[MmluEntry, ...] | None = None
+    seed: int | None = None  # set on a control
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> MmluEntry:
+        obj = _obj(x, where)
+        mc, ctrls, seed = obj.get("mcnemar"), obj.get("controls"), obj.get("seed")
+        return cls(_num(_need(obj, "coeff", where), f"{where}.coeff"), metric(_need(obj, "acc", where), f"{where}.acc"), _opt_num(obj.get("diff"), f"{where}.diff"),
+                   None if mc is None else McNemar.from_json(mc, f"{where}.mcnemar"),
+                   None if ctrls is None else tuple(MmluEntry.from_json(c, f"{where}.controls[{i}]") for i, c in enumerate(_list(ctrls, f"{where}.controls"))),
+                   None if seed is None else _int(seed, f"{where}.seed"))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {} if self.seed is None else {"seed": self.seed}
+        out.update(coeff=self.coeff, acc=_metric_json(self.acc))
+        if self.diff is not None:
+            out["diff"] = self.diff
+        if self.mcnemar is not None:
+            out["mcnemar"] = self.mcnemar.to_json()
+        if self.controls is not None:
+            out["controls"] = [c.to_json() for c in self.controls]
+        return out
+
+
+@dataclasses.dataclass(frozen=True)
+class MmluBlock:
+    """MMLU retention: the items, the baseline's accuracy, and each vector's entry ("isv:<axis>", "sve", ...)."""
+
+    n: int
+    baseline: Metric
+    steered: dict[str, MmluEntry]
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> MmluBlock:
+        return cls(_int(_need(x, "n", where), f"{where}.n"), metric(_need(x, "baseline", where), f"{where}.baseline"),
+                   _each(_need(x, "steered", where), f"{where}.steered", MmluEntry.from_json))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "baseline": _metric_json(self.baseline), "steered": {k: e.to_json() for k, e in self.steered.items()}}
+
+
+# ----------------------------------------------------------------------------- stages
+@dataclasses.dataclass(frozen=True)
+class EnsembleResults:
+    """`lens_steer.ensemble.evaluate_ensembles`' output: coefficients chosen on validation and every test-split result."""
+
+    config: dict[str, Any]
+    axes: list[str]
+    coefficients: dict[str, float]
+    sweeps: dict[str, Any]
+    in_distribution: dict[str, BbqBlock]
+    ood: dict[str, BbqBlock | Skipped]
+    mmlu: MmluBlock | None
+    isvs: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, x: Any, where: str = "ensemble") -> EnsembleResults:
+        obj = _obj(x, where)
+        mm = obj.get("mmlu")
+        return cls(dict(_obj(_need(obj, "config", where), f"{where}.config")), [_str(a, f"{where}.axes") for a in _list(_need(obj, "axes", where), f"{where}.axes")],
+                   _each(_need(obj, "coefficients", where), f"{where}.coefficients", _num), dict(_obj(_need(obj, "sweeps", where), f"{where}.sweeps")),
+                   _each(_need(obj, "in_distribution", where), f"{where}.in_distribution", BbqBlock.from_json), _each(_need(obj, "ood", where), f"{where}.ood", _ood),
+                   None if mm is None else MmluBlock.from_json(mm, f"{where}.mmlu"), dict(_obj(_need(obj, "isvs", where), f"{where}.isvs")))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {"config": self.config, "axes": self.axes, "coefficients": self.coefficients, "sweeps": self.sweeps,
+                "in_distribution": {k: b.to_json() for k, b in self.in_distribution.items()}, "ood": {k: b.to_json() for k, b in self.ood.items()},
+                "mmlu": None if self.mmlu is None else self.mmlu.to_json(), "isvs": self.isvs}  # fmt: skip
+
+    @property
+    def n_boot(self) -> int | None:
+        """Bootstrap resamples behind the intervals (0: no intervals were computed)."""
+        value = self.config.get("n_boot")
+        return value if isinstance(value, int) else None
+
+
+CAPABILITY_METRICS: tuple[str, ...] = ("acc", "acc_ambig", "acc_disambig", "unknown_rate_ambig", "unknown_rate_disambig", "bias_ambig", "bias_disambig")
+
+
+@dataclasses.dataclass(frozen=True)
+class Capability:
+    """How the unsteered model does on one axis's test items: `CAPABILITY_METRICS` and the item count."""
+
+    metrics: dict[str, Metric]
+    n: int
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> Capability:
+        return cls({k: metric(_need(x, k, where), f"{where}.{k}") for k in CAPABILITY_METRICS}, _int(_need(x, "n", where), f"{where}.n"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**{k: _metric_json(m) for k, m in self.metrics.items()}, "n": self.n}
+
+
+@dataclasses.dataclass(frozen=True)
+class IsvSummary:
+    """One axis's finished ISV search as the results record it."""
+
+    study: str
+    best_value: float
+    params: dict[str, Any]
+    coeff: float
+    n_trials: int
+    history: list[float | None]  # objective of each finished trial in order (None: pruned)
+    dir: str
+    baseline: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> IsvSummary:
+        hist = [None if v is None else _num(v, f"{where}.history") for v in _list(_need(x, "history", where), f"{where}.history")]
+        return cls(_str(_need(x, "study", where), f"{where}.study"), _num(_need(x, "best_value", where), f"{where}.best_value"), dict(_obj(_need(x, "params", where), f"{where}.params")),
+                   _num(_need(x, "coeff", where), f"{where}.coeff"), _int(_need(x, "n_trials", where), f"{where}.n_trials"), hist, _str(_need(x, "dir", where), f"{where}.dir"),
+                   dict(_obj(_need(x, "baseline", where), f"{where}.baseline")))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepStage:
+    """The layer x coefficient sweep of one axis on its validation split."""
+
+    axis: str
+    layers: list[int]
+    coeffs: list[float]
+    metric: str
+    baseline: dict[str, Any]
+    rows: list[dict[str, Any]]
+    config: dict[str, Any]
+
+    @classmethod
+    def from_json(cls, x: Any, where: str = "sweep") -> SweepStage:
+        return cls(_str(_need(x, "axis", where), f"{where}.axis"), [_int(v, f"{where}.layers") for v in _list(_need(x, "layers", where), f"{where}.layers")],
+                   [_num(v, f"{where}.coeffs") for v in _list(_need(x, "coeffs", where), f"{where}.coeffs")], _str(_need(x, "metric", where), f"{where}.metric"),
+                   dict(_obj(_need(x, "baseline", where), f"{where}.baseline")), [dict(_obj(r, f"{where}.rows")) for r in _list(_need(x, "rows", where), f"{where}.rows")],
+                   dict(_obj(_need(x, "config", where), f"{where}.config")))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class GeometryStage:
+    """Axis x axis cosine similarity of per-axis steering directions at one layer."""
+
+    layer: int
+    axes: list[str]
+    cosine: list[list[float]]
+    random_reference: float
+    num_sents: int
+    method: str
+    persona: int
+    template: int
+
+    @classmethod
+    def from_json(cls, x: Any, where: str = "geometry") -> GeometryStage:
+        cos = [[_num(v, f"{where}.cosine") for v in _list(row, f"{where}.cosine")] for row in _list(_need(x, "cosine", where), f"{where}.cosine")]
+        return cls(_int(_need(x, "layer", where), f"{where}.layer"), [_str(a, f"{where}.axes") for a in _list(_need(x, "axes", where), f"{where}.axes")], cos,
+                   _num(_need(x, "random_reference", where), f"{where}.random_reference"), _int(_need(x, "num_sents", where), f"{where}.num_sents"),
+                   _str(_need(x, "method", where), f"{where}.method"), _int(_need(x, "persona", where), f"{where}.persona"), _int(_need(x, "template", where), f"{where}.template"))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+META_FIELDS: tuple[str, ...] = ("model", "budget", "seconds", "stage_seconds", "lens_steer_version", "scoring", "prompt_format", "split_seed", "storage", "bias_variant", "budget_detail")
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """How the run was made: model, budget, timing, version, scoring, prompt format, split seed, storage,
+    bias-score variant, the budget's definition, and the organism's card summary when the model is one."""
+
+    model: str
+    budget: str
+    seconds: float
+    stage_seconds: dict[str, float]
+    lens_steer_version: str
+    scoring: str
+    prompt_format: str
+    split_seed: int
+    storage: str
+    bias_variant: str
+    budget_detail: dict[str, Any]
+    organism: dict[str, Any] | None = None
+
+    @classmethod
+    def from_json(cls, x: Any, where: str = "meta") -> Meta:
+        obj = _obj(x, where)
+        kinds = {"seconds": _num, "split_seed": _int, "stage_seconds": lambda v, w: _each(v, w, _num), "budget_detail": lambda v, w: dict(_obj(v, w))}
+        values = {k: kinds.get(k, _str)(_need(obj, k, where), f"{where}.{k}") for k in META_FIELDS}
+        org = obj.get("organism")
+        return cls(**values, organism=None if org is None else dict(_obj(org, f"{where}.organism")))
+
+    def to_json(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in META_FIELDS}
+        if self.organism is not None:
+            out["organism"] = self.organism
+        return out
+
+
+STAGES: tuple[str, ...] = ("meta", "capability", "isv", "ensemble", "sweep", "geometry", "ground_truth")
+
+
+@dataclasses.dataclass(frozen=True)
+class Results:
+    """Everything `reproduce` found; a stage that did not run is None."""
+
+    meta: Meta | None = None
+    capability: dict[str, Capability] | None = None
+    isv: dict[str, IsvSummary] | None = None
+    ensemble: EnsembleResults | None = None
+    sweep: SweepStage | None = None
+    geometry: GeometryStage | None = None
+    ground_truth: dict[str, Any] | None = None  # lens_steer.ground_truth's block, on a bias model organism
+
+    @classmethod
+    def from_json(cls, x: Any) -> Results:
+        """Read results.json's object; absent (or empty) stages are None, a malformed one is a ResultsError naming the part."""
+        obj = _obj(x, "the file")
+        readers: dict[str, Callable[[Any, str], Any]] = {
+            "meta": Meta.from_json,
+            "capability": lambda v, w: _each(v, w, Capability.from_json),
+            "isv": lambda v, w: _each(v, w, IsvSummary.from_json),
+            "ensemble": EnsembleResults.from_json,
+            "sweep": SweepStage.from_json,
+            "geometry": GeometryStage.from_json,
+            "ground_truth": lambda v, w: dict(_obj(v, w)),
+        }
+        return cls(**{k: readers[k](obj[k], k) if obj.get(k) else None for k in STAGES})
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of results.json (stages that did not run are left out)."""
+        out: dict[str, Any] = {}
+        for k in STAGES:
+            value = getattr(self, k)
+            if value is None:
+                continue
+            if isinstance(value, dict):
+                out[k] = {a: v.to_json() if hasattr(v, "to_json") else v for a, v in value.items()} if k != "ground_truth" else value
+            else:
+                out[k] = value.to_json()
+        return out
+
+
+def finite(x: float | None) -> bool:
+    """Whether `x` is a finite number (intervals computed with n_boot=0 hold NaN)."""
+    return x is not None and math.isfinite(x)
+
+
+__all__ = [
+    "CAPABILITY_METRICS",
+    "BbqBlock",
+    "Capability",
+    "Condition",
+    "Control",
+    "EnsembleResults",
+    "GeometryStage",
+    "IsvSummary",
+    "McNemar",
+    "Meta",
+    "MmluBlock",
+    "MmluEntry",
+    "Paired",
+    "Results",
+    "Skipped",
+    "Steered",
+    "SweepStage",
+    "Triple",
+    "metric",
+]
