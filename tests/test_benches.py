@@ -16,8 +16,6 @@ from lens_steer.data.bbq import load_bbq
 from lens_steer.data.crows import load_crows
 from lens_steer.data.mmlu import load_mmlu
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import maybe_steer, score_questions
-from lens_steer.benches import bbq_question
 from lens_steer.generation import PARSE_RULES, parse_answer
 from lens_steer.metrics import BbqPrediction
 from lens_steer.models import load_model
@@ -133,17 +131,27 @@ def test_bbq_generate_records_carry_the_reply_and_count_unparsed(model, items):
     assert r.metrics["overall"]["acc"]["value"] == pytest.approx(np.mean([x["pred"] == x["label"] for x in r.records]))
 
 
-def test_steered_run_equals_scoring_inside_steer(model, items):
+def test_steered_letter_scores_equal_a_plain_forward_with_a_raw_hook(model, items):
+    """Each steered record's letter log-likelihoods recomputed by hand: the record's own token ids through one plain
+    forward with a bare TransformerLens hook adding 3 * v at blocks.2.hook_resid_post (every position)."""
     import torch
 
     torch.manual_seed(0)
-    vec = SteeringVector({2: torch.randn(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")}))
+    v = torch.randn(64)
+    vec = SteeringVector({2: v}, VectorMetadata("tiny-llama", 64, processing={f: False for f in ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")}))
     r = run_bbq(model, items[:4], scoring="letter", vector=vec, coeff=3.0, n_boot=0)
-    with maybe_steer(model, vec, 3.0):
-        direct = score_questions(model, [bbq_question(i) for i in items[:4]], scoring="letter")
     base = run_bbq(model, items[:4], scoring="letter", n_boot=0)
-    np.testing.assert_allclose([x["option_scores"] for x in r.records], [s.option_scores for s in direct], atol=1e-6)
-    assert not np.allclose([x["option_scores"] for x in r.records], [x["option_scores"] for x in base.records])
+    add = lambda act, hook: act + 3.0 * v.to(act.dtype)  # noqa: E731
+    for rec, plain in zip(r.records, base.records):
+        tokens = torch.tensor([rec["prompt_token_ids"]])
+        with torch.no_grad(), model.hooks(fwd_hooks=[("blocks.2.hook_resid_post", add)]):
+            logprobs = torch.log_softmax(model(tokens)[0, -1].float(), dim=-1)
+        by_hand = [float(logprobs[ids[0]]) for ids in rec["option_token_ids"]]
+        np.testing.assert_allclose(rec["option_logliks"], by_hand, atol=1e-4)
+        norm = math.log(sum(math.exp(x) for x in by_hand))
+        np.testing.assert_allclose(rec["option_scores"], [x - norm for x in by_hand], atol=1e-4)
+        assert rec["prompt_token_ids"] == plain["prompt_token_ids"]
+    assert not np.allclose([x["option_logliks"] for x in r.records], [x["option_logliks"] for x in base.records], atol=1e-3)
 
 
 def test_mmlu_micro_accuracy_is_the_mean_of_correct(model):
