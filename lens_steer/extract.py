@@ -13,7 +13,7 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.models import HookedModel, accepts_kv_cache, check_hook_name, check_layers, model_identity
-from lens_steer.tokens import PaddingSide, encode_texts, length_batches, pad_batch, pad_id
+from lens_steer.tokens import PaddingSide, bos_record, encode_texts, length_batches, pad_batch, pad_id
 from lens_steer.vectors import SteeringVector, VectorMetadata, hook_name
 
 Progress = Callable[[int], None]
@@ -165,7 +165,7 @@ def pair_activations(
         model_name=ident.name,
         d_model=ident.d_model,
         processing=ident.processing,
-        provenance={**provenance, "n_pairs": len(texts)},
+        provenance={**provenance, "n_pairs": len(texts), "tokenization": bos_record(model, prepend_bos)},
     )
 
 

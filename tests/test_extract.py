@@ -248,3 +248,15 @@ def test_vector_scales_unit_and_contrast_against_hand_computation() -> None:
     assert torch.allclose(contrast / mean_norm, raw / raw.norm(), atol=1e-6)
     md = vector_from_activations(acts, "mean_diff", scale="contrast").directions[3]
     assert torch.allclose(md, (pos - neg).mean(0), atol=1e-5)  # mean_diff is already at the contrast scale
+
+
+def test_vector_provenance_records_the_bos_rule(model: Any) -> None:
+    """The extraction's BOS choice is in the vector: the tokenizer's own default (the tiny one adds a BOS), or the override."""
+    from lens_steer.models import tiny_tokenizer
+
+    fresh = tiny_tokenizer()
+    default_bos = fresh("a")["input_ids"][0] == fresh.bos_token_id
+    vec = extract_vector(model, PAIRS, [1], method="mean_diff")
+    assert vec.metadata.provenance["tokenization"] == {"bos_policy": "tokenizer-default", "bos_token": fresh.bos_token, "bos_on_plain_text": default_bos}
+    never = extract_vector(model, PAIRS, [1], method="mean_diff", prepend_bos=False)
+    assert never.metadata.provenance["tokenization"]["bos_on_plain_text"] is False
