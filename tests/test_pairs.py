@@ -257,9 +257,22 @@ def test_bbq_pairs_letters_by_hand():
     assert ps.provenance["categories"] == ["Age"]
 
 
-def test_bbq_pairs_deterministic():
-    items = [AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO]
-    assert bbq_answer_pairs(items, split_name="train") == bbq_answer_pairs(list(items), split_name="train")
+def test_bbq_pairs_follow_the_items_order_and_do_not_depend_on_the_process():
+    forward = bbq_answer_pairs([AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO], split_name="train")
+    backward = bbq_answer_pairs([DISAMBIG_PRO, DISAMBIG_ANTI, AMBIG], split_name="train")
+    assert backward.pairs == tuple(reversed(forward.pairs)) and backward.provenance["example_ids"] == [2, 1]
+    # another interpreter with another hash seed builds the same pairs
+    import os
+    import subprocess
+    import sys
+
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from test_pairs import AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO; "
+            "from lens_steer.pairs import bbq_answer_pairs; "
+            "ps = bbq_answer_pairs([AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO], split_name='train'); "
+            "print(json.dumps([[p.positive, p.negative] for p in ps.pairs]))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout  # fmt: skip
+    assert json.loads(out) == [[p.positive, p.negative] for p in forward.pairs]
 
 
 @pytest.mark.parametrize("split", ["validation", "test", "val", ""])
