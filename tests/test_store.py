@@ -56,21 +56,52 @@ def test_bbq_predictions_are_read_back_not_recomputed(items: list[BbqItem], tmp_
     assert len(index) == 5 and {e["file"] for e in index.values()} == {p.name for p in (tmp_path / "predictions").glob("*.jsonl")}
 
 
-def test_the_file_name_is_the_hash_of_the_spec(items: list[BbqItem], tmp_path: Path) -> None:
+def test_the_index_describes_each_file_and_another_process_reads_it_back(items: list[BbqItem], tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
     PredictionStore(tmp_path).bbq(items, None, 0.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(items, 0))
-    spec = {
-        "model": "m",
-        "vector": "none",
-        "coeff": 0.0,
-        "items": hashlib.sha256(json.dumps([[it.category, it.example_id, it.source, content_digest(it)] for it in items]).encode()).hexdigest()[:16],
-        "scoring": "cloze",
-        "scoring_version": SCORING_VERSION,
-        "bos_policy": BOS_POLICY,
-    }
-    name = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
-    rows = [json.loads(x) for x in (tmp_path / "predictions" / f"{name}.jsonl").read_text().splitlines()]
-    assert [r["pred"] for r in rows] == [p.pred for p in predictions(items, 0)]
-    assert json.loads((tmp_path / "predictions" / "index.json").read_text())[name]["n"] == 5
+    (path,) = (tmp_path / "predictions").glob("*.jsonl")
+    (entry,) = json.loads((tmp_path / "predictions" / "index.json").read_text()).values()
+    assert entry["file"] == path.name and entry["n"] == 5 and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (entry["model"], entry["vector"], entry["coeff"], entry["scoring"]) == ("m", "none", 0.0, "cloze")
+    assert entry["scoring_version"] == SCORING_VERSION and entry["bos_policy"] == BOS_POLICY
+    assert [json.loads(x)["pred"] for x in path.read_text().splitlines()] == [p.pred for p in predictions(items, 0)]
+    # the same request in another interpreter (another hash seed) finds the file: the key is stable
+    code = ("import sys; from lens_steer.data.bbq import load_bbq; from lens_steer.store import PredictionStore; "
+            "items = load_bbq(['Age'])[:5]; "
+            "got = PredictionStore(sys.argv[1]).bbq(items, None, 0.0, {'model': 'm', 'scoring': 'cloze'}, lambda: sys.exit('recomputed')); "
+            "print([p.pred for p in got])")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"}, timeout=120)
+    assert res.returncode == 0, res.stderr[-1000:]
+    assert res.stdout.strip() == str([p.pred for p in predictions(items, 0)])
+
+
+@pytest.mark.parametrize("damage", ["edited value", "garbage bytes", "unindexed file", "damaged index"])
+def test_a_corrupt_predictions_file_is_recomputed_never_trusted(items: list[BbqItem], tmp_path: Path, damage: str) -> None:
+    store = PredictionStore(tmp_path)
+    store.bbq(items, vec(), 1.0, {"model": "m"}, lambda: predictions(items, 0))
+    (path,) = (tmp_path / "predictions").glob("*.jsonl")
+    index = tmp_path / "predictions" / "index.json"
+    good = path.read_bytes()
+    if damage == "edited value":  # still valid JSON, same number of rows: only the checksum tells
+        rows = [json.loads(x) for x in good.decode().splitlines()]
+        rows[2]["pred"] = (rows[2]["pred"] + 1) % 3
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif damage == "garbage bytes":
+        path.write_bytes(good[: len(good) // 2] + b"\x00\xff{not json")
+    elif damage == "unindexed file":  # a run killed between writing the file and its index entry
+        index.unlink()
+        path.write_text("".join(json.dumps({**json.loads(x), "pred": 0}) + "\n" for x in good.decode().splitlines()))
+    else:
+        index.write_text('{"truncated": ')
+    calls: list[int] = []
+    again = PredictionStore(tmp_path).bbq(items, vec(), 1.0, {"model": "m"}, lambda: calls.append(1) or predictions(items, 1))
+    assert calls == [1] and again == predictions(items, 1)  # recomputed, not read back
+    assert json.loads(index.read_text())[path.stem]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    third = PredictionStore(tmp_path).bbq(items, vec(), 1.0, {"model": "m"}, lambda: calls.append(2) or [])
+    assert calls == [1] and third == predictions(items, 1)  # the rewritten file is trusted again
 
 
 def test_rows_recompute_a_truncated_file(tmp_path: Path) -> None:
@@ -87,7 +118,8 @@ def test_rows_recompute_a_truncated_file(tmp_path: Path) -> None:
 def test_digests_follow_values() -> None:
     assert vector_digest(None) == "none"
     assert vector_digest(vec()) == vector_digest(vec(1.0)) != vector_digest(vec(2.0))
-    assert items_digest([["a", 1]]) == hashlib.sha256(json.dumps([["a", 1]]).encode()).hexdigest()[:16]
+    assert items_digest([["a", 1]]) == items_digest([["a", 1]]) != items_digest([["a", 2]])
+    assert items_digest([["a", 1], ["b", 2]]) != items_digest([["b", 2], ["a", 1]])  # the order of the items counts
 
 
 def _write_entries(root: str, worker: int, n: int, start: Any) -> None:
