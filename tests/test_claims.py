@@ -59,3 +59,25 @@ def test_no_intervals_make_every_run_claim_inconclusive() -> None:
     res["ensemble"]["config"]["n_boot"] = 0
     claims = judge_claims(typed(res))
     assert {c.verdict for c in claims} == {"inconclusive"} and all("n_boot=0" in c.evidence[-1] for c in claims)
+
+
+def test_sve_that_does_not_beat_its_random_controls_is_not_a_held_claim() -> None:
+    # every matched random control does as well as the SVE: its gain over baseline is real, not the direction's
+    rows = {a: in_distribution_row(a, control_counts=COUNTS["sve"]) for a in PAPER_AXES}
+    claim = _claims(full_results(rows))["sve_beats_isv"]
+    assert claim.verdict == "inconclusive"
+    assert any("above its matched random controls" in e for e in claim.evidence)
+    assert _claims(full_results())["sve_beats_isv"].verdict == "held"  # the same results with plain controls: held
+
+
+def test_ood_is_not_held_when_the_sve_loses_out_of_distribution() -> None:
+    from _results_fixtures import entry, preds
+
+    res = full_results()
+    block = res["ensemble"]["ood"]["Race_x_gender"]
+    base = preds("Race_x_gender", 10, 30)
+    block["steered"]["sve"] = entry(base, preds("Race_x_gender", 2, 20), [base])  # 18 fewer right, none gained
+    claim = _claims(res)["sve_ood"]
+    assert claim.verdict == "not held"
+    assert any(e.startswith("Race_x_gender (n=") and "not held" in e for e in claim.evidence)
+    assert any("Race_x_SES: not run (no data)" in e for e in claim.evidence)
