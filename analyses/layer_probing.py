@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from lens_steer.axes import get_axis
-from lens_steer.benches import limit_bbq
+from lens_steer.data.select import limit_bbq
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.extract import pair_activations

@@ -40,7 +40,8 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.benches import bbq_question, limit_bbq
+    from lens_steer.benches import bbq_question
+    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
     from lens_steer.evaluate import letter_prompt, score_questions
     from lens_steer.models import _embedded_smollm2_folder, load_model

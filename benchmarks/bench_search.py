@@ -35,7 +35,12 @@ def main() -> int:
     from lens_steer.extract import PairActivations, vector_from_activations
     from lens_steer.models import load_model, model_identity
     from lens_steer.pairs import persona_pairs
-    from lens_steer.search import VECTOR_SCALE, ActivationCache, IsvObjective, SearchConfig, SearchSpace, open_storage, open_study, run_trials
+    from lens_steer.activation_cache import ActivationCache
+    from lens_steer.isv import VECTOR_SCALE
+    from lens_steer.search.objective import IsvObjective
+    from lens_steer.search.space import SearchConfig, SearchSpace
+    from lens_steer.search.storage import open_storage, open_study
+    from lens_steer.search.workers import run_trials
     from lens_steer.steering import steer
     from lens_steer.tokens import encode_texts, pad_batch, pad_id
 

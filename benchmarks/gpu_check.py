@@ -228,7 +228,9 @@ def build_random_llama(shape: dict[str, int], device: str, dtype: torch.dtype) -
 def speed(device: str, shape: dict[str, int], n_items: int, results: dict[str, Any], save: Callable[[], None]) -> None:
     from lens_steer.axes import get_axis
     from lens_steer.benches import bbq_question
-    from lens_steer.search import ActivationCache, IsvObjective, SearchConfig, SearchSpace, layer_label
+    from lens_steer.activation_cache import ActivationCache
+    from lens_steer.search.objective import IsvObjective
+    from lens_steer.search.space import SearchConfig, SearchSpace, layer_label
 
     row: dict[str, Any] = results["speed"]
     if device.startswith("cuda"):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,41 +35,6 @@ class BenchResult:
         None when no record has a parse rule. A rule's note after ";" (self-debias: the kept candidate) is dropped."""
         rules = [str(r["parse_rule"]).split(";", 1)[0] for r in self.records if r.get("parse_rule")]
         return parse_counts(rules) if rules else None
-
-
-def _stable_rank(seed: int, key: Any) -> str:
-    return hashlib.sha256(repr((seed, key)).encode()).hexdigest()
-
-
-def limit_bbq(items: Sequence[BbqItem], limit: int | None, seed: int = 0) -> list[BbqItem]:
-    """At most `limit` items, whole variant groups at a time (in an order set by a seeded hash, a group that
-    does not fit in what is left is passed over); file order kept. A `limit` below every group's size gives
-    the first `limit` items of the first group, the only case where a group is cut."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    if limit <= 0:
-        raise LensSteerError(f"--limit must be positive, got {limit}")
-    groups: dict[tuple, list[int]] = {}
-    for i, it in enumerate(items):
-        groups.setdefault((it.category, it.group_key), []).append(i)
-    ranked = sorted(groups, key=lambda k: _stable_rank(seed, k))
-    chosen: list[int] = []
-    for key in ranked:
-        if len(chosen) + len(groups[key]) <= limit:
-            chosen += groups[key]
-    if not chosen:
-        chosen = groups[ranked[0]][:limit]
-    return [items[i] for i in sorted(chosen)]
-
-
-def limit_items(items: Sequence[Any], limit: int | None, seed: int = 0) -> list[Any]:
-    """At most `limit` items chosen by a seeded hash of their position; order kept."""
-    if limit is None or limit >= len(items):
-        return list(items)
-    if limit <= 0:
-        raise LensSteerError(f"--limit must be positive, got {limit}")
-    keep = sorted(range(len(items)), key=lambda i: _stable_rank(seed, i))[:limit]
-    return [items[i] for i in sorted(keep)]
 
 
 BBQ_CHOICE_SETS = ("item", "lm_eval")

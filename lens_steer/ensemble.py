@@ -2,7 +2,7 @@
 controls, and their evaluation on the test split (in-distribution, leave-one-axis-out, intersectional
 categories, MMLU retention), each steered result beside its control and paired against the baseline.
 
-Entry points: `load_isvs` -> `build_ensembles` (+ `merged_vector`, `loo_ensembles`) ->
+Entry points: `lens_steer.isv.load_isvs` -> `build_ensembles` (+ `merged_vector`, `loo_ensembles`) ->
 `evaluate_ensembles(model, isvs, config, out_dir)`.
 """
 
@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
-import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,9 +18,9 @@ from typing import Any
 
 import torch
 
-from lens_steer.axes import OOD_CATEGORIES, get_axis
-from lens_steer.data.bbq import LOAD_SOURCES, BbqItem, load_bbq
-from lens_steer.data.splits import select_split
+from lens_steer.axes import OOD_CATEGORIES
+from lens_steer.data.bbq import LOAD_SOURCES, BbqItem
+from lens_steer.data.select import limit_items, select
 from lens_steer.errors import DataError, StudyError, VectorError
 from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.extract import AGGREGATORS, extract_vector
@@ -31,71 +30,14 @@ from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
 from lens_steer.prefix import PrefixCache, start_block
 from lens_steer.benches import bbq_predictions
-from lens_steer.search import VECTOR_SCALE, isv_pairs
-from lens_steer.vectors import SteeringVector, load_vector, mean_vectors
+from lens_steer.isv import VECTOR_SCALE, Isv, isv_pairs
+from lens_steer.vectors import SteeringVector, mean_vectors
 
 ENSEMBLE_KINDS: tuple[str, ...] = ("sve", "sve_norm", "sve_weighted")
 Progress = Callable[[str], None]
 
 
 # ============================================================================ ISVs and ensembles
-@dataclasses.dataclass(frozen=True)
-class Isv:
-    """One axis's ISV: its vector (scaled to the mean contrast per layer) and the coefficient the search chose."""
-
-    axis: str
-    vector: SteeringVector
-    coeff: float
-    path: Path | None = None
-
-
-def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> list[Isv]:
-    """ISVs from files or run folders (holding isv.safetensors); all must come from one model and hook,
-    one per axis."""
-    if not paths:
-        raise StudyError("no ISV given; pass run folders or isv.safetensors files")
-    out: list[Isv] = []
-    for p in paths:
-        path = Path(p)
-        if path.is_dir():
-            path = path / "isv.safetensors"
-        vec = load_vector(path, model)
-        prov = vec.metadata.provenance
-        if "axis" not in prov or "coeff" not in prov:
-            raise VectorError(f"{path}: no axis/coeff in its provenance; it was not written by `lens-steer search`")
-        out.append(Isv(get_axis(str(prov["axis"])).name, vec, float(prov["coeff"]), path))
-    first = out[0]
-    for isv in out[1:]:
-        a, b = first.vector.metadata, isv.vector.metadata
-        if (a.model_name, a.d_model, a.hook) != (b.model_name, b.d_model, b.hook):
-            raise VectorError(
-                f"ISV {isv.path} is for model {b.model_name!r} ({b.hook}) but {first.path} is for {a.model_name!r} ({a.hook}); "
-                "ensemble ISVs from one model"
-            )
-    seen: dict[str, Path | None] = {}
-    for isv in out:
-        if isv.axis in seen:
-            raise StudyError(f"two ISVs for axis {isv.axis}: {seen[isv.axis]} and {isv.path}; give one per axis")
-        seen[isv.axis] = isv.path
-    return out
-
-
-def searched_bbq_source(isvs: Sequence[Isv]) -> str:
-    """The BBQ source the ISV searches judged their trials on (each run folder's study.json), "official" when none says."""
-    found = set()
-    for isv in isvs:
-        study = isv.path.parent / "study.json" if isv.path is not None else None
-        try:
-            config = json.loads(study.read_text(encoding="utf-8")).get("config") if study is not None else None
-        except (OSError, ValueError, AttributeError):  # no or damaged study.json: that run says nothing
-            continue
-        if isinstance(config, dict):
-            found.add(str(config.get("bbq_source", "official")))
-    if len(found) > 1:
-        raise StudyError(f"the ISV searches used different BBQ sources ({', '.join(sorted(found))}); pass --bbq-source")
-    return found.pop() if found else "official"
-
-
 def norm_matched_mean(vectors: Sequence[SteeringVector]) -> SteeringVector:
     """Per-layer mean, each layer rescaled to the mean norm of the inputs that have that layer."""
     mean = mean_vectors(vectors)
@@ -225,14 +167,6 @@ class EnsembleConfig:
 
 
 # ============================================================================ evaluation
-def axis_split(axis: str, split: str, limit: int | None, config: EnsembleConfig, data_root: str | Path | None = None) -> list[BbqItem]:
-    """An axis's BBQ items (from `config.bbq_source`) of one split, capped at `limit` (whole variant groups, seeded)."""
-    from lens_steer.benches import limit_bbq
-
-    items = load_bbq([get_axis(axis).bbq_category], data_root=data_root, source=config.bbq_source, generated_dir=config.generated_dir)
-    return limit_bbq(select_split(items, split, seed=config.split_seed), limit, seed=config.seed)
-
-
 def _acc(preds: Sequence[BbqPrediction]) -> float:
     return float(bbq_metrics(preds, n_boot=0)["acc"].value)
 
@@ -385,7 +319,10 @@ def evaluate_ensembles(
     starts = {start_block(v.hook_names.values()) for v in [*(i.vector for i in isvs), *ens.values(), *loo.values()]} - {None}
     prefix = PrefixCache(starts) if starts else None  # type: ignore[arg-type]  # controls and coefficient sweeps share each vector's prefix
 
-    val = {a: axis_split(a, "validation", config.val_limit, config, data_root) for a in axes}
+    def items(target: str, split: str, limit: int | None, source: str) -> list[BbqItem]:
+        return select(target, split, limit, source=source, seed=config.seed, split_seed=config.split_seed, data_root=data_root, generated_dir=config.generated_dir)
+
+    val = {a: items(a, "validation", config.val_limit, config.bbq_source) for a in axes}
     sweeps: dict[str, Any] = {}
     for name, vec in ens.items():
         say(f"coefficient sweep for {name} on validation")
@@ -397,43 +334,39 @@ def evaluate_ensembles(
     for isv in isvs:
         a = isv.axis
         say(f"test split: {a}")
-        items = axis_split(a, "test", config.test_limit, config, data_root)
-        base = _predict(model, items, None, 0.0, config)
-        row: dict[str, Any] = {"n": len(items), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
+        test = items(a, "test", config.test_limit, config.bbq_source)
+        base = _predict(model, test, None, 0.0, config)
+        row: dict[str, Any] = {"n": len(test), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
         preds: dict[str, list[BbqPrediction]] = {}
-        row["steered"]["isv"], preds["isv"] = _bbq_entry(model, items, base, isv.vector, isv.coeff, config, prefix)
+        row["steered"]["isv"], preds["isv"] = _bbq_entry(model, test, base, isv.vector, isv.coeff, config, prefix)
         for name, vec in ens.items():
-            row["steered"][name], preds[name] = _bbq_entry(model, items, base, vec, coeff[name], config, prefix)
+            row["steered"][name], preds[name] = _bbq_entry(model, test, base, vec, coeff[name], config, prefix)
         # direct paired tests between steered runs (claims 2 and 4)
         if "sve" in preds:
             row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(preds["isv"], preds["sve"], n_boot=config.n_boot, seed=config.seed))
             row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(preds["sve"], preds["merged"], n_boot=config.n_boot, seed=config.seed))
         if a in loo and "sve" in sweeps:
             c = best_coeff(sweeps["sve"]["rows"], exclude=a)
-            row["steered"]["sve_loo"] = {**_bbq_entry(model, items, base, loo[a], c, config, prefix)[0], "coeff_chosen_without": a}
+            row["steered"]["sve_loo"] = {**_bbq_entry(model, test, base, loo[a], c, config, prefix)[0], "coeff_chosen_without": a}
         results["in_distribution"][a] = row
 
     if config.ood:
         for cat in OOD_CATEGORIES:
             try:
-                items_all = load_bbq([cat], data_root=data_root, source=config.ood_source, generated_dir=config.generated_dir)
+                ood = items(cat, "test", config.test_limit, config.ood_source)
             except DataError as e:
                 results["ood"][cat] = {"skipped": str(e)}
                 continue
-            from lens_steer.benches import limit_bbq
-
-            items = limit_bbq(select_split(items_all, "test", seed=config.split_seed), config.test_limit, seed=config.seed)
             say(f"out of distribution: {cat}")
-            base = _predict(model, items, None, 0.0, config)
+            base = _predict(model, ood, None, 0.0, config)
             results["ood"][cat] = {
-                "n": len(items),
-                "source": items[0].source if items else None,
+                "n": len(ood),
+                "source": ood[0].source,
                 "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)),
-                "steered": {name: _bbq_entry(model, items, base, vec, coeff[name], config, prefix)[0] for name, vec in ens.items()},
+                "steered": {name: _bbq_entry(model, ood, base, vec, coeff[name], config, prefix)[0] for name, vec in ens.items()},
             }
 
     if config.mmlu_items > 0:
-        from lens_steer.benches import limit_items
         from lens_steer.data.mmlu import load_mmlu
 
         say("MMLU retention")
@@ -489,16 +422,13 @@ def results_csv(results: Mapping[str, Any]) -> str:
 __all__ = [
     "ENSEMBLE_KINDS",
     "EnsembleConfig",
-    "Isv",
     "best_coeff",
     "build_ensembles",
     "coefficient_sweep",
     "evaluate_ensembles",
-    "load_isvs",
     "loo_ensembles",
     "merged_vector",
     "norm_matched_mean",
     "random_control",
     "results_csv",
-    "searched_bbq_source",
 ]

@@ -488,7 +488,8 @@ class TokenizerView:
 def acceptance_table(model: HookedModel, recipe: OrganismRecipe, *, n_items: int, data_root: str | Path | None, n_boot: int = 1000,
                      progress: Callable[[int], None] | None = None) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Per axis, the organism's test-split metrics (with intervals) and the per-item records they come from."""
-    from lens_steer.benches import limit_bbq, run_bbq
+    from lens_steer.benches import run_bbq
+    from lens_steer.data.select import limit_bbq
 
     table: dict[str, dict[str, Any]] = {}
     records: list[dict[str, Any]] = []
@@ -554,7 +555,8 @@ def _build(
     say: Say,
     progress: Callable[[str, int], Callable[[int, float | None], None]] | None,
 ) -> dict[str, Any]:
-    from lens_steer.benches import limit_items, run_mmlu
+    from lens_steer.benches import run_mmlu
+    from lens_steer.data.select import limit_items
     from lens_steer.data.mmlu import load_mmlu
     from lens_steer.models import load_model
 

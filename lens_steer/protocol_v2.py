@@ -22,7 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lens_steer.benches import limit_bbq, run_bbq
+from lens_steer.benches import run_bbq
+from lens_steer.data.select import limit_bbq
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.bbq_v2 import V2_AXES, file_sha256, load_v2_items, load_v2_train_pairs, v2_axis, v2_path
 from lens_steer.data.splits import select_split

@@ -180,9 +180,12 @@ def _reproduce(
     say: Say | None,
     organism: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from lens_steer.ensemble import EnsembleConfig, Isv, evaluate_ensembles
+    from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles
+    from lens_steer.isv import Isv
     from lens_steer.evaluate import DEFAULT_SCORING
-    from lens_steer.search import SearchConfig, SearchSpace, default_storage, redact_url, run_isv_search
+    from lens_steer.search.run import run_isv_search
+    from lens_steer.search.space import SearchConfig, SearchSpace
+    from lens_steer.search.storage import default_storage, redact_url
 
     say = say or (lambda msg: None)
     out = Path(out_dir)
@@ -223,11 +226,13 @@ def _reproduce(
             best = "none" if rep.best_value is None else f"{rep.best_value:.3f}"
             say(f"    {axis}: trial {rep.finished} of {rep.n_trials} ({rep.state.lower()}, {rep.seconds:.0f}s), best so far {best}")
 
-        # each axis's study samples its own trials (the same seed everywhere would propose identical parameters)
-        axis_config = dataclasses.replace(config, seed=seed * 1000 + AXIS_NAMES.index(axis))
+        # each axis's study samples its own trials (the same seed everywhere would propose identical parameters); its
+        # validation items are chosen by a seed of their own (the same per-axis value as before the two were separated)
+        axis_seed = seed * 1000 + AXIS_NAMES.index(axis)
+        axis_config = dataclasses.replace(config, seed=axis_seed, data_seed=axis_seed)
         res = run_isv_search(model, axis, axis_config, out / "isv" / axis, storage=storage, data_root=data_root,
                              cache_dir=out / "activations", progress=progress, sole_worker=own_storage)  # fmt: skip
-        isvs.append(Isv(res.axis, res.vector, res.coeff, res.vector_path))
+        isvs.append(res)
         isv_summary[axis] = {
             "study": res.study_name, "best_value": res.value, "params": res.params, "coeff": res.coeff, "n_trials": res.n_trials,
             "history": _history(storage, res.study_name), "dir": str(Path("isv") / axis), "baseline": res.baseline,
@@ -308,7 +313,7 @@ def _readable_bbq(path: Path) -> bool:
 
 def _history(storage: str, study_name: str) -> list[float | None]:
     """Objective values of the study's finished trials in order (None for pruned ones)."""
-    from lens_steer.search import open_storage
+    from lens_steer.search.storage import open_storage
 
     import optuna
 

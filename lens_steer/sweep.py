@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import get_axis
-from lens_steer.benches import BenchResult, limit_bbq, run_bbq
+from lens_steer.benches import BenchResult, run_bbq
+from lens_steer.data.select import limit_bbq
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError

@@ -355,7 +355,9 @@ def test_cloze_with_the_shared_prompt_cache_equals_separate_forwards(ckpt: Check
 @needs_data
 def test_two_search_trials(ckpt: Checkpoint, tmp_path: Path) -> None:
     from lens_steer.axes import get_axis
-    from lens_steer.search import IsvObjective, SearchConfig, SearchSpace, run_isv_search
+    from lens_steer.search.objective import IsvObjective
+    from lens_steer.search.run import run_isv_search
+    from lens_steer.search.space import SearchConfig, SearchSpace
 
     space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0, 1), templates=(0,), coeff=(-2.0, 2.0, 1.0), layers=((2,), (1, 3)), methods=("mean_diff", "pca_diff"))
     cfg = SearchConfig(space=space, n_trials=2, limit=4, chunk_size=4, scoring="cloze", tpe_startup_trials=2)

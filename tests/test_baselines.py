@@ -21,7 +21,8 @@ from lens_steer.baselines import (
     score_questions_with,
     text_logprobs,
 )
-from lens_steer.benches import bbq_question, limit_bbq
+from lens_steer.benches import bbq_question
+from lens_steer.data.select import limit_bbq
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError

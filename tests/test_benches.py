@@ -11,11 +11,11 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lens_steer.benches import BenchResult, bbq_result_metrics, bbq_unparsed_counts, limit_bbq, limit_items, run_bbq, run_crows, run_mmlu
+from lens_steer.benches import BenchResult, bbq_result_metrics, bbq_unparsed_counts, run_bbq, run_crows, run_mmlu
+from lens_steer.data.select import limit_bbq, limit_items
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.crows import load_crows
 from lens_steer.data.mmlu import load_mmlu
-from lens_steer.errors import LensSteerError
 from lens_steer.generation import PARSE_RULES, parse_answer
 from lens_steer.metrics import BbqPrediction
 from lens_steer.models import load_model
@@ -33,35 +33,6 @@ def model():
 @pytest.fixture(scope="module")
 def items():
     return limit_bbq(load_bbq(["Religion"], data_root=DATA), 16, seed=2)
-
-
-def test_limit_bbq_keeps_whole_variant_groups_and_is_seeded():
-    all_items = load_bbq(["Religion"], data_root=DATA)
-    a, b = limit_bbq(all_items, 16, seed=2), limit_bbq(all_items, 16, seed=2)
-    assert [i.example_id for i in a] == [i.example_id for i in b]
-    keys = {i.group_key for i in a}
-    sizes = {k: sum(1 for i in all_items if i.group_key == k) for k in keys}
-    assert sum(sizes.values()) == len(a) == 16
-    assert [i.example_id for i in limit_bbq(all_items, 16, seed=3)] != [i.example_id for i in a]
-    with pytest.raises(LensSteerError):
-        limit_bbq(all_items, 0)
-
-
-@pytest.mark.parametrize("limit", [6, 10, 17])
-def test_limit_bbq_never_cuts_a_variant_group_when_the_limit_is_not_a_multiple(limit: int):
-    all_items = load_bbq(["Religion"], data_root=DATA)  # every group holds its four variants
-    chosen = limit_bbq(all_items, limit, seed=2)
-    sizes = Counter(i.group_key for i in all_items)
-    got = Counter(i.group_key for i in chosen)
-    assert all(got[k] == sizes[k] for k in got)  # each chosen group whole
-    assert len(chosen) == 4 * (limit // 4)  # as many whole groups of four as fit
-    assert set(got) == {i.group_key for i in limit_bbq(all_items, 4 * (limit // 4), seed=2)}  # the same groups as the multiple below
-
-
-def test_limit_bbq_below_one_group_takes_part_of_the_first():
-    all_items = load_bbq(["Religion"], data_root=DATA)
-    first_group = [i for i in all_items if i.group_key == limit_bbq(all_items, 4, seed=2)[0].group_key]
-    assert limit_bbq(all_items, 2, seed=2) == first_group[:2]
 
 
 def test_bbq_records_recompute_the_metrics(model, items):

@@ -65,7 +65,7 @@ def test_bbq_on_the_v2_splits(tmp_path):
     out = tmp_path / "v2"
     assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--splits", "v2", "--categories", "religion", "--n-boot", "0", "--limit", "8", "--out", str(out)]) == 0
     _, rows = read(out)
-    from lens_steer.benches import limit_bbq
+    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq_v2 import load_v2_items
 
     expected = limit_bbq(load_v2_items("religion", "test", DATA), 8, seed=0)  # eval's own selection, applied to the v2 rows

@@ -28,7 +28,8 @@ import optuna
 import pytest
 from _system_packages import ensure_program, find_program
 
-from lens_steer.search import SearchSpace, run_trials
+from lens_steer.search.space import SearchSpace
+from lens_steer.search.workers import run_trials
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CLI = Path(sys.executable).parent / "lens-steer"

@@ -68,7 +68,9 @@ def test_search_logs_consistency_per_trial_and_its_correlation(tmp_path):
     from lens_steer.extract import pair_activations
     from lens_steer.models import load_model
     from lens_steer.pairs import persona_pairs
-    from lens_steer.search import SearchConfig, SearchSpace, parse_layer_spec, run_isv_search
+    from lens_steer.search.run import run_isv_search
+    from lens_steer.search.space import SearchConfig, SearchSpace
+    from lens_steer.specs import parse_layers
 
     try:
         root = resolve_data_root()
@@ -84,7 +86,7 @@ def test_search_logs_consistency_per_trial_and_its_correlation(tmp_path):
     study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     for t in done:  # recomputed from a fresh read of the trial's pairs
-        layers = parse_layer_spec(t.params["layers"])
+        layers = parse_layers(t.params["layers"])
         pairs = persona_pairs(t.params["corpus"], int(t.params["num_sents"]), int(t.params["persona"]), int(t.params["template"]), tokenizer=tiny.tokenizer)
         by_layer = activation_consistency(pair_activations(tiny, pairs, layers), layers)
         assert t.user_attrs["consistency"] == pytest.approx(sum(by_layer.values()) / len(by_layer), abs=1e-5)

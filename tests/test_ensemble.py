@@ -14,16 +14,15 @@ import torch
 from lens_steer.data.root import resolve_data_root
 from lens_steer.ensemble import (
     EnsembleConfig,
-    Isv,
     best_coeff,
     build_ensembles,
     evaluate_ensembles,
-    load_isvs,
     loo_ensembles,
     merged_vector,
     random_control,
 )
-from lens_steer.errors import LensSteerError, StudyError, VectorError
+from lens_steer.isv import Isv
+from lens_steer.errors import LensSteerError, StudyError
 from lens_steer.extract import pair_activations
 from lens_steer.pairs import persona_pairs
 from lens_steer.vectors import SteeringVector, VectorMetadata
@@ -82,24 +81,6 @@ def test_random_control_matches_norms_and_layers() -> None:
         assert abs(cos) < 0.3  # random directions in 256 dims are nearly orthogonal (sd ~ 0.06)
 
 
-def test_load_isvs_refuses_mixed_models_and_duplicates(tmp_path: Path) -> None:
-    _vec({1: [1.0, 0.0]}, model="model-a", axis="age", coeff=1.0).save(tmp_path / "a.safetensors")
-    _vec({1: [0.0, 1.0]}, model="model-b", axis="ses", coeff=1.0).save(tmp_path / "b.safetensors")
-    _vec({1: [0.0, 1.0]}, model="model-a", axis="age", coeff=-1.0).save(tmp_path / "c.safetensors")
-    _vec({1: [0.0, 1.0]}, model="model-a").save(tmp_path / "plain.safetensors")
-    with pytest.raises(VectorError) as e:
-        load_isvs([tmp_path / "a.safetensors", tmp_path / "b.safetensors"])
-    assert "model-b" in str(e.value) and "model-a" in str(e.value) and "\n" not in str(e.value)
-    with pytest.raises(StudyError, match="two ISVs for axis age"):
-        load_isvs([tmp_path / "a.safetensors", tmp_path / "c.safetensors"])
-    with pytest.raises(VectorError, match="not written by `lens-steer search`"):
-        load_isvs([tmp_path / "plain.safetensors"])
-    with pytest.raises(StudyError, match="no ISV"):
-        load_isvs([])
-    isv = load_isvs([tmp_path / "c.safetensors"])
-    assert isv[0].axis == "age" and isv[0].coeff == -1.0
-
-
 def test_best_coeff_and_config_errors() -> None:
     rows = [{"coeff": -1.0, "by_axis": {"a": 0.5, "b": 0.9}}, {"coeff": 1.0, "by_axis": {"a": 0.8, "b": 0.4}}, {"coeff": 0.0, "by_axis": {"a": 0.8, "b": 0.4}}]
     assert best_coeff(rows) == -1.0  # mean 0.7 vs 0.6
@@ -108,38 +89,6 @@ def test_best_coeff_and_config_errors() -> None:
         EnsembleConfig(kinds=("nope",))
     with pytest.raises(StudyError, match="coeffs"):
         EnsembleConfig(coeffs=())
-
-
-@needs_data
-def test_axis_split_reads_the_bbq_source_the_search_used(tmp_path: Path) -> None:
-    from lens_steer.data.bbq import load_bbq
-    from lens_steer.data.splits import select_split
-    from lens_steer.ensemble import axis_split
-
-    official = resolve_data_root() / "bbq" / "data" / "Age.jsonl"
-    (tmp_path / "Age.jsonl").write_text(official.read_text())  # the same rows, read as generated ones
-    cfg = EnsembleConfig(bbq_source="generated", generated_dir=str(tmp_path))
-    got = axis_split("age", "test", None, cfg)
-    assert {it.source for it in got} == {"generated"}
-    expected = select_split(load_bbq(["Age"], source="generated", generated_dir=tmp_path), "test", seed=cfg.split_seed)
-    assert got == expected and {it.source for it in axis_split("age", "test", None, EnsembleConfig())} == {"official"}
-
-
-def test_the_searched_bbq_source_is_read_from_each_isv_run(tmp_path: Path) -> None:
-    from lens_steer.ensemble import searched_bbq_source
-
-    v = _vec({1: [1.0, 0.0]})
-    runs = []
-    for name, source in (("a", "generated"), ("b", "generated"), ("c", None)):
-        (tmp_path / name).mkdir()
-        if source is not None:
-            (tmp_path / name / "study.json").write_text(json.dumps({"config": {"bbq_source": source}}))
-        runs.append(Isv(name, v, 1.0, tmp_path / name / "isv.safetensors"))
-    assert searched_bbq_source(runs) == "generated"  # the run without a study.json says nothing
-    assert searched_bbq_source([Isv("x", v, 1.0)]) == "official"
-    (tmp_path / "c" / "study.json").write_text(json.dumps({"config": {"bbq_source": "official"}}))
-    with pytest.raises(StudyError, match="different BBQ sources"):
-        searched_bbq_source(runs)
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +101,7 @@ def tiny():
 
 
 def _isv(model, axis: str, corpus: str, n: int, persona: int, layers: tuple[int, ...], coeff: float) -> Isv:
-    from lens_steer.search import trial_params_vector
+    from lens_steer.isv import trial_params_vector
 
     params = {"corpus": corpus, "num_sents": n, "persona": persona, "template": 0, "layers": ",".join(map(str, layers)), "method": "pca_diff", "coeff": coeff}
     v = trial_params_vector(model, params)
@@ -178,6 +127,24 @@ def test_merged_baseline_equals_pca_on_concatenated_pairs(tiny) -> None:
         got = got / got.norm()
         assert abs(float(got @ pc)) == pytest.approx(1.0, abs=1e-4)
         assert float((diff.float() @ got > 0).sum()) >= float((diff.float() @ got < 0).sum())
+
+
+@needs_data
+def test_the_axes_are_judged_on_the_bbq_source_the_search_used(tiny, tmp_path: Path) -> None:
+    from lens_steer.data.select import select
+
+    gen = tmp_path / "generated"
+    gen.mkdir()
+    for cat in ("Age", "Religion"):  # a shorter file of the same rows, read as generated ones
+        rows = (resolve_data_root() / "bbq" / "data" / f"{cat}.jsonl").read_text().splitlines()[:48]
+        (gen / f"{cat}.jsonl").write_text("\n".join(rows) + "\n")
+    isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
+    cfg = EnsembleConfig(coeffs=(1.0,), kinds=("sve",), val_limit=1, test_limit=None, scoring="letter", n_boot=0, control_seeds=(), mmlu_items=0, ood=False,
+                         bbq_source="generated", generated_dir=str(gen))  # fmt: skip
+    res = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "out")
+    for axis in ("age", "religion"):
+        expected = select(axis, "test", None, source="generated", generated_dir=gen)
+        assert res["in_distribution"][axis]["n"] == len(expected) < len(select(axis, "test", None))
 
 
 @needs_data

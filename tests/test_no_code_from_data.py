@@ -101,7 +101,7 @@ def test_a_booby_trapped_activation_cache_is_recomputed_without_running_it(tmp_p
     import warnings
 
     from lens_steer.models import load_model
-    from lens_steer.search import ActivationCache
+    from lens_steer.activation_cache import ActivationCache
 
     if not (DATA / "prompt_corpora" / "age.json").is_file():
         pytest.skip(f"missing data: prompt corpora not found at {DATA}")

@@ -106,7 +106,8 @@ def test_a_real_steered_run():
     import os
     from pathlib import Path
 
-    from lens_steer.benches import limit_bbq, run_bbq
+    from lens_steer.benches import run_bbq
+    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
     from lens_steer.models import PROCESSING_FLAGS, load_model
     from lens_steer.vectors import SteeringVector, VectorMetadata

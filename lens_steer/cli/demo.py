@@ -24,7 +24,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import get_axis
-    from lens_steer.benches import bbq_question, limit_bbq
+    from lens_steer.benches import bbq_question
+    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.splits import select_split
     from lens_steer.evaluate import maybe_steer, score_questions

@@ -54,7 +54,8 @@ def _floats(text: str, what: str) -> tuple[float, ...]:
 
 def run(args: argparse.Namespace) -> int:
     """Load the ISVs, evaluate, print a short table."""
-    from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles, load_isvs, searched_bbq_source
+    from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles
+    from lens_steer.isv import load_isvs, searched_bbq_source
 
     check_out_folder(args.out)
     for flag in ("val_limit", "test_limit"):

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
         check_choice(args.scoring, SCORINGS, "scoring")
     if args.storage is not None:  # an unreachable or malformed storage fails before anything is written
-        from lens_steer.search import open_storage
+        from lens_steer.search.storage import open_storage
 
         open_storage(args.storage)
     start = time.perf_counter()

@@ -15,7 +15,7 @@ from lens_steer.errors import LensSteerError
 def add_parser(subparsers: Any) -> None:
     """Register the `search` subcommand."""
     from lens_steer.evaluate import SCORINGS
-    from lens_steer.search import OBJECTIVES
+    from lens_steer.search.space import OBJECTIVES
 
     p = subparsers.add_parser(
         "search",
@@ -40,7 +40,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--scoring", choices=list(SCORINGS), default=None, help="BBQ scoring protocol (default: the toolkit's default)")
     p.add_argument("--mmlu-weight", type=float, default=None, help="penalty weight for MMLU accuracy lost (default 0: off)")
     p.add_argument("--chunk-size", type=int, default=None, help="items scored between pruning checks (default 50)")
-    p.add_argument("--seed", type=int, default=None, help="sampler seed (default 0)")
+    p.add_argument("--seed", type=int, default=None, help="TPE sampler seed (default 0); the items stay those of --data-seed")
+    p.add_argument("--data-seed", type=int, default=None, help="which validation (and MMLU) items judge the trials, and their order (default 0)")
     p.add_argument("--cache-dir", default=None, help="keep pair activations on disk here, shared across runs")
     p.add_argument("--heartbeat", type=int, default=10, help="heartbeat interval in seconds (default 10); a trial silent for 2x this is retried")
     p.add_argument("--out", required=True, help="run folder")
@@ -50,18 +51,18 @@ def add_parser(subparsers: Any) -> None:
 def build_config(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """(the SearchConfig the options describe, the config fields given explicitly as JSON values).
     With --resume the config is None: the study's stored one is used, and the given fields must equal it."""
-    from lens_steer.search import SearchConfig, SearchSpace, _read_json
+    from lens_steer.search.space import SearchConfig, SearchSpace, read_json
 
     base = SearchConfig()
     given: dict[str, Any] = {}
     if args.config:
-        obj = {k: v for k, v in _read_json(args.config).items() if k not in ("axis", "study", "storage", "model")}
+        obj = {k: v for k, v in read_json(args.config).items() if k not in ("axis", "study", "storage", "model")}
         base = SearchConfig.from_json(obj, source=args.config)
         given.update({k: v for k, v in base.to_json().items() if k in obj})
     overrides: dict[str, Any] = {}
     if args.space:
         overrides["space"] = SearchSpace.load(args.space)
-    for flag, field in (("limit", "limit"), ("objective", "objective"), ("scoring", "scoring"), ("mmlu_weight", "mmlu_weight"), ("chunk_size", "chunk_size"), ("seed", "seed")):
+    for flag, field in (("limit", "limit"), ("objective", "objective"), ("scoring", "scoring"), ("mmlu_weight", "mmlu_weight"), ("chunk_size", "chunk_size"), ("seed", "seed"), ("data_seed", "data_seed")):
         value = getattr(args, flag)
         if value is not None:
             overrides[field] = value
@@ -76,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     import optuna
 
     from lens_steer.axes import get_axis
-    from lens_steer.search import TrialReport, run_isv_search
+    from lens_steer.search.run import run_isv_search
+    from lens_steer.search.workers import TrialReport
 
     axis = get_axis(args.axis)
     if args.trials is not None and args.trials < 1:
@@ -107,12 +109,14 @@ def run(args: argparse.Namespace) -> int:
         progress=progress,
         given=given,
     )
-    base = result.baseline.get("objective")
+    base = (result.baseline or {}).get("objective")
+    summary = result.summary or {}
     print(
-        f"study {result.study_name}: best {result.value:.4f} (baseline {base:.4f}) at trial {result.summary['best_trial']} "
+        f"study {result.study_name}: best {result.value:.4f} (baseline {base:.4f}) at trial {summary.get('best_trial')} "
         f"of {result.n_trials}; params {result.params}"
         if base is not None
         else f"study {result.study_name}: best {result.value:.4f}; params {result.params}"
     )
-    print(f"wrote {result.vector_path} and study.json, figures in {result.out_dir}")
+    folder = result.path.parent if result.path is not None else out
+    print(f"wrote {result.path} and study.json, figures in {folder}")
     return 0

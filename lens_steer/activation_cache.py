@@ -1,0 +1,162 @@
+"""Contrastive activations cached for reuse: last-token activations of persona pair sets at fixed layers, in memory
+(LRU) and on disk, keyed by everything that determines them, each stored row checked against the pair it was read from."""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import hashlib
+import io
+import json
+import pickle
+import zipfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lens_steer.errors import StudyError
+from lens_steer.extract import PairActivations, pair_activations
+from lens_steer.io import atomic_write_bytes
+from lens_steer.models import HookedModel, model_identity
+from lens_steer.pairs import PairSet, persona_pairs
+
+
+def _tokenizer_label(tokenizer: Any) -> str:
+    return str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+
+
+def pair_digests(pairs: PairSet, n: int) -> list[str]:
+    """A short hash of each of the first `n` pairs' texts (what a cached row was read from)."""
+    return [hashlib.sha256(json.dumps([p.positive, p.negative]).encode()).hexdigest()[:16] for p in pairs.pairs[:n]]
+
+
+class ActivationCache:
+    """Last-token activations of persona pair sets at fixed layers, keyed by (corpus, persona, template).
+
+    `num_sents` selects the first prompts of a corpus, so a set of n pairs is the first n rows of any
+    larger one: a request is served by slicing, or by reading only the missing pairs and appending.
+    In-process LRU of `max_entries` datasets; with `disk_dir`, entries also persist in files keyed
+    by everything that determines their content (model identity, hook, layers, corpus hash, persona,
+    template, tokenizer). `hits`, `misses` and `pairs_read` count the work done.
+    """
+
+    def __init__(
+        self,
+        model: HookedModel,
+        layers: Sequence[int],
+        *,
+        hook: str = "hook_resid_post",
+        max_entries: int = 16,
+        disk_dir: str | Path | None = None,
+        data_root: str | Path | None = None,
+        max_batch: int = 16,
+    ) -> None:
+        if max_entries < 1:
+            raise StudyError(f"activation cache needs max_entries >= 1, got {max_entries}")
+        self.model, self.layers, self.hook = model, tuple(sorted(set(layers))), hook
+        self.max_entries, self.data_root, self.max_batch = max_entries, data_root, max_batch
+        self.disk_dir = Path(disk_dir) if disk_dir is not None else None
+        self._mem: collections.OrderedDict[tuple[str, int, int], PairActivations] = collections.OrderedDict()
+        self.hits = self.misses = self.pairs_read = 0
+
+    def pairs(self, corpus: str, num_sents: int, persona: int, template: int) -> PairSet:
+        """The persona pair set these activations come from."""
+        return persona_pairs(corpus, num_sents, persona, template, tokenizer=self.model.tokenizer, data_root=self.data_root)
+
+    def _disk_path(self, key: tuple[str, int, int], corpus_sha: str) -> Path | None:
+        if self.disk_dir is None:
+            return None
+        ident = model_identity(self.model)
+        blob = json.dumps(
+            {
+                "model": ident.name,
+                "d_model": ident.d_model,
+                "n_layers": ident.n_layers,
+                "processing": dict(ident.processing),
+                "hook": self.hook,
+                "layers": list(self.layers),
+                "corpus": key[0],
+                "corpus_sha256": corpus_sha,
+                "persona": key[1],
+                "template": key[2],
+                "tokenizer": _tokenizer_label(self.model.tokenizer),
+            },
+            sort_keys=True,
+        )
+        return self.disk_dir / f"acts-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.pt"
+
+    def get(self, corpus: str, num_sents: int, persona: int, template: int) -> PairActivations:
+        """Activations of `persona_pairs(corpus, num_sents, persona, template)` at the cache's layers."""
+        pairs = self.pairs(corpus, num_sents, persona, template)
+        key = (corpus, persona, template)
+        have = self._mem.get(key)
+        disk = self._disk_path(key, pairs.provenance["sha256"])
+        if have is None and disk is not None and disk.is_file():
+            have = self._load(disk, pairs)
+        if have is not None and len(have) >= num_sents:
+            self.hits += 1
+        else:
+            self.misses += 1
+            start = 0 if have is None else len(have)
+            extra = PairSet(pairs.pairs[start:], pairs.provenance)
+            new = pair_activations(self.model, extra, self.layers, hook=self.hook, max_batch=self.max_batch)
+            self.pairs_read += len(extra)
+            have = new if have is None else _concat_acts(have, new)
+            if disk is not None:
+                self._save(disk, have, pairs)
+        self._mem[key] = have
+        self._mem.move_to_end(key)
+        while len(self._mem) > self.max_entries:
+            self._mem.popitem(last=False)
+        return _slice_acts(have, num_sents, {**pairs.provenance, "n_pairs": num_sents})
+
+    def _save(self, path: Path, acts: PairActivations, pairs: PairSet) -> None:
+        buf = io.BytesIO()
+        n = len(acts)
+        torch.save({"positive": dict(acts.positive), "negative": dict(acts.negative), "n": n, "layers": list(self.layers), "hook": self.hook,
+                    "pairs": pair_digests(pairs, n)}, buf)  # fmt: skip
+        atomic_write_bytes(path, buf.getvalue())
+
+    def _load(self, path: Path, pairs: PairSet) -> PairActivations | None:
+        """The activations stored at `path` for the first pairs of `pairs` (at most as many as `pairs` holds), or None
+        when the file is damaged, holds other layers or another hook, or was read from other pair texts."""
+        ident = model_identity(self.model)
+        try:
+            obj = torch.load(path, weights_only=True)  # tensors, lists and numbers only: a file carrying code is refused
+        except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
+            return None  # truncated or damaged: re-read from the model, never trusted
+        if not isinstance(obj, dict) or not isinstance(obj.get("n"), int) or obj.get("layers") != list(self.layers) or obj.get("hook") != self.hook:
+            return None
+        n, sides = obj["n"], (obj.get("positive"), obj.get("negative"))
+        whole = n >= 1 and all(
+            isinstance(side, dict) and set(side) == set(self.layers)
+            and all(isinstance(v, torch.Tensor) and v.shape == (n, ident.d_model) and bool(torch.isfinite(v).all()) for v in side.values())
+            for side in sides
+        )  # fmt: skip
+        keep = min(n, len(pairs))
+        if not whole or not isinstance(obj.get("pairs"), list) or obj["pairs"][:keep] != pair_digests(pairs, keep):
+            return None
+        pos, neg = ({k: v[:keep] for k, v in side.items()} for side in sides)  # type: ignore[union-attr]
+        return PairActivations(pos, neg, self.hook, ident.name, ident.d_model, dict(ident.processing), pairs.provenance)
+
+
+def _concat_acts(a: PairActivations, b: PairActivations) -> PairActivations:
+    return dataclasses.replace(
+        a,
+        positive={k: torch.cat([a.positive[k], b.positive[k]]) for k in a.positive},
+        negative={k: torch.cat([a.negative[k], b.negative[k]]) for k in a.negative},
+    )
+
+
+def _slice_acts(a: PairActivations, n: int, provenance: Mapping[str, Any]) -> PairActivations:
+    return dataclasses.replace(
+        a,
+        positive={k: v[:n] for k, v in a.positive.items()},
+        negative={k: v[:n] for k, v in a.negative.items()},
+        provenance=dict(provenance),
+    )
+
+
+__all__ = ["ActivationCache", "pair_digests"]

@@ -1,0 +1,77 @@
+"""Tests for lens_steer.search.objective: the objective by hand, prefix reuse equals full forwards, and the items
+depend on the data seed only."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+
+from lens_steer.data.root import resolve_data_root
+from lens_steer.errors import LensSteerError
+from lens_steer.search.objective import IsvObjective, objective_value, validation_items
+from lens_steer.search.space import SearchConfig, SearchSpace
+
+
+def _data_ok() -> bool:
+    try:
+        root = resolve_data_root()
+    except LensSteerError:
+        return False
+    return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
+
+
+needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
+
+needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
+
+
+def test_objective_values_by_hand() -> None:
+    m = {"acc": 0.6, "acc_ambig": 0.5, "acc_disambig": 0.7, "bias_ambig": -0.2, "bias_disambig": 0.1}
+    base = {"acc_disambig": 0.8}
+    assert objective_value(m, SearchConfig(objective="acc")) == 0.6
+    assert objective_value(m, SearchConfig(objective="bias")) == pytest.approx(-0.15)
+    # floor 0.8 - 0.02 = 0.78, shortfall 0.08, penalty 10 -> 0.5 - 0.8
+    assert objective_value(m, SearchConfig(objective="ambig_guarded"), base) == pytest.approx(0.5 - 0.8)
+    assert objective_value(m, SearchConfig(objective="ambig_guarded", ambig_tolerance=0.2), base) == pytest.approx(0.5)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from lens_steer.models import load_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_model("tiny-llama")
+
+
+@needs_data
+@pytest.mark.parametrize("scoring", ["cloze", "letter"])
+def test_objective_reusing_the_prefix_equals_full_forwards(tiny, scoring: str) -> None:
+    from lens_steer.axes import get_axis
+
+    space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0, 1), templates=(0,), coeff=(-3.0, 3.0, 1.0), layers=((1,), (2, 3), (3,)), methods=("mean_diff",))
+    cfg = SearchConfig(space=space, n_trials=1, limit=8, chunk_size=4, scoring=scoring)
+    cached = IsvObjective(tiny, get_axis("age"), cfg)
+    plain = IsvObjective(tiny, get_axis("age"), cfg, items=cached.items, prefix_bytes=0)
+    assert plain.prefix is None and cached.prefix is not None and cached.prefix.layers == (1, 2, 3)
+    trials = [{"corpus": "age", "num_sents": 4, "persona": p, "template": 0, "coeff": c, "layers": lay, "method": "mean_diff"} for p, c, lay in [(0, 3.0, "2,3"), (1, -3.0, "3"), (0, 2.0, "1"), (1, 3.0, "2,3")]]
+    for params in trials:
+        fast = cached.predictions(cached.items, cached.vector(params), float(params["coeff"]))
+        slow = plain.predictions(plain.items, plain.vector(params), float(params["coeff"]))
+        assert [p.pred for p in fast] == [p.pred for p in slow]
+        assert all(torch.allclose(torch.tensor(a.option_logprobs), torch.tensor(b.option_logprobs), atol=1e-4) for a, b in zip(fast, slow))
+    assert cached.prefix.hits > 0  # later trials resumed from stored residuals
+
+
+
+
+@needs_data
+def test_the_sampler_seed_does_not_change_the_validation_items() -> None:
+    from lens_steer.axes import get_axis
+
+    age = get_axis("age")
+    items = [[it.example_id for it in validation_items(age, SearchConfig(limit=16, seed=s, data_seed=d))] for s, d in ((0, 0), (7, 0), (0, 3))]
+    assert items[0] == items[1]  # another sampler seed: the same items, in the same order
+    assert items[0] != items[2]  # another data seed: other items (or order)
