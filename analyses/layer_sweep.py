@@ -19,7 +19,8 @@ from lens_steer.cli import run_reporting_errors
 from lens_steer.io import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.plots import sweep_heatmap, write_figure
-from lens_steer.sweep import parse_coeff_grid, parse_layer_range, rows_to_csv, sweep_axis
+from lens_steer.specs import parse_coeffs, parse_layers
+from lens_steer.sweep import rows_to_csv, sweep_axis
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,11 +44,11 @@ def main(argv: list[str] | None = None) -> int:
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out)
-    coeffs = parse_coeff_grid(args.coeffs)
+    coeffs = list(parse_coeffs(args.coeffs))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load_model(args.model, device=args.device)
-    layers = parse_layer_range(args.layers, int(model.cfg.n_layers))
+    layers = list(parse_layers(args.layers, n_layers=int(model.cfg.n_layers)))
     t0 = time.time()
     done: list[dict] = []
 

@@ -12,16 +12,14 @@ from __future__ import annotations
 import dataclasses
 import csv
 import io
-import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import get_axis
 from lens_steer.benches import BenchResult, run_bbq
-from lens_steer.data.select import limit_bbq
-from lens_steer.data.bbq import BbqItem, load_bbq
-from lens_steer.data.splits import select_split
+from lens_steer.data.select import select
+from lens_steer.data.bbq import BbqItem
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import DEFAULT_SCORING
 from lens_steer.extract import PairActivations, get_aggregator, pair_activations, vector_from_activations
@@ -45,68 +43,6 @@ ROW_METRICS: tuple[str, ...] = (
     "unknown_margin_ambig",
     "stereotype_margin_ambig",
 )
-
-
-def parse_coeff_grid(text: str) -> list[float]:
-    """'-2:2:0.5' (start:stop:step, stop included) or '0.5,1,2' into a sorted list of distinct coefficients."""
-    spec = text.strip()
-    try:
-        if ":" in spec:
-            parts = [float(p) for p in spec.split(":")]
-            if len(parts) != 3:
-                raise ValueError
-            start, stop, step = parts
-            if step <= 0 or not all(math.isfinite(p) for p in parts):
-                raise LensSteerError(f"coefficient grid {text!r} needs a positive finite step; write e.g. '-2:2:0.5'")
-            n = math.floor((stop - start) / step + 1e-9) + 1
-            values = [round(start + i * step, 10) for i in range(max(n, 0))]
-        else:
-            values = [float(p) for p in spec.split(",") if p.strip()]
-    except LensSteerError:
-        raise
-    except ValueError:
-        raise LensSteerError(f"cannot read coefficient grid {text!r}; write start:stop:step like '-2:2:0.5' or a list like '-1,1'") from None
-    if not all(math.isfinite(v) for v in values):
-        raise LensSteerError(f"coefficient grid {text!r} holds a non-finite value; write finite numbers like '-2:2:0.5' or '-1,1'")
-    if not values:
-        raise LensSteerError(f"coefficient grid {text!r} is empty (stop below start?); write e.g. '-2:2:0.5'")
-    return sorted(set(0.0 if v == 0 else v for v in values))
-
-
-def parse_layer_range(text: str, n_layers: int) -> list[int]:
-    """'A-B' (inclusive), 'A' or 'A,B,C' into layers, each checked against a model with `n_layers` layers."""
-    layers: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                if int(b) < int(a):
-                    raise LensSteerError(f"layer range {part!r} runs backwards; write low-high like '10-15'")
-                layers.extend(range(int(a), int(b) + 1))
-            elif part:
-                layers.append(int(part))
-    except LensSteerError:
-        raise
-    except ValueError:
-        raise LensSteerError(f"cannot read layers {text!r}; write a range like '10-15' or a list like '10,15'") from None
-    if not layers:
-        raise LensSteerError(f"no layers given in {text!r}; write a range like '10-15'")
-    bad = [layer for layer in layers if not 0 <= layer < n_layers]
-    if bad:
-        raise LensSteerError(f"layer {bad[0]} in {text!r} is outside the model's layers 0..{n_layers - 1}")
-    return sorted(set(layers))
-
-
-def axis_validation_items(
-    axis: str, *, limit: int | None = None, split: str = "validation", split_seed: int = 0, data_root: str | Path | None = None
-) -> list[BbqItem]:
-    """The BBQ items of `axis`'s category in `split`, limited to `limit` items (whole variant groups)."""
-    ax = get_axis(axis)
-    items = select_split(load_bbq([ax.bbq_category], data_root=data_root), split, seed=split_seed)
-    if not items:
-        raise LensSteerError(f"BBQ category {ax.bbq_category} has no {split} items")
-    return limit_bbq(items, limit, seed=split_seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,7 +198,7 @@ def sweep_axis(
         raise LensSteerError("empty coefficient grid; give at least one coefficient, e.g. '-2:2:0.5'")
     check_layers(model, list(layers))
     get_aggregator(method)
-    items = axis_validation_items(ax.name, limit=limit, split_seed=split_seed, data_root=data_root)
+    items = select(ax.name, "validation", limit, seed=split_seed, split_seed=split_seed, data_root=data_root)
     if pairs is None:
         pairs = axis_persona_pairs(ax.name, model.tokenizer, num_sents=num_sents, persona=persona, template=template, data_root=data_root)
     acts = pair_activations(model, pairs, list(layers), max_batch=max_batch, progress=progress)

@@ -41,3 +41,10 @@ def test_coefficient_grids() -> None:
         with pytest.raises(LensSteerError) as e:
             parse_coeffs(bad)
         assert repr(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("text", ["2:-2:0.5", "", " , ", "0:1:0", "0:1:-1", "a:b:c", "1:2", "nan,1", "0:inf:1"])
+def test_bad_or_empty_coeff_grid_is_a_one_line_error(text: str) -> None:
+    with pytest.raises(LensSteerError) as e:
+        parse_coeffs(text)
+    assert "\n" not in str(e.value) and repr(text) in str(e.value)

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.sweep: grid and layer parsing, and sweep cells against direct evaluations on the tiny model."""
+"""Tests for lens_steer.sweep: sweep cells against direct evaluations on the tiny model."""
 
 from __future__ import annotations
 
@@ -17,39 +17,15 @@ from lens_steer.errors import LensSteerError
 from lens_steer.extract import extract_vector, pair_activations
 from lens_steer.models import TINY_MODEL, load_model
 from lens_steer.pairs import axis_persona_pairs
-from lens_steer.sweep import axis_validation_items, parse_coeff_grid, parse_layer_range, run_sweep, sweep_axis
+from lens_steer.data.select import select
+from lens_steer.specs import parse_coeffs
+from lens_steer.sweep import run_sweep, sweep_axis
 
 try:
     DATA = resolve_data_root()
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
 needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
-
-
-# ---- parsing ---------------------------------------------------------------------------------
-def test_coeff_grid_is_inclusive_and_matches_a_hand_list() -> None:
-    assert parse_coeff_grid("-2:2:0.5") == [-2.0, -1.5, -1.0, -0.5, 0.0, 0.5, 1.0, 1.5, 2.0]
-    assert parse_coeff_grid("0:1:0.1") == [round(0.1 * i, 10) for i in range(11)]
-    assert parse_coeff_grid("1:1:1") == [1.0]
-    assert parse_coeff_grid("2,-1, 0.5") == [-1.0, 0.5, 2.0]
-
-
-@pytest.mark.parametrize("text", ["2:-2:0.5", "", " , ", "0:1:0", "0:1:-1", "a:b:c", "1:2", "nan,1", "0:inf:1"])
-def test_bad_or_empty_coeff_grid_is_a_one_line_error(text: str) -> None:
-    with pytest.raises(LensSteerError) as e:
-        parse_coeff_grid(text)
-    assert "\n" not in str(e.value) and repr(text) in str(e.value)
-
-
-def test_layer_range_parsing_and_bounds() -> None:
-    assert parse_layer_range("1-3", 4) == [1, 2, 3]
-    assert parse_layer_range("3,0", 4) == [0, 3]
-    with pytest.raises(LensSteerError, match=r"layer 4 .* 0\.\.3"):
-        parse_layer_range("2-4", 4)
-    with pytest.raises(LensSteerError, match="backwards"):
-        parse_layer_range("3-1", 4)
-    with pytest.raises(LensSteerError, match="cannot read layers"):
-        parse_layer_range("x", 4)
 
 
 # ---- sweeps on the tiny model ----------------------------------------------------------------
@@ -62,7 +38,7 @@ def model() -> Any:
 
 @needs_data
 def test_two_sweep_cells_equal_direct_evaluations(model: Any) -> None:
-    items = axis_validation_items("age", limit=4)
+    items = select("age", "validation", 4)
     pairs = axis_persona_pairs("age", model.tokenizer, num_sents=6)
     seen: list[int] = []
     rows: list[dict] = []
@@ -96,7 +72,7 @@ def test_two_sweep_cells_equal_direct_evaluations(model: Any) -> None:
 def test_mean_diff_rows_record_the_unnormalised_norm_and_csv_round_trips(model: Any) -> None:
     pairs = axis_persona_pairs("religion", model.tokenizer, num_sents=4)
     acts = pair_activations(model, pairs, [0, 3])
-    items = axis_validation_items("religion", limit=4)
+    items = select("religion", "validation", 4)
     result = run_sweep(model, acts, items, [3], [0.5], method="mean_diff", n_boot=0, metric="acc_ambig", scoring="letter")
     (row,) = result.rows
     expected = float((acts.positive[3] - acts.negative[3]).mean(0).norm())
@@ -110,7 +86,7 @@ def test_mean_diff_rows_record_the_unnormalised_norm_and_csv_round_trips(model: 
 @needs_data
 def test_sweep_bad_input(model: Any) -> None:
     acts = pair_activations(model, [("a b", "c d"), ("e f", "g h")], [1])
-    items = axis_validation_items("age", limit=4)
+    items = select("age", "validation", 4)
     with pytest.raises(LensSteerError, match="empty coefficient grid"):
         run_sweep(model, acts, items, [1], [])
     with pytest.raises(LensSteerError, match=r"0\.\.3"):
@@ -127,7 +103,7 @@ def test_cli_reads_a_negative_coefficient_grid_as_a_value() -> None:
     from lens_steer.cli import build_parser
 
     args = build_parser().parse_args(["sweep", "--axis", "age", "--layers", "1-2", "--coeffs", "-2:2:0.5", "--out", "x"])
-    assert args.coeffs == "-2:2:0.5" and parse_coeff_grid(args.coeffs)[0] == -2.0
+    assert args.coeffs == "-2:2:0.5" and parse_coeffs(args.coeffs)[0] == -2.0
     args = build_parser().parse_args(["sweep", "--axis", "age", "--layers", "1", "--coeffs", "-1,1", "--out", "x"])
     assert args.coeffs == "-1,1"
 

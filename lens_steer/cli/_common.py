@@ -62,26 +62,6 @@ def load_organism_model(args: argparse.Namespace) -> Any:
     return load_model(str(folder), label=ORGANISM_MODEL, device=args.device, dtype=getattr(args, "dtype", "float32"), process_weights=getattr(args, "process_weights", False))
 
 
-def parse_int_list(text: str, *, what: str = "layers") -> list[int]:
-    """'10,15' or '10-15' or '10-15,20' into ints."""
-    out: list[int] = []
-    try:
-        for part in text.split(","):
-            part = part.strip()
-            if "-" in part[1:]:
-                a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
-            elif part:
-                out.append(int(part))
-    except ValueError:
-        raise LensSteerError(f"cannot read {what} {text!r}; write e.g. '10,15' or '10-15'") from None
-    if not out:
-        raise LensSteerError(f"no {what} given in {text!r} (a range runs low-high); write e.g. '10,15' or '10-15'")
-    if min(out) < 0:
-        raise LensSteerError(f"{what} {text!r}: {min(out)} is negative; give 0-based indices (`lens-steer info` lists a model's layers)")
-    return out
-
-
 def check_out_folder(path: str | Path, flag: str = "--out") -> Path:
     """`path` as an output folder: refused (one line) when it is an existing file; nothing is created."""
     out = Path(path)

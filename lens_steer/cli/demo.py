@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, parse_int_list, progress_bar
+from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -25,23 +25,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import get_axis
     from lens_steer.benches import bbq_question
-    from lens_steer.data.select import limit_bbq
-    from lens_steer.data.bbq import load_bbq
-    from lens_steer.data.splits import select_split
+    from lens_steer.data.select import select
     from lens_steer.evaluate import maybe_steer, score_questions
     from lens_steer.extract import extract_vector
     from lens_steer.pairs import persona_pairs
+    from lens_steer.specs import parse_layers
 
     axis = get_axis(args.axis)
     model = load_model_from_args(args)
-    layers = parse_int_list(args.layers)
+    layers = list(parse_layers(args.layers))
     pairs = persona_pairs(axis.default_corpus, args.num_sents, 0, 0, tokenizer=model.tokenizer, data_root=args.data_dir)
     update, close = progress_bar(2 * len(pairs), "extract")
     try:
         vector = extract_vector(model, pairs, layers, method="mean_diff", progress=update)
     finally:
         close()
-    items = limit_bbq(select_split(load_bbq([axis.bbq_category], data_root=args.data_dir), "validation"), args.items, seed=0)
+    items = select(axis.name, "validation", args.items, data_root=args.data_dir)
     questions = [bbq_question(i) for i in items]
     base = score_questions(model, questions)
     with maybe_steer(model, vector, args.coeff):

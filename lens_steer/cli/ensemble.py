@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args
-from lens_steer.errors import LensSteerError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -28,7 +27,7 @@ def add_parser(subparsers: Any) -> None:
     add_data_option(p)
     p.add_argument("--isv", required=True, help="comma-separated ISV run folders or isv.safetensors files (one per axis)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--coeffs", default=None, help="SVE coefficients to sweep on validation, e.g. '-5,-4,...,5' (default: integers -5..5)")
+    p.add_argument("--coeffs", default=None, help="SVE coefficients to sweep on validation, e.g. '-5:5:1' or '-2,2' (default: integers -5..5)")
     p.add_argument("--val-limit", type=int, default=None, help="validation items per axis for the sweep (default 100)")
     p.add_argument("--test-limit", type=int, default=None, help="test items per axis (default 300)")
     p.add_argument("--mmlu-items", type=int, default=None, help="MMLU test items for retention (default 200; 0 skips)")
@@ -42,20 +41,11 @@ def add_parser(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def _floats(text: str, what: str) -> tuple[float, ...]:
-    try:
-        out = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError:
-        raise LensSteerError(f"cannot read {what} {text!r}; write comma-separated numbers like '-2,-1,0,1,2'") from None
-    if not out:
-        raise LensSteerError(f"no {what} given in {text!r}")
-    return out
-
-
 def run(args: argparse.Namespace) -> int:
     """Load the ISVs, evaluate, print a short table."""
     from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles
     from lens_steer.isv import load_isvs, searched_bbq_source
+    from lens_steer.specs import parse_coeffs, parse_ints
 
     check_out_folder(args.out)
     for flag in ("val_limit", "test_limit"):
@@ -66,9 +56,9 @@ def run(args: argparse.Namespace) -> int:
     isvs = load_isvs(paths)  # checks one model before loading it
     overrides: dict[str, Any] = {}
     if args.coeffs:
-        overrides["coeffs"] = _floats(args.coeffs, "coefficients")
+        overrides["coeffs"] = parse_coeffs(args.coeffs, "--coeffs")
     if args.control_seeds:
-        overrides["control_seeds"] = tuple(int(x) for x in _floats(args.control_seeds, "control seeds"))
+        overrides["control_seeds"] = parse_ints(args.control_seeds, "--control-seeds")
     for flag, field in (("val_limit", "val_limit"), ("test_limit", "test_limit"), ("mmlu_items", "mmlu_items"), ("scoring", "scoring"), ("generated_dir", "generated_dir"), ("n_boot", "n_boot")):
         if getattr(args, flag) is not None:
             overrides[field] = getattr(args, flag)

@@ -6,10 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import add_model_option, check_out_file, load_model_from_args, parse_int_list, progress_bar
+from lens_steer.cli._common import add_model_option, check_out_file, load_model_from_args, progress_bar
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import AGGREGATORS, extract_vector
 from lens_steer.models import check_layers
+from lens_steer.specs import parse_layers
 from lens_steer.pairs import ContrastivePair, PairSet, load_pairs_jsonl, render_chat
 from lens_steer.vectors import HOOK_KINDS
 
@@ -48,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise LensSteerError(f"--batch-size must be at least 1, got {args.batch_size}")
     check_out_file(args.out)
     pairs = load_pairs_jsonl(args.pairs)
-    layers = parse_int_list(args.layers)
+    layers = list(parse_layers(args.layers))
     model = load_model_from_args(args)
     check_layers(model, layers)
     if args.chat:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, parse_int_list, progress_bar
+from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
 from lens_steer.errors import LensSteerError
 
 
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.extract import SCALES
     from lens_steer.io import write_json
     from lens_steer.protocol_v2 import V2_PAPER_BBQ, V2_SPLIT_SOURCES, run_v2_protocol
-    from lens_steer.sweep import parse_coeff_grid
+    from lens_steer.specs import parse_coeffs, parse_layers
 
     check_choice(args.splits, V2_SPLIT_SOURCES, "--splits")
     check_choice(args.scale, SCALES, "--scale")
@@ -46,9 +46,9 @@ def run(args: argparse.Namespace) -> int:
     axes = list(V2_AXES) if args.axes == "all" else [v2_axis(a.strip()) for a in args.axes.split(",") if a.strip()]
     if not axes:
         raise LensSteerError("--axes is empty; name at least one axis or use all")
-    coeffs = parse_coeff_grid(args.coeffs)
+    coeffs = list(parse_coeffs(args.coeffs))
     model = load_model_from_args(args)
-    layers = parse_int_list(args.layers) if args.layers else None
+    layers = list(parse_layers(args.layers)) if args.layers else None
     out = Path(args.out)
     summary = {}
     for ax in axes:

@@ -55,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.extract import pair_activations
     from lens_steer.plots import sweep_heatmap, write_figure
     from lens_steer.pairs import axis_persona_pairs
-    from lens_steer.sweep import axis_validation_items, parse_coeff_grid, parse_layer_range, rows_to_csv, run_sweep
+    from lens_steer.data.select import select
+    from lens_steer.specs import parse_coeffs, parse_layers
+    from lens_steer.sweep import rows_to_csv, run_sweep
 
     if args.batch_size < 1:
         raise LensSteerError(f"--batch-size must be at least 1, got {args.batch_size}")
@@ -63,10 +65,10 @@ def run(args: argparse.Namespace) -> int:
     check_at_least(args.limit, 1, "--limit")
     check_at_least(args.n_boot, 0, "--n-boot")
     axis = get_axis(args.axis)
-    coeffs = parse_coeff_grid(args.coeffs)
-    items = axis_validation_items(axis.name, limit=args.limit, split_seed=args.seed, data_root=args.data_dir)
+    coeffs = list(parse_coeffs(args.coeffs))
+    items = select(axis.name, "validation", args.limit, seed=args.seed, split_seed=args.seed, data_root=args.data_dir)
     model = load_model_from_args(args)
-    layers = parse_layer_range(args.layers, int(model.cfg.n_layers))
+    layers = list(parse_layers(args.layers, n_layers=int(model.cfg.n_layers)))
     pairs = axis_persona_pairs(axis.name, model.tokenizer, num_sents=args.num_sents, persona=args.persona, template=args.template,
                                corpus=args.corpus, data_root=args.data_dir)  # fmt: skip
     out = Path(args.out)
