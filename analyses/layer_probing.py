@@ -21,7 +21,7 @@ from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.extract import pair_activations
 from lens_steer.cli import run_reporting_errors
-from lens_steer.io import atomic_write_text, write_json
+from lens_steer.files import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.pairs import bbq_answer_pairs
 from lens_steer.plots import probe_figure, write_figure

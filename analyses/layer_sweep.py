@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from lens_steer.cli import run_reporting_errors
-from lens_steer.io import atomic_write_text, write_json
+from lens_steer.files import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.plots import sweep_heatmap, write_figure
 from lens_steer.specs import parse_coeffs, parse_layers

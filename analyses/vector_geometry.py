@@ -26,7 +26,7 @@ from lens_steer.geometry import (
     save_axis_vectors,
 )
 from lens_steer.cli import run_reporting_errors
-from lens_steer.io import atomic_write_text, write_json
+from lens_steer.files import atomic_write_text, write_json
 from lens_steer.models import load_model
 from lens_steer.plots import cosine_heatmap, norms_figure, pca_scatter, write_figure
 from lens_steer.sweep import rows_to_csv

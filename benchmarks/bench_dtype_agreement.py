@@ -40,7 +40,7 @@ def main() -> int:
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.splits import select_split
     from lens_steer.extract import extract_vector
-    from lens_steer.io import write_json
+    from lens_steer.files import write_json
     from lens_steer.models import load_model
     from lens_steer.pairs import axis_persona_pairs
 

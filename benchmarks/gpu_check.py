@@ -41,7 +41,7 @@ from _arch_checkpoints import FAMILIES, write_checkpoint  # noqa: E402
 from lens_steer.data.bbq import BbqItem  # noqa: E402
 from lens_steer.evaluate import Question, final_residual, score_questions, score_steered  # noqa: E402
 from lens_steer.extract import extract_vector  # noqa: E402
-from lens_steer.io import write_json  # noqa: E402
+from lens_steer.files import write_json  # noqa: E402
 from lens_steer.models import load_model, model_identity, wrap_hf_model  # noqa: E402
 from lens_steer.pairs import ContrastivePair, PairSet, render_chat  # noqa: E402
 from lens_steer.prefix import PrefixCache, capture_hooks, run_blocks  # noqa: E402

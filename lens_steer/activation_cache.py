@@ -18,7 +18,7 @@ import torch
 
 from lens_steer.errors import StudyError
 from lens_steer.extract import PairActivations, pair_activations
-from lens_steer.io import atomic_write_bytes
+from lens_steer.files import atomic_write_bytes
 from lens_steer.models import HookedModel, model_identity
 from lens_steer.pairs import PairSet, persona_pairs
 

@@ -24,7 +24,7 @@ from lens_steer.data.select import limit_items, select
 from lens_steer.errors import DataError, StudyError, VectorError
 from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.extract import AGGREGATORS, extract_vector
-from lens_steer.io import atomic_write_text, write_json
+from lens_steer.files import atomic_write_text, write_json
 from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, mmlu_accuracy, paired_comparison
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat

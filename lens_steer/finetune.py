@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from lens_steer.errors import LensSteerError, ModelError
-from lens_steer.io import write_json
+from lens_steer.files import write_json
 from lens_steer.models import HookedModel, cache_dir, model_identity
 from lens_steer.tokens import encode_texts, pad_id
 

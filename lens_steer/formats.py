@@ -37,7 +37,7 @@ from torch import Tensor
 
 from lens_steer.architectures import FAMILIES
 from lens_steer.errors import VectorError
-from lens_steer.io import atomic_write_bytes
+from lens_steer.files import atomic_write_bytes
 from lens_steer.models import EMBEDDED_MODEL, GEMMA_MODEL, PROCESSING_FLAGS, TINY_MODEL, HookedModel, model_identity
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import SPLITS, split_items
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import cloze_prompt, encode_pair
-from lens_steer.io import atomic_write_bytes, write_json
+from lens_steer.files import atomic_write_bytes, write_json
 from lens_steer.models import EMBEDDED_MODEL, ORGANISM_MODEL, TINY_MODEL, HookedModel, cache_dir, checkpoint_folder, tiny_hf_model
 
 CARD = "organism.json"
@@ -590,7 +590,7 @@ def _build(
     mmlu_org = run_mmlu(organism, mmlu, seed=recipe.seed).metrics["micro"]
     del base, organism
     stages["acceptance"] = timing(t1)
-    from lens_steer.io import write_jsonl
+    from lens_steer.files import write_jsonl
 
     write_jsonl(tmp / "acceptance_predictions.jsonl", records)
     card = {

@@ -18,7 +18,7 @@ from typing import Any
 from lens_steer.data.crows import CROWS_BIAS_TYPES, CROWS_FILE, load_crows_file
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
-from lens_steer.io import write_jsonl
+from lens_steer.files import write_jsonl
 
 CORPORA: tuple[str, ...] = (
     "age",

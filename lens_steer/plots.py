@@ -14,7 +14,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from lens_steer.errors import LensSteerError
-from lens_steer.io import atomic_write_text
+from lens_steer.files import atomic_write_text
 
 
 def write_figure(fig: go.Figure, path: str | Path, *, include_plotlyjs: bool | str = True) -> Path:

@@ -30,7 +30,7 @@ from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import DEFAULT_SCORING, check_choice
 from lens_steer.extract import pair_activations, vector_from_activations
-from lens_steer.io import write_json
+from lens_steer.files import write_json
 from lens_steer.metrics import metrics_to_dict, paired_comparison
 from lens_steer.models import HookedModel
 from lens_steer.pairs import ContrastivePair, PairSet, render_chat
@@ -217,7 +217,7 @@ def run_v2_protocol(
 
 def write_csv(path: Path, rows: Sequence[dict[str, Any]]) -> None:
     """A sweep table as CSV, atomically."""
-    from lens_steer.io import atomic_write_text
+    from lens_steer.files import atomic_write_text
 
     atomic_write_text(path, rows_to_csv(rows))
 

@@ -22,7 +22,7 @@ from typing import Any
 from lens_steer import __version__
 from lens_steer.axes import AXIS_NAMES, OOD_CATEGORIES
 from lens_steer.errors import LensSteerError
-from lens_steer.io import write_json
+from lens_steer.files import write_json
 from lens_steer.models import HookedModel, model_identity
 
 Say = Callable[[str], None]
@@ -325,7 +325,7 @@ def _history(storage: str, study_name: str) -> list[float | None]:
 def sweep_stage(model: HookedModel, axis: str, budget: Budget, scoring: str, out: Path, data_root: str | Path | None, seed: int) -> dict[str, Any]:
     """A small layer x coefficient sweep of one axis (mean_diff, so coefficients are in the search's units);
     cached in sweep/sweep.json, keyed by the model, the budget's sweep fields, scoring, seed and data."""
-    from lens_steer.io import atomic_write_text
+    from lens_steer.files import atomic_write_text
     from lens_steer.pipeline.stage_cache import cached_stage, data_inputs, model_inputs
     from lens_steer.plots import sweep_heatmap, write_figure
     from lens_steer.sweep import sweep_axis

@@ -17,7 +17,7 @@ import torch
 
 from lens_steer.data.bbq import BbqItem
 from lens_steer.evaluate import SCORING_VERSION
-from lens_steer.io import write_json, write_jsonl
+from lens_steer.files import write_json, write_jsonl
 from lens_steer.metrics import BbqPrediction
 from lens_steer.models import HookedModel, model_identity
 from lens_steer.tokens import BOS_POLICY

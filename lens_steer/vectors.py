@@ -18,7 +18,7 @@ from torch import Tensor
 from lens_steer import __version__
 from lens_steer.errors import VectorError
 from lens_steer.formats import detect_format, read_vector_file
-from lens_steer.io import atomic_write_bytes
+from lens_steer.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     from lens_steer.models import HookedModel

@@ -12,7 +12,7 @@ from lens_steer.data.bbq_compare import compare_with_official
 from lens_steer.data.bbq_generate import CATEGORIES, generate_category, random_free_templates
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import DataError
-from lens_steer.io import write_jsonl
+from lens_steer.files import write_jsonl
 
 
 def add_parser(subparsers: Any) -> None:

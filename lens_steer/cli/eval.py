@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.data.select import limit_bbq, limit_items
     from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORING_VERSION, SCORINGS, check_choice
     from lens_steer.tokens import bos_record
-    from lens_steer.io import write_json, write_jsonl
+    from lens_steer.files import write_json, write_jsonl
     from lens_steer.vectors import load_vector
 
     bench = check_choice(args.bench, BENCHES, "bench")

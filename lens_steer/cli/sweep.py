@@ -12,7 +12,7 @@ from lens_steer.cli._common import add_data_option, add_model_option, check_at_l
 from lens_steer.errors import LensSteerError
 from lens_steer.evaluate import DEFAULT_SCORING, SCORINGS
 from lens_steer.extract import AGGREGATORS
-from lens_steer.io import atomic_write_text, write_json
+from lens_steer.files import atomic_write_text, write_json
 from lens_steer.metrics import BBQ_METRIC_NAMES
 from lens_steer.pairs import CORPORA
 

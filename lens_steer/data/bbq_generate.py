@@ -51,7 +51,7 @@ from typing import Any
 
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import DataError
-from lens_steer.io import write_jsonl
+from lens_steer.files import write_jsonl
 
 CATEGORIES: tuple[str, ...] = (
     "Age",

@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from lens_steer.io import atomic_write_text
+from lens_steer.files import atomic_write_text
 from lens_steer.pipeline.results import Results
 from lens_steer.report.claims import judge_claims
 from lens_steer.report.figures import FIGURE_TEXT, FIGURE_TITLES, figures

@@ -18,7 +18,7 @@ from lens_steer.activation_cache import ActivationCache
 from lens_steer.axes import Axis, get_axis
 from lens_steer.consistency import trials_consistency_correlation
 from lens_steer.errors import StudyError
-from lens_steer.io import atomic_write_text, write_json
+from lens_steer.files import atomic_write_text, write_json
 from lens_steer.isv import Isv
 from lens_steer.models import HookedModel, model_identity
 from lens_steer.pairs import load_corpus, system_prompt_mode

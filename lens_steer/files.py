@@ -47,10 +47,10 @@ def write_jsonl(path: str | Path, rows: Iterable[Any]) -> Path:
 
 
 def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
+    if hasattr(obj, "tolist") and getattr(obj, "ndim", 0) > 0:  # numpy arrays, tensors
         return obj.tolist()
+    if hasattr(obj, "item"):  # numpy and torch scalars
+        return obj.item()
     if isinstance(obj, (set, frozenset, tuple)):
         return list(obj)
     if isinstance(obj, Path):
