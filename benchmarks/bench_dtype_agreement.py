@@ -35,7 +35,7 @@ def main() -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from lens_steer.benches import bbq_predictions
+    from lens_steer.tasks.bbq import bbq_predictions
     from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.splits import select_split

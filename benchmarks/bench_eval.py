@@ -40,10 +40,10 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.benches import bbq_question
+    from lens_steer.tasks.bbq import bbq_question
     from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
-    from lens_steer.evaluate import letter_prompt, score_questions
+    from lens_steer.scoring import letter_prompt, score_questions
     from lens_steer.models import _embedded_smollm2_folder, load_model
     from lens_steer.tokens import encode_texts, pad_batch, pad_id
 

@@ -30,8 +30,8 @@ import torch
 def main() -> int:
     """Run the benchmark and print the numbers."""
     from lens_steer.axes import get_axis
-    from lens_steer.benches import bbq_question
-    from lens_steer.evaluate import cloze_prompt, letter_prompt
+    from lens_steer.tasks.bbq import bbq_question
+    from lens_steer.scoring import cloze_prompt, letter_prompt
     from lens_steer.extract import PairActivations, vector_from_activations
     from lens_steer.models import load_model, model_identity
     from lens_steer.pairs import persona_pairs

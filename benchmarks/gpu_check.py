@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT / "tests"))  # the tiny-checkpoint builder
 from _arch_checkpoints import FAMILIES, write_checkpoint  # noqa: E402
 
 from lens_steer.data.bbq import BbqItem  # noqa: E402
-from lens_steer.evaluate import Question, final_residual, score_questions, score_steered  # noqa: E402
+from lens_steer.scoring import Question, final_residual, score_questions, score_steered  # noqa: E402
 from lens_steer.extract import extract_vector  # noqa: E402
 from lens_steer.files import write_json  # noqa: E402
 from lens_steer.models import load_model, model_identity, wrap_hf_model  # noqa: E402
@@ -172,7 +172,7 @@ def word_tokenizer(vocab_size: int) -> Any:
     from tokenizers import Tokenizer, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    from lens_steer.evaluate import REFERENCE_INSTRUCTION
+    from lens_steer.scoring import REFERENCE_INSTRUCTION
     from lens_steer.pairs import PERSONA_PAIRS, SYSTEM_TEMPLATES
 
     specials = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<pad>", "<unk>"]
@@ -227,7 +227,7 @@ def build_random_llama(shape: dict[str, int], device: str, dtype: torch.dtype) -
 
 def speed(device: str, shape: dict[str, int], n_items: int, results: dict[str, Any], save: Callable[[], None]) -> None:
     from lens_steer.axes import get_axis
-    from lens_steer.benches import bbq_question
+    from lens_steer.tasks.bbq import bbq_question
     from lens_steer.activation_cache import ActivationCache
     from lens_steer.search.objective import IsvObjective
     from lens_steer.search.space import SearchConfig, SearchSpace, layer_label

@@ -1,5 +1,5 @@
 """Benchmark runs under a debiasing baseline (BBQ, MMLU, StereoSet): records and metrics in the same
-shape as the plain runs of lens_steer.benches and lens_steer.stereoset, plus the baseline's name."""
+shape as the plain runs of lens_steer.tasks (bbq, mmlu, stereoset), plus the baseline's name."""
 
 from __future__ import annotations
 
@@ -7,12 +7,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from lens_steer.baselines import BASELINES, baseline_bbq_scores, baseline_model, score_questions_with
-from lens_steer.benches import BenchResult, bbq_record, bbq_result_metrics, mmlu_question
+from lens_steer.tasks.bbq import bbq_record, bbq_result_metrics
+from lens_steer.tasks.mmlu import mmlu_question
+from lens_steer.tasks.result import BenchResult
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING, check_choice
+from lens_steer.scoring import DEFAULT_SCORING, check_choice
 from lens_steer.metrics import metrics_to_dict, mmlu_accuracy
 from lens_steer.models import HookedModel
-from lens_steer.stereoset import run_stereoset
+from lens_steer.tasks.stereoset import run_stereoset
 from lens_steer.vectors import SteeringVector
 
 BASELINE_BENCHES: tuple[str, ...] = ("bbq", "mmlu", "stereoset")

@@ -27,7 +27,7 @@ import torch
 
 from lens_steer.continuation import continuation_logprobs, prefixed_head, split_text_ids
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import (
+from lens_steer.scoring import (
     DEFAULT_SCORING,
     Question,
     QuestionScore,
@@ -247,7 +247,7 @@ def baseline_bbq_scores(
 ) -> tuple[list[Question], list[QuestionScore], list[BbqPrediction]]:
     """BBQ items scored under a scoring method (`none`, `prompting`, `self-debias-schick`, `self-debias`): the
     questions as scored (the baseline's prefix included), their scores and the predictions."""
-    from lens_steer.benches import bbq_question
+    from lens_steer.tasks.bbq import bbq_question
 
     questions = [bbq_question(it) for it in items]
     if method == "self-debias":

@@ -11,7 +11,7 @@ from jaxtyping import Float
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import final_residual
+from lens_steer.scoring import final_residual
 from lens_steer.models import HookedModel
 from lens_steer.tokens import encode_texts, length_batches, model_device, pad_batch, pad_id
 

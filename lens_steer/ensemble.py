@@ -22,14 +22,14 @@ from lens_steer.axes import OOD_CATEGORIES
 from lens_steer.data.bbq import LOAD_SOURCES, BbqItem
 from lens_steer.data.select import limit_items, select
 from lens_steer.errors import DataError, StudyError, VectorError
-from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
+from lens_steer.scoring import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.extract import AGGREGATORS, extract_vector
 from lens_steer.files import atomic_write_text, write_json
 from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, mmlu_accuracy, paired_comparison
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
 from lens_steer.prefix import PrefixCache, start_block
-from lens_steer.benches import bbq_predictions
+from lens_steer.tasks.bbq import bbq_predictions
 from lens_steer.isv import VECTOR_SCALE, Isv, isv_pairs
 from lens_steer.vectors import SteeringVector, mean_vectors
 
@@ -245,7 +245,8 @@ def _bbq_entry(
 
 def _mmlu_result(model: HookedModel, items: Sequence[Any], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, prefix: PrefixCache | None) -> Any:
     """`run_mmlu`'s result; with `config.store_dir`, its records are read back from the prediction store if there."""
-    from lens_steer.benches import BenchResult, run_mmlu
+    from lens_steer.tasks.mmlu import run_mmlu
+    from lens_steer.tasks.result import BenchResult
 
     def compute() -> Any:
         return run_mmlu(model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch, prefix=prefix)

@@ -30,11 +30,11 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_steer.axes import AXIS_NAMES, get_axis
-from lens_steer.benches import bbq_question
+from lens_steer.tasks.bbq import bbq_question
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import SPLITS, split_items
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import cloze_prompt, encode_pair
+from lens_steer.scoring import cloze_prompt, encode_pair
 from lens_steer.files import atomic_write_bytes, write_json
 from lens_steer.models import EMBEDDED_MODEL, ORGANISM_MODEL, TINY_MODEL, HookedModel, cache_dir, checkpoint_folder, tiny_hf_model
 
@@ -488,7 +488,7 @@ class TokenizerView:
 def acceptance_table(model: HookedModel, recipe: OrganismRecipe, *, n_items: int, data_root: str | Path | None, n_boot: int = 1000,
                      progress: Callable[[int], None] | None = None) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Per axis, the organism's test-split metrics (with intervals) and the per-item records they come from."""
-    from lens_steer.benches import run_bbq
+    from lens_steer.tasks.bbq import run_bbq
     from lens_steer.data.select import limit_bbq
 
     table: dict[str, dict[str, Any]] = {}
@@ -555,7 +555,7 @@ def _build(
     say: Say,
     progress: Callable[[str, int], Callable[[int, float | None], None]] | None,
 ) -> dict[str, Any]:
-    from lens_steer.benches import run_mmlu
+    from lens_steer.tasks.mmlu import run_mmlu
     from lens_steer.data.select import limit_items
     from lens_steer.data.mmlu import load_mmlu
     from lens_steer.models import load_model

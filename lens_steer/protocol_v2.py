@@ -22,13 +22,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from lens_steer.benches import run_bbq
+from lens_steer.tasks.bbq import run_bbq
 from lens_steer.data.select import limit_bbq
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.bbq_v2 import V2_AXES, file_sha256, load_v2_items, load_v2_train_pairs, v2_axis, v2_path
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING, check_choice
+from lens_steer.scoring import DEFAULT_SCORING, check_choice
 from lens_steer.extract import pair_activations, vector_from_activations
 from lens_steer.files import write_json
 from lens_steer.metrics import metrics_to_dict, paired_comparison

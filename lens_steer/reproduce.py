@@ -182,7 +182,7 @@ def _reproduce(
 ) -> dict[str, Any]:
     from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles
     from lens_steer.isv import Isv
-    from lens_steer.evaluate import DEFAULT_SCORING
+    from lens_steer.scoring import DEFAULT_SCORING
     from lens_steer.search.run import run_isv_search
     from lens_steer.search.space import SearchConfig, SearchSpace
     from lens_steer.search.storage import default_storage, redact_url

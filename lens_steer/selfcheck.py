@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from lens_steer.errors import LensSteerError, ModelError
-from lens_steer.evaluate import REFERENCE_INSTRUCTION, Question, letter_prompt
+from lens_steer.scoring import REFERENCE_INSTRUCTION, Question, letter_prompt
 from lens_steer.generation import parse_answer
 from lens_steer.models import HookedModel
 from lens_steer.pairs import render_chat

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from lens_steer.data.bbq import BbqItem
-from lens_steer.evaluate import SCORING_VERSION
+from lens_steer.scoring import SCORING_VERSION
 from lens_steer.files import write_json, write_jsonl
 from lens_steer.metrics import BbqPrediction
 from lens_steer.models import HookedModel, model_identity

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import get_axis
-from lens_steer.benches import BenchResult, run_bbq
+from lens_steer.tasks.bbq import run_bbq
+from lens_steer.tasks.result import BenchResult
 from lens_steer.data.select import select
 from lens_steer.data.bbq import BbqItem
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING
+from lens_steer.scoring import DEFAULT_SCORING
 from lens_steer.extract import PairActivations, get_aggregator, pair_activations, vector_from_activations
 from lens_steer.metrics import BBQ_METRIC_NAMES
 from lens_steer.models import HookedModel, check_layers

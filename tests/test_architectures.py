@@ -30,7 +30,7 @@ from lens_steer.architectures import decoder_layer_module, family_of, hf_config,
 from lens_steer.cli import main
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError, ModelError
-from lens_steer.evaluate import Question, final_residual, score_questions, score_steered
+from lens_steer.scoring import Question, final_residual, score_questions, score_steered
 from lens_steer.extract import AGGREGATORS, extract_vector
 from lens_steer.models import check_device, load_model, model_identity, parse_dtype
 from lens_steer.pairs import ContrastivePair, PairSet, persona_pairs, render_chat, system_prompt_mode

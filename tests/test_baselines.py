@@ -21,12 +21,12 @@ from lens_steer.baselines import (
     score_questions_with,
     text_logprobs,
 )
-from lens_steer.benches import bbq_question
+from lens_steer.tasks.bbq import bbq_question
 from lens_steer.data.select import limit_bbq
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import Question, cloze_prompt, encode_pair, score_questions
+from lens_steer.scoring import Question, cloze_prompt, encode_pair, score_questions
 from lens_steer.models import load_model
 from lens_steer.selfdebias import SCHICK_PREFIXES
 from lens_steer.tokens import encode_texts

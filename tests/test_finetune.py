@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from lens_steer.errors import LensSteerError, VectorError
-from lens_steer.evaluate import Question, score_questions
+from lens_steer.scoring import Question, score_questions
 from lens_steer.finetune import LoraRecipe, finetune_key, finetuned_model, train_lora
 from lens_steer.models import PROCESSING_FLAGS, load_model
 from lens_steer.steering import steer

@@ -137,7 +137,7 @@ def test_generate_answers_parses_the_greedy_reply(pair: Any) -> None:
 
 
 def test_scoring_generate_in_score_questions(pair: Any) -> None:
-    from lens_steer.evaluate import SCORINGS, Question, letter_prompt, score_questions
+    from lens_steer.scoring import SCORINGS, Question, letter_prompt, score_questions
 
     _, bridge = pair
     assert "generate" in SCORINGS

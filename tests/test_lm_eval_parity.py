@@ -15,7 +15,7 @@ from _tiny_models import single_thread  # noqa: F401 (autouse fixture: one torch
 lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed: pip install '.[parity]'")
 import lm_eval.tasks  # noqa: E402
 
-from lens_steer.benches import run_bbq  # noqa: E402
+from lens_steer.tasks.bbq import run_bbq
 from lens_steer.data.bbq import load_bbq_file  # noqa: E402
 from lens_steer.data.root import resolve_data_root  # noqa: E402
 from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder, load_model  # noqa: E402

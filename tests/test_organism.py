@@ -10,11 +10,11 @@ import pytest
 import torch
 from _tiny_models import bridge_only, single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
-from lens_steer.benches import bbq_question
+from lens_steer.tasks.bbq import bbq_question
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import score_questions
+from lens_steer.scoring import score_questions
 from lens_steer.models import tiny_hf_model, wrap_hf_model
 from lens_steer.organism import (
     OrganismRecipe,

@@ -7,7 +7,7 @@ import torch
 from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import Question, final_residual, resume_for, score_questions
+from lens_steer.scoring import Question, final_residual, resume_for, score_questions
 from lens_steer.models import accepts_kv_cache, model_identity
 from lens_steer.prefix import PrefixCache, batch_key, can_resume, capture_hooks, run_blocks, start_block
 from lens_steer.steering import steer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lens_steer.evaluate import Question, letter_prompt
+from lens_steer.scoring import Question, letter_prompt
 from lens_steer.generation import parse_answer
 from lens_steer.models import load_model
 from lens_steer.pairs import render_chat

@@ -106,7 +106,7 @@ def test_a_real_steered_run():
     import os
     from pathlib import Path
 
-    from lens_steer.benches import run_bbq
+    from lens_steer.tasks.bbq import run_bbq
     from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
     from lens_steer.models import PROCESSING_FLAGS, load_model

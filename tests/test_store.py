@@ -13,7 +13,7 @@ import torch
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.errors import LensSteerError
 from lens_steer.metrics import BbqPrediction
-from lens_steer.evaluate import SCORING_VERSION
+from lens_steer.scoring import SCORING_VERSION
 from lens_steer.tokens import BOS_POLICY
 from lens_steer.store import PredictionStore, content_digest, items_digest, vector_digest
 from lens_steer.vectors import SteeringVector, VectorMetadata

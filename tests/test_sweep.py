@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import torch
 
-from lens_steer.benches import run_bbq
+from lens_steer.tasks.bbq import run_bbq
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import extract_vector, pair_activations

@@ -54,7 +54,7 @@ def run_baseline_or_stereoset(args: argparse.Namespace, bench: str, model: Any, 
     """The BenchResult of a baseline run (any of bbq, mmlu, stereoset) or of a plain StereoSet run."""
     from lens_steer.baseline_runs import run_baseline_bench
     from lens_steer.cli._common import load_model_from_args
-    from lens_steer.stereoset import run_stereoset
+    from lens_steer.tasks.stereoset import run_stereoset
 
     common = dict(vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=progress)
     if not args.baseline:

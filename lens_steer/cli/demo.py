@@ -24,9 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import get_axis
-    from lens_steer.benches import bbq_question
+    from lens_steer.tasks.bbq import bbq_question
     from lens_steer.data.select import select
-    from lens_steer.evaluate import maybe_steer, score_questions
+    from lens_steer.scoring import maybe_steer, score_questions
     from lens_steer.extract import extract_vector
     from lens_steer.pairs import persona_pairs
     from lens_steer.specs import parse_layers

@@ -13,7 +13,7 @@ from lens_steer.cli._common import add_data_option, add_model_option, check_at_l
 
 def add_parser(subparsers: Any) -> None:
     """Register the `ensemble` subcommand."""
-    from lens_steer.evaluate import SCORINGS
+    from lens_steer.scoring import SCORINGS
 
     p = subparsers.add_parser(
         "ensemble",

@@ -43,9 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from lens_steer.benches import BBQ_CHOICE_SETS, BENCHES, default_bbq_choices, run_bbq, run_crows, run_mmlu
+    from lens_steer.tasks.bbq import BBQ_CHOICE_SETS, default_bbq_choices, run_bbq
+    from lens_steer.tasks.crows import run_crows
+    from lens_steer.tasks.mmlu import run_mmlu
+    from lens_steer.tasks.result import BENCHES
     from lens_steer.data.select import limit_bbq, limit_items
-    from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORING_VERSION, SCORINGS, check_choice
+    from lens_steer.scoring import DEFAULT_SCORING, PROMPT_FORMATS, SCORING_VERSION, SCORINGS, check_choice
     from lens_steer.tokens import bos_record
     from lens_steer.files import write_json, write_jsonl
     from lens_steer.vectors import load_vector

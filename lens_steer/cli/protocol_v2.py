@@ -34,7 +34,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lens_steer.data.bbq_v2 import V2_AXES, v2_axis
-    from lens_steer.evaluate import SCORINGS, check_choice
+    from lens_steer.scoring import SCORINGS, check_choice
     from lens_steer.extract import SCALES
     from lens_steer.files import write_json
     from lens_steer.protocol_v2 import V2_PAPER_BBQ, V2_SPLIT_SOURCES, run_v2_protocol

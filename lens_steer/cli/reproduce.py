@@ -25,7 +25,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import AXIS_NAMES, get_axis
-    from lens_steer.evaluate import DEFAULT_SCORING
+    from lens_steer.scoring import DEFAULT_SCORING
     import optuna
 
     from lens_steer.reproduce import check_same_run, get_budget, reproduce, run_folder_lock
@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     check_out_folder(args.out)
     check_same_run(Path(args.out) / "run.json", {"budget": budget.to_json(), "axes": axes, "seed": args.seed, "scoring": args.scoring or DEFAULT_SCORING})
     if args.scoring is not None:
-        from lens_steer.evaluate import SCORINGS, check_choice
+        from lens_steer.scoring import SCORINGS, check_choice
 
         check_choice(args.scoring, SCORINGS, "scoring")
     if args.storage is not None:  # an unreachable or malformed storage fails before anything is written

@@ -14,7 +14,7 @@ from lens_steer.errors import LensSteerError
 
 def add_parser(subparsers: Any) -> None:
     """Register the `search` subcommand."""
-    from lens_steer.evaluate import SCORINGS
+    from lens_steer.scoring import SCORINGS
     from lens_steer.search.space import OBJECTIVES
 
     p = subparsers.add_parser(

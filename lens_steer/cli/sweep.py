@@ -10,7 +10,7 @@ from typing import Any
 from lens_steer.axes import AXIS_NAMES
 from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args, progress_bar
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING, SCORINGS
+from lens_steer.scoring import DEFAULT_SCORING, SCORINGS
 from lens_steer.extract import AGGREGATORS
 from lens_steer.files import atomic_write_text, write_json
 from lens_steer.metrics import BBQ_METRIC_NAMES

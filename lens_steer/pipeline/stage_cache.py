@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.data.root import content_fingerprint, resolve_data_root
-from lens_steer.evaluate import SCORING_VERSION
+from lens_steer.scoring import SCORING_VERSION
 from lens_steer.files import write_json
 from lens_steer.models import HookedModel, model_identity
 from lens_steer.store import model_fingerprint

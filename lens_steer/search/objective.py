@@ -14,7 +14,7 @@ import optuna
 
 from lens_steer.activation_cache import ActivationCache
 from lens_steer.axes import Axis
-from lens_steer.benches import bbq_predictions
+from lens_steer.tasks.bbq import bbq_predictions
 from lens_steer.consistency import activation_consistency
 from lens_steer.data.bbq import BbqItem
 from lens_steer.data.select import limit_items, select
@@ -119,7 +119,7 @@ class IsvObjective:
 
     def mmlu_accuracy(self, vector: SteeringVector | None = None, coeff: float = 0.0) -> float:
         """Accuracy on the penalty's MMLU items."""
-        from lens_steer.benches import run_mmlu
+        from lens_steer.tasks.mmlu import run_mmlu
 
         res = run_mmlu(self.model, self.mmlu_items(), scoring=self.config.scoring, vector=vector, coeff=coeff, n_boot=0, max_batch=self.config.max_batch)
         return float(res.metrics["micro"]["value"])

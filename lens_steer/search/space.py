@@ -14,7 +14,7 @@ from typing import Any
 import optuna
 
 from lens_steer.errors import LensSteerError, StudyError
-from lens_steer.evaluate import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
+from lens_steer.scoring import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.extract import AGGREGATORS
 from lens_steer.pairs import CORPORA, PERSONA_PAIRS, SYSTEM_TEMPLATES
 from lens_steer.specs import layer_label, parse_layers

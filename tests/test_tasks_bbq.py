@@ -1,4 +1,4 @@
-"""Benchmark runs on the tiny model over real data: records suffice to recompute the metrics."""
+"""Tests for lens_steer.tasks.bbq on the tiny model over real data: records suffice to recompute the metrics."""
 
 from __future__ import annotations
 
@@ -11,14 +11,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from lens_steer.benches import BenchResult, bbq_result_metrics, bbq_unparsed_counts, run_bbq, run_crows, run_mmlu
-from lens_steer.data.select import limit_bbq, limit_items
 from lens_steer.data.bbq import load_bbq
-from lens_steer.data.crows import load_crows
-from lens_steer.data.mmlu import load_mmlu
+from lens_steer.data.select import limit_bbq
 from lens_steer.generation import PARSE_RULES, parse_answer
 from lens_steer.metrics import BbqPrediction
 from lens_steer.models import load_model
+from lens_steer.tasks.bbq import bbq_result_metrics, bbq_unparsed_counts, run_bbq
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -85,12 +83,6 @@ def test_unparsed_counts_by_hand():
     assert m["overall"]["bias_disambig"]["value"] == pytest.approx(1.0) and m["overall"]["bias_ambig"]["value"] == pytest.approx(0.75)
 
 
-def test_parse_counts_of_records():
-    records = [{"parse_rule": "letter"}, {"parse_rule": "unparsed; kept candidate 2 of 5"}, {"parse_rule": "unparsed"}, {"parse_rule": None}]
-    assert BenchResult("bbq", records, {}).parse_counts == {r: {"letter": 1, "unparsed": 2}.get(r, 0) for r in PARSE_RULES}
-    assert BenchResult("bbq", [{"parse_rule": None}], {}).parse_counts is None
-
-
 def test_bbq_generate_records_carry_the_reply_and_count_unparsed(model, items):
     r = run_bbq(model, items[:4], scoring="generate", n_boot=0)
     for x in r.records:
@@ -123,29 +115,3 @@ def test_steered_letter_scores_equal_a_plain_forward_with_a_raw_hook(model, item
         np.testing.assert_allclose(rec["option_scores"], [x - norm for x in by_hand], atol=1e-4)
         assert rec["prompt_token_ids"] == plain["prompt_token_ids"]
     assert not np.allclose([x["option_logliks"] for x in r.records], [x["option_logliks"] for x in base.records], atol=1e-3)
-
-
-def test_mmlu_micro_accuracy_is_the_mean_of_correct(model):
-    qs = limit_items(load_mmlu("test", subjects=["astronomy", "virology"], data_root=DATA), 12, seed=0)
-    r = run_mmlu(model, qs, scoring="letter", n_boot=50)
-    assert r.metrics["micro"]["value"] == pytest.approx(np.mean([x["pred"] == x["label"] for x in r.records]))
-    subj = {s: np.mean([x["correct"] for x in r.records if x["subject"] == s]) for s in {x["subject"] for x in r.records}}
-    assert r.metrics["macro"]["value"] == pytest.approx(np.mean(list(subj.values())))
-    assert all(x["reply"] is None and x["parse_rule"] is None for x in r.records)
-
-
-def test_mmlu_generate_records_carry_the_reply(model):
-    qs = limit_items(load_mmlu("test", subjects=["astronomy"], data_root=DATA), 3, seed=0)
-    r = run_mmlu(model, qs, scoring="generate", prompt_format="reference", n_boot=0)
-    for x, q in zip(r.records, qs):
-        parsed = parse_answer(x["reply"], q.choices, option_text=False)  # MMLU: letters only, as the paper parses
-        assert (x["pred"], x["parse_rule"], x["correct"]) == (parsed.pred, parsed.rule, parsed.pred == q.label)
-    assert r.metrics["micro"]["value"] == pytest.approx(np.mean([x["correct"] for x in r.records]))
-    assert r.parse_counts is not None and sum(r.parse_counts.values()) == 3
-
-
-def test_crows_share_of_more_likely_stereotypes(model):
-    pairs = load_crows(["religion"], data_root=DATA)[:6]
-    r = run_crows(model, pairs, n_boot=50)
-    share = np.mean([x["logprob_more"] > x["logprob_less"] for x in r.records])
-    assert r.metrics["overall"]["value"] == pytest.approx(share)

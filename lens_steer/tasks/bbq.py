@@ -1,41 +1,19 @@
-"""Benchmark runs: BBQ, MMLU and CrowS-Pairs items in, per-item records and metrics with intervals out."""
+"""BBQ as a task: items as questions (their three answers, or lm-evaluation-harness's twelve choices), the one
+prediction path every study uses (`bbq_predictions`), per-item records, and metrics with intervals (`run_bbq`)."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
 from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES, BbqItem
-from lens_steer.data.crows import CrowsPair
-from lens_steer.data.mmlu import MmluItem
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice, maybe_steer, score_steered, sequence_logprobs
-from lens_steer.generation import parse_counts
-from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, crows_metric, metrics_to_dict, mmlu_accuracy
+from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.prefix import PrefixCache
+from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice, score_steered
+from lens_steer.tasks.result import BenchResult
 from lens_steer.vectors import SteeringVector
-
-BENCHES = ("bbq", "mmlu", "crows", "stereoset")  # stereoset: lens_steer.stereoset.run_stereoset
-
-
-@dataclasses.dataclass(frozen=True)
-class BenchResult:
-    """One benchmark run: per-item `records` (predictions.jsonl rows) and JSON-ready `metrics`."""
-
-    bench: str
-    records: list[dict[str, Any]]
-    metrics: dict[str, Any]
-    predictions: list[BbqPrediction] | None = None
-
-    @property
-    def parse_counts(self) -> dict[str, int] | None:
-        """Under a generation protocol, how many answers each parse rule gave (lens_steer.generation.parse_counts);
-        None when no record has a parse rule. A rule's note after ";" (self-debias: the kept candidate) is dropped."""
-        rules = [str(r["parse_rule"]).split(";", 1)[0] for r in self.records if r.get("parse_rule")]
-        return parse_counts(rules) if rules else None
-
 
 BBQ_CHOICE_SETS = ("item", "lm_eval")
 
@@ -122,11 +100,6 @@ def bbq_predictions(
     return scores, [BbqPrediction.from_item(it, s.pred, s.answer_scores) for it, s in zip(items, scores)]
 
 
-def mmlu_question(item: MmluItem) -> Question:
-    """An MMLU item as a four-option question with its subject."""
-    return Question("", item.question, tuple(item.choices), subject=item.subject)
-
-
 def run_bbq(
     model: HookedModel,
     items: Sequence[BbqItem],
@@ -187,78 +160,3 @@ def bbq_result_metrics(preds: Sequence[BbqPrediction], items: Sequence[BbqItem],
         "unparsed": bbq_unparsed_counts(preds),
         "category_source": sources,
     }
-
-
-def run_mmlu(
-    model: HookedModel,
-    items: Sequence[MmluItem],
-    *,
-    scoring: str = DEFAULT_SCORING,
-    prompt_format: str = "lm_eval",
-    vector: SteeringVector | None = None,
-    coeff: float = 0.0,
-    n_boot: int = 1000,
-    seed: int = 0,
-    max_batch: int = 16,
-    progress: Progress | None = None,
-    prefix: PrefixCache | None = None,
-) -> BenchResult:
-    """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects (an unparsed
-    reply, pred -1, is wrong; records carry the reply and its parse rule under scoring "generate").
-
-    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
-    questions = [mmlu_question(i) for i in items]
-    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
-    records = [
-        {
-            "subject": it.subject,
-            "index": it.index,
-            "prompt": s.prompt,
-            "prompt_token_ids": s.prompt_token_ids,
-            "bos": s.bos,
-            "option_token_ids": s.option_token_ids,
-            "option_logliks": s.option_logliks,
-            "option_token_counts": s.option_token_counts,
-            "option_scores": s.option_scores,
-            "reply": s.reply,
-            "parse_rule": s.parse_rule,
-            "pred": s.pred,
-            "label": it.label,
-            "correct": s.pred == it.label,
-        }
-        for it, s in zip(items, scores)
-    ]
-    acc = mmlu_accuracy([r["correct"] for r in records], [r["subject"] for r in records], n_boot=n_boot, seed=seed)
-    return BenchResult("mmlu", records, metrics_to_dict(acc))
-
-
-def run_crows(
-    model: HookedModel,
-    pairs: Sequence[CrowsPair],
-    *,
-    vector: SteeringVector | None = None,
-    coeff: float = 0.0,
-    n_boot: int = 1000,
-    seed: int = 0,
-    max_batch: int = 16,
-    progress: Progress | None = None,
-) -> BenchResult:
-    """Log-likelihood of each pair's sentences; the share where the more-stereotyping one is more likely."""
-    texts = [s for p in pairs for s in (p.sent_more, p.sent_less)]
-    with maybe_steer(model, vector, coeff):
-        lps = sequence_logprobs(model, texts, max_batch=max_batch, progress=progress)
-    more, less = lps[0::2], lps[1::2]
-    records = [
-        {"index": p.index, "bias_type": p.bias_type, "stereo_antistereo": p.stereo_antistereo, "sent_more": p.sent_more, "sent_less": p.sent_less, "logprob_more": m, "logprob_less": l, "more_preferred": m > l}
-        for p, m, l in zip(pairs, more, less)
-    ]
-    by_type: dict[str, tuple[list[float], list[float]]] = {}
-    for r in records:
-        a, b = by_type.setdefault(r["bias_type"], ([], []))
-        a.append(r["logprob_more"])
-        b.append(r["logprob_less"])
-    metrics = {
-        "overall": metrics_to_dict(crows_metric(more, less, n_boot=n_boot, seed=seed)),
-        "by_bias_type": {t: metrics_to_dict(crows_metric(a, b, n_boot=n_boot, seed=seed)) for t, (a, b) in sorted(by_type.items())},
-    }
-    return BenchResult("crows", records, metrics)

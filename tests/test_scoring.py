@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from lens_steer.errors import LensSteerError
-from lens_steer.evaluate import (
+from lens_steer.scoring import (
     Question,
     cloze_prompt,
     letter_prompt,

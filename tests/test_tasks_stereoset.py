@@ -1,4 +1,4 @@
-"""Tests for lens_steer.stereoset: scores recomputed from per-item losses by a separate implementation
+"""Tests for lens_steer.tasks.stereoset: scores recomputed from per-item losses by a separate implementation
 (StereoSet's own counting), texts and BLANK handling, token log-probs against a second scorer, intervals."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from lens_steer.data.stereoset import load_stereoset
-from lens_steer.evaluate import sequence_logprobs
+from lens_steer.scoring import sequence_logprobs
 from lens_steer.models import PROCESSING_FLAGS, load_model
-from lens_steer.stereoset import StereoSetScore, candidate_texts, run_stereoset, stereoset_group_metrics, stereoset_metrics
+from lens_steer.tasks.stereoset import StereoSetScore, candidate_texts, run_stereoset, stereoset_group_metrics, stereoset_metrics
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))

@@ -1,0 +1,2 @@
+"""The benchmarks as tasks, one module each owning its prediction path and metrics: `bbq`, `mmlu`, `crows`,
+`stereoset`; `result` holds what a run returns."""

@@ -1,0 +1,61 @@
+"""MMLU as a task: items as four-option questions, scored (optionally steered) into records and micro/macro accuracy."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from lens_steer.data.mmlu import MmluItem
+from lens_steer.metrics import metrics_to_dict, mmlu_accuracy
+from lens_steer.models import HookedModel
+from lens_steer.prefix import PrefixCache
+from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, score_steered
+from lens_steer.tasks.result import BenchResult
+from lens_steer.vectors import SteeringVector
+
+
+def mmlu_question(item: MmluItem) -> Question:
+    """An MMLU item as a four-option question with its subject."""
+    return Question("", item.question, tuple(item.choices), subject=item.subject)
+
+
+def run_mmlu(
+    model: HookedModel,
+    items: Sequence[MmluItem],
+    *,
+    scoring: str = DEFAULT_SCORING,
+    prompt_format: str = "lm_eval",
+    vector: SteeringVector | None = None,
+    coeff: float = 0.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+    max_batch: int = 16,
+    progress: Progress | None = None,
+    prefix: PrefixCache | None = None,
+) -> BenchResult:
+    """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects (an unparsed
+    reply, pred -1, is wrong; records carry the reply and its parse rule under scoring "generate").
+
+    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
+    questions = [mmlu_question(i) for i in items]
+    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    records = [
+        {
+            "subject": it.subject,
+            "index": it.index,
+            "prompt": s.prompt,
+            "prompt_token_ids": s.prompt_token_ids,
+            "bos": s.bos,
+            "option_token_ids": s.option_token_ids,
+            "option_logliks": s.option_logliks,
+            "option_token_counts": s.option_token_counts,
+            "option_scores": s.option_scores,
+            "reply": s.reply,
+            "parse_rule": s.parse_rule,
+            "pred": s.pred,
+            "label": it.label,
+            "correct": s.pred == it.label,
+        }
+        for it, s in zip(items, scores)
+    ]
+    acc = mmlu_accuracy([r["correct"] for r in records], [r["subject"] for r in records], n_boot=n_boot, seed=seed)
+    return BenchResult("mmlu", records, metrics_to_dict(acc))

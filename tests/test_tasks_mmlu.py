@@ -1,0 +1,42 @@
+"""Tests for lens_steer.tasks.mmlu: accuracy equals the records' own counts, generation records parse again."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lens_steer.data.mmlu import load_mmlu
+from lens_steer.data.select import limit_items
+from lens_steer.generation import parse_answer
+from lens_steer.models import load_model
+from lens_steer.tasks.mmlu import run_mmlu
+
+DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("tiny-llama", seed=1)
+
+
+def test_mmlu_micro_accuracy_is_the_mean_of_correct(model):
+    qs = limit_items(load_mmlu("test", subjects=["astronomy", "virology"], data_root=DATA), 12, seed=0)
+    r = run_mmlu(model, qs, scoring="letter", n_boot=50)
+    assert r.metrics["micro"]["value"] == pytest.approx(np.mean([x["pred"] == x["label"] for x in r.records]))
+    subj = {s: np.mean([x["correct"] for x in r.records if x["subject"] == s]) for s in {x["subject"] for x in r.records}}
+    assert r.metrics["macro"]["value"] == pytest.approx(np.mean(list(subj.values())))
+    assert all(x["reply"] is None and x["parse_rule"] is None for x in r.records)
+
+
+def test_mmlu_generate_records_carry_the_reply(model):
+    qs = limit_items(load_mmlu("test", subjects=["astronomy"], data_root=DATA), 3, seed=0)
+    r = run_mmlu(model, qs, scoring="generate", prompt_format="reference", n_boot=0)
+    for x, q in zip(r.records, qs):
+        parsed = parse_answer(x["reply"], q.choices, option_text=False)  # MMLU: letters only, as the paper parses
+        assert (x["pred"], x["parse_rule"], x["correct"]) == (parsed.pred, parsed.rule, parsed.pred == q.label)
+    assert r.metrics["micro"]["value"] == pytest.approx(np.mean([x["correct"] for x in r.records]))
+    assert r.parse_counts is not None and sum(r.parse_counts.values()) == 3
