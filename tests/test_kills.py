@@ -245,3 +245,19 @@ def test_reproduce_rerun_with_a_different_option_is_refused_by_name(reference: d
     err = res.stderr.strip().splitlines()
     assert res.returncode == 2 and err[-1].startswith("error: ") and "--budget 'smoke', not 'small'" in err[-1], res.stderr
     assert {p: p.stat().st_mtime_ns for p in ref.rglob("*") if p.name != ".lens_steer.lock"} == {p: m for p, m in before.items() if p.name != ".lens_steer.lock"}
+
+
+def test_a_redirected_extract_logs_a_line_per_tenth(tmp_path: Path) -> None:
+    """stderr is a file, not a terminal: no progress bar, but a start line and one line per tenth of the work."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"positive": f"young view {i}", "negative": f"old view {i}"}) + "\n" for i in range(20)))
+    log = tmp_path / "stderr.log"
+    with log.open("w") as err:
+        res = subprocess.run([str(CLI), "extract", "--model", "tiny-llama", "--pairs", str(pairs), "--layers", "1", "--batch-size", "4",
+                              "--out", str(tmp_path / "v.safetensors")], stdout=subprocess.PIPE, stderr=err, text=True, env=_env(tmp_path), timeout=300)  # fmt: skip
+    assert res.returncode == 0
+    lines = [line for line in log.read_text().splitlines() if line.startswith("extract: ")]
+    assert lines[0] == "extract: 0 of 40" and lines[-1] == "extract: 40 of 40 (100%)"
+    done = [int(line.split()[1]) for line in lines]
+    assert done == sorted(done) and len(lines) >= 6  # batches of 4 texts: a line at least every 8 of the 40 texts
+    assert "\r" not in log.read_text()  # no bar redrawn in the log

@@ -18,7 +18,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.reproduce import BUDGETS, get_budget
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
+needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
 
 MICRO = dataclasses.replace(
     BUDGETS["smoke"], name="micro", trials=2, tpe_startup=2, num_sents=(4, 8, 4), val_limit=8, test_limit=8, ens_val_limit=8,
@@ -51,6 +51,57 @@ def test_unknown_budget_is_one_line():
         get_budget("huge")
 
 
+def _stored(out: Path) -> dict[str, tuple[int, bytes]]:
+    """Every finished prediction file (written and indexed) with its modification time and bytes: a rewrite
+    changes the time. A file the kill left without its index entry is not finished: it is recomputed."""
+    index = json.loads((out / "predictions" / "index.json").read_text())
+    return {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in (out / "predictions").glob("*.jsonl") if p.stem in index}
+
+
+def _check_split_hygiene(out: Path) -> None:
+    """The search and every coefficient choice see only validation items: every stored BBQ evaluation is wholly
+    on validation or wholly on test items, the coefficients were swept on validation, and test items are scored
+    only at a coefficient chosen before them (an ensemble's, chosen on validation, or an ISV's, chosen by its search)."""
+    from lens_steer.data.bbq import load_bbq
+    from lens_steer.data.splits import select_split
+
+    cats = {"age": "Age", "religion": "Religion"}
+    items = load_bbq(list(cats.values()), data_root=DATA)
+    split_of = {(it.category, it.example_id): s for s in ("train", "validation", "test") for it in select_split(items, s, seed=0)}
+    index = json.loads((out / "predictions" / "index.json").read_text())
+    results = json.loads((out / "results.json").read_text())
+    chosen = {0.0, *results["ensemble"]["coefficients"].values(), *(v["coeff"] for v in results["isv"].values())}
+    coeffs_on: dict[str, dict[str, set[float]]] = {"validation": {}, "test": {}}
+    for entry in index.values():
+        rows = [json.loads(x) for x in (out / "predictions" / entry["file"]).read_text().splitlines()]
+        ids = {(r["category"], r["example_id"]) for r in rows if r.get("category") in cats.values()}
+        if not ids:
+            continue  # MMLU or the generated out-of-distribution categories
+        splits = {split_of[i] for i in ids}
+        assert len(splits) == 1 and splits != {"train"}, f"{entry['file']} mixes or uses splits {splits}"
+        coeffs_on[splits.pop()].setdefault(entry["vector"], set()).add(entry["coeff"])
+    assert any(len(c) > 1 for c in coeffs_on["validation"].values()), "no coefficient sweep on validation was stored"
+    used_on_test = set().union(*coeffs_on["test"].values())
+    assert used_on_test <= chosen, f"test items scored at coefficients {sorted(used_on_test - chosen)} nobody chose"
+    for name, c in results["ensemble"]["coefficients"].items():  # each ensemble coefficient was one of its validation sweep
+        assert c in MICRO.ens_coeffs and any(c in cs and len(cs) > 1 for cs in coeffs_on["validation"].values()), name
+    # the ISV studies judged their trials on validation items only: the items their stored configuration selects
+    import optuna
+
+    from lens_steer.axes import get_axis
+    from lens_steer.search.objective import validation_items
+    from lens_steer.search.space import SearchConfig
+
+    storage = f"sqlite:///{out / 'optuna.db'}"
+    for axis in cats:
+        study = optuna.load_study(study_name=f"isv-tiny-llama-{axis}", storage=storage)
+        config = SearchConfig.from_json(study.user_attrs["lens_steer_config"])
+        judged = validation_items(get_axis(axis), config, data_root=DATA)
+        assert len(judged) == json.loads((out / "isv" / axis / "study.json").read_text())["n_validation_items"] == MICRO.val_limit
+        assert {split_of[(it.category, it.example_id)] for it in judged} == {"validation"}
+
+
+@needs_data
 @pytest.mark.slow
 def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
     out = tmp_path / "run"
@@ -70,7 +121,7 @@ def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
     assert killed_at is not None, "the run finished before it could be interrupted"
     before = _finished_trials(out)
     assert sorted(before.values()) == [2, 2]
-    stored_before = set((out / "predictions").glob("*.jsonl"))
+    stored_before = _stored(out)
     assert stored_before, "the ensemble stage had stored no predictions before the kill"
 
     from lens_steer.models import load_model
@@ -78,7 +129,10 @@ def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
 
     results = reproduce(load_model("tiny-llama"), MICRO, out, axes=AXES, data_root=DATA)
     assert _finished_trials(out) == before  # no trial repeated or added
-    assert stored_before <= set((out / "predictions").glob("*.jsonl"))  # finished evaluations kept, not redone
+    after = _stored(out)
+    # finished evaluations are read back, not recomputed: each stored file is still the one written before the kill
+    assert {k: after[k] for k in stored_before} == stored_before
+    assert len(after) > len(stored_before)  # the unfinished ones were computed and stored
     saved = json.loads((out / "results.json").read_text())
     assert saved["ensemble"]["axes"] == AXES and set(saved["isv"]) == set(AXES)
     for axis in AXES:
@@ -96,9 +150,12 @@ def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
 
     assert Results.from_json(saved).to_json() == saved  # the file is exactly its typed schema
 
-    # a third run is pure read-back: same numbers
+    _check_split_hygiene(out)
+
+    # a third run is pure read-back: same numbers, no prediction file written again, no trial added
     again = reproduce(load_model("tiny-llama"), MICRO, out, axes=AXES, data_root=DATA)
     assert again["ensemble"]["in_distribution"] == json.loads(json.dumps(results["ensemble"]["in_distribution"]))
+    assert _stored(out) == after and _finished_trials(out) == before
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +186,7 @@ def _data_root_with_edited_corpus(tmp_path: Path, corpus: str) -> Path:
     return root
 
 
+@needs_data
 def test_geometry_stage_is_recomputed_for_another_budget_model_or_data_root(tiny, tmp_path: Path):
     from lens_steer.models import load_model
     from lens_steer.reproduce import geometry_stage
@@ -148,6 +206,7 @@ def test_geometry_stage_is_recomputed_for_another_budget_model_or_data_root(tiny
     assert geometry_stage(tiny, axes, b, out, edited) == geometry_stage(tiny, axes, b, tmp_path / "fresh_d", edited) != fresh_b
 
 
+@needs_data
 def test_sweep_stage_is_recomputed_for_another_seed_or_budget(tiny, tmp_path: Path):
     from lens_steer.reproduce import sweep_stage
 
@@ -162,6 +221,7 @@ def test_sweep_stage_is_recomputed_for_another_seed_or_budget(tiny, tmp_path: Pa
     assert other_seed["config"]["seed"] == 5 and first["config"]["seed"] == 0
 
 
+@needs_data
 def test_ood_stage_is_regenerated_for_another_seed(tmp_path: Path):
     from lens_steer.data.bbq import load_bbq_file
     from lens_steer.reproduce import ood_stage

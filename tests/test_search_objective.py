@@ -75,3 +75,30 @@ def test_the_sampler_seed_does_not_change_the_validation_items() -> None:
     items = [[it.example_id for it in validation_items(age, SearchConfig(limit=16, seed=s, data_seed=d))] for s, d in ((0, 0), (7, 0), (0, 3))]
     assert items[0] == items[1]  # another sampler seed: the same items, in the same order
     assert items[0] != items[2]  # another data seed: other items (or order)
+
+
+@needs_data
+def test_the_objective_reports_each_chunk_and_stops_when_pruned(tiny) -> None:
+    """A pruner that prunes every report stops the BBQ objective after its first chunk; the value it reported is
+    the accuracy of that chunk's predictions, counted here."""
+    import optuna
+
+    from lens_steer.axes import get_axis
+
+    space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0,), templates=(0,), coeff=(2.0, 2.0, 1.0), layers=((2,),), methods=("mean_diff",))
+    isv = IsvObjective(tiny, get_axis("age"), SearchConfig(space=space, n_trials=1, limit=12, chunk_size=4))
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # accuracy is never >= 2
+    trial = study.ask()
+    params = space.suggest(trial)
+    with pytest.raises(optuna.TrialPruned, match="pruned after 4 items"):
+        isv(params, trial)
+    chunk = isv.predictions(isv.items[:4], isv.vector(params), 2.0)
+    assert list(study.get_trials()[0].intermediate_values.values()) == [sum(p.pred == p.label for p in chunk) / 4]
+    # without pruning the same trial scores every chunk: one report per chunk but the last, then the value
+    free = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
+    t2 = free.ask()
+    value = isv(space.suggest(t2), t2)
+    steps = free.get_trials()[0].intermediate_values
+    assert sorted(steps) == [0, 1] and len(isv.items) == 12
+    whole = isv.predictions(isv.items, isv.vector(params), 2.0)
+    assert value == pytest.approx(sum(p.pred == p.label for p in whole) / 12)

@@ -137,3 +137,26 @@ def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
     assert len(complete) == 8
     assert ran_a and ran_b and not set(ran_a) & set(ran_b)
     assert set(ran_a) | set(ran_b) == complete
+
+
+def test_pruned_trials_count_toward_the_budget_and_only_those_below_the_median_are_pruned() -> None:
+    """open_study's median pruner (after `pruner_startup_trials` complete trials) stops a trial whose first
+    report is below the median of the earlier trials' first reports; pruned trials are finished trials."""
+    space = SearchSpace(corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,), coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",))
+    study, used = open_study(open_storage(None), "pruning", config=SearchConfig(space=space, n_trials=5, pruner_startup_trials=2))
+    first_report = [1.0, 1.0, 0.0, 2.0, 0.5]  # by trial number: the median of earlier first reports is 1.0 from trial 2 on
+    reported: list[int] = []
+
+    def objective(params: dict, trial: optuna.Trial) -> float:
+        trial.report(first_report[trial.number], 0)
+        reported.append(trial.number)
+        if trial.should_prune():
+            raise optuna.TrialPruned()
+        trial.report(first_report[trial.number] + 0.1, 1)
+        return first_report[trial.number] + 0.1
+
+    assert run_trials(study, objective, space, used.n_trials, seed=0) == 5
+    states = [t.state.name for t in study.get_trials()]
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]  # 0.0 < 1.0 and 0.5 < 1.0; 2.0 is above
+    assert reported == [0, 1, 2, 3, 4]
+    assert [sorted(t.intermediate_values) for t in study.get_trials()] == [[0, 1], [0, 1], [0], [0, 1], [0]]
