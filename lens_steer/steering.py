@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 from jaxtyping import Float
@@ -14,9 +14,21 @@ from torch import Tensor
 
 from lens_steer.errors import VectorError
 from lens_steer.models import HookedModel, check_hook_name
-from lens_steer.vectors import SteeringVector
 
 PositionMode = Literal["all", "prompt", "generated"]
+
+
+@runtime_checkable
+class Steerable(Protocol):
+    """What `steer` needs of a vector (lens_steer.vectors.SteeringVector is one): a direction per layer, the hook
+    point of each, and a check that it fits a model."""
+
+    directions: Mapping[int, Tensor]
+
+    @property
+    def hook_names(self) -> dict[int, str]: ...
+
+    def check_compatible(self, model: HookedModel) -> None: ...
 POSITION_MODES: tuple[str, ...] = ("all", "prompt", "generated")
 
 
@@ -99,13 +111,13 @@ class SteeringHandle:
             self.tracker.reset()
 
 
-def combined_deltas(model: HookedModel, vectors: Sequence[tuple[SteeringVector, float]]) -> dict[str, Tensor]:
+def combined_deltas(model: HookedModel, vectors: Sequence[tuple[Steerable, float]]) -> dict[str, Tensor]:
     """`{hook name: sum of coeff * direction}` after checking every vector fits `model`."""
     if not vectors:
         raise VectorError("steer() needs at least one (vector, coefficient) pair")
     deltas: dict[str, Tensor] = {}
     for vec, coeff in vectors:
-        if not isinstance(vec, SteeringVector):
+        if not isinstance(vec, Steerable):
             raise VectorError(f"expected a SteeringVector, got {type(vec).__name__}")
         if not isinstance(coeff, (int, float)) or not math.isfinite(coeff):
             raise VectorError(f"steering coefficient must be a finite number, got {coeff!r}")
@@ -120,7 +132,7 @@ def combined_deltas(model: HookedModel, vectors: Sequence[tuple[SteeringVector, 
 @contextmanager
 def steer(
     model: HookedModel,
-    vectors: Sequence[tuple[SteeringVector, float]],
+    vectors: Sequence[tuple[Steerable, float]],
     *,
     positions: PositionMode = "all",
     prompt_length: int | None = None,

@@ -398,7 +398,8 @@ def test_bfloat16_load_scores_close_to_float32_and_vectors_stay_float32(ckpt: Ch
 @pytest.mark.skipif(importlib.util.find_spec("lens_steer.formats") is None, reason="lens_steer/formats.py (export, issue 14) has not landed")
 @pytest.mark.parametrize("fmt", ["hf", "lm-eval", "gguf"])
 def test_exported_vector_steers_plain_hf_as_lens_steer_does(ckpt: Checkpoint, fmt: str, tmp_path: Path) -> None:
-    from lens_steer.formats import ARCHITECTURES, export_vector
+    from lens_steer.export import export_vector
+    from lens_steer.formats import ARCHITECTURES
     from lens_steer.hf import steer_hf
 
     model, hf = ckpt.model, ckpt.hf

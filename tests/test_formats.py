@@ -23,7 +23,8 @@ from safetensors.torch import save_file
 
 from lens_steer import formats
 from lens_steer.errors import LensSteerError
-from lens_steer.formats import architecture_of, export_vector, hook_of_output, hook_site, module_names, output_site
+from lens_steer.export import export_vector, lm_eval_config
+from lens_steer.formats import architecture_of, hook_of_output, hook_site, module_names, output_site
 from lens_steer.models import PROCESSING_FLAGS, model_identity
 from lens_steer.steering import steer
 from lens_steer.vectors import SteeringVector, load_vector
@@ -396,7 +397,7 @@ def test_detect_format_reads_content_not_names(pair: Any, tmp_path: Path) -> Non
     gg = export_vector(vector, "gguf", 1.0, tmp_path / "b.gguf")
     (tmp_path / "b.safetensors").write_bytes(gg.read_bytes())
     buffer = io.BytesIO()
-    torch.save(formats.lm_eval_config(vector, 1.0, "llama"), buffer)
+    torch.save(lm_eval_config(vector, 1.0, "llama"), buffer)
     (tmp_path / "c.gguf").write_bytes(buffer.getvalue())
     assert [formats.detect_format(p) for p in (lens, tmp_path / "b.safetensors", tmp_path / "c.gguf")] == ["lens_steer", "gguf", "lm-eval"]
     same_vector(load_vector(lens), vector)

@@ -12,7 +12,7 @@ from _hf_pair import random_vector, tiny_pair
 from _tiny_models import single_thread  # noqa: F401
 
 from lens_steer.errors import LensSteerError
-from lens_steer.formats import export_vector
+from lens_steer.export import export_vector
 from lens_steer.hf import hf_hook_plan, steer_hf
 from lens_steer.steering import steer
 

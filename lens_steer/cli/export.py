@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lens_steer.formats import EXPORT_FORMATS, architecture_of, export_targets, export_vector
+from lens_steer.export import export_targets, export_vector
+from lens_steer.formats import EXPORT_FORMATS, architecture_of
 
 USAGE = {
     "lm-eval": "lm_eval --model steered --model_args pretrained=<HF id or folder>,steer_path={out} --tasks ...",
