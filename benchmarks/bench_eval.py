@@ -44,12 +44,12 @@ def main() -> None:
     from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
     from lens_steer.scoring import letter_prompt, score_questions
-    from lens_steer.models import _embedded_smollm2_folder, load_model
+    from lens_steer.models import embedded_smollm2_folder, load_model
     from lens_steer.tokens import encode_texts, pad_batch, pad_id
 
     model = load_model()
     tok = model.tokenizer
-    hf = AutoModelForCausalLM.from_pretrained(_embedded_smollm2_folder(), dtype=torch.float32).eval()
+    hf = AutoModelForCausalLM.from_pretrained(embedded_smollm2_folder(), dtype=torch.float32).eval()
     items = limit_bbq(load_bbq([args.category], data_root=args.data_dir), args.items, seed=0)
     questions = [bbq_question(i) for i in items]
     prompts = [letter_prompt(q, range(3), "reference", tok)[0] for q in questions]

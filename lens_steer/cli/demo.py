@@ -6,10 +6,11 @@ import argparse
 import math
 from pathlib import Path
 
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
+from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, progress_bar
+from lens_steer.cli.loading import load_model_from_args
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("demo", help="steer the model along one bias axis and print the shift on a few BBQ items")
     add_model_option(p)
     add_data_option(p)

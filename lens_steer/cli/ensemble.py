@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args
+from lens_steer.cli.options import add_data_option, add_model_option, check_at_least, check_out_folder
+from lens_steer.cli.loading import load_model_from_args
 
 
 def add_parser(subparsers: Any) -> None:

@@ -7,12 +7,13 @@ import math
 import time
 from pathlib import Path
 
-from lens_steer.cli._baselines import add_baseline_options, load_stereoset_items, load_v2_bbq_items, print_stereoset, run_baseline_or_stereoset
-from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args, progress_bar
+from lens_steer.cli.baseline_options import add_baseline_options, load_stereoset_items, load_v2_bbq_items, print_stereoset, run_baseline_or_stereoset
+from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, check_at_least, check_out_folder, progress_bar
+from lens_steer.cli.loading import load_model_from_args
 from lens_steer.errors import LensSteerError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("eval", help="evaluate a model on BBQ, MMLU or CrowS-Pairs, optionally steered")
     add_model_option(p)
     add_data_option(p)

@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
 
     model = None
     if args.model:
-        from lens_steer.cli._common import load_model_from_args
+        from lens_steer.cli.loading import load_model_from_args
 
         model = load_model_from_args(args)
     vector = load_vector(args.vector, model)

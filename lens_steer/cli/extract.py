@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import add_model_option, check_out_file, load_model_from_args, progress_bar
+from lens_steer.cli.options import add_model_option, check_out_file, progress_bar
+from lens_steer.cli.loading import load_model_from_args
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import AGGREGATORS, extract_vector
 from lens_steer.models import check_layers

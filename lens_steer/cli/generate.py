@@ -7,7 +7,8 @@ import shutil
 import textwrap
 from typing import Any
 
-from lens_steer.cli._common import add_model_option, load_model_from_args
+from lens_steer.cli.options import add_model_option
+from lens_steer.cli.loading import load_model_from_args
 from lens_steer.errors import LensSteerError
 
 

@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from lens_steer.architectures import describe_family
-from lens_steer.cli._common import add_model_option, load_model_from_args
+from lens_steer.cli.options import add_model_option
+from lens_steer.cli.loading import load_model_from_args
 from lens_steer.models import HookedModel, model_identity
 from lens_steer.vectors import HOOK_KINDS
 

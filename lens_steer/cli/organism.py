@@ -9,11 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli._common import add_data_option
+from lens_steer.cli.options import Subparsers, add_data_option
 from lens_steer.errors import LensSteerError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("organism", help="build or inspect the bias model organism (ground truth for steering)")
     acts = p.add_subparsers(dest="organism_command", metavar="ACTION")
     b = acts.add_parser("build", help="fine-tune the embedded model on BBQ's train split with a planted bias")

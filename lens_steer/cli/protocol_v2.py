@@ -6,11 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from lens_steer.cli._common import add_data_option, add_model_option, load_model_from_args, progress_bar
+from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, progress_bar
+from lens_steer.cli.loading import load_model_from_args
 from lens_steer.errors import LensSteerError
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("protocol-v2", help="the later paper's protocol: one PCA vector per axis, layer then coefficient chosen on validation")
     add_model_option(p)
     add_data_option(p)

@@ -7,10 +7,11 @@ import sys
 import time
 from pathlib import Path
 
-from lens_steer.cli._common import add_data_option, add_model_option, check_out_folder, load_model_from_args
+from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, check_out_folder
+from lens_steer.cli.loading import load_model_from_args
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("reproduce", help="run the SVE study end to end and write report.html, results.md and results.json")
     add_model_option(p)
     add_data_option(p)

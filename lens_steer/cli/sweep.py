@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import AXIS_NAMES
-from lens_steer.cli._common import add_data_option, add_model_option, check_at_least, check_out_folder, load_model_from_args, progress_bar
+from lens_steer.cli.options import add_data_option, add_model_option, check_at_least, check_out_folder, progress_bar
+from lens_steer.cli.loading import load_model_from_args
 from lens_steer.errors import LensSteerError
 from lens_steer.scoring import DEFAULT_SCORING, SCORINGS
 from lens_steer.extract import AGGREGATORS

@@ -53,7 +53,7 @@ def _finetune_texts(args: argparse.Namespace, bench: str) -> list[str]:
 def run_baseline_or_stereoset(args: argparse.Namespace, bench: str, model: Any, items: list[Any], *, scoring: str, prompt_format: str, vector: Any, coeff: float, progress: Any) -> Any:
     """The BenchResult of a baseline run (any of bbq, mmlu, stereoset) or of a plain StereoSet run."""
     from lens_steer.baseline_runs import run_baseline_bench
-    from lens_steer.cli._common import load_model_from_args
+    from lens_steer.cli.loading import load_model_from_args
     from lens_steer.tasks.stereoset import run_stereoset
 
     common = dict(vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=progress)

@@ -1,16 +1,22 @@
-"""Options and helpers shared by subcommands (progress, model and data options, output and value checks)."""
+"""Options and checks shared by subcommands: the model and data options, output and value checks, progress lines,
+and the type of the subcommand registry each `add_parser` receives."""
 
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from lens_steer.errors import LensSteerError
+
+
+class Subparsers(Protocol):
+    """What `argparse.ArgumentParser.add_subparsers()` returns, as far as an `add_parser(subparsers)` uses it."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser: ...
 
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
@@ -24,42 +30,6 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     """--data-dir (else LENS_STEER_DATA, else ../shared/data beside the repository)."""
     parser.add_argument("--data-dir", default=None, help="data root with bbq/, mmlu/, prompt_corpora/, crows_pairs/ (default: $LENS_STEER_DATA)")
-
-
-def load_model_from_args(args: argparse.Namespace) -> Any:
-    """Load the model the options name, quietly."""
-    from lens_steer.models import ORGANISM_MODEL, load_model
-
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        try:
-            if args.model == ORGANISM_MODEL:
-                return load_organism_model(args)
-            return load_model(args.model, device=args.device, dtype=getattr(args, "dtype", "float32"), process_weights=getattr(args, "process_weights", False))
-        except LensSteerError:
-            raise
-        except Exception as e:  # transformers / safetensors raise many types for a damaged checkpoint
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise LensSteerError(f"cannot load model {args.model!r} ({type(e).__name__}: {first}); check its files (config.json, weights, tokenizer) or re-download it") from None
-
-
-def load_organism_model(args: argparse.Namespace) -> Any:
-    """The cached default-recipe organism as a hooked model, built first (with a message) if absent."""
-    from lens_steer.models import ORGANISM_MODEL, load_model
-    from lens_steer.organism import OrganismRecipe, check_recipe, organism_folder, read_card
-
-    folder = organism_folder()
-    if read_card(folder) is None:
-        print(f"{ORGANISM_MODEL} is not built yet: building it now into {folder} (once; about 25 minutes on 2 CPU cores)", file=sys.stderr, flush=True)
-        from lens_steer.cli.organism import build
-
-        build(OrganismRecipe(), folder, getattr(args, "data_dir", None))
-    check_recipe(folder, OrganismRecipe())
-    return load_model(str(folder), label=ORGANISM_MODEL, device=args.device, dtype=getattr(args, "dtype", "float32"), process_weights=getattr(args, "process_weights", False))
 
 
 def check_out_folder(path: str | Path, flag: str = "--out") -> Path:
