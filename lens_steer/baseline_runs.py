@@ -12,7 +12,8 @@ from lens_steer.tasks.mmlu import mmlu_question
 from lens_steer.tasks.result import BenchResult
 from lens_steer.errors import LensSteerError
 from lens_steer.scoring import DEFAULT_SCORING, check_choice
-from lens_steer.metrics import metrics_to_dict, mmlu_accuracy
+from lens_steer.metrics import mmlu_accuracy
+from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.tasks.stereoset import run_stereoset
 from lens_steer.vectors import SteeringVector

@@ -25,7 +25,8 @@ from lens_steer.errors import DataError, StudyError, VectorError
 from lens_steer.scoring import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.extract import AGGREGATORS, extract_vector
 from lens_steer.files import atomic_write_text, write_json
-from lens_steer.metrics import BbqPrediction, bbq_metrics, mcnemar_exact, metrics_to_dict, mmlu_accuracy, paired_comparison
+from lens_steer.metrics import BbqPrediction, bbq_metrics, mmlu_accuracy, paired_comparison
+from lens_steer.stats import mcnemar_exact, metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
 from lens_steer.prefix import PrefixCache, start_block

@@ -1,10 +1,9 @@
-"""Predictions in, numbers with bootstrap 95% intervals out: BBQ accuracy and bias, MMLU, CrowS-Pairs.
+"""Predictions in, numbers with bootstrap 95% intervals out: BBQ accuracy and bias (single runs and paired
+comparisons), MMLU, CrowS-Pairs.
 
-Pure Python + NumPy. Every interval is a percentile bootstrap over items: `n_boot` resamples of the
-items with replacement, each metric recomputed on every resample (ratios as ratios of resampled sums).
-The resamples are drawn once per call, so all metrics of one call share them: resample r is row r of
-`numpy.random.default_rng(seed).integers(0, n_items, (n_boot, n_items))` (drawn in consecutive row
-chunks when n_boot * n_items exceeds 4e6), and `n_boot=0` skips the bootstrap (interval = point value).
+Every interval is a percentile bootstrap over items (lens_steer.stats): `n_boot` resamples of the items with
+replacement, each metric recomputed on every resample (ratios as ratios of resampled sums); the resamples are
+drawn once per call, so all metrics of one call share them.
 
 BBQ conventions (see docs/method.md §5):
 - acc / acc_ambig / acc_disambig: share of items whose prediction equals the label.
@@ -30,13 +29,13 @@ BBQ conventions (see docs/method.md §5):
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
-from lens_steer.errors import LensSteerError
+from lens_steer.stats import Metric, MetricsError, bootstrap_ci, check_boot, interval, mcnemar_exact, resampled_sums
 
 BIAS_VARIANTS: tuple[str, ...] = ("lm_eval", "helm")
 BBQ_METRIC_NAMES: tuple[str, ...] = (
@@ -52,117 +51,6 @@ BBQ_METRIC_NAMES: tuple[str, ...] = (
     "stereotype_margin_ambig",
 )
 UNPARSED = -1  # the pred of an answer no rule could read from a reply (lens_steer.generation)
-_CHUNK_CELLS = 4_000_000  # resample-matrix cells per chunk (bounds memory for large item sets)
-
-
-class MetricsError(LensSteerError):
-    """Predictions that cannot be scored (empty, malformed, or mismatched for a paired comparison)."""
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A point value with its bootstrap interval and the number of items it is computed over."""
-
-    value: float
-    ci_low: float
-    ci_high: float
-    n: int
-
-    def to_dict(self) -> dict[str, float | int]:
-        """{"value", "ci_low", "ci_high", "n"} as plain Python numbers."""
-        return {"value": float(self.value), "ci_low": float(self.ci_low), "ci_high": float(self.ci_high), "n": int(self.n)}
-
-
-def metrics_to_dict(obj: Any) -> Any:
-    """`obj` with every Metric (at any depth in dicts/lists) replaced by its `to_dict()`."""
-    if isinstance(obj, Metric):
-        return obj.to_dict()
-    if isinstance(obj, Mapping):
-        return {k: metrics_to_dict(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [metrics_to_dict(v) for v in obj]
-    if isinstance(obj, np.generic):
-        return obj.item()
-    return obj
-
-
-# ----------------------------------------------------------------------------- bootstrap machinery
-
-
-def _check_boot(n_boot: int, alpha: float) -> None:
-    if isinstance(n_boot, bool) or not isinstance(n_boot, (int, np.integer)) or n_boot < 0:
-        raise MetricsError(f"n_boot must be a non-negative integer (got {n_boot!r})")
-    if not 0.0 < alpha < 1.0:
-        raise MetricsError(f"alpha must lie strictly between 0 and 1 (got {alpha!r})")
-
-
-def _count_chunks(n: int, n_boot: int, seed: int) -> Iterator[np.ndarray]:
-    """Resample counts, (rows, n) per chunk, n_boot rows in all: how often each item is drawn."""
-    rng = np.random.default_rng(seed)
-    rows = max(1, _CHUNK_CELLS // max(n, 1))
-    done = 0
-    while done < n_boot:
-        b = min(rows, n_boot - done)
-        idx = rng.integers(0, n, size=(b, n))
-        idx += (np.arange(b) * n)[:, None]
-        yield np.bincount(idx.ravel(), minlength=b * n).reshape(b, n).astype(np.float64)
-        done += b
-
-
-def _resampled_sums(features: np.ndarray, n_boot: int, seed: int) -> np.ndarray:
-    """(n_boot, k) column sums of the (n, k) per-item features over each bootstrap resample."""
-    n, k = features.shape
-    if n_boot == 0:
-        return np.zeros((0, k))
-    return np.concatenate([c @ features for c in _count_chunks(n, n_boot, seed)], axis=0)
-
-
-def _interval(boot: np.ndarray, value: float, alpha: float) -> tuple[float, float]:
-    """Percentile interval of a bootstrap distribution (the point value when there is none)."""
-    if boot.size == 0:
-        return float(value), float(value)
-    lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
-
-
-def bootstrap_ci(
-    data: Any,
-    statistic: Callable[..., Any] | None = None,
-    *,
-    n_boot: int = 1000,
-    seed: int = 0,
-    alpha: float = 0.05,
-    vectorized: bool = False,
-) -> Metric:
-    """Percentile bootstrap interval of `statistic` over items.
-
-    data: one per-item array (first axis = items), or a tuple of such arrays resampled together.
-    statistic: called as statistic(*arrays) -> float (default: mean of the single array). With
-    vectorized=True it gets arrays of shape (n_boot, n, ...) and must return n_boot values.
-    """
-    _check_boot(n_boot, alpha)
-    arrays = tuple(np.asarray(a) for a in data) if isinstance(data, tuple) else (np.asarray(data),)
-    n = len(arrays[0])
-    if n == 0 or any(len(a) != n for a in arrays):
-        raise MetricsError(f"bootstrap needs non-empty per-item arrays of one length (got lengths {[len(a) for a in arrays]})")
-    if statistic is None:
-        if len(arrays) != 1:
-            raise MetricsError("bootstrap_ci: give a statistic when resampling several arrays")
-        statistic = (lambda x: x.mean(axis=-1)) if vectorized else (lambda x: float(np.mean(x)))
-    if vectorized:
-        value = float(np.asarray(statistic(*(a[None, ...] for a in arrays))).reshape(-1)[0])
-    else:
-        value = float(statistic(*arrays))
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    if n_boot == 0:
-        boot = np.zeros(0)
-    elif vectorized:
-        boot = np.asarray(statistic(*(a[idx] for a in arrays)), dtype=float).reshape(n_boot)
-    else:
-        boot = np.array([float(statistic(*(a[row] for a in arrays))) for row in idx])
-    lo, hi = _interval(boot, value, alpha)
-    return Metric(value, lo, hi, n)
 
 
 def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -385,19 +273,19 @@ def bbq_metrics(
 ) -> dict[str, Metric]:
     """BBQ accuracy, bias scores, unknown rates and margins (names in BBQ_METRIC_NAMES) with intervals."""
     variant = _check_variant(bias_variant)
-    _check_boot(n_boot, alpha)
+    check_boot(n_boot, alpha)
     preds = list(preds)
     if not preds:
         raise MetricsError("no BBQ predictions to score (empty selection)")
     feats = _bbq_features(preds)
     point_sums = feats.sum(axis=0)
     point = _bbq_from_sums(point_sums, variant)
-    boot = _bbq_from_sums(_resampled_sums(feats, n_boot, seed), variant)
+    boot = _bbq_from_sums(resampled_sums(feats, n_boot, seed), variant)
     counts = _bbq_counts(point_sums)
     out = {}
     for name in BBQ_METRIC_NAMES:
         value = float(point[name])
-        lo, hi = _interval(boot[name], value, alpha)
+        lo, hi = interval(boot[name], value, alpha)
         out[name] = Metric(value, lo, hi, counts[name])
     return out
 
@@ -423,21 +311,6 @@ def bbq_metrics_by_category(
 
 
 # ----------------------------------------------------------------------------- paired comparison
-
-
-def mcnemar_exact(gained: int, lost: int) -> float:
-    """Two-sided exact McNemar p: binomial(gained + lost, 1/2) test on the discordant pairs."""
-    if gained < 0 or lost < 0:
-        raise MetricsError(f"discordant counts must be non-negative (got {gained}, {lost})")
-    n = gained + lost
-    if n == 0:
-        return 1.0
-    k = min(gained, lost)
-    term = tail = 1  # C(n, 0); exact integers, C(n, i + 1) = C(n, i) * (n - i) / (i + 1)
-    for i in range(k):
-        term = term * (n - i) // (i + 1)
-        tail += term
-    return min(1.0, 2 * tail / 2**n)
 
 
 def _align(base: Sequence[BbqPrediction], steered: Sequence[BbqPrediction]) -> tuple[list, list]:
@@ -491,12 +364,12 @@ def paired_comparison(
     wrong and steered right).
     """
     variant = _check_variant(bias_variant)
-    _check_boot(n_boot, alpha)
+    check_boot(n_boot, alpha)
     b, s = _align(base, steered)
     fb, fs = _bbq_features(b), _bbq_features(s)
     k = fb.shape[1]
     both = np.concatenate([fb, fs], axis=1)
-    boot_sums = _resampled_sums(both, n_boot, seed)
+    boot_sums = resampled_sums(both, n_boot, seed)
     pb, ps = _bbq_from_sums(fb.sum(0), variant), _bbq_from_sums(fs.sum(0), variant)
     bb, bs = _bbq_from_sums(boot_sums[:, :k], variant), _bbq_from_sums(boot_sums[:, k:], variant)
     counts = _bbq_counts(fb.sum(0))
@@ -505,9 +378,9 @@ def paired_comparison(
         n = counts[name]
         vb, vs = float(pb[name]), float(ps[name])
         return {
-            "base": Metric(vb, *_interval(bb[name], vb, alpha), n),
-            "steered": Metric(vs, *_interval(bs[name], vs, alpha), n),
-            "diff": Metric(vs - vb, *_interval(bs[name] - bb[name], vs - vb, alpha), n),
+            "base": Metric(vb, *interval(bb[name], vb, alpha), n),
+            "steered": Metric(vs, *interval(bs[name], vs, alpha), n),
+            "diff": Metric(vs - vb, *interval(bs[name] - bb[name], vs - vb, alpha), n),
         }
 
     def mcnemar(cond: str | None) -> dict[str, float | int]:
@@ -564,7 +437,7 @@ def mmlu_accuracy(
     The bootstrap resamples questions within each subject (subject sizes are fixed by design), and
     micro, macro and per-subject intervals come from the same resamples.
     """
-    _check_boot(n_boot, alpha)
+    check_boot(n_boot, alpha)
     if len(correct) != len(subjects):
         raise MetricsError(f"mmlu_accuracy: {len(correct)} correctness flags but {len(subjects)} subjects")
     if not correct:
@@ -588,9 +461,9 @@ def mmlu_accuracy(
     else:
         micro_b = macro_b = np.zeros(0)
     return {
-        "micro": Metric(float(micro), *_interval(micro_b, micro, alpha), n_total),
-        "macro": Metric(macro, *_interval(macro_b, macro, alpha), len(names)),
-        "by_subject": {s: Metric(means[s], *_interval(boots[s], means[s], alpha), len(by[s])) for s in names},
+        "micro": Metric(float(micro), *interval(micro_b, micro, alpha), n_total),
+        "macro": Metric(macro, *interval(macro_b, macro, alpha), len(names)),
+        "by_subject": {s: Metric(means[s], *interval(boots[s], means[s], alpha), len(by[s])) for s in names},
     }
 
 

@@ -31,7 +31,8 @@ from lens_steer.errors import LensSteerError
 from lens_steer.scoring import DEFAULT_SCORING, check_choice
 from lens_steer.extract import pair_activations, vector_from_activations
 from lens_steer.files import write_json
-from lens_steer.metrics import metrics_to_dict, paired_comparison
+from lens_steer.metrics import paired_comparison
+from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.pairs import ContrastivePair, PairSet, render_chat
 from lens_steer.prefix import PrefixCache, start_block

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from lens_steer.errors import LensSteerError
-from lens_steer.metrics import BbqPrediction, Metric, bootstrap_ci, metrics_to_dict
+from lens_steer.metrics import BbqPrediction
+from lens_steer.stats import Metric, bootstrap_ci, metrics_to_dict
 
 Key = tuple[str, int]
 

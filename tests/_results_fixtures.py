@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lens_steer.metrics import BbqPrediction, bbq_metrics, metrics_to_dict, paired_comparison
+from lens_steer.metrics import BbqPrediction, bbq_metrics, paired_comparison
+
+from lens_steer.stats import metrics_to_dict
 from lens_steer.pipeline.results import Results
 from lens_steer.report.paper import PAPER_AXES
 

@@ -7,7 +7,9 @@ import math
 import pytest
 from _results_fixtures import NB, preds
 
-from lens_steer.metrics import metrics_to_dict, paired_comparison
+from lens_steer.metrics import paired_comparison
+
+from lens_steer.stats import metrics_to_dict
 from lens_steer.pipeline.results import Paired
 from lens_steer.report.verdicts import Interval, ReportError, context_reading, judge_difference, judge_gain, judge_retention, mean_difference, paired_proportion_interval
 

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from lens_steer.errors import ResultsError
-from lens_steer.metrics import Metric
+from lens_steer.stats import Metric
 
 T = TypeVar("T")
 FIX = "written by an older lens_steer or cut short; re-run `lens-steer reproduce` with the same options on its folder (it resumes)"

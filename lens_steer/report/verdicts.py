@@ -18,7 +18,7 @@ import math
 from collections.abc import Sequence
 
 from lens_steer.errors import LensSteerError
-from lens_steer.metrics import Metric
+from lens_steer.stats import Metric
 from lens_steer.pipeline.results import Paired
 
 CHANCE = 1.0 / 3.0

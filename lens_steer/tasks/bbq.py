@@ -8,7 +8,8 @@ from typing import Any
 
 from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES, BbqItem
 from lens_steer.errors import LensSteerError
-from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category, metrics_to_dict
+from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category
+from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.prefix import PrefixCache
 from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice, score_steered

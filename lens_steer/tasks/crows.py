@@ -6,7 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lens_steer.data.crows import CrowsPair
-from lens_steer.metrics import crows_metric, metrics_to_dict
+from lens_steer.metrics import crows_metric
+from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.scoring import Progress, maybe_steer, sequence_logprobs
 from lens_steer.tasks.result import BenchResult

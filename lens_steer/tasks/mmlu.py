@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lens_steer.data.mmlu import MmluItem
-from lens_steer.metrics import metrics_to_dict, mmlu_accuracy
+from lens_steer.metrics import mmlu_accuracy
+from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.prefix import PrefixCache
 from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, score_steered

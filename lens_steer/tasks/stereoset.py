@@ -29,7 +29,7 @@ from lens_steer.tasks.result import BenchResult
 from lens_steer.data.stereoset import CANDIDATES, StereoSetItem
 from lens_steer.errors import LensSteerError
 from lens_steer.scoring import check_choice
-from lens_steer.metrics import Metric, bootstrap_ci, metrics_to_dict
+from lens_steer.stats import Metric, bootstrap_ci, metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.vectors import SteeringVector
 
