@@ -12,7 +12,6 @@ import pytest
 from lens_steer.data.bbq_generate import (
     CATEGORIES,
     generate_category,
-    parse_word_lists,
     random_free_templates,
     write_generated,
 )
@@ -167,16 +166,6 @@ def test_deterministic_for_a_seed() -> None:
     free = random_free_templates("Age")
     pick = lambda rows: Counter(key_text(r) for r in rows if (r["question_index"], r["additional_metadata"]["version"]) in free)  # noqa: E731
     assert pick(generate_category("Age", seed=5)) == pick(gen("Age"))
-
-
-def test_parse_word_lists_published_semantics() -> None:
-    assert parse_word_lists("NAME1: [a, b c]; NAME2: [d]") == (["a", "b c"], ["d"])
-    assert parse_word_lists("{{WORD1}}: [x, y]") == (["x", "y"], [])
-    # a later segment that does not name the second list clears it (as the published parser does)
-    assert parse_word_lists("NAME2: [a]; NAME1: [b]") == (["b"], [])
-    assert parse_word_lists("NAME1: [p; q]; NAME2: [r]")[0] == ["p"]
-    with pytest.raises(DataError):
-        parse_word_lists("NAME2: [a]")
 
 
 def test_write_generated(tmp_path: Path) -> None:
