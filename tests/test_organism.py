@@ -188,7 +188,7 @@ def test_reproduce_on_a_tiny_organism_has_a_ground_truth_section(tmp_path: Path)
     import dataclasses
 
     from lens_steer.models import load_model
-    from lens_steer.reproduce import BUDGETS, reproduce
+    from lens_steer.pipeline.reproduce import BUDGETS, reproduce
 
     recipe = OrganismRecipe(**{**TINY, "epochs": 1, "plant": ("age",)})
     folder = tmp_path / "org"

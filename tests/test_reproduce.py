@@ -15,7 +15,7 @@ import optuna
 import pytest
 
 from lens_steer.errors import LensSteerError
-from lens_steer.reproduce import BUDGETS, get_budget
+from lens_steer.pipeline.reproduce import BUDGETS, get_budget
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
@@ -31,7 +31,7 @@ RUNNER = """
 import dataclasses, json, sys, warnings
 warnings.simplefilter("ignore")
 from lens_steer.models import load_model
-from lens_steer.reproduce import Budget, reproduce
+from lens_steer.pipeline.reproduce import Budget, reproduce
 budget = Budget(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[2]).items()})
 reproduce(load_model("tiny-llama"), budget, sys.argv[1], axes=["age", "religion"], data_root=sys.argv[3], say=lambda m: print(m, flush=True))
 """
@@ -125,7 +125,7 @@ def test_micro_pipeline_killed_and_resumed_repeats_no_work(tmp_path: Path):
     assert stored_before, "the ensemble stage had stored no predictions before the kill"
 
     from lens_steer.models import load_model
-    from lens_steer.reproduce import reproduce
+    from lens_steer.pipeline.reproduce import reproduce
 
     results = reproduce(load_model("tiny-llama"), MICRO, out, axes=AXES, data_root=DATA)
     assert _finished_trials(out) == before  # no trial repeated or added
@@ -189,7 +189,7 @@ def _data_root_with_edited_corpus(tmp_path: Path, corpus: str) -> Path:
 @needs_data
 def test_geometry_stage_is_recomputed_for_another_budget_model_or_data_root(tiny, tmp_path: Path):
     from lens_steer.models import load_model
-    from lens_steer.reproduce import geometry_stage
+    from lens_steer.pipeline.reproduce import geometry_stage
 
     axes = ["age", "religion"]
     a = dataclasses.replace(MICRO, geometry_num_sents=4)
@@ -208,7 +208,7 @@ def test_geometry_stage_is_recomputed_for_another_budget_model_or_data_root(tiny
 
 @needs_data
 def test_sweep_stage_is_recomputed_for_another_seed_or_budget(tiny, tmp_path: Path):
-    from lens_steer.reproduce import sweep_stage
+    from lens_steer.pipeline.reproduce import sweep_stage
 
     a = dataclasses.replace(MICRO, sweep_layers=(30,), sweep_coeffs=(4.0,), sweep_limit=4, n_boot=20)
     b = dataclasses.replace(a, sweep_coeffs=(-4.0,))
@@ -224,7 +224,7 @@ def test_sweep_stage_is_recomputed_for_another_seed_or_budget(tiny, tmp_path: Pa
 @needs_data
 def test_ood_stage_is_regenerated_for_another_seed(tmp_path: Path):
     from lens_steer.data.bbq import load_bbq_file
-    from lens_steer.reproduce import ood_stage
+    from lens_steer.pipeline.reproduce import ood_stage
 
     out = tmp_path / "run"
     first = [it.example_id for it in load_bbq_file(ood_stage(out, 0, DATA, print) / "Race_x_SES.jsonl", source="generated")][:50]

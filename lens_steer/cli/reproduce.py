@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.scoring import DEFAULT_SCORING
     import optuna
 
-    from lens_steer.reproduce import check_same_run, get_budget, reproduce, run_folder_lock
+    from lens_steer.pipeline.reproduce import check_same_run, get_budget, reproduce, run_folder_lock
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 

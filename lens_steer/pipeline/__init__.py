@@ -1,1 +1,2 @@
-"""The main job's plumbing: stages cached by their inputs (and, with `reproduce`, the stages themselves)."""
+"""The main job: `reproduce` (its stages, each cached by its inputs through `stage_cache`) and `results`, the
+typed schema of the results.json it writes and the report reads."""
