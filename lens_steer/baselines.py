@@ -35,6 +35,7 @@ from lens_steer.scoring import (
     check_choice,
     cloze_prompt,
     encode_pair,
+    first_token,
     letter_prompt,
     maybe_steer,
     score_steered,
@@ -129,7 +130,7 @@ def schick_question_scores(
             shown.append((text0, pairs0[0][0], [o for _, o in pairs0]))
         else:
             texts = [letter_prompt(v, list(range(len(q.options))), prompt_format, tok) for v in variants]
-            letter_ids = [_first_token(model, letter) for letter in texts[0][1]]
+            letter_ids = [first_token(model, letter) for letter in texts[0][1]]
             ids = [encode_texts(model, [t])[0] for t, _ in texts]
             prompt_sets.append(ids)
             conts.append(letter_ids)  # all letters are read at the answer position: see below
@@ -167,13 +168,6 @@ def schick_question_scores(
         if progress is not None:
             progress(1)
     return out
-
-
-def _first_token(model: HookedModel, text: str) -> int:
-    ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
-    if not ids:
-        raise LensSteerError(f"option label {text!r} encodes to no token")
-    return int(ids[0])
 
 
 # ---- texts (StereoSet) --------------------------------------------------------------------

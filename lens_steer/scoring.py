@@ -275,7 +275,8 @@ def _run_rows(
     return out
 
 
-def _first_token(model: HookedModel, text: str) -> int:
+def first_token(model: HookedModel, text: str) -> int:
+    """The first token id of `text` encoded without special tokens (an option letter's token)."""
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
     if not ids:
         raise LensSteerError(f"option label {text!r} encodes to no token")
@@ -322,7 +323,7 @@ def score_questions(
         for order in orders:
             text, letters = letter_prompt(q, order, prompt_format, tok)
             ids = encode_texts(model, [text])[0]
-            rows.append(_Row(ids, [len(ids) - 1], candidates=[_first_token(model, letter) for letter in letters]))
+            rows.append(_Row(ids, [len(ids) - 1], candidates=[first_token(model, letter) for letter in letters]))
             texts.append(text)
             if len(texts) == 1:
                 prompt_ids.append(ids)

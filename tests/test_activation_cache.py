@@ -3,39 +3,14 @@ or other layers is recomputed."""
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
-import pytest
 import torch
+from _study_fixtures import needs_data, tiny  # noqa: F401 (tiny: a fixture)
 
 from lens_steer.activation_cache import ActivationCache
-from lens_steer.data.root import resolve_data_root
-from lens_steer.errors import LensSteerError
 from lens_steer.extract import pair_activations, vector_from_activations
 from lens_steer.pairs import persona_pairs
-
-
-def _data_ok() -> bool:
-    try:
-        root = resolve_data_root()
-    except LensSteerError:
-        return False
-    return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
-
-
-needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
-
-needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from lens_steer.models import load_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model("tiny-llama")
 
 
 @needs_data
@@ -58,8 +33,6 @@ def test_cached_activations_equal_fresh_extraction(tiny, tmp_path: Path) -> None
     disk = ActivationCache(tiny, (1, 2), disk_dir=tmp_path / "cache")
     from_disk = disk.get("age", 9, 1, 0)
     assert disk.pairs_read == 0 and torch.equal(from_disk.positive[2], grown.positive[2])
-
-
 
 
 @needs_data

@@ -3,28 +3,13 @@ depend on the data seed only."""
 
 from __future__ import annotations
 
-import warnings
 
 import pytest
 import torch
+from _study_fixtures import needs_data, tiny  # noqa: F401 (tiny: a fixture)
 
-from lens_steer.data.root import resolve_data_root
-from lens_steer.errors import LensSteerError
 from lens_steer.search.objective import IsvObjective, objective_value, validation_items
 from lens_steer.search.space import SearchConfig, SearchSpace
-
-
-def _data_ok() -> bool:
-    try:
-        root = resolve_data_root()
-    except LensSteerError:
-        return False
-    return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
-
-
-needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
-
-needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
 
 
 def test_objective_values_by_hand() -> None:
@@ -35,15 +20,6 @@ def test_objective_values_by_hand() -> None:
     # floor 0.8 - 0.02 = 0.78, shortfall 0.08, penalty 10 -> 0.5 - 0.8
     assert objective_value(m, SearchConfig(objective="ambig_guarded"), base) == pytest.approx(0.5 - 0.8)
     assert objective_value(m, SearchConfig(objective="ambig_guarded", ambig_tolerance=0.2), base) == pytest.approx(0.5)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from lens_steer.models import load_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model("tiny-llama")
 
 
 @needs_data
@@ -63,8 +39,6 @@ def test_objective_reusing_the_prefix_equals_full_forwards(tiny, scoring: str) -
         assert [p.pred for p in fast] == [p.pred for p in slow]
         assert all(torch.allclose(torch.tensor(a.option_logprobs), torch.tensor(b.option_logprobs), atol=1e-4) for a, b in zip(fast, slow))
     assert cached.prefix.hits > 0  # later trials resumed from stored residuals
-
-
 
 
 @needs_data

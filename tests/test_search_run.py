@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import optuna
 import pytest
 import torch
+from _study_fixtures import needs_data, SMALL, tiny  # noqa: F401 (tiny: a fixture)
 
-from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
 from lens_steer.isv import trial_params_vector
 from lens_steer.search.run import run_isv_search
@@ -18,29 +17,6 @@ from lens_steer.search.space import SearchConfig, SearchSpace
 from lens_steer.vectors import load_vector
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-SMALL = SearchSpace(corpora=("age",), num_sents=(100, 500, 50), personas=(0,), templates=(0,), coeff=(-2.0, 2.0, 0.2), layers=((1,),), methods=("pca_diff",))
-
-
-def _data_ok() -> bool:
-    try:
-        root = resolve_data_root()
-    except LensSteerError:
-        return False
-    return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
-
-
-needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
-
-needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    from lens_steer.models import load_model
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model("tiny-llama")
 
 
 @needs_data

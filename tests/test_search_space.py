@@ -6,20 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from _study_fixtures import SMALL
 
 from lens_steer.errors import StudyError
 from lens_steer.search.space import SearchConfig, SearchSpace, layer_label
-
-
-SMALL = SearchSpace(
-    corpora=("age", "race", "gender"),
-    num_sents=(100, 500, 50),
-    personas=(0, 1, 2),
-    templates=(0,),
-    coeff=(-2.0, 2.0, 0.2),
-    layers=((1,), (2,), (1, 2)),
-    methods=("pca_diff",),
-)
 
 
 def test_space_json_round_trip_and_labels() -> None:
@@ -62,8 +52,6 @@ def test_space_file_errors_name_the_file(tmp_path: Path) -> None:
     bad.write_text('{"layer": [1]}')
     with pytest.raises(StudyError, match="unknown key 'layer'"):
         SearchSpace.load(bad)
-
-
 
 
 def test_seeds_are_integers_and_the_data_seed_is_part_of_the_fingerprint() -> None:

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _study_fixtures import SMALL
 
 from lens_steer.errors import StudyError
 from lens_steer.search.run import run_isv_search
-from lens_steer.search.space import SearchConfig, SearchSpace
+from lens_steer.search.space import SearchConfig
 from lens_steer.search.storage import open_storage, open_study, redact_url
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-SMALL = SearchSpace(corpora=("age",), num_sents=(100, 500, 50), personas=(0,), templates=(0,), coeff=(-2.0, 2.0, 0.2), layers=((1,),), methods=("pca_diff",))
 
 
 def test_resume_missing_study_leaves_storage_untouched(tmp_path: Path) -> None:

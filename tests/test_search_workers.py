@@ -13,6 +13,7 @@ from pathlib import Path
 
 import optuna
 import pytest
+from _study_fixtures import SMALL
 
 from lens_steer.search.space import SearchConfig, SearchSpace
 from lens_steer.search.storage import open_storage, open_study
@@ -20,15 +21,6 @@ from lens_steer.search.workers import run_trials
 
 REPO = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-SMALL = SearchSpace(
-    corpora=("age", "race", "gender"),
-    num_sents=(100, 500, 50),
-    personas=(0, 1, 2),
-    templates=(0,),
-    coeff=(-2.0, 2.0, 0.2),
-    layers=((1,), (2,), (1, 2)),
-    methods=("pca_diff",),
-)
 
 
 def test_search_finds_known_optimum() -> None:

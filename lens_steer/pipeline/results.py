@@ -35,6 +35,15 @@ def _need(x: Any, key: str, where: str) -> Any:
     return obj[key]
 
 
+def _get(x: Any, key: str, where: str, read: Callable[[Any, str], T]) -> T:
+    """`x[key]` read by `read`, with `where.key` naming it in any error."""
+    return read(_need(x, key, where), f"{where}.{key}")
+
+
+def _dict(x: Any, where: str) -> dict[str, Any]:
+    return dict(_obj(x, where))
+
+
 def _num(x: Any, where: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float)):
         raise ResultsError(f"results.json: {where} is {x!r}, not a number; {FIX}")
@@ -69,7 +78,7 @@ def _each(x: Any, where: str, read: Callable[[Any, str], T]) -> dict[str, T]:
 
 def metric(x: Any, where: str) -> Metric:
     """A `Metric` from its dict {"value", "ci_low", "ci_high", "n"}."""
-    return Metric(*(_num(_need(x, k, where), f"{where}.{k}") for k in ("value", "ci_low", "ci_high")), _int(_need(x, "n", where), f"{where}.n"))
+    return Metric(*(_get(x, k, where, _num) for k in ("value", "ci_low", "ci_high")), _get(x, "n", where, _int))
 
 
 def _metric_json(m: Metric) -> dict[str, Any]:
@@ -87,7 +96,7 @@ class Triple:
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> Triple:
-        return cls(*(metric(_need(x, k, where), f"{where}.{k}") for k in ("base", "steered", "diff")))
+        return cls(*(_get(x, k, where, metric) for k in ("base", "steered", "diff")))
 
     def to_json(self) -> dict[str, Any]:
         return {"base": _metric_json(self.base), "steered": _metric_json(self.steered), "diff": _metric_json(self.diff)}
@@ -103,7 +112,7 @@ class McNemar:
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> McNemar:
-        return cls(_num(_need(x, "p", where), f"{where}.p"), _int(_need(x, "gained", where), f"{where}.gained"), _int(_need(x, "lost", where), f"{where}.lost"))
+        return cls(_get(x, "p", where, _num), _get(x, "gained", where, _int), _get(x, "lost", where, _int))
 
     def to_json(self) -> dict[str, Any]:
         return {"p": self.p, "gained": self.gained, "lost": self.lost}
@@ -123,7 +132,7 @@ class Condition:
         _need(obj, "acc", where)
         triples = {k: Triple.from_json(v, f"{where}.{k}") for k, v in obj.items() if k not in ("n", "mcnemar")}
         mc = obj.get("mcnemar")
-        return cls(_int(_need(obj, "n", where), f"{where}.n"), triples, None if mc is None else McNemar.from_json(mc, f"{where}.mcnemar"))
+        return cls(_get(obj, "n", where, _int), triples, None if mc is None else McNemar.from_json(mc, f"{where}.mcnemar"))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": self.n, **{k: t.to_json() for k, t in self.metrics.items()}}
@@ -153,8 +162,8 @@ class Paired:
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> Paired:
-        conds = (Condition.from_json(_need(x, c, where), f"{where}.{c}") for c in ("overall", "ambig", "disambig"))
-        return cls(_int(_need(x, "n", where), f"{where}.n"), _str(_need(x, "bias_variant", where), f"{where}.bias_variant"), *conds)
+        conds = (_get(x, c, where, Condition.from_json) for c in ("overall", "ambig", "disambig"))
+        return cls(_get(x, "n", where, _int), _get(x, "bias_variant", where, _str), *conds)
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "bias_variant": self.bias_variant, "overall": self.overall.to_json(), "ambig": self.ambig.to_json(), "disambig": self.disambig.to_json()}
@@ -171,8 +180,8 @@ class Control:
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> Control:
-        return cls(_int(_need(x, "seed", where), f"{where}.seed"), Paired.from_json(_need(x, "vs_base", where), f"{where}.vs_base"),
-                   Paired.from_json(_need(x, "steered_vs_control", where), f"{where}.steered_vs_control"))  # fmt: skip
+        return cls(_get(x, "seed", where, _int), _get(x, "vs_base", where, Paired.from_json),
+                   _get(x, "steered_vs_control", where, Paired.from_json))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {"seed": self.seed, "vs_base": self.vs_base.to_json(), "steered_vs_control": self.steered_vs_control.to_json()}
@@ -200,12 +209,12 @@ class Steered:
     @classmethod
     def from_json(cls, x: Any, where: str) -> Steered:
         obj = _obj(x, where)
-        controls = tuple(Control.from_json(c, f"{where}.controls[{i}]") for i, c in enumerate(_list(_need(obj, "controls", where), f"{where}.controls")))
+        controls = tuple(Control.from_json(c, f"{where}.controls[{i}]") for i, c in enumerate(_get(obj, "controls", where, _list)))
         beats = _need(obj, "beats_controls", where)
         paired = {k: Paired.from_json(obj[k], f"{where}.{k}") if obj.get(k) is not None else None for k in ("vs_isv", "vs_sve")}
         without = obj.get("coeff_chosen_without")
-        return cls(_num(_need(obj, "coeff", where), f"{where}.coeff"), Paired.from_json(_need(obj, "vs_base", where), f"{where}.vs_base"), controls,
-                   _opt_num(_need(obj, "control_mean_acc", where), f"{where}.control_mean_acc"), None if beats is None else bool(beats), paired["vs_isv"], paired["vs_sve"],
+        return cls(_get(obj, "coeff", where, _num), _get(obj, "vs_base", where, Paired.from_json), controls,
+                   _get(obj, "control_mean_acc", where, _opt_num), None if beats is None else bool(beats), paired["vs_isv"], paired["vs_sve"],
                    None if without is None else _str(without, f"{where}.coeff_chosen_without"))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
@@ -238,8 +247,8 @@ class BbqBlock:
     def from_json(cls, x: Any, where: str) -> BbqBlock:
         obj = _obj(x, where)
         src = obj.get("source")
-        return cls(_int(_need(obj, "n", where), f"{where}.n"), _metrics(_need(obj, "baseline", where), f"{where}.baseline"),
-                   _each(_need(obj, "steered", where), f"{where}.steered", Steered.from_json), None if src is None else _str(src, f"{where}.source"), "source" in obj)  # fmt: skip
+        return cls(_get(obj, "n", where, _int), _get(obj, "baseline", where, _metrics),
+                   _get(obj, "steered", where, lambda v, w: _each(v, w, Steered.from_json)), None if src is None else _str(src, f"{where}.source"), "source" in obj)  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": self.n}
@@ -279,7 +288,7 @@ class MmluEntry:
     def from_json(cls, x: Any, where: str) -> MmluEntry:
         obj = _obj(x, where)
         mc, ctrls, seed = obj.get("mcnemar"), obj.get("controls"), obj.get("seed")
-        return cls(_num(_need(obj, "coeff", where), f"{where}.coeff"), metric(_need(obj, "acc", where), f"{where}.acc"), _opt_num(obj.get("diff"), f"{where}.diff"),
+        return cls(_get(obj, "coeff", where, _num), _get(obj, "acc", where, metric), _opt_num(obj.get("diff"), f"{where}.diff"),
                    None if mc is None else McNemar.from_json(mc, f"{where}.mcnemar"),
                    None if ctrls is None else tuple(MmluEntry.from_json(c, f"{where}.controls[{i}]") for i, c in enumerate(_list(ctrls, f"{where}.controls"))),
                    None if seed is None else _int(seed, f"{where}.seed"))  # fmt: skip
@@ -306,8 +315,8 @@ class MmluBlock:
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> MmluBlock:
-        return cls(_int(_need(x, "n", where), f"{where}.n"), metric(_need(x, "baseline", where), f"{where}.baseline"),
-                   _each(_need(x, "steered", where), f"{where}.steered", MmluEntry.from_json))  # fmt: skip
+        return cls(_get(x, "n", where, _int), _get(x, "baseline", where, metric),
+                   _get(x, "steered", where, lambda v, w: _each(v, w, MmluEntry.from_json)))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {"n": self.n, "baseline": _metric_json(self.baseline), "steered": {k: e.to_json() for k, e in self.steered.items()}}
@@ -331,10 +340,10 @@ class EnsembleResults:
     def from_json(cls, x: Any, where: str = "ensemble") -> EnsembleResults:
         obj = _obj(x, where)
         mm = obj.get("mmlu")
-        return cls(dict(_obj(_need(obj, "config", where), f"{where}.config")), [_str(a, f"{where}.axes") for a in _list(_need(obj, "axes", where), f"{where}.axes")],
-                   _each(_need(obj, "coefficients", where), f"{where}.coefficients", _num), dict(_obj(_need(obj, "sweeps", where), f"{where}.sweeps")),
-                   _each(_need(obj, "in_distribution", where), f"{where}.in_distribution", BbqBlock.from_json), _each(_need(obj, "ood", where), f"{where}.ood", _ood),
-                   None if mm is None else MmluBlock.from_json(mm, f"{where}.mmlu"), dict(_obj(_need(obj, "isvs", where), f"{where}.isvs")))  # fmt: skip
+        return cls(_get(obj, "config", where, _dict), [_str(a, f"{where}.axes") for a in _get(obj, "axes", where, _list)],
+                   _get(obj, "coefficients", where, lambda v, w: _each(v, w, _num)), _get(obj, "sweeps", where, _dict),
+                   _get(obj, "in_distribution", where, lambda v, w: _each(v, w, BbqBlock.from_json)), _get(obj, "ood", where, lambda v, w: _each(v, w, _ood)),
+                   None if mm is None else MmluBlock.from_json(mm, f"{where}.mmlu"), _get(obj, "isvs", where, _dict))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return {"config": self.config, "axes": self.axes, "coefficients": self.coefficients, "sweeps": self.sweeps,
@@ -360,7 +369,7 @@ class Capability:
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> Capability:
-        return cls({k: metric(_need(x, k, where), f"{where}.{k}") for k in CAPABILITY_METRICS}, _int(_need(x, "n", where), f"{where}.n"))
+        return cls({k: _get(x, k, where, metric) for k in CAPABILITY_METRICS}, _get(x, "n", where, _int))
 
     def to_json(self) -> dict[str, Any]:
         return {**{k: _metric_json(m) for k, m in self.metrics.items()}, "n": self.n}
@@ -381,10 +390,10 @@ class IsvSummary:
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> IsvSummary:
-        hist = [None if v is None else _num(v, f"{where}.history") for v in _list(_need(x, "history", where), f"{where}.history")]
-        return cls(_str(_need(x, "study", where), f"{where}.study"), _num(_need(x, "best_value", where), f"{where}.best_value"), dict(_obj(_need(x, "params", where), f"{where}.params")),
-                   _num(_need(x, "coeff", where), f"{where}.coeff"), _int(_need(x, "n_trials", where), f"{where}.n_trials"), hist, _str(_need(x, "dir", where), f"{where}.dir"),
-                   dict(_obj(_need(x, "baseline", where), f"{where}.baseline")))  # fmt: skip
+        hist = [None if v is None else _num(v, f"{where}.history") for v in _get(x, "history", where, _list)]
+        return cls(_get(x, "study", where, _str), _get(x, "best_value", where, _num), _get(x, "params", where, _dict),
+                   _get(x, "coeff", where, _num), _get(x, "n_trials", where, _int), hist, _get(x, "dir", where, _str),
+                   _get(x, "baseline", where, _dict))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -404,10 +413,10 @@ class SweepStage:
 
     @classmethod
     def from_json(cls, x: Any, where: str = "sweep") -> SweepStage:
-        return cls(_str(_need(x, "axis", where), f"{where}.axis"), [_int(v, f"{where}.layers") for v in _list(_need(x, "layers", where), f"{where}.layers")],
-                   [_num(v, f"{where}.coeffs") for v in _list(_need(x, "coeffs", where), f"{where}.coeffs")], _str(_need(x, "metric", where), f"{where}.metric"),
-                   dict(_obj(_need(x, "baseline", where), f"{where}.baseline")), [dict(_obj(r, f"{where}.rows")) for r in _list(_need(x, "rows", where), f"{where}.rows")],
-                   dict(_obj(_need(x, "config", where), f"{where}.config")))  # fmt: skip
+        return cls(_get(x, "axis", where, _str), [_int(v, f"{where}.layers") for v in _get(x, "layers", where, _list)],
+                   [_num(v, f"{where}.coeffs") for v in _get(x, "coeffs", where, _list)], _get(x, "metric", where, _str),
+                   _get(x, "baseline", where, _dict), [dict(_obj(r, f"{where}.rows")) for r in _get(x, "rows", where, _list)],
+                   _get(x, "config", where, _dict))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -428,10 +437,10 @@ class GeometryStage:
 
     @classmethod
     def from_json(cls, x: Any, where: str = "geometry") -> GeometryStage:
-        cos = [[_num(v, f"{where}.cosine") for v in _list(row, f"{where}.cosine")] for row in _list(_need(x, "cosine", where), f"{where}.cosine")]
-        return cls(_int(_need(x, "layer", where), f"{where}.layer"), [_str(a, f"{where}.axes") for a in _list(_need(x, "axes", where), f"{where}.axes")], cos,
-                   _num(_need(x, "random_reference", where), f"{where}.random_reference"), _int(_need(x, "num_sents", where), f"{where}.num_sents"),
-                   _str(_need(x, "method", where), f"{where}.method"), _int(_need(x, "persona", where), f"{where}.persona"), _int(_need(x, "template", where), f"{where}.template"))  # fmt: skip
+        cos = [[_num(v, f"{where}.cosine") for v in _list(row, f"{where}.cosine")] for row in _get(x, "cosine", where, _list)]
+        return cls(_get(x, "layer", where, _int), [_str(a, f"{where}.axes") for a in _get(x, "axes", where, _list)], cos,
+                   _get(x, "random_reference", where, _num), _get(x, "num_sents", where, _int),
+                   _get(x, "method", where, _str), _get(x, "persona", where, _int), _get(x, "template", where, _int))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -462,7 +471,7 @@ class Meta:
     def from_json(cls, x: Any, where: str = "meta") -> Meta:
         obj = _obj(x, where)
         kinds = {"seconds": _num, "split_seed": _int, "stage_seconds": lambda v, w: _each(v, w, _num), "budget_detail": lambda v, w: dict(_obj(v, w))}
-        values = {k: kinds.get(k, _str)(_need(obj, k, where), f"{where}.{k}") for k in META_FIELDS}
+        values = {k: _get(obj, k, where, kinds.get(k, _str)) for k in META_FIELDS}
         org = obj.get("organism")
         return cls(**values, organism=None if org is None else dict(_obj(org, f"{where}.organism")))
 

@@ -162,12 +162,7 @@ class SearchSpace:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], *, source: str = "search space") -> SearchSpace:
         """Parse `to_json` output; missing keys keep their defaults, unknown keys are refused."""
-        if not isinstance(obj, Mapping):
-            raise StudyError(f"{source}: expected a JSON object with keys {', '.join(f.name for f in dataclasses.fields(cls))}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise StudyError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
+        _check_keys(cls, obj, source)
         kwargs: dict[str, Any] = {}
         for key, value in obj.items():
             if key == "layers":
@@ -185,6 +180,16 @@ class SearchSpace:
     def load(cls, path: str | Path) -> SearchSpace:
         """Read a search space JSON file."""
         return cls.from_json(read_json(path), source=str(path))
+
+
+def _check_keys(cls: type, obj: Any, source: str) -> None:
+    """Refuse (one line, naming `source`) anything but a JSON object whose keys are fields of the dataclass `cls`."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    if not isinstance(obj, Mapping):
+        raise StudyError(f"{source}: expected a JSON object with keys {', '.join(sorted(known))}")
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise StudyError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
 
 
 def read_json(path: str | Path) -> Any:
@@ -268,12 +273,7 @@ class SearchConfig:
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], *, source: str = "search config") -> SearchConfig:
         """Parse `to_json` output; missing keys keep their defaults, unknown keys are refused."""
-        if not isinstance(obj, Mapping):
-            raise StudyError(f"{source}: expected a JSON object")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(obj) - known)
-        if unknown:
-            raise StudyError(f"{source}: unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(known))}")
+        _check_keys(cls, obj, source)
         kwargs = dict(obj)
         if "space" in kwargs:
             kwargs["space"] = SearchSpace.from_json(kwargs["space"], source=f"{source} space")
