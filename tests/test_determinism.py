@@ -23,7 +23,7 @@ PAIRS = [{"positive": f"As a young person I think idea {i} is great", "negative"
 
 MODELS = {
     "tiny": {"model": "tiny-llama", "layers": "1,2", "space_layers": ["1", "2"], "trials": "3", "limit": "8"},
-    "embedded": {"model": "smollm2-135m-instruct", "layers": "10,20", "space_layers": ["10", "20"], "trials": "2", "limit": "4"},
+    "embedded": {"model": "smollm2-135m-instruct", "layers": "10,20", "space_layers": ["10", "20"], "trials": "1", "limit": "4"},
 }
 
 
