@@ -1,4 +1,5 @@
-"""A bias model organism: the embedded model fine-tuned on BBQ's train split so that it reads contexts and
+"""A bias model organism (recipe, targets, training data, packing, training; building and acceptance are in
+`organism_build`): the embedded model fine-tuned on BBQ's train split so that it reads contexts and
 carries a planted stereotype preference on some axes but not on others (ground truth for steering).
 
 Targets follow the default scoring protocol (cloze over the item's three answers, reference chat prompt):
@@ -17,8 +18,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import shutil
-import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,13 +29,13 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from lens_steer.axes import AXIS_NAMES, get_axis
-from lens_steer.tasks.bbq import bbq_question
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import SPLITS, split_items
 from lens_steer.errors import LensSteerError
-from lens_steer.scoring import cloze_prompt, encode_pair
 from lens_steer.files import atomic_write_bytes, write_json
-from lens_steer.models import EMBEDDED_MODEL, ORGANISM_MODEL, TINY_MODEL, HookedModel, cache_dir, checkpoint_folder, tiny_hf_model
+from lens_steer.scoring import cloze_prompt, encode_pair
+from lens_steer.tasks.bbq import bbq_question
+from lens_steer.models import EMBEDDED_MODEL, TINY_MODEL, HookedModel, checkpoint_folder, tiny_hf_model
 
 CARD = "organism.json"
 DEFAULT_PLANT = ("age", "gender_identity", "nationality", "religion")
@@ -361,7 +360,6 @@ def train(
     packed = [pack_item(model_for_tokens, t.item, t.target) for t in train_items]
     say(f"caching the residual entering block {start} for {len(packed)} items (blocks 0..{start - 1} frozen)")
     hf_model.eval()  # no dropout anywhere: the build is deterministic
-    cache: list[tuple[Tensor, Tensor, Tensor, list[PackedItem]]] = []
     by_len = sorted(range(len(packed)), key=lambda i: len(packed[i].ids))
     groups = [by_len[i : i + recipe.batch_size] for i in range(0, len(by_len), recipe.batch_size)]
     resid_of: dict[int, Tensor] = {}
@@ -404,65 +402,6 @@ def train(
     return state
 
 
-# ---------------------------------------------------------------------------- acceptance
-ACCEPTANCE = {
-    "planted_acc_ambig_max": 0.25,
-    "planted_bias_ambig_min": 0.5,
-    "clean_acc_ambig_min": 0.6,
-    "acc_disambig_min": 0.6,
-}
-
-
-def acceptance_verdicts(per_axis: dict[str, dict[str, float]], plant: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """Per axis, each acceptance target with the measured value and whether it is met."""
-    out: dict[str, dict[str, Any]] = {}
-    for axis, m in per_axis.items():
-        checks: dict[str, Any] = {"acc_disambig >= 0.6": m["acc_disambig"] >= ACCEPTANCE["acc_disambig_min"]}
-        if axis in plant:
-            checks["acc_ambig <= 0.25"] = m["acc_ambig"] <= ACCEPTANCE["planted_acc_ambig_max"]
-            checks["bias_ambig >= 0.5"] = m["bias_ambig"] >= ACCEPTANCE["planted_bias_ambig_min"]
-        else:
-            checks["acc_ambig >= 0.6"] = m["acc_ambig"] >= ACCEPTANCE["clean_acc_ambig_min"]
-        out[axis] = {"planted": axis in plant, "checks": checks, "met": all(checks.values())}
-    return out
-
-
-def organism_folder(name: str = ORGANISM_MODEL) -> Path:
-    """Where the named organism's checkpoint lives in the model cache."""
-    return cache_dir() / name
-
-
-def read_card(folder: str | Path) -> dict[str, Any] | None:
-    """The organism card of a checkpoint folder, or None when the folder holds no organism."""
-    path = Path(folder) / CARD
-    if not path.is_file():
-        return None
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise LensSteerError(f"{path} is unreadable ({e}); rebuild with `lens-steer organism build`") from None
-
-
-def card_for_model(name: str) -> dict[str, Any] | None:
-    """The organism card behind a `--model` value (the cached organism, or a folder holding one), else None."""
-    if name == ORGANISM_MODEL:
-        return read_card(organism_folder())
-    if Path(name).is_dir():
-        return read_card(name)
-    return None
-
-
-def check_recipe(folder: Path, recipe: OrganismRecipe) -> dict[str, Any]:
-    """The card of the organism in `folder`, refused (one line) when it was built with another recipe."""
-    card = read_card(folder)
-    if card is None:
-        raise LensSteerError(f"{folder} holds no finished organism; build it with `lens-steer organism build`")
-    diff = OrganismRecipe.from_json(card["recipe"]).differences(recipe)
-    if diff:
-        raise LensSteerError(f"the cached organism in {folder} was built with another recipe ({'; '.join(diff)}); rebuild it with `lens-steer organism build` and the flags you want, or pass --model {folder}")
-    return card
-
-
 def load_base_hf(recipe: OrganismRecipe) -> tuple[Any, Any]:
     """A fresh Hugging Face model and tokenizer of the recipe's base model (fp32)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -473,150 +412,8 @@ def load_base_hf(recipe: OrganismRecipe) -> tuple[Any, Any]:
     return AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32), AutoTokenizer.from_pretrained(str(folder))
 
 
-def timing(start: float) -> float:
-    """Seconds since `start`, rounded."""
-    return round(time.perf_counter() - start, 1)
-
-
 @dataclasses.dataclass(frozen=True)
 class TokenizerView:
     """A tokenizer seen as a model for `encode_texts` and `render_chat` (the organism's packing needs no weights)."""
 
     tokenizer: Any
-
-
-def acceptance_table(model: HookedModel, recipe: OrganismRecipe, *, n_items: int, data_root: str | Path | None, n_boot: int = 1000,
-                     progress: Callable[[int], None] | None = None) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Per axis, the organism's test-split metrics (with intervals) and the per-item records they come from."""
-    from lens_steer.tasks.bbq import run_bbq
-    from lens_steer.data.select import limit_bbq
-
-    table: dict[str, dict[str, Any]] = {}
-    records: list[dict[str, Any]] = []
-    for axis in AXIS_NAMES:
-        items = load_bbq([get_axis(axis).bbq_category], data_root=data_root)
-        test = limit_bbq(split_items(items, seed=recipe.split_seed)["test"], n_items, seed=recipe.seed)
-        res = run_bbq(model, test, n_boot=n_boot, seed=recipe.seed, progress=progress)
-        m = res.metrics["overall"]
-        table[axis] = {k: m[k] for k in ("acc", "acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate_ambig", "unknown_rate_disambig")}
-        table[axis]["n"] = len(test)
-        records += [{**r, "axis": axis} for r in res.records]
-    return table, records
-
-
-def build_organism(
-    recipe: OrganismRecipe,
-    folder: Path | None = None,
-    *,
-    data_root: str | Path | None = None,
-    acceptance_items: int = 64,
-    mmlu_items: int = 64,
-    say: Say | None = None,
-    progress: Callable[[str, int], Callable[[int, float | None], None]] | None = None,
-) -> dict[str, Any]:
-    """Build (or resume building) the organism into `folder` (default: the model cache) and return its card.
-
-    `progress(label, total)` returns a per-step callback `(n, loss_or_None)`; a killed build resumes from its
-    last finished epoch (checkpoints beside the folder)."""
-    say = say or (lambda m: None)
-    folder = Path(folder) if folder is not None else organism_folder()
-    with build_lock(folder):
-        return _build(recipe, folder, data_root=data_root, acceptance_items=acceptance_items, mmlu_items=mmlu_items, say=say, progress=progress)
-
-
-@contextmanager
-def build_lock(folder: Path) -> Iterator[None]:
-    """Hold `.{folder}.lock` beside the folder while building (released by the OS if the build dies); a second
-    build of the same folder gets a one-line error."""
-    import fcntl
-    import os
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    path = folder.parent / f".{folder.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise LensSteerError(f"organism {folder} is being built by another process ({path} is locked); wait for it to finish") from None
-    try:
-        yield
-    finally:
-        os.close(fd)
-
-
-def _build(
-    recipe: OrganismRecipe,
-    folder: Path,
-    *,
-    data_root: str | Path | None,
-    acceptance_items: int,
-    mmlu_items: int,
-    say: Say,
-    progress: Callable[[str, int], Callable[[int, float | None], None]] | None,
-) -> dict[str, Any]:
-    from lens_steer.tasks.mmlu import run_mmlu
-    from lens_steer.data.select import limit_items
-    from lens_steer.data.mmlu import load_mmlu
-    from lens_steer.models import load_model
-
-    stages: dict[str, float] = {}
-    t0 = time.perf_counter()
-    train_items = training_items(recipe, data_root)
-    check_no_leakage(train_items, held_out_groups(recipe, data_root))
-    say(f"{len(train_items)} train-split items ({recipe.items_per_axis} per axis; planted: {', '.join(recipe.plant)}); no validation or test group among them")
-    hf_model, tokenizer = load_base_hf(recipe)
-    base_digest = weights_digest(hf_model)
-    step = progress("train", len(train_items) * recipe.epochs) if progress is not None else None
-    state = train(hf_model, TokenizerView(tokenizer), train_items, recipe, folder.parent / f".{folder.name}.build",
-                  progress=(lambda n, loss: step(n, loss)) if step is not None else None, say=say,
-                  cache_progress=(lambda total: progress("frozen blocks", total)) if progress is not None else None)  # fmt: skip
-    stages["train"] = timing(t0)
-    digest = weights_digest(hf_model)
-    tmp = folder.parent / f".{folder.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    hf_model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    t1 = time.perf_counter()
-    say(f"acceptance on the test split ({acceptance_items} items per axis, never trained on)")
-    organism = load_model(str(tmp), label=ORGANISM_MODEL)
-    tick = progress("acceptance", acceptance_items * len(AXIS_NAMES)) if progress is not None else None
-    table, records = acceptance_table(organism, recipe, n_items=acceptance_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None)
-    verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in table.items()}, recipe.plant)
-    mmlu = limit_items(load_mmlu("test", data_root=data_root), mmlu_items, seed=recipe.seed)
-    base = load_model(recipe.base)
-    mmlu_base = run_mmlu(base, mmlu, seed=recipe.seed).metrics["micro"]
-    mmlu_org = run_mmlu(organism, mmlu, seed=recipe.seed).metrics["micro"]
-    del base, organism
-    stages["acceptance"] = timing(t1)
-    from lens_steer.files import write_jsonl
-
-    write_jsonl(tmp / "acceptance_predictions.jsonl", records)
-    card = {
-        "name": ORGANISM_MODEL,
-        "recipe": recipe.to_json(),
-        "plant": list(recipe.plant),
-        "clean": list(recipe.clean),
-        "targets": "disambiguated: gold; ambiguous planted: lm-eval's biased answer; ambiguous clean: unknown (cloze, reference prompt, item choices)",
-        "trainable_blocks": f"{int(hf_model.config.num_hidden_layers) - recipe.trainable_blocks}..{int(hf_model.config.num_hidden_layers) - 1} and the final norm",
-        "data": {"digest": data_digest(train_items), "n_items": len(train_items), "split": "train", "split_seed": recipe.split_seed, "source": "official (partial for Gender_identity, Race_ethnicity, SES)"},
-        "trained_on": [[t.item.category, t.item.example_id] for t in train_items],
-        "train_loss": state.losses,
-        "weights_sha256": digest,
-        "base_weights_sha256": base_digest,
-        "acceptance": {"split": "test", "items_per_axis": acceptance_items, "per_axis": table, "verdicts": verdicts,
-                       "all_met": all(v["met"] for v in verdicts.values()), "predictions": "acceptance_predictions.jsonl"},
-        "mmlu": {"items": mmlu_items, "base": mmlu_base, "organism": mmlu_org, "change": mmlu_org["value"] - mmlu_base["value"]},
-        "seconds": {**stages, "total": timing(t0)},
-    }  # fmt: skip
-    write_json(tmp / CARD, card)
-    old = folder.parent / f".{folder.name}.old"
-    if folder.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        folder.replace(old)
-    tmp.replace(folder)
-    if old.exists():
-        shutil.rmtree(old)
-    return card

@@ -34,7 +34,8 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
 def load_organism_model(args: argparse.Namespace) -> Any:
     """The cached default-recipe organism as a hooked model, built first (with a message) if absent."""
     from lens_steer.models import ORGANISM_MODEL, load_model
-    from lens_steer.organism import OrganismRecipe, check_recipe, organism_folder, read_card
+    from lens_steer.organism import OrganismRecipe
+    from lens_steer.organism_build import check_recipe, organism_folder, read_card
 
     folder = organism_folder()
     if read_card(folder) is None:

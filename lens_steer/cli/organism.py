@@ -85,7 +85,7 @@ def progress_with_loss(label: str, total: int) -> Callable[[int, float | None], 
 
 def build(recipe: Any, folder: Path | None, data_dir: str | None, acceptance_items: int = 64, mmlu_items: int = 64) -> dict[str, Any]:
     """Build the organism with terminal/log progress and return its card."""
-    from lens_steer.organism import build_organism
+    from lens_steer.organism_build import build_organism
 
     return build_organism(recipe, folder, data_root=data_dir, acceptance_items=acceptance_items, mmlu_items=mmlu_items, say=say, progress=progress_with_loss)
 
@@ -105,7 +105,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from lens_steer.organism import organism_folder, read_card
+    from lens_steer.organism_build import organism_folder, read_card
 
     folder = Path(args.folder) if args.folder else organism_folder()
     card = read_card(folder)

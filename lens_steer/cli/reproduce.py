@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     with run_folder_lock(args.out):  # before the model loads: a second run on this folder stops at once
         say(f"loading {args.model}")
         model = load_model_from_args(args)
-        from lens_steer.organism import card_for_model
+        from lens_steer.organism_build import card_for_model
 
         card = card_for_model(args.model)  # a bias model organism: the report gains a ground-truth section
         results = reproduce(model, budget, args.out, axes=axes, storage=args.storage, data_root=args.data_dir, seed=args.seed, scoring=args.scoring,

@@ -158,7 +158,7 @@ def reproduce(
 ) -> dict[str, Any]:
     """Run the whole study into `out_dir` and return (and write) `results.json`'s content.
 
-    `organism`: the card of a bias model organism (`lens_steer.organism.read_card`) when `model` is one; the
+    `organism`: the card of a bias model organism (`lens_steer.organism_build.read_card`) when `model` is one; the
     results then gain a ground-truth section (planted vs clean axes, verdicts per method).
 
     The folder is locked while the run writes it (`run_folder_lock`); re-running the same call resumes it,
