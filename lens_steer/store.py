@@ -55,7 +55,9 @@ def model_fingerprint(model: HookedModel, samples: int = 64) -> dict[str, Any]:
     dtypes = set()
     for name, p in model.named_parameters():  # type: ignore[attr-defined]
         flat = p.detach().reshape(-1)
-        idx = torch.linspace(0, flat.numel() - 1, min(samples, flat.numel())).long().to(flat.device)
+        k = min(samples, flat.numel())
+        # integer arithmetic: float32 linspace rounds indices past 2**24 (a 49152 x 576 embedding) out of range
+        idx = ((torch.arange(k, dtype=torch.long) * (flat.numel() - 1)) // max(k - 1, 1)).to(flat.device)
         h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
         h.update(flat[idx].float().cpu().numpy().tobytes())
         dtypes.add(str(p.dtype).removeprefix("torch."))

@@ -170,3 +170,27 @@ def test_an_edited_item_or_another_model_build_is_another_entry(items: list[BbqI
     assert prints[1]["dtype"] == "bfloat16" and prints[0]["dtype"] == "float32"
     assert prints[2]["processing"] != prints[0]["processing"]
     assert len({json.dumps(p, sort_keys=True) for p in prints}) == 4  # dtype, processing and weights each change it
+
+
+def test_model_fingerprint_reads_every_sampled_index_of_a_large_tensor() -> None:
+    """A parameter past 2**24 elements (the embedded model's 49152 x 576 embedding) is sampled in range, ends included."""
+    import torch
+
+    from lens_steer.store import model_fingerprint
+
+    class Big(torch.nn.Module):
+        def __init__(self, n: int) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.arange(n, dtype=torch.float32), requires_grad=False)
+
+    class Cfg:
+        model_name, n_layers, d_model = "big", 1, 1
+
+    n = 49152 * 576
+    a, b = Big(n), Big(n)
+    for m in (a, b):
+        object.__setattr__(m, "cfg", Cfg())
+    with torch.no_grad():
+        b.w[-1] = -1.0  # the last element is one of the samples: the fingerprint must see it
+    fa, fb = model_fingerprint(a), model_fingerprint(b)  # type: ignore[arg-type]
+    assert fa["weights"] != fb["weights"] and fa["dtype"] == "float32"
