@@ -28,7 +28,7 @@ import optuna
 import pytest
 from _system_packages import ensure_program, find_program
 
-from lens_steer.search.space import SearchSpace
+from lens_steer.search.space import PARAM_NAMES, SearchSpace
 from lens_steer.search.workers import run_trials
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -157,8 +157,9 @@ def test_two_workers_fill_the_budget_exactly(storage: str, space: Path, tmp_path
 
 
 def _kill_inside_a_later_trial(storage: str, study: str, worker: subprocess.Popen[str]) -> list[optuna.trial.FrozenTrial]:
-    """SIGKILL `worker` (the study's only worker) once it has finished a trial and is inside another; returns
-    the trials as the kill left them (empty if the kill landed between two trials)."""
+    """SIGKILL `worker` (the study's only worker) once it has finished a trial and is inside another (its
+    parameters drawn, the objective running); returns the trials as the kill left them (empty if the kill
+    landed elsewhere: between two trials, or while the next one was drawing its parameters)."""
     deadline = time.monotonic() + 300
     while True:
         assert worker.poll() is None, "the worker ended before it was inside its second trial"
@@ -167,11 +168,12 @@ def _kill_inside_a_later_trial(storage: str, study: str, worker: subprocess.Pope
             ts = _states(storage, study)
         except KeyError:  # the study is not created yet
             ts = []
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in ts) and any(t.state == optuna.trial.TrialState.RUNNING for t in ts):
+        inside = lambda trials: any(t.state == optuna.trial.TrialState.RUNNING and len(t.params) == len(PARAM_NAMES) for t in trials)  # noqa: E731
+        if any(t.state == optuna.trial.TrialState.COMPLETE for t in ts) and inside(ts):
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=60)
             after = _states(storage, study)
-            return after if any(t.state == optuna.trial.TrialState.RUNNING for t in after) else []
+            return after if inside(after) else []
         time.sleep(0.005)
 
 
@@ -201,8 +203,7 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(storage: str, space: Pa
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         retries = [t for t in finished if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == mine[0].number]
     assert len(retries) == 1, [(t.number, t.system_attrs) for t in finished]
-    # re-run at the same point (a kill inside the drawing of the parameters leaves some to draw again)
-    assert mine[0].params and all(retries[0].params[k] == v for k, v in mine[0].params.items())
+    assert retries[0].params == mine[0].params  # re-run at the same point
 
 
 # ----------------------------------------------------------------------------- constant liar
