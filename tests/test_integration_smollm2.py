@@ -149,8 +149,14 @@ def test_batched_left_padded_extraction_equals_one_pair_at_a_time_and_hf(models:
         torch.testing.assert_close(batched.negative[layer], single.negative[layer], atol=1e-4, rtol=1e-4)
     vec = extract_vector(model, PAIRS, LAYERS, method="mean_diff", padding_side="left", max_batch=8)
 
+    from transformers import AutoTokenizer
+
+    from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder
+
+    fresh = AutoTokenizer.from_pretrained(str(checkpoint_folder(EMBEDDED_MODEL)))  # the checkpoint's own default encoding (no BOS for plain text)
+
     def hf_last(text: str) -> tuple[torch.Tensor, ...]:
-        ids = model.to_tokens(text)
+        ids = torch.tensor([fresh(text)["input_ids"]])
         with torch.no_grad():
             return tuple(h[0, -1] for h in hf(ids, output_hidden_states=True).hidden_states)
 
