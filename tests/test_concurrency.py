@@ -57,7 +57,7 @@ def postgres_commands(bindir: Path, root: Path, port: int) -> list[list[str]]:
     data, log = root / "data", root / "server.log"
     return [
         [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "trust", "-E", "UTF8", "--no-sync"],
-        [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off", "start"],
+        [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections=500", "start"],
         [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, PG_DB],
     ]
 
