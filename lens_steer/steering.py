@@ -32,7 +32,7 @@ class Steerable(Protocol):
 POSITION_MODES: tuple[str, ...] = ("all", "prompt", "generated")
 
 
-EMBED_HOOK = "hook_embed"  # the token embeddings: where each forward pass's positions are classified
+EMBED_HOOK = "blocks.0.hook_resid_pre"  # the first block's input (token embeddings): where each forward pass's positions are classified; fires on every backend (TL 3's rotary HookedTransformer skips hook_embed)
 
 
 @dataclasses.dataclass
