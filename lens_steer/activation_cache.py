@@ -19,7 +19,8 @@ from lens_steer.errors import StudyError
 from lens_steer.extract import PairActivations, pair_activations
 from lens_steer.files import atomic_write_bytes
 from lens_steer.models import HookedModel, model_identity
-from lens_steer.pairs import PairSet, persona_pairs
+from lens_steer.pair_sources import PairSource, search_pairs, uses_persona
+from lens_steer.pairs import PairSet
 
 
 def _tokenizer_label(tokenizer: Any) -> str:
@@ -32,7 +33,7 @@ def pair_digests(pairs: PairSet, n: int) -> list[str]:
 
 
 class ActivationCache:
-    """Last-token activations of persona pair sets at fixed layers, keyed by (corpus, persona, template).
+    """Last-token activations of a search's pair sets at fixed layers, keyed by (corpus, persona, template).
 
     `num_sents` selects the first prompts of a corpus, so a set of n pairs is the first n rows of any
     larger one: a request is served by slicing, or by reading only the missing pairs and appending.
@@ -51,18 +52,19 @@ class ActivationCache:
         disk_dir: str | Path | None = None,
         data_root: str | Path | None = None,
         max_batch: int = 16,
+        source: PairSource | None = None,
     ) -> None:
         if max_entries < 1:
             raise StudyError(f"activation cache needs max_entries >= 1, got {max_entries}")
         self.model, self.layers, self.hook = model, tuple(sorted(set(layers))), hook
-        self.max_entries, self.data_root, self.max_batch = max_entries, data_root, max_batch
+        self.max_entries, self.data_root, self.max_batch, self.source = max_entries, data_root, max_batch, source
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
         self._mem: collections.OrderedDict[tuple[str, int, int], PairActivations] = collections.OrderedDict()
         self.hits = self.misses = self.pairs_read = 0
 
     def pairs(self, corpus: str, num_sents: int, persona: int, template: int) -> PairSet:
-        """The persona pair set these activations come from."""
-        return persona_pairs(corpus, num_sents, persona, template, tokenizer=self.model.tokenizer, data_root=self.data_root)
+        """The pair set these activations come from."""
+        return search_pairs(corpus, num_sents, persona, template, tokenizer=self.model.tokenizer, source=self.source, data_root=self.data_root)
 
     def _disk_path(self, key: tuple[str, int, int], corpus_sha: str) -> Path | None:
         if self.disk_dir is None:
@@ -87,9 +89,10 @@ class ActivationCache:
         return self.disk_dir / f"acts-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.pt"
 
     def get(self, corpus: str, num_sents: int, persona: int, template: int) -> PairActivations:
-        """Activations of `persona_pairs(corpus, num_sents, persona, template)` at the cache's layers."""
+        """Activations of `search_pairs(corpus, num_sents, persona, template)` at the cache's layers."""
         pairs = self.pairs(corpus, num_sents, persona, template)
-        key = (corpus, persona, template)
+        num_sents = len(pairs)
+        key = (corpus, persona, template) if uses_persona(corpus) else (corpus, 0, 0)
         have = self._mem.get(key)
         disk = self._disk_path(key, pairs.provenance["sha256"])
         if have is None and disk is not None and disk.is_file():

@@ -15,6 +15,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from lens_steer.pair_sources import BBQ_ANSWER
+
 DISAMBIG_TOLERANCE = 0.05
 METHODS = ("isv", "sve", "sve_norm", "sve_loo", "merged")
 METRICS = (("ambig", "acc"), ("disambig", "acc"), ("ambig", "bias"), ("disambig", "bias"))
@@ -64,10 +66,13 @@ def clean_verdict(row: Mapping[str, Any]) -> str:
 
 
 def search_choice(isv: Mapping[str, Any] | None) -> str:
-    """What the ISV search chose: contrastive data (persona pairs from which corpus), layers, method, coefficient."""
+    """What the ISV search chose: contrastive data (BBQ-answer pairs, or persona pairs from which corpus), layers,
+    method, coefficient."""
     if not isv or not isv.get("params"):
         return "no ISV"
     p = isv["params"]
+    if p.get("corpus") == BBQ_ANSWER:
+        return f"BBQ-answer pairs ({p.get('num_sents')} train items asked), layers {p.get('layers')}, {p.get('method')}, coeff {isv.get('coeff')}"
     return f"persona pairs on corpus {p.get('corpus')} (persona {p.get('persona')}, template {p.get('template')}, {p.get('num_sents')} prompts), layers {p.get('layers')}, {p.get('method')}, coeff {isv.get('coeff')}"
 
 

@@ -13,7 +13,8 @@ from lens_steer.axes import get_axis
 from lens_steer.errors import LensSteerError, StudyError, VectorError
 from lens_steer.extract import pair_activations, vector_from_activations
 from lens_steer.models import HookedModel
-from lens_steer.pairs import PairSet, persona_pairs
+from lens_steer.pair_sources import PairSource, search_pairs
+from lens_steer.pairs import PairSet
 from lens_steer.specs import parse_layers
 from lens_steer.vectors import SteeringVector, load_vector
 
@@ -87,17 +88,21 @@ def searched_bbq_source(isvs: Sequence[Isv]) -> str:
 
 
 def isv_pairs(vector: SteeringVector, tokenizer: Any, data_root: str | Path | None = None) -> PairSet:
-    """The persona pair set an ISV file was extracted from (from its provenance params)."""
-    p = vector.metadata.provenance.get("params")
+    """The pair set an ISV file was extracted from (from its provenance params and pair source)."""
+    prov = vector.metadata.provenance
+    p = prov.get("params")
     if not isinstance(p, Mapping):
         raise LensSteerError("vector has no ISV params in its provenance; it was not written by `lens-steer search`")
-    return persona_pairs(p["corpus"], int(p["num_sents"]), int(p["persona"]), int(p["template"]), tokenizer=tokenizer, data_root=data_root)
+    source = PairSource.from_json(prov["pair_source"]) if isinstance(prov.get("pair_source"), Mapping) else None
+    return search_pairs(p["corpus"], int(p["num_sents"]), int(p["persona"]), int(p["template"]), tokenizer=tokenizer, source=source, data_root=data_root)
 
 
-def trial_params_vector(model: HookedModel, params: Mapping[str, Any], *, hook: str = "hook_resid_post", data_root: str | Path | None = None) -> SteeringVector:
+def trial_params_vector(model: HookedModel, params: Mapping[str, Any], *, hook: str = "hook_resid_post", data_root: str | Path | None = None,
+                        source: PairSource | None = None) -> SteeringVector:
     """Rebuild a trial's vector from scratch (no cache): for checking ISV files."""
     layers = parse_layers(params["layers"])
-    pairs = persona_pairs(params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]), tokenizer=model.tokenizer, data_root=data_root)
+    pairs = search_pairs(params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]), tokenizer=model.tokenizer,
+                         source=source, data_root=data_root)  # fmt: skip
     return vector_from_activations(pair_activations(model, pairs, layers, hook=hook), params["method"], layers, scale=VECTOR_SCALE)
 
 

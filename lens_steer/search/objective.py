@@ -23,7 +23,7 @@ from lens_steer.extract import PairActivations, pair_activations, vector_from_ac
 from lens_steer.isv import VECTOR_SCALE
 from lens_steer.metrics import BbqPrediction, bbq_metrics
 from lens_steer.models import HookedModel
-from lens_steer.pairs import persona_pairs
+from lens_steer.pair_sources import PairSource, search_pairs
 from lens_steer.prefix import PrefixCache, start_block
 from lens_steer.search.space import Params, SearchConfig
 from lens_steer.specs import parse_layers
@@ -38,6 +38,11 @@ def validation_items(axis: Axis, config: SearchConfig, data_root: str | Path | N
                  data_root=data_root, generated_dir=config.generated_dir)  # fmt: skip
     order = sorted(range(len(val)), key=lambda i: hashlib.sha256(f"{config.data_seed}:{val[i].example_id}:{i}".encode()).hexdigest())
     return [val[i] for i in order]
+
+
+def study_pair_source(axis: Axis, config: SearchConfig) -> PairSource:
+    """Where a study's `bbq_answer` pairs come from: the train split of the data its validation items come from."""
+    return PairSource(axis.name, config.bbq_source, config.split_seed, config.data_seed, config.generated_dir)
 
 
 def objective_value(metrics: Mapping[str, Any], config: SearchConfig, baseline: Mapping[str, float] | None = None) -> float:
@@ -81,6 +86,7 @@ class IsvObjective:
         self.space = config.space.resolve(int(model.cfg.n_layers))
         self.items = list(items) if items is not None else validation_items(axis, config, data_root)
         self.cache = cache
+        self.pair_source = study_pair_source(axis, config)
         starts = {start_block(hook_name(x, config.hook) for x in layers) for layers in self.space.layer_choices.values()} - {None}
         self.prefix = PrefixCache(starts, max_bytes=prefix_bytes) if starts and prefix_bytes > 0 else None  # type: ignore[arg-type]
         self._baseline = dict(baseline) if baseline is not None else None
@@ -99,7 +105,7 @@ class IsvObjective:
         if self.cache is not None:
             acts = self.cache.get(*args)
         else:
-            pairs = persona_pairs(args[0], args[1], args[2], args[3], tokenizer=self.model.tokenizer, data_root=self.data_root)
+            pairs = search_pairs(*args, tokenizer=self.model.tokenizer, source=self.pair_source, data_root=self.data_root)
             acts = pair_activations(self.model, pairs, layers, hook=self.config.hook, max_batch=self.config.max_batch)
         return tuple(layers), acts
 
@@ -169,4 +175,4 @@ class IsvObjective:
         return value
 
 
-__all__ = ["IsvObjective", "objective_value", "validation_items"]
+__all__ = ["IsvObjective", "objective_value", "study_pair_source", "validation_items"]

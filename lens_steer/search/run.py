@@ -21,8 +21,9 @@ from lens_steer.errors import StudyError
 from lens_steer.files import atomic_write_text, write_json
 from lens_steer.isv import Isv
 from lens_steer.models import HookedModel, model_identity
-from lens_steer.pairs import load_corpus, system_prompt_mode
-from lens_steer.search.objective import IsvObjective
+from lens_steer.pair_sources import BBQ_ANSWER, PairSource, available_pairs
+from lens_steer.pairs import system_prompt_mode
+from lens_steer.search.objective import IsvObjective, study_pair_source
 from lens_steer.search.space import SearchConfig, SearchSpace
 from lens_steer.search.storage import default_storage, first_difference, first_line, open_storage, open_study, redact_url, storage_exists
 from lens_steer.search.workers import FINISHED, HEARTBEAT_ATTR, Objective, TrialProgress, best_trial, fail_orphaned_trials, run_trials
@@ -34,11 +35,15 @@ def default_study_name(model: HookedModel, axis: Axis) -> str:
     return f"isv-{model_identity(model).name.replace('/', '_')}-{axis.name}"
 
 
-def check_corpora(space: SearchSpace, data_root: str | Path | None = None) -> None:
-    """Raise a one-line StudyError if a corpus is shorter than the largest num_sents."""
+def check_corpora(space: SearchSpace, data_root: str | Path | None = None, source: PairSource | None = None) -> None:
+    """Raise a one-line StudyError if a prompt corpus is shorter than the largest num_sents (or the axis's BBQ
+    train pairs fewer than the smallest: an axis with fewer than the largest gives all it has)."""
     for corpus in space.corpora:
-        size = len(load_corpus(corpus, data_root=data_root))
-        if size < space.num_sents[1]:
+        size = available_pairs(corpus, source, data_root)
+        if corpus == BBQ_ANSWER:
+            if size < space.num_sents[0]:
+                raise StudyError(f"search space: num_sents low {space.num_sents[0]} exceeds the {size} BBQ train pairs of axis {source.axis if source else '?'}; lower it or drop {BBQ_ANSWER}")
+        elif size < space.num_sents[1]:
             raise StudyError(f"search space: num_sents high {space.num_sents[1]} exceeds corpus {corpus!r} ({size} prompts); lower it or drop the corpus")
 
 
@@ -79,7 +84,7 @@ def run_isv_search(
     if config is None and not resume:
         raise StudyError("a new search needs a SearchConfig; pass config, or resume=True to use the stored one")
     if config is not None:
-        check_corpora(config.space.resolve(int(model.cfg.n_layers)), data_root)
+        check_corpora(config.space.resolve(int(model.cfg.n_layers)), data_root, study_pair_source(ax, config))
     if storage is None:  # the default storage lives in the run folder
         out.mkdir(parents=True, exist_ok=True)
     store = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
@@ -94,9 +99,10 @@ def run_isv_search(
     if n_trials is not None:
         used = dataclasses.replace(used, n_trials=n_trials)
     space = used.space.resolve(int(model.cfg.n_layers))
-    check_corpora(space, data_root)
+    check_corpora(space, data_root, study_pair_source(ax, used))
     write_json(out / "config.json", {**used.to_json(), "axis": ax.name, "study": name, "storage": label, "model": model_identity(model).name})
-    cache = ActivationCache(model, space.all_layers, hook=used.hook, data_root=data_root, disk_dir=cache_dir, max_batch=used.max_batch)
+    cache = ActivationCache(model, space.all_layers, hook=used.hook, data_root=data_root, disk_dir=cache_dir, max_batch=used.max_batch,
+                            source=study_pair_source(ax, used))  # fmt: skip
     isv = IsvObjective(model, ax, dataclasses.replace(used, space=space), cache=cache, data_root=data_root, baseline=_stored_baseline(study, used))
     if objective is None and (used.objective == "ambig_guarded" or used.mmlu_weight > 0):
         _store_baseline(study, used, isv.baseline())
@@ -156,6 +162,7 @@ def write_isv_outputs(
         "value": best.value,
         "objective": isv.config.objective,
         "config": isv.config.fingerprint(),
+        "pair_source": isv.pair_source.to_json(),
     }
     vec = SteeringVector(dict(vec.directions), dataclasses.replace(vec.metadata, provenance=prov))
     vector_path = out / "isv.safetensors"

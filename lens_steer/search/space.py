@@ -16,7 +16,8 @@ import optuna
 from lens_steer.errors import LensSteerError, StudyError
 from lens_steer.scoring import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.extract import AGGREGATORS
-from lens_steer.pairs import CORPORA, PERSONA_PAIRS, SYSTEM_TEMPLATES
+from lens_steer.pair_sources import SEARCH_CORPORA
+from lens_steer.pairs import PERSONA_PAIRS, SYSTEM_TEMPLATES
 from lens_steer.specs import layer_label, parse_layers
 from lens_steer.vectors import HOOK_KINDS
 
@@ -52,7 +53,7 @@ class SearchSpace:
     `PERSONA_PAIRS` / `SYSTEM_TEMPLATES`; each layer candidate is one layer or a band steered together.
     """
 
-    corpora: tuple[str, ...] = CORPORA
+    corpora: tuple[str, ...] = SEARCH_CORPORA
     num_sents: tuple[int, int, int] = (100, 500, 50)
     personas: tuple[int, ...] = tuple(range(len(PERSONA_PAIRS)))
     templates: tuple[int, ...] = tuple(range(len(SYSTEM_TEMPLATES)))
@@ -62,7 +63,7 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        for name, valid in (("corpora", CORPORA), ("methods", tuple(AGGREGATORS))):
+        for name, valid in (("corpora", SEARCH_CORPORA), ("methods", tuple(AGGREGATORS))):
             values = tuple(getattr(self, name))
             if not values:
                 raise StudyError(f"search space: {name} is empty; choose at least one of {', '.join(valid)}")
