@@ -45,23 +45,13 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from lens_steer.data.bbq import BBQ_CATEGORIES
 from lens_steer.data.bbq_templates import Row, Vocab, fill, four_rows, lex_words, literal_list, load_templates, load_vocab, parse_word_lists, templates_root, unique
 from lens_steer.errors import DataError
 from lens_steer.files import write_jsonl
 
-CATEGORIES: tuple[str, ...] = (
-    "Age",
-    "Disability_status",
-    "Gender_identity",
-    "Nationality",
-    "Physical_appearance",
-    "Race_ethnicity",
-    "Race_x_SES",
-    "Race_x_gender",
-    "Religion",
-    "SES",
-    "Sexual_orientation",
-)
+# every BBQ category has templates (Filler_items.csv is not a category)
+CATEGORIES: tuple[str, ...] = BBQ_CATEGORIES
 INTERSECTIONAL: tuple[str, ...] = ("Race_x_SES", "Race_x_gender")
 
 

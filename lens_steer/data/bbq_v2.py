@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.data.bbq import BbqItem, attach_ambig_contexts, parse_bbq_row
+from lens_steer.data.csv_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
 
@@ -109,14 +110,7 @@ def load_v2_items(axis: str, split: str, data_root: str | Path | None = None) ->
         missing = [c for c in _CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise DataError(f"v2 file {path} line 1: missing column(s) {', '.join(missing)}")
-        while True:
-            line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise DataError(f"v2 file {path} line {line}: malformed CSV ({e})") from None
+        for line, row in numbered_rows(reader, f"v2 file {path}"):
             where = f"v2 file {path} line {line}"
             obj = {k: row[k] for k in _CSV_COLUMNS}
             obj["example_id"] = _int(row["example_id"], "example_id", where)

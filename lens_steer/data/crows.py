@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lens_steer.data.csv_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError
 
@@ -51,14 +52,7 @@ def load_crows_file(path: str | Path) -> list[CrowsPair]:
         missing = [c for c in _REQUIRED if c not in fields]
         if missing:
             raise DataError(f"CrowS-Pairs file {path} line 1: missing column(s) {', '.join(missing)} (header {fields})")
-        while True:
-            line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise DataError(f"CrowS-Pairs file {path} line {line}: malformed CSV ({e})") from None
+        for line, row in numbered_rows(reader, f"CrowS-Pairs file {path}"):
             where = f"CrowS-Pairs file {path} line {line}"
             raw_idx = (row.get("") or "").strip()
             try:

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lens_steer.data.csv_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError
 
@@ -53,14 +54,7 @@ def load_mmlu_file(path: str | Path, subject: str) -> list[MmluItem]:
         header = next(reader, None)
         if header is None or tuple(h.strip() for h in header) != MMLU_HEADER:
             raise DataError(f"MMLU file {path} line 1: header must be {','.join(MMLU_HEADER)} (got {header})")
-        while True:
-            line = reader.line_num + 1
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise DataError(f"MMLU file {path} line {line}: malformed CSV ({e})") from None
+        for line, row in numbered_rows(reader, f"MMLU file {path}"):
             if not row or all(not c.strip() for c in row):
                 continue
             if len(row) != 6:
