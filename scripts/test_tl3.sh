@@ -6,13 +6,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${LENS_STEER_TL3_VENV:-$here/.venv-tl3}"
-python="${PYTHON:-python3}"
-if [ ! -x "$venv/bin/python" ]; then
-  "$python" -m venv "$venv"
-fi
-pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
-# CPU build first, so no dependency pulls a multi-GB CUDA build of torch.
-"$venv/bin/python" -c "import torch" 2>/dev/null || "${pip[@]}" "torch==2.13.0"
+# shellcheck source=scripts/venv.sh
+source "$here/scripts/venv.sh"
+make_venv "$venv"
 if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(not m.version('transformer-lens').startswith('3.9.'))" 2>/dev/null; then
   # TL 3.9 itself requires transformers>=5.9; <5.24 avoids the KV-cache generation bug (docs/platform.md).
   "${pip[@]}" "torch==2.13.0" "transformer-lens==3.9.*" "transformers>=5.9,<5.24" \
