@@ -6,11 +6,9 @@ Writes probe.csv and probe.html to the output folder.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -21,8 +19,9 @@ from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.extract import pair_activations
 from lens_steer.cli import run_reporting_errors
+from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import analysis_parser
 from lens_steer.files import atomic_write_text, write_json
-from lens_steer.models import load_model
 from lens_steer.pairs import bbq_answer_pairs
 from lens_steer.plots import probe_figure, write_figure
 from lens_steer.probe import pair_dataset, probe_accuracy, probe_layers
@@ -31,11 +30,7 @@ from lens_steer.sweep import rows_to_csv
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="out/layer_probing", help="output folder (default: out/layer_probing)")
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-dir", default=None, help="data root (default: $LENS_STEER_DATA or ../shared/data)")
+    p = analysis_parser(__doc__, "layer_probing")
     p.add_argument("--axis", default="age")
     p.add_argument("--num-sents", type=int, default=40, help="persona pairs (default 40)")
     p.add_argument("--bbq-items", type=int, default=80, help="BBQ train items to build answer pairs from (default 80)")
@@ -50,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     t0 = time.time()
     ax = get_axis(args.axis)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = load_model(args.model, device=args.device)
+    model = load_model_from_args(args)
     layers = list(range(0, int(model.cfg.n_layers), args.layer_step))
     kw = {"n_folds": args.folds, "l2": args.l2, "n_boot": args.n_boot, "seed": args.seed}
     rows: list[dict] = []

@@ -7,28 +7,23 @@ to the output folder.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from lens_steer.cli import run_reporting_errors
+from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import analysis_parser
 from lens_steer.files import atomic_write_text, write_json
-from lens_steer.models import load_model
 from lens_steer.plots import sweep_heatmap, write_figure
 from lens_steer.specs import parse_coeffs, parse_layers
 from lens_steer.sweep import rows_to_csv, sweep_axis
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="out/layer_sweep", help="output folder (default: out/layer_sweep)")
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-dir", default=None, help="data root (default: $LENS_STEER_DATA or ../shared/data)")
+    p = analysis_parser(__doc__, "layer_sweep")
     p.add_argument("--axis", default="age")
     p.add_argument("--layers", default="6,12,18", help="layers, 'A-B' or a list (default: 6,12,18)")
     p.add_argument("--coeffs", default="-60:60:30", help="start:stop:step or a list (default: -60:60:30; pca_diff vectors are unit length "
@@ -45,9 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out)
     coeffs = list(parse_coeffs(args.coeffs))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = load_model(args.model, device=args.device)
+    model = load_model_from_args(args)
     layers = list(parse_layers(args.layers, n_layers=int(model.cfg.n_layers)))
     t0 = time.time()
     done: list[dict] = []

@@ -6,11 +6,9 @@ Writes vectors/<axis>.safetensors, and CSV + HTML for each figure, to the output
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
-import warnings
 from pathlib import Path
 
 from lens_steer.axes import AXIS_NAMES, get_axis
@@ -26,18 +24,15 @@ from lens_steer.geometry import (
     save_axis_vectors,
 )
 from lens_steer.cli import run_reporting_errors
+from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import analysis_parser
 from lens_steer.files import atomic_write_text, write_json
-from lens_steer.models import load_model
 from lens_steer.plots import cosine_heatmap, norms_figure, pca_scatter, write_figure
 from lens_steer.sweep import rows_to_csv
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default="out/vector_geometry", help="output folder (default: out/vector_geometry)")
-    p.add_argument("--model", default="smollm2-135m-instruct")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--data-dir", default=None, help="data root (default: $LENS_STEER_DATA or ../shared/data)")
+    p = analysis_parser(__doc__, "vector_geometry")
     p.add_argument("--layer", type=int, default=None, help="layer of the axis x axis cosines and the PCA (default: n_layers // 2)")
     p.add_argument("--axis", default="age", help="axis of the layer x layer cosine matrix (default: age)")
     p.add_argument("--method", default="pca_diff", choices=["pca_diff", "mean_diff", "pca_center"])
@@ -50,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(args.out)
     t0 = time.time()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model = load_model(args.model, device=args.device)
+    model = load_model_from_args(args)
     n_layers, d = int(model.cfg.n_layers), int(model.cfg.d_model)
     layer = n_layers // 2 if args.layer is None else args.layer
     axis = get_axis(args.axis).name

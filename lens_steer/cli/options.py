@@ -1,5 +1,5 @@
 """Options and checks shared by subcommands: the model and data options, output and value checks, progress lines,
-and the type of the subcommand registry each `add_parser` receives."""
+the type of the subcommand registry each `add_parser` receives, and the analyses scripts' common options."""
 
 from __future__ import annotations
 
@@ -30,6 +30,17 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     """--data-dir (else LENS_STEER_DATA, else ../shared/data beside the repository)."""
     parser.add_argument("--data-dir", default=None, help="data root with bbq/, mmlu/, prompt_corpora/, crows_pairs/ (default: $LENS_STEER_DATA)")
+
+
+def analysis_parser(doc: str, name: str) -> argparse.ArgumentParser:
+    """The parser of an analysis script (analyses/<name>.py): described by its docstring's first line, with
+    --out (default out/<name>), --model, --device and --data-dir."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default=f"out/{name}", help=f"output folder (default: out/{name})")
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--data-dir", default=None, help="data root (default: $LENS_STEER_DATA or ../shared/data)")
+    return parser
 
 
 def check_out_folder(path: str | Path, flag: str = "--out") -> Path:
