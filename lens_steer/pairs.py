@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.data.crows import CROWS_BIAS_TYPES, CROWS_FILE, load_crows_file
+from lens_steer.data.file_rows import jsonl_objects
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
 from lens_steer.files import write_jsonl
@@ -482,19 +483,7 @@ def load_pairs_jsonl(path: str | Path) -> PairSet:
         raise DataError(f"pairs file {path} not found; give a JSONL file of {{\"positive\": ..., \"negative\": ...}} lines")
     raw = path.read_bytes()
     pairs = []
-    for lineno, data in enumerate(raw.split(b"\n"), start=1):  # bytes, so that a line's own U+2028 is no line end
-        try:
-            line = data.decode("utf-8-sig" if lineno == 1 else "utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path} line {lineno}: not UTF-8 (byte 0x{data[exc.start]:02x} at column {exc.start + 1}); save the file as UTF-8") from None
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f'{path} line {lineno}: not valid JSON ({exc.msg}); each line must be {{"positive": "...", "negative": "..."}}') from None
-        if not isinstance(row, dict):
-            raise DataError(f'{path} line {lineno}: expected a JSON object {{"positive": "...", "negative": "..."}}, got {type(row).__name__}')
+    for lineno, row in jsonl_objects(raw, str(path), fix='each line must be {"positive": "...", "negative": "..."}'):
         for key in ("positive", "negative"):
             if key not in row:
                 raise DataError(f'{path} line {lineno}: missing key {key!r}; each line must be {{"positive": "...", "negative": "..."}}')

@@ -408,7 +408,7 @@ def test_jsonl_round_trip(tmp_path):
 @pytest.mark.parametrize(
     "second_line, needle",
     [
-        ('{"positive": "a", "negative": ', "not valid JSON"),
+        ('{"positive": "a", "negative": ', "invalid JSON"),
         ('{"positive": "a"}', "negative"),
         ('{"positive": "", "negative": "b"}', "positive"),
         ('{"positive": "a", "negative": 3}', "negative"),

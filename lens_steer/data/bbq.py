@@ -13,14 +13,14 @@ exactly one.
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lens_steer.data.file_rows import jsonl_objects
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import DataError
 
@@ -348,22 +348,6 @@ def normalize_category(name: str) -> str:
     raise DataError(f"unknown BBQ category {name!r}; choose one of {', '.join(BBQ_CATEGORIES)}")
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    """(line number, object) of each non-blank line; a UTF-8 BOM and CRLF line ends are accepted."""
-    with path.open("rb") as f:
-        for n, data in enumerate(f, start=1):
-            try:
-                raw = data.decode("utf-8-sig" if n == 1 else "utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"BBQ file {path} line {n}: not UTF-8 (byte 0x{data[e.start]:02x} at column {e.start + 1}); save the file as UTF-8") from None
-            if not raw.strip():
-                continue
-            try:
-                yield n, json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"BBQ file {path} line {n}: invalid JSON ({e.msg} at column {e.colno}); fix or re-download the file") from None
-
-
 def load_bbq_file(path: str | Path, *, source: str, category: str | None = None) -> list[BbqItem]:
     """Every row of one BBQ JSONL file, validated; `category`, if given, must match every row."""
     path = Path(path)
@@ -371,7 +355,7 @@ def load_bbq_file(path: str | Path, *, source: str, category: str | None = None)
         raise DataError(f"BBQ file {path} not found")
     items: list[BbqItem] = []
     seen: dict[int, int] = {}
-    for n, obj in _iter_jsonl(path):
+    for n, obj in jsonl_objects(path.read_bytes(), f"BBQ file {path}", fix="fix or re-download the file"):
         item = parse_bbq_row(obj, file=str(path), line=n, source=source)
         if category is not None and item.category != category:
             raise _bad(str(path), n, f"category {item.category!r} in a file of category {category!r}")

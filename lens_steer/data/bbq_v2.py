@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.data.bbq import BbqItem, attach_ambig_contexts, parse_bbq_row
-from lens_steer.data.csv_rows import numbered_rows
+from lens_steer.data.file_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
 

@@ -7,11 +7,11 @@ context template holding the word `BLANK` and each candidate is the whole filled
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lens_steer.data.file_rows import jsonl_objects
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError
 
@@ -57,30 +57,21 @@ def load_stereoset_file(path: str | Path) -> list[StereoSetItem]:
     if not path.is_file():
         raise DataError(f"StereoSet file {path} not found")
     items: list[StereoSetItem] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            where = f"StereoSet file {path} line {lineno}"
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{where}: invalid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{where}: expected a JSON object (got {type(row).__name__})")
-            kind = _field(row, "type", where)
-            if kind not in STEREOSET_TYPES:
-                raise DataError(f"{where}: field 'type' must be one of {', '.join(STEREOSET_TYPES)} (got {kind!r})")
-            bias = _field(row, "bias_type", where)
-            if bias not in STEREOSET_BIAS_TYPES:
-                raise DataError(f"{where}: field 'bias_type' must be one of {', '.join(STEREOSET_BIAS_TYPES)} (got {bias!r})")
-            context = _field(row, "context", where)
-            if kind == "intrasentence" and BLANK not in context:
-                raise DataError(f"{where}: an intrasentence context must hold the word {BLANK} (got {context!r})")
-            stereo, anti, unrelated = (_field(row, key, where) for key in CANDIDATES)
-            if len({stereo, anti, unrelated}) < 3:
-                raise DataError(f"{where}: the three candidate sentences must differ")
-            items.append(StereoSetItem(len(items), kind, _field(row, "target", where), bias, context, stereo, anti, unrelated))
+    for lineno, row in jsonl_objects(path.read_bytes(), f"StereoSet file {path}", fix="fix or re-download the file"):
+        where = f"StereoSet file {path} line {lineno}"
+        kind = _field(row, "type", where)
+        if kind not in STEREOSET_TYPES:
+            raise DataError(f"{where}: field 'type' must be one of {', '.join(STEREOSET_TYPES)} (got {kind!r})")
+        bias = _field(row, "bias_type", where)
+        if bias not in STEREOSET_BIAS_TYPES:
+            raise DataError(f"{where}: field 'bias_type' must be one of {', '.join(STEREOSET_BIAS_TYPES)} (got {bias!r})")
+        context = _field(row, "context", where)
+        if kind == "intrasentence" and BLANK not in context:
+            raise DataError(f"{where}: an intrasentence context must hold the word {BLANK} (got {context!r})")
+        stereo, anti, unrelated = (_field(row, key, where) for key in CANDIDATES)
+        if len({stereo, anti, unrelated}) < 3:
+            raise DataError(f"{where}: the three candidate sentences must differ")
+        items.append(StereoSetItem(len(items), kind, _field(row, "target", where), bias, context, stereo, anti, unrelated))
     if not items:
         raise DataError(f"StereoSet file {path} holds no items")
     return items
