@@ -3,29 +3,21 @@
 from __future__ import annotations
 
 import math
-import os
 from collections import Counter
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from _tasks_fixtures import DATA, model, needs_bbq  # noqa: F401 (model: fixture)
 
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.select import limit_bbq
 from lens_steer.generation import PARSE_RULES, parse_answer
 from lens_steer.metrics import BbqPrediction
-from lens_steer.models import load_model
 from lens_steer.tasks.bbq import bbq_result_metrics, bbq_unparsed_counts, run_bbq
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
-DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_model("tiny-llama", seed=1)
+pytestmark = needs_bbq
 
 
 @pytest.fixture(scope="module")

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
+from _tasks_fixtures import DATA, model, needs_bbq  # noqa: F401 (model: fixture)
 
 from lens_steer.data.crows import load_crows
-from lens_steer.models import load_model
 from lens_steer.tasks.crows import run_crows
 
-DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
-
-
-@pytest.fixture(scope="module")
-def model():
-    return load_model("tiny-llama", seed=1)
+pytestmark = needs_bbq
 
 
 def test_crows_share_of_more_likely_stereotypes(model):
