@@ -12,7 +12,7 @@ from lens_steer.tasks.mmlu import mmlu_question
 from lens_steer.tasks.result import BenchResult
 from lens_steer.errors import LensSteerError
 from lens_steer.scoring import DEFAULT_SCORING, check_choice
-from lens_steer.metrics import mmlu_accuracy
+from lens_steer.metrics import BbqPrediction, mmlu_accuracy
 from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.tasks.stereoset import run_stereoset
@@ -73,3 +73,89 @@ def run_baseline_bench(
     ]
     acc = mmlu_accuracy([r["correct"] for r in records], [r["subject"] for r in records], n_boot=n_boot, seed=seed)
     return BenchResult("mmlu", records, {**metrics_to_dict(acc), "baseline": method})
+
+
+# ---- the study's baselines (ensemble / reproduce): predictions through the prediction store ----------------
+MMLU_FORMATS: dict[str, str] = {"prompting": "lm_eval", "finetune": "lm_eval", "self-debias-schick": "reference"}  # the paper's self-debias is BBQ-only
+
+
+class BaselineScorer:
+    """Scores a study's BBQ and MMLU items under each debiasing baseline, every result read from / written to the
+    prediction store under `store_dir` when one is given (keyed by the model, the baseline, scoring and prompt
+    format; for `finetune` also the adapter's cache key, so a stored result needs no training). The fine-tuned
+    model is built (or read from its cache) once, on first use."""
+
+    def __init__(
+        self,
+        model: HookedModel,
+        *,
+        scoring: str = DEFAULT_SCORING,
+        prompt_format: str = "reference",
+        max_batch: int = 16,
+        store_dir: str | None = None,
+        load_base: Callable[[], HookedModel] | None = None,
+        train_texts: Sequence[str] | None = None,
+        finetune_seed: int = 0,
+    ) -> None:
+        self.model = model
+        self.scoring = scoring
+        self.prompt_format = prompt_format
+        self.max_batch = max_batch
+        self.store_dir = store_dir
+        self.load_base = load_base
+        self.train_texts = list(train_texts) if train_texts is not None else None
+        self.finetune_seed = finetune_seed
+        self._tuned: HookedModel | None = None
+
+    def _scored(self, method: str) -> tuple[HookedModel, str]:
+        if method != "finetune":
+            return baseline_model(self.model, method)
+        if self._tuned is None:
+            self._tuned = baseline_model(self.model, "finetune", load_base=self.load_base, train_texts=self.train_texts, seed=self.finetune_seed)[0]
+        return self._tuned, "none"
+
+    def _settings(self, method: str, prompt_format: str, bench: str) -> dict[str, Any]:
+        from lens_steer.models import model_identity
+        from lens_steer.store import model_fingerprint
+
+        out: dict[str, Any] = {"model": model_identity(self.model).name, "model_fingerprint": model_fingerprint(self.model), "scoring": self.scoring,
+                               "prompt_format": prompt_format, "baseline": method}  # fmt: skip
+        if bench != "bbq":
+            out["benchmark"] = bench
+        if method == "finetune":
+            from lens_steer.finetune import LoraRecipe, finetune_key
+
+            if not self.train_texts:
+                raise LensSteerError("the finetune baseline needs the train texts (positives of the BBQ train pairs)")
+            out["finetune_key"] = finetune_key(self.model, self.train_texts, LoraRecipe(), self.finetune_seed)
+        return out
+
+    def bbq(self, items: Sequence[Any], method: str) -> list[BbqPrediction]:
+        """Per-item BBQ predictions of `method` (one of BASELINES, or "none")."""
+        check_choice(method, ("none", *BASELINES), "baseline")
+
+        def compute() -> list[BbqPrediction]:
+            scored_model, scoring_method = self._scored(method)
+            return baseline_bbq_scores(scored_model, items, scoring_method, scoring=self.scoring, prompt_format=self.prompt_format, max_batch=self.max_batch)[2]
+
+        if self.store_dir is None:
+            return compute()
+        from lens_steer.store import PredictionStore
+
+        return PredictionStore(self.store_dir).bbq(items, None, 0.0, self._settings(method, self.prompt_format, "bbq"), compute)
+
+    def mmlu(self, items: Sequence[Any], method: str, prompt_format: str) -> list[dict[str, Any]]:
+        """Per-item MMLU records (subject, index, pred, label, correct) of `method` (or "none") in `prompt_format`."""
+        check_choice(method, ("none", *MMLU_FORMATS), "baseline on MMLU")
+        from lens_steer.store import PredictionStore, content_digest
+
+        def compute() -> list[dict[str, Any]]:
+            scored_model, scoring_method = self._scored(method)
+            questions = [mmlu_question(i) for i in items]
+            scores = score_questions_with(scored_model, questions, scoring_method, scoring=self.scoring, prompt_format=prompt_format, max_batch=self.max_batch)
+            return [{"subject": it.subject, "index": it.index, "pred": s.pred, "label": it.label, "correct": s.pred == it.label, "baseline": method} for it, s in zip(items, scores)]
+
+        if self.store_dir is None:
+            return compute()
+        keys = [[it.subject, it.index, content_digest(it)] for it in items]
+        return PredictionStore(self.store_dir).rows(keys, None, 0.0, self._settings(method, prompt_format, "mmlu"), compute, categories=sorted({it.subject for it in items}))

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from lens_steer.axes import OOD_CATEGORIES
+from lens_steer.baselines import BASELINES
 from lens_steer.data.bbq import LOAD_SOURCES, BbqItem
 from lens_steer.data.select import limit_items, select
 from lens_steer.errors import DataError, StudyError, VectorError
@@ -35,6 +36,7 @@ from lens_steer.isv import VECTOR_SCALE, Isv, isv_pairs
 from lens_steer.vectors import SteeringVector, mean_vectors
 
 ENSEMBLE_KINDS: tuple[str, ...] = ("sve", "sve_norm", "sve_weighted")
+SPLIT_SOURCES: tuple[str, ...] = ("ours", "v2")
 Progress = Callable[[str], None]
 
 
@@ -141,6 +143,8 @@ class EnsembleConfig:
     merged_method: str = "pca_diff"
     max_batch: int = 16
     store_dir: str | None = None  # keep every evaluation's predictions there (lens_steer.store); re-runs read them back
+    baselines: tuple[str, ...] = ()  # debiasing baselines judged beside the vectors (lens_steer.baselines.BASELINES)
+    splits: str = "ours"  # validation and test items of the axes: ours (seeded splits) or v2 (the later paper's exact files)
 
     def __post_init__(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -153,6 +157,8 @@ class EnsembleConfig:
         need(self.prompt_format in PROMPT_FORMATS, f"unknown prompt_format {self.prompt_format!r}; use one of {', '.join(PROMPT_FORMATS)}")
         need(self.bbq_source in LOAD_SOURCES, f"unknown bbq_source {self.bbq_source!r}; use one of {', '.join(LOAD_SOURCES)}")
         need(self.merged_method in AGGREGATORS, f"unknown merged_method {self.merged_method!r}; use one of {', '.join(AGGREGATORS)}")
+        need(all(b in BASELINES for b in self.baselines), f"baselines must be drawn from {', '.join(BASELINES)}, got {list(self.baselines)}")
+        need(self.splits in SPLIT_SOURCES, f"unknown splits {self.splits!r}; use one of {', '.join(SPLIT_SOURCES)}")
         for name in ("val_limit", "test_limit"):
             v = getattr(self, name)
             need(v is None or (isinstance(v, int) and v >= 1), f"{name} must be a positive integer or null, got {v!r}")
@@ -160,6 +166,7 @@ class EnsembleConfig:
         need(isinstance(self.n_boot, int) and self.n_boot >= 0, f"n_boot must be >= 0, got {self.n_boot!r}")
         object.__setattr__(self, "coeffs", tuple(float(c) for c in self.coeffs))
         object.__setattr__(self, "kinds", tuple(self.kinds))
+        object.__setattr__(self, "baselines", tuple(dict.fromkeys(self.baselines)))
         object.__setattr__(self, "control_seeds", tuple(int(s) for s in self.control_seeds))
 
     def to_json(self) -> dict[str, Any]:
@@ -224,11 +231,12 @@ def _bbq_entry(
     coeff: float,
     config: EnsembleConfig,
     prefix: PrefixCache | None = None,
+    steer_file: Path | None = None,
 ) -> tuple[dict[str, Any], list[BbqPrediction]]:
-    """One steered BBQ result with its paired test against the baseline and its matched controls, and the
-    steered predictions it was computed from."""
+    """One steered BBQ result with its paired test against the baseline, its per-item steerability (items written to
+    `steer_file`) and its matched controls, and the steered predictions it was computed from."""
     steered = _predict(model, items, vector, coeff, config, prefix)
-    entry: dict[str, Any] = {"coeff": coeff, "vs_base": metrics_to_dict(paired_comparison(base, steered, n_boot=config.n_boot, seed=config.seed)), "controls": []}
+    entry = judged_entry(base, steered, coeff, config, steer_file)
     for s in config.control_seeds:
         ctrl = _predict(model, items, random_control(vector, s), coeff, config, prefix)
         entry["controls"].append(
@@ -242,6 +250,25 @@ def _bbq_entry(
     entry["control_mean_acc"] = sum(accs) / len(accs) if accs else None
     entry["beats_controls"] = all(c["steered_vs_control"]["overall"]["acc"]["diff"]["ci_low"] > 0 for c in entry["controls"]) if entry["controls"] else None
     return entry, steered
+
+
+def judged_entry(base: Sequence[BbqPrediction], other: Sequence[BbqPrediction], coeff: float, config: EnsembleConfig, steer_file: Path | None) -> dict[str, Any]:
+    """A method's BBQ result on the baseline's items: coefficient, paired comparison with the baseline, no controls
+    yet, and its per-item steerability (None where the predictions hold no option log-probabilities); the per-item
+    margins are written to `steer_file` (JSON lines) when given."""
+    entry: dict[str, Any] = {"coeff": coeff, "vs_base": metrics_to_dict(paired_comparison(base, other, n_boot=config.n_boot, seed=config.seed)), "controls": [],
+                             "control_mean_acc": None, "beats_controls": None}  # fmt: skip
+    if all(p.option_logprobs for p in (*base, *other)):
+        from lens_steer.files import write_jsonl
+        from lens_steer.steerability import steerability_report
+
+        rep = steerability_report(base, other, n_boot=config.n_boot, seed=config.seed)
+        items = rep.pop("items")
+        if steer_file is not None:
+            write_jsonl(steer_file, items)
+            rep["items_file"] = f"{steer_file.parent.name}/{steer_file.name}"
+        entry["steerability"] = rep
+    return entry
 
 
 def _mmlu_result(model: HookedModel, items: Sequence[Any], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, prefix: PrefixCache | None) -> Any:
@@ -299,11 +326,18 @@ def evaluate_ensembles(
     *,
     data_root: str | Path | None = None,
     progress: Progress | None = None,
+    load_base: Callable[[], HookedModel] | None = None,
+    merged: SteeringVector | None = None,
 ) -> dict[str, Any]:
     """Build the ensembles and the merged baseline, pick their coefficients on validation, and judge
     baseline, ISV, ensembles, merged and leave-one-axis-out ensembles on the test split (plus OOD
-    categories and MMLU), each steered result with matched random controls. Writes vectors,
-    `ensemble.json` and `results.csv` into `out_dir`; returns the JSON object."""
+    categories and MMLU), each steered result with matched random controls and its per-item steerability, and
+    beside them the debiasing baselines of `config.baselines` (no controls; each also paired against SVE).
+    Writes vectors, `ensemble.json`, `results.csv` and `steerability/<target>.<method>.jsonl` into `out_dir`;
+    returns the JSON object.
+
+    `load_base` loads a fresh copy of the model (the `finetune` baseline trains one); `merged`: a merged-datasets
+    vector made elsewhere (the v2 protocol's), instead of one extracted from the ISVs' pair sets."""
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -311,8 +345,10 @@ def evaluate_ensembles(
         isv.vector.check_compatible(model)
     axes = [i.axis for i in isvs]
     ens = {k: v for k, v in build_ensembles(isvs).items() if k in config.kinds}
-    say("extracting the merged-datasets vector")
-    ens["merged"] = merged_vector(model, isvs, method=config.merged_method, data_root=data_root, max_batch=config.max_batch)
+    if merged is None:
+        say("extracting the merged-datasets vector")
+        merged = merged_vector(model, isvs, method=config.merged_method, data_root=data_root, max_batch=config.max_batch)
+    ens["merged"] = merged
     for name, vec in ens.items():
         vec.save(out / f"{name}.safetensors")
     loo = loo_ensembles(isvs, "sve") if len(isvs) >= 2 else {}
@@ -322,7 +358,24 @@ def evaluate_ensembles(
     prefix = PrefixCache(starts) if starts else None  # type: ignore[arg-type]  # controls and coefficient sweeps share each vector's prefix
 
     def items(target: str, split: str, limit: int | None, source: str) -> list[BbqItem]:
+        if config.splits == "v2" and target in axes:
+            from lens_steer.protocol_v2 import v2_eval_items
+
+            return v2_eval_items(target, split, splits="v2", limit=limit, seed=config.seed, data_root=data_root)
         return select(target, split, limit, source=source, seed=config.seed, split_seed=config.split_seed, data_root=data_root, generated_dir=config.generated_dir)
+
+    scorer = _baseline_scorer(model, axes, config, data_root, load_base) if config.baselines else None
+    steer_dir = out / "steerability"
+
+    def judged_baselines(target: str, test: Sequence[BbqItem], base: Sequence[BbqPrediction], sve: Sequence[BbqPrediction] | None) -> dict[str, Any]:
+        out_b: dict[str, Any] = {}
+        for name in config.baselines:
+            say(f"baseline {name}: {target}")
+            preds = scorer.bbq(test, name)  # type: ignore[union-attr]
+            out_b[name] = judged_entry(base, preds, 0.0, config, steer_dir / f"{target}.{name}.jsonl")
+            if sve is not None:
+                out_b[name]["vs_sve"] = metrics_to_dict(paired_comparison(sve, preds, n_boot=config.n_boot, seed=config.seed))
+        return out_b
 
     val = {a: items(a, "validation", config.val_limit, config.bbq_source) for a in axes}
     sweeps: dict[str, Any] = {}
@@ -340,16 +393,17 @@ def evaluate_ensembles(
         base = _predict(model, test, None, 0.0, config)
         row: dict[str, Any] = {"n": len(test), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
         preds: dict[str, list[BbqPrediction]] = {}
-        row["steered"]["isv"], preds["isv"] = _bbq_entry(model, test, base, isv.vector, isv.coeff, config, prefix)
+        row["steered"]["isv"], preds["isv"] = _bbq_entry(model, test, base, isv.vector, isv.coeff, config, prefix, steer_dir / f"{a}.isv.jsonl")
         for name, vec in ens.items():
-            row["steered"][name], preds[name] = _bbq_entry(model, test, base, vec, coeff[name], config, prefix)
+            row["steered"][name], preds[name] = _bbq_entry(model, test, base, vec, coeff[name], config, prefix, steer_dir / f"{a}.{name}.jsonl")
         # direct paired tests between steered runs (claims 2 and 4)
         if "sve" in preds:
             row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(preds["isv"], preds["sve"], n_boot=config.n_boot, seed=config.seed))
             row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(preds["sve"], preds["merged"], n_boot=config.n_boot, seed=config.seed))
         if a in loo and "sve" in sweeps:
             c = best_coeff(sweeps["sve"]["rows"], exclude=a)
-            row["steered"]["sve_loo"] = {**_bbq_entry(model, test, base, loo[a], c, config, prefix)[0], "coeff_chosen_without": a}
+            row["steered"]["sve_loo"] = {**_bbq_entry(model, test, base, loo[a], c, config, prefix, steer_dir / f"{a}.sve_loo.jsonl")[0], "coeff_chosen_without": a}
+        row["steered"].update(judged_baselines(a, test, base, preds.get("sve")))
         results["in_distribution"][a] = row
 
     if config.ood:
@@ -365,8 +419,9 @@ def evaluate_ensembles(
                 "n": len(ood),
                 "source": ood[0].source,
                 "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)),
-                "steered": {name: _bbq_entry(model, ood, base, vec, coeff[name], config, prefix)[0] for name, vec in ens.items()},
+                "steered": {name: _bbq_entry(model, ood, base, vec, coeff[name], config, prefix, steer_dir / f"{cat}.{name}.jsonl")[0] for name, vec in ens.items()},
             }
+            results["ood"][cat]["steered"].update(judged_baselines(cat, ood, base, None))
 
     if config.mmlu_items > 0:
         from lens_steer.data.mmlu import load_mmlu
@@ -380,11 +435,54 @@ def evaluate_ensembles(
             "steered": {
                 **{f"isv:{i.axis}": _mmlu_entry(model, mm, base_m, i.vector, i.coeff, config, prefix) for i in isvs},
                 **{name: _mmlu_entry(model, mm, base_m, vec, coeff[name], config, prefix) for name, vec in ens.items()},
+                **(_mmlu_baselines(scorer, mm, base_m, config) if scorer is not None else {}),
             },
         }
     write_json(out / "ensemble.json", results)
     atomic_write_text(out / "results.csv", results_csv(results))
     return results
+
+
+def _baseline_scorer(model: HookedModel, axes: Sequence[str], config: EnsembleConfig, data_root: str | Path | None, load_base: Callable[[], HookedModel] | None) -> Any:
+    """The BaselineScorer of a study; `finetune` trains on the positives of the BBQ-answer pairs of the axes' train split."""
+    from lens_steer.baseline_runs import BaselineScorer
+    from lens_steer.baselines import finetune_texts
+
+    texts = None
+    if "finetune" in config.baselines:
+        if load_base is None:
+            raise StudyError("the finetune baseline needs a loader of a fresh base model (evaluate_ensembles' load_base)")
+        if config.splits == "v2":
+            from lens_steer.data.bbq_v2 import load_v2_train_pairs
+
+            texts = [pos for a in axes for pos, _ in load_v2_train_pairs(a, data_root)]
+        else:
+            texts = finetune_texts([it for a in axes for it in select(a, "train", None, source=config.bbq_source, seed=config.seed, split_seed=config.split_seed, data_root=data_root, generated_dir=config.generated_dir)])
+    return BaselineScorer(model, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch, store_dir=config.store_dir,
+                          load_base=load_base, train_texts=texts, finetune_seed=config.seed)  # fmt: skip
+
+
+def _mmlu_baselines(scorer: Any, items: Sequence[Any], base: Any, config: EnsembleConfig) -> dict[str, Any]:
+    """MMLU entries of the baselines that score MMLU (the paper's self-debias is a BBQ protocol here), each paired with
+    the unsteered model in the same prompt format (self-debias-schick needs the reference format; the others use lm_eval's)."""
+    from lens_steer.baseline_runs import MMLU_FORMATS
+
+    out: dict[str, Any] = {}
+    for name in (b for b in config.baselines if b in MMLU_FORMATS):
+        fmt = MMLU_FORMATS[name]
+        rows = scorer.mmlu(items, name, fmt)
+        base_rows = base.records if fmt == "lm_eval" else scorer.mmlu(items, "none", fmt)
+        acc = mmlu_accuracy([bool(r["correct"]) for r in rows], [r["subject"] for r in rows], n_boot=config.n_boot, seed=config.seed)
+        base_acc = mmlu_accuracy([bool(r["correct"]) for r in base_rows], [r["subject"] for r in base_rows], n_boot=0)
+        b = [bool(r["correct"]) for r in base_rows]
+        m = [bool(r["correct"]) for r in rows]
+        gained, lost = sum((not x) and y for x, y in zip(b, m)), sum(x and not y for x, y in zip(b, m))
+        entry = {"coeff": 0.0, "acc": metrics_to_dict(acc)["micro"], "diff": acc["micro"].value - base_acc["micro"].value,
+                 "mcnemar": {"p": mcnemar_exact(gained, lost), "gained": gained, "lost": lost}}  # fmt: skip
+        if fmt != "lm_eval":
+            entry["note"] = f"{fmt} prompt format, paired with the unsteered model in that format (its accuracy {base_acc['micro'].value:.3f})"
+        out[name] = entry
+    return out
 
 
 CSV_COLUMNS = ("eval", "target", "vector", "coeff", "control_seed", "n", "acc", "acc_ci_low", "acc_ci_high", "diff_vs_base", "diff_ci_low", "diff_ci_high", "mcnemar_p")

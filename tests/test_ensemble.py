@@ -191,3 +191,61 @@ def test_a_second_run_reads_every_evaluation_back_from_the_store(tiny, tmp_path:
     second = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "b")
     assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "predictions").glob("*.jsonl")} == stored  # nothing rewritten
     assert second["mmlu"] == first["mmlu"] and second["in_distribution"] == first["in_distribution"]
+
+
+def _store_rows(run: Path, **match: object) -> list[list[dict]]:
+    """The stored prediction files whose index entry has every `match` field (None: absent), as row lists."""
+    index = json.loads((run / "predictions" / "index.json").read_text())
+    return [[json.loads(line) for line in (run / "predictions" / e["file"]).read_text().splitlines() if line.strip()]
+            for e in index.values() if all(e.get(k) == v for k, v in match.items())]  # fmt: skip
+
+
+@needs_data
+def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(tiny, tmp_path: Path) -> None:
+    from lens_steer.baselines import baseline_bbq_scores
+    from lens_steer.data.select import select
+    from lens_steer.steerability import correct_margin
+    from lens_steer.store import PredictionStore
+
+    isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
+    run = tmp_path / "run"
+    cfg = EnsembleConfig(coeffs=(2.0,), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=2, ood=False,
+                         store_dir=str(run), baselines=("prompting", "self-debias-schick"))  # fmt: skip
+    res = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "a")
+    for axis in ("age", "religion"):
+        test = select(axis, "test", 1)
+        block = res["in_distribution"][axis]
+        for name in ("prompting", "self-debias-schick"):
+            entry = block["steered"][name]
+            assert entry["controls"] == [] and entry["coeff"] == 0.0
+            acc = entry["vs_base"]["overall"]["acc"]["steered"]["value"]
+            # recomputed two other ways: from the stored predictions file, and by scoring the items again directly
+            (rows,) = _store_rows(run, baseline=name, benchmark=None, categories=[test[0].category])
+            assert acc == pytest.approx(sum(r["pred"] == r["label"] for r in rows) / len(rows))
+            direct = baseline_bbq_scores(tiny, test, name, scoring="letter")[2]
+            assert [p.pred for p in direct] == [r["pred"] for r in rows]
+            sve_acc = block["steered"]["sve"]["vs_base"]["overall"]["acc"]["steered"]["value"]
+            assert entry["vs_sve"]["overall"]["acc"]["diff"]["value"] == pytest.approx(acc - sve_acc)
+        # the ISV's wrong-way share, recomputed from the per-item margins file and from the stored predictions' log-probabilities
+        st = block["steered"]["isv"]["steerability"]
+        items = [json.loads(line) for line in (tmp_path / "a" / st["items_file"]).read_text().splitlines()]
+        assert st["wrong_way_share"]["value"] == pytest.approx(sum(i["steered"] - i["base"] < 0 for i in items) / len(items))
+        store = PredictionStore(run)
+        from lens_steer.models import model_identity
+        from lens_steer.store import model_fingerprint
+
+        keyed = {"model": model_identity(tiny).name, "model_fingerprint": model_fingerprint(tiny), "scoring": "letter", "prompt_format": "reference"}
+        never = lambda: pytest.fail("the run stored these predictions")  # noqa: E731
+        base = store.bbq(test, None, 0.0, keyed, never)
+        steered = store.bbq(test, isvs[0 if axis == "age" else 1].vector, isvs[0 if axis == "age" else 1].coeff, keyed, never)
+        by_hand = [correct_margin(s) - correct_margin(b) for b, s in zip(base, steered)]
+        assert [i["delta"] for i in items] == pytest.approx(by_hand)
+        assert st["n"] == len(test) and sum(st["histogram"]["counts"]) == len(test)
+    mm = res["mmlu"]["steered"]
+    (rows,) = _store_rows(run, baseline="prompting", benchmark="mmlu")
+    assert mm["prompting"]["acc"]["value"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
+    assert "reference prompt format" in mm["self-debias-schick"]["note"]
+    stored = {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.jsonl")}
+    again = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "b")
+    assert {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.jsonl")} == stored  # the baselines were read back, not rescored
+    assert again["in_distribution"]["age"]["steered"]["prompting"] == res["in_distribution"]["age"]["steered"]["prompting"]

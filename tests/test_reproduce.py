@@ -234,3 +234,56 @@ def test_ood_stage_is_regenerated_for_another_seed(tmp_path: Path):
     ood_stage(tmp_path / "fresh", 1, DATA, print)
     assert texts1 == (tmp_path / "fresh" / "bbq_generated" / "Race_x_SES.jsonl").read_text() != texts0
     assert first
+
+
+@needs_data
+@pytest.mark.slow
+def test_micro_study_under_the_v2_protocol_on_its_exact_splits(tiny, tmp_path: Path):
+    """--protocol v2 --splits v2: each axis's layer and coefficient re-derived from its sweep files, every stored BBQ
+    evaluation of the axes wholly on the v2 files' validation or test rows, and the report prints the v2 table."""
+    import csv
+
+    from lens_steer.data.bbq_v2 import load_v2_items
+    from lens_steer.pipeline.reproduce import reproduce
+
+    out = tmp_path / "run"
+    res = reproduce(tiny, MICRO, out, axes=AXES, data_root=DATA, protocol="v2", splits="v2", baselines=["prompting"])
+    for axis in AXES:
+        with open(out / "v2" / axis / "layers.csv") as f:
+            layer_rows = [r for r in csv.DictReader(f) if r["layer"] not in ("", "None")]
+        with open(out / "v2" / axis / "coeffs.csv") as f:
+            coeff_rows = list(csv.DictReader(f))
+        best = max(float(r["acc"]) for r in layer_rows)  # by hand: highest accuracy at coefficient 1, then the lowest layer
+        layer = min(int(r["layer"]) for r in layer_rows if float(r["acc"]) == best)
+        best_c = max(float(r["acc"]) for r in coeff_rows)
+        coeff = sorted((float(r["coeff"]) for r in coeff_rows if float(r["acc"]) == best_c), key=lambda c: (abs(c), -c))[0]
+        assert res["isv"][axis]["params"]["layer"] == layer and res["isv"][axis]["coeff"] == pytest.approx(coeff)
+        assert res["ensemble"]["in_distribution"][axis]["steered"]["isv"]["coeff"] == pytest.approx(coeff)
+    ids = {s: {(it.category, it.example_id) for a in AXES for it in load_v2_items(a, s, DATA)} for s in ("validation", "test")}
+    index = json.loads((out / "predictions" / "index.json").read_text())
+    splits_seen = set()
+    for entry in index.values():
+        rows = [json.loads(x) for x in (out / "predictions" / entry["file"]).read_text().splitlines()]
+        keys = {(r["category"], r["example_id"]) for r in rows if r.get("category") in ("Age", "Religion")}
+        if keys:
+            inside = [s for s in ids if keys <= ids[s]]
+            assert inside, f"{entry['file']} holds rows outside the v2 validation and test files"
+            splits_seen.update(inside)
+    assert splits_seen == {"validation", "test"}
+    assert res["meta"]["protocol"] == "v2" and res["meta"]["splits"] == "v2"
+    md = (out / "results.md").read_text()
+    assert "## The later paper's v2 table beside ours" in md and "## Per-item steerability" in md
+    from lens_steer.pipeline.results import Results
+
+    assert Results.from_json(res).to_json() == res
+
+
+def test_v2_splits_need_the_v2_protocol_and_v2_axes():
+    from lens_steer.pipeline.reproduce import check_study_options
+
+    with pytest.raises(LensSteerError, match="--splits v2 needs --protocol v2"):
+        check_study_options("sve-v1", "v2", [], ["age"])
+    with pytest.raises(LensSteerError, match="sexual_orientation.*no v2 split"):
+        check_study_options("v2", "ours", [], ["sexual_orientation"])
+    with pytest.raises(LensSteerError, match="baseline"):
+        check_study_options("sve-v1", "ours", ["debias"], ["age"])

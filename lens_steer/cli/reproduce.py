@@ -20,6 +20,12 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///DIR/optuna.db; postgresql://... for many machines)")
     p.add_argument("--scoring", default=None, help="scoring protocol (default cloze)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--protocol", default="sve-v1", help="how each axis's vector is chosen: sve-v1 (the Optuna search, default) or v2 (the later paper's: "
+                   "BBQ-derived train+prompt pairs, PCA, layer at coefficient 1, then coefficient, on validation)")
+    p.add_argument("--splits", default="ours", help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files; needs --protocol v2). "
+                   "Either v2 option adds the later paper's table to the report")
+    p.add_argument("--baselines", default=None, help="comma-separated debiasing baselines judged beside the vectors (prompting, self-debias-schick, "
+                   "self-debias, finetune) or none; default prompting,self-debias-schick (the paper budget adds self-debias,finetune)")
     p.add_argument("--out", required=True, help="run folder; re-running the same command resumes it (one run at a time: the folder is locked)")
     p.set_defaults(func=run)
 
@@ -29,14 +35,21 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.scoring import DEFAULT_SCORING
     import optuna
 
-    from lens_steer.pipeline.reproduce import check_same_run, get_budget, reproduce, run_folder_lock
+    from lens_steer.pipeline.reproduce import check_same_run, check_study_options, default_baselines, get_budget, reproduce, run_folder_lock, v2_axes
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     budget = get_budget(args.budget)
-    axes = [get_axis(a).name for a in args.axes.split(",")] if args.axes else list(AXIS_NAMES)
+    v2 = args.protocol == "v2" or args.splits == "v2"
+    axes = [get_axis(a).name for a in args.axes.split(",")] if args.axes else (v2_axes() if v2 else list(AXIS_NAMES))
+    if args.baselines is None:
+        baselines = list(default_baselines(budget))
+    else:
+        baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
+    check_study_options(args.protocol, args.splits, baselines, axes)
     check_out_folder(args.out)
-    check_same_run(Path(args.out) / "run.json", {"budget": budget.to_json(), "axes": axes, "seed": args.seed, "scoring": args.scoring or DEFAULT_SCORING})
+    check_same_run(Path(args.out) / "run.json", {"budget": budget.to_json(), "axes": axes, "seed": args.seed, "scoring": args.scoring or DEFAULT_SCORING,
+                                                 "protocol": args.protocol, "splits": args.splits})  # fmt: skip
     if args.scoring is not None:
         from lens_steer.scoring import SCORINGS, check_choice
 
@@ -57,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
 
         card = card_for_model(args.model)  # a bias model organism: the report gains a ground-truth section
         results = reproduce(model, budget, args.out, axes=axes, storage=args.storage, data_root=args.data_dir, seed=args.seed, scoring=args.scoring,
-                            say=say, organism=card)  # fmt: skip
+                            say=say, organism=card, protocol=args.protocol, splits=args.splits, baselines=baselines,
+                            load_base=lambda: load_model_from_args(args))  # fmt: skip
     out = Path(args.out)
     print(f"done in {results['meta']['seconds']:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}")
     return 0

@@ -75,6 +75,52 @@ BUDGETS: dict[str, Budget] = {
 }
 
 
+PROTOCOLS: tuple[str, ...] = ("sve-v1", "v2")  # how the per-axis vectors are chosen: the Optuna search, or the later paper's selection
+SPLITS: tuple[str, ...] = ("ours", "v2")  # our seeded splits, or the later paper's exact files (bbq_v2_splits)
+# the debiasing baselines judged beside the vectors when --baselines is not given: the scoring-only ones in every budget
+# (prompting costs one more evaluation per target, self-debias-schick seven), generation and fine-tuning in the paper budget
+DEFAULT_BASELINES: dict[str, tuple[str, ...]] = {"smoke": ("prompting", "self-debias-schick"), "small": ("prompting", "self-debias-schick"),
+                                                 "paper": ("prompting", "self-debias-schick", "self-debias", "finetune")}  # fmt: skip
+
+
+def default_baselines(budget: Budget) -> tuple[str, ...]:
+    """The baselines a budget judges unless told otherwise."""
+    return DEFAULT_BASELINES.get(budget.name, ("prompting", "self-debias-schick"))
+
+
+def check_study_options(protocol: str, splits: str, baselines: Sequence[str], axes: Sequence[str]) -> None:
+    """Refuse option combinations the study cannot run, each with a one-line error."""
+    from lens_steer.baselines import BASELINES
+    from lens_steer.scoring import check_choice
+
+    check_choice(protocol, PROTOCOLS, "--protocol")
+    check_choice(splits, SPLITS, "--splits")
+    for b in baselines:
+        check_choice(b, BASELINES, "baseline")
+    if splits == "v2" and protocol != "v2":
+        raise LensSteerError("--splits v2 needs --protocol v2: the Optuna search (sve-v1) reads our seeded splits, whose train items may be the v2 files' test rows")
+    if protocol == "v2" or splits == "v2":
+        from lens_steer.data.bbq_v2 import v2_axis
+
+        for a in axes:
+            v2_axis(a)  # an axis without a v2 split (sexual orientation) is refused here
+
+
+def v2_axes() -> list[str]:
+    """The axes the later paper kept (all but sexual orientation), in lens_steer's names."""
+    from lens_steer.data.bbq_v2 import v2_axis
+    from lens_steer.errors import DataError
+
+    out = []
+    for a in AXIS_NAMES:
+        try:
+            v2_axis(a)
+        except DataError:
+            continue
+        out.append(a)
+    return out
+
+
 def get_budget(name: str) -> Budget:
     """The named budget, or a one-line error listing them."""
     if name not in BUDGETS:
@@ -122,7 +168,7 @@ def run_folder_lock(out_dir: str | Path) -> Iterator[Path]:
         os.close(fd)  # releases the lock
 
 
-_RUN_FLAGS = {"model": "--model", "budget": "--budget", "axes": "--axes", "seed": "--seed", "scoring": "--scoring"}
+_RUN_FLAGS = {"model": "--model", "budget": "--budget", "axes": "--axes", "seed": "--seed", "scoring": "--scoring", "protocol": "--protocol", "splits": "--splits"}
 
 
 def check_same_run(path: Path, run: dict[str, Any]) -> None:
@@ -155,8 +201,17 @@ def reproduce(
     scoring: str | None = None,
     say: Say | None = None,
     organism: dict[str, Any] | None = None,
+    protocol: str = "sve-v1",
+    splits: str = "ours",
+    baselines: Sequence[str] | None = None,
+    load_base: Callable[[], HookedModel] | None = None,
 ) -> dict[str, Any]:
     """Run the whole study into `out_dir` and return (and write) `results.json`'s content.
+
+    `protocol`: how each axis's vector is chosen, "sve-v1" (the Optuna search) or "v2" (the later paper's selection,
+    lens_steer.pipeline.v2_stage); `splits`: "ours" or "v2" (the later paper's exact files; needs protocol v2).
+    `baselines`: the debiasing baselines judged beside the vectors (default: `default_baselines(budget)`); `finetune`
+    needs `load_base`, a loader of a fresh copy of the model.
 
     `organism`: the card of a bias model organism (`lens_steer.organism_build.read_card`) when `model` is one; the
     results then gain a ground-truth section (planted vs clean axes, verdicts per method).
@@ -164,7 +219,8 @@ def reproduce(
     The folder is locked while the run writes it (`run_folder_lock`); re-running the same call resumes it,
     one with a different model, budget, axes, seed or scoring is refused."""
     with run_folder_lock(out_dir):
-        return _reproduce(model, budget, out_dir, axes=axes, storage=storage, data_root=data_root, seed=seed, scoring=scoring, say=say, organism=organism)
+        return _reproduce(model, budget, out_dir, axes=axes, storage=storage, data_root=data_root, seed=seed, scoring=scoring, say=say, organism=organism,
+                          protocol=protocol, splits=splits, baselines=default_baselines(budget) if baselines is None else tuple(baselines), load_base=load_base)  # fmt: skip
 
 
 def _reproduce(
@@ -179,6 +235,10 @@ def _reproduce(
     scoring: str | None,
     say: Say | None,
     organism: dict[str, Any] | None = None,
+    protocol: str = "sve-v1",
+    splits: str = "ours",
+    baselines: Sequence[str] = (),
+    load_base: Callable[[], HookedModel] | None = None,
 ) -> dict[str, Any]:
     from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles
     from lens_steer.isv import Isv
@@ -187,6 +247,7 @@ def _reproduce(
     from lens_steer.search.space import SearchConfig, SearchSpace
     from lens_steer.search.storage import default_storage, redact_url
 
+    check_study_options(protocol, splits, baselines, axes)
     say = say or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -204,7 +265,8 @@ def _reproduce(
     config = SearchConfig(space=SearchSpace(**space_kwargs), n_trials=budget.trials, limit=budget.val_limit, seed=seed,
                           scoring=scoring, chunk_size=max(4, budget.val_limit // 2), tpe_startup_trials=budget.tpe_startup,
                           pruner_startup_trials=max(2, budget.tpe_startup))  # fmt: skip
-    run = {"model": model_identity(model).name, "budget": budget.to_json(), "axes": list(axes), "seed": seed, "scoring": scoring}
+    run = {"model": model_identity(model).name, "budget": budget.to_json(), "axes": list(axes), "seed": seed, "scoring": scoring, "protocol": protocol,
+           "splits": splits, "baselines": list(baselines)}  # fmt: skip
     check_same_run(out / "run.json", run)
     write_json(out / "run.json", run)
 
@@ -219,7 +281,16 @@ def _reproduce(
 
     isvs: list[Isv] = []
     isv_summary: dict[str, Any] = {}
-    for k, axis in enumerate(axes, 1):
+    merged = None
+    if protocol == "v2":
+        from lens_steer.pipeline.v2_stage import v2_isvs, v2_max_pairs, v2_merged_vector
+
+        max_pairs = v2_max_pairs(budget.name, budget.num_sents)
+        isvs, isv_summary = v2_isvs(model, axes, out, splits=splits, val_limit=budget.val_limit, test_limit=budget.test_limit, max_pairs=max_pairs,
+                                    scoring=scoring, seed=seed, n_boot=budget.n_boot, data_root=data_root, say=say)  # fmt: skip
+        say("merged-datasets vector from every axis's v2 pairs")
+        merged = v2_merged_vector(model, isvs, splits=splits, max_pairs=max_pairs, data_root=data_root)
+    for k, axis in enumerate(axes if protocol == "sve-v1" else (), 1):
         say(f"[{k}/{len(axes)}] ISV search: {axis} ({budget.trials} trials)")
 
         def progress(rep: Any, axis: str = axis) -> None:
@@ -238,14 +309,14 @@ def _reproduce(
             "history": _history(storage, res.study_name), "dir": str(Path("isv") / axis), "baseline": res.baseline,
         }  # fmt: skip
 
-    lap("isv_search")
+    lap("isv_search" if protocol == "sve-v1" else "v2_protocol")
     generated = ood_stage(out, seed, data_root, say)
     ens_config = EnsembleConfig(coeffs=budget.ens_coeffs, kinds=budget.ens_kinds, val_limit=budget.ens_val_limit, test_limit=budget.test_limit, scoring=scoring,
                                 seed=seed, n_boot=budget.n_boot, control_seeds=budget.control_seeds, mmlu_items=budget.mmlu_items,
-                                ood=True, ood_source="mixed", generated_dir=str(generated), bbq_source=config.bbq_source, merged_method="mean_diff",
-                                store_dir=str(out))  # fmt: skip
-    say("ensembles: SVE, merged baseline, test split, random controls, OOD, MMLU")
-    ensemble = evaluate_ensembles(model, isvs, ens_config, out / "ensemble", data_root=data_root, progress=lambda m: say(f"    {m}"))
+                                ood=True, ood_source="mixed", generated_dir=str(generated), bbq_source=config.bbq_source if protocol == "sve-v1" else "official",
+                                merged_method="mean_diff", store_dir=str(out), baselines=tuple(baselines), splits=splits)  # fmt: skip
+    say("ensembles: SVE, merged baseline, test split, random controls, OOD, MMLU" + (f"; baselines {', '.join(baselines)}" if baselines else ""))
+    ensemble = evaluate_ensembles(model, isvs, ens_config, out / "ensemble", data_root=data_root, progress=lambda m: say(f"    {m}"), load_base=load_base, merged=merged)
     lap("ensembles_and_evaluation")
 
     say(f"layer sweep ({axes[0]})")
@@ -263,7 +334,7 @@ def _reproduce(
     results = Results(
         meta=Meta(model=model_identity(model).name, budget=budget.name, seconds=round(time.perf_counter() - started, 1), stage_seconds=stage_seconds,
                   lens_steer_version=__version__, scoring=scoring, prompt_format=ens_config.prompt_format, split_seed=ens_config.split_seed,
-                  storage=redact_url(storage), bias_variant="lm_eval", budget_detail=budget.to_json(), organism=org),
+                  storage=redact_url(storage), bias_variant="lm_eval", budget_detail=budget.to_json(), organism=org, protocol=protocol, splits=splits),
         capability={a: Capability({k: row.baseline[k] for k in CAPABILITY_METRICS}, row.n) for a, row in typed_ensemble.in_distribution.items()},
         isv={a: IsvSummary.from_json(s, f"isv.{a}") for a, s in isv_summary.items()},
         ensemble=typed_ensemble,

@@ -12,77 +12,13 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any, TypeVar
+from typing import Any
 
-from lens_steer.errors import ResultsError
 from lens_steer.stats import Metric
-
-T = TypeVar("T")
-FIX = "written by an older lens_steer or cut short; re-run `lens-steer reproduce` with the same options on its folder (it resumes)"
-
-
-# ----------------------------------------------------------------------------- reading helpers
-def _obj(x: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(x, Mapping):
-        raise ResultsError(f"results.json: {where} is {type(x).__name__}, not a JSON object; {FIX}")
-    return x
-
-
-def _need(x: Any, key: str, where: str) -> Any:
-    obj = _obj(x, where)
-    if key not in obj:
-        raise ResultsError(f"results.json: {where} lacks {key!r}; {FIX}")
-    return obj[key]
-
-
-def _get(x: Any, key: str, where: str, read: Callable[[Any, str], T]) -> T:
-    """`x[key]` read by `read`, with `where.key` naming it in any error."""
-    return read(_need(x, key, where), f"{where}.{key}")
-
-
-def _dict(x: Any, where: str) -> dict[str, Any]:
-    return dict(_obj(x, where))
-
-
-def _num(x: Any, where: str) -> float:
-    if isinstance(x, bool) or not isinstance(x, (int, float)):
-        raise ResultsError(f"results.json: {where} is {x!r}, not a number; {FIX}")
-    return float(x)
-
-
-def _int(x: Any, where: str) -> int:
-    if isinstance(x, bool) or not isinstance(x, int):
-        raise ResultsError(f"results.json: {where} is {x!r}, not a whole number; {FIX}")
-    return x
-
-
-def _opt_num(x: Any, where: str) -> float | None:
-    return None if x is None else _num(x, where)
-
-
-def _str(x: Any, where: str) -> str:
-    if not isinstance(x, str):
-        raise ResultsError(f"results.json: {where} is {x!r}, not a string; {FIX}")
-    return x
-
-
-def _list(x: Any, where: str) -> list[Any]:
-    if not isinstance(x, list):
-        raise ResultsError(f"results.json: {where} is {type(x).__name__}, not a list; {FIX}")
-    return x
-
-
-def _each(x: Any, where: str, read: Callable[[Any, str], T]) -> dict[str, T]:
-    return {str(k): read(v, f"{where}.{k}") for k, v in _obj(x, where).items()}
-
-
-def metric(x: Any, where: str) -> Metric:
-    """A `Metric` from its dict {"value", "ci_low", "ci_high", "n"}."""
-    return Metric(*(_get(x, k, where, _num) for k in ("value", "ci_low", "ci_high")), _get(x, "n", where, _int))
-
-
-def _metric_json(m: Metric) -> dict[str, Any]:
-    return m.to_dict()
+from lens_steer.errors import ResultsError
+from lens_steer.pipeline.json_read import FIX, metric
+from lens_steer.pipeline.json_read import as_dict as _dict, as_list as _list, each as _each, get as _get, integer as _int, metric_json as _metric_json
+from lens_steer.pipeline.json_read import need as _need, num as _num, obj as _obj, opt_num as _opt_num, string as _str
 
 
 # ----------------------------------------------------------------------------- paired comparisons
@@ -169,6 +105,44 @@ class Paired:
         return {"n": self.n, "bias_variant": self.bias_variant, "overall": self.overall.to_json(), "ambig": self.ambig.to_json(), "disambig": self.disambig.to_json()}
 
 
+# ----------------------------------------------------------------------------- per-item steerability
+@dataclasses.dataclass(frozen=True)
+class Steerability:
+    """lens_steer.steerability's summary of one result against the baseline, per item: the mean margin change, the
+    share of items moved the wrong way (overall and per context condition) with intervals, a histogram of the
+    changes, the steerability-bias check on disambiguated items (plain JSON), and the per-item file."""
+
+    n: int
+    mean_change: Metric
+    median_change: float
+    wrong_way_share: Metric
+    wrong_way_share_by_condition: dict[str, Metric]
+    histogram: dict[str, list[float]]  # "counts" (len k) and "edges" (len k + 1)
+    bias: dict[str, Any]
+    items_file: str | None = None
+
+    @classmethod
+    def from_json(cls, x: Any, where: str) -> Steerability:
+        obj = _obj(x, where)
+        hist = _get(obj, "histogram", where, _dict)
+        counts, edges = (_get(hist, k, f"{where}.histogram", lambda v, w: [_num(c, w) for c in _list(v, w)]) for k in ("counts", "edges"))
+        if len(edges) != len(counts) + 1:
+            raise ResultsError(f"results.json: {where}.histogram has {len(counts)} counts but {len(edges)} edges; {FIX}")
+        f = obj.get("items_file")
+        return cls(_get(obj, "n", where, _int), _get(obj, "mean_change", where, metric), _get(obj, "median_change", where, _num),
+                   _get(obj, "wrong_way_share", where, metric), _get(obj, "wrong_way_share_by_condition", where, _metrics),
+                   {"counts": counts, "edges": edges}, _get(obj, "bias", where, _dict), None if f is None else _str(f, f"{where}.items_file"))  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"n": self.n, "mean_change": _metric_json(self.mean_change), "median_change": self.median_change,
+                               "wrong_way_share": _metric_json(self.wrong_way_share),
+                               "wrong_way_share_by_condition": {k: _metric_json(m) for k, m in self.wrong_way_share_by_condition.items()},
+                               "histogram": {"counts": [int(c) for c in self.histogram["counts"]], "edges": self.histogram["edges"]}, "bias": self.bias}  # fmt: skip
+        if self.items_file is not None:
+            out["items_file"] = self.items_file
+        return out
+
+
 # ----------------------------------------------------------------------------- steered BBQ results
 @dataclasses.dataclass(frozen=True)
 class Control:
@@ -200,6 +174,7 @@ class Steered:
     vs_isv: Paired | None = None
     vs_sve: Paired | None = None
     coeff_chosen_without: str | None = None
+    steerability: Steerability | None = None  # absent in results written before per-item steerability
 
     @property
     def gain(self) -> Metric:
@@ -212,14 +187,17 @@ class Steered:
         controls = tuple(Control.from_json(c, f"{where}.controls[{i}]") for i, c in enumerate(_get(obj, "controls", where, _list)))
         beats = _need(obj, "beats_controls", where)
         paired = {k: Paired.from_json(obj[k], f"{where}.{k}") if obj.get(k) is not None else None for k in ("vs_isv", "vs_sve")}
-        without = obj.get("coeff_chosen_without")
+        without, steer = obj.get("coeff_chosen_without"), obj.get("steerability")
         return cls(_get(obj, "coeff", where, _num), _get(obj, "vs_base", where, Paired.from_json), controls,
                    _get(obj, "control_mean_acc", where, _opt_num), None if beats is None else bool(beats), paired["vs_isv"], paired["vs_sve"],
-                   None if without is None else _str(without, f"{where}.coeff_chosen_without"))  # fmt: skip
+                   None if without is None else _str(without, f"{where}.coeff_chosen_without"),
+                   None if steer is None else Steerability.from_json(steer, f"{where}.steerability"))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"coeff": self.coeff, "vs_base": self.vs_base.to_json(), "controls": [c.to_json() for c in self.controls],
                                "control_mean_acc": self.control_mean_acc, "beats_controls": self.beats_controls}  # fmt: skip
+        if self.steerability is not None:
+            out["steerability"] = self.steerability.to_json()
         for key in ("vs_isv", "vs_sve"):
             value = getattr(self, key)
             if value is not None:
@@ -283,15 +261,16 @@ class MmluEntry:
     mcnemar: McNemar | None = None
     controls: tuple[MmluEntry, ...] | None = None
     seed: int | None = None  # set on a control
+    note: str | None = None  # how a baseline's entry differs (e.g. its prompt format)
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> MmluEntry:
         obj = _obj(x, where)
-        mc, ctrls, seed = obj.get("mcnemar"), obj.get("controls"), obj.get("seed")
+        mc, ctrls, seed, note = obj.get("mcnemar"), obj.get("controls"), obj.get("seed"), obj.get("note")
         return cls(_get(obj, "coeff", where, _num), _get(obj, "acc", where, metric), _opt_num(obj.get("diff"), f"{where}.diff"),
                    None if mc is None else McNemar.from_json(mc, f"{where}.mcnemar"),
                    None if ctrls is None else tuple(MmluEntry.from_json(c, f"{where}.controls[{i}]") for i, c in enumerate(_list(ctrls, f"{where}.controls"))),
-                   None if seed is None else _int(seed, f"{where}.seed"))  # fmt: skip
+                   None if seed is None else _int(seed, f"{where}.seed"), None if note is None else _str(note, f"{where}.note"))  # fmt: skip
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {} if self.seed is None else {"seed": self.seed}
@@ -302,6 +281,8 @@ class MmluEntry:
             out["mcnemar"] = self.mcnemar.to_json()
         if self.controls is not None:
             out["controls"] = [c.to_json() for c in self.controls]
+        if self.note is not None:
+            out["note"] = self.note
         return out
 
 
@@ -466,6 +447,8 @@ class Meta:
     bias_variant: str
     budget_detail: dict[str, Any]
     organism: dict[str, Any] | None = None
+    protocol: str = "sve-v1"  # how the per-axis vectors were chosen: sve-v1 (Optuna search) or v2 (the later paper's); absent before either existed
+    splits: str = "ours"  # ours (seeded) or v2 (the later paper's exact files)
 
     @classmethod
     def from_json(cls, x: Any, where: str = "meta") -> Meta:
@@ -473,12 +456,15 @@ class Meta:
         kinds = {"seconds": _num, "split_seed": _int, "stage_seconds": lambda v, w: _each(v, w, _num), "budget_detail": lambda v, w: dict(_obj(v, w))}
         values = {k: _get(obj, k, where, kinds.get(k, _str)) for k in META_FIELDS}
         org = obj.get("organism")
-        return cls(**values, organism=None if org is None else dict(_obj(org, f"{where}.organism")))
+        extra = {k: _str(obj[k], f"{where}.{k}") for k in ("protocol", "splits") if k in obj}
+        return cls(**values, organism=None if org is None else dict(_obj(org, f"{where}.organism")), **extra)
 
     def to_json(self) -> dict[str, Any]:
         out = {k: getattr(self, k) for k in META_FIELDS}
         if self.organism is not None:
             out["organism"] = self.organism
+        if (self.protocol, self.splits) != ("sve-v1", "ours"):
+            out.update(protocol=self.protocol, splits=self.splits)
         return out
 
 
@@ -547,6 +533,7 @@ __all__ = [
     "Paired",
     "Results",
     "Skipped",
+    "Steerability",
     "Steered",
     "SweepStage",
     "Triple",

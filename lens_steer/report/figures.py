@@ -8,7 +8,8 @@ from typing import Any
 
 from lens_steer.pipeline.results import BbqBlock, IsvSummary, Results
 from lens_steer.report.claims import control_gains, gain, in_distribution, ordered_axes, steered_acc
-from lens_steer.report.markdown import VECTOR_LABELS
+from lens_steer.report.method_tables import steerability_entries
+from lens_steer.report.tables import VECTOR_LABELS
 from lens_steer.report.verdicts import CHANCE, Interval
 
 FIGURE_TITLES: dict[str, str] = {
@@ -17,6 +18,7 @@ FIGURE_TITLES: dict[str, str] = {
     "sweep": "Layer sweep",
     "cosine": "Axis geometry",
     "history": "Search histories",
+    "steerability": "Per-item steerability",
 }
 FIGURE_TEXT: dict[str, str] = {
     "forest": "Accuracy change over the unsteered baseline, in points, with its paired 95% interval, for every axis (and "
@@ -27,8 +29,11 @@ FIGURE_TEXT: dict[str, str] = {
     "sweep": "Validation metric by steered layer and coefficient; colours centred on the unsteered baseline.",
     "cosine": "Cosine similarity of the per-axis steering directions.",
     "history": "Best objective so far in each axis's ISV search (pruned trials carry the previous best).",
+    "steerability": "Histogram of each item's change in its correct-answer margin (log p(correct) - max log p(other answers)) under "
+    "each method, against the unsteered model; items left of 0 were moved the wrong way. Choose the target in the menu.",
 }
-COLOURS: dict[str, str] = {"isv": "#1f77b4", "sve": "#d62728", "sve_norm": "#ff7f0e", "sve_weighted": "#9467bd", "merged": "#2ca02c", "sve_loo": "#8c564b"}
+COLOURS: dict[str, str] = {"isv": "#1f77b4", "sve": "#d62728", "sve_norm": "#ff7f0e", "sve_weighted": "#9467bd", "merged": "#2ca02c", "sve_loo": "#8c564b",
+                           "prompting": "#e377c2", "self-debias": "#7f7f7f", "self-debias-schick": "#bcbd22", "finetune": "#17becf"}  # fmt: skip
 
 
 def pooled(intervals: list[Interval]) -> Interval | None:
@@ -118,6 +123,26 @@ def _history_figure(isv: dict[str, IsvSummary], go: Any) -> Any:
     return fig
 
 
+def steerability_figure(results: Results, go: Any) -> Any | None:
+    """Histograms of the per-item margin changes, one bar trace per (target, method), a menu choosing the target; None without any."""
+    entries = steerability_entries(results)
+    if not entries:
+        return None
+    fig = go.Figure()
+    targets = list(dict.fromkeys(t for t, _, _ in entries))
+    for target, name, st in entries:
+        edges, counts = st.histogram["edges"], st.histogram["counts"]
+        share = st.wrong_way_share
+        fig.add_trace(go.Bar(x=[(a + b) / 2 for a, b in zip(edges, edges[1:])], y=counts, width=[b - a for a, b in zip(edges, edges[1:])],
+                             name=f"{VECTOR_LABELS.get(name, name)} (wrong way {100 * share.value:.0f}%)", marker={"color": COLOURS.get(name, "#444")},
+                             opacity=0.6, visible=target == targets[0]))  # fmt: skip
+    buttons = [{"label": t, "method": "update", "args": [{"visible": [e[0] == t for e in entries]}, {"title": f"Per-item margin change: {t}"}]} for t in targets]
+    fig.add_vline(x=0, line={"color": "black", "width": 1})
+    fig.update_layout(barmode="overlay", title=f"Per-item margin change: {targets[0]}", xaxis={"title": "change in correct-answer margin (nats)"},
+                      yaxis={"title": "items"}, updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "y": 1.15}])  # fmt: skip
+    return fig
+
+
 def figures(results: Results) -> dict[str, Any]:
     """The report's plotly figures by id (keys of FIGURE_TITLES); stages that were not run are left out."""
     import plotly.graph_objects as go
@@ -140,7 +165,10 @@ def figures(results: Results) -> dict[str, Any]:
                                        note=f"layer {geo.layer}; random directions in this space: mean |cos| ~ {geo.random_reference:.3f}")  # fmt: skip
     if results.isv and any(s.history for s in results.isv.values()):
         out["history"] = _history_figure(results.isv, go)
+    steer = steerability_figure(results, go)
+    if steer is not None:
+        out["steerability"] = steer
     return out
 
 
-__all__ = ["FIGURE_TEXT", "FIGURE_TITLES", "figures", "forest_figure", "forest_rows", "pooled"]
+__all__ = ["FIGURE_TEXT", "FIGURE_TITLES", "figures", "forest_figure", "forest_rows", "pooled", "steerability_figure"]

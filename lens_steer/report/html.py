@@ -38,7 +38,7 @@ def report_html(results: Results) -> str:
 
     claims = judge_claims(results)
     rendered = {s.key: markdown_to_html(s.markdown) for s in sections(results, claims) if s.key != "claims"}
-    parts = {key: rendered.get(key, "") for key in ("head", "ground_truth", "capability", "paper_table", "gains", "ood", "mmlu")}
+    parts = {key: rendered.get(key, "") for key in ("head", "ground_truth", "capability", "paper_table", "v2_table", "gains", "steerability", "ood", "mmlu")}
     figs = figures(results)
     blocks = [FigureBlock(k, FIGURE_TITLES[k], FIGURE_TEXT[k], figs[k].to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{k}") if k in figs else "")
               for k in FIGURE_TITLES]  # fmt: skip

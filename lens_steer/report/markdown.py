@@ -1,8 +1,9 @@
 """results.md: the report's text as Markdown sections, in the order a researcher reads them.
 
 (On a bias model organism, the ground truth first;) the paper's claims with their verdicts; how capable the
-unsteered model is; then the details: our BBQ table in the paper's layout beside its published numbers, the
-gains split by context beside their random controls, out of distribution, MMLU retention.
+unsteered model is; then the details: our BBQ table in the paper's layout beside its published numbers (and the
+later paper's v2 table when its protocol or splits ran), the gains of every method (vectors and debiasing baselines)
+split by context beside their random controls, per-item steerability, out of distribution, MMLU retention.
 """
 
 from __future__ import annotations
@@ -23,38 +24,21 @@ from lens_steer.report.claims import (
     worst_control,
 )
 from lens_steer.report.paper import CITATION, PAPER_AXES, PAPER_AXIS_LABELS, PAPER_MODELS, PAPER_TABLE, SHORT_CITATION
+from lens_steer.report.method_tables import steerability_lines, v2_table_lines
+from lens_steer.report.tables import VECTOR_LABELS, cell, md_table
 from lens_steer.report.verdicts import CHANCE, RETENTION_MARGIN, Interval, chance_word, context_reading, fmt_ci, fmt_diff, fmt_p, pct
 
-VECTOR_LABELS: dict[str, str] = {
-    "isv": "ISV",
-    "sve": "SVE",
-    "sve_norm": "SVE (norm-matched)",
-    "sve_weighted": "SVE (coefficient-weighted)",
-    "merged": "merged datasets",
-    "sve_loo": "SVE without this axis",
-}
 GAIN_HEADER = ["target", "vector", "coeff", "acc", "gain", "gain ambig", "gain disambig", "Δunknown ambig", "Δunknown disambig", "McNemar p", "vs control (worst)", "reading"]
 CLAIMS_HEADING = f"## Claims of {SHORT_CITATION}"
 
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """One part of the report: a key ("head", "ground_truth", "claims", "capability", "paper_table", "gains",
-    "ood", "mmlu") and its Markdown."""
+    """One part of the report: a key ("head", "ground_truth", "claims", "capability", "paper_table", "v2_table",
+    "gains", "steerability", "ood", "mmlu") and its Markdown."""
 
     key: str
     markdown: str
-
-
-def cell(text: object) -> str:
-    """A table cell: the text on one line, with "|" (which would split the cell) written as "/"."""
-    return " ".join(str(text).split()).replace("|", "/")
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    """A Markdown table."""
-    out = ["| " + " | ".join(cell(h) for h in header) + " |", "|" + "---|" * len(header)]
-    return out + ["| " + " | ".join(cell(c) for c in r) + " |" for r in rows]
 
 
 def _join(lines: Sequence[str]) -> str:
@@ -176,7 +160,8 @@ def _gains(results: Results) -> list[str]:
         return lines + ["Test-split evaluation of the steered models: not run."]
     lines += ["Gains in points, paired 95% bootstrap intervals. \"vs control\": the steered run minus a random vector with the same "
               "norms, layers and coefficient (the worst of the control seeds). A debiased model gains on ambiguous items without "
-              "answering \"unknown\" more on disambiguated ones.", ""]  # fmt: skip
+              "answering \"unknown\" more on disambiguated ones. The debiasing baselines (prompting, Self-Debias, fine-tuning) "
+              "steer nothing, so they have no random control; their rows are paired against the same unsteered baseline.", ""]  # fmt: skip
     return lines + md_table(GAIN_HEADER, [r for a in ordered_axes(list(rows)) for r in gain_rows(a, rows[a])])
 
 
@@ -206,15 +191,16 @@ def _mmlu(results: Results) -> list[str]:
         ctrls = [c.diff for c in e.controls or () if c.diff is not None]
         ctrl = "-" if not ctrls else f"{100 * sum(ctrls) / len(ctrls):+.1f}"
         label = f"ISV ({name[4:]})" if name.startswith("isv:") else VECTOR_LABELS.get(name, name)
-        table.append([label, f"{e.coeff}", fmt_ci(Interval.of(e.acc)), fmt_diff(mmlu_change(mm, name)), fmt_p(e.mcnemar.p if e.mcnemar else None), ctrl])
-    return lines + md_table(["vector", "coeff", "acc", "change", "McNemar p", "random controls' mean change"], table)
+        table.append([label, f"{e.coeff}", fmt_ci(Interval.of(e.acc)), fmt_diff(mmlu_change(mm, name)), fmt_p(e.mcnemar.p if e.mcnemar else None), ctrl, e.note or ""])
+    return lines + md_table(["method", "coeff", "acc", "change", "McNemar p", "random controls' mean change", "note"], table)
 
 
 def sections(results: Results, claims: Sequence[Claim] | None = None) -> list[Section]:
     """The report's sections in reading order (the ground truth only on a bias model organism)."""
     judged = judge_claims(results) if claims is None else claims
     parts = [("head", _head(results)), ("ground_truth", _ground_truth(results)), ("claims", _claims(judged)), ("capability", _capability(results)),
-             ("paper_table", _paper_table(results)), ("gains", _gains(results)), ("ood", _ood(results)), ("mmlu", _mmlu(results))]  # fmt: skip
+             ("paper_table", _paper_table(results)), ("v2_table", v2_table_lines(results)), ("gains", _gains(results)),
+             ("steerability", steerability_lines(results)), ("ood", _ood(results)), ("mmlu", _mmlu(results))]  # fmt: skip
     return [Section(key, _join(lines)) for key, lines in parts if lines]
 
 
