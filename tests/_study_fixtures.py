@@ -21,7 +21,7 @@ def data_ok() -> bool:
     return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
 
 
-needs_data = pytest.mark.skipif(not data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found")
+needs_data = pytest.mark.skipif(not data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found; set LENS_STEER_DATA")
 
 SMALL = SearchSpace(
     corpora=("age", "race", "gender"),

@@ -39,12 +39,19 @@ BACKENDS = [name for name, ok in (("bridge", HAS_BRIDGE), ("hooked", HAS_HOOKED)
 bridge_only = pytest.mark.skipif(not HAS_BRIDGE, reason="needs transformer_lens.model_bridge (TransformerBridge)")
 
 
-def make_tiny(backend: str, seed: int = 0, process_weights: bool = False) -> Any:
-    """A tiny random model of the given backend (weights fixed by `seed`)."""
+def quiet_tiny_llama(seed: int = 0, process_weights: bool = False) -> Any:
+    """`load_model("tiny-llama", seed=seed)` with its load warnings silenced."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if backend == "bridge":
-            return models.load_model(models.TINY_MODEL, seed=seed, process_weights=process_weights)
+        return models.load_model(models.TINY_MODEL, seed=seed, process_weights=process_weights)
+
+
+def make_tiny(backend: str, seed: int = 0, process_weights: bool = False) -> Any:
+    """A tiny random model of the given backend (weights fixed by `seed`)."""
+    if backend == "bridge":
+        return quiet_tiny_llama(seed, process_weights)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:

@@ -23,12 +23,12 @@ from typing import Any
 import pytest
 import torch
 from _arch_checkpoints import FAMILIES, SLIDING_WINDOW, Family, write_checkpoint
+from _study_fixtures import needs_data
 from _tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer import architectures
 from lens_steer.architectures import decoder_layer_module, family_of, hf_config, sliding_window
 from lens_steer.cli import main
-from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError, ModelError
 from lens_steer.scoring import Question, final_residual, score_questions, score_steered
 from lens_steer.extract import AGGREGATORS, extract_vector
@@ -50,17 +50,6 @@ QUESTIONS = [
     Question("A cat and a dog played in the yard.", "Who won?", ("the cat", "the dog", "Can't be determined")),
 ]
 N_NEW = 8
-
-
-def _data_ok() -> bool:
-    try:
-        root = resolve_data_root()
-    except LensSteerError:
-        return False
-    return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
-
-
-needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found; set LENS_STEER_DATA")
 
 
 @dataclasses.dataclass

@@ -4,13 +4,14 @@ fine-tuning baseline's predictions against its own model, one-line errors."""
 
 from __future__ import annotations
 
+import functools
 import os
-import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from _tiny_models import quiet_tiny_llama
 
 from lens_steer.baselines import (
     PROMPTING_PREFIX,
@@ -27,7 +28,6 @@ from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
 from lens_steer.scoring import Question, cloze_prompt, encode_pair, score_questions
-from lens_steer.models import load_model
 from lens_steer.selfdebias import SCHICK_PREFIXES
 from lens_steer.tokens import encode_texts
 
@@ -35,10 +35,7 @@ DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2
 pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: BBQ under {DATA}; set LENS_STEER_DATA")
 
 
-def tiny():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model("tiny-llama", seed=6)
+tiny = functools.partial(quiet_tiny_llama, seed=6)  # a fresh tiny model each call (finetuning's base)
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,9 @@ base model is left untouched."""
 
 from __future__ import annotations
 
-import warnings
-
 import pytest
 import torch
+from _tiny_models import quiet_tiny_llama
 
 from lens_steer.errors import LensSteerError, VectorError
 from lens_steer.scoring import Question, score_questions
@@ -25,9 +24,7 @@ FAST = LoraRecipe(lr=2e-3, batch_size=4)
 
 
 def fresh():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return load_model("tiny-llama", seed=4)
+    return quiet_tiny_llama(seed=4)
 
 
 @pytest.fixture(scope="module")
