@@ -76,3 +76,21 @@ def test_ground_truth_table_and_markdown() -> None:
     text = "\n".join(markdown(gt))
     assert "## Ground truth" in text and "| age | planted | baseline |" in text
     assert "isv: removed 1, reduced 0, not reduced 0 of 1 planted axes; harmed 1 of 1 clean axes" in text
+
+
+def test_baselines_are_methods_of_the_ground_truth_without_a_control_to_beat() -> None:
+    base = {k: m(0.4, 0.3, 0.5) for k in ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig")}
+    no_control = {"coeff": 0.0, "vs_base": REMOVED, "controls": []}
+    ensemble = {"in_distribution": {
+        "age": {"n": 40, "baseline": base, "steered": {"isv": {**entry(REMOVED), "controls": []}, "prompting": no_control, "self-debias-schick": no_control}},
+        "disability": {"n": 40, "baseline": base, "steered": {"prompting": {**no_control, "vs_base": paired((0.0, -0.1, 0.1), (-0.2, -0.3, -0.1), (0.0, -0.1, 0.1))}}},
+    }}  # fmt: skip
+    isv = {"age": {"params": {"protocol": "v2", "layer": 3, "coeff": 1.6, "splits": "v2"}, "coeff": 1.6}}
+    gt = ground_truth(ensemble, isv, {"name": "o", "plant": ["age"], "clean": ["disability"], "weights_sha256": "x"})
+    # the same paired numbers: a vector without its control is only "reduced", a baseline (no control exists) is "removed"
+    assert gt["axes"]["age"]["verdicts"] == {"isv": "reduced", "prompting": "removed", "self-debias-schick": "removed"}
+    assert gt["axes"]["disability"]["verdicts"] == {"prompting": "harmed"}
+    assert gt["axes"]["age"]["methods"]["prompting"]["acc_ambig"]["diff"] == REMOVED["ambig"]["acc"]["diff"]
+    assert "v2 protocol" in gt["axes"]["age"]["search_choice"] and "layer 3" in gt["axes"]["age"]["search_choice"]
+    text = "\n".join(markdown(gt))
+    assert "prompting: removed 1, reduced 0, not reduced 0 of 1 planted axes; harmed 1 of 1 clean axes" in text
