@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from _hf_pair import random_vector
+from _one_line import assert_cli_fails
 from _tiny_models import bridge_only, make_tiny, single_thread  # noqa: F401
 
 from lens_steer.cli import main
@@ -55,25 +56,17 @@ def test_export_reads_a_foreign_file_with_the_model(model: Any, tmp_path: Path) 
     assert list(tensors) == ["direction.2"] and np.array_equal(tensors["direction.2"], np.arange(d, dtype=np.float32))
 
 
-def one_line_error(capsys: pytest.CaptureFixture[str], args: list[str], *needles: str) -> None:
-    assert main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, err
-
-
 def test_export_refusals_are_one_line_and_write_nothing(model: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     src = random_vector(model, [1]).save(tmp_path / "in" / "v.safetensors")
     attn = random_vector(model, [1], hook="hook_attn_out").save(tmp_path / "in" / "attn.safetensors")
     first = random_vector(model, [0]).save(tmp_path / "in" / "first.safetensors")
     out = tmp_path / "out"
-    one_line_error(capsys, ["export", str(src), "--to", "onnx", "--out", str(out / "v.onnx")], "'onnx'", "lm-eval, gguf, hf")
-    one_line_error(capsys, ["export", str(attn), "--to", "gguf", "--out", str(out / "v.gguf")], "hook_attn_out")
-    one_line_error(capsys, ["export", str(first), "--to", "gguf", "--out", str(out / "v.gguf")], "block 0")
-    one_line_error(capsys, ["export", str(src), "--to", "lm-eval", "--out", str(out / "v.safetensors")], ".pt")
-    one_line_error(capsys, ["export", str(src), "--to", "gguf", "--arch", "bert", "--out", str(out / "v.gguf")], "'bert'")
-    one_line_error(capsys, ["export", str(tmp_path / "missing.safetensors"), "--to", "gguf", "--out", str(out / "v.gguf")], "does not exist")
+    assert_cli_fails(capsys, ["export", str(src), "--to", "onnx", "--out", str(out / "v.onnx")], "'onnx'", "lm-eval, gguf, hf")
+    assert_cli_fails(capsys, ["export", str(attn), "--to", "gguf", "--out", str(out / "v.gguf")], "hook_attn_out")
+    assert_cli_fails(capsys, ["export", str(first), "--to", "gguf", "--out", str(out / "v.gguf")], "block 0")
+    assert_cli_fails(capsys, ["export", str(src), "--to", "lm-eval", "--out", str(out / "v.safetensors")], ".pt")
+    assert_cli_fails(capsys, ["export", str(src), "--to", "gguf", "--arch", "bert", "--out", str(out / "v.gguf")], "'bert'")
+    assert_cli_fails(capsys, ["export", str(tmp_path / "missing.safetensors"), "--to", "gguf", "--out", str(out / "v.gguf")], "does not exist")
     (tmp_path / "in" / "junk.pt").write_bytes(b"junk bytes")
-    one_line_error(capsys, ["export", str(tmp_path / "in" / "junk.pt"), "--to", "gguf", "--out", str(out / "v.gguf")], "junk.pt")
+    assert_cli_fails(capsys, ["export", str(tmp_path / "in" / "junk.pt"), "--to", "gguf", "--out", str(out / "v.gguf")], "junk.pt")
     assert not out.exists()

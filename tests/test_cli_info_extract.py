@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import torch
+from _one_line import assert_cli_fails
 from _tiny_models import bridge_only, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.cli import main
@@ -103,25 +104,17 @@ def test_extract_pca_diff_with_chat_template(tmp_path: Path, model: Any) -> None
     assert int(((diffs @ got) > 0).sum()) >= int(((diffs @ got) < 0).sum())
 
 
-def _fails(capsys: pytest.CaptureFixture[str], argv: list[str], *needles: str) -> None:
-    assert main(argv) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
-    for needle in needles:
-        assert needle in err, err
-
-
 def test_extract_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Any) -> None:
     out = tmp_path / "never.safetensors"
     base = ["extract", "--model", TINY_MODEL, "--out", str(out), "--method", "mean_diff"]
     bad_json = write_pairs(tmp_path / "bad.jsonl", [PAIRS[0], "{not json"])
-    _fails(capsys, [*base, "--pairs", str(bad_json), "--layers", "1"], "bad.jsonl", "line 2")
+    assert_cli_fails(capsys, [*base, "--pairs", str(bad_json), "--layers", "1"], "bad.jsonl", "line 2")
     empty_side = write_pairs(tmp_path / "empty.jsonl", [PAIRS[0], PAIRS[1], {"positive": "x", "negative": ""}])
-    _fails(capsys, [*base, "--pairs", str(empty_side), "--layers", "1"], "empty.jsonl", "line 3", "'negative'")
+    assert_cli_fails(capsys, [*base, "--pairs", str(empty_side), "--layers", "1"], "empty.jsonl", "line 3", "'negative'")
     good = write_pairs(tmp_path / "good.jsonl", PAIRS)
-    _fails(capsys, [*base, "--pairs", str(good), "--layers", "1,9"], "layer 9", "0..3")
-    _fails(capsys, [*base, "--pairs", str(good), "--layers", "one"], "'one'")
-    _fails(capsys, [*base, "--pairs", str(tmp_path / "absent.jsonl"), "--layers", "1"], "absent.jsonl")
-    _fails(capsys, ["extract", "--model", "no-such-model", "--pairs", str(good), "--layers", "1", "--out", str(out)], "'no-such-model'")
+    assert_cli_fails(capsys, [*base, "--pairs", str(good), "--layers", "1,9"], "layer 9", "0..3")
+    assert_cli_fails(capsys, [*base, "--pairs", str(good), "--layers", "one"], "'one'")
+    assert_cli_fails(capsys, [*base, "--pairs", str(tmp_path / "absent.jsonl"), "--layers", "1"], "absent.jsonl")
+    assert_cli_fails(capsys, ["extract", "--model", "no-such-model", "--pairs", str(good), "--layers", "1", "--out", str(out)], "'no-such-model'")
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "empty.jsonl", "good.jsonl"]  # no temp files

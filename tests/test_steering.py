@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import torch
+from _one_line import assert_one_line_error
 from _tiny_models import BACKENDS, bridge_only, hook_counts, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.errors import LensSteerError
 from lens_steer.models import model_identity
 from lens_steer.steering import steer
 from lens_steer.vectors import HOOK_KINDS, SteeringVector, VectorMetadata, sum_vectors
@@ -295,15 +295,6 @@ def test_apply_is_steer(model: Any) -> None:
     torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
-def _one_line_error(fn: Callable[[], Any], *needles: str) -> None:
-    with pytest.raises(LensSteerError) as info:
-        fn()
-    msg = str(info.value)
-    assert "\n" not in msg
-    for needle in needles:
-        assert needle in msg, msg
-
-
 def _enter(model: Any, vectors: Any, **kw: Any) -> None:
     with steer(model, vectors, **kw):
         pass
@@ -312,13 +303,13 @@ def _enter(model: Any, vectors: Any, **kw: Any) -> None:
 def test_refusals_are_one_line(model: Any) -> None:
     vec = make_vector(model, [1])
     before = hook_counts(model)
-    _one_line_error(lambda: _enter(model, [(vec, 1.0)], positions="middle"), "'middle'", "generated")
-    _one_line_error(lambda: _enter(model, []), "at least one")
-    _one_line_error(lambda: _enter(model, [(vec, float("nan"))]), "nan")
+    assert_one_line_error(lambda: _enter(model, [(vec, 1.0)], positions="middle"), "'middle'", "generated")
+    assert_one_line_error(lambda: _enter(model, []), "at least one")
+    assert_one_line_error(lambda: _enter(model, [(vec, float("nan"))]), "nan")
     ident = model_identity(model)
     other = SteeringVector({1: torch.ones(ident.d_model)}, VectorMetadata(model_name="other-model", d_model=ident.d_model))
-    _one_line_error(lambda: _enter(model, [(other, 1.0)]), "'other-model'")
+    assert_one_line_error(lambda: _enter(model, [(other, 1.0)]), "'other-model'")
     deep = SteeringVector({ident.n_layers: torch.ones(ident.d_model)}, VectorMetadata(model_name=ident.name, d_model=ident.d_model))
-    _one_line_error(lambda: _enter(model, [(deep, 1.0)]), str(ident.n_layers), f"0..{ident.n_layers - 1}")
-    _one_line_error(lambda: _enter(model, [(vec, 1.0), (other, 1.0)]), "'other-model'")
+    assert_one_line_error(lambda: _enter(model, [(deep, 1.0)]), str(ident.n_layers), f"0..{ident.n_layers - 1}")
+    assert_one_line_error(lambda: _enter(model, [(vec, 1.0), (other, 1.0)]), "'other-model'")
     assert hook_counts(model) == before  # a refused vector leaves no hook behind

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import torch
+from _one_line import assert_one_line_error
 from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 from safetensors.torch import save_file
 
@@ -96,12 +97,7 @@ def test_value_refusals_are_one_line() -> None:
         (lambda: mean_vectors([vec({1: ramp(0)})], weights=[0.0]), ["non-zero"]),
     ]
     for fn, needles in cases:
-        with pytest.raises(VectorError) as e:
-            fn()
-        msg = str(e.value)
-        assert "\n" not in msg
-        for needle in needles:
-            assert needle in msg, msg
+        assert_one_line_error(fn, *needles, error=VectorError)
 
 
 # ---- file format ----------------------------------------------------------------------------------
