@@ -363,12 +363,18 @@ def test_real_files_load_with_readme_counts():
     assert {it.source for it in items if it.category == "SES"} == {"partial"}
 
 
-@needs_real
-def test_real_group_keys_hold_whole_balanced_templates():
-    items = load_bbq(data_root=REAL_ROOT)
+@pytest.fixture(scope="module")
+def real_groups() -> dict[tuple, list]:
+    """The real files' items by group_key (one filled template each)."""
     groups: dict[tuple, list] = defaultdict(list)
-    for it in items:
+    for it in load_bbq(data_root=REAL_ROOT):
         groups[it.group_key].append(it)
+    return groups
+
+
+@needs_real
+def test_real_group_keys_hold_whole_balanced_templates(real_groups):
+    groups = real_groups
     block_to_key: dict[tuple, set] = defaultdict(set)
     for key, its in groups.items():
         variants = Counter((it.question_polarity, it.context_condition) for it in its)
@@ -384,12 +390,9 @@ def test_real_group_keys_hold_whole_balanced_templates():
 
 
 @needs_real
-def test_real_biased_answers_are_the_two_people_of_a_template():
+def test_real_biased_answers_are_the_two_people_of_a_template(real_groups):
     # neg and nonneg questions of one template point at different people (when each has one biased answer)
-    items = load_bbq(data_root=REAL_ROOT)
-    groups: dict[tuple, list] = defaultdict(list)
-    for it in items:
-        groups[it.group_key].append(it)
+    groups = real_groups
     checked = 0
     for its in groups.values():
         neg = {it.biased_index for it in its if it.question_polarity == "neg"}
