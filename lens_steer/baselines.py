@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import torch
@@ -227,27 +227,29 @@ def baseline_model(
     return model, method
 
 
+class ScoreOptions(TypedDict, total=False):
+    """`score_questions_with`'s keyword options, passed on unchanged by the BBQ wrappers below."""
+
+    scoring: str
+    prompt_format: str
+    vector: SteeringVector | None
+    coeff: float
+    max_batch: int
+    progress: Progress | None
+
+
 def baseline_bbq_scores(
-    model: HookedModel,
-    items: Sequence[Any],
-    method: str,
-    *,
-    scoring: str = DEFAULT_SCORING,
-    prompt_format: str = "reference",
-    vector: SteeringVector | None = None,
-    coeff: float = 0.0,
-    max_batch: int = 16,
-    progress: Progress | None = None,
+    model: HookedModel, items: Sequence[Any], method: str, **options: Unpack[ScoreOptions]
 ) -> tuple[list[Question], list[QuestionScore], list[BbqPrediction]]:
-    """BBQ items scored under a scoring method (`none`, `prompting`, `self-debias-schick`, `self-debias`): the
-    questions as scored (the baseline's prefix included), their scores and the predictions."""
+    """BBQ items scored under a scoring method (`none`, `prompting`, `self-debias-schick`, `self-debias`; options as
+    `score_questions_with`'s): the questions as scored (the baseline's prefix included), their scores and the predictions."""
     from lens_steer.tasks.bbq import bbq_question
 
     questions = [bbq_question(it) for it in items]
     if method == "self-debias":
-        scores = self_debias_scores(model, questions, vector=vector, coeff=coeff, progress=progress)
+        scores = self_debias_scores(model, questions, vector=options.get("vector"), coeff=options.get("coeff", 0.0), progress=options.get("progress"))
         return questions, scores, [BbqPrediction.from_item(it, s.pred, ()) for it, s in zip(items, scores)]
-    scores = score_questions_with(model, questions, method, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress)
+    scores = score_questions_with(model, questions, method, **options)
     preds = [BbqPrediction.from_item(it, s.pred, s.answer_scores or s.option_scores) for it, s in zip(items, scores)]
     return questions, scores, preds
 
@@ -257,17 +259,14 @@ def baseline_predictions(
     items: Sequence[Any],
     method: str,
     *,
-    scoring: str = DEFAULT_SCORING,
-    prompt_format: str = "reference",
-    max_batch: int = 16,
-    progress: Progress | None = None,
     load_base: Callable[[], HookedModel] | None = None,
     train_texts: Sequence[str] | None = None,
     seed: int = 0,
+    **options: Unpack[ScoreOptions],
 ) -> list[BbqPrediction]:
-    """Per-item BBQ predictions of one baseline (`prompting`, `self-debias-schick`, `finetune`, or `none`)."""
+    """Per-item BBQ predictions of one baseline (`prompting`, `self-debias-schick`, `self-debias`, `finetune`, or `none`)."""
     scored_model, scoring_method = baseline_model(model, method, load_base=load_base, train_texts=train_texts, seed=seed)
-    return baseline_bbq_scores(scored_model, items, scoring_method, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)[2]
+    return baseline_bbq_scores(scored_model, items, scoring_method, **options)[2]
 
 
 def self_debias_scores(

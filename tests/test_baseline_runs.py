@@ -4,13 +4,10 @@ and MMLU records are recomputed from the scores."""
 
 from __future__ import annotations
 
-import functools
 import json
-import os
-from pathlib import Path
 
 import pytest
-from _tiny_models import quiet_tiny_llama
+from _tasks_fixtures import DATA, model, needs_bbq  # noqa: F401  (model: a pytest fixture)
 
 from lens_steer.baseline_runs import BaselineScorer
 from lens_steer.baselines import baseline_bbq_scores, baseline_predictions, finetune_texts, score_questions_with
@@ -18,16 +15,14 @@ from lens_steer.data.bbq import load_bbq
 from lens_steer.data.select import limit_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
+from lens_steer.models import load_model
 
-DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: BBQ under {DATA}; set LENS_STEER_DATA")
-
-tiny = functools.partial(quiet_tiny_llama, seed=6)
+pytestmark = needs_bbq
 
 
-@pytest.fixture(scope="module")
-def model():
-    return tiny()
+def tiny():
+    """A fresh copy of the fixture's model (the fine-tuning baseline trains one)."""
+    return load_model("tiny-llama", seed=1)
 
 
 @pytest.fixture(scope="module")
