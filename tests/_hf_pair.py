@@ -50,3 +50,13 @@ def random_vector(model: HookedModel, layers: list[int], hook: str = "hook_resid
     dirs = {layer: torch.randn(ident.d_model, generator=g) for layer in layers}
     dirs = {layer: scale * v / v.norm() for layer, v in dirs.items()}
     return SteeringVector(dirs, VectorMetadata(ident.name, ident.d_model, hook=hook, method="random", processing=ident.processing))
+
+
+def hooked_logits(hf: Any, tokens: torch.Tensor, handles: list[Any]) -> torch.Tensor:
+    """`hf(tokens).logits` with the forward hooks `handles` in place; the hooks are removed afterwards."""
+    try:
+        with torch.inference_mode():
+            return hf(tokens).logits
+    finally:
+        for h in handles:
+            h.remove()

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from _arch_checkpoints import FAMILIES, write_checkpoint
-from _hf_pair import random_vector, tiny_pair
+from _hf_pair import hooked_logits, random_vector, tiny_pair
 from _tiny_models import single_thread  # noqa: F401
 from safetensors.torch import save_file
 
@@ -129,13 +129,7 @@ def test_lm_eval_export_gives_lm_evals_logits(pair: Any, tmp_path: Path, hook: s
     assert all(entry["action"] == "add" and entry["steering_coefficient"] == -1.5 and entry["bias"] is None for entry in config.values())
     expected = tl_logits(bridge, vector, -1.5)
     assert (expected - bridge(TOKENS)).abs().max() > 0.1  # the steering matters
-    handles = lm_eval_steer_reimplementation(hf, path)
-    try:
-        with torch.inference_mode():
-            got = hf(TOKENS).logits
-    finally:
-        for h in handles:
-            h.remove()
+    got = hooked_logits(hf, TOKENS, lm_eval_steer_reimplementation(hf, path))
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
 
 
@@ -152,13 +146,7 @@ def test_lm_eval_export_in_every_supported_family(family: str, tmp_path: Path) -
         layers = [1, 3] if hook == "hook_resid_pre" and module_names(hf.config.model_type).embed is None else [0, 3]
         vector = random_vector(bridge, layers, hook=hook, scale=2.0)
         path = export_vector(vector, "lm-eval", 1.0, tmp_path / f"{hook}.pt")  # the architecture comes from the folder's config
-        handles = lm_eval_steer_reimplementation(hf, path)
-        try:
-            with torch.inference_mode():
-                got = hf(tokens).logits
-        finally:
-            for h in handles:
-                h.remove()
+        got = hooked_logits(hf, tokens, lm_eval_steer_reimplementation(hf, path))
         with torch.inference_mode(), steer(bridge, [(vector, 1.0)]):
             expected = bridge(tokens)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=0, msg=lambda m: f"{family} {hook}: {m}")
@@ -268,13 +256,7 @@ def test_gguf_layout_and_llama_cpp_semantics(pair: Any, tmp_path: Path, hook: st
     n_embd, adds = llama_cpp_control_vector(path, int(bridge.cfg.n_layers))
     assert n_embd == model_identity(bridge).d_model
     assert [il for il, v in sorted(adds.items()) if np.any(v != 0)] == numbering  # gaps are zero-filled, as in llama.cpp
-    handles = apply_at_layer_outputs(hf, adds)
-    try:
-        with torch.inference_mode():
-            got = hf(TOKENS).logits
-    finally:
-        for h in handles:
-            h.remove()
+    got = hooked_logits(hf, TOKENS, apply_at_layer_outputs(hf, adds))
     torch.testing.assert_close(got, tl_logits(bridge, vector, 1.5), atol=1e-4, rtol=0)
     back = load_vector(path, bridge)
     same_vector(back, vector * 1.5)
@@ -361,13 +343,7 @@ def test_processing_is_refused_on_layernorm_and_harmless_on_rmsnorm(tmp_path: Pa
         plain_resid = plain_bridge.run_with_cache(TOKENS, names_filter=lambda n: n in names)[1]
     assert all(torch.equal(processed_resid[n], plain_resid[n]) for n in names)  # processing leaves an RMSNorm residual alone
     path = export_vector(rms_vector, "lm-eval", 1.0, tmp_path / "rms.pt")
-    handles = lm_eval_steer_reimplementation(hf, path)
-    try:
-        with torch.inference_mode():
-            got = torch.log_softmax(hf(TOKENS).logits, -1)
-    finally:
-        for h in handles:
-            h.remove()
+    got = torch.log_softmax(hooked_logits(hf, TOKENS, lm_eval_steer_reimplementation(hf, path)), -1)
     # center_unembed shifts each position's logits by a constant: compare log-probabilities
     torch.testing.assert_close(got, torch.log_softmax(tl_logits(rms_bridge, rms_vector, 1.0), -1), atol=1e-4, rtol=0)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import torch
+from _hf_pair import hooked_logits
 from _tiny_models import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 pytestmark = pytest.mark.integration
@@ -101,13 +102,7 @@ def test_steered_logits_equal_a_plain_torch_hook_on_hf(models: tuple[Any, Any]) 
 
         return hook
 
-    handles = [hf.model.layers[layer].register_forward_hook(adder(coeff * vec.directions[layer])) for layer in LAYERS]
-    try:
-        with torch.no_grad():
-            ref = hf(tokens).logits
-    finally:
-        for h in handles:
-            h.remove()
+    ref = hooked_logits(hf, tokens, [hf.model.layers[layer].register_forward_hook(adder(coeff * vec.directions[layer])) for layer in LAYERS])
     with torch.no_grad():
         plain = hf(tokens).logits
         with steer(model, [(vec, coeff)]):
