@@ -18,11 +18,11 @@ import pytest
 import torch
 from _arch_checkpoints import FAMILIES, write_checkpoint
 from _hf_pair import hooked_logits, random_vector, tiny_pair
+from _one_line import assert_one_line_error
 from _tiny_models import single_thread  # noqa: F401
 from safetensors.torch import save_file
 
 from lens_steer import formats
-from lens_steer.errors import LensSteerError
 from lens_steer.export import export_vector, lm_eval_config
 from lens_steer.formats import architecture_of, hook_of_output, hook_site, module_names, output_site
 from lens_steer.models import PROCESSING_FLAGS, model_identity
@@ -42,16 +42,6 @@ def tl_logits(bridge: Any, vector: SteeringVector, coeff: float) -> torch.Tensor
         return bridge(TOKENS)
 
 
-def refused(fn: Any, *needles: str) -> str:
-    with pytest.raises(LensSteerError) as e:
-        fn()
-    msg = str(e.value)
-    assert "\n" not in msg, msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
-
-
 def same_vector(a: SteeringVector, b: SteeringVector) -> None:
     assert a.layers == b.layers
     for layer in a.layers:
@@ -67,8 +57,8 @@ def test_architecture_of_names_folders_and_models(pair: Any, tmp_path: Path) -> 
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
     assert architecture_of(str(tmp_path)) == "qwen2"
     assert architecture_of("anything", "gpt2") == "gpt2"
-    refused(lambda: architecture_of("no-such-model"), "'no-such-model'", "--arch")
-    refused(lambda: architecture_of("x", "bert"), "'bert'", "llama")
+    assert_one_line_error(lambda: architecture_of("no-such-model"), "'no-such-model'", "--arch")
+    assert_one_line_error(lambda: architecture_of("x", "bert"), "'bert'", "llama")
 
 
 def test_hook_sites_follow_the_residual_stream() -> None:
@@ -79,13 +69,13 @@ def test_hook_sites_follow_the_residual_stream() -> None:
     assert hook_site("hook_mlp_out", 1, gpt2) == ("h.1.mlp", "output")
     assert output_site("hook_resid_pre", 3, llama) == "layers.2"  # block 3's input is block 2's output
     assert output_site("hook_resid_pre", 0, llama) == "embed_tokens"
-    refused(lambda: output_site("hook_resid_pre", 0, gpt2), "blocks.0.hook_resid_pre")  # wte + wpe: no one module
-    refused(lambda: hook_site("hook_resid_mid", 1, llama), "hook_resid_mid")
+    assert_one_line_error(lambda: output_site("hook_resid_pre", 0, gpt2), "blocks.0.hook_resid_pre")  # wte + wpe: no one module
+    assert_one_line_error(lambda: hook_site("hook_resid_mid", 1, llama), "hook_resid_mid")
     assert hook_of_output("layers.2", llama, 4) == ("hook_resid_post", 2)
     assert hook_of_output("embed_tokens", llama, 4) == ("hook_resid_pre", 0)
     assert hook_of_output("layers.0.mlp", llama, 4) == ("hook_mlp_out", 0)
-    refused(lambda: hook_of_output("layers.4", llama, 4), "'layers.4'")
-    refused(lambda: hook_of_output("lm_head", llama, 4), "'lm_head'")
+    assert_one_line_error(lambda: hook_of_output("layers.4", llama, 4), "'layers.4'")
+    assert_one_line_error(lambda: hook_of_output("lm_head", llama, 4), "'lm_head'")
 
 
 def test_the_mapping_names_real_modules(pair: Any) -> None:
@@ -202,8 +192,8 @@ def test_lm_eval_file_of_another_tool_imports_by_module_name(pair: Any, tmp_path
     ]
     for k, (config, needles) in enumerate(bad):
         torch.save(config, tmp_path / f"bad{k}.pt")
-        refused(lambda: load_vector(tmp_path / f"bad{k}.pt", bridge), f"bad{k}.pt", *needles)
-    refused(lambda: load_vector(tmp_path / "x.pt"), "pass the model")
+        assert_one_line_error(lambda: load_vector(tmp_path / f"bad{k}.pt", bridge), f"bad{k}.pt", *needles)
+    assert_one_line_error(lambda: load_vector(tmp_path / "x.pt"), "pass the model")
 
 
 # ---- GGUF --------------------------------------------------------------------------------------------
@@ -285,10 +275,10 @@ def test_gguf_written_as_repeng_writes_it_imports(pair: Any, tmp_path: Path) -> 
     vec = load_vector(repeng_export(tmp_path / "r.gguf", dirs), bridge)
     assert vec.metadata.hook == "hook_resid_post" and vec.metadata.model_name == "tiny-llama" and vec.layers == (1, 3)
     assert torch.equal(vec.directions[1], torch.from_numpy(dirs[1])) and vec.metadata.provenance["model_hint"] == "llama"
-    refused(lambda: load_vector(repeng_export(tmp_path / "wide.gguf", {1: np.ones(d + 2, dtype=np.float32)}), bridge), "wide.gguf", f"width {d + 2}")
-    refused(lambda: load_vector(repeng_export(tmp_path / "deep.gguf", {9: np.ones(d, dtype=np.float32)}), bridge), "deep.gguf", "layer 9", "0..3")
-    refused(lambda: load_vector(repeng_export(tmp_path / "zero.gguf", {0: np.ones(d, dtype=np.float32)}), bridge), "direction.0")
-    refused(lambda: load_vector(repeng_export(tmp_path / "model.gguf", {1: np.ones(d, dtype=np.float32)}, arch="llama"), bridge), "'llama'", "not a control vector")
+    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "wide.gguf", {1: np.ones(d + 2, dtype=np.float32)}), bridge), "wide.gguf", f"width {d + 2}")
+    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "deep.gguf", {9: np.ones(d, dtype=np.float32)}), bridge), "deep.gguf", "layer 9", "0..3")
+    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "zero.gguf", {0: np.ones(d, dtype=np.float32)}), bridge), "direction.0")
+    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "model.gguf", {1: np.ones(d, dtype=np.float32)}, arch="llama"), bridge), "'llama'", "not a control vector")
 
 
 # ---- hf and plain ---------------------------------------------------------------------------------------
@@ -318,11 +308,11 @@ def test_plain_files_import_as_layer_outputs(pair: Any, tmp_path: Path) -> None:
         assert vec.metadata.provenance["origin"] == "imported from plain"
         assert vec.metadata.processing == {f: False for f in PROCESSING_FLAGS}
     torch.save({"layer_one": a}, tmp_path / "bad.pt")
-    refused(lambda: load_vector(tmp_path / "bad.pt", bridge), "'layer_one'", "layer number")
+    assert_one_line_error(lambda: load_vector(tmp_path / "bad.pt", bridge), "'layer_one'", "layer number")
     torch.save([a, b], tmp_path / "list.pt")
-    refused(lambda: load_vector(tmp_path / "list.pt", bridge), "list")
+    assert_one_line_error(lambda: load_vector(tmp_path / "list.pt", bridge), "list")
     (tmp_path / "junk.bin").write_bytes(b"\x00\x01 not a vector")
-    refused(lambda: load_vector(tmp_path / "junk.bin", bridge), "junk.bin", "GGUF")
+    assert_one_line_error(lambda: load_vector(tmp_path / "junk.bin", bridge), "junk.bin", "GGUF")
 
 
 # ---- refusals: processing, hook points a format cannot carry; nothing written ------------------------------
@@ -331,7 +321,7 @@ def test_processing_is_refused_on_layernorm_and_harmless_on_rmsnorm(tmp_path: Pa
     ln_vector = random_vector(gpt2_bridge, [1])
     assert all(ln_vector.metadata.processing.values())
     for fmt, name in (("lm-eval", "v.pt"), ("gguf", "v.gguf"), ("hf", "v.safetensors")):
-        refused(lambda: export_vector(ln_vector, fmt, 1.0, tmp_path / name, arch="gpt2"), "LayerNorm", "process_weights=False")
+        assert_one_line_error(lambda: export_vector(ln_vector, fmt, 1.0, tmp_path / name, arch="gpt2"), "LayerNorm", "process_weights=False")
         assert not (tmp_path / name).exists()
     hf, rms_bridge = tiny_pair("llama", process_weights=True)
     rms_vector = random_vector(rms_bridge, [1, 2], scale=3.0)
@@ -360,9 +350,9 @@ def test_exports_that_a_format_cannot_carry_write_nothing(pair: Any, tmp_path: P
         (random_vector(bridge, [1]), "onnx", "v.onnx", ["'onnx'", "lm-eval"]),
     ]
     for vector, fmt, name, needles in cases:
-        refused(lambda: export_vector(vector, fmt, 1.0, tmp_path / name), *needles)
+        assert_one_line_error(lambda: export_vector(vector, fmt, 1.0, tmp_path / name), *needles)
         assert list(tmp_path.iterdir()) == []
-    refused(lambda: export_vector(random_vector(bridge, [1]), "gguf", float("nan"), tmp_path / "v.gguf"), "finite")
+    assert_one_line_error(lambda: export_vector(random_vector(bridge, [1]), "gguf", float("nan"), tmp_path / "v.gguf"), "finite")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -377,7 +367,7 @@ def test_detect_format_reads_content_not_names(pair: Any, tmp_path: Path) -> Non
     (tmp_path / "c.gguf").write_bytes(buffer.getvalue())
     assert [formats.detect_format(p) for p in (lens, tmp_path / "b.safetensors", tmp_path / "c.gguf")] == ["lens_steer", "gguf", "lm-eval"]
     same_vector(load_vector(lens), vector)
-    refused(lambda: formats.read_vector_file(lens, "lens_steer"), "unknown vector format")
+    assert_one_line_error(lambda: formats.read_vector_file(lens, "lens_steer"), "unknown vector format")
 
 
 @pytest.mark.integration
