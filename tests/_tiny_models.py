@@ -55,7 +55,7 @@ def make_tiny(backend: str, seed: int = 0, process_weights: bool = False) -> Any
         state = torch.random.get_rng_state()
         torch.manual_seed(seed)
         try:
-            return models._tiny_hooked_transformer(models.tiny_tokenizer(), device="cpu", dtype=torch.float32)
+            return models.tiny_hooked_transformer(models.tiny_tokenizer(), device="cpu", dtype=torch.float32)
         finally:
             torch.random.set_rng_state(state)
 

@@ -67,7 +67,7 @@ def test_unknown_model_name_is_one_line() -> None:
 
 def test_missing_package_message() -> None:
     with pytest.raises(ModelError) as e:
-        models._package_file("lens_steer_no_such_package", "x.gguf", install_hint="pip install it")
+        models.package_file("lens_steer_no_such_package", "x.gguf", install_hint="pip install it")
     assert "'lens_steer_no_such_package'" in str(e.value) and "pip install it" in str(e.value)
 
 
