@@ -1,6 +1,7 @@
 """Steering Vector Ensembles (SVE) from per-axis ISVs, the merged-datasets baseline, matched random
 controls, and their evaluation on the test split (in-distribution, leave-one-axis-out, intersectional
-categories, MMLU retention), each steered result beside its control and paired against the baseline.
+categories, MMLU retention), each steered result beside its control and paired against the baseline, with its
+per-item steerability; the debiasing baselines (lens_steer.baselines) judged the same way beside them.
 
 Entry points: `lens_steer.isv.load_isvs` -> `build_ensembles` (+ `merged_vector`, `loo_ensembles`) ->
 `evaluate_ensembles(model, isvs, config, out_dir)`.

@@ -287,3 +287,20 @@ def test_v2_splits_need_the_v2_protocol_and_v2_axes():
         check_study_options("v2", "ours", [], ["sexual_orientation"])
     with pytest.raises(LensSteerError, match="baseline"):
         check_study_options("sve-v1", "ours", ["debias"], ["age"])
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        (["--splits", "v2"], ["--splits v2 needs --protocol v2"]),
+        (["--protocol", "v3"], ["unknown --protocol 'v3'"]),
+        (["--protocol", "v2", "--axes", "sexual_orientation"], ["sexual_orientation", "no v2 split"]),
+        (["--baselines", "prompting,debias"], ["unknown baseline 'debias'"]),
+    ],
+)
+def test_bad_study_options_are_one_line_and_write_nothing(tmp_path: Path, capsys, extra: list[str], needles: list[str]):
+    from _one_line import assert_cli_fails
+
+    out = tmp_path / "run"
+    assert_cli_fails(capsys, ["reproduce", "--model", "tiny-llama", "--out", str(out), *extra], *needles)
+    assert not out.exists()

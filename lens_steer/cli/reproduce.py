@@ -25,7 +25,7 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument("--splits", default="ours", help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files; needs --protocol v2). "
                    "Either v2 option adds the later paper's table to the report")
     p.add_argument("--baselines", default=None, help="comma-separated debiasing baselines judged beside the vectors (prompting, self-debias-schick, "
-                   "self-debias, finetune) or none; default prompting,self-debias-schick (the paper budget adds self-debias,finetune)")
+                   "self-debias, finetune) or none; default prompting (the paper budget: all four; self-debias-schick costs about 18 plain evaluations per target)")
     p.add_argument("--out", required=True, help="run folder; re-running the same command resumes it (one run at a time: the folder is locked)")
     p.set_defaults(func=run)
 

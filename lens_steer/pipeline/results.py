@@ -217,7 +217,7 @@ class BbqBlock:
 
     n: int
     baseline: dict[str, Metric]  # lens_steer.metrics.bbq_metrics of the unsteered model
-    steered: dict[str, Steered]  # by vector: "isv", "sve", "sve_norm", "merged", "sve_loo", ...
+    steered: dict[str, Steered]  # by method: vectors ("isv", "sve", "sve_norm", "merged", "sve_loo", ...) and baselines ("prompting", ...; no controls)
     source: str | None = None
     has_source: bool = False  # out-of-distribution blocks record their source (null when no item was selected)
 
