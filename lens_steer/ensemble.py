@@ -188,12 +188,22 @@ def coefficient_sweep(
     config: EnsembleConfig,
     prefix: PrefixCache | None = None,
 ) -> dict[str, Any]:
-    """Validation accuracy per axis for each coefficient; "best" maximises the mean over axes."""
+    """Validation accuracy per axis for each coefficient; "best" maximises the mean over axes. With two or more
+    coefficients, "slopes" holds per axis the per-item steerability over them (lens_steer.steerability.margin_slopes:
+    the mean slope of each item's correct-answer margin and the share of anti-steerable items, negative slope)."""
     rows = []
+    by_coeff: dict[str, dict[float, list[BbqPrediction]]] = {a: {} for a in items_by_axis}
     for c in coeffs:
-        per_axis = {a: _acc(_predict(model, items, vector, c, config, prefix)) for a, items in items_by_axis.items()}
+        for a, items in items_by_axis.items():
+            by_coeff[a][c] = _predict(model, items, vector, c, config, prefix)
+        per_axis = {a: _acc(by_coeff[a][c]) for a in items_by_axis}
         rows.append({"coeff": c, "by_axis": per_axis, "mean": sum(per_axis.values()) / len(per_axis)})
-    return {"rows": rows, "best": best_coeff(rows)}
+    out: dict[str, Any] = {"rows": rows, "best": best_coeff(rows)}
+    if len(set(coeffs)) >= 2 and all(p.option_logprobs for sweep in by_coeff.values() for ps in sweep.values() for p in ps):
+        from lens_steer.steerability import slope_summary
+
+        out["slopes"] = {a: slope_summary(sweep, n_boot=config.n_boot, seed=config.seed) for a, sweep in by_coeff.items()}
+    return out
 
 
 def best_coeff(rows: Sequence[Mapping[str, Any]], exclude: str | None = None) -> float:

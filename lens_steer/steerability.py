@@ -170,12 +170,21 @@ def steerability_report(
         "bias": steerability_bias(base, steered, n_boot=n_boot, seed=seed),
     }
     if sweep is not None:
-        slopes = margin_slopes(sweep)
-        values = np.array(list(slopes.values()))
-        out["slopes"] = {
-            "coeffs": sorted(float(c) for c in sweep),
-            "mean": metrics_to_dict(bootstrap_ci(values, n_boot=n_boot, seed=seed, vectorized=True)),
-            "anti_steerable_share": metrics_to_dict(wrong_way_share(values, n_boot=n_boot, seed=seed)),
-            "items": [{"category": k[0], "example_id": k[1], "slope": v} for k, v in slopes.items()],
-        }
+        out["slopes"] = slope_summary(sweep, n_boot=n_boot, seed=seed, items=True)
+    return out
+
+
+def slope_summary(sweep: Mapping[float, Sequence[BbqPrediction]], *, n_boot: int = 1000, seed: int = 0, items: bool = False) -> dict[str, Any]:
+    """The per-item margin slopes over a coefficient sweep, JSON-ready: the coefficients, the item count, the mean
+    slope and the anti-steerable share (slope below 0) with intervals, and with `items` every item's slope."""
+    slopes = margin_slopes(sweep)
+    values = np.array(list(slopes.values()))
+    out: dict[str, Any] = {
+        "coeffs": sorted(float(c) for c in sweep),
+        "n": int(values.size),
+        "mean": metrics_to_dict(bootstrap_ci(values, n_boot=n_boot, seed=seed, vectorized=True)),
+        "anti_steerable_share": metrics_to_dict(wrong_way_share(values, n_boot=n_boot, seed=seed)),
+    }
+    if items:
+        out["items"] = [{"category": k[0], "example_id": k[1], "slope": v} for k, v in slopes.items()]
     return out

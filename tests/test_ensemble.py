@@ -8,6 +8,7 @@ import json
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,7 +210,7 @@ def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(t
 
     isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
     run = tmp_path / "run"
-    cfg = EnsembleConfig(coeffs=(2.0,), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=2, ood=False,
+    cfg = EnsembleConfig(coeffs=(-2.0, 2.0), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=2, ood=False,
                          store_dir=str(run), baselines=("prompting", "self-debias-schick"))  # fmt: skip
     res = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "a")
     for axis in ("age", "religion"):
@@ -241,6 +242,14 @@ def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(t
         by_hand = [correct_margin(s) - correct_margin(b) for b, s in zip(base, steered)]
         assert [i["delta"] for i in items] == pytest.approx(by_hand)
         assert st["n"] == len(test) and sum(st["histogram"]["counts"]) == len(test)
+        # the SVE's per-item slopes over its validation sweep, by np.polyfit on the stored validation predictions
+        val = select(axis, "validation", 1)
+        sve = build_ensembles(isvs)["sve"]
+        margins = np.array([[correct_margin(p) for p in store.bbq(val, sve, c, keyed, never)] for c in (-2.0, 2.0)])
+        slopes = np.polyfit([-2.0, 2.0], margins, 1)[0]
+        got = res["sweeps"]["sve"]["slopes"][axis]
+        assert got["n"] == len(val) and got["mean"]["value"] == pytest.approx(float(slopes.mean()))
+        assert got["anti_steerable_share"]["value"] == pytest.approx(float((slopes < 0).mean()))
     mm = res["mmlu"]["steered"]
     (rows,) = _store_rows(run, baseline="prompting", benchmark="mmlu")
     assert mm["prompting"]["acc"]["value"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
@@ -249,3 +258,14 @@ def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(t
     again = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "b")
     assert {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.jsonl")} == stored  # the baselines were read back, not rescored
     assert again["in_distribution"]["age"]["steered"]["prompting"] == res["in_distribution"]["age"]["steered"]["prompting"]
+
+
+@needs_data
+def test_ensemble_command_refuses_an_unknown_baseline_in_one_line(tiny, tmp_path: Path, capsys) -> None:
+    from _one_line import assert_cli_fails
+
+    path = tmp_path / "age" / "isv.safetensors"
+    _isv(tiny, "age", "age", 4, 0, (1,), 1.0).vector.save(path)
+    out = tmp_path / "out"
+    assert_cli_fails(capsys, ["ensemble", "--model", "tiny-llama", "--isv", str(path), "--out", str(out), "--baselines", "prompting,debias"], "baselines must be drawn from", "debias")
+    assert not out.exists()

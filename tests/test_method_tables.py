@@ -131,3 +131,19 @@ def test_v2_table_cells_and_means_by_hand(steered_results) -> None:
     base_mean = 100 * sum(res["ensemble"]["in_distribution"][a]["baseline"]["acc"]["value"] for a in v2_axes) / len(v2_axes)
     assert rows["baseline"][1:3] == [f"{V2_PAPER_MEANS['baseline']['bbq']:.1f}", f"{base_mean:.1f} ({len(v2_axes)})"]
     assert rows["prompting"][2] == f"{100 * age['steered']['prompting']['vs_base']['overall']['acc']['steered']['value']:.1f} (1)"
+
+
+def test_slopes_over_the_validation_sweep_by_polyfit(steered_results) -> None:
+    from lens_steer.report.method_tables import slope_rows
+    from lens_steer.steerability import correct_margin, slope_summary
+
+    res, _ = steered_results
+    sweep = {-2.0: with_logprobs(preds("age", 20, 20), 5), 0.0: with_logprobs(preds("age", 10, 30), 6), 2.0: with_logprobs(preds("age", 40, 34), 7)}
+    res["ensemble"]["sweeps"] = {"sve": {"rows": [], "best": 2.0, "slopes": {"age": slope_summary(sweep, n_boot=100)}}}
+    margins = np.array([[correct_margin(p) for p in sweep[c]] for c in (-2.0, 0.0, 2.0)])
+    slopes = np.polyfit([-2.0, 0.0, 2.0], margins, 1)[0]
+    (row,) = slope_rows(typed(res))
+    assert row[:4] == ["SVE", "age", "-2, 0, 2", N]
+    assert row[4].startswith(f"{slopes.mean():+.3f} [")
+    assert row[5].startswith(f"{100 * (slopes < 0).mean():.1f} [")
+    assert "anti-steerable share" in results_markdown(typed(res))

@@ -21,8 +21,8 @@ def add_parser(subparsers: Any) -> None:
         help="build SVEs from ISV runs and evaluate them (test split, OOD, MMLU, random controls)",
         description="Average the ISVs (plain, norm-matched, coefficient-weighted), extract the merged-datasets "
         "baseline, pick each coefficient on validation, and judge baseline, ISV, SVE, merged and leave-one-axis-out "
-        "SVEs on the test split, each steered result beside matched random controls. Writes ensemble.json, "
-        "results.csv and the vectors into --out.",
+        "SVEs on the test split, each steered result beside matched random controls (and any --baselines beside them, "
+        "paired the same way). Writes ensemble.json, results.csv, per-item steerability and the vectors into --out.",
     )
     add_model_option(p)
     add_data_option(p)
@@ -39,6 +39,8 @@ def add_parser(subparsers: Any) -> None:
                    help="where the axes' BBQ items come from (default: the source the ISV searches used, from their study.json; else official)")
     p.add_argument("--no-ood", action="store_true", help="skip the intersectional (out-of-distribution) categories")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 1000)")
+    p.add_argument("--baselines", default=None, help="comma-separated debiasing baselines judged beside the vectors on the same items: prompting, "
+                   "self-debias-schick, self-debias, finetune (default none)")
     p.set_defaults(func=run)
 
 
@@ -65,17 +67,20 @@ def run(args: argparse.Namespace) -> int:
             overrides[field] = getattr(args, flag)
     if args.no_ood:
         overrides["ood"] = False
+    if args.baselines:
+        overrides["baselines"] = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
     overrides["bbq_source"] = args.bbq_source or searched_bbq_source(isvs)
     config = dataclasses.replace(EnsembleConfig(), **overrides)
     model = load_model_from_args(args)
     isvs = load_isvs(paths, model)
-    res = evaluate_ensembles(model, isvs, config, args.out, data_root=args.data_dir, progress=lambda m: print(m, file=sys.stderr, flush=True))
+    res = evaluate_ensembles(model, isvs, config, args.out, data_root=args.data_dir, progress=lambda m: print(m, file=sys.stderr, flush=True),
+                             load_base=lambda: load_model_from_args(args))  # fmt: skip
     print(f"coefficients chosen on validation: {res['coefficients']}")
     for axis, block in res["in_distribution"].items():
         base = block["baseline"]["acc"]["value"]
         parts = [f"base {base:.3f}"]
         for name, e in block["steered"].items():
-            ctrl = e["control_mean_acc"]
+            ctrl = e.get("control_mean_acc")
             parts.append(f"{name} {e['vs_base']['overall']['acc']['steered']['value']:.3f}" + (f" (ctrl {ctrl:.3f})" if ctrl is not None else ""))
         print(f"{axis}: " + ", ".join(parts))
     print(f"wrote {Path(args.out) / 'ensemble.json'} and results.csv")

@@ -62,7 +62,33 @@ def steerability_lines(results: Results) -> list[str]:
         mc = st.mean_change
         table.append([target, VECTOR_LABELS.get(name, name), st.n, _share(st.wrong_way_share), _share(cond["ambig"]) if "ambig" in cond else "-",
                       _share(cond["disambig"]) if "disambig" in cond else "-", f"{mc.value:+.3f} [{mc.ci_low:+.3f}, {mc.ci_high:+.3f}]", bias_check(st.bias)])  # fmt: skip
-    return lines + md_table(STEER_HEADER, table)
+    return lines + md_table(STEER_HEADER, table) + slope_lines(results)
+
+
+def slope_rows(results: Results) -> list[list[str]]:
+    """(method, axis, coefficients, items, mean slope, anti-steerable share) of every validation coefficient sweep with slopes."""
+    from lens_steer.pipeline.json_read import metric
+
+    if results.ensemble is None:
+        return []
+    rows = []
+    for name, sweep in results.ensemble.sweeps.items():
+        for axis, sl in (sweep.get("slopes") or {}).items() if isinstance(sweep, Mapping) else ():
+            where = f"ensemble.sweeps.{name}.slopes.{axis}"
+            mean, share = metric(sl.get("mean"), f"{where}.mean"), metric(sl.get("anti_steerable_share"), f"{where}.anti_steerable_share")
+            rows.append([VECTOR_LABELS.get(name, name), axis, ", ".join(f"{c:g}" for c in sl.get("coeffs", [])), mean.n,
+                         f"{mean.value:+.3f} [{mean.ci_low:+.3f}, {mean.ci_high:+.3f}]", _share(share)])  # fmt: skip
+    return rows
+
+
+def slope_lines(results: Results) -> list[str]:
+    """The slopes over the validation coefficient sweeps as Markdown lines (empty without any)."""
+    rows = slope_rows(results)
+    if not rows:
+        return []
+    return ["", "Per-item slopes over each ensemble's validation coefficient sweep (least squares of each item's margin on the "
+            "coefficient): *anti-steerable* items have a negative slope, moved the wrong way the harder the vector pushes.", "",
+            *md_table(["method", "axis (validation)", "coefficients", "items", "mean slope", "anti-steerable share"], rows)]  # fmt: skip
 
 
 def _acc(entry: Steered | None) -> float | None:
@@ -130,4 +156,4 @@ def v2_table_lines(results: Results) -> list[str]:
     return lines + md_table(["method", "paper BBQ", "ours BBQ", "paper MMLU", "ours MMLU"], means)
 
 
-__all__ = ["STEER_HEADER", "bias_check", "steerability_entries", "steerability_lines", "steered_blocks", "v2_table_lines"]
+__all__ = ["STEER_HEADER", "bias_check", "slope_lines", "slope_rows", "steerability_entries", "steerability_lines", "steered_blocks", "v2_table_lines"]
