@@ -250,6 +250,8 @@ def _reproduce(
     from lens_steer.search.storage import default_storage, redact_url
 
     check_study_options(protocol, splits, baselines, axes)
+    if "finetune" in baselines and load_base is None:
+        raise LensSteerError("the finetune baseline needs load_base, a loader of a fresh copy of the model (the CLI passes one)")
     say = say or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -48,7 +48,7 @@ def _join(lines: Sequence[str]) -> str:
 def _head(results: Results) -> list[str]:
     meta = results.meta
     model = meta.model if meta is not None else "unknown model"
-    keys = ("model", "budget", "seconds", "lens_steer_version", "scoring", "prompt_format", "split_seed", "storage")
+    keys = ("model", "budget", "seconds", "lens_steer_version", "scoring", "prompt_format", "split_seed", "storage", "protocol", "splits")
     lines = [f"# lens_steer reproduction: {model}", ""]
     lines += [f"- {k}: {getattr(meta, k) if meta is not None else 'unknown'}" for k in keys]
     lines += ["", f"Reproducing {CITATION}."]
