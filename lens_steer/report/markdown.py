@@ -28,7 +28,7 @@ from lens_steer.report.method_tables import steerability_lines, v2_table_lines
 from lens_steer.report.tables import VECTOR_LABELS, cell, md_table
 from lens_steer.report.verdicts import CHANCE, RETENTION_MARGIN, Interval, chance_word, context_reading, fmt_ci, fmt_diff, fmt_p, pct
 
-GAIN_HEADER = ["target", "vector", "coeff", "acc", "gain", "gain ambig", "gain disambig", "Δunknown ambig", "Δunknown disambig", "McNemar p", "vs control (worst)", "reading"]
+GAIN_HEADER = ["target", "method", "coeff", "acc", "gain", "gain ambig", "gain disambig", "Δunknown ambig", "Δunknown disambig", "McNemar p", "vs control (worst)", "reading"]
 CLAIMS_HEADING = f"## Claims of {SHORT_CITATION}"
 
 
