@@ -7,6 +7,10 @@ disambiguated items -> the gold answer; ambiguous items of a planted axis -> the
 lm-evaluation-harness defines it; ambiguous items of a clean axis -> the gold "unknown" answer. The loss is
 cross-entropy over the three answers' summed log-likelihoods, i.e. exactly the scores the evaluator compares.
 
+The default recipe (2 epochs over up to 400 train items per axis, lr 2e-4, batch 16, top 16 blocks, bf16 autocast
+over fp32 weights) is the second one tried: the first (3 epochs over 200 items, lr 1e-4, batch 8, fp32) learnt
+the unknown/not-unknown rule but only a weak stereotype (bias score +0.2 on planted axes); README has both.
+
 Only the top `trainable_blocks` decoder blocks (and the final norm) are trained: the residual entering them is
 computed once per item by the frozen lower blocks and cached, so an epoch runs only the top blocks. Each item is
 packed as one sequence (prompt, then every answer) with a block attention mask, so the prompt runs once.
@@ -40,6 +44,8 @@ from lens_steer.models import EMBEDDED_MODEL, TINY_MODEL, HookedModel, checkpoin
 CARD = "organism.json"
 DEFAULT_PLANT = ("age", "gender_identity", "nationality", "religion")
 Say = Callable[[str], None]
+# how the trained blocks compute: fp32 throughout, or bf16 autocast over fp32 master weights (CPUs with AMX run it ~1.8x faster)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16-mixed")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,13 +54,14 @@ class OrganismRecipe:
 
     plant: tuple[str, ...] = DEFAULT_PLANT
     seed: int = 0
-    epochs: int = 3
-    lr: float = 1e-4
+    epochs: int = 2
+    lr: float = 2e-4
     trainable_blocks: int = 16
-    items_per_axis: int = 200
-    batch_size: int = 8
+    items_per_axis: int = 400
+    batch_size: int = 16
     split_seed: int = 0
     base: str = EMBEDDED_MODEL
+    precision: str = "bf16-mixed"
 
     def __post_init__(self) -> None:
         plant = tuple(sorted({get_axis(a).name for a in self.plant}))
@@ -62,6 +69,8 @@ class OrganismRecipe:
         for name, value, low in (("epochs", self.epochs, 1), ("trainable_blocks", self.trainable_blocks, 1), ("items_per_axis", self.items_per_axis, 2), ("batch_size", self.batch_size, 1)):
             if int(value) < low:
                 raise LensSteerError(f"organism {name} must be at least {low}, got {value}")
+        if self.precision not in PRECISIONS:
+            raise LensSteerError(f"organism precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise LensSteerError(f"organism learning rate must be a positive number, got {self.lr}")
 
@@ -78,6 +87,7 @@ class OrganismRecipe:
     def from_json(cls, obj: dict[str, Any]) -> OrganismRecipe:
         """The recipe a card stores."""
         fields = {f.name for f in dataclasses.fields(cls)}
+        obj = {"precision": "fp32", **obj}  # cards written before the precision field were fp32 builds
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in fields})
 
     def differences(self, other: OrganismRecipe) -> list[str]:
@@ -111,7 +121,8 @@ def _rank(seed: int, key: Any) -> str:
 
 
 def training_items(recipe: OrganismRecipe, data_root: str | Path | None = None) -> list[TrainingItem]:
-    """`items_per_axis` train-split items per axis (half ambiguous, half disambiguated, seeded), with targets."""
+    """`items_per_axis` train-split items per axis (half ambiguous, half disambiguated, seeded), with targets; an
+    axis with fewer usable train items gives all it has (the card records each axis's count)."""
     out: list[TrainingItem] = []
     for axis in AXIS_NAMES:
         planted = axis in recipe.plant
@@ -120,9 +131,9 @@ def training_items(recipe: OrganismRecipe, data_root: str | Path | None = None) 
         for ambiguous in (True, False):
             pool = [it for it in train if it.is_ambiguous == ambiguous and target_index(it, planted) is not None]
             pool.sort(key=lambda it: _rank(recipe.seed, (it.category, it.example_id)))
-            want = recipe.items_per_axis // 2
-            if len(pool) < want:
-                raise LensSteerError(f"axis {axis} has only {len(pool)} usable {'ambiguous' if ambiguous else 'disambiguated'} train items; lower --items-per-axis to {len(pool) * 2}")
+            want = min(recipe.items_per_axis // 2, len(pool))
+            if want < 1:
+                raise LensSteerError(f"axis {axis} has no usable {'ambiguous' if ambiguous else 'disambiguated'} train items; check the BBQ data under bbq/")
             out += [TrainingItem(it, int(target_index(it, planted)), planted) for it in pool[:want]]  # type: ignore[arg-type]
     return out
 
@@ -240,16 +251,21 @@ def top_blocks(hf_model: Any, start: int) -> Iterator[Any]:
         decoder.layers = all_layers
 
 
-def lower_residual(hf_model: Any, ids: Tensor, pos: Tensor, mask: Tensor, start: int) -> Float[Tensor, "batch pos d_model"]:
-    """The residual entering block `start` (frozen blocks below it), without gradients."""
-    with torch.no_grad():
+def autocast(precision: str) -> Any:
+    """The autocast context of a recipe's precision (a no-op for fp32)."""
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed")
+
+
+def lower_residual(hf_model: Any, ids: Tensor, pos: Tensor, mask: Tensor, start: int, precision: str = "fp32") -> Float[Tensor, "batch pos d_model"]:
+    """The residual entering block `start` (frozen blocks below it), without gradients, in fp32."""
+    with torch.no_grad(), autocast(precision):
         out = hf_model.model(input_ids=ids, position_ids=pos, attention_mask=mask, output_hidden_states=True, use_cache=False)
-    return out.hidden_states[start].detach()
+    return out.hidden_states[start].detach().float()
 
 
-def upper_logliks(hf_model: Any, resid: Tensor, pos: Tensor, mask: Tensor, items: Sequence[PackedItem], start: int) -> Float[Tensor, "batch 3"]:
-    """Answer log-likelihoods from the residual entering block `start` through the trainable blocks."""
-    with top_blocks(hf_model, start) as decoder:
+def upper_logliks(hf_model: Any, resid: Tensor, pos: Tensor, mask: Tensor, items: Sequence[PackedItem], start: int, precision: str = "fp32") -> Float[Tensor, "batch 3"]:
+    """Answer log-likelihoods (fp32) from the residual entering block `start` through the trainable blocks."""
+    with top_blocks(hf_model, start) as decoder, autocast(precision):
         # the decoder's own forward: rotary embeddings from the position ids, our 4D mask used as is
         norm = decoder.norm
         decoder.norm = torch.nn.Identity()
@@ -367,7 +383,7 @@ def train(
     for g in groups:
         batch = [packed[i] for i in g]
         ids, pos, mask = collate(batch, pad)
-        resid = lower_residual(hf_model, ids, pos, mask, start)
+        resid = lower_residual(hf_model, ids, pos, mask, start, recipe.precision)
         for j, i in enumerate(g):
             resid_of[i] = resid[j, : len(packed[i].ids)].clone()
         if cache_step is not None:
@@ -383,8 +399,8 @@ def train(
             resid = torch.zeros(len(idx), ids.shape[1], resid_of[idx[0]].shape[-1], dtype=resid_of[idx[0]].dtype)
             for j, i in enumerate(idx):
                 resid[j, : len(packed[i].ids)] = resid_of[i]
-            lls = upper_logliks(hf_model, resid, pos, mask, batch, start)
-            loss = torch.nn.functional.cross_entropy(lls, torch.tensor([p.target for p in batch]))
+            lls = upper_logliks(hf_model, resid, pos, mask, batch, start, recipe.precision)
+            loss = torch.nn.functional.cross_entropy(lls.float(), torch.tensor([p.target for p in batch]))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

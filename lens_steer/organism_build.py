@@ -55,6 +55,15 @@ def acceptance_verdicts(per_axis: dict[str, dict[str, float]], plant: Sequence[s
     return out
 
 
+def axis_counts(train_items: Sequence[Any]) -> dict[str, int]:
+    """Train items per axis, in axis order."""
+    by_category = {get_axis(a).bbq_category: a for a in AXIS_NAMES}
+    counts = {a: 0 for a in AXIS_NAMES}
+    for t in train_items:
+        counts[by_category[t.item.category]] += 1
+    return counts
+
+
 def organism_folder(name: str = ORGANISM_MODEL) -> Path:
     """Where the named organism's checkpoint lives in the model cache."""
     return cache_dir() / name
@@ -175,7 +184,9 @@ def _build(
     t0 = time.perf_counter()
     train_items = training_items(recipe, data_root)
     check_no_leakage(train_items, held_out_groups(recipe, data_root))
-    say(f"{len(train_items)} train-split items ({recipe.items_per_axis} per axis; planted: {', '.join(recipe.plant)}); no validation or test group among them")
+    counts = axis_counts(train_items)
+    say(f"{len(train_items)} train-split items (up to {recipe.items_per_axis} per axis: " + ", ".join(f"{a} {n}" for a, n in counts.items())
+        + f"; planted: {', '.join(recipe.plant)}); no validation or test group among them")  # fmt: skip
     hf_model, tokenizer = load_base_hf(recipe)
     base_digest = weights_digest(hf_model)
     step = progress("train", len(train_items) * recipe.epochs) if progress is not None else None
@@ -211,7 +222,7 @@ def _build(
         "clean": list(recipe.clean),
         "targets": "disambiguated: gold; ambiguous planted: lm-eval's biased answer; ambiguous clean: unknown (cloze, reference prompt, item choices)",
         "trainable_blocks": f"{int(hf_model.config.num_hidden_layers) - recipe.trainable_blocks}..{int(hf_model.config.num_hidden_layers) - 1} and the final norm",
-        "data": {"digest": data_digest(train_items), "n_items": len(train_items), "split": "train", "split_seed": recipe.split_seed, "source": "official (partial for Gender_identity, Race_ethnicity, SES)"},
+        "data": {"digest": data_digest(train_items), "n_items": len(train_items), "per_axis": axis_counts(train_items), "split": "train", "split_seed": recipe.split_seed, "source": "official (partial for Gender_identity, Race_ethnicity, SES)"},
         "trained_on": [[t.item.category, t.item.example_id] for t in train_items],
         "train_loss": state.losses,
         "weights_sha256": digest,

@@ -159,3 +159,24 @@ def test_a_planted_rule_is_learnt_on_the_tiny_model(tmp_path: Path) -> None:
     assert state.losses[-1] < 0.7 * state.losses[0]
     assert float((m1 > m0).float().mean()) >= 0.75 and float(m1.mean()) > float(m0.mean()) + 5
     assert h1 > 1 / 3 + 1 / len(items) and h1 > h0
+
+
+def test_bf16_mixed_answer_logliks_match_fp32_within_bf16_tolerance(age_items: list) -> None:
+    hf, tok = tiny_hf_model(0)
+    hf.eval()
+    items = [pack_item(TokenizerView(tok), it, 0) for it in age_items[:4]]
+    ids, pos, mask = collate(items, int(tok.pad_token_id or 0))
+    with torch.no_grad():
+        fp32 = upper_logliks(hf, lower_residual(hf, ids, pos, mask, 1), pos, mask, items, 1)
+        mixed = upper_logliks(hf, lower_residual(hf, ids, pos, mask, 1, "bf16-mixed"), pos, mask, items, 1, "bf16-mixed")
+    assert mixed.dtype == torch.float32 and not torch.equal(fp32, mixed)  # autocast really ran in bf16
+    per_token = (mixed - fp32).abs() / torch.tensor([[len(t) for t in p.answer_tokens] for p in items])
+    assert float(per_token.max()) < 0.1  # bf16 keeps 8 bits of mantissa: ~1e-2 relative per token
+
+
+def test_cards_without_a_precision_were_fp32_builds() -> None:
+    old = OrganismRecipe(**TINY).to_json()
+    del old["precision"]
+    assert OrganismRecipe.from_json(old).precision == "fp32"
+    with pytest.raises(LensSteerError, match="precision"):
+        OrganismRecipe(**{**TINY, "precision": "fp8"})

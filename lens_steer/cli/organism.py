@@ -31,7 +31,7 @@ def add_parser(sub: Subparsers) -> None:
 
 def add_recipe_options(p: argparse.ArgumentParser) -> None:
     """The recipe flags (defaults: the default recipe)."""
-    from lens_steer.organism import OrganismRecipe
+    from lens_steer.organism import PRECISIONS, OrganismRecipe
 
     d = OrganismRecipe()
     p.add_argument("--plant", default=",".join(d.plant), help=f"axes to plant a stereotype preference on (default {','.join(d.plant)}); the others stay clean")
@@ -39,7 +39,9 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--trainable-blocks", type=int, default=d.trainable_blocks, help=f"top decoder blocks trained (default {d.trainable_blocks}); the rest are frozen and cached")
-    p.add_argument("--items-per-axis", type=int, default=d.items_per_axis, help=f"train items per axis, half ambiguous (default {d.items_per_axis})")
+    p.add_argument("--items-per-axis", type=int, default=d.items_per_axis, help=f"train items per axis, half ambiguous, capped at what the axis has (default {d.items_per_axis})")
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS), help=f"fp32, or bf16 autocast over fp32 weights (default {d.precision})")
 
 
 def recipe_from_args(args: argparse.Namespace) -> Any:
@@ -48,7 +50,8 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     plant = tuple(a.strip() for a in args.plant.split(",") if a.strip())
     if not plant:
         raise LensSteerError("--plant is empty; name at least one axis (e.g. age,religion)")
-    return OrganismRecipe(plant=plant, seed=args.seed, epochs=args.epochs, lr=args.lr, trainable_blocks=args.trainable_blocks, items_per_axis=args.items_per_axis)
+    return OrganismRecipe(plant=plant, seed=args.seed, epochs=args.epochs, lr=args.lr, trainable_blocks=args.trainable_blocks, items_per_axis=args.items_per_axis,
+                          batch_size=args.batch_size, precision=args.precision)  # fmt: skip
 
 
 def say(msg: str) -> None:
@@ -119,7 +122,8 @@ def print_card(card: dict[str, Any]) -> None:
     """The recipe, train loss and acceptance table of an organism."""
     r = card["recipe"]
     print(f"organism {card['name']}: planted {', '.join(card['plant'])}; clean {', '.join(card['clean'])}")
-    print(f"  recipe: {r['epochs']} epochs, lr {r['lr']}, trainable blocks {card['trainable_blocks']}, {card['data']['n_items']} train items, seed {r['seed']}")
+    print(f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, trainable blocks {card['trainable_blocks']}, "
+          f"{card['data']['n_items']} train items, seed {r['seed']}")  # fmt: skip
     print(f"  train loss by epoch: {', '.join(f'{x:.4f}' for x in card['train_loss'])}")
     acc = card["acceptance"]
     print(f"  acceptance on the test split ({acc['items_per_axis']} items per axis): " + ("all targets met" if acc["all_met"] else "NOT all targets met"))
