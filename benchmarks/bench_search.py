@@ -6,7 +6,7 @@ lens_steer trial (`IsvObjective`): contrastive activations come from an `Activat
 dataset at every candidate layer, each side's shared system prompt run once, grown on demand, kept on disk
 and shared between the axes' studies, as `reproduce` does); items are scored with `score_questions`
 (length-bucketed, logits only at the answer position, cloze prompts run once for all options) and the
-items' residual entering the trial's first steered block is reused from earlier trials (`PrefixCache`).
+items' residual entering the trial's first steered block is reused from earlier trials (`ResidualCache`).
 Naive trial (re-extract, full forward): read the trial's pairs with plain full forward passes (batches of
 8 in file order, hooks at the trial's layers), then score with plain full forward passes (batches of 8,
 full-sequence logits; cloze: one sequence per option). Both use the same protocol (`--scoring cloze`, the

@@ -32,7 +32,7 @@ PATHS = [  # (column, test function names)
     ("extraction (3 methods)", ("test_extraction_with_each_method_equals_hf_hidden_states",)),
     ("steering (3 position modes)", ("test_steered_logits_equal_an_hf_forward_hook",)),
     ("greedy: KV = no KV = HF", ("test_greedy_generation_same_with_and_without_kv_cache_and_as_hf",)),
-    ("prefix resumption", ("test_prefix_resumption_equals_a_full_forward", "test_prefix_resumption_with_a_kv_cache_equals_one_sequence")),
+    ("residual reuse", ("test_blocks_run_from_a_stored_residual_equal_a_full_forward", "test_blocks_run_from_stored_residuals_with_a_kv_cache_equal_one_sequence")),
     ("shared-prompt cloze", ("test_cloze_with_the_shared_prompt_cache_equals_separate_forwards",)),
     ("2 search trials", ("test_two_search_trials",)),
     ("bf16", ("test_bfloat16_load_scores_close_to_float32_and_vectors_stay_float32",)),

@@ -2,12 +2,12 @@
 
 1. correctness: each family's tiny random checkpoint (tests/_arch_checkpoints.py) loaded by path on the CPU
    in float32 and on the device in float32 and bfloat16: logits, steered logits, shared-prompt cloze
-   scores, prefix resumption, greedy generation with and without KV cache, extracted vectors; the device
+   scores, running from stored residuals, greedy generation with and without KV cache, extracted vectors; the device
    must agree with the CPU within each dtype's tolerance, and `lens-steer info --device cuda` must run.
 2. speed at the paper's size: a randomly initialised Llama-3.1-8B-shaped model (32 layers, d_model 4096,
    GQA 32/8 heads, MLP 14336, vocab 128,256) built on the device in bfloat16 (numerics do not matter for
    speed), a word-level tokenizer of the same vocabulary, synthetic BBQ-format items of real BBQ length:
-   cloze items/s unsteered, steered, steered with the prefix reused, letter items/s, ISV search trials
+   cloze items/s unsteered, steered, steered with stored residuals reused, letter items/s, ISV search trials
    (`IsvObjective`: 100 persona pairs read at the trial's layers, 32 validation items scored), peak memory.
 
 `--dry-run` runs every step on the CPU with a small model (d_model 256, 4 layers) and few items, to check the
@@ -44,7 +44,7 @@ from lens_steer.extract import extract_vector  # noqa: E402
 from lens_steer.files import write_json  # noqa: E402
 from lens_steer.models import load_model, model_identity, wrap_hf_model  # noqa: E402
 from lens_steer.pairs import ContrastivePair, PairSet, render_chat  # noqa: E402
-from lens_steer.prefix import PrefixCache, capture_hooks, run_blocks  # noqa: E402
+from lens_steer.residual_cache import ResidualCache, capture_hooks, run_blocks  # noqa: E402
 from lens_steer.steering import steer  # noqa: E402
 from lens_steer.tokens import encode_texts  # noqa: E402
 from lens_steer.vectors import SteeringVector, VectorMetadata  # noqa: E402
@@ -119,13 +119,13 @@ def family_report(folder: Path, device: str) -> dict[str, Any]:
         with steer(model, [(vec, 2.0)]):
             row["steered_logprob_max_diff"] = float((logprobs(model, tokens) - want["steered"]).abs().max())
             got = score_questions(model, QUESTIONS, scoring="cloze")
-            cache = PrefixCache([2])
+            cache = ResidualCache([2])
         row["cloze_loglik_max_diff"] = max(abs(a - b) for g, w in zip(got, want["cloze"]) for a, b in zip(g.option_logliks, w.option_logliks))
         row["cloze_preds_equal"] = [g.pred for g in got] == [w.pred for w in want["cloze"]]
-        first = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, prefix=cache, scoring="cloze")
-        second = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, prefix=cache, scoring="cloze")
-        row["prefix_reuse_max_diff"] = max(abs(a - b) for f, s in zip(first, second) for a, b in zip(f.option_logliks, s.option_logliks))
-        row["prefix_hits"] = cache.hits
+        first = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze")
+        second = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze")
+        row["residual_reuse_max_diff"] = max(abs(a - b) for f, s in zip(first, second) for a, b in zip(f.option_logliks, s.option_logliks))
+        row["residual_cache_hits"] = cache.hits
         dev_tokens = tokens.to(next(model.parameters()).device)
         with torch.inference_mode(), steer(model, [(vec, 1.5)]):
             box: dict[int, torch.Tensor] = {}
@@ -141,7 +141,7 @@ def family_report(folder: Path, device: str) -> dict[str, Any]:
             and row["steered_logprob_max_diff"] < tol["logprob"]
             and row["cloze_loglik_max_diff"] < tol["logprob"] * 8
             and (row["cloze_preds_equal"] or dtype != "float32")
-            and row["prefix_reuse_max_diff"] < tol["logprob"] * 8
+            and row["residual_reuse_max_diff"] < tol["logprob"] * 8
             and row["generate_kv_equal"]
             and row["vector_cos"] > tol["cos"]
             and row["vector_dtype"] == "torch.float32"
@@ -258,11 +258,11 @@ def speed(device: str, shape: dict[str, int], n_items: int, results: dict[str, A
         seconds, _ = timed(device, fn)
         row[f"{name}_items_per_s"] = round(len(questions) / seconds, 2)
         save()
-    cache = PrefixCache([mid])
-    seconds, _ = timed(device, lambda: score_steered(model, questions, vector=vec, coeff=4.0, prefix=cache, scoring="cloze"))
-    row["cloze_steered_prefix_first_items_per_s"] = round(len(questions) / seconds, 2)
-    seconds, _ = timed(device, lambda: score_steered(model, questions, vector=vec * 0.5, coeff=4.0, prefix=cache, scoring="cloze"))
-    row["cloze_steered_prefix_reused_items_per_s"] = round(len(questions) / seconds, 2)
+    cache = ResidualCache([mid])
+    seconds, _ = timed(device, lambda: score_steered(model, questions, vector=vec, coeff=4.0, residual_cache=cache, scoring="cloze"))
+    row["cloze_steered_residuals_stored_items_per_s"] = round(len(questions) / seconds, 2)
+    seconds, _ = timed(device, lambda: score_steered(model, questions, vector=vec * 0.5, coeff=4.0, residual_cache=cache, scoring="cloze"))
+    row["cloze_steered_residuals_reused_items_per_s"] = round(len(questions) / seconds, 2)
     row["peak_gib_after_scoring"] = peak_gib(device)
     save()
     # ISV search trials: the real objective on synthetic persona prompts and validation items
@@ -283,7 +283,7 @@ def speed(device: str, shape: dict[str, int], n_items: int, results: dict[str, A
         row["search_trials"] = trials
         save()
     row["search_trial_cold_s"] = trials[0]["seconds"]  # reads 100 pairs, first scoring of the items
-    row["search_trial_warm_s"] = trials[2]["seconds"]  # same pairs again, the items' prefix reused
+    row["search_trial_warm_s"] = trials[2]["seconds"]  # same pairs again, the items' stored residuals reused
     row["peak_gib"] = peak_gib(device)
     save()
 

@@ -2,7 +2,7 @@
 
 The table records, per family, the Hugging Face causal-LM classes it covers, where the decoder layers sit
 in the HF module tree, what the family's usual chat template does with a system message, whether its
-layers can use sliding-window attention, and whether `prefix.run_blocks` resumes a forward at a block.
+layers can use sliding-window attention, and whether `residual_cache.run_blocks` runs a forward from a block.
 `tests/test_architectures.py` runs every path of lens_steer on a tiny random checkpoint of each family;
 README's "Supported model families" lists the table with that matrix's results.
 

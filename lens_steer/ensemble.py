@@ -31,7 +31,8 @@ from lens_steer.metrics import BbqPrediction, bbq_metrics, mmlu_accuracy, paired
 from lens_steer.stats import mcnemar_exact, metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.pairs import concat
-from lens_steer.prefix import PrefixCache, start_block
+from lens_steer.residual_cache import ResidualCache, start_block
+from lens_steer.store import prediction_settings, through_store
 from lens_steer.tasks.bbq import bbq_predictions
 from lens_steer.isv import VECTOR_SCALE, Isv, isv_pairs
 from lens_steer.vectors import SteeringVector, mean_vectors
@@ -186,7 +187,7 @@ def coefficient_sweep(
     items_by_axis: Mapping[str, Sequence[BbqItem]],
     coeffs: Sequence[float],
     config: EnsembleConfig,
-    prefix: PrefixCache | None = None,
+    residual_cache: ResidualCache | None = None,
 ) -> dict[str, Any]:
     """Validation accuracy per axis for each coefficient; "best" maximises the mean over axes. With two or more
     coefficients, "slopes" holds per axis the per-item steerability over them (lens_steer.steerability.margin_slopes:
@@ -195,7 +196,7 @@ def coefficient_sweep(
     by_coeff: dict[str, dict[float, list[BbqPrediction]]] = {a: {} for a in items_by_axis}
     for c in coeffs:
         for a, items in items_by_axis.items():
-            by_coeff[a][c] = _predict(model, items, vector, c, config, prefix)
+            by_coeff[a][c] = _predict(model, items, vector, c, config, residual_cache)
         per_axis = {a: _acc(by_coeff[a][c]) for a in items_by_axis}
         rows.append({"coeff": c, "by_axis": per_axis, "mean": sum(per_axis.values()) / len(per_axis)})
     out: dict[str, Any] = {"rows": rows, "best": best_coeff(rows)}
@@ -218,20 +219,16 @@ def best_coeff(rows: Sequence[Mapping[str, Any]], exclude: str | None = None) ->
 
 
 def _predict(
-    model: HookedModel, items: Sequence[BbqItem], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, prefix: PrefixCache | None = None
+    model: HookedModel, items: Sequence[BbqItem], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, residual_cache: ResidualCache | None = None
 ) -> list[BbqPrediction]:
+    """BBQ predictions steered by `coeff * vector`, through the prediction store (`config.store_dir`)."""
+
     def compute() -> list[BbqPrediction]:
         return bbq_predictions(
-            model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch, prefix=prefix
+            model, items, vector=vector, coeff=coeff, scoring=config.scoring, prompt_format=config.prompt_format, max_batch=config.max_batch, residual_cache=residual_cache
         )[1]
 
-    if config.store_dir is None:
-        return compute()
-    from lens_steer.models import model_identity
-    from lens_steer.store import PredictionStore, model_fingerprint
-
-    settings = {"model": model_identity(model).name, "model_fingerprint": model_fingerprint(model), "scoring": config.scoring, "prompt_format": config.prompt_format}
-    return PredictionStore(config.store_dir).bbq(items, vector, coeff, settings, compute)
+    return through_store(config.store_dir, "bbq", items, vector, coeff, lambda: prediction_settings(model, config.scoring, config.prompt_format), compute)
 
 
 def _bbq_entry(
@@ -241,15 +238,15 @@ def _bbq_entry(
     vector: SteeringVector,
     coeff: float,
     config: EnsembleConfig,
-    prefix: PrefixCache | None = None,
+    residual_cache: ResidualCache | None = None,
     steer_file: Path | None = None,
 ) -> tuple[dict[str, Any], list[BbqPrediction]]:
     """One steered BBQ result with its paired test against the baseline, its per-item steerability (items written to
     `steer_file`) and its matched controls, and the steered predictions it was computed from."""
-    steered = _predict(model, items, vector, coeff, config, prefix)
+    steered = _predict(model, items, vector, coeff, config, residual_cache)
     entry = judged_entry(base, steered, coeff, config, steer_file)
     for s in config.control_seeds:
-        ctrl = _predict(model, items, random_control(vector, s), coeff, config, prefix)
+        ctrl = _predict(model, items, random_control(vector, s), coeff, config, residual_cache)
         entry["controls"].append(
             {
                 "seed": s,
@@ -282,22 +279,19 @@ def judged_entry(base: Sequence[BbqPrediction], other: Sequence[BbqPrediction], 
     return entry
 
 
-def _mmlu_result(model: HookedModel, items: Sequence[Any], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, prefix: PrefixCache | None) -> Any:
-    """`run_mmlu`'s result; with `config.store_dir`, its records are read back from the prediction store if there."""
+def _mmlu_result(
+    model: HookedModel, items: Sequence[Any], vector: SteeringVector | None, coeff: float, config: EnsembleConfig, residual_cache: ResidualCache | None
+) -> Any:
+    """`run_mmlu`'s records through the prediction store (`config.store_dir`), and their accuracy."""
     from lens_steer.tasks.mmlu import run_mmlu
     from lens_steer.tasks.result import BenchResult
 
-    def compute() -> Any:
-        return run_mmlu(model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=config.n_boot, seed=config.seed, max_batch=config.max_batch, prefix=prefix)
+    def compute() -> list[dict[str, Any]]:
+        return run_mmlu(
+            model, items, scoring=config.scoring, vector=vector, coeff=coeff, n_boot=0, seed=config.seed, max_batch=config.max_batch, residual_cache=residual_cache
+        ).records
 
-    if config.store_dir is None:
-        return compute()
-    from lens_steer.models import model_identity
-    from lens_steer.store import PredictionStore, content_digest, model_fingerprint
-
-    settings = {"model": model_identity(model).name, "model_fingerprint": model_fingerprint(model), "scoring": config.scoring, "prompt_format": "lm_eval", "benchmark": "mmlu"}
-    keys = [[it.subject, it.index, content_digest(it)] for it in items]
-    rows = PredictionStore(config.store_dir).rows(keys, vector, coeff, settings, lambda: compute().records, categories=sorted({it.subject for it in items}))
+    rows = through_store(config.store_dir, "mmlu", items, vector, coeff, lambda: prediction_settings(model, config.scoring, "lm_eval", benchmark="mmlu"), compute)
     acc = mmlu_accuracy([bool(r["correct"]) for r in rows], [r["subject"] for r in rows], n_boot=config.n_boot, seed=config.seed)
     return BenchResult("mmlu", rows, metrics_to_dict(acc))
 
@@ -309,11 +303,11 @@ def _mmlu_entry(
     vector: SteeringVector | None,
     coeff: float,
     config: EnsembleConfig,
-    prefix: PrefixCache | None = None,
+    residual_cache: ResidualCache | None = None,
     *,
     control: bool = True,
 ) -> dict[str, Any]:
-    res = _mmlu_result(model, items, vector, coeff, config, prefix)
+    res = _mmlu_result(model, items, vector, coeff, config, residual_cache)
     out: dict[str, Any] = {"coeff": coeff, "acc": res.metrics["micro"]}
     if base is not None:
         b = [r["correct"] for r in base.records]
@@ -324,7 +318,7 @@ def _mmlu_entry(
         out["mcnemar"] = {"p": mcnemar_exact(gained, lost), "gained": gained, "lost": lost}
     if control and vector is not None:
         out["controls"] = [
-            {"seed": s, **_mmlu_entry(model, items, base, random_control(vector, s), coeff, config, prefix, control=False)} for s in config.control_seeds
+            {"seed": s, **_mmlu_entry(model, items, base, random_control(vector, s), coeff, config, residual_cache, control=False)} for s in config.control_seeds
         ]
     return out
 
@@ -366,7 +360,7 @@ def evaluate_ensembles(
     for axis, vec in loo.items():
         vec.save(out / "loo" / f"sve-without-{axis}.safetensors")
     starts = {start_block(v.hook_names.values()) for v in [*(i.vector for i in isvs), *ens.values(), *loo.values()]} - {None}
-    prefix = PrefixCache(starts) if starts else None  # type: ignore[arg-type]  # controls and coefficient sweeps share each vector's prefix
+    residual_cache = ResidualCache(starts) if starts else None  # type: ignore[arg-type]  # controls and coefficient sweeps share each vector's stored residuals
 
     def items(target: str, split: str, limit: int | None, source: str) -> list[BbqItem]:
         if config.splits == "v2" and target in axes:
@@ -392,7 +386,7 @@ def evaluate_ensembles(
     sweeps: dict[str, Any] = {}
     for name, vec in ens.items():
         say(f"coefficient sweep for {name} on validation")
-        sweeps[name] = coefficient_sweep(model, vec, val, config.coeffs, config, prefix)
+        sweeps[name] = coefficient_sweep(model, vec, val, config.coeffs, config, residual_cache)
     coeff = {name: sweeps[name]["best"] for name in ens}
 
     results: dict[str, Any] = {"config": config.to_json(), "axes": axes, "coefficients": coeff, "sweeps": sweeps, "in_distribution": {}, "ood": {}, "mmlu": None}
@@ -404,16 +398,16 @@ def evaluate_ensembles(
         base = _predict(model, test, None, 0.0, config)
         row: dict[str, Any] = {"n": len(test), "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)), "steered": {}}
         preds: dict[str, list[BbqPrediction]] = {}
-        row["steered"]["isv"], preds["isv"] = _bbq_entry(model, test, base, isv.vector, isv.coeff, config, prefix, steer_dir / f"{a}.isv.jsonl")
+        row["steered"]["isv"], preds["isv"] = _bbq_entry(model, test, base, isv.vector, isv.coeff, config, residual_cache, steer_dir / f"{a}.isv.jsonl")
         for name, vec in ens.items():
-            row["steered"][name], preds[name] = _bbq_entry(model, test, base, vec, coeff[name], config, prefix, steer_dir / f"{a}.{name}.jsonl")
+            row["steered"][name], preds[name] = _bbq_entry(model, test, base, vec, coeff[name], config, residual_cache, steer_dir / f"{a}.{name}.jsonl")
         # direct paired tests between steered runs (claims 2 and 4)
         if "sve" in preds:
             row["steered"]["sve"]["vs_isv"] = metrics_to_dict(paired_comparison(preds["isv"], preds["sve"], n_boot=config.n_boot, seed=config.seed))
             row["steered"]["merged"]["vs_sve"] = metrics_to_dict(paired_comparison(preds["sve"], preds["merged"], n_boot=config.n_boot, seed=config.seed))
         if a in loo and "sve" in sweeps:
             c = best_coeff(sweeps["sve"]["rows"], exclude=a)
-            row["steered"]["sve_loo"] = {**_bbq_entry(model, test, base, loo[a], c, config, prefix, steer_dir / f"{a}.sve_loo.jsonl")[0], "coeff_chosen_without": a}
+            row["steered"]["sve_loo"] = {**_bbq_entry(model, test, base, loo[a], c, config, residual_cache, steer_dir / f"{a}.sve_loo.jsonl")[0], "coeff_chosen_without": a}
         row["steered"].update(judged_baselines(a, test, base, preds.get("sve")))
         results["in_distribution"][a] = row
 
@@ -430,7 +424,7 @@ def evaluate_ensembles(
                 "n": len(ood),
                 "source": ood[0].source,
                 "baseline": metrics_to_dict(bbq_metrics(base, n_boot=config.n_boot, seed=config.seed)),
-                "steered": {name: _bbq_entry(model, ood, base, vec, coeff[name], config, prefix, steer_dir / f"{cat}.{name}.jsonl")[0] for name, vec in ens.items()},
+                "steered": {name: _bbq_entry(model, ood, base, vec, coeff[name], config, residual_cache, steer_dir / f"{cat}.{name}.jsonl")[0] for name, vec in ens.items()},
             }
             results["ood"][cat]["steered"].update(judged_baselines(cat, ood, base, None))
 
@@ -444,8 +438,8 @@ def evaluate_ensembles(
             "n": len(mm),
             "baseline": base_m.metrics["micro"],
             "steered": {
-                **{f"isv:{i.axis}": _mmlu_entry(model, mm, base_m, i.vector, i.coeff, config, prefix) for i in isvs},
-                **{name: _mmlu_entry(model, mm, base_m, vec, coeff[name], config, prefix) for name, vec in ens.items()},
+                **{f"isv:{i.axis}": _mmlu_entry(model, mm, base_m, i.vector, i.coeff, config, residual_cache) for i in isvs},
+                **{name: _mmlu_entry(model, mm, base_m, vec, coeff[name], config, residual_cache) for name, vec in ens.items()},
                 **(_mmlu_baselines(scorer, mm, base_m, config) if scorer is not None else {}),
             },
         }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,6 +12,7 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.models import HookedModel, accepts_kv_cache, check_hook_name, check_layers, model_identity
+from lens_steer.shared_prefix import common_token_prefix
 from lens_steer.tokens import PaddingSide, bos_record, encode_texts, length_batches, pad_batch, pad_id
 from lens_steer.vectors import SteeringVector, VectorMetadata, hook_name
 
@@ -35,7 +35,8 @@ def last_token_activations(
     """`{layer: [n_texts, d_model]}` at each text's last non-padding token, in input order.
 
     Length-bucketed batches; each forward pass stops after the highest requested layer (no logits).
-    A token prefix common to all texts (a shared system prompt) runs once and its KV cache serves every batch.
+    A token prefix common to all texts (a shared system prompt) runs once and its KV cache serves every batch
+    (`shared_prefix.common_token_prefix`).
     """
     layers = sorted(set(layers))
     check_layers(model, layers)
@@ -49,10 +50,8 @@ def last_token_activations(
     d_model = int(model.cfg.d_model)
     out = {layer: torch.empty(len(texts), d_model, dtype=torch.float32) for layer in layers}
     stop = max(layers) + 1
-    shared = common_prefix_length(ids) if padding_side == "right" and accepts_kv_cache(model) else 0
-    prefix_cache = _prefix_cache(model, ids[0][:shared], stop, device) if shared >= MIN_SHARED_PREFIX else None
-    if prefix_cache is None:
-        shared = 0
+    prefix = common_token_prefix(model, ids, stop_at_layer=stop) if padding_side == "right" and accepts_kv_cache(model) else None
+    shared = prefix.length if prefix is not None else 0
     for batch_idx in length_batches([len(r) - shared for r in ids], max_batch=max_batch, max_tokens=max_tokens):
         batch = pad_batch([ids[i][shared:] for i in batch_idx], pad_id=pad_id(model), padding_side=padding_side, device=device)
         rows = torch.arange(len(batch_idx), device=device)
@@ -65,41 +64,13 @@ def last_token_activations(
             return grab
 
         kwargs: dict[str, Any] = batch.forward_kwargs()
-        if prefix_cache is not None:  # the shared prefix's keys/values, one copy per row
-            past = copy.deepcopy(prefix_cache)
-            past.reorder_cache(torch.zeros(len(batch_idx), dtype=torch.long, device=device))
-            ones = torch.ones(len(batch_idx), shared, dtype=torch.long, device=device)
-            kwargs = {"past_key_values": past, "attention_mask": torch.cat([ones, batch.attention_mask], dim=1)}
+        if prefix is not None:  # every row continues the one shared prefix
+            kwargs = prefix.row_kwargs(torch.zeros(len(batch_idx), dtype=torch.long, device=device), batch.attention_mask, reuse=True)
         with torch.inference_mode(), model.hooks(fwd_hooks=[(name, grabber(layer)) for name, layer in names.items()]):
             model(batch.tokens, stop_at_layer=stop, **kwargs)
         if progress is not None:
             progress(len(batch_idx))
     return out
-
-
-MIN_SHARED_PREFIX = 8  # tokens; shorter common prefixes are not worth a separate pass
-
-
-def common_prefix_length(ids: Sequence[Sequence[int]]) -> int:
-    """Tokens every sequence starts with, leaving at least one token of each sequence after them."""
-    first = ids[0]
-    n = min(len(r) for r in ids) - 1
-    for row in ids[1:]:
-        k = 0
-        while k < n and row[k] == first[k]:
-            k += 1
-        n = k
-    return max(n, 0)
-
-
-def _prefix_cache(model: HookedModel, prefix: Sequence[int], stop: int, device: torch.device) -> Any:
-    """The Hugging Face KV cache of `prefix` at blocks below `stop`, or None if the model cannot extend one."""
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    with torch.inference_mode():
-        model(torch.tensor([list(prefix)], device=device), stop_at_layer=stop, past_key_values=cache)
-    return cache if cache.get_seq_length() == len(prefix) else None
 
 
 @dataclasses.dataclass(frozen=True)

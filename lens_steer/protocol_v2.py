@@ -35,7 +35,7 @@ from lens_steer.metrics import paired_comparison
 from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
 from lens_steer.pairs import ContrastivePair, PairSet, render_chat
-from lens_steer.prefix import PrefixCache, start_block
+from lens_steer.residual_cache import ResidualCache, start_block
 from lens_steer.sweep import rows_to_csv
 from lens_steer.vectors import SteeringVector, hook_name
 
@@ -187,10 +187,10 @@ def run_v2_protocol(
     layer = choose_layer(layer_rows[1:])
     single = vector.select_layers([layer])
     start = start_block(single.hook_names.values())
-    prefix = PrefixCache({start}, max_bytes=1 << 30) if start is not None else None
+    residual_cache = ResidualCache({start}, max_bytes=1 << 30) if start is not None else None
     coeff_rows = []
     for c in sorted(float(x) for x in coeffs):
-        res = base_val if c == 0 else run_bbq(model, val, vector=single, coeff=c, prefix=prefix, **common)
+        res = base_val if c == 0 else run_bbq(model, val, vector=single, coeff=c, residual_cache=residual_cache, **common)
         coeff_rows.append(_row(res, layer=layer, coeff=c))
         if progress is not None:
             progress(1)

@@ -22,7 +22,8 @@ from lens_steer.errors import LensSteerError
 from lens_steer.generation import generate_answers
 from lens_steer.models import HookedModel, accepts_kv_cache
 from lens_steer.pairs import render_chat
-from lens_steer.prefix import PrefixCache, batch_key, can_resume, capture_hooks, run_blocks, start_block
+from lens_steer.residual_cache import ResidualCache, batch_key, can_run_blocks, capture_hooks, run_blocks, start_block
+from lens_steer.shared_prefix import run_shared_prefix
 from lens_steer.steering import steer
 from lens_steer.tokens import encode_texts, length_batches, pad_batch, pad_id, starts_with_bos
 from lens_steer.vectors import SteeringVector
@@ -203,38 +204,38 @@ def final_residual(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str,
 
 
 @dataclasses.dataclass(frozen=True)
-class Resume:
+class ResidualReuse:
     """Reuse of the residual entering block `start` (unchanged by the active steering) from `cache`."""
 
-    cache: PrefixCache
+    cache: ResidualCache
     start: int
 
 
-def resume_for(model: HookedModel, cache: PrefixCache | None, vector: SteeringVector | None) -> Resume | None:
-    """How a forward steered by `vector` can reuse `cache`, or None (no cache, unsteered, or not resumable)."""
+def residual_reuse_for(model: HookedModel, cache: ResidualCache | None, vector: SteeringVector | None) -> ResidualReuse | None:
+    """How a forward steered by `vector` can reuse `cache`, or None (no cache, unsteered, or the model cannot run from a block)."""
     if cache is None or vector is None:
         return None
     start = start_block(vector.hook_names.values())
-    if start is None or not can_resume(model):
+    if start is None or not can_run_blocks(model):
         return None
-    return Resume(cache, start)
+    return ResidualReuse(cache, start)
 
 
-def _forward(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any], resume: Resume | None, key: str, stored: Tensor | None) -> Tensor:
-    """Final residual of a batch: from `stored` (its residual entering block `resume.start`), or a full
-    forward that also stores the batch's residuals in `resume.cache`."""
-    if stored is not None and resume is not None:
-        return run_blocks(model, stored, resume.start, attention_mask=forward_kwargs.get("attention_mask"), past_key_values=forward_kwargs.get("past_key_values"))
-    if resume is None:
+def _forward(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any], reuse: ResidualReuse | None, key: str, stored: Tensor | None) -> Tensor:
+    """Final residual of a batch: from `stored` (its residual entering block `reuse.start`), or a full
+    forward that also stores the batch's residuals in `reuse.cache`."""
+    if stored is not None and reuse is not None:
+        return run_blocks(model, stored, reuse.start, attention_mask=forward_kwargs.get("attention_mask"), past_key_values=forward_kwargs.get("past_key_values"))
+    if reuse is None:
         return final_residual(model, tokens, forward_kwargs)
     captured: dict[int, Tensor] = {}
-    resid = final_residual(model, tokens, forward_kwargs, capture_hooks(resume.cache.capture_layers(resume.start), captured))
-    resume.cache.put(key, captured)
+    resid = final_residual(model, tokens, forward_kwargs, capture_hooks(reuse.cache.capture_layers(reuse.start), captured))
+    reuse.cache.put(key, captured)
     return resid
 
 
 def _run_rows(
-    model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, resume: Resume | None = None
+    model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, reuse: ResidualReuse | None = None
 ) -> list[np.ndarray]:
     """For each row: candidate log-probs over the full vocabulary (letter rows) or target log-probs (cloze rows)."""
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
@@ -245,9 +246,9 @@ def _run_rows(
     for batch_idx in length_batches([len(r.ids) for r in rows], max_batch=max_batch, max_tokens=max_tokens):
         batch = pad_batch([rows[i].ids for i in batch_idx], pad_id=pad_id(model), padding_side="right", device=device)
         with torch.inference_mode():
-            key = batch_key(batch.tokens) if resume is not None else ""
-            stored = resume.cache.get(key, resume.start) if resume is not None else None
-            resid = _forward(model, batch.tokens, batch.forward_kwargs(), resume, key, stored)
+            key = batch_key(batch.tokens) if reuse is not None else ""
+            stored = reuse.cache.get(key, reuse.start) if reuse is not None else None
+            resid = _forward(model, batch.tokens, batch.forward_kwargs(), reuse, key, stored)
             letter = [(j, i) for j, i in enumerate(batch_idx) if rows[i].candidates is not None]
             if letter:
                 sel = resid[[j for j, _ in letter], [rows[i].positions[0] for _, i in letter]]
@@ -298,11 +299,11 @@ def score_questions(
     max_batch: int = 16,
     max_tokens: int = 3072,
     progress: Progress | None = None,
-    resume: Resume | None = None,
+    reuse: ResidualReuse | None = None,
 ) -> list[QuestionScore]:
     """Score every question with `scoring` under `prompt_format`; progress counts questions.
 
-    With `resume` (see `resume_for`), batches whose residual entering block `resume.start` is cached
+    With `reuse` (see `residual_reuse_for`), batches whose residual entering block `reuse.start` is cached
     run only the blocks from there; the others run in full and are cached."""
     check_choice(scoring, SCORINGS, "scoring")
     check_choice(prompt_format, PROMPT_FORMATS, "prompt format")
@@ -312,7 +313,7 @@ def score_questions(
     if scoring == "generate":
         return _score_generated(model, questions, prompt_format, max_batch, progress)
     if scoring == "cloze":
-        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, resume)
+        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, reuse)
     prompts: list[list[str]] = []
     prompt_ids: list[list[int]] = []
     rows: list[_Row] = []
@@ -329,7 +330,7 @@ def score_questions(
                 prompt_ids.append(ids)
         prompts.append(texts)
     unit = len(questions) / len(rows)
-    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=unit, resume=resume)
+    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=unit, reuse=reuse)
     scores: list[QuestionScore] = []
     r = 0
     per_question: list[np.ndarray] = []
@@ -396,7 +397,7 @@ def _letter_prior(per_question: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _score_cloze(
-    model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None, resume: Resume | None
+    model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None, reuse: ResidualReuse | None
 ) -> list[QuestionScore]:
     prompts: list[str] = []
     prompt_ids: list[list[int]] = []
@@ -411,10 +412,10 @@ def _score_cloze(
         prompt_ids.append(pairs[0][0])
         cont_ids.append(opts)
     if accepts_kv_cache(model):
-        raw = _cloze_shared_prefix(model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress, resume=resume)
+        raw = _cloze_shared_prefix(model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress, reuse=reuse)
     else:  # one sequence per option (TL 3.x HookedTransformer takes no Hugging Face cache)
         rows = [_Row(p + o, list(range(len(p) - 1, len(p) - 1 + len(o))), targets=o) for p, opts in zip(prompt_ids, cont_ids) for o in opts]
-        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=len(questions) / len(rows), resume=resume)
+        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=len(questions) / len(rows), reuse=reuse)
         raw, r = [], 0
         for opts in cont_ids:
             raw.append(flat[r : r + len(opts)])
@@ -443,11 +444,10 @@ def _cloze_shared_prefix(
     max_batch: int,
     max_tokens: int,
     progress: Progress | None,
-    resume: Resume | None = None,
+    reuse: ResidualReuse | None = None,
 ) -> list[list[np.ndarray]]:
-    """Per question, per option: log-probs of the option's tokens. The prompt runs once; its KV cache serves every option."""
-    from transformers import DynamicCache
-
+    """Per question, per option: log-probs of the option's tokens. The prompt runs once; its KV cache serves every
+    option (`shared_prefix`)."""
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
     unembed = _Unembed(model)
     out: list[list[np.ndarray]] = [[] for _ in prompt_ids]
@@ -459,18 +459,17 @@ def _cloze_shared_prefix(
         conts = pad_batch(options, pad_id=pad_id(model), padding_side="right", device=device)
         owner = torch.tensor([j for j, n in enumerate(k) for _ in range(n)], device=device)
         with torch.inference_mode():
-            cache = DynamicCache()
             keys, stored = ["", ""], [None, None]
-            if resume is not None:
+            if reuse is not None:
                 keys = [batch_key(prompts.tokens), batch_key(prompts.tokens, conts.tokens, owner)]
-                stored = [resume.cache.get(k, resume.start) for k in keys]
-                if any(x is None for x in stored):  # both passes resume or both run in full: the KV cache must cover the same blocks
+                stored = [reuse.cache.get(k, reuse.start) for k in keys]
+                if any(x is None for x in stored):  # both passes reuse or both run in full: the KV cache must cover the same blocks
                     stored = [None, None]
-            resid_prompt = _forward(model, prompts.tokens, {"past_key_values": cache, **prompts.forward_kwargs()}, resume, keys[0], stored[0])
+            resid_prompt, shared = run_shared_prefix(
+                lambda cache: _forward(model, prompts.tokens, {"past_key_values": cache, **prompts.forward_kwargs()}, reuse, keys[0], stored[0]), prompts.attention_mask
+            )
             last_prompt = resid_prompt[torch.arange(len(batch_idx), device=device), prompts.last_index]  # predicts each option's first token
-            cache.reorder_cache(owner)  # one copy of the prompt's keys/values per option
-            mask = torch.cat([prompts.attention_mask[owner], conts.attention_mask], dim=1)
-            resid_cont = _forward(model, conts.tokens, {"past_key_values": cache, "attention_mask": mask}, resume, keys[1], stored[1])
+            resid_cont = _forward(model, conts.tokens, shared.row_kwargs(owner, conts.attention_mask), reuse, keys[1], stored[1])
             rows, pos = [], []
             for r, o in enumerate(options):
                 rows += [r] * (len(o) - 1)
@@ -506,17 +505,17 @@ def score_steered(
     *,
     vector: SteeringVector | None = None,
     coeff: float = 0.0,
-    prefix: PrefixCache | None = None,
+    residual_cache: ResidualCache | None = None,
     scoring: str = DEFAULT_SCORING,
     prompt_format: str = "reference",
     max_batch: int = 16,
     progress: Progress | None = None,
 ) -> list[QuestionScore]:
-    """`score_questions` steered by `coeff * vector` (if given); with `prefix`, the residual entering the
-    first steered block is reused across calls on the same questions."""
-    resume = resume_for(model, prefix, vector) if coeff != 0 else None
+    """`score_questions` steered by `coeff * vector` (if given); with `residual_cache`, the residual entering
+    the first steered block is reused across calls on the same questions."""
+    reuse = residual_reuse_for(model, residual_cache, vector) if coeff != 0 else None
     with maybe_steer(model, vector, coeff):
-        return score_questions(model, questions, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, resume=resume)
+        return score_questions(model, questions, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, reuse=reuse)
 
 
 def sequence_logprobs(model: HookedModel, texts: Sequence[str], *, max_batch: int = 16, max_tokens: int = 3072, progress: Progress | None = None) -> list[float]:

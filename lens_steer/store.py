@@ -1,5 +1,6 @@
-"""A content-keyed store of BBQ predictions: finished evaluations are read back (resumable runs), and every
-number in a report traces to a `predictions/<name>.jsonl` file."""
+"""A content-keyed store of BBQ predictions and MMLU records: finished evaluations are read back (resumable
+runs), and every number in a report traces to a `predictions/<name>.jsonl` file. `through_store` is the one
+"read if stored, else compute and store" path."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 
 from lens_steer.data.bbq import BbqItem
+from lens_steer.errors import LensSteerError
 from lens_steer.scoring import SCORING_VERSION
 from lens_steer.files import write_json, write_jsonl
 from lens_steer.metrics import BbqPrediction
@@ -65,6 +67,11 @@ def model_fingerprint(model: HookedModel, samples: int = 64) -> dict[str, Any]:
             "dtype": ",".join(sorted(dtypes)), "weights": h.hexdigest()[:16]}  # fmt: skip
 
 
+def prediction_settings(model: HookedModel, scoring: str, prompt_format: str, **extra: Any) -> dict[str, Any]:
+    """The store settings of predictions by `model` under `scoring` and `prompt_format` (plus `extra`, e.g. the benchmark)."""
+    return {"model": model_identity(model).name, "model_fingerprint": model_fingerprint(model), "scoring": scoring, "prompt_format": prompt_format, **extra}
+
+
 class PredictionStore:
     """Predictions under `root/predictions/`, keyed by everything that determines them. Several processes may
     share one store: `index.json` is updated under a lock, each file written atomically."""
@@ -86,6 +93,18 @@ class PredictionStore:
         keys = [[i.category, i.example_id, i.source, content_digest(i)] for i in items]
         rows = self.rows(keys, vector, coeff, settings, lambda: [p.to_dict() for p in compute()], categories=sorted({i.category for i in items}))
         return [BbqPrediction(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in r.items() if k in _FIELDS}) for r in rows]
+
+    def mmlu(
+        self,
+        items: Sequence[Any],
+        vector: SteeringVector | None,
+        coeff: float,
+        settings: dict[str, Any],
+        compute: Callable[[], list[dict[str, Any]]],
+    ) -> list[dict[str, Any]]:
+        """The MMLU records for (items, vector, coeff, settings): read if stored, else computed and stored."""
+        keys = [[it.subject, it.index, content_digest(it)] for it in items]
+        return self.rows(keys, vector, coeff, settings, compute, categories=sorted({it.subject for it in items}))
 
     def rows(
         self,
@@ -164,6 +183,27 @@ class PredictionStore:
         except ValueError:
             return None
         return rows if len(rows) == n and all(isinstance(r, dict) for r in rows) else None
+
+
+def through_store(
+    store_dir: str | Path | None,
+    benchmark: str,
+    items: Sequence[Any],
+    vector: SteeringVector | None,
+    coeff: float,
+    settings: Callable[[], dict[str, Any]],
+    compute: Callable[[], Any],
+) -> Any:
+    """`compute()`'s BBQ predictions or MMLU records for `items`, read back from the store under `store_dir` when
+    stored there and stored when computed; without a `store_dir`, always computed (`settings()` is not called)."""
+    if store_dir is None:
+        return compute()
+    store = PredictionStore(store_dir)
+    if benchmark == "bbq":
+        return store.bbq(items, vector, coeff, settings(), compute)
+    if benchmark == "mmlu":
+        return store.mmlu(items, vector, coeff, settings(), compute)
+    raise LensSteerError(f"the prediction store holds bbq and mmlu predictions, not {benchmark!r}")
 
 
 def _short_provenance(vector: SteeringVector | None) -> dict[str, Any] | None:

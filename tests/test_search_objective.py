@@ -1,4 +1,4 @@
-"""Tests for lens_steer.search.objective: the objective by hand, prefix reuse equals full forwards, and the items
+"""Tests for lens_steer.search.objective: the objective by hand, reused residuals equal full forwards, and the items
 depend on the data seed only."""
 
 from __future__ import annotations
@@ -24,21 +24,21 @@ def test_objective_values_by_hand() -> None:
 
 @needs_data
 @pytest.mark.parametrize("scoring", ["cloze", "letter"])
-def test_objective_reusing_the_prefix_equals_full_forwards(tiny, scoring: str) -> None:
+def test_objective_reusing_residuals_equals_full_forwards(tiny, scoring: str) -> None:
     from lens_steer.axes import get_axis
 
     space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0, 1), templates=(0,), coeff=(-3.0, 3.0, 1.0), layers=((1,), (2, 3), (3,)), methods=("mean_diff",))
     cfg = SearchConfig(space=space, n_trials=1, limit=8, chunk_size=4, scoring=scoring)
     cached = IsvObjective(tiny, get_axis("age"), cfg)
-    plain = IsvObjective(tiny, get_axis("age"), cfg, items=cached.items, prefix_bytes=0)
-    assert plain.prefix is None and cached.prefix is not None and cached.prefix.layers == (1, 2, 3)
+    plain = IsvObjective(tiny, get_axis("age"), cfg, items=cached.items, residual_cache_bytes=0)
+    assert plain.residual_cache is None and cached.residual_cache is not None and cached.residual_cache.layers == (1, 2, 3)
     trials = [{"corpus": "age", "num_sents": 4, "persona": p, "template": 0, "coeff": c, "layers": lay, "method": "mean_diff"} for p, c, lay in [(0, 3.0, "2,3"), (1, -3.0, "3"), (0, 2.0, "1"), (1, 3.0, "2,3")]]
     for params in trials:
         fast = cached.predictions(cached.items, cached.vector(params), float(params["coeff"]))
         slow = plain.predictions(plain.items, plain.vector(params), float(params["coeff"]))
         assert [p.pred for p in fast] == [p.pred for p in slow]
         assert all(torch.allclose(torch.tensor(a.option_logprobs), torch.tensor(b.option_logprobs), atol=1e-4) for a, b in zip(fast, slow))
-    assert cached.prefix.hits > 0  # later trials resumed from stored residuals
+    assert cached.residual_cache.hits > 0  # later trials ran from stored residuals
 
 
 @needs_data

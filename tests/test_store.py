@@ -15,7 +15,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.metrics import BbqPrediction
 from lens_steer.scoring import SCORING_VERSION
 from lens_steer.tokens import BOS_POLICY
-from lens_steer.store import PredictionStore, content_digest, items_digest, vector_digest
+from lens_steer.store import PredictionStore, content_digest, items_digest, through_store, vector_digest
 from lens_steer.vectors import SteeringVector, VectorMetadata
 
 
@@ -194,3 +194,27 @@ def test_model_fingerprint_reads_every_sampled_index_of_a_large_tensor() -> None
         b.w[-1] = -1.0  # the last element is one of the samples: the fingerprint must see it
     fa, fb = model_fingerprint(a), model_fingerprint(b)  # type: ignore[arg-type]
     assert fa["weights"] != fb["weights"] and fa["dtype"] == "float32"
+
+
+def test_through_store_computes_without_a_store_and_reads_back_with_one(items: list[BbqItem], tmp_path: Path) -> None:
+    from lens_steer.data.mmlu import MmluItem
+
+    calls: list[str] = []
+
+    def settings() -> dict[str, Any]:
+        calls.append("settings")
+        return {"model": "m", "scoring": "cloze"}
+
+    for shift in (0, 1):  # no store: computed every time, settings never asked for
+        assert through_store(None, "bbq", items, vec(), 1.0, settings, lambda shift=shift: predictions(items, shift)) == predictions(items, shift)
+    assert calls == []
+    first = through_store(tmp_path, "bbq", items, vec(), 1.0, settings, lambda: predictions(items, 0))
+    assert through_store(tmp_path, "bbq", items, vec(), 1.0, settings, lambda: predictions(items, 1)) == first == predictions(items, 0)
+    assert first == PredictionStore(tmp_path).bbq(items, vec(), 1.0, settings(), lambda: [])  # the store's own BBQ path, same entry
+    mmlu = [MmluItem("anatomy", f"question {k}", ("a", "b", "c", "d"), k % 4, k) for k in range(3)]
+    rows = [{"subject": it.subject, "index": it.index, "correct": k == 0} for k, it in enumerate(mmlu)]
+    assert through_store(tmp_path, "mmlu", mmlu, None, 0.0, settings, lambda: rows) == rows
+    keys = [[it.subject, it.index, content_digest(it)] for it in mmlu]
+    assert PredictionStore(tmp_path).rows(keys, None, 0.0, settings(), lambda: [], categories=["anatomy"]) == rows  # keyed by subject, index, content
+    with pytest.raises(LensSteerError, match="not 'crows'"):
+        through_store(tmp_path, "crows", mmlu, None, 0.0, settings, lambda: rows)

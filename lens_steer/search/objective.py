@@ -1,7 +1,7 @@
 """The ISV search's objective: trial params in, the BBQ validation objective out. Its items (`validation_items`,
 chosen by the config's data seed), the objective's formula (`objective_value`), and `IsvObjective`, which reads
 each trial's contrastive activations from an `ActivationCache` and reuses the validation items' residual stream
-before the first steered block across trials (`lens_steer.prefix.PrefixCache`)."""
+before the first steered block across trials (`lens_steer.residual_cache.ResidualCache`)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from lens_steer.isv import VECTOR_SCALE
 from lens_steer.metrics import BbqPrediction, bbq_metrics
 from lens_steer.models import HookedModel
 from lens_steer.pair_sources import PairSource, search_pairs
-from lens_steer.prefix import PrefixCache, start_block
+from lens_steer.residual_cache import ResidualCache, start_block
 from lens_steer.search.space import Params, SearchConfig
 from lens_steer.specs import parse_layers
 from lens_steer.vectors import SteeringVector, hook_name
@@ -67,7 +67,7 @@ class IsvObjective:
 
     With `cache` the pair activations come from an `ActivationCache`; without, every trial
     re-extracts from scratch. The validation items' residual stream before each trial's first steered
-    block is kept (up to `prefix_bytes`; 0 turns this off) and reused by later trials.
+    block is kept (up to `residual_cache_bytes`; 0 turns this off) and reused by later trials.
     """
 
     def __init__(
@@ -80,7 +80,7 @@ class IsvObjective:
         cache: ActivationCache | None = None,
         data_root: str | Path | None = None,
         baseline: Mapping[str, float] | None = None,
-        prefix_bytes: int = 2 << 30,
+        residual_cache_bytes: int = 2 << 30,
     ) -> None:
         self.model, self.axis, self.config, self.data_root = model, axis, config, data_root
         self.space = config.space.resolve(int(model.cfg.n_layers))
@@ -88,7 +88,7 @@ class IsvObjective:
         self.cache = cache
         self.pair_source = study_pair_source(axis, config)
         starts = {start_block(hook_name(x, config.hook) for x in layers) for layers in self.space.layer_choices.values()} - {None}
-        self.prefix = PrefixCache(starts, max_bytes=prefix_bytes) if starts and prefix_bytes > 0 else None  # type: ignore[arg-type]
+        self.residual_cache = ResidualCache(starts, max_bytes=residual_cache_bytes) if starts and residual_cache_bytes > 0 else None  # type: ignore[arg-type]
         self._baseline = dict(baseline) if baseline is not None else None
         self._mmlu: list[Any] | None = None
 
@@ -112,7 +112,7 @@ class IsvObjective:
     def predictions(self, items: Sequence[BbqItem], vector: SteeringVector | None = None, coeff: float = 0.0) -> list[BbqPrediction]:
         """BBQ predictions for `items`, steered by `coeff * vector` if given."""
         return bbq_predictions(
-            self.model, items, vector=vector, coeff=coeff, scoring=self.config.scoring, prompt_format=self.config.prompt_format, max_batch=self.config.max_batch, prefix=self.prefix
+            self.model, items, vector=vector, coeff=coeff, scoring=self.config.scoring, prompt_format=self.config.prompt_format, max_batch=self.config.max_batch, residual_cache=self.residual_cache
         )[1]
 
     def mmlu_items(self) -> list[Any]:

@@ -11,7 +11,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category
 from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
-from lens_steer.prefix import PrefixCache
+from lens_steer.residual_cache import ResidualCache
 from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice, score_steered
 from lens_steer.tasks.result import BenchResult
 from lens_steer.vectors import SteeringVector
@@ -88,16 +88,16 @@ def bbq_predictions(
     coeff: float = 0.0,
     max_batch: int = 16,
     progress: Progress | None = None,
-    prefix: PrefixCache | None = None,
+    residual_cache: ResidualCache | None = None,
 ) -> tuple[list[QuestionScore], list[BbqPrediction]]:
     """Score BBQ items (optionally steered): the scores and the predictions in answer space.
 
-    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
+    With `residual_cache`, the residual entering the first steered block is reused across calls on the same items."""
     choices = bbq_choices or default_bbq_choices(prompt_format)
     if choices == "lm_eval" and scoring != "cloze":
         raise LensSteerError(f"--bbq-choices lm_eval scores answer texts; use it with --scoring cloze, not {scoring}")
     questions = [bbq_question(i, choices) for i in items]
-    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    scores = score_steered(model, questions, vector=vector, coeff=coeff, residual_cache=residual_cache, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
     return scores, [BbqPrediction.from_item(it, s.pred, s.answer_scores) for it, s in zip(items, scores)]
 
 
@@ -115,17 +115,17 @@ def run_bbq(
     seed: int = 0,
     max_batch: int = 16,
     progress: Progress | None = None,
-    prefix: PrefixCache | None = None,
+    residual_cache: ResidualCache | None = None,
 ) -> BenchResult:
     """Score BBQ items (optionally steered) and compute overall and per-category metrics.
 
     `bbq_choices`: "item" (the item's three answers) or "lm_eval" (lm-evaluation-harness's twelve choices);
     default from the prompt format (`default_bbq_choices`).
 
-    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
+    With `residual_cache`, the residual entering the first steered block is reused across calls on the same items."""
     choices = bbq_choices or default_bbq_choices(prompt_format)
     scores, preds = bbq_predictions(
-        model, items, scoring=scoring, prompt_format=prompt_format, bbq_choices=choices, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress, prefix=prefix
+        model, items, scoring=scoring, prompt_format=prompt_format, bbq_choices=choices, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress, residual_cache=residual_cache
     )
     questions = [bbq_question(i, choices) for i in items]
     records = [bbq_record(it, q, s, p) for it, q, s, p in zip(items, questions, scores, preds)]

@@ -8,7 +8,7 @@ from lens_steer.data.mmlu import MmluItem
 from lens_steer.metrics import mmlu_accuracy
 from lens_steer.stats import metrics_to_dict
 from lens_steer.models import HookedModel
-from lens_steer.prefix import PrefixCache
+from lens_steer.residual_cache import ResidualCache
 from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, score_steered
 from lens_steer.tasks.result import BenchResult
 from lens_steer.vectors import SteeringVector
@@ -31,14 +31,14 @@ def run_mmlu(
     seed: int = 0,
     max_batch: int = 16,
     progress: Progress | None = None,
-    prefix: PrefixCache | None = None,
+    residual_cache: ResidualCache | None = None,
 ) -> BenchResult:
     """Score MMLU items (optionally steered): accuracy micro- and macro-averaged over subjects (an unparsed
     reply, pred -1, is wrong; records carry the reply and its parse rule under scoring "generate").
 
-    With `prefix`, the residual entering the first steered block is reused across calls on the same items."""
+    With `residual_cache`, the residual entering the first steered block is reused across calls on the same items."""
     questions = [mmlu_question(i) for i in items]
-    scores = score_steered(model, questions, vector=vector, coeff=coeff, prefix=prefix, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    scores = score_steered(model, questions, vector=vector, coeff=coeff, residual_cache=residual_cache, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
     records = [
         {
             "subject": it.subject,

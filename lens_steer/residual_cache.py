@@ -1,11 +1,11 @@
-"""The residual stream before the first steered block: computed once for a set of token batches, reused.
+"""The residual stream entering the first steered block: stored once per token batch, reused by later steered runs.
 
 Steering at block `s` or later cannot change what enters block `s`, so a search that scores the same
-validation items under many vectors keeps `blocks.{s}.hook_resid_pre` of every batch (captured during
-an ordinary forward) and later runs only blocks `s..n-1` from it. On a `TransformerBridge` the blocks
+validation items under many vectors keeps `blocks.{s}.hook_resid_pre` of every batch (a `ResidualCache`,
+captured during an ordinary forward) and later runs only blocks `s..n-1` from it. On a `TransformerBridge` the blocks
 are called directly with the Hugging Face model's own rotary embeddings and mask (the bridge's
 `start_at_layer` still executes blocks `0..s-1`); on TL 3.x `HookedTransformer` its native
-`start_at_layer` does the same. Hooks inside the resumed blocks fire as in a full forward.
+`start_at_layer` does the same. Hooks inside the blocks run fire as in a full forward.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def start_block(hook_names: Iterable[str]) -> int | None:
 
 
 def batch_key(*tensors: Tensor) -> str:
-    """A digest of token tensors (shape and values): the identity of a batch's prefix."""
+    """A digest of token tensors (shape and values): the identity of a batch."""
     h = hashlib.sha256()
     for t in tensors:
         arr = t.detach().to("cpu", torch.int64).contiguous()
@@ -60,7 +60,7 @@ def batch_key(*tensors: Tensor) -> str:
     return h.hexdigest()
 
 
-class PrefixCache:
+class ResidualCache:
     """`blocks.{layer}.hook_resid_pre` of token batches at the chosen `layers`, keyed by `batch_key`.
 
     Least-recently-used batches are dropped beyond `max_bytes`; a dropped batch is simply recomputed.
@@ -70,9 +70,9 @@ class PrefixCache:
     def __init__(self, layers: Iterable[int], *, max_bytes: int = 2 << 30) -> None:
         self.layers: tuple[int, ...] = tuple(sorted({int(x) for x in layers}))
         if not self.layers or self.layers[0] < 1:
-            raise LensSteerError(f"prefix cache layers must be block indices >= 1, got {list(self.layers)}")
+            raise LensSteerError(f"residual cache layers must be block indices >= 1, got {list(self.layers)}")
         if max_bytes < 1:
-            raise LensSteerError(f"prefix cache needs max_bytes >= 1, got {max_bytes}")
+            raise LensSteerError(f"residual cache needs max_bytes >= 1, got {max_bytes}")
         self.max_bytes = int(max_bytes)
         self._entries: collections.OrderedDict[str, dict[int, Tensor]] = collections.OrderedDict()
         self.nbytes = 0
@@ -155,8 +155,8 @@ def _is_hooked_transformer(model: HookedModel) -> bool:
     return isinstance(model, HookedTransformer)
 
 
-def can_resume(model: HookedModel) -> bool:
-    """Whether `run_blocks` can resume this model's forward at a block (a TL 3.x model: without a KV cache)."""
+def can_run_blocks(model: HookedModel) -> bool:
+    """Whether `run_blocks` can run this model's forward from a block (a TL 3.x model: without a KV cache)."""
     return _bridge_parts(model) is not None or _is_hooked_transformer(model)
 
 
@@ -170,17 +170,17 @@ def run_blocks(
 ) -> Float[Tensor, "batch pos d_model"]:
     """Residual after the last block, running blocks `start..n-1` on `resid` (the input of block `start`).
 
-    `attention_mask` is 2-D over the cached prefix and these tokens; positions follow it (as the bridge
+    `attention_mask` is 2-D over the earlier (KV-cached) tokens and these; positions follow it (as the bridge
     derives them). `past_key_values` (a Hugging Face cache, bridge only) holds the keys and values of
     earlier tokens at blocks `start..n-1` and is extended in place.
     """
     n_layers = int(model.cfg.n_layers)
     if not 1 <= start < n_layers:
-        raise LensSteerError(f"cannot resume at block {start}; the model has blocks 0..{n_layers - 1}")
+        raise LensSteerError(f"cannot run from block {start}; the model has blocks 0..{n_layers - 1}")
     parts = _bridge_parts(model)
     if parts is None:
         if past_key_values is not None or not _is_hooked_transformer(model):
-            raise LensSteerError(f"model {getattr(model.cfg, 'model_name', '?')!r} cannot resume at a block; evaluate without a prefix cache")
+            raise LensSteerError(f"model {getattr(model.cfg, 'model_name', '?')!r} cannot run from a block; evaluate without a residual cache")
         return _run_hooked_transformer(model, resid, start, attention_mask)
     hf, inner = parts
     batch, q = resid.shape[:2]

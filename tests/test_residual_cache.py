@@ -1,4 +1,5 @@
-"""Resuming a forward at a block: checked against full forward passes on the tiny model (TL 4 bridge or TL 3)."""
+"""Running a forward from a stored residual at a block (lens_steer.residual_cache): checked against full forward
+passes on the tiny model (TL 4 bridge or TL 3)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import torch
 from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.errors import LensSteerError
-from lens_steer.scoring import Question, final_residual, resume_for, score_questions
+from lens_steer.scoring import Question, final_residual, residual_reuse_for, score_questions
 from lens_steer.models import accepts_kv_cache, model_identity
-from lens_steer.prefix import PrefixCache, batch_key, can_resume, capture_hooks, run_blocks, start_block
+from lens_steer.residual_cache import ResidualCache, batch_key, can_run_blocks, capture_hooks, run_blocks, start_block
 from lens_steer.steering import steer
 from lens_steer.tokens import encode_texts, pad_batch, pad_id
 from lens_steer.vectors import SteeringVector, VectorMetadata
@@ -44,9 +45,9 @@ def test_start_block_by_hand():
     assert start_block([]) is None
 
 
-def test_prefix_cache_keeps_within_its_byte_budget():
+def test_residual_cache_keeps_within_its_byte_budget():
     one = torch.zeros(2, 3, 4)  # 96 bytes
-    cache = PrefixCache([2, 1], max_bytes=2 * 96)
+    cache = ResidualCache([2, 1], max_bytes=2 * 96)
     assert cache.layers == (1, 2)
     assert cache.capture_layers(1) == (1,) and cache.capture_layers(3) == (1, 2, 3)
     cache.put("a", {1: one, 2: one})
@@ -55,7 +56,7 @@ def test_prefix_cache_keeps_within_its_byte_budget():
     assert cache.nbytes == 96 and cache.get("a", 1) is None and cache.get("b", 1) is one
     assert (cache.hits, cache.misses) == (2, 2)
     with pytest.raises(LensSteerError, match="block indices >= 1"):
-        PrefixCache([0, 2])
+        ResidualCache([0, 2])
 
 
 def test_batch_key_depends_on_values_and_shape():
@@ -68,15 +69,15 @@ def test_batch_key_depends_on_values_and_shape():
 
 @pytest.mark.parametrize("start", [1, 2, 3])
 def test_run_blocks_equals_the_full_steered_forward(model, start):
-    assert can_resume(model)
+    assert can_run_blocks(model)
     ids = encode_texts(model, ["the cat sat on the mat", "a dog", "two plus two is four, said the teacher"])
     batch = pad_batch(ids, pad_id=pad_id(model), padding_side="right")
     vec = vector(model, [start, 3])
     with torch.inference_mode(), steer(model, [(vec, 1.5)]):
         box: dict[int, torch.Tensor] = {}
         full = final_residual(model, batch.tokens, {}, capture_hooks([start], box))
-        resumed = run_blocks(model, box[start], start)
-    torch.testing.assert_close(resumed, full, rtol=1e-5, atol=1e-5)
+        from_block = run_blocks(model, box[start], start)
+    torch.testing.assert_close(from_block, full, rtol=1e-5, atol=1e-5)
     with torch.inference_mode():  # and the steering matters: the unsteered forward differs
         plain = final_residual(model, batch.tokens, {})
     assert (plain - full).abs().max() > 1e-3
@@ -102,27 +103,27 @@ def test_run_blocks_with_a_kv_cache_equals_one_sequence(model):
         final_residual(model, c.tokens, {"past_key_values": cache, "attention_mask": mask}, capture_hooks([start], box_c))
         cache = DynamicCache()
         run_blocks(model, box_p[start], start, past_key_values=cache)
-        resumed = run_blocks(model, box_c[start], start, attention_mask=mask, past_key_values=cache)
+        from_block = run_blocks(model, box_c[start], start, attention_mask=mask, past_key_values=cache)
         for row in range(2):  # the same continuation run as one unpadded sequence
             seq = torch.tensor([prompts[row] + conts[row]])
             alone = final_residual(model, seq, {})[0, len(prompts[row]) :]
-            torch.testing.assert_close(resumed[row, : len(conts[row])], alone, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(from_block[row, : len(conts[row])], alone, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("scoring", ["cloze", "letter"])
-def test_scores_with_a_prefix_cache_equal_scores_without(model, scoring):
-    cache = PrefixCache([1, 2])
+def test_scores_with_a_residual_cache_equal_scores_without(model, scoring):
+    cache = ResidualCache([1, 2])
     for layers, hook in [([2], "hook_resid_post"), ([1, 3], "hook_resid_post"), ([2], "hook_resid_pre"), ([3], "hook_resid_post")]:
         vec = vector(model, layers, hook, seed=len(layers))
-        resume = resume_for(model, cache, vec)
-        assert resume is not None and resume.start == (layers[0] - 1 if hook == "hook_resid_pre" else layers[0])
+        reuse = residual_reuse_for(model, cache, vec)
+        assert reuse is not None and reuse.start == (layers[0] - 1 if hook == "hook_resid_pre" else layers[0])
         with steer(model, [(vec, 3.0)]):
             direct = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2)
             misses = cache.misses
-            first = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2, resume=resume)
+            first = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2, reuse=reuse)
             hits = cache.hits
-            second = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2, resume=resume)
-        assert cache.hits > hits  # the second pass resumed from stored residuals
+            second = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2, reuse=reuse)
+        assert cache.hits > hits  # the second pass ran from stored residuals
         assert cache.misses >= misses
         for a, b, c in zip(direct, first, second):
             assert a.pred == b.pred == c.pred
@@ -130,10 +131,10 @@ def test_scores_with_a_prefix_cache_equal_scores_without(model, scoring):
             torch.testing.assert_close(torch.tensor(b.option_scores), torch.tensor(a.option_scores), rtol=1e-4, atol=1e-4)
 
 
-def test_no_resume_without_a_vector_or_before_block_one(model):
-    cache = PrefixCache([1])
-    assert resume_for(model, None, vector(model, [2])) is None
-    assert resume_for(model, cache, None) is None
-    assert resume_for(model, cache, vector(model, [0])) is None
-    with pytest.raises(LensSteerError, match="cannot resume at block 0"):
+def test_no_reuse_without_a_vector_or_before_block_one(model):
+    cache = ResidualCache([1])
+    assert residual_reuse_for(model, None, vector(model, [2])) is None
+    assert residual_reuse_for(model, cache, None) is None
+    assert residual_reuse_for(model, cache, vector(model, [0])) is None
+    with pytest.raises(LensSteerError, match="cannot run from block 0"):
         run_blocks(model, torch.zeros(1, 2, model_identity(model).d_model), 0)
