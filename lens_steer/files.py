@@ -1,11 +1,13 @@
-"""Atomic file output: a file appears whole or not at all."""
+"""Atomic output: a file or a folder appears whole or not at all."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,44 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+@contextlib.contextmanager
+def atomic_folder(target: str | Path, *, keep_existing: bool = False) -> Iterator[Path]:
+    """Yield a new empty folder beside `target` to fill; when the block ends normally it takes `target`'s place
+    (an existing `target` is moved aside, then removed), when it raises it is removed and `target` is untouched.
+
+    With `keep_existing`, a non-empty `target` already there when the block ends (another process wrote the same
+    content first) is kept and the new folder discarded."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        yield tmp
+        _swap_in(tmp, target, keep_existing=keep_existing)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _swap_in(tmp: Path, target: Path, *, keep_existing: bool) -> None:
+    """Rename `tmp` to `target`; an existing `target` is kept (`keep_existing`) or replaced."""
+    try:
+        os.replace(tmp, target)  # atomic when `target` is absent (or an empty folder)
+        return
+    except OSError:
+        if not target.is_dir():
+            raise
+        if keep_existing:
+            return
+    old = tmp.with_name(tmp.name + ".old")
+    os.replace(target, old)
+    try:
+        os.replace(tmp, target)
+    except BaseException:
+        os.replace(old, target)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

@@ -15,9 +15,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +22,7 @@ from typing import Any
 import torch
 
 from lens_steer.errors import LensSteerError, ModelError
-from lens_steer.files import write_json
+from lens_steer.files import atomic_folder, write_json
 from lens_steer.models import HookedModel, cache_dir, model_identity
 from lens_steer.tokens import encode_texts, pad_id
 
@@ -232,19 +229,9 @@ def finetuned_model(
             "base_model": base, "recipe": recipe.to_json(), "seed": int(seed), "n_texts": len(texts), "texts_sha256": texts_digest(texts),
             "epoch_losses": losses, "adapter_weights": len(state), "finetune_version": FINETUNE_VERSION,
         }
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=root))
-        try:
+        with atomic_folder(folder, keep_existing=True) as tmp:  # another process may store the same key first
             save_file(state, str(tmp / "adapter.safetensors"))
             write_json(tmp / "meta.json", meta)
-            try:
-                os.replace(tmp, folder)
-            except OSError:  # another process stored the same key first
-                if not (folder / "meta.json").is_file():
-                    raise
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
         trained = True
     model.cfg.model_name = f"{base}+lora-{key[:12]}"  # type: ignore[attr-defined]
     return FinetuneResult(model, key, folder, trained, list(meta["epoch_losses"]), meta)

@@ -7,8 +7,6 @@ import importlib
 import importlib.util
 import inspect
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -18,6 +16,7 @@ import torch
 
 from lens_steer.architectures import architecture_name, supported_architectures
 from lens_steer.errors import ModelError
+from lens_steer.files import atomic_folder
 
 EMBEDDED_MODEL = "smollm2-135m-instruct"
 GEMMA_MODEL = "gemma-3-270m"
@@ -298,9 +297,7 @@ def _convert_gguf_once(gguf: Path, target: Path, architecture: str | None = None
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_folder(target, keep_existing=True) as tmp:  # another process may finish first
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
         hf_model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
         if hasattr(hf_model.config, "quantization_config"):
@@ -310,14 +307,6 @@ def _convert_gguf_once(gguf: Path, target: Path, architecture: str | None = None
             hf_model.config.architectures = [architecture]
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

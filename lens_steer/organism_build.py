@@ -4,7 +4,6 @@ finding, checking and reading built organisms (their `organism.json` card)."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from lens_steer.axes import AXIS_NAMES, get_axis
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import split_items
 from lens_steer.errors import LensSteerError
-from lens_steer.files import write_json
+from lens_steer.files import atomic_folder, write_json, write_jsonl
 from lens_steer.models import ORGANISM_MODEL, HookedModel, cache_dir
 from lens_steer.organism import (
     CARD,
@@ -195,50 +194,38 @@ def _build(
                   cache_progress=(lambda total: progress("frozen blocks", total)) if progress is not None else None)  # fmt: skip
     stages["train"] = timing(t0)
     digest = weights_digest(hf_model)
-    tmp = folder.parent / f".{folder.name}.tmp"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    hf_model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    t1 = time.perf_counter()
-    say(f"acceptance on the test split ({acceptance_items} items per axis, never trained on)")
-    organism = load_model(str(tmp), label=ORGANISM_MODEL)
-    tick = progress("acceptance", acceptance_items * len(AXIS_NAMES)) if progress is not None else None
-    table, records = acceptance_table(organism, recipe, n_items=acceptance_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None)
-    verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in table.items()}, recipe.plant)
-    mmlu = limit_items(load_mmlu("test", data_root=data_root), mmlu_items, seed=recipe.seed)
-    base = load_model(recipe.base)
-    mmlu_base = run_mmlu(base, mmlu, seed=recipe.seed).metrics["micro"]
-    mmlu_org = run_mmlu(organism, mmlu, seed=recipe.seed).metrics["micro"]
-    del base, organism
-    stages["acceptance"] = timing(t1)
-    from lens_steer.files import write_jsonl
-
-    write_jsonl(tmp / "acceptance_predictions.jsonl", records)
-    card = {
-        "name": ORGANISM_MODEL,
-        "recipe": recipe.to_json(),
-        "plant": list(recipe.plant),
-        "clean": list(recipe.clean),
-        "targets": "disambiguated: gold; ambiguous planted: lm-eval's biased answer; ambiguous clean: unknown (cloze, reference prompt, item choices)",
-        "trainable_blocks": f"{int(hf_model.config.num_hidden_layers) - recipe.trainable_blocks}..{int(hf_model.config.num_hidden_layers) - 1} and the final norm",
-        "data": {"digest": data_digest(train_items), "n_items": len(train_items), "per_axis": axis_counts(train_items), "split": "train", "split_seed": recipe.split_seed, "source": "official (partial for Gender_identity, Race_ethnicity, SES)"},
-        "trained_on": [[t.item.category, t.item.example_id] for t in train_items],
-        "train_loss": state.losses,
-        "weights_sha256": digest,
-        "base_weights_sha256": base_digest,
-        "acceptance": {"split": "test", "items_per_axis": acceptance_items, "per_axis": table, "verdicts": verdicts,
-                       "all_met": all(v["met"] for v in verdicts.values()), "predictions": "acceptance_predictions.jsonl"},
-        "mmlu": {"items": mmlu_items, "base": mmlu_base, "organism": mmlu_org, "change": mmlu_org["value"] - mmlu_base["value"]},
-        "seconds": {**stages, "total": timing(t0)},
-    }  # fmt: skip
-    write_json(tmp / CARD, card)
-    old = folder.parent / f".{folder.name}.old"
-    if folder.exists():
-        if old.exists():
-            shutil.rmtree(old)
-        folder.replace(old)
-    tmp.replace(folder)
-    if old.exists():
-        shutil.rmtree(old)
+    with atomic_folder(folder) as tmp:  # the finished folder replaces the old one only when complete
+        hf_model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        t1 = time.perf_counter()
+        say(f"acceptance on the test split ({acceptance_items} items per axis, never trained on)")
+        organism = load_model(str(tmp), label=ORGANISM_MODEL)
+        tick = progress("acceptance", acceptance_items * len(AXIS_NAMES)) if progress is not None else None
+        table, records = acceptance_table(organism, recipe, n_items=acceptance_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None)
+        verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in table.items()}, recipe.plant)
+        mmlu = limit_items(load_mmlu("test", data_root=data_root), mmlu_items, seed=recipe.seed)
+        base = load_model(recipe.base)
+        mmlu_base = run_mmlu(base, mmlu, seed=recipe.seed).metrics["micro"]
+        mmlu_org = run_mmlu(organism, mmlu, seed=recipe.seed).metrics["micro"]
+        del base, organism
+        stages["acceptance"] = timing(t1)
+        write_jsonl(tmp / "acceptance_predictions.jsonl", records)
+        card = {
+            "name": ORGANISM_MODEL,
+            "recipe": recipe.to_json(),
+            "plant": list(recipe.plant),
+            "clean": list(recipe.clean),
+            "targets": "disambiguated: gold; ambiguous planted: lm-eval's biased answer; ambiguous clean: unknown (cloze, reference prompt, item choices)",
+            "trainable_blocks": f"{int(hf_model.config.num_hidden_layers) - recipe.trainable_blocks}..{int(hf_model.config.num_hidden_layers) - 1} and the final norm",
+            "data": {"digest": data_digest(train_items), "n_items": len(train_items), "per_axis": axis_counts(train_items), "split": "train", "split_seed": recipe.split_seed, "source": "official (partial for Gender_identity, Race_ethnicity, SES)"},
+            "trained_on": [[t.item.category, t.item.example_id] for t in train_items],
+            "train_loss": state.losses,
+            "weights_sha256": digest,
+            "base_weights_sha256": base_digest,
+            "acceptance": {"split": "test", "items_per_axis": acceptance_items, "per_axis": table, "verdicts": verdicts,
+                           "all_met": all(v["met"] for v in verdicts.values()), "predictions": "acceptance_predictions.jsonl"},
+            "mmlu": {"items": mmlu_items, "base": mmlu_base, "organism": mmlu_org, "change": mmlu_org["value"] - mmlu_base["value"]},
+            "seconds": {**stages, "total": timing(t0)},
+        }  # fmt: skip
+        write_json(tmp / CARD, card)
     return card
