@@ -1,0 +1,163 @@
+"""The layout rules, read from the source with `ast`: no import cycle among lens_steer modules (module-level
+imports), no private name imported from a lens_steer module anywhere in the tree, no lens_steer module over 600 lines."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "lens_steer"
+MAX_LINES = 600
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _absolute(node: ast.ImportFrom, importer: str, is_package: bool) -> str:
+    if not node.level:
+        return node.module or ""
+    base = importer.split(".") if is_package else importer.split(".")[:-1]
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _type_checking_only(node: ast.stmt) -> bool:
+    """`if TYPE_CHECKING:` (imports for type checkers only)."""
+    if not isinstance(node, ast.If):
+        return False
+    test = node.test
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def imported_modules(tree: ast.Module, importer: str, is_package: bool, *, top_level_only: bool) -> Iterator[tuple[str, ast.AST]]:
+    """(lens_steer module, import node) for each import; `top_level_only` skips imports inside functions and classes."""
+
+    def walk(nodes: list[ast.stmt]) -> Iterator[ast.stmt]:
+        for n in nodes:
+            yield n
+            if top_level_only and (isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) or _type_checking_only(n)):
+                continue  # runs later (or never), not while the module is imported
+            for child in ast.iter_child_nodes(n):
+                if isinstance(child, ast.stmt):
+                    yield from walk([child])
+                elif isinstance(child, ast.ExceptHandler):
+                    yield from walk(child.body)
+
+    for n in walk(tree.body):
+        if isinstance(n, ast.Import):
+            for alias in n.names:
+                if alias.name.startswith("lens_steer"):
+                    yield alias.name, n
+        elif isinstance(n, ast.ImportFrom):
+            mod = _absolute(n, importer, is_package)
+            if not mod.startswith("lens_steer"):
+                continue
+            for alias in n.names:
+                sub = f"{mod}.{alias.name}"
+                yield (sub if sub in MODULES else mod), n
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module-level import edges among lens_steer modules; importing a.b.c also runs packages a and a.b."""
+    graph: dict[str, set[str]] = {m: set() for m in MODULES}
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for target, _ in imported_modules(tree, name, path.name == "__init__.py", top_level_only=True):
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                dep = ".".join(parts[:i])
+                if dep in MODULES and dep != name and not name.startswith(dep + "."):  # its own packages are already running
+                    graph[name].add(dep)
+    return graph
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    out: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_cycle_finder_finds_a_planted_cycle() -> None:
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_cycle_among_lens_steer_modules() -> None:
+    graph = import_graph()
+    assert graph["lens_steer.scoring"] >= {"lens_steer.residual_cache", "lens_steer.shared_prefix"}  # the graph sees real imports
+    assert cycles(graph) == []
+
+
+def private_names(tree: ast.Module, importer: str, is_package: bool) -> list[tuple[int, str]]:
+    """(line, name) of each private name imported from lens_steer in `tree`, at any depth."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            mod = _absolute(node, importer, is_package) if importer.startswith("lens_steer") or not node.level else ""
+            if mod.startswith("lens_steer"):
+                found += [(node.lineno, a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("lens_steer") and any(p.startswith("_") and not p.startswith("__") for p in a.name.split("."))]
+    return found
+
+
+def private_imports() -> list[str]:
+    """`from lens_steer.x import _name` (and `import lens_steer.x._name`) anywhere in the tree, as "file:line name"."""
+    found = []
+    for folder in ("lens_steer", "analyses", "benchmarks", "tests"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            name = module_name(path) if folder == "lens_steer" else path.stem
+            tree = ast.parse(path.read_text(encoding="utf-8"))
+            found += [f"{path.relative_to(ROOT)}:{line} {n}" for line, n in private_names(tree, name, path.name == "__init__.py")]
+    return found
+
+
+def test_private_names_are_found_at_any_depth() -> None:
+    tree = ast.parse("from lens_steer.scoring import _Row, Question\nimport lens_steer.cli._x\ndef f():\n    from .store import _index\n")
+    assert private_names(tree, "lens_steer.ensemble", False) == [(1, "_Row"), (2, "lens_steer.cli._x"), (4, "_index")]
+    assert private_names(ast.parse("from _tiny_models import _private\nfrom lens_steer import __version__\n"), "test_x", False) == []
+
+
+def test_no_private_name_imported_from_lens_steer() -> None:
+    assert private_imports() == []
+
+
+def test_no_lens_steer_module_over_600_lines() -> None:
+    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert long == {}
