@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Second CI leg: transformer-lens 3.9 (HookedTransformer still shipped) in its own venv.
-# Runs the steering / extraction / vector / token / prefix-reuse unit tests on the tiny model,
+# Runs the steering / extraction / vector / token / residual-reuse and shared-prefix unit tests on the tiny model,
 # built as a TL 3.x HookedTransformer (and, where TL 3.9 ships it, also as a TransformerBridge).
 # Usage: scripts/test_tl3.sh [extra pytest args]; venv: $LENS_STEER_TL3_VENV (default .venv-tl3).
 set -euo pipefail
@@ -20,4 +20,4 @@ cd "$here"
 # Tiny models gain nothing from threads, and two OpenMP threads on a busy 2-core machine run ~10x slower.
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 exec "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-  tests/test_steering.py tests/test_extract.py tests/test_vectors.py tests/test_tokens.py tests/test_prefix.py "$@"
+  tests/test_steering.py tests/test_extract.py tests/test_vectors.py tests/test_tokens.py tests/test_residual_cache.py tests/test_shared_prefix.py "$@"
