@@ -138,16 +138,14 @@ class BaselineScorer:
             scored_model, scoring_method = self._scored(method)
             return baseline_bbq_scores(scored_model, items, scoring_method, scoring=self.scoring, prompt_format=self.prompt_format, max_batch=self.max_batch)[2]
 
-        if self.store_dir is None:
-            return compute()
-        from lens_steer.store import PredictionStore
+        from lens_steer.store import through_store
 
-        return PredictionStore(self.store_dir).bbq(items, None, 0.0, self._settings(method, self.prompt_format, "bbq"), compute)
+        return through_store(self.store_dir, "bbq", items, None, 0.0, lambda: self._settings(method, self.prompt_format, "bbq"), compute)
 
     def mmlu(self, items: Sequence[Any], method: str, prompt_format: str) -> list[dict[str, Any]]:
         """Per-item MMLU records (subject, index, pred, label, correct) of `method` (or "none") in `prompt_format`."""
         check_choice(method, ("none", *MMLU_FORMATS), "baseline on MMLU")
-        from lens_steer.store import PredictionStore, content_digest
+        from lens_steer.store import through_store
 
         def compute() -> list[dict[str, Any]]:
             scored_model, scoring_method = self._scored(method)
@@ -155,7 +153,4 @@ class BaselineScorer:
             scores = score_questions_with(scored_model, questions, scoring_method, scoring=self.scoring, prompt_format=prompt_format, max_batch=self.max_batch)
             return [{"subject": it.subject, "index": it.index, "pred": s.pred, "label": it.label, "correct": s.pred == it.label, "baseline": method} for it, s in zip(items, scores)]
 
-        if self.store_dir is None:
-            return compute()
-        keys = [[it.subject, it.index, content_digest(it)] for it in items]
-        return PredictionStore(self.store_dir).rows(keys, None, 0.0, self._settings(method, prompt_format, "mmlu"), compute, categories=sorted({it.subject for it in items}))
+        return through_store(self.store_dir, "mmlu", items, None, 0.0, lambda: self._settings(method, prompt_format, "mmlu"), compute)
