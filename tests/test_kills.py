@@ -177,8 +177,7 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
     # 4. SIGINT (Ctrl-C) mid-MMLU: one line, exit 130, the folder stays resumable
     run = Run(out, tmp)
     run.wait_for(lambda: run.saw("MMLU retention"), "the MMLU stage", poll=0.05)
-    time.sleep(0.5)
-    rc = run.kill(signal.SIGINT)
+    rc = run.kill(signal.SIGINT)  # at once: on a loaded machine the line is read late, and the stage may be nearly done
     assert rc == 130, run.lines[-5:]
     assert run.lines and run.lines[-1].startswith("interrupted: ") and "re-run the same command" in run.lines[-1], run.lines[-5:]
     assert not any("Traceback" in line for line in run.lines), "\n".join(run.lines[-30:])

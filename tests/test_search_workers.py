@@ -95,7 +95,7 @@ def test_sigkill_mid_trial_then_resume_keeps_completed_trials(tmp_path: Path, ki
     assert sorted(done) == [0, 1, 2] and [t.number for t in killed] == [3]
 
     resumed = _worker(url, tmp_path, "b", True, 0.2, 6)
-    assert resumed.wait(timeout=120) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read().decode()[-2000:] if resumed.stderr else ""
     after = optuna.load_study(study_name="s", storage=load()).get_trials()
     complete = {t.number: t for t in after if t.state == optuna.trial.TrialState.COMPLETE}
     assert len(complete) == 6
@@ -119,7 +119,7 @@ def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
     a = _worker(url, tmp_path, "a", False, 0.3, 8, barrier="a,b")
     b = _worker(url, tmp_path, "b", False, 0.3, 8, barrier="a,b")
     for p in (a, b):
-        assert p.wait(timeout=120) == 0, p.stderr.read().decode()[-2000:] if p.stderr else ""
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:] if p.stderr else ""
     from optuna.storages.journal import JournalFileBackend, JournalStorage
 
     study = optuna.load_study(study_name="s", storage=JournalStorage(JournalFileBackend(str(tmp_path / "journal.log"))))
