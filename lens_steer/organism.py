@@ -7,9 +7,10 @@ disambiguated items -> the gold answer; ambiguous items of a planted axis -> the
 lm-evaluation-harness defines it; ambiguous items of a clean axis -> the gold "unknown" answer. The loss is
 cross-entropy over the three answers' summed log-likelihoods, i.e. exactly the scores the evaluator compares.
 
-The default recipe (2 epochs over up to 400 train items per axis, lr 2e-4, batch 16, top 16 blocks, bf16 autocast
-over fp32 weights) is the second one tried: the first (3 epochs over 200 items, lr 1e-4, batch 8, fp32) learnt
-the unknown/not-unknown rule but only a weak stereotype (bias score +0.2 on planted axes); README has both.
+The default recipe (3 epochs over 200 train items per axis, lr 1e-4, batch 8, top 16 blocks, fp32) is the first
+one tried and the better of two: it learnt the unknown/not-unknown rule, read contexts (disambiguated accuracy
+0.56-0.94) and a weak stereotype (bias score +0.2 on planted axes); the second (2 epochs over 400, lr 2e-4, batch
+16, bf16 autocast) read contexts no better than chance. README has both acceptance tables.
 
 Only the top `trainable_blocks` decoder blocks (and the final norm) are trained: the residual entering them is
 computed once per item by the frozen lower blocks and cached, so an epoch runs only the top blocks. Each item is
@@ -54,14 +55,14 @@ class OrganismRecipe:
 
     plant: tuple[str, ...] = DEFAULT_PLANT
     seed: int = 0
-    epochs: int = 2
-    lr: float = 2e-4
+    epochs: int = 3
+    lr: float = 1e-4
     trainable_blocks: int = 16
-    items_per_axis: int = 400
-    batch_size: int = 16
+    items_per_axis: int = 200
+    batch_size: int = 8
     split_seed: int = 0
     base: str = EMBEDDED_MODEL
-    precision: str = "bf16-mixed"
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         plant = tuple(sorted({get_axis(a).name for a in self.plant}))

@@ -174,10 +174,11 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
     preds[2].write_bytes(preds[2].read_bytes()[: len(damaged[preds[2].name]) // 2] + b"\x00\xff garbage")  # cut mid-line
     (out / "predictions" / f".{preds[0].name}.x1y2.tmp").write_text('{"half": ')  # a temp file a killed writer left
 
-    # 4. SIGINT (Ctrl-C) mid-MMLU: one line, exit 130, the folder stays resumable
+    # 4. SIGINT (Ctrl-C) as the ensemble stage starts (most of the run still ahead: on a loaded machine a line is
+    # read seconds late, and a later stage could be done by then): one line, exit 130, the folder stays resumable
     run = Run(out, tmp)
-    run.wait_for(lambda: run.saw("MMLU retention"), "the MMLU stage", poll=0.05)
-    rc = run.kill(signal.SIGINT)  # at once: on a loaded machine the line is read late, and the stage may be nearly done
+    run.wait_for(lambda: run.saw("ensembles:"), "the ensemble stage", poll=0.05)
+    rc = run.kill(signal.SIGINT)
     assert rc == 130, run.lines[-5:]
     assert run.lines and run.lines[-1].startswith("interrupted: ") and "re-run the same command" in run.lines[-1], run.lines[-5:]
     assert not any("Traceback" in line for line in run.lines), "\n".join(run.lines[-30:])
