@@ -45,7 +45,10 @@ class Run:
     """A `reproduce` process whose stderr lines are collected by a thread as they come."""
 
     def __init__(self, out: Path, tmp: Path) -> None:
-        self.proc = subprocess.Popen(_argv(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp))
+        # Ctrl-C's default disposition in the child: a shell's background job (e.g. CI started with `&`) inherits
+        # SIGINT ignored, and Python keeps an inherited SIG_IGN, so the SIGINT step would test nothing there
+        self.proc = subprocess.Popen(_argv(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp),
+                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
