@@ -115,13 +115,9 @@ class BaselineScorer:
         return self._tuned, "none"
 
     def _settings(self, method: str, prompt_format: str, bench: str) -> dict[str, Any]:
-        from lens_steer.models import model_identity
-        from lens_steer.store import model_fingerprint
+        from lens_steer.store import prediction_settings
 
-        out: dict[str, Any] = {"model": model_identity(self.model).name, "model_fingerprint": model_fingerprint(self.model), "scoring": self.scoring,
-                               "prompt_format": prompt_format, "baseline": method}  # fmt: skip
-        if bench != "bbq":
-            out["benchmark"] = bench
+        out = prediction_settings(self.model, self.scoring, prompt_format, baseline=method, **({} if bench == "bbq" else {"benchmark": bench}))
         if method == "finetune":
             from lens_steer.finetune import LoraRecipe, finetune_key
 

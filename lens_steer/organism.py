@@ -313,12 +313,9 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
 def _save_checkpoint(folder: Path, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, state: TrainState, key: str) -> None:
     import io
 
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / ".params.safetensors.tmp"
-    save_file({f"p{i}": p.detach().contiguous() for i, p in enumerate(params)}, str(tmp))
-    tmp.replace(folder / "params.safetensors")
+    atomic_write_bytes(folder / "params.safetensors", save({f"p{i}": p.detach().contiguous() for i, p in enumerate(params)}))
     buf = io.BytesIO()
     torch.save(optimizer.state_dict(), buf)
     atomic_write_bytes(folder / "optimizer.pt", buf.getvalue())

@@ -56,10 +56,9 @@ def acceptance_verdicts(per_axis: dict[str, dict[str, float]], plant: Sequence[s
 
 def axis_counts(train_items: Sequence[Any]) -> dict[str, int]:
     """Train items per axis, in axis order."""
-    by_category = {get_axis(a).bbq_category: a for a in AXIS_NAMES}
     counts = {a: 0 for a in AXIS_NAMES}
     for t in train_items:
-        counts[by_category[t.item.category]] += 1
+        counts[get_axis(t.item.category).name] += 1
     return counts
 
 

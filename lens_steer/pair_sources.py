@@ -48,9 +48,11 @@ def uses_persona(corpus: str) -> bool:
 
 @functools.lru_cache(maxsize=32)
 def _bbq_answer_pool(source: PairSource, data_root: str | None) -> PairSet:
+    """Every train pair of the source, in data-seed order, its texts' hash in the provenance (computed once)."""
     items = select(source.axis, "train", source=source.bbq_source, split_seed=source.split_seed, data_root=data_root, generated_dir=source.generated_dir)
     order = sorted(items, key=lambda it: hashlib.sha256(repr((source.data_seed, it.category, it.example_id)).encode()).hexdigest())
-    return bbq_answer_pairs(order, split_name="train")
+    pool = bbq_answer_pairs(order, split_name="train")
+    return PairSet(pool.pairs, {**pool.provenance, "sha256": pair_texts_sha256(pool.pairs)})
 
 
 def pair_texts_sha256(pairs: tuple[ContrastivePair, ...]) -> str:
@@ -90,8 +92,7 @@ def search_pairs(
     pool = _bbq_answer_pool(src, None if data_root is None else str(data_root))
     n = min(num_sents, len(pool))  # a small axis gives all it has; the count used is in the provenance
     ids = pool.provenance["example_ids"][:n]
-    prov = {**pool.provenance, "corpus": BBQ_ANSWER, "n_pairs": n, "n_asked": num_sents, "example_ids": ids, "source": src.to_json(),
-            "sha256": pair_texts_sha256(pool.pairs)}  # fmt: skip
+    prov = {**pool.provenance, "corpus": BBQ_ANSWER, "n_pairs": n, "n_asked": num_sents, "example_ids": ids, "source": src.to_json()}
     chosen = pool.pairs[:n]
     return PairSet(tuple(chosen), prov)
 
