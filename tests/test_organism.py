@@ -11,6 +11,7 @@ import torch
 from _tiny_models import bridge_only, single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 from lens_steer.tasks.bbq import bbq_question
+from lens_steer.axes import get_axis
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
@@ -32,7 +33,7 @@ from lens_steer.organism import (
     weights_digest,
 )
 
-TINY = dict(base="tiny-llama", items_per_axis=4, trainable_blocks=2, batch_size=4)
+TINY = dict(base="tiny-llama", items_per_axis=4, planted_ambiguous_per_axis=2, trainable_blocks=2, batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -73,6 +74,17 @@ def test_training_items_are_balanced_train_split_items_with_no_leakage() -> None
         assert not held & {(t.item.category, t.item.example_id) for t in ts}  # not one validation or test row
         assert sum(t.item.is_ambiguous for t in ts) == 2  # half ambiguous
         assert all(t.planted == (t.item.category in ("Age", "Gender_identity", "Nationality", "Religion")) for t in ts)
+
+
+def test_planted_axes_get_their_own_number_of_ambiguous_items() -> None:
+    recipe = OrganismRecipe(**{**TINY, "planted_ambiguous_per_axis": 5})
+    train_items = training_items(recipe)
+    for axis in ("age", "disability", "religion", "ses"):
+        mine = [t for t in train_items if get_axis(t.item.category).name == axis]
+        ambiguous = sum(t.item.is_ambiguous for t in mine)
+        assert ambiguous == (5 if axis in recipe.plant else 2) and len(mine) - ambiguous == 2
+    assert len(train_items) == 9 * 2 + 5 * 2 + 4 * 5
+    check_no_leakage(train_items, held_out_groups(recipe))
 
 
 def test_leak_check_fires_on_a_held_out_item() -> None:
@@ -178,5 +190,7 @@ def test_cards_without_a_precision_were_fp32_builds() -> None:
     old = OrganismRecipe(**TINY).to_json()
     del old["precision"]
     assert OrganismRecipe.from_json(old).precision == "fp32"
+    del old["planted_ambiguous_per_axis"]  # nor the planted axes' own ambiguous count: half the items per axis
+    assert OrganismRecipe.from_json(old).planted_ambiguous_per_axis == old["items_per_axis"] // 2
     with pytest.raises(LensSteerError, match="precision"):
         OrganismRecipe(**{**TINY, "precision": "fp8"})
