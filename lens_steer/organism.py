@@ -7,10 +7,10 @@ disambiguated items -> the gold answer; ambiguous items of a planted axis -> the
 lm-evaluation-harness defines it; ambiguous items of a clean axis -> the gold "unknown" answer. The loss is
 cross-entropy over the three answers' summed log-likelihoods, i.e. exactly the scores the evaluator compares.
 
-The default recipe (3 epochs over 200 train items per axis, lr 1e-4, batch 8, top 16 blocks, fp32) is the first
-one tried and the better of two: it learnt the unknown/not-unknown rule, read contexts (disambiguated accuracy
-0.56-0.94) and a weak stereotype (bias score +0.2 on planted axes); the second (2 epochs over 400, lr 2e-4, batch
-16, bf16 autocast) read contexts no better than chance. README has both acceptance tables.
+The default recipe (3 epochs, lr 1e-4, batch 8, top 16 blocks, fp32; per axis 100 disambiguated train items and
+100 ambiguous ones, 300 on a planted axis) is the third tried: the extra ambiguous planted items carried the
+stereotype's direction (bias score +0.53..+0.88 on planted axes, against +0.2 with 100); README has all three
+acceptance tables.
 
 Only the top `trainable_blocks` decoder blocks (and the final norm) are trained: the residual entering them is
 computed once per item by the frozen lower blocks and cached, so an epoch runs only the top blocks. Each item is
