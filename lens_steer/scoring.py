@@ -283,11 +283,12 @@ def _run_rows(
 
 
 TREE_BATCH_SCALE = 4  # a tree batch may hold this many times `max_batch` segments and `max_tokens` positions (most segments are short)
+TREE_PADDING_SIDE = "right"  # how a tree batch pads its segments (paths are always left-padded); both are exact
 
 
 def _tree_rows(
     model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, reuse: ResidualReuse | None,
-    padding_side: str = "right",
+    padding_side: str | None = None,
 ) -> list[np.ndarray]:
     """`_run_rows` over a prefix tree of the rows' token ids. With `reuse`, the tree runs from block `reuse.start`
     only when every batch of it has its residual stored (the keys/values must cover the same blocks); else in full,
@@ -295,7 +296,8 @@ def _tree_rows(
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
     unembed = _Unembed(model)
     seqs = [r.ids for r in rows]
-    plan = TreePlan(seqs, max_batch=max_batch * TREE_BATCH_SCALE, max_tokens=max_tokens * TREE_BATCH_SCALE, kv_bytes=kv_bytes_per_token(model), padding_side=padding_side)
+    plan = TreePlan(seqs, max_batch=max_batch * TREE_BATCH_SCALE, max_tokens=max_tokens * TREE_BATCH_SCALE, kv_bytes=kv_bytes_per_token(model),
+                    padding_side=padding_side or TREE_PADDING_SIDE)  # fmt: skip
     stored_all = reuse is not None and all(reuse.cache.get(b.key, reuse.start) is not None for b in plan.batches)
     reads = [[(r.positions[0], r.candidates)] if r.candidates is not None else [(p, [t]) for p, t in zip(r.positions, r.targets or [])] for r in rows]
 
