@@ -29,6 +29,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.models import HookedModel
 
 DEFAULT_CACHE_BYTES = 1 << 30  # keys/values a chunk may hold (its segments with children)
+PAD_SLACK = 1.25  # a batch's padded segment positions may exceed its real tokens by this factor (padding is pure waste)
 Forward = Callable[[Tensor, dict[str, Any], str], Tensor]  # (tokens, forward kwargs, batch key) -> final residual [batch, pos, d_model]
 Logits = Callable[[Tensor], Tensor]  # selected final residuals [n, d_model] -> logits [n, vocab]
 Read = tuple[int, Sequence[int]]  # (position whose next-token distribution is read, token ids whose log-probs are kept)
@@ -183,18 +184,21 @@ class TreePlan:
 
 
 def _groups(level: list[int], segments: list[Segment], max_batch: int, max_tokens: int) -> list[list[int]]:
-    """`level` (sorted by segment length) cut into batches within both budgets."""
+    """`level` (sorted by segment length) cut into batches within both budgets and with at most `PAD_SLACK`
+    times more segment positions (padding included) than real tokens."""
     out: list[list[int]] = []
     current: list[int] = []
-    width = (0, 0)
+    width, real = (0, 0), 0
     for i in level:
         s = segments[i]
         w = (max(width[0], s.path_len), max(width[1], len(s.tokens)))
-        if current and (len(current) + 1 > max_batch or (len(current) + 1) * (w[0] + w[1]) > max_tokens):
+        n = len(current) + 1
+        if current and (n > max_batch or n * (w[0] + w[1]) > max_tokens or n * w[1] > PAD_SLACK * (real + len(s.tokens))):
             out.append(current)
-            current, w = [], (s.path_len, len(s.tokens))
+            current, w, real = [], (s.path_len, len(s.tokens)), 0
         current.append(i)
         width = w
+        real += len(s.tokens)
     if current:
         out.append(current)
     return out
