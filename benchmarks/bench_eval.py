@@ -1,18 +1,33 @@
-"""BBQ scoring speed on the embedded model: the reference protocol vs a plain TransformerLens forward vs lens_steer.
+"""BBQ scoring speed on the embedded model: the reference protocol, a plain TransformerLens forward, lens_steer's
+previous path and its prefix-tree path, against the naive and the unique-token FLOP-bound ideals.
 
 (a) reference: Hugging Face `generate`, 20 new greedy tokens, batch 8, parse the letter (the SVE paper's code);
-(b) TransformerLens forward with full-sequence logits, batch 8 in file order, letter logits at the last token;
-(c) lens_steer `score_questions` (letter protocol; cloze reported beside it).
-All on the same items in the same run; also measures this machine's fp32 matmul rate and prints the
-FLOP-bound ideal items/s for the items' real token counts. Run: `.venv/bin/python benchmarks/bench_eval.py [--items 64]`.
+(b) TransformerLens forward with full-sequence logits, batch 8 in file order (cloze: one sequence per option);
+(c) lens_steer `score_questions(prefix_tree=False)`: length buckets; cloze runs each prompt once, its KV cache
+    extended by each option;
+(d) lens_steer `score_questions` (the prefix tree: each distinct token prefix of the items' sequences once);
+(e) lm-evaluation-harness's own BBQ task (`hf` model, its 12 choices, lm-eval prompt) on the first `--lm-eval-items`
+    items, beside (d) on the same items, format and choice set; skipped, with the reason, where lm-eval is absent.
+All on the same items (`limit_bbq`: whole template fills, so an item's variants are scored together, as an
+evaluation of a category does) in the same run. The naive ideal counts every token of every item once (cloze: the
+prompt and each option) at this machine's fp32 matmul rate, measured between the methods; the unique-token ideal
+counts each distinct prefix's tokens once.
+
+    .venv/bin/python benchmarks/bench_eval.py [--items 256] [--scoring cloze] [--json out.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import re
+import statistics
+import tempfile
 import time
 import warnings
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -31,20 +46,52 @@ def matmul_gflops(seconds: float = 2.0) -> float:
     return 2 * 1024 * 576 * 1536 * n / (time.perf_counter() - start) / 1e9
 
 
+def lm_eval_task(rows: list[dict[str, Any]], tmp: Path) -> tuple[Any, str]:
+    """A task dir holding lm-eval's shipped BBQ task with its data replaced by `rows` (as tests/test_lm_eval_parity.py)."""
+    import lm_eval.tasks
+    from lm_eval.tasks import TaskManager
+
+    name = "bbq_lens_steer_bench"
+    shipped = Path(lm_eval.tasks.__file__).parent / "bbq" / "bbq_multiple_choice.yaml"
+    data = tmp / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = []
+    for line in shipped.read_text().splitlines():
+        if line.startswith("task:"):
+            line = f"task: {name}"
+        elif line.startswith("dataset_path:"):
+            line = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}"
+        elif line.startswith("dataset_name:") or line.startswith("tag:") or line.startswith("  - social_bias"):
+            continue
+        out.append(line)
+    task_dir = tmp / "task"
+    task_dir.mkdir()
+    (task_dir / "bbq_bench.yaml").write_text("\n".join(out) + "\n")
+    (task_dir / "utils.py").write_text("from lm_eval.tasks.bbq.utils import *  # noqa: F401,F403 (lm-eval's own BBQ code)\n")
+    return TaskManager(include_path=str(task_dir)), name
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--items", type=int, default=64)
+    parser.add_argument("--items", type=int, default=256)
     parser.add_argument("--category", default="Age")
+    parser.add_argument("--scoring", default="cloze", choices=["cloze", "letter"])
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--skip", default="", help="comma-separated methods to skip: reference,tl,previous,lm_eval")
+    parser.add_argument("--lm-eval-items", type=int, default=16, help="items lm-eval scores (12 choices each; it is slow)")
+    parser.add_argument("--json", default=None, help="write every timing, ratio and ideal to this file")
     args = parser.parse_args()
+    skip = set(filter(None, args.skip.split(",")))
 
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.tasks.bbq import bbq_question
-    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
-    from lens_steer.scoring import letter_prompt, score_questions
+    from lens_steer.data.root import resolve_data_root
+    from lens_steer.data.select import limit_bbq
     from lens_steer.models import embedded_smollm2_folder, load_model
+    from lens_steer.prefix_tree import unique_prefix_tokens
+    from lens_steer.scoring import cloze_prompt, encode_pair, letter_prompt, score_questions
+    from lens_steer.tasks.bbq import bbq_question
     from lens_steer.tokens import encode_texts, pad_batch, pad_id
 
     model = load_model()
@@ -52,15 +99,30 @@ def main() -> None:
     hf = AutoModelForCausalLM.from_pretrained(embedded_smollm2_folder(), dtype=torch.float32).eval()
     items = limit_bbq(load_bbq([args.category], data_root=args.data_dir), args.items, seed=0)
     questions = [bbq_question(i) for i in items]
-    prompts = [letter_prompt(q, range(3), "reference", tok)[0] for q in questions]
-    ids = encode_texts(model, prompts)
-    n_tokens = [len(r) for r in ids]
-    letter_ids = [tok("abc"[k], add_special_tokens=False)["input_ids"][0] for k in range(3)]
+    letter_prompts = [letter_prompt(q, range(3), "reference", tok)[0] for q in questions]
+    letter_ids = encode_texts(model, letter_prompts)
+    letters = [tok("abc"[k], add_special_tokens=False)["input_ids"][0] for k in range(3)]
+    # the sequences each protocol scores, tokenised as score_questions does
+    if args.scoring == "cloze":
+        prompts, options = [], []
+        for q in questions:
+            text, conts = cloze_prompt(q, "reference", tok)
+            pairs = [encode_pair(model, text, c, move_trailing_whitespace=False) for c in conts]
+            prompts.append(pairs[0][0])
+            options.append([o for _, o in pairs])
+        seqs = [p + o for p, opts in zip(prompts, options) for o in opts]
+        naive_tokens = sum(len(p) + sum(len(o) for o in opts) for p, opts in zip(prompts, options))
+        scored = sum(len(o) for opts in options for o in opts)
+        unique_scored = len({tuple(p + o[:i]) for p, opts in zip(prompts, options) for o in opts for i in range(len(o))})
+    else:
+        seqs = letter_ids
+        naive_tokens, scored, unique_scored = sum(map(len, seqs)), len(seqs), len(seqs)
+    unique_tokens = unique_prefix_tokens(seqs)
 
     def reference() -> list[int]:
         preds = []
-        for s in range(0, len(ids), 8):
-            batch = pad_batch(ids[s : s + 8], pad_id=pad_id(model), padding_side="left")
+        for s in range(0, len(letter_ids), 8):
+            batch = pad_batch(letter_ids[s : s + 8], pad_id=pad_id(model), padding_side="left")
             with torch.inference_mode():
                 out = hf.generate(batch.tokens, attention_mask=batch.attention_mask, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=pad_id(model))
             for row in out[:, batch.tokens.shape[1] :]:
@@ -69,40 +131,112 @@ def main() -> None:
         return preds
 
     def tl_full_logits() -> list[int]:
-        preds = []
-        for s in range(0, len(ids), 8):
-            batch = pad_batch(ids[s : s + 8], pad_id=pad_id(model), padding_side="right")
+        preds: list[int] = []
+        if args.scoring == "letter":
+            for s in range(0, len(seqs), 8):
+                batch = pad_batch(seqs[s : s + 8], pad_id=pad_id(model), padding_side="right")
+                with torch.inference_mode():
+                    logits = model(batch.tokens)
+                preds += logits[torch.arange(len(batch.lengths)), batch.last_index][:, letters].argmax(-1).tolist()
+            return preds
+        sums: list[float] = []
+        spans = [(len(p), o) for p, opts in zip(prompts, options) for o in opts]
+        for s in range(0, len(seqs), 8):
+            batch = pad_batch(seqs[s : s + 8], pad_id=pad_id(model), padding_side="right")
             with torch.inference_mode():
-                logits = model(batch.tokens)
-            last = logits[torch.arange(len(batch.lengths)), batch.last_index][:, letter_ids]
-            preds += last.argmax(-1).tolist()
-        return preds
+                logp = torch.log_softmax(model(batch.tokens).float(), -1)
+            for row, (n, o) in enumerate(spans[s : s + 8]):
+                sums.append(sum(float(logp[row, n - 1 + i, t]) for i, t in enumerate(o)))
+        return [max(range(3), key=lambda k: sums[3 * j + k]) for j in range(len(questions))]
 
-    def lens_steer_letter() -> list[int]:
-        return [s.pred for s in score_questions(model, questions, scoring="letter")]
+    def lens_steer(tree: bool) -> Any:
+        return lambda: [s.pred for s in score_questions(model, questions, scoring=args.scoring, prefix_tree=tree)]
 
-    def lens_steer_cloze() -> list[int]:
-        return [s.pred for s in score_questions(model, questions, scoring="cloze")]
-
-    score_questions(model, questions[:4], scoring="letter")  # warm-up
-    rate = matmul_gflops()
+    score_questions(model, questions[:4], scoring=args.scoring)  # warm-up
+    rates: list[float] = []
+    methods = [("reference", "(a) reference: HF generate 20 tokens", reference), ("tl", "(b) TL forward, full logits", tl_full_logits),
+               ("previous", f"(c) lens_steer {args.scoring}, previous path", lens_steer(False)), ("tree", f"(d) lens_steer {args.scoring}, prefix tree", lens_steer(True))]  # fmt: skip
+    results: dict[str, dict[str, Any]] = {}
+    load = [os.getloadavg()[0]]
+    for key, label, fn in methods:
+        if key in skip:
+            continue
+        rates.append(matmul_gflops())
+        start = time.perf_counter()
+        preds = fn()
+        seconds = time.perf_counter() - start
+        results[key] = {"label": label, "seconds": seconds, "items_per_s": len(questions) / seconds, "preds": preds}
+        load.append(os.getloadavg()[0])
+    rates.append(matmul_gflops())
+    rate = statistics.mean(rates)
     n_nonembed = sum(p.numel() for n, p in hf.named_parameters() if "embed" not in n and "lm_head" not in n)
     flops_token = 2 * n_nonembed
     flops_logits = 2 * int(model.cfg.d_model) * int(model.cfg.d_vocab)
-    ideal = len(ids) / sum((t * flops_token + flops_logits) / (rate * 1e9) for t in n_tokens)
-    results = {}
-    for name, fn in [("(a) reference: HF generate 20 tokens", reference), ("(b) TL forward, full logits", tl_full_logits), ("(c) lens_steer letter", lens_steer_letter), ("    lens_steer cloze (3 options)", lens_steer_cloze)]:
-        start = time.perf_counter()
-        preds = fn()
-        results[name] = (len(ids) / (time.perf_counter() - start), preds)
-    base = results["(a) reference: HF generate 20 tokens"][0]
-    print(f"{len(ids)} BBQ {args.category} items, mean {sum(n_tokens) / len(n_tokens):.0f} tokens (reference prompt), {torch.get_num_threads()} threads")
-    print(f"fp32 matmul {rate:.0f} GFLOP/s; {flops_token / 1e6:.0f} MFLOP/token + {flops_logits / 1e6:.0f} MFLOP per scored position; FLOP-bound ideal {ideal:.2f} items/s")
-    print(f"{'method':<40}{'items/s':>9}{'x (a)':>8}{'% ideal':>9}")
-    for name, (ips, _) in results.items():
-        print(f"{name:<40}{ips:>9.2f}{ips / base:>8.2f}{100 * ips / ideal:>8.0f}%")
-    agree = sum(a == b for a, b in zip(results["(b) TL forward, full logits"][1], results["(c) lens_steer letter"][1]))
-    print(f"(b) and (c) letter predictions agree on {agree}/{len(ids)} items")
+    naive_ideal = len(questions) / ((naive_tokens * flops_token + scored * flops_logits) / (rate * 1e9))
+    unique_ideal = len(questions) / ((unique_tokens * flops_token + unique_scored * flops_logits) / (rate * 1e9))
+
+    lm_eval_out: dict[str, Any] = {"skipped": None}
+    if "lm_eval" in skip:
+        lm_eval_out["skipped"] = "--skip lm_eval"
+    else:
+        try:
+            import lm_eval
+            from lm_eval.models.huggingface import HFLM
+        except ImportError as e:
+            lm_eval_out["skipped"] = f"lm-evaluation-harness is not installed ({e}); pip install '.[parity]' (scripts/setup.sh does)"
+        else:
+            sub = items[: args.lm_eval_items]
+            root = resolve_data_root(args.data_dir)
+            wanted = {it.example_id for it in sub}
+            raw = [json.loads(x) for x in (root / "bbq" / "data" / f"{args.category}.jsonl").read_text().splitlines() if x.strip()]
+            by_id = {r["example_id"]: r for r in raw if r["example_id"] in wanted}
+            rows = [by_id[it.example_id] for it in sub]
+            with tempfile.TemporaryDirectory() as tmp:
+                manager, name = lm_eval_task(rows, Path(tmp))
+                lm = HFLM(pretrained=str(embedded_smollm2_folder()), device="cpu", batch_size=8, dtype="float32")
+                start = time.perf_counter()
+                lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, bootstrap_iters=0)
+                lm_seconds = time.perf_counter() - start
+            lm_qs = [bbq_question(it, "lm_eval") for it in sub]
+            start = time.perf_counter()
+            score_questions(model, lm_qs, scoring="cloze", prompt_format="lm_eval")
+            ours = time.perf_counter() - start
+            lm_eval_out = {"skipped": None, "items": len(sub), "choices": len(lm_qs[0].options), "lm_eval_seconds": lm_seconds, "lm_eval_items_per_s": len(sub) / lm_seconds,
+                           "tree_seconds": ours, "tree_items_per_s": len(sub) / ours, "ratio": lm_seconds / ours}  # fmt: skip
+
+    base = results.get("reference", {}).get("items_per_s")
+    print(f"{len(questions)} BBQ {args.category} items (whole template fills), {args.scoring}, reference prompt; {torch.get_num_threads()} threads; "
+          f"load average {min(load):.2f}-{max(load):.2f} during the run")  # fmt: skip
+    print(f"tokens: {naive_tokens} naive (every token of every item once), {unique_tokens} distinct prefixes ({naive_tokens / unique_tokens:.2f}x fewer)")
+    print(f"fp32 matmul {rate:.0f} GFLOP/s (mean of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}); naive ideal {naive_ideal:.2f} items/s, unique-token ideal {unique_ideal:.2f} items/s")
+    print(f"{'method':<44}{'items/s':>9}{'x (a)':>8}{'% naive':>9}{'% unique':>10}")
+    for r in results.values():
+        r["x_reference"] = r["items_per_s"] / base if base else None
+        r["of_naive_ideal"] = r["items_per_s"] / naive_ideal
+        r["of_unique_ideal"] = r["items_per_s"] / unique_ideal
+        xa = f"{r['x_reference']:>8.2f}" if base else f"{'-':>8}"
+        print(f"{r['label']:<44}{r['items_per_s']:>9.2f}{xa}{100 * r['of_naive_ideal']:>8.0f}%{100 * r['of_unique_ideal']:>9.0f}%")
+    agree = {}
+    for a, b in (("tl", "previous"), ("previous", "tree"), ("tl", "tree")):
+        if a in results and b in results:
+            agree[f"{a}_vs_{b}"] = sum(x == y for x, y in zip(results[a]["preds"], results[b]["preds"]))
+            print(f"predictions {a} vs {b}: {agree[f'{a}_vs_{b}']}/{len(questions)} agree")
+    if "tree" in results and "previous" in results:
+        print(f"prefix tree vs previous path: {results['tree']['items_per_s'] / results['previous']['items_per_s']:.2f}x")
+    if lm_eval_out["skipped"]:
+        print(f"(e) lm-evaluation-harness: skipped: {lm_eval_out['skipped']}")
+    else:
+        print(f"(e) lm-evaluation-harness BBQ task, {lm_eval_out['items']} items x {lm_eval_out['choices']} choices (lm-eval prompt): {lm_eval_out['lm_eval_items_per_s']:.3f} items/s; "
+              f"lens_steer prefix tree on the same items, format and choices: {lm_eval_out['tree_items_per_s']:.3f} items/s ({lm_eval_out['ratio']:.1f}x)")  # fmt: skip
+    if args.json:
+        figures = {
+            "items": len(questions), "category": args.category, "scoring": args.scoring, "threads": torch.get_num_threads(), "load_average": load,
+            "naive_tokens": naive_tokens, "unique_tokens": unique_tokens, "scored_positions": scored, "unique_scored_positions": unique_scored,
+            "matmul_gflops": rates, "flops_per_token": flops_token, "flops_per_scored_position": flops_logits,
+            "naive_ideal_items_per_s": naive_ideal, "unique_ideal_items_per_s": unique_ideal,
+            "methods": {k: {x: y for x, y in r.items() if x != "preds"} for k, r in results.items()}, "agreement": agree, "lm_eval": lm_eval_out,
+        }  # fmt: skip
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

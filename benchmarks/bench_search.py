@@ -1,11 +1,11 @@
 """Mean ISV trial time: lens_steer's search trial against a naive trial, on the same trial parameters, same run.
 
-    python benchmarks/bench_search.py [--trials 6] [--limit 16] [--axes age,religion]
+    python benchmarks/bench_search.py [--trials 6] [--limit 16] [--axes age,religion] [--json out.json]
 
 lens_steer trial (`IsvObjective`): contrastive activations come from an `ActivationCache` (read once per
 dataset at every candidate layer, each side's shared system prompt run once, grown on demand, kept on disk
 and shared between the axes' studies, as `reproduce` does); items are scored with `score_questions`
-(length-bucketed, logits only at the answer position, cloze prompts run once for all options) and the
+(a prefix tree: each distinct token prefix of the items' sequences runs once, logits only where scored) and the
 items' residual entering the trial's first steered block is reused from earlier trials (`ResidualCache`).
 Naive trial (re-extract, full forward): read the trial's pairs with plain full forward passes (batches of
 8 in file order, hooks at the trial's layers), then score with plain full forward passes (batches of 8,
@@ -17,11 +17,14 @@ The trial parameters come from TPE studies (one per axis, in order) driven by th
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 import warnings
+from pathlib import Path
 
 import optuna
 import torch
@@ -50,6 +53,7 @@ def main() -> int:
     ap.add_argument("--trials", type=int, default=6, help="trials per axis")
     ap.add_argument("--limit", type=int, default=16, help="validation items per trial")
     ap.add_argument("--scoring", default="cloze", choices=["cloze", "letter"])
+    ap.add_argument("--json", default=None, help="write every timing and ratio to this file")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     with warnings.catch_warnings():
@@ -136,9 +140,19 @@ def main() -> int:
     agree = sum(abs(r[3] - r[4]) < 1e-9 for r in rows)
     print(f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each ({args.scoring} scoring), {torch.get_num_threads()} threads")
     print(f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on {agree}/{len(rows)} trials")
+    per_axis = {}
     for axis in dict.fromkeys(r[0] for r in rows):
         sub = [r for r in rows if r[0] == axis]
-        print(f"  {axis}: lens_steer {statistics.mean(r[1] for r in sub):.2f}s, naive {statistics.mean(r[2] for r in sub):.2f}s")
+        per_axis[axis] = {"lens_steer_s": statistics.mean(r[1] for r in sub), "naive_s": statistics.mean(r[2] for r in sub)}
+        print(f"  {axis}: lens_steer {per_axis[axis]['lens_steer_s']:.2f}s, naive {per_axis[axis]['naive_s']:.2f}s")
+    if args.json:
+        figures = {
+            "model": args.model, "axes": args.axes.split(","), "trials_per_axis": args.trials, "limit": args.limit, "scoring": args.scoring,
+            "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "mean_lens_steer_s": mf, "mean_naive_s": mn, "ratio": mn / mf,
+            "objective_agree": agree, "per_axis": per_axis,
+            "trials": [{"axis": a, "lens_steer_s": f, "naive_s": nv, "value": v, "naive_value": w} for a, f, nv, v, w in rows],
+        }  # fmt: skip
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 
 

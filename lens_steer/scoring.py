@@ -22,6 +22,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.generation import generate_answers
 from lens_steer.models import HookedModel, accepts_kv_cache
 from lens_steer.pairs import render_chat
+from lens_steer.prefix_tree import TreePlan, kv_bytes_per_token, run_tree
 from lens_steer.residual_cache import ResidualCache, batch_key, can_run_blocks, capture_hooks, run_blocks, start_block
 from lens_steer.shared_prefix import run_shared_prefix
 from lens_steer.steering import steer
@@ -235,9 +236,14 @@ def _forward(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any],
 
 
 def _run_rows(
-    model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, reuse: ResidualReuse | None = None
+    model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, reuse: ResidualReuse | None = None,
+    tree: bool = False,
 ) -> list[np.ndarray]:
-    """For each row: candidate log-probs over the full vocabulary (letter rows) or target log-probs (cloze rows)."""
+    """For each row: candidate log-probs over the full vocabulary (letter rows) or target log-probs (cloze rows).
+
+    With `tree` (and a model taking a KV cache) the rows' shared token prefixes run once (`prefix_tree`)."""
+    if tree and accepts_kv_cache(model):
+        return _tree_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=progress_unit, reuse=reuse)
     device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
     unembed = _Unembed(model)
     out: list[np.ndarray] = [np.empty(0)] * len(rows)
@@ -276,6 +282,45 @@ def _run_rows(
     return out
 
 
+TREE_BATCH_SCALE = 4  # a tree batch may hold this many times `max_batch` segments and `max_tokens` positions (most segments are short)
+TREE_PADDING_SIDE = "right"  # how a tree batch pads its segments (paths are always left-padded); both are exact
+
+
+def _tree_rows(
+    model: HookedModel, rows: Sequence[_Row], *, max_batch: int, max_tokens: int, progress: Progress | None, progress_unit: float, reuse: ResidualReuse | None,
+    padding_side: str | None = None,
+) -> list[np.ndarray]:
+    """`_run_rows` over a prefix tree of the rows' token ids. With `reuse`, the tree runs from block `reuse.start`
+    only when every batch of it has its residual stored (the keys/values must cover the same blocks); else in full,
+    storing them."""
+    device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
+    unembed = _Unembed(model)
+    seqs = [r.ids for r in rows]
+    plan = TreePlan(seqs, max_batch=max_batch * TREE_BATCH_SCALE, max_tokens=max_tokens * TREE_BATCH_SCALE, kv_bytes=kv_bytes_per_token(model),
+                    padding_side=padding_side or TREE_PADDING_SIDE)  # fmt: skip
+    stored_all = reuse is not None and all(reuse.cache.get(b.key, reuse.start) is not None for b in plan.batches)
+    reads = [[(r.positions[0], r.candidates)] if r.candidates is not None else [(p, [t]) for p, t in zip(r.positions, r.targets or [])] for r in rows]
+
+    def forward(tokens: Tensor, kwargs: dict[str, Any], key: str) -> Tensor:
+        stored = reuse.cache.get(key, reuse.start) if reuse is not None and stored_all else None
+        return _forward(model, tokens, kwargs, reuse, key, stored)
+
+    state = {"done": 0.0, "reported": 0}
+
+    def done(_: int) -> None:
+        state["done"] += progress_unit
+        if progress is not None and int(state["done"]) > state["reported"]:
+            progress(int(state["done"]) - int(state["reported"]))
+            state["reported"] = int(state["done"])
+
+    with torch.inference_mode():
+        got = run_tree(plan, seqs, reads, forward=forward, logits=unembed.logits, n_layers=int(model.cfg.n_layers), first_layer=reuse.start if stored_all and reuse is not None else 0,
+                       pad_id=pad_id(model), device=device, done=done)  # fmt: skip
+    if progress is not None and state["reported"] < int(round(state["done"])):
+        progress(int(round(state["done"])) - int(state["reported"]))
+    return [g[0] if r.candidates is not None else np.concatenate(g) for r, g in zip(rows, got)]
+
+
 def first_token(model: HookedModel, text: str) -> int:
     """The first token id of `text` encoded without special tokens (an option letter's token)."""
     ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
@@ -300,11 +345,14 @@ def score_questions(
     max_tokens: int = 3072,
     progress: Progress | None = None,
     reuse: ResidualReuse | None = None,
+    prefix_tree: bool = True,
 ) -> list[QuestionScore]:
     """Score every question with `scoring` under `prompt_format`; progress counts questions.
 
     With `reuse` (see `residual_reuse_for`), batches whose residual entering block `reuse.start` is cached
-    run only the blocks from there; the others run in full and are cached."""
+    run only the blocks from there; the others run in full and are cached. With `prefix_tree` (models taking a
+    KV cache), each distinct token prefix of the items' sequences runs once (`lens_steer.prefix_tree`); False
+    keeps the earlier path (length buckets; cloze: each prompt once, its KV cache shared by its options)."""
     check_choice(scoring, SCORINGS, "scoring")
     check_choice(prompt_format, PROMPT_FORMATS, "prompt format")
     if not questions:
@@ -313,7 +361,7 @@ def score_questions(
     if scoring == "generate":
         return _score_generated(model, questions, prompt_format, max_batch, progress)
     if scoring == "cloze":
-        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, reuse)
+        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, reuse, prefix_tree)
     prompts: list[list[str]] = []
     prompt_ids: list[list[int]] = []
     rows: list[_Row] = []
@@ -330,7 +378,7 @@ def score_questions(
                 prompt_ids.append(ids)
         prompts.append(texts)
     unit = len(questions) / len(rows)
-    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=unit, reuse=reuse)
+    raw = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=unit, reuse=reuse, tree=prefix_tree)
     scores: list[QuestionScore] = []
     r = 0
     per_question: list[np.ndarray] = []
@@ -397,7 +445,8 @@ def _letter_prior(per_question: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _score_cloze(
-    model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None, reuse: ResidualReuse | None
+    model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, max_tokens: int, progress: Progress | None, reuse: ResidualReuse | None,
+    tree: bool = True,
 ) -> list[QuestionScore]:
     prompts: list[str] = []
     prompt_ids: list[list[int]] = []
@@ -411,11 +460,11 @@ def _score_cloze(
         prompts.append(text)
         prompt_ids.append(pairs[0][0])
         cont_ids.append(opts)
-    if accepts_kv_cache(model):
+    if accepts_kv_cache(model) and not tree:
         raw = _cloze_shared_prefix(model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress, reuse=reuse)
-    else:  # one sequence per option (TL 3.x HookedTransformer takes no Hugging Face cache)
+    else:  # one sequence per option: over a prefix tree, or (TL 3.x HookedTransformer takes no Hugging Face cache) each in full
         rows = [_Row(p + o, list(range(len(p) - 1, len(p) - 1 + len(o))), targets=o) for p, opts in zip(prompt_ids, cont_ids) for o in opts]
-        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=len(questions) / len(rows), reuse=reuse)
+        flat = _run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=len(questions) / len(rows), reuse=reuse, tree=tree)
         raw, r = [], 0
         for opts in cont_ids:
             raw.append(flat[r : r + len(opts)])
@@ -510,12 +559,13 @@ def score_steered(
     prompt_format: str = "reference",
     max_batch: int = 16,
     progress: Progress | None = None,
+    prefix_tree: bool = True,
 ) -> list[QuestionScore]:
     """`score_questions` steered by `coeff * vector` (if given); with `residual_cache`, the residual entering
     the first steered block is reused across calls on the same questions."""
     reuse = residual_reuse_for(model, residual_cache, vector) if coeff != 0 else None
     with maybe_steer(model, vector, coeff):
-        return score_questions(model, questions, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, reuse=reuse)
+        return score_questions(model, questions, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress, reuse=reuse, prefix_tree=prefix_tree)
 
 
 def sequence_logprobs(model: HookedModel, texts: Sequence[str], *, max_batch: int = 16, max_tokens: int = 3072, progress: Progress | None = None) -> list[float]:

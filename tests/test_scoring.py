@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from _tiny_models import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 from lens_steer.errors import LensSteerError
 from lens_steer.scoring import (
@@ -28,6 +29,17 @@ QUESTIONS = [
 @pytest.fixture(scope="module")
 def model():
     return load_model("tiny-llama", seed=3)
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    from lens_steer.models import ModelError, embedded_smollm2_folder
+
+    try:
+        embedded_smollm2_folder()
+    except ModelError as e:
+        pytest.skip(f"missing weights: embedded SmolLM2 not installed: {e}")
+    return load_model()
 
 
 def full_logits(model, text: str) -> torch.Tensor:
@@ -214,3 +226,127 @@ def test_mmlu_lm_eval_format_lists_choices_and_scores_letters() -> None:
     assert text == ("The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
                     "What is two plus two?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:")
     assert conts == [" A", " B", " C", " D"]
+
+
+# ---- the prefix tree (lens_steer.prefix_tree) against one full forward per item ------------------
+CTX = "An old man and a young woman waited at the bus stop for a long time."
+DIS = "The old man had forgotten his glasses."
+BBQ_LIKE = [  # a template fill's four variants share their context; a fifth item shares only the chat prompt
+    Question(CTX, "Who could not read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
+    Question(CTX, "Who could read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
+    Question(f"{CTX} {DIS}", "Who could not read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
+    Question(f"{CTX} {DIS}", "Who could read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
+    Question("Two cooks argued in a kitchen.", "Who was right?", ("The first cook", "The second cook", "Unknown")),
+]
+
+
+def random_vector(model, seed: int = 5):
+    from lens_steer.models import PROCESSING_FLAGS, model_identity
+    from lens_steer.vectors import SteeringVector, VectorMetadata
+
+    ident = model_identity(model)
+    g = torch.Generator().manual_seed(seed)
+    layer = int(model.cfg.n_layers) // 2
+    return SteeringVector({layer: torch.randn(ident.d_model, generator=g) * 3}, VectorMetadata(ident.name, ident.d_model, processing={f: False for f in PROCESSING_FLAGS}))
+
+
+def full_forward_logliks(model, questions, scoring: str, fmt: str) -> list[np.ndarray]:
+    """Per question, raw option log-likelihoods from one full forward per sequence (cloze: per option; letter: per order)."""
+    from lens_steer.scoring import encode_pair, first_token
+
+    out = []
+    for q in questions:
+        k = len(q.options)
+        if scoring == "cloze":
+            text, conts = cloze_prompt(q, fmt, model.tokenizer)
+            sums = []
+            for c in conts:
+                p, o = encode_pair(model, text, c, move_trailing_whitespace=fmt == "lm_eval")
+                logp = torch.log_softmax(_logits_of_ids(model, p + o), -1)
+                sums.append(sum(float(logp[len(p) - 1 + i, t]) for i, t in enumerate(o)))
+            out.append(np.array(sums))
+            continue
+        orders = [list(range(k))] if scoring != "letter-permuted" else [[(j + s) % k for j in range(k)] for s in range(k)]
+        raw = []
+        for order in orders:
+            text, letters = letter_prompt(q, order, fmt, model.tokenizer)
+            logp = torch.log_softmax(_logits_of_ids(model, encode_texts(model, [text])[0])[-1], -1)
+            raw.append(np.array([float(logp[first_token(model, x)]) for x in letters]))
+        out.append(np.mean([[raw[s][(o - s) % k] for o in range(k)] for s in range(k)], axis=0) if scoring == "letter-permuted" else raw[0])
+    return out
+
+
+def expected_scores(raw: list[np.ndarray], scoring: str) -> list[np.ndarray]:
+    """Normalised option scores from raw log-likelihoods, as each protocol defines them (permuted: checked by its log-likelihoods)."""
+    per = [log_softmax(r) for r in raw]
+    if scoring == "letter-calibrated":
+        prior = np.mean(per, axis=0)
+        per = [log_softmax(p - prior) for p in per]
+    return per
+
+
+def check_against_full_forwards(model, questions, scoring: str, fmt: str, steered: bool, **kwargs) -> None:
+    from lens_steer.scoring import maybe_steer
+
+    vec = random_vector(model)
+    with maybe_steer(model, vec if steered else None, 1.0):
+        scores = score_questions(model, questions, scoring=scoring, prompt_format=fmt, max_batch=3, **kwargs)
+        raw = full_forward_logliks(model, questions, scoring, fmt)
+    for s, r, e in zip(scores, raw, expected_scores(raw, scoring)):
+        np.testing.assert_allclose(s.option_logliks, r, atol=1e-4, rtol=1e-4)
+        if scoring != "letter-permuted":
+            np.testing.assert_allclose(s.option_scores, e, atol=1e-4, rtol=1e-4)
+            assert s.pred == int(np.argmax(e))
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("steered", [False, True], ids=["unsteered", "steered"])
+@pytest.mark.parametrize("scoring", ["cloze", "letter", "letter-calibrated", "letter-permuted"])
+def test_prefix_tree_scores_equal_one_full_forward_per_item(model, monkeypatch, scoring: str, steered: bool, padding_side: str) -> None:
+    import lens_steer.scoring as scoring_module
+
+    monkeypatch.setattr(scoring_module, "TREE_PADDING_SIDE", padding_side)
+    check_against_full_forwards(model, BBQ_LIKE, scoring, "reference", steered)
+    if scoring == "cloze" and steered:
+        check_against_full_forwards(model, BBQ_LIKE, scoring, "lm_eval", steered)
+
+
+@pytest.mark.parametrize("scoring", ["cloze", "letter"])
+def test_prefix_tree_and_the_previous_path_agree(model, scoring: str) -> None:
+    tree = score_questions(model, BBQ_LIKE, scoring=scoring, max_batch=2)
+    plain = score_questions(model, BBQ_LIKE, scoring=scoring, max_batch=2, prefix_tree=False)
+    for a, b in zip(tree, plain):
+        np.testing.assert_allclose(a.option_logliks, b.option_logliks, atol=1e-4, rtol=1e-4)
+        assert a.pred == b.pred and a.prompt_token_ids == b.prompt_token_ids and a.option_token_ids == b.option_token_ids
+
+
+@pytest.mark.parametrize("scoring", ["cloze", "letter"])
+def test_prefix_tree_reuses_the_stored_residual_below_the_steered_block(model, scoring: str) -> None:
+    """With a residual cache the second steered call runs the tree from the first steered block only, and still
+    equals a steered full forward per item."""
+    from lens_steer.residual_cache import ResidualCache
+    from lens_steer.scoring import maybe_steer, score_steered
+
+    vec = random_vector(model)
+    layer = int(model.cfg.n_layers) // 2
+    cache = ResidualCache([layer])
+    first = score_steered(model, BBQ_LIKE, vector=vec, coeff=1.0, residual_cache=cache, scoring=scoring, max_batch=3)
+    hits = cache.hits
+    second = score_steered(model, BBQ_LIKE, vector=vec, coeff=1.0, residual_cache=cache, scoring=scoring, max_batch=3)
+    assert cache.hits > hits and cache.nbytes > 0
+    with maybe_steer(model, vec, 1.0):
+        raw = full_forward_logliks(model, BBQ_LIKE, scoring, "reference")
+    for a, b, r in zip(first, second, raw):
+        np.testing.assert_allclose(a.option_logliks, r, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(b.option_logliks, r, atol=1e-4, rtol=1e-4)
+        assert a.pred == b.pred == int(np.argmax(r))
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(("scoring", "steered", "padding_side"), [("cloze", False, "right"), ("cloze", True, "left"), ("letter", True, "right"), ("letter-permuted", False, "left")])
+def test_prefix_tree_on_the_embedded_model_equals_one_full_forward_per_item(embedded, monkeypatch, scoring: str, steered: bool, padding_side: str) -> None:
+    import lens_steer.scoring as scoring_module
+
+    monkeypatch.setattr(scoring_module, "TREE_PADDING_SIDE", padding_side)
+    check_against_full_forwards(embedded, BBQ_LIKE[:4] if scoring != "letter-permuted" else BBQ_LIKE[:2], scoring, "reference", steered)
+

@@ -1,0 +1,110 @@
+"""Tests for lens_steer.prefix_tree: the tree holds every sequence, counts each distinct prefix once, and running it
+gives what one full forward of each sequence gives (steered and unsteered, left and right padding, one chunk or
+several), on the tiny model."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from _tiny_models import single_thread  # noqa: F401 (autouse fixture)
+
+from lens_steer.models import PROCESSING_FLAGS, accepts_kv_cache, load_model
+from lens_steer.prefix_tree import TreePlan, build_tree, kv_bytes_per_token, run_tree, unique_prefix_tokens
+from lens_steer.scoring import final_residual
+from lens_steer.steering import steer
+from lens_steer.tokens import encode_texts, pad_id
+from lens_steer.vectors import SteeringVector, VectorMetadata
+
+SYSTEM = "You are a careful assistant who answers every question about animals briefly. "
+TEXTS = [
+    SYSTEM + "A cat and a dog met in the yard. Who ran? The cat",
+    SYSTEM + "A cat and a dog met in the yard. Who ran? The dog",
+    SYSTEM + "A cat and a dog met in the yard. The dog was tired. Who ran? The cat",
+    SYSTEM + "A cat and a dog met in the yard. The dog was tired. Who ran? Nobody knows",
+    SYSTEM + "Fish swim.",
+    "Something else entirely, with no system prompt at all.",
+]
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    m = load_model("tiny-llama", seed=3)
+    if not accepts_kv_cache(m):
+        pytest.skip("Hugging Face KV caches are a TransformerBridge feature")
+    return m
+
+
+def all_prefixes(seqs: list[list[int]]) -> set[tuple[int, ...]]:
+    return {tuple(s[: i + 1]) for s in seqs for i in range(len(s))}
+
+
+def test_the_tree_holds_each_sequence_and_each_distinct_prefix_once() -> None:
+    seqs = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [1, 2, 3, 4], [7, 8], [1, 2, 3, 4, 5, 6, 6]]
+    tree = build_tree(seqs)
+    assert tree.unique_tokens == len(all_prefixes(seqs)) == unique_prefix_tokens(seqs)
+    for seq, where in zip(seqs, tree.where):
+        assert [tree.segments[s].tokens[o] for s, o in where] == seq
+        for p, (s, o) in enumerate(where):  # a position's absolute index is its segment's start plus its offset
+            assert tree.segments[s].path_len + o == p
+    for seg in tree.segments:  # merged chains: a parent has either several children or ends some sequence
+        if seg.parent >= 0:
+            assert tree.segments[seg.parent].depth == seg.depth - 1
+
+
+def test_chunks_respect_the_cache_budget_and_cover_every_sequence() -> None:
+    seqs = [[1, 2, 3, i, i + 1, i + 2] for i in range(10, 40)]
+    plan = TreePlan(seqs, max_batch=4, max_tokens=64, kv_bytes=1, max_cache_bytes=20)
+    assert len(plan.chunks) > 1 and sorted(i for c in plan.chunks for i in c) == list(range(len(seqs)))
+    for chunk, tree in zip(plan.chunks, plan.trees):
+        assert tree.unique_tokens <= 20 or len(chunk) == 1
+    for b in plan.batches:
+        segs = [plan.trees[b.chunk].segments[i] for i in b.segments]
+        assert len(segs) <= 4 and len({s.depth for s in segs}) == 1
+
+
+def steering(model: Any, steered: bool) -> Any:
+    if not steered:
+        return nullcontext()
+    g = torch.Generator().manual_seed(7)
+    vec = SteeringVector({1: torch.randn(int(model.cfg.d_model), generator=g) * 4}, VectorMetadata("tiny-llama", int(model.cfg.d_model), processing={f: False for f in PROCESSING_FLAGS}))
+    return steer(model, [(vec, 1.0)])
+
+
+def logits_of(model: Any) -> Any:
+    return lambda resid: (model.ln_final(resid) @ model.W_U).float()
+
+
+@pytest.mark.parametrize("padding_side", ["right", "left"])
+@pytest.mark.parametrize("steered", [False, True], ids=["unsteered", "steered"])
+@pytest.mark.parametrize("budget", [None, 150], ids=["one-chunk", "chunks"])
+def test_running_the_tree_equals_a_full_forward_per_sequence(model: Any, padding_side: str, steered: bool, budget: int | None) -> None:
+    seqs = encode_texts(model, TEXTS)
+    reads = [[(p, [s[p + 1], 5]) for p in range(len(s) - 1)] + [(len(s) - 1, [3, 4])] for s in seqs]  # every position
+    kv = kv_bytes_per_token(model)
+    plan = TreePlan(seqs, max_batch=3, max_tokens=400, kv_bytes=kv, max_cache_bytes=kv * (budget or 10**6), padding_side=padding_side)
+    assert plan.unique_tokens < sum(map(len, seqs))
+    assert (len(plan.chunks) > 1) == (budget is not None)
+    finished: list[int] = []
+    with steering(model, steered), torch.inference_mode():
+        got = run_tree(plan, seqs, reads, forward=lambda t, kw, key: final_residual(model, t, kw), logits=logits_of(model), n_layers=int(model.cfg.n_layers),
+                       pad_id=pad_id(model), done=finished.append)  # fmt: skip
+        for seq, r, g in zip(seqs, reads, got):
+            logp = torch.log_softmax(logits_of(model)(final_residual(model, torch.tensor([seq]), {})[0]), -1)
+            for (pos, ids), values in zip(r, g):
+                np.testing.assert_allclose(values, logp[pos, ids].numpy(), atol=1e-4, rtol=1e-4)
+    assert sorted(finished) == list(range(len(seqs)))
+
+
+def test_steering_reaches_the_shared_prefix(model: Any) -> None:
+    seqs = encode_texts(model, TEXTS[:2])
+    reads = [[(len(s) - 1, [3])] for s in seqs]
+    out = []
+    for steered in (False, True):
+        plan = TreePlan(seqs, max_batch=4, max_tokens=400, kv_bytes=kv_bytes_per_token(model))
+        with steering(model, steered), torch.inference_mode():
+            out.append(run_tree(plan, seqs, reads, forward=lambda t, kw, key: final_residual(model, t, kw), logits=logits_of(model), n_layers=int(model.cfg.n_layers))[0][0])
+    assert abs(float(out[0][0] - out[1][0])) > 1e-3
