@@ -193,7 +193,10 @@ def open_study(
         if use is not None:
             study.pruner = optuna.pruners.MedianPruner(n_startup_trials=use.pruner_startup_trials, n_warmup_steps=0)
         return study, use
-    study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", pruner=pruner)
+    try:
+        study = optuna.create_study(study_name=study_name, storage=storage, direction="maximize", pruner=pruner)
+    except optuna.exceptions.DuplicatedStudyError:  # another worker created it since we looked: join it
+        return open_study(storage, study_name, config=config, resume=resume, storage_label=storage_label)
     if config is not None:
         study.set_user_attr(CONFIG_ATTR, config.to_json())
     study.set_user_attr("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
