@@ -60,9 +60,9 @@ def test_a_study_created_by_another_worker_between_look_and_create_is_joined(tmp
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     store = open_storage(url)
     first, _ = open_study(store, "race", config=SearchConfig(space=SMALL))  # the other worker's study
-    looks = iter([[]])  # our first look at the names misses it, as when both workers look before either creates
+    looks = [[]]  # our first look at the names misses it, as when both workers look before either creates
     real_names = storage_module.study_names
-    monkeypatch.setattr(storage_module, "study_names", lambda s: next(looks, None) or real_names(s))
+    monkeypatch.setattr(storage_module, "study_names", lambda s: looks.pop() if looks else real_names(s))
     joined, used = open_study(store, "race", config=SearchConfig(space=SMALL))
     assert joined.study_name == first.study_name and len(optuna.get_all_study_summaries(url)) == 1 and used == SearchConfig(space=SMALL)
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["race"]
