@@ -46,31 +46,6 @@ def matmul_gflops(seconds: float = 2.0) -> float:
     return 2 * 1024 * 576 * 1536 * n / (time.perf_counter() - start) / 1e9
 
 
-def lm_eval_task(rows: list[dict[str, Any]], tmp: Path) -> tuple[Any, str]:
-    """A task dir holding lm-eval's shipped BBQ task with its data replaced by `rows` (as tests/test_lm_eval_parity.py)."""
-    import lm_eval.tasks
-    from lm_eval.tasks import TaskManager
-
-    name = "bbq_lens_steer_bench"
-    shipped = Path(lm_eval.tasks.__file__).parent / "bbq" / "bbq_multiple_choice.yaml"
-    data = tmp / "rows.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = []
-    for line in shipped.read_text().splitlines():
-        if line.startswith("task:"):
-            line = f"task: {name}"
-        elif line.startswith("dataset_path:"):
-            line = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}"
-        elif line.startswith("dataset_name:") or line.startswith("tag:") or line.startswith("  - social_bias"):
-            continue
-        out.append(line)
-    task_dir = tmp / "task"
-    task_dir.mkdir()
-    (task_dir / "bbq_bench.yaml").write_text("\n".join(out) + "\n")
-    (task_dir / "utils.py").write_text("from lm_eval.tasks.bbq.utils import *  # noqa: F401,F403 (lm-eval's own BBQ code)\n")
-    return TaskManager(include_path=str(task_dir)), name
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=256)
@@ -92,6 +67,7 @@ def main() -> None:
     from lens_steer.prefix_tree import unique_prefix_tokens
     from lens_steer.scoring import cloze_prompt, encode_pair, letter_prompt, score_questions
     from lens_steer.tasks.bbq import bbq_question
+    from lens_steer.tasks.lm_eval_bbq import write_task
     from lens_steer.tokens import encode_texts, pad_batch, pad_id
 
     model = load_model()
@@ -192,7 +168,8 @@ def main() -> None:
             by_id = {r["example_id"]: r for r in raw if r["example_id"] in wanted}
             rows = [by_id[it.example_id] for it in sub]
             with tempfile.TemporaryDirectory() as tmp:
-                manager, name = lm_eval_task(rows, Path(tmp))
+                name = "bbq_lens_steer_bench"
+                manager = write_task(rows, Path(tmp), name)
                 lm = HFLM(pretrained=str(embedded_smollm2_folder()), device="cpu", batch_size=8, dtype="float32")
                 start = time.perf_counter()
                 lm_eval.simple_evaluate(model=lm, tasks=[name], task_manager=manager, bootstrap_iters=0)

@@ -86,3 +86,26 @@ def tiny_llama_folder(folder: Any, seed: int = 0) -> Any:
     hf_model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def kv_cache_tiny_llama() -> Any:
+    """The tiny Llama (seed 3) for tests of Hugging Face KV-cache paths; skips where the model takes no such cache."""
+    m = models.load_model("tiny-llama", seed=3)
+    if not models.accepts_kv_cache(m):
+        pytest.skip("Hugging Face KV caches are a TransformerBridge feature")
+    return m
+
+
+def block1_steering(model: Any, steered: bool) -> Any:
+    """A seeded random vector (norm ~4 sqrt(d)) steering block 1 of a tiny model, or a no-op when not `steered`."""
+    from contextlib import nullcontext
+
+    from lens_steer.steering import steer
+    from lens_steer.vectors import SteeringVector, VectorMetadata
+
+    if not steered:
+        return nullcontext()
+    g = torch.Generator().manual_seed(7)
+    d = int(model.cfg.d_model)
+    vec = SteeringVector({1: torch.randn(d, generator=g) * 4}, VectorMetadata("tiny-llama", d, processing={f: False for f in models.PROCESSING_FLAGS}))
+    return steer(model, [(vec, 1.0)])

@@ -19,24 +19,10 @@ from lens_steer.tasks.bbq import run_bbq
 from lens_steer.data.bbq import load_bbq_file  # noqa: E402
 from lens_steer.data.root import resolve_data_root  # noqa: E402
 from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder, load_model  # noqa: E402
+from lens_steer.tasks.lm_eval_bbq import shipped_yaml, task_yaml, write_task  # noqa: E402
 
 N_ITEMS = 40
 TASK_NAME = "bbq_lens_steer_parity"
-SHIPPED_YAML = Path(lm_eval.tasks.__file__).parent / "bbq" / "bbq_multiple_choice.yaml"
-
-
-def task_yaml(data: Path) -> str:
-    """lm-eval's shipped bbq_multiple_choice.yaml with only its name and data source replaced (local rows)."""
-    out = []
-    for line in SHIPPED_YAML.read_text().splitlines():
-        if line.startswith("task:"):
-            line = f"task: {TASK_NAME}"
-        elif line.startswith("dataset_path:"):
-            line = f"dataset_path: json\ndataset_kwargs:\n  data_files:\n    test: {data}"
-        elif line.startswith("dataset_name:") or line.startswith("tag:") or line.startswith("  - social_bias"):
-            continue
-        out.append(line)
-    return "\n".join(out) + "\n"
 
 
 def _rows(data_root: Path) -> list[dict[str, Any]]:
@@ -51,18 +37,12 @@ def _rows(data_root: Path) -> list[dict[str, Any]]:
 def _lm_eval_samples(folder: Path, rows: list[dict[str, Any]], tmp: Path) -> list[dict[str, Any]]:
     """lm-eval's per-document samples for `rows`, run by lm-eval's own code on the HF checkpoint in `folder`."""
     from lm_eval.models.huggingface import HFLM
-    from lm_eval.tasks import TaskManager
 
-    task_dir = tmp / "task"
-    task_dir.mkdir()
-    data = tmp / "rows.jsonl"
-    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (task_dir / "bbq_parity.yaml").write_text(task_yaml(data))
-    (task_dir / "utils.py").write_text("from lm_eval.tasks.bbq.utils import *  # noqa: F401,F403 (lm-eval's own BBQ code)\n")
+    manager = write_task(rows, tmp, TASK_NAME)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lm = HFLM(pretrained=str(folder), device="cpu", batch_size=8, dtype="float32")
-        out = lm_eval.simple_evaluate(model=lm, tasks=[TASK_NAME], task_manager=TaskManager(include_path=str(task_dir)), log_samples=True, bootstrap_iters=0)
+        out = lm_eval.simple_evaluate(model=lm, tasks=[TASK_NAME], task_manager=manager, log_samples=True, bootstrap_iters=0)
     return sorted(out["samples"][TASK_NAME], key=lambda s: s["doc_id"])
 
 
@@ -101,7 +81,7 @@ def test_embedded_model_matches_lm_eval(tmp_path: Path) -> None:
 
 
 def test_task_yaml_changes_only_name_and_data(tmp_path: Path) -> None:
-    shipped = set(SHIPPED_YAML.read_text().splitlines())
-    ours = set(task_yaml(tmp_path / "rows.jsonl").splitlines())
+    shipped = set(shipped_yaml().read_text().splitlines())
+    ours = set(task_yaml(TASK_NAME, tmp_path / "rows.jsonl").splitlines())
     assert {x.split(":")[0].strip() for x in shipped - ours} <= {"task", "dataset_path", "dataset_name", "tag", "- social_bias"}
     assert "doc_to_choice: !function utils.doc_to_choice" in ours and "output_type: multiple_choice" in ours

@@ -4,20 +4,16 @@ several), on the tiny model."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from _tiny_models import single_thread  # noqa: F401 (autouse fixture)
+from _tiny_models import block1_steering, kv_cache_tiny_llama, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.models import PROCESSING_FLAGS, accepts_kv_cache, load_model
 from lens_steer.prefix_tree import TreePlan, build_tree, kv_bytes_per_token, run_tree, unique_prefix_tokens
 from lens_steer.scoring import final_residual
-from lens_steer.steering import steer
 from lens_steer.tokens import encode_texts, pad_id
-from lens_steer.vectors import SteeringVector, VectorMetadata
 
 SYSTEM = "You are a careful assistant who answers every question about animals briefly. "
 TEXTS = [
@@ -32,10 +28,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    m = load_model("tiny-llama", seed=3)
-    if not accepts_kv_cache(m):
-        pytest.skip("Hugging Face KV caches are a TransformerBridge feature")
-    return m
+    return kv_cache_tiny_llama()
 
 
 def all_prefixes(seqs: list[list[int]]) -> set[tuple[int, ...]]:
@@ -66,12 +59,7 @@ def test_chunks_respect_the_cache_budget_and_cover_every_sequence() -> None:
         assert len(segs) <= 4 and len({s.depth for s in segs}) == 1
 
 
-def steering(model: Any, steered: bool) -> Any:
-    if not steered:
-        return nullcontext()
-    g = torch.Generator().manual_seed(7)
-    vec = SteeringVector({1: torch.randn(int(model.cfg.d_model), generator=g) * 4}, VectorMetadata("tiny-llama", int(model.cfg.d_model), processing={f: False for f in PROCESSING_FLAGS}))
-    return steer(model, [(vec, 1.0)])
+steering = block1_steering  # the shared seeded vector at block 1
 
 
 def logits_of(model: Any) -> Any:

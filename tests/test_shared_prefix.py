@@ -3,18 +3,14 @@ row (prefix and row as one sequence) gives, steered and unsteered, on the tiny m
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Any
 
 import pytest
 import torch
-from _tiny_models import single_thread  # noqa: F401 (autouse fixture)
+from _tiny_models import block1_steering, kv_cache_tiny_llama, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.models import PROCESSING_FLAGS, accepts_kv_cache, load_model
 from lens_steer.shared_prefix import MIN_SHARED_PREFIX, common_prefix_length, common_token_prefix, run_shared_prefix
-from lens_steer.steering import steer
 from lens_steer.tokens import encode_texts, pad_batch, pad_id
-from lens_steer.vectors import SteeringVector, VectorMetadata
 
 SYSTEM = "You are a careful assistant who answers every question about animals briefly. "
 ROWS = ["The cat sat.", "A dog ran home fast tonight.", "Fish swim."]
@@ -22,18 +18,10 @@ ROWS = ["The cat sat.", "A dog ran home fast tonight.", "Fish swim."]
 
 @pytest.fixture(scope="module")
 def model() -> Any:
-    m = load_model("tiny-llama", seed=3)
-    if not accepts_kv_cache(m):
-        pytest.skip("Hugging Face KV caches are a TransformerBridge feature")
-    return m
+    return kv_cache_tiny_llama()
 
 
-def steering(model: Any, steered: bool) -> Any:
-    if not steered:
-        return nullcontext()
-    g = torch.Generator().manual_seed(7)
-    vec = SteeringVector({1: torch.randn(int(model.cfg.d_model), generator=g) * 4}, VectorMetadata("tiny-llama", int(model.cfg.d_model), processing={f: False for f in PROCESSING_FLAGS}))
-    return steer(model, [(vec, 1.0)])
+steering = block1_steering  # the shared seeded vector at block 1
 
 
 def full_logits(model: Any, ids: list[int]) -> torch.Tensor:
