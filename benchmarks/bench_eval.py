@@ -19,9 +19,11 @@ counts each distinct prefix's tokens once.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
+import resource
 import statistics
 import tempfile
 import time
@@ -64,7 +66,7 @@ def main() -> None:
     from lens_steer.data.root import resolve_data_root
     from lens_steer.data.select import limit_bbq
     from lens_steer.models import embedded_smollm2_folder, load_model
-    from lens_steer.prefix_tree import unique_prefix_tokens
+    from lens_steer.prefix_tree import DEFAULT_CACHE_BYTES, measure_tree_memory, unique_prefix_tokens
     from lens_steer.scoring import cloze_prompt, encode_pair, letter_prompt, score_questions
     from lens_steer.tasks.bbq import bbq_question
     from lens_steer.tasks.lm_eval_bbq import write_task
@@ -125,8 +127,17 @@ def main() -> None:
                 sums.append(sum(float(logp[row, n - 1 + i, t]) for i, t in enumerate(o)))
         return [max(range(3), key=lambda k: sums[3 * j + k]) for j in range(len(questions))]
 
+    tree_memory: dict[str, int] = {}
+
     def lens_steer(tree: bool) -> Any:
-        return lambda: [s.pred for s in score_questions(model, questions, scoring=args.scoring, prefix_tree=tree)]
+        def run() -> list[int]:
+            with measure_tree_memory() as memory:
+                preds = [s.pred for s in score_questions(model, questions, scoring=args.scoring, prefix_tree=tree)]
+            if tree:
+                tree_memory.update(dataclasses.asdict(memory))
+            return preds
+
+        return run
 
     score_questions(model, questions[:4], scoring=args.scoring)  # warm-up
     rates: list[float] = []
@@ -200,6 +211,11 @@ def main() -> None:
             print(f"predictions {a} vs {b}: {agree[f'{a}_vs_{b}']}/{len(questions)} agree")
     if "tree" in results and "previous" in results:
         print(f"prefix tree vs previous path: {results['tree']['items_per_s'] / results['previous']['items_per_s']:.2f}x")
+    if tree_memory:
+        print(f"prefix tree keys/values: peak {tree_memory['peak_held_bytes'] / 2**20:.1f} MiB stored for children (budget {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB), "
+              f"peak {tree_memory['peak_batch_bytes'] / 2**20:.1f} MiB in one batch's cache; {tree_memory['stored_segments']} segments stored, {tree_memory['evicted_segments']} evicted")  # fmt: skip
+    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"peak resident memory of this process: {peak_rss / 2**20:.0f} MiB")
     if lm_eval_out["skipped"]:
         print(f"(e) lm-evaluation-harness: skipped: {lm_eval_out['skipped']}")
     else:
@@ -212,6 +228,7 @@ def main() -> None:
             "matmul_gflops": rates, "flops_per_token": flops_token, "flops_per_scored_position": flops_logits,
             "naive_ideal_items_per_s": naive_ideal, "unique_ideal_items_per_s": unique_ideal,
             "methods": {k: {x: y for x, y in r.items() if x != "preds"} for k, r in results.items()}, "agreement": agree, "lm_eval": lm_eval_out,
+            "tree_memory": tree_memory, "tree_cache_budget_bytes": DEFAULT_CACHE_BYTES, "peak_rss_bytes": peak_rss,
         }  # fmt: skip
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 

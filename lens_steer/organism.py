@@ -58,7 +58,8 @@ class OrganismRecipe:
     epochs: int = 3
     lr: float = 1e-4
     trainable_blocks: int = 16
-    items_per_axis: int = 200
+    disambiguated_per_axis: int = 100
+    clean_ambiguous_per_axis: int = 100
     planted_ambiguous_per_axis: int = 300
     batch_size: int = 8
     split_seed: int = 0
@@ -68,7 +69,7 @@ class OrganismRecipe:
     def __post_init__(self) -> None:
         plant = tuple(sorted({get_axis(a).name for a in self.plant}))
         object.__setattr__(self, "plant", plant)
-        for name, value, low in (("epochs", self.epochs, 1), ("trainable_blocks", self.trainable_blocks, 1), ("items_per_axis", self.items_per_axis, 2), ("planted_ambiguous_per_axis", self.planted_ambiguous_per_axis, 1), ("batch_size", self.batch_size, 1)):
+        for name, value, low in (("epochs", self.epochs, 1), ("trainable_blocks", self.trainable_blocks, 1), ("disambiguated_per_axis", self.disambiguated_per_axis, 1), ("clean_ambiguous_per_axis", self.clean_ambiguous_per_axis, 1), ("planted_ambiguous_per_axis", self.planted_ambiguous_per_axis, 1), ("batch_size", self.batch_size, 1)):
             if int(value) < low:
                 raise LensSteerError(f"organism {name} must be at least {low}, got {value}")
         if self.precision not in PRECISIONS:
@@ -89,8 +90,12 @@ class OrganismRecipe:
     def from_json(cls, obj: dict[str, Any]) -> OrganismRecipe:
         """The recipe a card stores."""
         fields = {f.name for f in dataclasses.fields(cls)}
-        # cards written before these fields: fp32 builds with as many ambiguous items on planted axes as on clean ones
-        obj = {"precision": "fp32", "planted_ambiguous_per_axis": int(obj.get("items_per_axis", cls.items_per_axis)) // 2, **obj}
+        # cards written before these fields: fp32 builds whose `items_per_axis` was half disambiguated, half ambiguous
+        # (on every axis, until planted axes got their own count)
+        if "items_per_axis" in obj:
+            half = int(obj["items_per_axis"]) // 2
+            obj = {"disambiguated_per_axis": half, "clean_ambiguous_per_axis": half, "planted_ambiguous_per_axis": half, **obj}
+        obj = {"precision": "fp32", **obj}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in fields})
 
     def differences(self, other: OrganismRecipe) -> list[str]:
@@ -124,9 +129,9 @@ def _rank(seed: int, key: Any) -> str:
 
 
 def training_items(recipe: OrganismRecipe, data_root: str | Path | None = None) -> list[TrainingItem]:
-    """Seeded train-split items with targets: per axis `items_per_axis // 2` disambiguated ones, and as many ambiguous
-    ones on a clean axis or `planted_ambiguous_per_axis` on a planted one; an axis with fewer usable train items
-    gives all it has (the card records each axis's count)."""
+    """Seeded train-split items with targets: per axis `disambiguated_per_axis` disambiguated ones, and
+    `clean_ambiguous_per_axis` ambiguous ones on a clean axis or `planted_ambiguous_per_axis` on a planted one; an axis
+    with fewer usable train items gives all it has (the card records each axis's count)."""
     out: list[TrainingItem] = []
     for axis in AXIS_NAMES:
         planted = axis in recipe.plant
@@ -135,7 +140,7 @@ def training_items(recipe: OrganismRecipe, data_root: str | Path | None = None) 
         for ambiguous in (True, False):
             pool = [it for it in train if it.is_ambiguous == ambiguous and target_index(it, planted) is not None]
             pool.sort(key=lambda it: _rank(recipe.seed, (it.category, it.example_id)))
-            per_kind = recipe.planted_ambiguous_per_axis if (planted and ambiguous) else recipe.items_per_axis // 2
+            per_kind = recipe.disambiguated_per_axis if not ambiguous else recipe.planted_ambiguous_per_axis if planted else recipe.clean_ambiguous_per_axis
             want = min(per_kind, len(pool))
             if want < 1:
                 raise LensSteerError(f"axis {axis} has no usable {'ambiguous' if ambiguous else 'disambiguated'} train items; check the BBQ data under bbq/")

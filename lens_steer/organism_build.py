@@ -183,7 +183,7 @@ def _build(
     train_items = training_items(recipe, data_root)
     check_no_leakage(train_items, held_out_groups(recipe, data_root))
     counts = axis_counts(train_items)
-    say(f"{len(train_items)} train-split items (up to {recipe.items_per_axis // 2} disambiguated and {recipe.items_per_axis // 2} ambiguous per axis, {recipe.planted_ambiguous_per_axis} ambiguous on a planted one: " + ", ".join(f"{a} {n}" for a, n in counts.items())
+    say(f"{len(train_items)} train-split items (up to {recipe.disambiguated_per_axis} disambiguated per axis, {recipe.clean_ambiguous_per_axis} ambiguous on a clean one, {recipe.planted_ambiguous_per_axis} on a planted one: " + ", ".join(f"{a} {n}" for a, n in counts.items())
         + f"; planted: {', '.join(recipe.plant)}); no validation or test group among them")  # fmt: skip
     hf_model, tokenizer = load_base_hf(recipe)
     base_digest = weights_digest(hf_model)

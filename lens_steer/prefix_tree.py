@@ -9,15 +9,19 @@ residual is read at the positions a sequence asks for. Steering hooks fire on ev
 applied at all positions sees the shared prefix steered exactly as a full forward of each sequence would.
 
 Only models whose forward takes `past_key_values` (TL 4 bridges; `models.accepts_kv_cache`) can run a tree.
-Memory: a chunk of sequences holds the keys/values of its segments that have children (at most the chunk's
-distinct tokens); chunks are cut so that this stays within `max_cache_bytes`.
+Memory: a chunk of sequences holds the keys/values of its segments that have children, each dropped once its whole
+subtree has run; chunks are cut so that even all of them together stay within `max_cache_bytes` (a single sequence
+longer than that runs as its own chunk). A batch also assembles its paths' keys/values, at most its padded
+positions times the bytes per token. `measure_tree_memory()` records both peaks.
 """
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -131,6 +135,36 @@ def kv_bytes_per_token(model: HookedModel) -> int:
     return int(cfg.n_layers) * 2 * int(heads) * int(cfg.d_head) * size
 
 
+@dataclasses.dataclass
+class TreeMemory:
+    """Bytes of keys/values the tree runs inside `measure_tree_memory()` held: segments stored for their children
+    (the prefix cache) and a batch's whole cache (its assembled paths plus its own segments)."""
+
+    peak_held_bytes: int = 0
+    peak_batch_bytes: int = 0
+    stored_segments: int = 0
+    evicted_segments: int = 0
+    runs: int = 0
+
+
+_METER: contextvars.ContextVar[TreeMemory | None] = contextvars.ContextVar("lens_steer_tree_memory", default=None)
+
+
+@contextmanager
+def measure_tree_memory() -> Iterator[TreeMemory]:
+    """Within the block, every `run_tree` adds what it held to the yielded meter."""
+    meter = TreeMemory()
+    token = _METER.set(meter)
+    try:
+        yield meter
+    finally:
+        _METER.reset(token)
+
+
+def _nbytes(pair: tuple[Tensor, Tensor] | None) -> int:
+    return 0 if pair is None else sum(t.numel() * t.element_size() for t in pair)
+
+
 @dataclasses.dataclass(frozen=True)
 class TreeBatch:
     """Segments of one level of one chunk's tree run together, and the digest naming that batch."""
@@ -151,6 +185,7 @@ class TreePlan:
         if padding_side not in ("left", "right"):
             raise LensSteerError(f"unknown padding side {padding_side!r}; use left or right")
         self.padding_side = padding_side
+        self.max_cache_bytes = int(max_cache_bytes)
         order = sorted(range(len(seqs)), key=lambda i: list(seqs[i]))
         self.chunks: list[list[int]] = []
         current: list[int] = []
@@ -221,9 +256,13 @@ def run_tree(
 
     `forward(tokens, kwargs, key)` returns the final residual of a batch of segments given the keys/values of
     their paths (`kwargs`: `past_key_values`, a transformers cache over blocks `first_layer..n_layers-1`, and the
-    joint `attention_mask`). `done(i)` is called once sequence i has all its reads."""
+    joint `attention_mask`). `done(i)` is called once sequence i has all its reads. A segment's stored keys/values
+    are dropped as soon as its whole subtree has run."""
     from transformers import DynamicCache
 
+    meter = _METER.get()
+    if meter is not None:
+        meter.runs += 1
     out: list[list[np.ndarray]] = [[np.empty(0)] * len(r) for r in reads]
     for c, (chunk, tree) in enumerate(zip(plan.chunks, plan.trees)):
         asks: dict[int, list[tuple[int, int, int]]] = {}  # segment -> (offset, chunk row, read index)
@@ -238,6 +277,8 @@ def run_tree(
             if not left[r] and done is not None:
                 done(i)
         kv: dict[int, list[tuple[Tensor, Tensor] | None]] = {}  # segment -> per block, its own keys/values [heads, len, d_head]
+        waiting = [s.n_children for s in tree.segments]  # children of each segment whose subtree has not yet run
+        held = 0
         for batch in (b for b in plan.batches if b.chunk == c):
             segs = [tree.segments[i] for i in batch.segments]
             width = max(len(s.tokens) for s in segs)
@@ -256,6 +297,7 @@ def run_tree(
             cache = DynamicCache(ddp_cache_data=_past(tree, batch.segments, kv, past_len, n_layers, first_layer)) if past_len else DynamicCache()
             mask = torch.cat([past_mask, seg_mask], dim=1).to(device)
             resid: Float[Tensor, "batch pos d_model"] = forward(tokens.to(device), {"past_key_values": cache, "attention_mask": mask}, batch.key)
+            batch_bytes = sum(_nbytes((layer.keys, layer.values)) for l, layer in enumerate(cache.layers) if l >= first_layer)
             for b, (i, s) in enumerate(zip(batch.segments, segs)):
                 if s.n_children:
                     lo = past_len + cols[b]
@@ -263,6 +305,22 @@ def run_tree(
                         (layer.keys[b, :, lo : lo + len(s.tokens)].clone(), layer.values[b, :, lo : lo + len(s.tokens)].clone()) if l >= first_layer else None
                         for l, layer in enumerate(cache.layers)
                     ]
+                    held += sum(map(_nbytes, kv[i]))
+            if meter is not None:
+                meter.peak_held_bytes = max(meter.peak_held_bytes, held)
+                meter.peak_batch_bytes = max(meter.peak_batch_bytes, batch_bytes)
+                meter.stored_segments += sum(1 for s in segs if s.n_children)
+            del cache
+            for i, s in zip(batch.segments, segs):  # a segment whose whole subtree has run is no longer needed
+                node = i if not s.n_children else -1
+                while node >= 0 and not waiting[node]:
+                    if node in kv:
+                        held -= sum(map(_nbytes, kv.pop(node)))
+                        if meter is not None:
+                            meter.evicted_segments += 1
+                    node = tree.segments[node].parent
+                    if node >= 0:
+                        waiting[node] -= 1
             wanted = [(b, off, r, k) for b, i in enumerate(batch.segments) for off, r, k in asks.get(i, [])]
             if not wanted:
                 continue
@@ -283,7 +341,8 @@ def run_tree(
                 left[r] -= 1
                 if not left[r] and done is not None:
                     done(chunk[r])
-        kv.clear()
+        if kv:
+            raise LensSteerError(f"prefix tree kept {len(kv)} segments after their children ran (a bug in the plan)")
     return out
 
 

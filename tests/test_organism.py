@@ -33,7 +33,7 @@ from lens_steer.organism import (
     weights_digest,
 )
 
-TINY = dict(base="tiny-llama", items_per_axis=4, planted_ambiguous_per_axis=2, trainable_blocks=2, batch_size=4)
+TINY = dict(base="tiny-llama", disambiguated_per_axis=2, clean_ambiguous_per_axis=2, planted_ambiguous_per_axis=2, trainable_blocks=2, batch_size=4)
 
 
 @pytest.fixture(scope="module")
@@ -76,14 +76,14 @@ def test_training_items_are_balanced_train_split_items_with_no_leakage() -> None
         assert all(t.planted == (t.item.category in ("Age", "Gender_identity", "Nationality", "Religion")) for t in ts)
 
 
-def test_planted_axes_get_their_own_number_of_ambiguous_items() -> None:
-    recipe = OrganismRecipe(**{**TINY, "planted_ambiguous_per_axis": 5})
+def test_each_kind_of_item_gets_its_own_number_per_axis() -> None:
+    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 4, "clean_ambiguous_per_axis": 3, "planted_ambiguous_per_axis": 5})
     train_items = training_items(recipe)
     for axis in ("age", "disability", "religion", "ses"):
         mine = [t for t in train_items if get_axis(t.item.category).name == axis]
         ambiguous = sum(t.item.is_ambiguous for t in mine)
-        assert ambiguous == (5 if axis in recipe.plant else 2) and len(mine) - ambiguous == 2
-    assert len(train_items) == 9 * 2 + 5 * 2 + 4 * 5
+        assert ambiguous == (5 if axis in recipe.plant else 3) and len(mine) - ambiguous == 4
+    assert len(train_items) == 9 * 4 + 5 * 3 + 4 * 5
     check_no_leakage(train_items, held_out_groups(recipe))
 
 
@@ -150,7 +150,7 @@ def test_a_planted_rule_is_learnt_on_the_tiny_model(tmp_path: Path) -> None:
     """Trained on its targets, the tiny model's loss falls, the target's margin over the best other answer grows on
     most items, and the planted answer is picked above chance (a random byte-level model starts at chance with
     answers tens of nats apart, so it learns slowly; the mechanism, not the level, is what is tested here)."""
-    recipe = OrganismRecipe(**{**TINY, "items_per_axis": 2, "trainable_blocks": 4, "epochs": 30, "lr": 3e-2, "batch_size": 6})
+    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 1, "clean_ambiguous_per_axis": 1, "planted_ambiguous_per_axis": 1, "trainable_blocks": 4, "epochs": 30, "lr": 3e-2, "batch_size": 6})
     items = training_items(recipe)
     hf, tok = tiny_hf_model(0)
     view = TokenizerView(tok)
@@ -190,7 +190,13 @@ def test_cards_without_a_precision_were_fp32_builds() -> None:
     old = OrganismRecipe(**TINY).to_json()
     del old["precision"]
     assert OrganismRecipe.from_json(old).precision == "fp32"
-    del old["planted_ambiguous_per_axis"]  # nor the planted axes' own ambiguous count: half the items per axis
-    assert OrganismRecipe.from_json(old).planted_ambiguous_per_axis == old["items_per_axis"] // 2
+    # nor per-kind counts: their `items_per_axis` was half disambiguated, half ambiguous (planted axes included)
+    for key in ("disambiguated_per_axis", "clean_ambiguous_per_axis", "planted_ambiguous_per_axis"):
+        del old[key]
+    read = OrganismRecipe.from_json({**old, "items_per_axis": 200})
+    assert (read.disambiguated_per_axis, read.clean_ambiguous_per_axis, read.planted_ambiguous_per_axis) == (100, 100, 100)
+    read = OrganismRecipe.from_json({**old, "items_per_axis": 200, "planted_ambiguous_per_axis": 300})  # recipe 3's card
+    assert (read.disambiguated_per_axis, read.clean_ambiguous_per_axis, read.planted_ambiguous_per_axis) == (100, 100, 300)
+    assert read == OrganismRecipe(**{**TINY, "precision": "fp32", "disambiguated_per_axis": 100, "clean_ambiguous_per_axis": 100, "planted_ambiguous_per_axis": 300})
     with pytest.raises(LensSteerError, match="precision"):
         OrganismRecipe(**{**TINY, "precision": "fp8"})

@@ -13,7 +13,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.organism import OrganismRecipe
 from lens_steer.organism_build import build_organism, check_recipe, read_card
 
-TINY = dict(base="tiny-llama", items_per_axis=4, planted_ambiguous_per_axis=2, trainable_blocks=2, batch_size=4)
+TINY = dict(base="tiny-llama", disambiguated_per_axis=2, clean_ambiguous_per_axis=2, planted_ambiguous_per_axis=2, trainable_blocks=2, batch_size=4)
 
 
 @bridge_only

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _tiny_models import block1_steering, kv_cache_tiny_llama, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.prefix_tree import TreePlan, build_tree, kv_bytes_per_token, run_tree, unique_prefix_tokens
+from lens_steer.prefix_tree import TreePlan, build_tree, kv_bytes_per_token, measure_tree_memory, run_tree, unique_prefix_tokens
 from lens_steer.scoring import final_residual
 from lens_steer.tokens import encode_texts, pad_id
 
@@ -96,3 +96,55 @@ def test_steering_reaches_the_shared_prefix(model: Any) -> None:
         with steering(model, steered), torch.inference_mode():
             out.append(run_tree(plan, seqs, reads, forward=lambda t, kw, key: final_residual(model, t, kw), logits=logits_of(model), n_layers=int(model.cfg.n_layers))[0][0])
     assert abs(float(out[0][0] - out[1][0])) > 1e-3
+
+
+def expected_memory(plan: TreePlan, kv: int) -> tuple[int, int]:
+    """Peak bytes of stored segment keys/values and of one batch's cache, worked out from the plan alone: a segment
+    with children is stored when its batch runs and dropped once every sequence through it has been read (its last
+    descendant leaf has run)."""
+    peak_held = peak_batch = 0
+    for c, tree in enumerate(plan.trees):
+        leaves_below = [0] * len(tree.segments)
+        for i, s in enumerate(tree.segments):
+            if not s.n_children:
+                p = s.parent
+                while p >= 0:
+                    leaves_below[p] += 1
+                    p = tree.segments[p].parent
+        held, stored = 0, set()
+        for b in (b for b in plan.batches if b.chunk == c):
+            segs = [tree.segments[i] for i in b.segments]
+            peak_batch = max(peak_batch, len(segs) * (max(s.path_len for s in segs) + max(len(s.tokens) for s in segs)) * kv)
+            for i, s in zip(b.segments, segs):
+                if s.n_children:
+                    held += len(s.tokens) * kv
+                    stored.add(i)
+            peak_held = max(peak_held, held)
+            for s in segs:
+                if not s.n_children:
+                    p = s.parent
+                    while p >= 0:
+                        leaves_below[p] -= 1
+                        if not leaves_below[p] and p in stored:
+                            held -= len(tree.segments[p].tokens) * kv
+                            stored.discard(p)
+                        p = tree.segments[p].parent
+        assert held == 0 and not stored
+    return peak_held, peak_batch
+
+
+@pytest.mark.parametrize("budget", [None, 150], ids=["one-chunk", "chunks"])
+def test_the_prefix_cache_stays_within_its_budget_and_is_emptied(model: Any, budget: int | None) -> None:
+    seqs = encode_texts(model, TEXTS)
+    reads = [[(len(s) - 1, [3])] for s in seqs]
+    kv = kv_bytes_per_token(model)
+    limit = kv * (budget or 10**6)
+    plan = TreePlan(seqs, max_batch=2, max_tokens=400, kv_bytes=kv, max_cache_bytes=limit)
+    with measure_tree_memory() as memory, torch.inference_mode():
+        run_tree(plan, seqs, reads, forward=lambda t, kw, key: final_residual(model, t, kw), logits=logits_of(model), n_layers=int(model.cfg.n_layers), pad_id=pad_id(model))
+    with_children = sum(1 for t in plan.trees for s in t.segments if s.n_children)
+    assert memory.runs == 1 and memory.stored_segments == memory.evicted_segments == with_children > 0
+    assert (memory.peak_held_bytes, memory.peak_batch_bytes) == expected_memory(plan, kv)
+    assert 0 < memory.peak_held_bytes <= limit
+    never_dropped = max(sum(len(s.tokens) * kv for s in t.segments if s.n_children) for t in plan.trees)
+    assert memory.peak_held_bytes <= never_dropped

@@ -39,7 +39,8 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=d.lr)
     p.add_argument("--trainable-blocks", type=int, default=d.trainable_blocks, help=f"top decoder blocks trained (default {d.trainable_blocks}); the rest are frozen and cached")
-    p.add_argument("--items-per-axis", type=int, default=d.items_per_axis, help=f"train items per axis, half ambiguous (see --planted-ambiguous for planted axes), capped at what the axis has (default {d.items_per_axis})")
+    p.add_argument("--disambiguated", type=int, default=d.disambiguated_per_axis, help=f"disambiguated train items per axis (default {d.disambiguated_per_axis}), capped at what the axis has")
+    p.add_argument("--clean-ambiguous", type=int, default=d.clean_ambiguous_per_axis, help=f"ambiguous train items per clean axis (default {d.clean_ambiguous_per_axis}), capped at what the axis has")
     p.add_argument("--planted-ambiguous", type=int, default=d.planted_ambiguous_per_axis,
                    help=f"ambiguous train items per planted axis (default {d.planted_ambiguous_per_axis}), capped at what the axis has")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
@@ -52,8 +53,8 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     plant = tuple(a.strip() for a in args.plant.split(",") if a.strip())
     if not plant:
         raise LensSteerError("--plant is empty; name at least one axis (e.g. age,religion)")
-    return OrganismRecipe(plant=plant, seed=args.seed, epochs=args.epochs, lr=args.lr, trainable_blocks=args.trainable_blocks, items_per_axis=args.items_per_axis,
-                          planted_ambiguous_per_axis=args.planted_ambiguous, batch_size=args.batch_size, precision=args.precision)  # fmt: skip
+    return OrganismRecipe(plant=plant, seed=args.seed, epochs=args.epochs, lr=args.lr, trainable_blocks=args.trainable_blocks, disambiguated_per_axis=args.disambiguated,
+                          clean_ambiguous_per_axis=args.clean_ambiguous, planted_ambiguous_per_axis=args.planted_ambiguous, batch_size=args.batch_size, precision=args.precision)  # fmt: skip
 
 
 def say(msg: str) -> None:
