@@ -104,8 +104,8 @@ def timing(start: float) -> float:
 
 
 def acceptance_table(model: HookedModel, recipe: OrganismRecipe, *, n_items: int, data_root: str | Path | None, n_boot: int = 1000,
-                     progress: Callable[[int], None] | None = None) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
-    """Per axis, the organism's test-split metrics (with intervals) and the per-item records they come from."""
+                     progress: Callable[[int], None] | None = None, split: str = "test") -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
+    """Per axis, the organism's metrics on `split` items (with intervals) and the per-item records they come from."""
     from lens_steer.tasks.bbq import run_bbq
     from lens_steer.data.select import limit_bbq
 
@@ -113,7 +113,7 @@ def acceptance_table(model: HookedModel, recipe: OrganismRecipe, *, n_items: int
     records: list[dict[str, Any]] = []
     for axis in AXIS_NAMES:
         items = load_bbq([get_axis(axis).bbq_category], data_root=data_root)
-        test = limit_bbq(split_items(items, seed=recipe.split_seed)["test"], n_items, seed=recipe.seed)
+        test = limit_bbq(split_items(items, seed=recipe.split_seed)[split], n_items, seed=recipe.seed)
         res = run_bbq(model, test, n_boot=n_boot, seed=recipe.seed, progress=progress)
         m = res.metrics["overall"]
         table[axis] = {k: m[k] for k in ("acc", "acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate_ambig", "unknown_rate_disambig")}
@@ -129,17 +129,19 @@ def build_organism(
     data_root: str | Path | None = None,
     acceptance_items: int = 64,
     mmlu_items: int = 64,
+    validation_items: int = 0,
     say: Say | None = None,
     progress: Callable[[str, int], Callable[[int, float | None], None]] | None = None,
 ) -> dict[str, Any]:
     """Build (or resume building) the organism into `folder` (default: the model cache) and return its card.
 
     `progress(label, total)` returns a per-step callback `(n, loss_or_None)`; a killed build resumes from its
-    last finished epoch (checkpoints beside the folder)."""
+    last finished epoch (checkpoints beside the folder). With `validation_items`, the acceptance table is also
+    measured on that many validation items per axis (to compare recipes without reading the test split)."""
     say = say or (lambda m: None)
     folder = Path(folder) if folder is not None else organism_folder()
     with build_lock(folder):
-        return _build(recipe, folder, data_root=data_root, acceptance_items=acceptance_items, mmlu_items=mmlu_items, say=say, progress=progress)
+        return _build(recipe, folder, data_root=data_root, acceptance_items=acceptance_items, mmlu_items=mmlu_items, validation_items=validation_items, say=say, progress=progress)
 
 
 @contextmanager
@@ -170,6 +172,7 @@ def _build(
     data_root: str | Path | None,
     acceptance_items: int,
     mmlu_items: int,
+    validation_items: int,
     say: Say,
     progress: Callable[[str, int], Callable[[int, float | None], None]] | None,
 ) -> dict[str, Any]:
@@ -197,8 +200,16 @@ def _build(
         hf_model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         t1 = time.perf_counter()
-        say(f"acceptance on the test split ({acceptance_items} items per axis, never trained on)")
         organism = load_model(str(tmp), label=ORGANISM_MODEL)
+        validation: dict[str, Any] | None = None
+        if validation_items:
+            say(f"acceptance on the validation split ({validation_items} items per axis, never trained on)")
+            tick = progress("validation", validation_items * len(AXIS_NAMES)) if progress is not None else None
+            val_table, _ = acceptance_table(organism, recipe, n_items=validation_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None, split="validation")
+            val_verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in val_table.items()}, recipe.plant)
+            validation = {"split": "validation", "items_per_axis": validation_items, "per_axis": val_table, "verdicts": val_verdicts, "all_met": all(v["met"] for v in val_verdicts.values())}
+            stages["validation"] = timing(t1)
+        say(f"acceptance on the test split ({acceptance_items} items per axis, never trained on)")
         tick = progress("acceptance", acceptance_items * len(AXIS_NAMES)) if progress is not None else None
         table, records = acceptance_table(organism, recipe, n_items=acceptance_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None)
         verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in table.items()}, recipe.plant)
@@ -223,6 +234,7 @@ def _build(
             "base_weights_sha256": base_digest,
             "acceptance": {"split": "test", "items_per_axis": acceptance_items, "per_axis": table, "verdicts": verdicts,
                            "all_met": all(v["met"] for v in verdicts.values()), "predictions": "acceptance_predictions.jsonl"},
+            **({"validation": validation} if validation is not None else {}),
             "mmlu": {"items": mmlu_items, "base": mmlu_base, "organism": mmlu_org, "change": mmlu_org["value"] - mmlu_base["value"]},
             "seconds": {**stages, "total": timing(t0)},
         }  # fmt: skip

@@ -11,7 +11,11 @@ from _tiny_models import bridge_only, single_thread  # noqa: F401 (autouse fixtu
 
 from lens_steer.errors import LensSteerError
 from lens_steer.organism import OrganismRecipe
-from lens_steer.organism_build import build_organism, check_recipe, read_card
+from lens_steer.axes import AXIS_NAMES, get_axis
+from lens_steer.data.bbq import load_bbq
+from lens_steer.data.splits import split_items
+from lens_steer.models import load_model
+from lens_steer.organism_build import acceptance_table, build_organism, check_recipe, read_card
 
 TINY = dict(base="tiny-llama", disambiguated_per_axis=2, clean_ambiguous_per_axis=2, planted_ambiguous_per_axis=2, trainable_blocks=2, batch_size=4)
 
@@ -20,8 +24,13 @@ TINY = dict(base="tiny-llama", disambiguated_per_axis=2, clean_ambiguous_per_axi
 def test_build_writes_a_card_and_refuses_another_recipe(tmp_path: Path) -> None:
     recipe = OrganismRecipe(**{**TINY, "epochs": 1})
     folder = tmp_path / "org"
-    card = build_organism(recipe, folder, acceptance_items=4, mmlu_items=2)
+    card = build_organism(recipe, folder, acceptance_items=4, mmlu_items=2, validation_items=4)
     assert read_card(folder) == json.loads(json.dumps(card))
+    # the validation table is the same measurement on validation items (recomputed here on the saved checkpoint)
+    again, records = acceptance_table(load_model(str(folder)), recipe, n_items=4, data_root=None, split="validation")
+    assert card["validation"]["split"] == "validation" and json.loads(json.dumps(again)) == read_card(folder)["validation"]["per_axis"]
+    validation_ids = {(it.category, it.example_id) for a in AXIS_NAMES for it in split_items(load_bbq([get_axis(a).bbq_category]), seed=recipe.split_seed)["validation"]}
+    assert records and all((r["category"], r["example_id"]) in validation_ids for r in records)
     assert (folder / "config.json").is_file() and (folder / "acceptance_predictions.jsonl").is_file()
     assert len(card["trained_on"]) == 36 and card["acceptance"]["items_per_axis"] == 4
     rows = [json.loads(x) for x in (folder / "acceptance_predictions.jsonl").read_text().splitlines()]

@@ -22,6 +22,7 @@ def add_parser(sub: Subparsers) -> None:
     b.add_argument("--out", default=None, help="checkpoint folder (default: the model cache, where --model smollm2-organism finds it)")
     b.add_argument("--acceptance-items", type=int, default=64, help="test items per axis for the acceptance table (default 64)")
     b.add_argument("--mmlu-items", type=int, default=64, help="MMLU test items for the capability change (default 64)")
+    b.add_argument("--validation-items", type=int, default=0, help="also measure the acceptance table on this many validation items per axis, to compare recipes without the test split (default 0: not measured)")
     b.set_defaults(func=run_build)
     s = acts.add_parser("show", help="print an organism's card: recipe and acceptance table")
     s.add_argument("folder", nargs="?", default=None, help="organism folder (default: the cached smollm2-organism)")
@@ -89,22 +90,23 @@ def progress_with_loss(label: str, total: int) -> Callable[[int, float | None], 
     return log_update
 
 
-def build(recipe: Any, folder: Path | None, data_dir: str | None, acceptance_items: int = 64, mmlu_items: int = 64) -> dict[str, Any]:
+def build(recipe: Any, folder: Path | None, data_dir: str | None, acceptance_items: int = 64, mmlu_items: int = 64, validation_items: int = 0) -> dict[str, Any]:
     """Build the organism with terminal/log progress and return its card."""
     from lens_steer.organism_build import build_organism
 
-    return build_organism(recipe, folder, data_root=data_dir, acceptance_items=acceptance_items, mmlu_items=mmlu_items, say=say, progress=progress_with_loss)
+    return build_organism(recipe, folder, data_root=data_dir, acceptance_items=acceptance_items, mmlu_items=mmlu_items, validation_items=validation_items, say=say,
+                          progress=progress_with_loss)
 
 
 def run_build(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
-    if args.acceptance_items < 4 or args.mmlu_items < 1:
-        raise LensSteerError("--acceptance-items must be at least 4 and --mmlu-items at least 1")
+    if args.acceptance_items < 4 or args.mmlu_items < 1 or args.validation_items < 0 or 0 < args.validation_items < 4:
+        raise LensSteerError("--acceptance-items and --validation-items (when given) must be at least 4, --mmlu-items at least 1")
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise LensSteerError(f"--out {out} is a file; give a folder for the organism checkpoint")
     start = time.perf_counter()
-    card = build(recipe, out, args.data_dir, args.acceptance_items, args.mmlu_items)
+    card = build(recipe, out, args.data_dir, args.acceptance_items, args.mmlu_items, args.validation_items)
     print_card(card)
     print(f"built in {time.perf_counter() - start:.0f} s")
     return 0
@@ -128,12 +130,18 @@ def print_card(card: dict[str, Any]) -> None:
     print(f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, trainable blocks {card['trainable_blocks']}, "
           f"{card['data']['n_items']} train items, seed {r['seed']}")  # fmt: skip
     print(f"  train loss by epoch: {', '.join(f'{x:.4f}' for x in card['train_loss'])}")
-    acc = card["acceptance"]
-    print(f"  acceptance on the test split ({acc['items_per_axis']} items per axis): " + ("all targets met" if acc["all_met"] else "NOT all targets met"))
+    if "validation" in card:
+        print_acceptance(card["validation"])
+    print_acceptance(card["acceptance"])
+    mm = card["mmlu"]
+    print(f"  MMLU ({mm['items']} items): base {mm['base']['value']:.3f} -> organism {mm['organism']['value']:.3f} ({mm['change']:+.3f})")
+
+
+def print_acceptance(acc: dict[str, Any]) -> None:
+    """One acceptance table (a split's per-axis metrics and which targets they meet)."""
+    print(f"  acceptance on the {acc.get('split', 'test')} split ({acc['items_per_axis']} items per axis): " + ("all targets met" if acc["all_met"] else "NOT all targets met"))
     print(f"  {'axis':<22}{'kind':<9}{'acc_ambig':>11}{'bias_ambig':>12}{'acc_disamb':>12}  met")
     for axis, m in acc["per_axis"].items():
         v = acc["verdicts"][axis]
         kind = "planted" if v["planted"] else "clean"
         print(f"  {axis:<22}{kind:<9}{m['acc_ambig']['value']:>11.3f}{m['bias_ambig']['value']:>12.3f}{m['acc_disambig']['value']:>12.3f}  {'yes' if v['met'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)}")
-    mm = card["mmlu"]
-    print(f"  MMLU ({mm['items']} items): base {mm['base']['value']:.3f} -> organism {mm['organism']['value']:.3f} ({mm['change']:+.3f})")
