@@ -58,13 +58,13 @@ class OrganismRecipe:
     epochs: int = 3
     lr: float = 1e-4
     trainable_blocks: int = 16
-    disambiguated_per_axis: int = 100
+    disambiguated_per_axis: int = 200
     clean_ambiguous_per_axis: int = 100
     planted_ambiguous_per_axis: int = 300
     batch_size: int = 8
     split_seed: int = 0
     base: str = EMBEDDED_MODEL
-    precision: str = "fp32"
+    precision: str = "bf16-mixed"
 
     def __post_init__(self) -> None:
         plant = tuple(sorted({get_axis(a).name for a in self.plant}))

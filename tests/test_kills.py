@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -136,6 +137,11 @@ def test_a_redirected_run_logs_every_stage(reference: dict[str, Any]) -> None:
     lines = reference["stderr"].splitlines()
     for stage in ("ISV search: age", "ISV search: religion", "trial 3 of 3", "test split: age", "MMLU retention", "layer sweep", "geometry"):
         assert any(stage in line for line in lines), f"no log line for {stage!r}"
+    # the run folder's progress.log holds the same lines, each after a wall-clock stamp
+    logged = (reference["ref"] / "progress.log").read_text().splitlines()
+    progress = [line for line in lines if line.startswith("[")]
+    assert [line.split(" ", 1)[1] for line in logged] == progress and len(progress) > 10
+    assert all(re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", line.split(" ", 1)[0]) for line in logged)
 
 
 def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(reference: dict[str, Any]) -> None:
@@ -264,3 +270,16 @@ def test_a_redirected_extract_logs_a_line_per_tenth(tmp_path: Path) -> None:
     done = [int(line.split()[1]) for line in lines]
     assert done == sorted(done) and len(lines) >= 6  # batches of 4 texts: a line at least every 8 of the 40 texts
     assert "\r" not in log.read_text()  # no bar redrawn in the log
+
+
+def test_the_profile_of_a_run_charges_every_second_of_its_log_to_a_stage(reference: dict[str, Any], tmp_path: Path) -> None:
+    out = tmp_path / "profile.json"
+    res = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "profile_run.py"), str(reference["ref"]), "--json", str(out)],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    got = json.loads(out.read_text())
+    stamps = [int(re.search(r"\[\s*(\d+)s\]", line).group(1)) for line in (reference["ref"] / "progress.log").read_text().splitlines()]  # type: ignore[union-attr]
+    assert got["total_seconds"] == stamps[-1] - stamps[0] == sum(s["seconds"] for s in got["stages"])
+    steps = {s["stage"]: s["steps"] for s in got["stages"]}
+    axes = AXES.split(",")
+    assert steps["AXIS: trial N of N"] == 3 * len(axes) and steps["test split: AXIS"] == len(axes)

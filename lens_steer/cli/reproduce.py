@@ -11,6 +11,9 @@ from lens_steer.cli.options import Subparsers, add_data_option, add_model_option
 from lens_steer.cli.loading import load_model_from_args
 
 
+PROGRESS_LOG = "progress.log"  # every progress line of every run on the folder, appended
+
+
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser("reproduce", help="run the SVE study end to end and write report.html, results.md and results.json")
     add_model_option(p)
@@ -59,9 +62,13 @@ def run(args: argparse.Namespace) -> int:
 
         open_storage(args.storage)
     start = time.perf_counter()
+    log_path = Path(args.out) / PROGRESS_LOG
 
     def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - start:6.0f}s] {msg}", file=sys.stderr, flush=True)
+        line = f"[{time.perf_counter() - start:6.0f}s] {msg}"
+        print(line, file=sys.stderr, flush=True)
+        with log_path.open("a") as log:  # the same lines, with the clock, for a run watched later or profiled
+            log.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
 
     with run_folder_lock(args.out):  # before the model loads: a second run on this folder stops at once
         say(f"loading {args.model}")
