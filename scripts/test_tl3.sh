@@ -6,14 +6,21 @@
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="${LENS_STEER_TL3_VENV:-$here/.venv-tl3}"
-# shellcheck source=scripts/venv.sh
-source "$here/scripts/venv.sh"
-make_venv "$venv"
+main_venv="${LENS_STEER_VENV:-$here/.venv}"
+[ -x "$main_venv/bin/python" ] || bash "$here/scripts/setup.sh"
+# Layered over the main venv (scripts/setup.sh): a .pth file adds the main venv's site-packages after this venv's own,
+# so only what TL 3.9 needs that the main venv lacks or pins otherwise is installed here (transformer-lens itself,
+# better-abc, ...); pip leaves the main venv's files alone ("outside environment").
+if [ ! -x "$venv/bin/python" ]; then
+  base_python="$("$main_venv/bin/python" -c "import sys; print(sys._base_executable)")"  # the main venv's interpreter
+  "$base_python" -m venv "$venv"
+fi
+purelib() { "$1/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])"; }
+echo "import site; site.addsitedir('$(purelib "$main_venv")')" > "$(purelib "$venv")/zz_lens_steer_main_venv.pth"  # its .pth files (the editable lens_steer) too
+pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 if ! "$venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(not m.version('transformer-lens').startswith('3.9.'))" 2>/dev/null; then
   # TL 3.9 itself requires transformers>=5.9; <5.24 avoids the KV-cache generation bug (docs/platform.md).
-  "${pip[@]}" "torch==2.13.0" "transformer-lens==3.9.*" "transformers>=5.9,<5.24" \
-    einops jaxtyping safetensors tqdm numpy pytest
-  "${pip[@]}" --no-deps -e "$here"
+  "${pip[@]}" "transformer-lens==3.9.*" "transformers>=5.9,<5.24" "torch==2.13.0"
 fi
 "$venv/bin/python" -W ignore -c "import importlib.metadata as m; from transformer_lens import HookedTransformer; print('transformer-lens', m.version('transformer-lens'), '/ transformers', m.version('transformers'))"
 cd "$here"

@@ -10,6 +10,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,10 @@ def _compare_two_runs(name: str, tmp: Path) -> None:
     pairs.write_text("".join(json.dumps(p) + "\n" for p in PAIRS))
     space = tmp / "space.json"
     space.write_text(json.dumps({"num_sents": [4, 8, 4], "layers": spec["space_layers"]}))
-    one = _session(spec, tmp, pairs, space, "one", hash_seed="1")
-    two = _session(spec, tmp, pairs, space, "two", hash_seed="2")
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two separate processes at a time, each on one thread
+        first = pool.submit(_session, spec, tmp, pairs, space, "one", hash_seed="1")
+        second = pool.submit(_session, spec, tmp, pairs, space, "two", hash_seed="2")
+        one, two = first.result(), second.result()
     for key in one:
         assert one[key] == two[key], f"{name}: {key} differs between two runs with the same seeds"
     assert len(one["split"]) == 12 and len(one["trials"][0]) >= int(spec["trials"])
