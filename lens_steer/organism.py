@@ -45,7 +45,7 @@ from lens_steer.models import EMBEDDED_MODEL, TINY_MODEL, HookedModel, checkpoin
 CARD = "organism.json"
 DEFAULT_PLANT = ("age", "gender_identity", "nationality", "religion")
 Say = Callable[[str], None]
-# how the trained blocks compute: fp32 throughout, or bf16 autocast over fp32 master weights (CPUs with AMX run it ~1.8x faster)
+# how the trained blocks compute: fp32 throughout, or bf16 autocast over fp32 master weights (~2.3x faster per item on CPUs with avx512_bf16)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16-mixed")
 
 
