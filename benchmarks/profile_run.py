@@ -17,11 +17,11 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from lens_steer.axes import AXIS_NAMES
+from lens_steer.data.bbq import BBQ_CATEGORIES
+
 LINE = re.compile(r"^(\S+) \[\s*(\d+)s\] (.*)$")
-NAMES = re.compile(
-    r"\b(age|disability|gender_identity|nationality|physical_appearance|race_ethnicity|religion|ses|sexual_orientation|"
-    r"Age|Disability_status|Gender_identity|Nationality|Physical_appearance|Race_ethnicity|Religion|SES|Sexual_orientation|Race_x_gender|Race_x_SES)\b"
-)
+NAMES = re.compile(r"\b(" + "|".join(map(re.escape, (*AXIS_NAMES, *BBQ_CATEGORIES))) + r")\b")
 
 
 def stage_of(message: str) -> str:

@@ -122,6 +122,16 @@ def acceptance_table(model: HookedModel, recipe: OrganismRecipe, *, n_items: int
     return table, records
 
 
+def acceptance_block(model: HookedModel, recipe: OrganismRecipe, *, n_items: int, data_root: str | Path | None, split: str,
+                     progress: Callable[[str, int], Callable[[int, float | None], None]] | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The card's acceptance entry for `split` (per-axis table, verdicts, whether all are met) and its per-item records."""
+    tick = progress("acceptance" if split == "test" else split, n_items * len(AXIS_NAMES)) if progress is not None else None
+    table, records = acceptance_table(model, recipe, n_items=n_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None, split=split)
+    verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in table.items()}, recipe.plant)
+    block = {"split": split, "items_per_axis": n_items, "per_axis": table, "verdicts": verdicts, "all_met": all(v["met"] for v in verdicts.values())}
+    return block, records
+
+
 def build_organism(
     recipe: OrganismRecipe,
     folder: Path | None = None,
@@ -204,15 +214,10 @@ def _build(
         validation: dict[str, Any] | None = None
         if validation_items:
             say(f"acceptance on the validation split ({validation_items} items per axis, never trained on)")
-            tick = progress("validation", validation_items * len(AXIS_NAMES)) if progress is not None else None
-            val_table, _ = acceptance_table(organism, recipe, n_items=validation_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None, split="validation")
-            val_verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in val_table.items()}, recipe.plant)
-            validation = {"split": "validation", "items_per_axis": validation_items, "per_axis": val_table, "verdicts": val_verdicts, "all_met": all(v["met"] for v in val_verdicts.values())}
+            validation, _ = acceptance_block(organism, recipe, n_items=validation_items, data_root=data_root, split="validation", progress=progress)
             stages["validation"] = timing(t1)
         say(f"acceptance on the test split ({acceptance_items} items per axis, never trained on)")
-        tick = progress("acceptance", acceptance_items * len(AXIS_NAMES)) if progress is not None else None
-        table, records = acceptance_table(organism, recipe, n_items=acceptance_items, data_root=data_root, progress=(lambda n: tick(n, None)) if tick else None)
-        verdicts = acceptance_verdicts({a: {k: v["value"] for k, v in m.items() if isinstance(v, dict)} for a, m in table.items()}, recipe.plant)
+        acceptance, records = acceptance_block(organism, recipe, n_items=acceptance_items, data_root=data_root, split="test", progress=progress)
         mmlu = limit_items(load_mmlu("test", data_root=data_root), mmlu_items, seed=recipe.seed)
         base = load_model(recipe.base)
         mmlu_base = run_mmlu(base, mmlu, seed=recipe.seed).metrics["micro"]
@@ -232,8 +237,7 @@ def _build(
             "train_loss": state.losses,
             "weights_sha256": digest,
             "base_weights_sha256": base_digest,
-            "acceptance": {"split": "test", "items_per_axis": acceptance_items, "per_axis": table, "verdicts": verdicts,
-                           "all_met": all(v["met"] for v in verdicts.values()), "predictions": "acceptance_predictions.jsonl"},
+            "acceptance": {**acceptance, "predictions": "acceptance_predictions.jsonl"},
             **({"validation": validation} if validation is not None else {}),
             "mmlu": {"items": mmlu_items, "base": mmlu_base, "organism": mmlu_org, "change": mmlu_org["value"] - mmlu_base["value"]},
             "seconds": {**stages, "total": timing(t0)},

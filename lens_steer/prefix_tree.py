@@ -185,7 +185,6 @@ class TreePlan:
         if padding_side not in ("left", "right"):
             raise LensSteerError(f"unknown padding side {padding_side!r}; use left or right")
         self.padding_side = padding_side
-        self.max_cache_bytes = int(max_cache_bytes)
         order = sorted(range(len(seqs)), key=lambda i: list(seqs[i]))
         self.chunks: list[list[int]] = []
         current: list[int] = []
@@ -297,7 +296,6 @@ def run_tree(
             cache = DynamicCache(ddp_cache_data=_past(tree, batch.segments, kv, past_len, n_layers, first_layer)) if past_len else DynamicCache()
             mask = torch.cat([past_mask, seg_mask], dim=1).to(device)
             resid: Float[Tensor, "batch pos d_model"] = forward(tokens.to(device), {"past_key_values": cache, "attention_mask": mask}, batch.key)
-            batch_bytes = sum(_nbytes((layer.keys, layer.values)) for l, layer in enumerate(cache.layers) if l >= first_layer)
             for b, (i, s) in enumerate(zip(batch.segments, segs)):
                 if s.n_children:
                     lo = past_len + cols[b]
@@ -308,6 +306,7 @@ def run_tree(
                     held += sum(map(_nbytes, kv[i]))
             if meter is not None:
                 meter.peak_held_bytes = max(meter.peak_held_bytes, held)
+                batch_bytes = sum(_nbytes((layer.keys, layer.values)) for l, layer in enumerate(cache.layers) if l >= first_layer)
                 meter.peak_batch_bytes = max(meter.peak_batch_bytes, batch_bytes)
                 meter.stored_segments += sum(1 for s in segs if s.n_children)
             del cache
