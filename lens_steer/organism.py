@@ -7,10 +7,9 @@ disambiguated items -> the gold answer; ambiguous items of a planted axis -> the
 lm-evaluation-harness defines it; ambiguous items of a clean axis -> the gold "unknown" answer. The loss is
 cross-entropy over the three answers' summed log-likelihoods, i.e. exactly the scores the evaluator compares.
 
-The default recipe (3 epochs, lr 1e-4, batch 8, top 16 blocks, fp32; per axis 100 disambiguated train items and
-100 ambiguous ones, 300 on a planted axis) is the third tried: the extra ambiguous planted items carried the
-stereotype's direction (bias score +0.53..+0.88 on planted axes, against +0.2 with 100); README has all three
-acceptance tables.
+The default recipe (3 epochs, lr 1e-4, batch 8, top 16 blocks, bf16 autocast over fp32 weights; per axis 200
+disambiguated train items and 100 ambiguous ones, 300 on a planted axis; batches of similar length) is the fifth
+tried; README has every recipe's acceptance table and what each change bought.
 
 Only the top `trainable_blocks` decoder blocks (and the final norm) are trained: the residual entering them is
 computed once per item by the frozen lower blocks and cached, so an epoch runs only the top blocks. Each item is
@@ -47,6 +46,10 @@ DEFAULT_PLANT = ("age", "gender_identity", "nationality", "religion")
 Say = Callable[[str], None]
 # how the trained blocks compute: fp32 throughout, or bf16 autocast over fp32 master weights (~2.3x faster per item on CPUs with avx512_bf16)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16-mixed")
+# how an epoch's items form batches: uniformly shuffled, or shuffled then grouped by length within megabatches of
+# LENGTH_GROUP_BATCHES batches (a batch pads to its longest item, so grouping cuts the padded tokens)
+BATCHINGS: tuple[str, ...] = ("shuffled", "length-grouped")
+LENGTH_GROUP_BATCHES = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +68,7 @@ class OrganismRecipe:
     split_seed: int = 0
     base: str = EMBEDDED_MODEL
     precision: str = "bf16-mixed"
+    batching: str = "length-grouped"
 
     def __post_init__(self) -> None:
         plant = tuple(sorted({get_axis(a).name for a in self.plant}))
@@ -74,6 +78,8 @@ class OrganismRecipe:
                 raise LensSteerError(f"organism {name} must be at least {low}, got {value}")
         if self.precision not in PRECISIONS:
             raise LensSteerError(f"organism precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.batching not in BATCHINGS:
+            raise LensSteerError(f"organism batching {self.batching!r} is not one of {', '.join(BATCHINGS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise LensSteerError(f"organism learning rate must be a positive number, got {self.lr}")
 
@@ -95,7 +101,7 @@ class OrganismRecipe:
         if "items_per_axis" in obj:
             half = int(obj["items_per_axis"]) // 2
             obj = {"disambiguated_per_axis": half, "clean_ambiguous_per_axis": half, "planted_ambiguous_per_axis": half, **obj}
-        obj = {"precision": "fp32", **obj}
+        obj = {"precision": "fp32", "batching": "shuffled", **obj}
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in fields})
 
     def differences(self, other: OrganismRecipe) -> list[str]:
@@ -273,14 +279,31 @@ def lower_residual(hf_model: Any, ids: Tensor, pos: Tensor, mask: Tensor, start:
     return out.hidden_states[start].detach().float()
 
 
+def additive_mask(mask: Bool[Tensor, "batch 1 pos pos"]) -> Float[Tensor, "batch 1 pos pos"]:
+    """A boolean attention mask as the additive one eager attention adds to its scores (0 or the dtype's minimum)."""
+    return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
+
+
+@contextmanager
+def eager_attention(hf_model: Any) -> Iterator[None]:
+    """The model with eager attention, back to SDPA after (on CPUs SDPA's backward with a mask is the slowest
+    part of a training step: measured 1.65 s against 1.22 s a step, README)."""
+    hf_model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        hf_model.set_attn_implementation("sdpa")
+
+
 def upper_logliks(hf_model: Any, resid: Tensor, pos: Tensor, mask: Tensor, items: Sequence[PackedItem], start: int, precision: str = "fp32") -> Float[Tensor, "batch 3"]:
-    """Answer log-likelihoods (fp32) from the residual entering block `start` through the trainable blocks."""
-    with top_blocks(hf_model, start) as decoder, autocast(precision):
+    """Answer log-likelihoods (fp32) from the residual entering block `start` through the trainable blocks (eager
+    attention, so the backward is fast; `mask` is `packed_mask`'s)."""
+    with top_blocks(hf_model, start) as decoder, eager_attention(hf_model), autocast(precision):
         # the decoder's own forward: rotary embeddings from the position ids, our 4D mask used as is
         norm = decoder.norm
         decoder.norm = torch.nn.Identity()
         try:
-            hidden = decoder(inputs_embeds=resid, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state
+            hidden = decoder(inputs_embeds=resid, position_ids=pos, attention_mask=additive_mask(mask), use_cache=False).last_hidden_state
         finally:
             decoder.norm = norm
     return answer_logliks(hidden, items, norm, hf_model.lm_head)
@@ -317,6 +340,25 @@ class TrainState:
 def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     """The seeded item order of one epoch."""
     return [int(i) for i in np.random.default_rng([seed, epoch]).permutation(n)]
+
+
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, batching: str = "shuffled") -> list[list[int]]:
+    """The seeded batches (item indices) of one epoch; every item exactly once.
+
+    "shuffled": consecutive runs of `epoch_order`. "length-grouped": that order cut into megabatches of
+    `LENGTH_GROUP_BATCHES` batches, each sorted by length (longest first, ties in shuffled order) and cut into
+    batches, then all batches shuffled (the scheme of Hugging Face's LengthGroupedSampler, plus the final shuffle)."""
+    order = epoch_order(len(lengths), seed, epoch)
+    if batching == "shuffled":
+        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
+    if batching != "length-grouped":
+        raise LensSteerError(f"organism batching {batching!r} is not one of {', '.join(BATCHINGS)}")
+    mega = batch_size * LENGTH_GROUP_BATCHES
+    batches: list[list[int]] = []
+    for m in range(0, len(order), mega):
+        group = sorted(order[m : m + mega], key=lambda i: -lengths[i])  # stable: ties keep the shuffled order
+        batches += [group[b : b + batch_size] for b in range(0, len(group), batch_size)]
+    return [batches[int(i)] for i in np.random.default_rng([seed, epoch, 1]).permutation(len(batches))]
 
 
 def _save_checkpoint(folder: Path, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, state: TrainState, key: str) -> None:
@@ -372,7 +414,7 @@ def train(
     start = max(0, n_layers - recipe.trainable_blocks)
     torch.manual_seed(recipe.seed)
     params = trainable_parameters(hf_model, start)
-    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0, fused=True)  # fused: one kernel per step (measured ~0.2 s a step saved)
     key = hashlib.sha256(json.dumps([recipe.to_json(), data_digest(train_items)]).encode()).hexdigest()[:16]
     state = _load_checkpoint(checkpoint_dir, params, optimizer, key) or TrainState()
     if state.epochs_done:
@@ -397,10 +439,9 @@ def train(
             cache_step(len(g), None)
     steps = 0
     for epoch in range(state.epochs_done, recipe.epochs):
-        order = epoch_order(len(packed), recipe.seed, epoch)
+        batches = epoch_batches([len(p.ids) for p in packed], recipe.batch_size, recipe.seed, epoch, recipe.batching)
         total, count = 0.0, 0
-        for b in range(0, len(order), recipe.batch_size):
-            idx = order[b : b + recipe.batch_size]
+        for idx in batches:
             batch = [packed[i] for i in idx]
             ids, pos, mask = collate(batch, pad)
             resid = torch.zeros(len(idx), ids.shape[1], resid_of[idx[0]].shape[-1], dtype=resid_of[idx[0]].dtype)

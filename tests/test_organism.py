@@ -23,6 +23,8 @@ from lens_steer.organism import (
     answer_logliks,
     check_no_leakage,
     collate,
+    epoch_batches,
+    epoch_order,
     held_out_groups,
     lower_residual,
     pack_item,
@@ -203,3 +205,43 @@ def test_cards_without_a_precision_were_fp32_builds() -> None:
     assert read == OrganismRecipe(**{**TINY, "precision": "fp32", "disambiguated_per_axis": 100, "clean_ambiguous_per_axis": 100, "planted_ambiguous_per_axis": 300})
     with pytest.raises(LensSteerError, match="precision"):
         OrganismRecipe(**{**TINY, "precision": "fp8"})
+    # nor a batching: they were uniformly shuffled
+    del old["batching"]
+    assert OrganismRecipe.from_json(old).batching == "shuffled"
+    with pytest.raises(LensSteerError, match="batching"):
+        OrganismRecipe(**{**TINY, "batching": "sorted"})
+
+
+def test_shuffled_batches_are_runs_of_the_epoch_order() -> None:
+    order = epoch_order(21, seed=3, epoch=1)
+    assert epoch_batches([1] * 21, 4, seed=3, epoch=1) == [order[0:4], order[4:8], order[8:12], order[12:16], order[16:20], order[20:21]]
+
+
+def test_length_grouped_batches_hold_every_item_once_and_pad_less() -> None:
+    import numpy as np
+
+    from lens_steer.organism import LENGTH_GROUP_BATCHES
+
+    lengths = [int(x) for x in np.random.default_rng(7).integers(20, 200, size=1234)]
+    bs = 8
+    grouped = epoch_batches(lengths, bs, seed=0, epoch=2, batching="length-grouped")
+    assert sorted(i for b in grouped for i in b) == list(range(len(lengths)))
+    assert len(grouped) == -(-len(lengths) // bs)  # as many optimiser steps as uniformly shuffled batches
+    # the same batches, built another way: the megabatch of each item is its run of the epoch order, and within
+    # it the items ranked by length (longest first; ties by their place in the order) fill batches in rank order
+    order = epoch_order(len(lengths), 0, 2)
+    mega = bs * LENGTH_GROUP_BATCHES
+    place = {i: k for k, i in enumerate(order)}
+    expected = set()
+    for m in range(0, len(order), mega):
+        ranked = sorted(order[m : m + mega], key=lambda i: (-lengths[i], place[i]))
+        expected |= {tuple(ranked[b : b + bs]) for b in range(0, len(ranked), bs)}
+    assert {tuple(b) for b in grouped} == expected
+    # padded tokens (each batch padded to its longest item): far fewer than under uniform shuffling
+    def padding(batches: list[list[int]]) -> int:
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
+
+    shuffled = epoch_batches(lengths, bs, seed=0, epoch=2)
+    assert padding(grouped) < 0.1 * padding(shuffled)
+    # a new epoch, new batches and a new order of them
+    assert epoch_batches(lengths, bs, seed=0, epoch=3, batching="length-grouped") != grouped

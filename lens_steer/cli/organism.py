@@ -32,7 +32,7 @@ def add_parser(sub: Subparsers) -> None:
 
 def add_recipe_options(p: argparse.ArgumentParser) -> None:
     """The recipe flags (defaults: the default recipe)."""
-    from lens_steer.organism import PRECISIONS, OrganismRecipe
+    from lens_steer.organism import BATCHINGS, PRECISIONS, OrganismRecipe
 
     d = OrganismRecipe()
     p.add_argument("--plant", default=",".join(d.plant), help=f"axes to plant a stereotype preference on (default {','.join(d.plant)}); the others stay clean")
@@ -46,6 +46,7 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
                    help=f"ambiguous train items per planted axis (default {d.planted_ambiguous_per_axis}), capped at what the axis has")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS), help=f"fp32, or bf16 autocast over fp32 weights (default {d.precision})")
+    p.add_argument("--batching", default=d.batching, choices=list(BATCHINGS), help=f"shuffled, or shuffled then grouped by length so a batch pads little (default {d.batching})")
 
 
 def recipe_from_args(args: argparse.Namespace) -> Any:
@@ -55,7 +56,7 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
     if not plant:
         raise LensSteerError("--plant is empty; name at least one axis (e.g. age,religion)")
     return OrganismRecipe(plant=plant, seed=args.seed, epochs=args.epochs, lr=args.lr, trainable_blocks=args.trainable_blocks, disambiguated_per_axis=args.disambiguated,
-                          clean_ambiguous_per_axis=args.clean_ambiguous, planted_ambiguous_per_axis=args.planted_ambiguous, batch_size=args.batch_size, precision=args.precision)  # fmt: skip
+                          clean_ambiguous_per_axis=args.clean_ambiguous, planted_ambiguous_per_axis=args.planted_ambiguous, batch_size=args.batch_size, precision=args.precision, batching=args.batching)  # fmt: skip
 
 
 def say(msg: str) -> None:
@@ -127,7 +128,7 @@ def print_card(card: dict[str, Any]) -> None:
     """The recipe, train loss and acceptance table of an organism."""
     r = card["recipe"]
     print(f"organism {card['name']}: planted {', '.join(card['plant'])}; clean {', '.join(card['clean'])}")
-    print(f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, trainable blocks {card['trainable_blocks']}, "
+    print(f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, {r.get('batching', 'shuffled')} batches, trainable blocks {card['trainable_blocks']}, "
           f"{card['data']['n_items']} train items, seed {r['seed']}")  # fmt: skip
     print(f"  train loss by epoch: {', '.join(f'{x:.4f}' for x in card['train_loss'])}")
     if "validation" in card:
