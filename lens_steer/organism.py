@@ -256,15 +256,17 @@ def answer_logliks(hidden: Float[Tensor, "batch pos d_model"], items: Sequence[P
 
 # ---------------------------------------------------------------------------- the model parts
 @contextmanager
-def top_blocks(hf_model: Any, start: int) -> Iterator[Any]:
-    """The HF decoder with only blocks `start..` in place (fed the residual entering block `start`)."""
+def decoder_blocks(hf_model: Any, start: int, stop: int | None = None) -> Iterator[Any]:
+    """The HF decoder with only blocks `start..stop-1` in place and no final norm (fed the residual entering block
+    `start`, or the token ids when `start` is 0; its last hidden state is the residual leaving block `stop-1`)."""
     decoder = hf_model.model
-    all_layers = decoder.layers
-    decoder.layers = torch.nn.ModuleList(list(all_layers)[start:])
+    all_layers, norm = decoder.layers, decoder.norm
+    decoder.layers = torch.nn.ModuleList(list(all_layers)[start:stop])
+    decoder.norm = torch.nn.Identity()
     try:
         yield decoder
     finally:
-        decoder.layers = all_layers
+        decoder.layers, decoder.norm = all_layers, norm
 
 
 def autocast(precision: str) -> Any:
@@ -273,10 +275,10 @@ def autocast(precision: str) -> Any:
 
 
 def lower_residual(hf_model: Any, ids: Tensor, pos: Tensor, mask: Tensor, start: int, precision: str = "fp32") -> Float[Tensor, "batch pos d_model"]:
-    """The residual entering block `start` (frozen blocks below it), without gradients, in fp32."""
-    with torch.no_grad(), autocast(precision):
-        out = hf_model.model(input_ids=ids, position_ids=pos, attention_mask=mask, output_hidden_states=True, use_cache=False)
-    return out.hidden_states[start].detach().float()
+    """The residual entering block `start` (only the frozen blocks below it run), without gradients, in fp32."""
+    with torch.no_grad(), decoder_blocks(hf_model, 0, start) as decoder, autocast(precision):
+        out = decoder(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False)
+    return out.last_hidden_state.detach().float()
 
 
 def additive_mask(mask: Bool[Tensor, "batch 1 pos pos"]) -> Float[Tensor, "batch 1 pos pos"]:
@@ -284,29 +286,31 @@ def additive_mask(mask: Bool[Tensor, "batch 1 pos pos"]) -> Float[Tensor, "batch
     return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
 
 
+# attention implementations of the trained blocks: eager (the default: on CPUs SDPA's backward with a block
+# mask was the slowest op of a training step, 25 ms a block) or SDPA (what evaluation runs); benchmarks/bench_organism.py
+TRAIN_ATTENTION: tuple[str, ...] = ("eager", "sdpa")
+
+
 @contextmanager
-def eager_attention(hf_model: Any) -> Iterator[None]:
-    """The model with eager attention, back to SDPA after (on CPUs SDPA's backward with a mask is the slowest
-    part of a training step: measured 1.65 s against 1.22 s a step, README)."""
-    hf_model.set_attn_implementation("eager")
+def attention_implementation(hf_model: Any, name: str) -> Iterator[None]:
+    """The model with attention implementation `name` (eager or sdpa), back to SDPA after."""
+    if name not in TRAIN_ATTENTION:
+        raise LensSteerError(f"attention {name!r} is not one of {', '.join(TRAIN_ATTENTION)}")
+    hf_model.set_attn_implementation(name)
     try:
         yield
     finally:
         hf_model.set_attn_implementation("sdpa")
 
 
-def upper_logliks(hf_model: Any, resid: Tensor, pos: Tensor, mask: Tensor, items: Sequence[PackedItem], start: int, precision: str = "fp32") -> Float[Tensor, "batch 3"]:
-    """Answer log-likelihoods (fp32) from the residual entering block `start` through the trainable blocks (eager
-    attention, so the backward is fast; `mask` is `packed_mask`'s)."""
-    with top_blocks(hf_model, start) as decoder, eager_attention(hf_model), autocast(precision):
-        # the decoder's own forward: rotary embeddings from the position ids, our 4D mask used as is
-        norm = decoder.norm
-        decoder.norm = torch.nn.Identity()
-        try:
-            hidden = decoder(inputs_embeds=resid, position_ids=pos, attention_mask=additive_mask(mask), use_cache=False).last_hidden_state
-        finally:
-            decoder.norm = norm
-    return answer_logliks(hidden, items, norm, hf_model.lm_head)
+def upper_logliks(hf_model: Any, resid: Tensor, pos: Tensor, mask: Tensor, items: Sequence[PackedItem], start: int, precision: str = "fp32",
+                  attention: str = "eager") -> Float[Tensor, "batch 3"]:
+    """Answer log-likelihoods (fp32) from the residual entering block `start` through the trainable blocks (`mask`
+    is `packed_mask`'s)."""
+    with decoder_blocks(hf_model, start) as decoder, attention_implementation(hf_model, attention), autocast(precision):
+        # the decoder's own forward: rotary embeddings from the position ids, our 4D mask as the additive one eager needs
+        hidden = decoder(inputs_embeds=resid, position_ids=pos, attention_mask=additive_mask(mask), use_cache=False).last_hidden_state
+    return answer_logliks(hidden, items, hf_model.model.norm, hf_model.lm_head)
 
 
 def trainable_parameters(hf_model: Any, start: int) -> list[torch.nn.Parameter]:
