@@ -5,7 +5,8 @@ previous path and its prefix-tree path, against the naive and the unique-token F
 (b) TransformerLens forward with full-sequence logits, batch 8 in file order (cloze: one sequence per option);
 (c) lens_steer `score_questions(prefix_tree=False)`: length buckets; cloze runs each prompt once, its KV cache
     extended by each option;
-(d) lens_steer `score_questions` (the prefix tree: each distinct token prefix of the items' sequences once);
+(d) lens_steer `score_questions` (the prefix tree: each distinct token prefix of the items' sequences once, whole
+    subtrees packed into rows under a tree attention mask);
 (e) lm-evaluation-harness's own BBQ task (`hf` model, its 12 choices, lm-eval prompt) on the first `--lm-eval-items`
     items, beside (d) on the same items, format and choice set; skipped, with the reason, where lm-eval is absent.
 All on the same items (`limit_bbq`: whole template fills, so an item's variants are scored together, as an
@@ -66,8 +67,8 @@ def main() -> None:
     from lens_steer.data.root import resolve_data_root
     from lens_steer.data.select import limit_bbq
     from lens_steer.models import embedded_smollm2_folder, load_model
-    from lens_steer.prefix_tree import DEFAULT_CACHE_BYTES, measure_tree_memory, unique_prefix_tokens
-    from lens_steer.scoring import cloze_prompt, encode_pair, letter_prompt, score_questions
+    from lens_steer.prefix_tree import DEFAULT_CACHE_BYTES, TreePlan, kv_bytes_per_token, measure_tree_memory, unique_prefix_tokens
+    from lens_steer.scoring import TREE_BATCH_SCALE, cloze_prompt, encode_pair, letter_prompt, score_questions, tree_row_tokens
     from lens_steer.tasks.bbq import bbq_question
     from lens_steer.tasks.lm_eval_bbq import write_task
     from lens_steer.tokens import encode_texts, pad_batch, pad_id
@@ -96,6 +97,11 @@ def main() -> None:
         seqs = letter_ids
         naive_tokens, scored, unique_scored = sum(map(len, seqs)), len(seqs), len(seqs)
     unique_tokens = unique_prefix_tokens(seqs)
+    # the plan score_questions makes for these sequences (its default batch budgets): rows, and positions run with padding
+    plan = TreePlan(seqs, max_batch=16 * TREE_BATCH_SCALE, max_tokens=3072 * TREE_BATCH_SCALE, kv_bytes=kv_bytes_per_token(model), max_row=tree_row_tokens(model, seqs))
+    rows = [r for chunk in plan.rows for r in chunk]
+    plan_figures = {"max_row": tree_row_tokens(model, seqs), "rows": len(rows), "packed_rows": sum(len(r.segments) > 1 for r in rows), "trunk_rows": sum(r.stored for r in rows),
+                    "batches": len(plan.batches), "padded_positions": plan.padded_tokens, "unique_tokens": plan.unique_tokens}  # fmt: skip
 
     def reference() -> list[int]:
         preds = []
@@ -196,6 +202,8 @@ def main() -> None:
     print(f"{len(questions)} BBQ {args.category} items (whole template fills), {args.scoring}, reference prompt; {torch.get_num_threads()} threads; "
           f"load average {min(load):.2f}-{max(load):.2f} during the run")  # fmt: skip
     print(f"tokens: {naive_tokens} naive (every token of every item once), {unique_tokens} distinct prefixes ({naive_tokens / unique_tokens:.2f}x fewer)")
+    print(f"prefix tree plan: {plan_figures['rows']} rows of up to {plan_figures['max_row']} tokens ({plan_figures['packed_rows']} packed, {plan_figures['trunk_rows']} trunk rows kept for the rows below), "
+          f"{plan_figures['batches']} batches, {plan_figures['padded_positions']} positions run with padding ({plan_figures['padded_positions'] / unique_tokens:.2f}x the distinct tokens)")  # fmt: skip
     print(f"fp32 matmul {rate:.0f} GFLOP/s (mean of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}); naive ideal {naive_ideal:.2f} items/s, unique-token ideal {unique_ideal:.2f} items/s")
     print(f"{'method':<44}{'items/s':>9}{'x (a)':>8}{'% naive':>9}{'% unique':>10}")
     for r in results.values():
@@ -228,7 +236,7 @@ def main() -> None:
             "matmul_gflops": rates, "flops_per_token": flops_token, "flops_per_scored_position": flops_logits,
             "naive_ideal_items_per_s": naive_ideal, "unique_ideal_items_per_s": unique_ideal,
             "methods": {k: {x: y for x, y in r.items() if x != "preds"} for k, r in results.items()}, "agreement": agree, "lm_eval": lm_eval_out,
-            "tree_memory": tree_memory, "tree_cache_budget_bytes": DEFAULT_CACHE_BYTES, "peak_rss_bytes": peak_rss,
+            "tree_memory": tree_memory, "tree_cache_budget_bytes": DEFAULT_CACHE_BYTES, "peak_rss_bytes": peak_rss, "tree_plan": plan_figures,
         }  # fmt: skip
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 

@@ -167,25 +167,29 @@ def run_blocks(
     *,
     attention_mask: Tensor | None = None,
     past_key_values: Any = None,
+    position_ids: Tensor | None = None,
 ) -> Float[Tensor, "batch pos d_model"]:
     """Residual after the last block, running blocks `start..n-1` on `resid` (the input of block `start`).
 
-    `attention_mask` is 2-D over the earlier (KV-cached) tokens and these; positions follow it (as the bridge
-    derives them). `past_key_values` (a Hugging Face cache, bridge only) holds the keys and values of
-    earlier tokens at blocks `start..n-1` and is extended in place.
+    `attention_mask` is 2-D over the earlier (KV-cached) tokens and these, or a 4-D boolean mask `[batch, 1, pos,
+    past + pos]` used as it is (bridge only); positions are `position_ids`, else follow a 2-D mask (as the bridge
+    derives them). `past_key_values` (a Hugging Face cache, bridge only) holds the keys and values of earlier
+    tokens at blocks `start..n-1` and is extended in place.
     """
     n_layers = int(model.cfg.n_layers)
     if not 1 <= start < n_layers:
         raise LensSteerError(f"cannot run from block {start}; the model has blocks 0..{n_layers - 1}")
     parts = _bridge_parts(model)
     if parts is None:
-        if past_key_values is not None or not _is_hooked_transformer(model):
+        if past_key_values is not None or position_ids is not None or not _is_hooked_transformer(model):
             raise LensSteerError(f"model {getattr(model.cfg, 'model_name', '?')!r} cannot run from a block; evaluate without a residual cache")
         return _run_hooked_transformer(model, resid, start, attention_mask)
     hf, inner = parts
     batch, q = resid.shape[:2]
     past = int(past_key_values.get_seq_length(start)) if past_key_values is not None else 0
-    if attention_mask is not None:
+    if position_ids is not None:
+        positions = position_ids
+    elif attention_mask is not None:
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -q:]
     else:
         positions = torch.arange(past, past + q, device=resid.device)[None].expand(batch, q)

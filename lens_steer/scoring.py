@@ -22,7 +22,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.generation import generate_answers
 from lens_steer.models import HookedModel, accepts_kv_cache
 from lens_steer.pairs import render_chat
-from lens_steer.prefix_tree import TreePlan, kv_bytes_per_token, run_tree
+from lens_steer.prefix_tree import DEFAULT_ROW_TOKENS, TreePlan, kv_bytes_per_token, run_tree
 from lens_steer.residual_cache import ResidualCache, batch_key, can_run_blocks, capture_hooks, run_blocks, start_block
 from lens_steer.shared_prefix import run_shared_prefix
 from lens_steer.steering import steer
@@ -226,7 +226,8 @@ def _forward(model: HookedModel, tokens: Tensor, forward_kwargs: dict[str, Any],
     """Final residual of a batch: from `stored` (its residual entering block `reuse.start`), or a full
     forward that also stores the batch's residuals in `reuse.cache`."""
     if stored is not None and reuse is not None:
-        return run_blocks(model, stored, reuse.start, attention_mask=forward_kwargs.get("attention_mask"), past_key_values=forward_kwargs.get("past_key_values"))
+        return run_blocks(model, stored, reuse.start, attention_mask=forward_kwargs.get("attention_mask"), past_key_values=forward_kwargs.get("past_key_values"),
+                          position_ids=forward_kwargs.get("position_ids"))  # fmt: skip
     if reuse is None:
         return final_residual(model, tokens, forward_kwargs)
     captured: dict[int, Tensor] = {}
@@ -282,8 +283,18 @@ def _run_rows(
     return out
 
 
-TREE_BATCH_SCALE = 4  # a tree batch may hold this many times `max_batch` segments and `max_tokens` positions (most segments are short)
-TREE_PADDING_SIDE = "right"  # how a tree batch pads its segments (paths are always left-padded); both are exact
+TREE_BATCH_SCALE = 4  # a tree batch may hold this many times `max_batch` rows and `max_tokens` positions
+TREE_PADDING_SIDE = "right"  # how a tree batch pads its rows (paths are always left-padded); both are exact
+
+
+def tree_row_tokens(model: HookedModel, seqs: Sequence[Sequence[int]]) -> int:
+    """How many tokens a packed row of the prefix tree may hold for these sequences on this model: the default,
+    or 0 (every segment its own row) where a sliding window shorter than the longest sequence would make a packed
+    row's single mask wrong for the sliding layers."""
+    window = sliding_window(hf_config(model))
+    if window is not None and max(map(len, seqs)) > window:
+        return 0
+    return DEFAULT_ROW_TOKENS
 
 
 def _tree_rows(
@@ -297,7 +308,7 @@ def _tree_rows(
     unembed = _Unembed(model)
     seqs = [r.ids for r in rows]
     plan = TreePlan(seqs, max_batch=max_batch * TREE_BATCH_SCALE, max_tokens=max_tokens * TREE_BATCH_SCALE, kv_bytes=kv_bytes_per_token(model),
-                    padding_side=padding_side or TREE_PADDING_SIDE)  # fmt: skip
+                    padding_side=padding_side or TREE_PADDING_SIDE, max_row=tree_row_tokens(model, seqs))  # fmt: skip
     stored_all = reuse is not None and all(reuse.cache.get(b.key, reuse.start) is not None for b in plan.batches)
     reads = [[(r.positions[0], r.candidates)] if r.candidates is not None else [(p, [t]) for p, t in zip(r.positions, r.targets or [])] for r in rows]
 

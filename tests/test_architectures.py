@@ -338,6 +338,44 @@ def test_cloze_with_the_shared_prompt_cache_equals_separate_forwards(ckpt: Check
             assert a.pred == b.pred == s.pred
 
 
+@pytest.mark.parametrize("family", ["mistral", "gemma2", "gemma3"])
+def test_the_prefix_tree_packs_rows_where_the_sliding_window_does_not_bind(family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With a window longer than every sequence a packed row's one mask is right for the sliding layers too: the
+    tree packs, and its scores (steered, from a stored residual too) equal plain HF forwards; with the test window
+    (6 tokens) it keeps one segment per row."""
+    import _arch_checkpoints
+    from transformers import AutoModelForCausalLM
+
+    from lens_steer.prefix_tree import DEFAULT_ROW_TOKENS
+    from lens_steer.scoring import cloze_prompt, encode_pair, tree_row_tokens
+
+    def sequences(model: Any) -> list[list[int]]:
+        out = []
+        for q in QUESTIONS:
+            text, conts = cloze_prompt(q, "reference", model.tokenizer)
+            out += [p + o for p, o in (encode_pair(model, text, c, move_trailing_whitespace=False) for c in conts)]
+        return out
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        narrow = load_model(str(write_checkpoint(family, tmp_path / "narrow")))
+        monkeypatch.setattr(_arch_checkpoints, "SLIDING_WINDOW", _arch_checkpoints.MAX_POSITIONS)
+        folder = write_checkpoint(family, tmp_path / "wide")
+        model = load_model(str(folder))
+        hf = AutoModelForCausalLM.from_pretrained(folder).eval()
+    assert tree_row_tokens(narrow, sequences(narrow)) == 0
+    assert sliding_window(hf.config) == _arch_checkpoints.MAX_POSITIONS and tree_row_tokens(model, sequences(model)) == DEFAULT_ROW_TOKENS
+    vec = random_vector(model, [2], seed=5)
+    cache = ResidualCache([2])
+    runs = [score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8) for _ in range(2)]
+    assert cache.hits > 0
+    with hf_adding(hf, {2: 2.0 * vec.directions[2]}):
+        for a, b in zip(*runs):
+            want = torch.tensor(_hf_option_logliks(hf, a.prompt_token_ids, a.option_token_ids))
+            torch.testing.assert_close(torch.tensor(a.option_logliks), want, rtol=1e-4, atol=2e-4, check_dtype=False)
+            torch.testing.assert_close(torch.tensor(b.option_logliks), want, rtol=1e-4, atol=2e-4, check_dtype=False)
+
+
 # ----------------------------------------------------------------------------- search
 
 
