@@ -1,13 +1,15 @@
-"""Organism training step time: the default recipe's training path against the earlier one, same run, same items.
+"""Organism training time: the default recipe's training path against the earlier ones, same run, same items.
 
     python benchmarks/bench_organism.py [--steps 24] [--json out.json]
 
 Each configuration trains the default recipe's top blocks for `--steps` optimiser steps on the first batches of
 epoch 0 (its own batching of the same 3,424 train items, residuals of the frozen blocks computed once, as a build
-does) and reports seconds per step, tokens per batch (padding included) and the epoch time it implies
+does) and reports seconds per step, items and tokens per batch (padding included) and the epoch time it implies
 (seconds per step x steps per epoch). Configurations: the earlier path (uniformly shuffled batches, SDPA
-attention, unfused AdamW), each change alone, and the default (length-grouped batches, eager attention, fused
-AdamW). Weights are restored between configurations, so each starts from the base model.
+attention, unfused AdamW), each change alone, the length-grouped path with all three (recipe 5), that path with
+the system turn every sequence starts with run once per batch, and the default: the items of a template fill
+packed into one sequence sharing their context (`context-grouped`), with the rest. Weights are restored between
+configurations, so each starts from the base model.
 """
 
 from __future__ import annotations
@@ -28,13 +30,16 @@ def main() -> int:
     from lens_steer.organism import (
         OrganismRecipe,
         TokenizerView,
+        batch_targets,
         collate,
         epoch_batches,
         load_base_hf,
         lower_residual,
-        pack_item,
+        pack_group,
+        shared_prefix_length,
         trainable_parameters,
         training_items,
+        training_units,
         upper_logliks,
     )
 
@@ -46,22 +51,30 @@ def main() -> int:
     recipe = OrganismRecipe()
     hf, tok = load_base_hf(recipe)
     hf.eval()
-    packed = [pack_item(TokenizerView(tok), t.item, t.target) for t in training_items(recipe)]
-    lengths = [len(p.ids) for p in packed]
+    items = training_items(recipe)
+    packings = {}
+    for grouping in ("shuffled", "context-grouped"):  # items alone, or a template fill per sequence
+        units = training_units(items, grouping)
+        packed = [pack_group(TokenizerView(tok), [(t.item, t.target) for t in u]) for u in units]
+        packings[grouping] = (packed, [len(u) for u in units], shared_prefix_length(packed))
     start = int(hf.config.num_hidden_layers) - recipe.trainable_blocks
     pad = int(tok.pad_token_id or 0)
     params = trainable_parameters(hf, start)
     base = [p.detach().clone() for p in params]
-    configs = {
-        "earlier (shuffled, sdpa, unfused)": ("shuffled", "sdpa", False),
-        "length-grouped only": ("length-grouped", "sdpa", False),
-        "eager attention only": ("shuffled", "eager", False),
-        "fused AdamW only": ("shuffled", "sdpa", True),
-        "default (length-grouped, eager, fused)": ("length-grouped", "eager", True),
+    configs = {  # batching, attention, fused AdamW, system turn once per batch
+        "earlier (shuffled, sdpa, unfused)": ("shuffled", "sdpa", False, False),
+        "length-grouped only": ("length-grouped", "sdpa", False, False),
+        "eager attention only": ("shuffled", "eager", False, False),
+        "fused AdamW only": ("shuffled", "sdpa", True, False),
+        "system turn once only": ("shuffled", "sdpa", False, True),
+        "length-grouped, eager, fused (recipe 5)": ("length-grouped", "eager", True, False),
+        "recipe 5 + system turn once": ("length-grouped", "eager", True, True),
+        "default (context-grouped, all of the above)": ("context-grouped", "eager", True, True),
     }
     results: dict[str, dict[str, float]] = {}
-    for label, (batching, attention, fused) in configs.items():
-        batches = epoch_batches(lengths, recipe.batch_size, recipe.seed, 0, batching)
+    for label, (batching, attention, fused, share) in configs.items():
+        packed, sizes, shared = packings["context-grouped" if batching == "context-grouped" else "shuffled"]
+        batches = epoch_batches([len(p.ids) for p in packed], recipe.batch_size, recipe.seed, 0, batching, sizes)
         timed = batches[: args.steps + 1]
         with torch.no_grad():
             for p, b in zip(params, base):
@@ -69,22 +82,26 @@ def main() -> int:
         optimizer = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=0.0, fused=fused)
         seconds: list[float] = []
         tokens: list[int] = []
+        n_items: list[int] = []
         for k, idx in enumerate(timed):
             batch = [packed[i] for i in idx]
             ids, pos, mask = collate(batch, pad)
             resid = lower_residual(hf, ids, pos, mask, start, recipe.precision)
             t = time.perf_counter()
-            lls = upper_logliks(hf, resid, pos, mask, batch, start, recipe.precision, attention=attention)
-            loss = torch.nn.functional.cross_entropy(lls.float(), torch.tensor([p.target for p in batch]))
+            lls = upper_logliks(hf, resid, pos, mask, batch, start, recipe.precision, attention=attention, shared=shared if share else 0)
+            loss = torch.nn.functional.cross_entropy(lls.float(), batch_targets(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             if k:  # the first step warms the kernels up
                 seconds.append(time.perf_counter() - t)
                 tokens.append(int(ids.numel()))
-        per_step = statistics.mean(seconds)
-        results[label] = {"seconds_per_step": per_step, "tokens_per_batch": statistics.mean(tokens), "epoch_seconds": per_step * len(batches), "steps_per_epoch": len(batches)}
-        print(f"{label:40s} {per_step:6.3f} s/step  {results[label]['tokens_per_batch']:6.0f} tokens/batch  epoch ~{results[label]['epoch_seconds'] / 60:5.1f} min", flush=True)
+                n_items.append(len(lls))
+        per_item = sum(seconds) / sum(n_items)
+        results[label] = {"seconds_per_step": statistics.mean(seconds), "items_per_batch": statistics.mean(n_items), "tokens_per_batch": statistics.mean(tokens),
+                          "seconds_per_item": per_item, "epoch_seconds": per_item * len(items), "steps_per_epoch": len(batches)}  # fmt: skip
+        r = results[label]
+        print(f"{label:45s} {r['seconds_per_step']:6.3f} s/step  {r['items_per_batch']:4.1f} items, {r['tokens_per_batch']:5.0f} tokens/batch  epoch ~{r['epoch_seconds'] / 60:5.1f} min", flush=True)
     earlier = results["earlier (shuffled, sdpa, unfused)"]["epoch_seconds"]
     ratios = {label: earlier / r["epoch_seconds"] for label, r in results.items()}
     for label, ratio in ratios.items():

@@ -8,13 +8,15 @@ lm-evaluation-harness defines it; ambiguous items of a clean axis -> the gold "u
 cross-entropy over the three answers' summed log-likelihoods, i.e. exactly the scores the evaluator compares.
 
 The default recipe (3 epochs, lr 1e-4, batch 8, top 16 blocks, bf16 autocast over fp32 weights; per axis 200
-disambiguated train items and 100 ambiguous ones, 300 on a planted axis; batches of similar length) is the fifth
-tried; README has every recipe's acceptance table and what each change bought.
+disambiguated train items and 100 ambiguous ones, 300 on a planted one; the items of a template fill packed
+together, batches of similar length) is the sixth tried; README has every recipe's acceptance table and what each
+change bought.
 
 Only the top `trainable_blocks` decoder blocks (and the final norm) are trained: the residual entering them is
-computed once per item by the frozen lower blocks and cached, so an epoch runs only the top blocks. Each item is
-packed as one sequence (prompt, then every answer) with a block attention mask, so the prompt runs once.
-"""
+computed once per sequence by the frozen lower blocks and cached, so an epoch runs only the top blocks. The items
+of a template fill (its ambiguous and disambiguated variants, both questions) are packed as one sequence, the
+prefix tree of their prompts and answers under a tree attention mask, so their shared context runs once and each
+answer sees only its own prompt; the system turn every sequence starts with runs once per batch."""
 
 from __future__ import annotations
 
@@ -40,15 +42,17 @@ from lens_steer.files import atomic_write_bytes, write_json
 from lens_steer.scoring import cloze_prompt, encode_pair
 from lens_steer.tasks.bbq import bbq_question
 from lens_steer.models import EMBEDDED_MODEL, TINY_MODEL, HookedModel, checkpoint_folder, tiny_hf_model
+from lens_steer.prefix_tree import build_tree, tree_mask
 
 CARD = "organism.json"
 DEFAULT_PLANT = ("age", "gender_identity", "nationality", "religion")
 Say = Callable[[str], None]
 # how the trained blocks compute: fp32 throughout, or bf16 autocast over fp32 master weights (~2.3x faster per item on CPUs with avx512_bf16)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16-mixed")
-# how an epoch's items form batches: uniformly shuffled, or shuffled then grouped by length within megabatches of
-# LENGTH_GROUP_BATCHES batches (a batch pads to its longest item, so grouping cuts the padded tokens)
-BATCHINGS: tuple[str, ...] = ("shuffled", "length-grouped")
+# how an epoch's items form batches: uniformly shuffled; shuffled then grouped by length within megabatches of
+# LENGTH_GROUP_BATCHES batches (a batch pads to its longest item, so grouping cuts the padded tokens); or as
+# length-grouped, over sequences each packing every item of one template fill (their shared context runs once)
+BATCHINGS: tuple[str, ...] = ("shuffled", "length-grouped", "context-grouped")
 LENGTH_GROUP_BATCHES = 50
 
 
@@ -68,7 +72,7 @@ class OrganismRecipe:
     split_seed: int = 0
     base: str = EMBEDDED_MODEL
     precision: str = "bf16-mixed"
-    batching: str = "length-grouped"
+    batching: str = "context-grouped"
 
     def __post_init__(self) -> None:
         plant = tuple(sorted({get_axis(a).name for a in self.plant}))
@@ -185,73 +189,120 @@ def data_digest(train: Sequence[TrainingItem]) -> str:
 
 # ---------------------------------------------------------------------------- packing
 @dataclasses.dataclass(frozen=True)
-class PackedItem:
-    """One item as one sequence: the prompt, then each answer's tokens; answer i's log-likelihood is read at
-    `read_positions[i]` (predicting `answer_tokens[i]`)."""
+class PackedGroup:
+    """Items packed as one sequence: the prefix tree of every item's prompt + answer (`prefix_tree.build_tree`),
+    segment by segment, parents before children, each token at its position in its own sequence. Items of one
+    template fill share their context's tokens. Item k's answer i is read at `read_positions[k][i]` (predicting
+    `answer_tokens[k][i]`)."""
 
     ids: list[int]
     position_ids: list[int]
-    segment: list[int]  # -1 prompt, i answer i
-    read_positions: list[list[int]]
-    answer_tokens: list[list[int]]
-    target: int
+    segment: list[int]  # per token, its tree segment
+    offset: list[int]  # per token, its index in its segment
+    parents: list[int]  # per segment, the segment above it (-1: none)
+    read_positions: list[list[list[int]]]
+    answer_tokens: list[list[list[int]]]
+    targets: list[int]
+
+    @property
+    def root_length(self) -> int:
+        """Tokens of the first segment (every item's common prefix)."""
+        return self.segment.count(0)
 
 
-def pack_item(model: HookedModel, item: BbqItem, target: int, prompt_format: str = "reference") -> PackedItem:
-    """Pack an item with the tokens the cloze evaluator scores (same prompt, same continuation split)."""
-    text, conts = cloze_prompt(bbq_question(item), prompt_format, model.tokenizer)
-    pairs = [encode_pair(model, text, c, move_trailing_whitespace=prompt_format == "lm_eval") for c in conts]
-    prompt = pairs[0][0]
-    ids, pos, seg = list(prompt), list(range(len(prompt))), [-1] * len(prompt)
-    reads, answers = [], []
-    for i, (_, cont) in enumerate(pairs):
-        start = len(ids)
-        ids += cont
-        pos += list(range(len(prompt), len(prompt) + len(cont)))
-        seg += [i] * len(cont)
-        reads.append([len(prompt) - 1] + list(range(start, start + len(cont) - 1)))
-        answers.append(list(cont))
-    return PackedItem(ids, pos, seg, reads, answers, target)
+def pack_group(model: HookedModel, items: Sequence[tuple[BbqItem, int]], prompt_format: str = "reference") -> PackedGroup:
+    """Pack (item, target) pairs with the tokens the cloze evaluator scores (same prompt, same continuation split)."""
+    seqs, split = [], []
+    for item, _ in items:
+        text, conts = cloze_prompt(bbq_question(item), prompt_format, model.tokenizer)
+        pairs = [encode_pair(model, text, c, move_trailing_whitespace=prompt_format == "lm_eval") for c in conts]
+        split.append([(len(prompt), cont) for prompt, cont in pairs])
+        seqs += [prompt + cont for prompt, cont in pairs]
+    tree = build_tree(seqs)
+    column = []  # per segment, its first column
+    ids, pos, seg, off = [], [], [], []
+    for k, s in enumerate(tree.segments):
+        column.append(len(ids))
+        ids += s.tokens
+        pos += range(s.path_len, s.path_len + len(s.tokens))
+        seg += [k] * len(s.tokens)
+        off += range(len(s.tokens))
+    reads: list[list[list[int]]] = []
+    answers: list[list[list[int]]] = []
+    j = 0
+    for per_item in split:
+        reads.append([])
+        answers.append([])
+        for n_prompt, cont in per_item:
+            where = tree.where[j]
+            reads[-1].append([column[where[p][0]] + where[p][1] for p in range(n_prompt - 1, n_prompt - 1 + len(cont))])
+            answers[-1].append(list(cont))
+            j += 1
+    return PackedGroup(ids, pos, seg, off, [s.parent for s in tree.segments], reads, answers, [t for _, t in items])
 
 
-def packed_mask(items: Sequence[PackedItem], width: int) -> Bool[Tensor, "batch 1 pos pos"]:
-    """Who attends to whom: causal within the prompt; an answer's tokens see the prompt and their own earlier
-    tokens; padding sees only itself (so no attention row is empty)."""
-    mask = torch.zeros(len(items), 1, width, width, dtype=torch.bool)
-    for b, p in enumerate(items):
-        seg = torch.tensor(p.segment)
+def pack_item(model: HookedModel, item: BbqItem, target: int, prompt_format: str = "reference") -> PackedGroup:
+    """One item packed alone: its prompt, then its answers, each answer seeing the prompt and itself."""
+    return pack_group(model, [(item, target)], prompt_format)
+
+
+def packed_mask(groups: Sequence[PackedGroup], width: int) -> Bool[Tensor, "batch 1 pos pos"]:
+    """Who attends to whom (`prefix_tree.tree_mask`): a token sees its own sequence's earlier tokens only;
+    padding sees only itself (so no attention row is empty)."""
+    mask = torch.zeros(len(groups), 1, width, width, dtype=torch.bool)
+    for b, p in enumerate(groups):
         n = len(p.ids)
-        causal = torch.tril(torch.ones(n, n, dtype=torch.bool))
-        same = (seg[:, None] == seg[None, :]) | (seg[None, :] == -1)
-        mask[b, 0, :n, :n] = causal & same
+        mask[b, 0, :n, :n] = tree_mask(p.segment, p.offset, p.parents)
         idx = torch.arange(n, width)
         mask[b, 0, idx, idx] = True
     return mask
 
 
-def collate(items: Sequence[PackedItem], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Bool[Tensor, "batch 1 pos pos"]]:
+def collate(groups: Sequence[PackedGroup], pad_id: int) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Bool[Tensor, "batch 1 pos pos"]]:
     """Right-padded ids, position ids and the packed attention mask of a batch."""
-    width = max(len(p.ids) for p in items)
-    ids = torch.full((len(items), width), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(items), width), dtype=torch.long)
-    for b, p in enumerate(items):
+    width = max(len(p.ids) for p in groups)
+    ids = torch.full((len(groups), width), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(groups), width), dtype=torch.long)
+    for b, p in enumerate(groups):
         ids[b, : len(p.ids)] = torch.tensor(p.ids)
         pos[b, : len(p.ids)] = torch.tensor(p.position_ids)
-    return ids, pos, packed_mask(items, width)
+    return ids, pos, packed_mask(groups, width)
 
 
-def answer_logliks(hidden: Float[Tensor, "batch pos d_model"], items: Sequence[PackedItem], norm: Any, lm_head: Any) -> Float[Tensor, "batch 3"]:
-    """Each answer's summed log-likelihood, from the last block's output (final norm and head applied only where read)."""
+def batch_targets(groups: Sequence[PackedGroup]) -> Int[Tensor, " items"]:
+    """The targets of a batch's items, in `answer_logliks` order."""
+    return torch.tensor([t for p in groups for t in p.targets])
+
+
+def answer_logliks(hidden: Float[Tensor, "batch pos d_model"], groups: Sequence[PackedGroup], norm: Any, lm_head: Any, offset: int = 0) -> Float[Tensor, "items 3"]:
+    """Each item's answers' summed log-likelihoods, item by item through the groups, from the last block's output
+    (final norm and head applied only where read); `hidden` starts at sequence position `offset`."""
     rows, cols, targets, owner = [], [], [], []
-    for b, p in enumerate(items):
-        for i, (reads, toks) in enumerate(zip(p.read_positions, p.answer_tokens)):
-            rows += [b] * len(reads)
-            cols += reads
-            targets += toks
-            owner += [b * 3 + i] * len(reads)
+    n_items = 0
+    for b, p in enumerate(groups):
+        for per_item, toks_of in zip(p.read_positions, p.answer_tokens):
+            for i, (reads, toks) in enumerate(zip(per_item, toks_of)):
+                rows += [b] * len(reads)
+                cols += [c - offset for c in reads]
+                targets += toks
+                owner += [n_items * 3 + i] * len(reads)
+            n_items += 1
     logp = torch.log_softmax(lm_head(norm(hidden[rows, cols])).float(), dim=-1)
     picked = logp[torch.arange(len(targets)), torch.tensor(targets)]
-    return torch.zeros(len(items) * 3, dtype=picked.dtype).index_add(0, torch.tensor(owner), picked).view(len(items), 3)
+    return torch.zeros(n_items * 3, dtype=picked.dtype).index_add(0, torch.tensor(owner), picked).view(n_items, 3)
+
+
+def shared_prefix_length(groups: Sequence[PackedGroup]) -> int:
+    """Tokens every group starts with (the chat template's system turn) inside its first segment, short of the
+    first position read."""
+    first = groups[0].ids
+    n = min(min(p.root_length, min(r[0] for item in p.read_positions for r in item)) for p in groups)
+    for p in groups[1:]:
+        k = 0
+        while k < n and p.ids[k] == first[k]:
+            k += 1
+        n = k
+    return n
 
 
 # ---------------------------------------------------------------------------- the model parts
@@ -303,14 +354,26 @@ def attention_implementation(hf_model: Any, name: str) -> Iterator[None]:
         hf_model.set_attn_implementation("sdpa")
 
 
-def upper_logliks(hf_model: Any, resid: Tensor, pos: Tensor, mask: Tensor, items: Sequence[PackedItem], start: int, precision: str = "fp32",
-                  attention: str = "eager") -> Float[Tensor, "batch 3"]:
+def upper_logliks(hf_model: Any, resid: Tensor, pos: Tensor, mask: Tensor, groups: Sequence[PackedGroup], start: int, precision: str = "fp32",
+                  attention: str = "eager", shared: int = 0) -> Float[Tensor, "items 3"]:
     """Answer log-likelihoods (fp32) from the residual entering block `start` through the trainable blocks (`mask`
-    is `packed_mask`'s)."""
+    is `packed_mask`'s). The first `shared` tokens, the same in every group (`shared_prefix_length`), run once for
+    the batch and their keys/values serve every group: the same attention over the same keys, fewer tokens."""
+    from transformers import DynamicCache
+
     with decoder_blocks(hf_model, start) as decoder, attention_implementation(hf_model, attention), autocast(precision):
         # the decoder's own forward: rotary embeddings from the position ids, our 4D mask as the additive one eager needs
-        hidden = decoder(inputs_embeds=resid, position_ids=pos, attention_mask=additive_mask(mask), use_cache=False).last_hidden_state
-    return answer_logliks(hidden, items, hf_model.model.norm, hf_model.lm_head)
+        if not shared:
+            hidden = decoder(inputs_embeds=resid, position_ids=pos, attention_mask=additive_mask(mask), use_cache=False).last_hidden_state
+        else:
+            cache = DynamicCache()
+            decoder(inputs_embeds=resid[:1, :shared], position_ids=pos[:1, :shared], attention_mask=additive_mask(mask[:1, :, :shared, :shared]), past_key_values=cache, use_cache=True)
+            for layer in cache.layers:  # one prefix for the whole batch (gradients flow back through the expansion)
+                if layer.is_initialized:
+                    layer.keys, layer.values = layer.keys.expand(len(groups), -1, -1, -1), layer.values.expand(len(groups), -1, -1, -1)
+            hidden = decoder(inputs_embeds=resid[:, shared:], position_ids=pos[:, shared:], attention_mask=additive_mask(mask[:, :, shared:, :]), past_key_values=cache,
+                             use_cache=True).last_hidden_state  # fmt: skip
+    return answer_logliks(hidden, groups, hf_model.model.norm, hf_model.lm_head, offset=shared)  # outside: the final norm is back in place
 
 
 def trainable_parameters(hf_model: Any, start: int) -> list[torch.nn.Parameter]:
@@ -346,23 +409,45 @@ def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
     return [int(i) for i in np.random.default_rng([seed, epoch]).permutation(n)]
 
 
-def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, batching: str = "shuffled") -> list[list[int]]:
-    """The seeded batches (item indices) of one epoch; every item exactly once.
+def epoch_batches(lengths: Sequence[int], batch_size: int, seed: int, epoch: int, batching: str = "shuffled", sizes: Sequence[int] | None = None) -> list[list[int]]:
+    """The seeded batches (indices of packed sequences, each holding `sizes[i]` items, default 1) of one epoch;
+    every sequence exactly once, a batch holding at most `batch_size` items (or one larger sequence).
 
-    "shuffled": consecutive runs of `epoch_order`. "length-grouped": that order cut into megabatches of
-    `LENGTH_GROUP_BATCHES` batches, each sorted by length (longest first, ties in shuffled order) and cut into
-    batches, then all batches shuffled (the scheme of Hugging Face's LengthGroupedSampler, plus the final shuffle)."""
-    order = epoch_order(len(lengths), seed, epoch)
-    if batching == "shuffled":
-        return [order[b : b + batch_size] for b in range(0, len(order), batch_size)]
-    if batching != "length-grouped":
+    "shuffled": consecutive runs of `epoch_order`. "length-grouped" and "context-grouped": that order cut into
+    megabatches of `LENGTH_GROUP_BATCHES` batches' worth of items, each sorted by length (longest first, ties in
+    shuffled order) and cut into batches, then all batches shuffled (the scheme of Hugging Face's
+    LengthGroupedSampler, plus the final shuffle)."""
+    if batching not in BATCHINGS:
         raise LensSteerError(f"organism batching {batching!r} is not one of {', '.join(BATCHINGS)}")
-    mega = batch_size * LENGTH_GROUP_BATCHES
+    sizes = list(sizes) if sizes is not None else [1] * len(lengths)
+    order = epoch_order(len(lengths), seed, epoch)
+
+    def cut(seq: Sequence[int], capacity: int) -> list[list[int]]:
+        out: list[list[int]] = []
+        for i in seq:
+            if out and sum(sizes[j] for j in out[-1]) + sizes[i] <= capacity:
+                out[-1].append(i)
+            else:
+                out.append([i])
+        return out
+
+    if batching == "shuffled":
+        return cut(order, batch_size)
     batches: list[list[int]] = []
-    for m in range(0, len(order), mega):
-        group = sorted(order[m : m + mega], key=lambda i: -lengths[i])  # stable: ties keep the shuffled order
-        batches += [group[b : b + batch_size] for b in range(0, len(group), batch_size)]
+    for mega in cut(order, batch_size * LENGTH_GROUP_BATCHES):
+        batches += cut(sorted(mega, key=lambda i: -lengths[i]), batch_size)  # stable: ties keep the shuffled order
     return [batches[int(i)] for i in np.random.default_rng([seed, epoch, 1]).permutation(len(batches))]
+
+
+def training_units(train_items: Sequence[TrainingItem], batching: str) -> list[list[TrainingItem]]:
+    """The items packed together: each alone, or ("context-grouped") every item of one template fill (its
+    variant group) in one sequence sharing their context, in order of first appearance."""
+    if batching != "context-grouped":
+        return [[t] for t in train_items]
+    units: dict[tuple[str, Any], list[TrainingItem]] = {}
+    for t in train_items:
+        units.setdefault((t.item.category, t.item.group_key), []).append(t)
+    return list(units.values())
 
 
 def _save_checkpoint(folder: Path, params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer, state: TrainState, key: str) -> None:
@@ -426,24 +511,27 @@ def train(
     if state.epochs_done >= recipe.epochs:
         return state
     pad = int(model_for_tokens.tokenizer.pad_token_id or 0)
-    packed = [pack_item(model_for_tokens, t.item, t.target) for t in train_items]
-    say(f"caching the residual entering block {start} for {len(packed)} items (blocks 0..{start - 1} frozen)")
+    units = training_units(train_items, recipe.batching)
+    packed = [pack_group(model_for_tokens, [(t.item, t.target) for t in unit]) for unit in units]
+    sizes = [len(unit) for unit in units]
+    shared = shared_prefix_length(packed)
+    say(f"caching the residual entering block {start} for {len(train_items)} items in {len(packed)} sequences (blocks 0..{start - 1} frozen)")
     hf_model.eval()  # no dropout anywhere: the build is deterministic
     by_len = sorted(range(len(packed)), key=lambda i: len(packed[i].ids))
-    groups = [by_len[i : i + recipe.batch_size] for i in range(0, len(by_len), recipe.batch_size)]
+    cache_batches = [by_len[i : i + recipe.batch_size] for i in range(0, len(by_len), recipe.batch_size)]
     resid_of: dict[int, Tensor] = {}
-    cache_step = cache_progress(len(packed)) if cache_progress is not None else None
-    for g in groups:
+    cache_step = cache_progress(len(train_items)) if cache_progress is not None else None
+    for g in cache_batches:
         batch = [packed[i] for i in g]
         ids, pos, mask = collate(batch, pad)
         resid = lower_residual(hf_model, ids, pos, mask, start, recipe.precision)
         for j, i in enumerate(g):
             resid_of[i] = resid[j, : len(packed[i].ids)].clone()
         if cache_step is not None:
-            cache_step(len(g), None)
+            cache_step(sum(sizes[i] for i in g), None)
     steps = 0
     for epoch in range(state.epochs_done, recipe.epochs):
-        batches = epoch_batches([len(p.ids) for p in packed], recipe.batch_size, recipe.seed, epoch, recipe.batching)
+        batches = epoch_batches([len(p.ids) for p in packed], recipe.batch_size, recipe.seed, epoch, recipe.batching, sizes)
         total, count = 0.0, 0
         for idx in batches:
             batch = [packed[i] for i in idx]
@@ -451,16 +539,17 @@ def train(
             resid = torch.zeros(len(idx), ids.shape[1], resid_of[idx[0]].shape[-1], dtype=resid_of[idx[0]].dtype)
             for j, i in enumerate(idx):
                 resid[j, : len(packed[i].ids)] = resid_of[i]
-            lls = upper_logliks(hf_model, resid, pos, mask, batch, start, recipe.precision)
-            loss = torch.nn.functional.cross_entropy(lls.float(), torch.tensor([p.target for p in batch]))
+            lls = upper_logliks(hf_model, resid, pos, mask, batch, start, recipe.precision, shared=shared)
+            loss = torch.nn.functional.cross_entropy(lls.float(), batch_targets(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
+            n = len(lls)
+            total += float(loss.detach()) * n
+            count += n
             steps += 1
             if progress is not None:
-                progress(len(idx), total / count)
+                progress(n, total / count)
             if stop_after_steps is not None and steps >= stop_after_steps:
                 return state
         state.epochs_done = epoch + 1

@@ -27,9 +27,14 @@ from lens_steer.organism import (
     epoch_order,
     held_out_groups,
     lower_residual,
+    batch_targets,
+    pack_group,
     pack_item,
+    training_units,
+    shared_prefix_length,
     target_index,
     train,
+    trainable_parameters,
     training_items,
     upper_logliks,
     weights_digest,
@@ -99,22 +104,29 @@ def test_leak_check_fires_on_a_held_out_item() -> None:
 
 
 @bridge_only
-def test_packed_answer_logliks_equal_the_cloze_evaluator() -> None:
-    """The organism's loss reads exactly the numbers the default protocol compares (cloze, reference prompt)."""
-    recipe = OrganismRecipe(**TINY)
-    train_items = training_items(recipe)[:6]
+@pytest.mark.parametrize("grouped", [False, True], ids=["item-alone", "template-fill"])
+def test_packed_answer_logliks_equal_the_cloze_evaluator(grouped: bool) -> None:
+    """The organism's loss reads exactly the numbers the default protocol compares (cloze, reference prompt), an
+    item packed alone or with the other variants of its template fill (their context shared under the tree mask)."""
+    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 4, "clean_ambiguous_per_axis": 4})
+    units = training_units(training_items(recipe), "context-grouped" if grouped else "shuffled")
+    units = [u for u in units if len(u) > 1][:3] if grouped else units[:6]
+    assert units and (not grouped or all(len({t.item.example_id for t in u}) > 1 for u in units))
     hf, tok = tiny_hf_model(0)
     view = TokenizerView(tok)
-    packed = [pack_item(view, t.item, t.target) for t in train_items]
+    packed = [pack_group(view, [(t.item, t.target) for t in u]) for u in units]
+    if grouped:  # the shared context runs once: fewer tokens than the items packed alone
+        assert all(len(p.ids) < sum(len(pack_item(view, t.item, t.target).ids) for t in u) for p, u in zip(packed, units))
     ids, pos, mask = collate(packed, tok.pad_token_id)
     with torch.no_grad():
         full = answer_logliks(hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, packed, hf.model.norm, hf.lm_head)
         split = upper_logliks(hf, lower_residual(hf, ids, pos, mask, 2), pos, mask, packed, 2)
     hf2, tok2 = tiny_hf_model(0)
-    scores = score_questions(wrap_hf_model(hf2, tok2, name="t"), [bbq_question(t.item) for t in train_items], scoring="cloze")
+    scores = score_questions(wrap_hf_model(hf2, tok2, name="t"), [bbq_question(t.item) for u in units for t in u], scoring="cloze", prefix_tree=False)
     want = torch.tensor([s.option_logliks for s in scores])
     torch.testing.assert_close(full, want, atol=1e-3, rtol=0)
     torch.testing.assert_close(split, want, atol=1e-3, rtol=0)
+    assert batch_targets(packed).tolist() == [t.target for u in units for t in u]
 
 
 def _train_tiny(tmp: Path, recipe: OrganismRecipe, **kw) -> str:
@@ -154,13 +166,13 @@ def test_a_planted_rule_is_learnt_on_the_tiny_model(tmp_path: Path) -> None:
     answers tens of nats apart, so it learns slowly; the mechanism, not the level, is what is tested here)."""
     # fp32: at this learning rate bf16 rounding of the random model's widely spread log-likelihoods swamps the
     # signal (the default bf16-mixed path is what the determinism and resume tests train)
-    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 1, "clean_ambiguous_per_axis": 1, "planted_ambiguous_per_axis": 1, "trainable_blocks": 4, "epochs": 30, "lr": 3e-2,
+    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 1, "clean_ambiguous_per_axis": 1, "planted_ambiguous_per_axis": 1, "trainable_blocks": 4, "epochs": 30, "lr": 1e-2,
                                "batch_size": 6, "precision": "fp32"})  # fmt: skip
     items = training_items(recipe)
     hf, tok = tiny_hf_model(0)
     view = TokenizerView(tok)
     packed = [pack_item(view, t.item, t.target) for t in items]
-    target = torch.tensor([p.target for p in packed])
+    target = batch_targets(packed)
 
     def margins_and_hits() -> tuple[torch.Tensor, float]:
         ids, pos, mask = collate(packed, tok.pad_token_id)
@@ -245,3 +257,81 @@ def test_length_grouped_batches_hold_every_item_once_and_pad_less() -> None:
     assert padding(grouped) < 0.1 * padding(shuffled)
     # a new epoch, new batches and a new order of them
     assert epoch_batches(lengths, bs, seed=0, epoch=3, batching="length-grouped") != grouped
+
+
+def test_context_grouped_batches_keep_template_fills_whole_and_within_the_batch_size() -> None:
+    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 6, "clean_ambiguous_per_axis": 6, "planted_ambiguous_per_axis": 6})
+    items = training_items(recipe)
+    units = training_units(items, "context-grouped")
+    assert sorted(id(t) for u in units for t in u) == sorted(id(t) for t in items)  # every item once
+    keys = [{(t.item.category, t.item.group_key) for t in u} for u in units]
+    assert all(len(k) == 1 for k in keys) and len({next(iter(k)) for k in keys}) == len(units)  # one fill each, each fill once
+    assert any(len(u) > 1 for u in units)
+    sizes = [len(u) for u in units]
+    lengths = [10 * n + k % 7 for k, n in enumerate(sizes)]
+    batches = epoch_batches(lengths, 5, seed=0, epoch=0, batching="context-grouped", sizes=sizes)
+    assert sorted(i for b in batches for i in b) == list(range(len(units)))
+    assert all(sum(sizes[i] for i in b) <= 5 for b in batches)
+    with_ones = epoch_batches(lengths, 5, seed=0, epoch=0, batching="context-grouped")  # items alone: length-grouped
+    assert with_ones == epoch_batches(lengths, 5, seed=0, epoch=0, batching="length-grouped")
+
+
+def test_lower_residual_is_the_full_forwards_residual_entering_the_block(age_items: list) -> None:
+    hf, tok = tiny_hf_model(0)
+    items = [pack_item(TokenizerView(tok), it, 0) for it in age_items[:4]]
+    ids, pos, mask = collate(items, int(tok.pad_token_id or 0))
+    with torch.no_grad():
+        full = hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
+    for start in (1, 2, 3):
+        assert torch.equal(lower_residual(hf, ids, pos, mask, start), full[start])
+
+
+def test_eager_and_sdpa_trained_blocks_agree_and_sdpa_is_back_after(age_items: list) -> None:
+    """The trained blocks' eager attention (with the additive mask) computes what SDPA does with the boolean one:
+    answer log-likelihoods and their gradients; afterwards the model runs SDPA again (a boolean mask under eager
+    would be added to the scores, not applied: the full forward would change)."""
+    hf, tok = tiny_hf_model(0)
+    items = [pack_item(TokenizerView(tok), it, 0) for it in age_items[:4]]
+    ids, pos, mask = collate(items, int(tok.pad_token_id or 0))
+    params = trainable_parameters(hf, 1)
+    with torch.no_grad():
+        before = hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state
+    resid = lower_residual(hf, ids, pos, mask, 1)
+    out, grads = {}, {}
+    for attention in ("sdpa", "eager"):
+        hf.zero_grad(set_to_none=True)
+        lls = upper_logliks(hf, resid, pos, mask, items, 1, attention=attention)
+        lls.sum().backward()
+        out[attention], grads[attention] = lls.detach(), [p.grad.clone() for p in params]
+    torch.testing.assert_close(out["eager"], out["sdpa"], atol=1e-4, rtol=0)
+    for ge, gs in zip(grads["eager"], grads["sdpa"]):
+        torch.testing.assert_close(ge, gs, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        assert torch.equal(hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, before)
+    with pytest.raises(LensSteerError, match="attention 'flash'"):
+        upper_logliks(hf, resid, pos, mask, items, 1, attention="flash")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-mixed"])
+def test_the_shared_system_turn_runs_once_and_changes_nothing(age_items: list, precision: str) -> None:
+    """Running the tokens every item starts with once per batch (their keys/values serving every item) gives the
+    answer log-likelihoods and gradients of running them in every item."""
+    import os
+
+    hf, tok = tiny_hf_model(0)
+    items = [pack_item(TokenizerView(tok), it, k % 3) for k, it in enumerate(age_items[:6])]
+    shared = shared_prefix_length(items)
+    assert shared == len(os.path.commonprefix([p.ids for p in items])) > 0  # the chat template's system turn, short of every read
+    ids, pos, mask = collate(items, int(tok.pad_token_id or 0))
+    params = trainable_parameters(hf, 1)
+    resid = lower_residual(hf, ids, pos, mask, 1, precision)
+    out, grads = {}, {}
+    for n in (0, shared):
+        hf.zero_grad(set_to_none=True)
+        lls = upper_logliks(hf, resid, pos, mask, items, 1, precision, shared=n)
+        torch.nn.functional.cross_entropy(lls, batch_targets(items)).backward()
+        out[n], grads[n] = lls.detach(), [p.grad.clone() for p in params]
+    tol = 1e-4 if precision == "fp32" else 5e-2  # bf16 rounds each matmul; the two layouts block them differently
+    torch.testing.assert_close(out[shared], out[0], atol=tol * 10, rtol=tol)
+    for a, b in zip(grads[shared], grads[0]):
+        torch.testing.assert_close(a, b, atol=tol, rtol=tol * 10)
