@@ -5,6 +5,8 @@ previous path and its prefix-tree path, against the naive and the unique-token F
 (b) TransformerLens forward with full-sequence logits, batch 8 in file order (cloze: one sequence per option);
 (c) lens_steer `score_questions(prefix_tree=False)`: length buckets; cloze runs each prompt once, its KV cache
     extended by each option;
+(c') the prefix tree with one segment per row (the layout before packing: level by level, each segment reading
+    its path's keys/values);
 (d) lens_steer `score_questions` (the prefix tree: each distinct token prefix of the items' sequences once, whole
     subtrees packed into rows under a tree attention mask);
 (e) lm-evaluation-harness's own BBQ task (`hf` model, its 12 choices, lm-eval prompt) on the first `--lm-eval-items`
@@ -55,7 +57,7 @@ def main() -> None:
     parser.add_argument("--category", default="Age")
     parser.add_argument("--scoring", default="cloze", choices=["cloze", "letter"])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--skip", default="", help="comma-separated methods to skip: reference,tl,previous,lm_eval")
+    parser.add_argument("--skip", default="", help="comma-separated methods to skip: reference,tl,previous,levels,lm_eval")
     parser.add_argument("--lm-eval-items", type=int, default=16, help="items lm-eval scores (12 choices each; it is slow)")
     parser.add_argument("--json", default=None, help="write every timing, ratio and ideal to this file")
     args = parser.parse_args()
@@ -63,6 +65,7 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
+    import lens_steer.scoring as scoring
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.root import resolve_data_root
     from lens_steer.data.select import limit_bbq
@@ -135,11 +138,16 @@ def main() -> None:
 
     tree_memory: dict[str, int] = {}
 
-    def lens_steer(tree: bool) -> Any:
+    def lens_steer(tree: bool, packed: bool = True) -> Any:
         def run() -> list[int]:
-            with measure_tree_memory() as memory:
-                preds = [s.pred for s in score_questions(model, questions, scoring=args.scoring, prefix_tree=tree)]
-            if tree:
+            row_tokens = scoring.DEFAULT_ROW_TOKENS
+            scoring.DEFAULT_ROW_TOKENS = row_tokens if packed else 0  # 0: one segment per row, the earlier layout
+            try:
+                with measure_tree_memory() as memory:
+                    preds = [s.pred for s in score_questions(model, questions, scoring=args.scoring, prefix_tree=tree)]
+            finally:
+                scoring.DEFAULT_ROW_TOKENS = row_tokens
+            if tree and packed:
                 tree_memory.update(dataclasses.asdict(memory))
             return preds
 
@@ -148,7 +156,8 @@ def main() -> None:
     score_questions(model, questions[:4], scoring=args.scoring)  # warm-up
     rates: list[float] = []
     methods = [("reference", "(a) reference: HF generate 20 tokens", reference), ("tl", "(b) TL forward, full logits", tl_full_logits),
-               ("previous", f"(c) lens_steer {args.scoring}, previous path", lens_steer(False)), ("tree", f"(d) lens_steer {args.scoring}, prefix tree", lens_steer(True))]  # fmt: skip
+               ("previous", f"(c) lens_steer {args.scoring}, no tree", lens_steer(False)), ("levels", f"(c') tree, a segment per row", lens_steer(True, packed=False)),
+               ("tree", f"(d) lens_steer {args.scoring}, prefix tree", lens_steer(True))]  # fmt: skip
     results: dict[str, dict[str, Any]] = {}
     load = [os.getloadavg()[0]]
     for key, label, fn in methods:
@@ -213,12 +222,13 @@ def main() -> None:
         xa = f"{r['x_reference']:>8.2f}" if base else f"{'-':>8}"
         print(f"{r['label']:<44}{r['items_per_s']:>9.2f}{xa}{100 * r['of_naive_ideal']:>8.0f}%{100 * r['of_unique_ideal']:>9.0f}%")
     agree = {}
-    for a, b in (("tl", "previous"), ("previous", "tree"), ("tl", "tree")):
+    for a, b in (("tl", "previous"), ("previous", "tree"), ("levels", "tree"), ("tl", "tree")):
         if a in results and b in results:
             agree[f"{a}_vs_{b}"] = sum(x == y for x, y in zip(results[a]["preds"], results[b]["preds"]))
             print(f"predictions {a} vs {b}: {agree[f'{a}_vs_{b}']}/{len(questions)} agree")
-    if "tree" in results and "previous" in results:
-        print(f"prefix tree vs previous path: {results['tree']['items_per_s'] / results['previous']['items_per_s']:.2f}x")
+    for other in ("previous", "levels"):
+        if "tree" in results and other in results:
+            print(f"prefix tree vs {results[other]['label'][4:].strip()}: {results['tree']['items_per_s'] / results[other]['items_per_s']:.2f}x")
     if tree_memory:
         print(f"prefix tree keys/values: peak {tree_memory['peak_held_bytes'] / 2**20:.1f} MiB stored for children (budget {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB), "
               f"peak {tree_memory['peak_batch_bytes'] / 2**20:.1f} MiB in one batch's cache; {tree_memory['stored_segments']} segments stored, {tree_memory['evicted_segments']} evicted")  # fmt: skip

@@ -5,8 +5,8 @@ unary chains are merged into segments (`build_tree`): the shared system prompt a
 shared by its variants, then each question, then each option. `TreePlan` lays the segments out in rows:
 
 - a segment whose whole subtree has at most `max_row` tokens is a *unit*: its subtree is packed into one row
-  (several units of the same parent share a row), parents before children, and the row attends through a tree
-  mask (each token sees its own path only) with each token at its path position;
+  (small units of the same parent share a row, up to `row_fill` tokens), parents before children, and the row
+  attends through a tree mask (each token sees its own path only) with each token at its path position;
 - a larger segment is a *trunk*: it runs alone in its row and its keys/values are kept for the rows below it.
 
 Each row continues the keys/values of its parent's path, left-padded so that the path's real tokens end where the
@@ -42,8 +42,9 @@ from lens_steer.errors import LensSteerError
 from lens_steer.models import HookedModel
 
 DEFAULT_CACHE_BYTES = 1 << 30  # keys/values a chunk may hold (its trunk segments)
-DEFAULT_ROW_TOKENS = 384  # a packed row's tokens (whole subtrees up to this size share a row; attention over a row costs its length squared)
-PAD_SLACK = 1.25  # a batch's padded row positions may exceed its real tokens by this factor (padding is pure waste)
+DEFAULT_ROW_TOKENS = 384  # the largest subtree run whole in one row (larger ones are cut at their trunk)
+DEFAULT_ROW_FILL = 128  # units share a row only up to this many tokens: a row's attention costs its width squared, so large units run alone
+PAD_SLACK = 1.10  # a batch's padded row positions may exceed its real tokens by this factor (padding is pure waste)
 Forward = Callable[[Tensor, dict[str, Any], str], Tensor]  # (tokens, forward kwargs, batch key) -> final residual [batch, pos, d_model]
 Logits = Callable[[Tensor], Tensor]  # selected final residuals [n, d_model] -> logits [n, vocab]
 Read = tuple[int, Sequence[int]]  # (position whose next-token distribution is read, token ids whose log-probs are kept)
@@ -231,9 +232,10 @@ def _subtree(i: int, children: list[list[int]]) -> list[int]:
     return out
 
 
-def tree_rows(tree: PrefixTree, max_row: int) -> list[TreeRow]:
+def tree_rows(tree: PrefixTree, max_row: int, row_fill: int = DEFAULT_ROW_FILL) -> list[TreeRow]:
     """`tree`'s segments laid out in rows: units (subtrees of at most `max_row` tokens) packed first-fit by size
-    into rows of at most `max_row` tokens per parent, every other segment a trunk row of its own."""
+    into rows of at most `row_fill` tokens per parent (a larger unit alone), every other segment a trunk row of
+    its own."""
     segs = tree.segments
     children = _children(segs)
     size = [len(s.tokens) for s in segs]
@@ -255,7 +257,7 @@ def tree_rows(tree: PrefixTree, max_row: int) -> list[TreeRow]:
         bins: list[tuple[int, list[int]]] = []  # (tokens, unit roots): first fit, largest unit first
         for u in sorted(roots, key=lambda u: (-size[u], u)):
             for b, (used, members) in enumerate(bins):
-                if used + size[u] <= max_row:
+                if used + size[u] <= row_fill:
                     bins[b] = (used + size[u], members + [u])
                     break
             else:
@@ -273,7 +275,7 @@ class TreePlan:
 
     def __init__(
         self, seqs: Sequence[Sequence[int]], *, max_batch: int, max_tokens: int, kv_bytes: int, max_cache_bytes: int = DEFAULT_CACHE_BYTES, padding_side: str = "right",
-        max_row: int = DEFAULT_ROW_TOKENS,
+        max_row: int = DEFAULT_ROW_TOKENS, row_fill: int = DEFAULT_ROW_FILL,
     ) -> None:
         if padding_side not in ("left", "right"):
             raise LensSteerError(f"unknown padding side {padding_side!r}; use left or right")
@@ -296,7 +298,7 @@ class TreePlan:
         if current:
             self.chunks.append(current)
         self.trees = [build_tree([seqs[i] for i in chunk]) for chunk in self.chunks]
-        self.rows = [tree_rows(tree, max_row) for tree in self.trees]
+        self.rows = [tree_rows(tree, max_row, row_fill) for tree in self.trees]
         self.batches: list[TreeBatch] = []
         for c, (tree, rows) in enumerate(zip(self.trees, self.rows)):
             for wave in sorted({r.wave for r in rows}):

@@ -75,10 +75,11 @@ def subtree_sizes(segments: list) -> list[int]:
 ROW_SEQS = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [1, 2, 3, 4], [7, 8], [1, 2, 3, 4, 5, 6, 6], [1, 2, 3, 4, 8, 8, 8, 8], [7, 9, 9], [5]]
 
 
+@pytest.mark.parametrize("row_fill", [1, 6, 1000])
 @pytest.mark.parametrize("max_row", [0, 1, 3, 5, 9, 1000])
-def test_rows_hold_every_segment_once_and_pack_whole_subtrees(max_row: int) -> None:
+def test_rows_hold_every_segment_once_and_pack_whole_subtrees(max_row: int, row_fill: int) -> None:
     tree = build_tree(ROW_SEQS)
-    rows = tree_rows(tree, max_row)
+    rows = tree_rows(tree, max_row, row_fill)
     sizes = subtree_sizes(tree.segments)
     placed = [s for r in rows for s in r.segments]
     assert sorted(placed) == list(range(len(tree.segments)))
@@ -89,17 +90,19 @@ def test_rows_hold_every_segment_once_and_pack_whole_subtrees(max_row: int) -> N
             assert len(r.segments) == 1 and sizes[r.segments[0]] > max_row
             assert tree.segments[r.segments[0]].parent == r.parent
             continue
-        assert r.width <= max_row
+        units = [s for s in r.segments if tree.segments[s].parent == r.parent]
+        assert r.width <= (max_row if len(units) == 1 else row_fill)  # several units share a row only up to row_fill tokens
         seen: set[int] = set()
         for s in r.segments:  # whole subtrees, parents first, hanging below the row's parent
             p = tree.segments[s].parent
             assert p == r.parent or p in seen
             seen.add(s)
-        assert sum(sizes[s] for s in r.segments if tree.segments[s].parent == r.parent) == r.width
+        assert sum(sizes[s] for s in units) == r.width
     if max_row == 0:
         assert all(len(r.segments) == 1 for r in rows)
-    if max_row == 1000:  # every root's subtree fits: one row without a past
-        assert len(rows) == 1 and rows[0].parent == -1
+    if max_row == 1000 and row_fill in (1, 1000):  # every root's subtree fits: a row per root, or all of them in one row
+        roots = [i for i, s in enumerate(tree.segments) if s.parent < 0]
+        assert len(rows) == (1 if row_fill == 1000 else len(roots)) and all(r.parent == -1 for r in rows)
 
 
 steering = block1_steering  # the shared seeded vector at block 1
