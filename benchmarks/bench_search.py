@@ -2,8 +2,8 @@
 
     python benchmarks/bench_search.py [--trials 6] [--limit 16] [--axes age,religion] [--json out.json]
 
-lens_steer trial (`IsvObjective`): contrastive activations come from an `ActivationCache` (read once per
-dataset at every candidate layer, each side's shared system prompt run once, grown on demand, kept on disk
+lens_steer trial (`IsvObjective`): contrastive activations come from an `ActivationCache` (a dataset read only as
+deep as the trial's layer until a trial needs more, each side's shared system prompt run once, grown on demand, kept on disk
 and shared between the axes' studies, as `reproduce` does); items are scored with `score_questions`
 (a prefix tree: each distinct token prefix of the items' sequences runs once, logits only where scored) and the
 items' residual entering the trial's first steered block is reused from earlier trials (`ResidualCache`).
@@ -118,6 +118,7 @@ def main() -> int:
         return [max(range(3), key=lambda k: scores[3 * j + k]) for j in range(len(items))]
 
     rows = []
+    blocks_read = 0
     for axis_name in args.axes.split(","):
         axis = get_axis(axis_name)
         cache = ActivationCache(model, space.all_layers, disk_dir=disk)
@@ -136,10 +137,12 @@ def main() -> int:
             return value
 
         run_trials(study, timed, space, args.trials, seed=0)
+        blocks_read += cache.layer_reads
     mf, mn = statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)
     agree = sum(abs(r[3] - r[4]) < 1e-9 for r in rows)
     print(f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each ({args.scoring} scoring), {torch.get_num_threads()} threads")
     print(f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on {agree}/{len(rows)} trials")
+    print(f"contrastive reads by lens_steer: {blocks_read} (pairs read x blocks run, summed over reads)")
     per_axis = {}
     for axis in dict.fromkeys(r[0] for r in rows):
         sub = [r for r in rows if r[0] == axis]
@@ -149,7 +152,7 @@ def main() -> int:
         figures = {
             "model": args.model, "axes": args.axes.split(","), "trials_per_axis": args.trials, "limit": args.limit, "scoring": args.scoring,
             "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "mean_lens_steer_s": mf, "mean_naive_s": mn, "ratio": mn / mf,
-            "objective_agree": agree, "per_axis": per_axis,
+            "objective_agree": agree, "per_axis": per_axis, "pairs_times_blocks_read": blocks_read,
             "trials": [{"axis": a, "lens_steer_s": f, "naive_s": nv, "value": v, "naive_value": w} for a, f, nv, v, w in rows],
         }  # fmt: skip
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -64,3 +64,40 @@ def test_a_cache_file_of_other_layers_or_damaged_is_recomputed(tiny, tmp_path: P
     path.write_bytes(path.read_bytes()[:100])  # cut mid-write
     third = ActivationCache(tiny, (1, 2), disk_dir=tmp_path)
     assert torch.allclose(third.get("age", 4, 0, 0).negative[1], first.negative[1]) and third.pairs_read == 4
+
+
+@needs_data
+def test_a_set_is_read_only_as_deep_as_asked_and_deepened_to_the_bits_of_one_full_read(tiny, tmp_path: Path) -> None:
+    lazy = ActivationCache(tiny, (0, 1, 3), disk_dir=tmp_path / "lazy")
+    shallow = lazy.get("age", 4, 1, 0, layers=[1])
+    lazy.get("age", 9, 1, 0, layers=[0])  # grown at the depth already read
+    assert shallow.layers == (0, 1) and lazy.layer_reads == 4 * 2 + 5 * 2  # pairs x blocks run (stop after block 1)
+    deep = lazy.get("age", 9, 1, 0, layers=[3])  # every earlier read again, now through block 3
+    assert lazy.layer_reads == 4 * 2 + 5 * 2 + (4 + 5) * 4 and deep.layers == (0, 1, 3)
+    eager = ActivationCache(tiny, (0, 1, 3))  # the same requests, every set read at every layer at once
+    eager.get("age", 4, 1, 0)
+    full = eager.get("age", 9, 1, 0)
+    for layer in (0, 1, 3):
+        assert torch.equal(deep.positive[layer], full.positive[layer]) and torch.equal(deep.negative[layer], full.negative[layer])
+    assert torch.equal(shallow.positive[1], full.positive[1][:4])
+    assert lazy.get("age", 9, 1, 0, layers=[3]) is not None and lazy.hits == 1
+
+
+@needs_data
+def test_a_shallow_file_loaded_for_fewer_pairs_is_deepened_over_its_original_reads(tiny, tmp_path: Path) -> None:
+    ActivationCache(tiny, (1, 3), disk_dir=tmp_path).get("age", 9, 0, 0, layers=[1])  # one read of 9 pairs, through block 1
+    later = ActivationCache(tiny, (1, 3), disk_dir=tmp_path)
+    assert later.get("age", 4, 0, 0, layers=[1]).layers == (1,) and later.pairs_read == 0
+    deep = later.get("age", 4, 0, 0, layers=[3])
+    assert later.pairs_read == 9  # the original read of 9 pairs again, not 4 on their own
+    full = pair_activations(tiny, persona_pairs("age", 9, 0, 0, tokenizer=tiny.tokenizer), (1, 3))
+    assert all(torch.equal(deep.positive[k], full.positive[k][:4]) and torch.equal(deep.negative[k], full.negative[k][:4]) for k in (1, 3))
+
+
+def test_a_layer_outside_the_cache_is_refused_by_name(tiny) -> None:
+    import pytest
+
+    from lens_steer.errors import StudyError
+
+    with pytest.raises(StudyError, match=r"layers \[2\] were asked for"):
+        ActivationCache(tiny, (1, 3)).get("age", 4, 0, 0, layers=[2])

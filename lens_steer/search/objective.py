@@ -99,11 +99,12 @@ class IsvObjective:
         return vector_from_activations(acts, params["method"], layers, scale=VECTOR_SCALE)
 
     def trial_activations(self, params: Mapping[str, Any]) -> tuple[tuple[int, ...], PairActivations]:
-        """The steered layers of a trial and its contrastive data's activations there (or at more layers)."""
+        """The steered layers of a trial and its contrastive data's activations there (or at more layers); from the cache,
+        a pair set is read only as deep as the trial's deepest layer until a trial needs more."""
         layers = self.space.layer_choices[params["layers"]] if params["layers"] in self.space.layer_choices else parse_layers(params["layers"])
         args = (params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]))
         if self.cache is not None:
-            acts = self.cache.get(*args)
+            acts = self.cache.get(*args, layers=layers)
         else:
             pairs = search_pairs(*args, tokenizer=self.model.tokenizer, source=self.pair_source, data_root=self.data_root)
             acts = pair_activations(self.model, pairs, layers, hook=self.config.hook, max_batch=self.config.max_batch)
