@@ -153,7 +153,7 @@ def markdown(gt: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def summary_line(gt: Mapping[str, Any], methods: Sequence[str] = ("isv", "sve", "sve_loo", *CONTROL_FREE)) -> str:
+def summary_line(gt: Mapping[str, Any], methods: Sequence[str] = METHODS) -> str:
     """One sentence: how many planted axes each method removed or reduced, and how many clean axes it harmed."""
     parts = []
     planted = [a for a in gt["axes"].values() if a["planted"]]

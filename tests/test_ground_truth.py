@@ -64,18 +64,20 @@ def test_clean_verdicts(acc_amb: tuple, acc_dis: tuple, want: str) -> None:
 def test_ground_truth_table_and_markdown() -> None:
     base = {k: m(0.4, 0.3, 0.5) for k in ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig")}
     ensemble = {"in_distribution": {
-        "age": {"n": 40, "baseline": base, "steered": {"isv": entry(REMOVED), "sve": entry(paired((0.0, -0.1, 0.1), (0.0, -0.1, 0.1), (0.0, -0.1, 0.1)))}},
+        "age": {"n": 40, "baseline": base, "steered": {"isv": entry(REMOVED), "sve": entry(paired((0.0, -0.1, 0.1), (0.0, -0.1, 0.1), (0.0, -0.1, 0.1))),
+                                                       "merged": entry(paired((0.2, 0.1, 0.3), (-0.3, -0.4, -0.2), (-0.3, -0.5, -0.1)))}},
         "disability": {"n": 40, "baseline": base, "steered": {"isv": entry(paired((0.0, -0.1, 0.1), (-0.2, -0.3, -0.1), (0.0, -0.1, 0.1)))}},
     }}  # fmt: skip
     isv = {"age": {"params": {"corpus": "age", "persona": 0, "template": 1, "num_sents": 32, "layers": "18", "method": "mean_diff"}, "coeff": 2.0}}
     card = {"name": "smollm2-organism", "plant": ["age"], "clean": ["disability"], "weights_sha256": "x"}
     gt = ground_truth(ensemble, isv, card)
-    assert gt["axes"]["age"]["verdicts"] == {"isv": "removed", "sve": "not reduced"}
+    assert gt["axes"]["age"]["verdicts"] == {"isv": "removed", "sve": "not reduced", "merged": "reduced"}  # merged: reading lost
     assert gt["axes"]["disability"]["verdicts"] == {"isv": "harmed"}
     assert "corpus age" in gt["axes"]["age"]["search_choice"] and gt["axes"]["disability"]["search_choice"] == "no ISV"
     text = "\n".join(markdown(gt))
     assert "## Ground truth" in text and "| age | planted | baseline |" in text
     assert "isv: removed 1, reduced 0, not reduced 0 of 1 planted axes; harmed 1 of 1 clean axes" in text
+    assert "merged: removed 0, reduced 1, not reduced 0 of 1 planted axes; harmed 0 of 1 clean axes" in text  # every method evaluated is summed up
 
 
 def test_baselines_are_methods_of_the_ground_truth_without_a_control_to_beat() -> None:
