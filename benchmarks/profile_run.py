@@ -27,7 +27,7 @@ NAMES = re.compile(r"\b(" + "|".join(map(re.escape, (*AXIS_NAMES, *BBQ_CATEGORIE
 def stage_of(message: str) -> str:
     """The stage a progress message belongs to: axis/category names -> AXIS, numbers -> N, per-trial details cut."""
     msg = NAMES.sub("AXIS", message)
-    msg = re.sub(r"\(complete.*$|, best so far.*$", "", msg)
+    msg = re.sub(r"\((complete|pruned|failed).*$|, best so far.*$", "", msg)
     return re.sub(r"(?<![\w.])[-+]?\d+(\.\d+)?\b", "N", msg).strip()
 
 
