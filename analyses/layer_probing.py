@@ -14,19 +14,18 @@ from pathlib import Path
 import torch
 
 from lens_steer.axes import get_axis
-from lens_steer.data.select import limit_bbq
-from lens_steer.data.bbq import load_bbq
-from lens_steer.data.splits import select_split
-from lens_steer.extract import pair_activations
 from lens_steer.cli import run_reporting_errors
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import analysis_parser
+from lens_steer.data.bbq import load_bbq
+from lens_steer.data.select import limit_bbq
+from lens_steer.data.splits import select_split
+from lens_steer.extract.activations import pair_activations
+from lens_steer.extract.pairs import axis_persona_pairs, bbq_answer_pairs
 from lens_steer.files import atomic_write_text, write_json
-from lens_steer.pairs import bbq_answer_pairs
-from lens_steer.plots import probe_figure, write_figure
-from lens_steer.probe import pair_dataset, probe_accuracy, probe_layers
-from lens_steer.pairs import axis_persona_pairs
-from lens_steer.sweep import rows_to_csv
+from lens_steer.methods.probe import pair_dataset, probe_accuracy, probe_layers
+from lens_steer.methods.sweep import rows_to_csv
+from lens_steer.report.plots import probe_figure, write_figure
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,14 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     acts = pair_activations(model, persona, layers)
     print(f"[{time.time() - t0:.0f}s] read {len(persona)} persona pairs", file=sys.stderr)
     for layer, score in probe_layers(acts, **kw).items():
-        add(f"persona pairs ({persona.provenance['corpus']}: {' vs '.join(persona.provenance['persona'])})", layer, score)
+        add(
+            f"persona pairs ({persona.provenance['corpus']}: {' vs '.join(persona.provenance['persona'])})",
+            layer,
+            score,
+        )
 
-    train = limit_bbq(select_split(load_bbq([ax.bbq_category], data_root=args.data_dir), "train", seed=args.seed), args.bbq_items, seed=args.seed)
+    train = limit_bbq(
+        select_split(load_bbq([ax.bbq_category], data_root=args.data_dir), "train", seed=args.seed),
+        args.bbq_items,
+        seed=args.seed,
+    )
     answers = bbq_answer_pairs(train, split_name="train")
     by_id = {it.example_id: it for it in train}
     groups = [by_id[i].group_key for i in answers.provenance["example_ids"]]  # variants of one template share a fold
     bbq_acts = pair_activations(model, answers, layers)
-    print(f"[{time.time() - t0:.0f}s] read {len(answers)} BBQ answer pairs from {len(train)} train items", file=sys.stderr)
+    print(
+        f"[{time.time() - t0:.0f}s] read {len(answers)} BBQ answer pairs from {len(train)} train items", file=sys.stderr
+    )
     task = f"BBQ {ax.bbq_category} answers: gold/anti-stereotyped vs stereotyped letter"
     for layer, score in probe_layers(bbq_acts, pair_groups=groups, **kw).items():
         add(task, layer, score)
@@ -78,10 +87,24 @@ def main(argv: list[str] | None = None) -> int:
 
     atomic_write_text(out / "probe.csv", rows_to_csv(rows))
     name = model.cfg.model_name
-    write_figure(probe_figure(rows, title=f"Held-out linear-probe accuracy by layer ({name}, axis {ax.name}, {args.folds}-fold, split by pair/group)"),
-                 out / "probe.html")  # fmt: skip
-    write_json(out / "probe.json", {"model_name": name, "axis": ax.name, "persona_pairs": persona.provenance,
-                                    "bbq_pairs": {k: v for k, v in answers.provenance.items() if k != "example_ids"}, **kw, "layers": layers})  # fmt: skip
+    write_figure(
+        probe_figure(
+            rows,
+            title=f"Held-out linear-probe accuracy by layer ({name}, axis {ax.name}, {args.folds}-fold, split by pair/group)",
+        ),
+        out / "probe.html",
+    )
+    write_json(
+        out / "probe.json",
+        {
+            "model_name": name,
+            "axis": ax.name,
+            "persona_pairs": persona.provenance,
+            "bbq_pairs": {k: v for k, v in answers.provenance.items() if k != "example_ids"},
+            **kw,
+            "layers": layers,
+        },
+    )
     print(f"wrote {out}/probe.csv, probe.html, probe.json in {time.time() - t0:.0f}s")
     return 0
 

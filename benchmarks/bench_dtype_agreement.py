@@ -19,7 +19,6 @@ import time
 import warnings
 
 import numpy as np
-import torch
 
 
 def main() -> int:
@@ -35,20 +34,22 @@ def main() -> int:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from lens_steer.tasks.bbq import bbq_predictions
-    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
+    from lens_steer.data.select import limit_bbq
     from lens_steer.data.splits import select_split
-    from lens_steer.extract import extract_vector
+    from lens_steer.extract.activations import extract_vector
+    from lens_steer.extract.pairs import axis_persona_pairs
     from lens_steer.files import write_json
-    from lens_steer.models import load_model
-    from lens_steer.pairs import axis_persona_pairs
+    from lens_steer.model.load import load_model
+    from lens_steer.tasks.bbq import bbq_predictions
 
     items = limit_bbq(select_split(load_bbq(), "test", seed=0), args.items, seed=args.seed)
     models = {dtype: load_model(args.model, dtype=dtype) for dtype in ("float32", "bfloat16")}
     ref = models["float32"]
     layer = int(ref.cfg.n_layers) // 2
-    vec = extract_vector(ref, axis_persona_pairs("age", ref.tokenizer, num_sents=50), [layer], method="mean_diff", scale="contrast")
+    vec = extract_vector(
+        ref, axis_persona_pairs("age", ref.tokenizer, num_sents=50), [layer], method="mean_diff", scale="contrast"
+    )
     runs: dict[str, dict[str, object]] = {}
     for label, vector, coeff in (("unsteered", None, 0.0), ("steered", vec, args.coeff)):
         out: dict[str, object] = {}
@@ -58,15 +59,28 @@ def main() -> int:
             out[dtype] = {"seconds": round(time.perf_counter() - t, 1), "scores": scores, "preds": preds}
         a, b = out["float32"], out["bfloat16"]
         picks = [(x.pred, y.pred) for x, y in zip(a["scores"], b["scores"])]  # type: ignore[index]
-        gaps = np.array([abs(p - q) for x, y in zip(a["scores"], b["scores"]) for p, q in zip(x.option_scores, y.option_scores)])  # type: ignore[index]
+        gaps = np.array(
+            [abs(p - q) for x, y in zip(a["scores"], b["scores"]) for p, q in zip(x.option_scores, y.option_scores)]
+        )  # type: ignore[index]
         acc = {d: float(np.mean([p.pred == p.label for p in out[d]["preds"]])) for d in models}  # type: ignore[index]
         runs[label] = {
-            "n": len(items), "agree": sum(p == q for p, q in picks), "agreement": round(sum(p == q for p, q in picks) / len(picks), 4),
-            "max_logprob_gap": round(float(gaps.max()), 4), "mean_logprob_gap": round(float(gaps.mean()), 4),
-            "accuracy": acc, "seconds": {d: out[d]["seconds"] for d in models},  # type: ignore[index]
+            "n": len(items),
+            "agree": sum(p == q for p, q in picks),
+            "agreement": round(sum(p == q for p, q in picks) / len(picks), 4),
+            "max_logprob_gap": round(float(gaps.max()), 4),
+            "mean_logprob_gap": round(float(gaps.mean()), 4),
+            "accuracy": acc,
+            "seconds": {d: out[d]["seconds"] for d in models},  # type: ignore[index]
         }
         print(label, json.dumps(runs[label]))
-    result = {"model": args.model, "items": len(items), "layer": layer, "coeff": args.coeff, "vector": "age persona pairs (50), mean_diff, mean-contrast scale", "runs": runs}
+    result = {
+        "model": args.model,
+        "items": len(items),
+        "layer": layer,
+        "coeff": args.coeff,
+        "vector": "age persona pairs (50), mean_diff, mean-contrast scale",
+        "runs": runs,
+    }
     if args.out:
         write_json(args.out, result)
     return 0

@@ -57,24 +57,36 @@ def main() -> None:
     parser.add_argument("--category", default="Age")
     parser.add_argument("--scoring", default="cloze", choices=["cloze", "letter"])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--skip", default="", help="comma-separated methods to skip: reference,tl,previous,levels,lm_eval")
-    parser.add_argument("--lm-eval-items", type=int, default=16, help="items lm-eval scores (12 choices each; it is slow)")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated methods to skip: reference,tl,previous,levels,lm_eval"
+    )
+    parser.add_argument(
+        "--lm-eval-items", type=int, default=16, help="items lm-eval scores (12 choices each; it is slow)"
+    )
     parser.add_argument("--json", default=None, help="write every timing, ratio and ideal to this file")
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
 
     from transformers import AutoModelForCausalLM
 
-    import lens_steer.scoring as scoring
+    import lens_steer.forward.scoring as scoring
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.root import resolve_data_root
     from lens_steer.data.select import limit_bbq
-    from lens_steer.models import embedded_smollm2_folder, load_model
-    from lens_steer.prefix_tree import DEFAULT_CACHE_BYTES, TreePlan, kv_bytes_per_token, measure_tree_memory, unique_prefix_tokens
-    from lens_steer.scoring import TREE_BATCH_SCALE, cloze_prompt, encode_pair, letter_prompt, score_questions, tree_row_tokens
+    from lens_steer.forward.engine import TREE_BATCH_SCALE, tree_row_tokens
+    from lens_steer.forward.prefix_tree import (
+        DEFAULT_CACHE_BYTES,
+        TreePlan,
+        kv_bytes_per_token,
+        measure_tree_memory,
+        unique_prefix_tokens,
+    )
+    from lens_steer.forward.questions import cloze_prompt, encode_pair, letter_prompt
+    from lens_steer.forward.scoring import score_questions
+    from lens_steer.model.load import embedded_smollm2_folder, load_model
+    from lens_steer.model.tokens import encode_texts, pad_batch, pad_id
     from lens_steer.tasks.bbq import bbq_question
     from lens_steer.tasks.lm_eval_bbq import write_task
-    from lens_steer.tokens import encode_texts, pad_batch, pad_id
 
     model = load_model()
     tok = model.tokenizer
@@ -95,23 +107,45 @@ def main() -> None:
         seqs = [p + o for p, opts in zip(prompts, options) for o in opts]
         naive_tokens = sum(len(p) + sum(len(o) for o in opts) for p, opts in zip(prompts, options))
         scored = sum(len(o) for opts in options for o in opts)
-        unique_scored = len({tuple(p + o[:i]) for p, opts in zip(prompts, options) for o in opts for i in range(len(o))})
+        unique_scored = len(
+            {tuple(p + o[:i]) for p, opts in zip(prompts, options) for o in opts for i in range(len(o))}
+        )
     else:
         seqs = letter_ids
         naive_tokens, scored, unique_scored = sum(map(len, seqs)), len(seqs), len(seqs)
     unique_tokens = unique_prefix_tokens(seqs)
     # the plan score_questions makes for these sequences (its default batch budgets): rows, and positions run with padding
-    plan = TreePlan(seqs, max_batch=16 * TREE_BATCH_SCALE, max_tokens=3072 * TREE_BATCH_SCALE, kv_bytes=kv_bytes_per_token(model), max_row=tree_row_tokens(model, seqs))
+    plan = TreePlan(
+        seqs,
+        max_batch=16 * TREE_BATCH_SCALE,
+        max_tokens=3072 * TREE_BATCH_SCALE,
+        kv_bytes=kv_bytes_per_token(model),
+        max_row=tree_row_tokens(model, seqs),
+    )
     rows = [r for chunk in plan.rows for r in chunk]
-    plan_figures = {"max_row": tree_row_tokens(model, seqs), "rows": len(rows), "packed_rows": sum(len(r.segments) > 1 for r in rows), "trunk_rows": sum(r.stored for r in rows),
-                    "batches": len(plan.batches), "padded_positions": plan.padded_tokens, "unique_tokens": plan.unique_tokens}  # fmt: skip
+    plan_figures = {
+        "max_row": tree_row_tokens(model, seqs),
+        "rows": len(rows),
+        "packed_rows": sum(len(r.segments) > 1 for r in rows),
+        "trunk_rows": sum(r.stored for r in rows),
+        "batches": len(plan.batches),
+        "padded_positions": plan.padded_tokens,
+        "unique_tokens": plan.unique_tokens,
+    }
 
     def reference() -> list[int]:
         preds = []
         for s in range(0, len(letter_ids), 8):
             batch = pad_batch(letter_ids[s : s + 8], pad_id=pad_id(model), padding_side="left")
             with torch.inference_mode():
-                out = hf.generate(batch.tokens, attention_mask=batch.attention_mask, max_new_tokens=20, min_new_tokens=20, do_sample=False, pad_token_id=pad_id(model))
+                out = hf.generate(
+                    batch.tokens,
+                    attention_mask=batch.attention_mask,
+                    max_new_tokens=20,
+                    min_new_tokens=20,
+                    do_sample=False,
+                    pad_token_id=pad_id(model),
+                )
             for row in out[:, batch.tokens.shape[1] :]:
                 m = re.search(r"\(?([abc])\)?", tok.decode(row, skip_special_tokens=True).lower())
                 preds.append("abc".index(m.group(1)) if m else -1)
@@ -155,9 +189,13 @@ def main() -> None:
 
     score_questions(model, questions[:4], scoring=args.scoring)  # warm-up
     rates: list[float] = []
-    methods = [("reference", "(a) reference: HF generate 20 tokens", reference), ("tl", "(b) TL forward, full logits", tl_full_logits),
-               ("previous", f"(c) lens_steer {args.scoring}, no tree", lens_steer(False)), ("levels", f"(c') tree, a segment per row", lens_steer(True, packed=False)),
-               ("tree", f"(d) lens_steer {args.scoring}, prefix tree", lens_steer(True))]  # fmt: skip
+    methods = [
+        ("reference", "(a) reference: HF generate 20 tokens", reference),
+        ("tl", "(b) TL forward, full logits", tl_full_logits),
+        ("previous", f"(c) lens_steer {args.scoring}, no tree", lens_steer(False)),
+        ("levels", f"(c') tree, a segment per row", lens_steer(True, packed=False)),
+        ("tree", f"(d) lens_steer {args.scoring}, prefix tree", lens_steer(True)),
+    ]
     results: dict[str, dict[str, Any]] = {}
     load = [os.getloadavg()[0]]
     for key, label, fn in methods:
@@ -185,12 +223,18 @@ def main() -> None:
             import lm_eval
             from lm_eval.models.huggingface import HFLM
         except ImportError as e:
-            lm_eval_out["skipped"] = f"lm-evaluation-harness is not installed ({e}); pip install '.[parity]' (scripts/setup.sh does)"
+            lm_eval_out["skipped"] = (
+                f"lm-evaluation-harness is not installed ({e}); pip install '.[parity]' (scripts/setup.sh does)"
+            )
         else:
             sub = items[: args.lm_eval_items]
             root = resolve_data_root(args.data_dir)
             wanted = {it.example_id for it in sub}
-            raw = [json.loads(x) for x in (root / "bbq" / "data" / f"{args.category}.jsonl").read_text().splitlines() if x.strip()]
+            raw = [
+                json.loads(x)
+                for x in (root / "bbq" / "data" / f"{args.category}.jsonl").read_text().splitlines()
+                if x.strip()
+            ]
             by_id = {r["example_id"]: r for r in raw if r["example_id"] in wanted}
             rows = [by_id[it.example_id] for it in sub]
             with tempfile.TemporaryDirectory() as tmp:
@@ -204,23 +248,41 @@ def main() -> None:
             start = time.perf_counter()
             score_questions(model, lm_qs, scoring="cloze", prompt_format="lm_eval")
             ours = time.perf_counter() - start
-            lm_eval_out = {"skipped": None, "items": len(sub), "choices": len(lm_qs[0].options), "lm_eval_seconds": lm_seconds, "lm_eval_items_per_s": len(sub) / lm_seconds,
-                           "tree_seconds": ours, "tree_items_per_s": len(sub) / ours, "ratio": lm_seconds / ours}  # fmt: skip
+            lm_eval_out = {
+                "skipped": None,
+                "items": len(sub),
+                "choices": len(lm_qs[0].options),
+                "lm_eval_seconds": lm_seconds,
+                "lm_eval_items_per_s": len(sub) / lm_seconds,
+                "tree_seconds": ours,
+                "tree_items_per_s": len(sub) / ours,
+                "ratio": lm_seconds / ours,
+            }
 
     base = results.get("reference", {}).get("items_per_s")
-    print(f"{len(questions)} BBQ {args.category} items (whole template fills), {args.scoring}, reference prompt; {torch.get_num_threads()} threads; "
-          f"load average {min(load):.2f}-{max(load):.2f} during the run")  # fmt: skip
-    print(f"tokens: {naive_tokens} naive (every token of every item once), {unique_tokens} distinct prefixes ({naive_tokens / unique_tokens:.2f}x fewer)")
-    print(f"prefix tree plan: {plan_figures['rows']} rows of up to {plan_figures['max_row']} tokens ({plan_figures['packed_rows']} packed, {plan_figures['trunk_rows']} trunk rows kept for the rows below), "
-          f"{plan_figures['batches']} batches, {plan_figures['padded_positions']} positions run with padding ({plan_figures['padded_positions'] / unique_tokens:.2f}x the distinct tokens)")  # fmt: skip
-    print(f"fp32 matmul {rate:.0f} GFLOP/s (mean of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}); naive ideal {naive_ideal:.2f} items/s, unique-token ideal {unique_ideal:.2f} items/s")
+    print(
+        f"{len(questions)} BBQ {args.category} items (whole template fills), {args.scoring}, reference prompt; {torch.get_num_threads()} threads; "
+        f"load average {min(load):.2f}-{max(load):.2f} during the run"
+    )
+    print(
+        f"tokens: {naive_tokens} naive (every token of every item once), {unique_tokens} distinct prefixes ({naive_tokens / unique_tokens:.2f}x fewer)"
+    )
+    print(
+        f"prefix tree plan: {plan_figures['rows']} rows of up to {plan_figures['max_row']} tokens ({plan_figures['packed_rows']} packed, {plan_figures['trunk_rows']} trunk rows kept for the rows below), "
+        f"{plan_figures['batches']} batches, {plan_figures['padded_positions']} positions run with padding ({plan_figures['padded_positions'] / unique_tokens:.2f}x the distinct tokens)"
+    )
+    print(
+        f"fp32 matmul {rate:.0f} GFLOP/s (mean of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}); naive ideal {naive_ideal:.2f} items/s, unique-token ideal {unique_ideal:.2f} items/s"
+    )
     print(f"{'method':<44}{'items/s':>9}{'x (a)':>8}{'% naive':>9}{'% unique':>10}")
     for r in results.values():
         r["x_reference"] = r["items_per_s"] / base if base else None
         r["of_naive_ideal"] = r["items_per_s"] / naive_ideal
         r["of_unique_ideal"] = r["items_per_s"] / unique_ideal
         xa = f"{r['x_reference']:>8.2f}" if base else f"{'-':>8}"
-        print(f"{r['label']:<44}{r['items_per_s']:>9.2f}{xa}{100 * r['of_naive_ideal']:>8.0f}%{100 * r['of_unique_ideal']:>9.0f}%")
+        print(
+            f"{r['label']:<44}{r['items_per_s']:>9.2f}{xa}{100 * r['of_naive_ideal']:>8.0f}%{100 * r['of_unique_ideal']:>9.0f}%"
+        )
     agree = {}
     for a, b in (("tl", "previous"), ("previous", "tree"), ("levels", "tree"), ("tl", "tree")):
         if a in results and b in results:
@@ -228,26 +290,47 @@ def main() -> None:
             print(f"predictions {a} vs {b}: {agree[f'{a}_vs_{b}']}/{len(questions)} agree")
     for other in ("previous", "levels"):
         if "tree" in results and other in results:
-            print(f"prefix tree vs {results[other]['label'][4:].strip()}: {results['tree']['items_per_s'] / results[other]['items_per_s']:.2f}x")
+            print(
+                f"prefix tree vs {results[other]['label'][4:].strip()}: {results['tree']['items_per_s'] / results[other]['items_per_s']:.2f}x"
+            )
     if tree_memory:
-        print(f"prefix tree keys/values: peak {tree_memory['peak_held_bytes'] / 2**20:.1f} MiB stored for children (budget {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB), "
-              f"peak {tree_memory['peak_batch_bytes'] / 2**20:.1f} MiB in one batch's cache; {tree_memory['stored_segments']} segments stored, {tree_memory['evicted_segments']} evicted")  # fmt: skip
+        print(
+            f"prefix tree keys/values: peak {tree_memory['peak_held_bytes'] / 2**20:.1f} MiB stored for children (budget {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB), "
+            f"peak {tree_memory['peak_batch_bytes'] / 2**20:.1f} MiB in one batch's cache; {tree_memory['stored_segments']} segments stored, {tree_memory['evicted_segments']} evicted"
+        )
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"peak resident memory of this process: {peak_rss / 2**20:.0f} MiB")
     if lm_eval_out["skipped"]:
         print(f"(e) lm-evaluation-harness: skipped: {lm_eval_out['skipped']}")
     else:
-        print(f"(e) lm-evaluation-harness BBQ task, {lm_eval_out['items']} items x {lm_eval_out['choices']} choices (lm-eval prompt): {lm_eval_out['lm_eval_items_per_s']:.3f} items/s; "
-              f"lens_steer prefix tree on the same items, format and choices: {lm_eval_out['tree_items_per_s']:.3f} items/s ({lm_eval_out['ratio']:.1f}x)")  # fmt: skip
+        print(
+            f"(e) lm-evaluation-harness BBQ task, {lm_eval_out['items']} items x {lm_eval_out['choices']} choices (lm-eval prompt): {lm_eval_out['lm_eval_items_per_s']:.3f} items/s; "
+            f"lens_steer prefix tree on the same items, format and choices: {lm_eval_out['tree_items_per_s']:.3f} items/s ({lm_eval_out['ratio']:.1f}x)"
+        )
     if args.json:
         figures = {
-            "items": len(questions), "category": args.category, "scoring": args.scoring, "threads": torch.get_num_threads(), "load_average": load,
-            "naive_tokens": naive_tokens, "unique_tokens": unique_tokens, "scored_positions": scored, "unique_scored_positions": unique_scored,
-            "matmul_gflops": rates, "flops_per_token": flops_token, "flops_per_scored_position": flops_logits,
-            "naive_ideal_items_per_s": naive_ideal, "unique_ideal_items_per_s": unique_ideal,
-            "methods": {k: {x: y for x, y in r.items() if x != "preds"} for k, r in results.items()}, "agreement": agree, "lm_eval": lm_eval_out,
-            "tree_memory": tree_memory, "tree_cache_budget_bytes": DEFAULT_CACHE_BYTES, "peak_rss_bytes": peak_rss, "tree_plan": plan_figures,
-        }  # fmt: skip
+            "items": len(questions),
+            "category": args.category,
+            "scoring": args.scoring,
+            "threads": torch.get_num_threads(),
+            "load_average": load,
+            "naive_tokens": naive_tokens,
+            "unique_tokens": unique_tokens,
+            "scored_positions": scored,
+            "unique_scored_positions": unique_scored,
+            "matmul_gflops": rates,
+            "flops_per_token": flops_token,
+            "flops_per_scored_position": flops_logits,
+            "naive_ideal_items_per_s": naive_ideal,
+            "unique_ideal_items_per_s": unique_ideal,
+            "methods": {k: {x: y for x, y in r.items() if x != "preds"} for k, r in results.items()},
+            "agreement": agree,
+            "lm_eval": lm_eval_out,
+            "tree_memory": tree_memory,
+            "tree_cache_budget_bytes": DEFAULT_CACHE_BYTES,
+            "peak_rss_bytes": peak_rss,
+            "tree_plan": plan_figures,
+        }
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
 
 

@@ -35,7 +35,7 @@ threading.Thread(target=sample, daemon=True).start()
 name, dtype = sys.argv[1], sys.argv[2]
 out = {"model": name, "dtype": dtype}
 import torch, transformers, transformer_lens  # noqa: F401
-from lens_steer.models import checkpoint_folder, load_model, parse_dtype
+from lens_steer.model.load import checkpoint_folder, load_model, parse_dtype
 out["imports_mb"] = peak_mb(); out["imports_anon_mb"] = anon_mb()
 folder = checkpoint_folder(name)
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -64,17 +64,23 @@ def main() -> int:
     args = parser.parse_args()
     rows = []
     for dtype in args.dtypes.split(","):
-        res = subprocess.run([sys.executable, "-c", _CHILD, args.model, dtype], capture_output=True, text=True, check=False)
+        res = subprocess.run(
+            [sys.executable, "-c", _CHILD, args.model, dtype], capture_output=True, text=True, check=False
+        )
         if res.returncode != 0:
             print(res.stderr.strip().splitlines()[-1], file=sys.stderr)
             return 1
         row = json.loads(res.stdout.strip().splitlines()[-1])
         print(json.dumps(row))
         rows.append(row)
-    print("\n| dtype | weights in memory | anonymous memory added by `from_pretrained` (peak) | peak anonymous, whole `load_model` | peak RSS incl. mapped file pages | load s |")
+    print(
+        "\n| dtype | weights in memory | anonymous memory added by `from_pretrained` (peak) | peak anonymous, whole `load_model` | peak RSS incl. mapped file pages | load s |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['dtype']} | {r['weights_mb']:.0f} MB | {r['hf_weights_anon_added_mb']:.0f} MB | {r['load_model_anon_peak_mb']:.0f} MB | {r['load_model_mb']:.0f} MB | {r['load_model_s']} |")
+        print(
+            f"| {r['dtype']} | {r['weights_mb']:.0f} MB | {r['hf_weights_anon_added_mb']:.0f} MB | {r['load_model_anon_peak_mb']:.0f} MB | {r['load_model_mb']:.0f} MB | {r['load_model_s']} |"
+        )
     return 0
 
 

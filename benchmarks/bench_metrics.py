@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from lens_steer.metrics import BbqPrediction, bbq_metrics, paired_comparison
+from lens_steer.tasks.metrics import BbqPrediction, bbq_metrics, paired_comparison
 
 
 def predictions(n: int, seed: int = 0) -> list[BbqPrediction]:
@@ -21,9 +21,19 @@ def predictions(n: int, seed: int = 0) -> list[BbqPrediction]:
     for i in range(n):
         probs = rng.dirichlet([1, 1, 1])
         amb = bool(i % 2)
-        out.append(BbqPrediction(example_id=i, category="Age", context_condition="ambig" if amb else "disambig", question_polarity="neg",
-                                 pred=int(np.argmax(probs)), label=2 if amb else int(rng.integers(0, 2)), unknown_index=2, biased_index=0,
-                                 option_logprobs=tuple(math.log(p) for p in probs)))  # fmt: skip
+        out.append(
+            BbqPrediction(
+                example_id=i,
+                category="Age",
+                context_condition="ambig" if amb else "disambig",
+                question_polarity="neg",
+                pred=int(np.argmax(probs)),
+                label=2 if amb else int(rng.integers(0, 2)),
+                unknown_index=2,
+                biased_index=0,
+                option_logprobs=tuple(math.log(p) for p in probs),
+            )
+        )
     return out
 
 
@@ -38,7 +48,9 @@ def main() -> None:
     mid = time.perf_counter()
     paired_comparison(preds, preds, n_boot=args.resamples)
     end = time.perf_counter()
-    print(f"{args.items} predictions, {args.resamples} resamples: bbq_metrics {mid - start:.2f}s, paired_comparison {end - mid:.2f}s, total {end - start:.2f}s")
+    print(
+        f"{args.items} predictions, {args.resamples} resamples: bbq_metrics {mid - start:.2f}s, paired_comparison {end - mid:.2f}s, total {end - start:.2f}s"
+    )
 
 
 if __name__ == "__main__":

@@ -27,24 +27,28 @@ def main() -> int:
     """Run the benchmark and print the numbers."""
     import torch
 
-    from lens_steer.organism import (
+    from lens_steer.methods.organism.train import (
         OrganismRecipe,
         TokenizerView,
-        batch_targets,
-        collate,
         epoch_batches,
         load_base_hf,
-        lower_residual,
         pack_group,
-        shared_prefix_length,
         trainable_parameters,
         training_items,
         training_units,
+    )
+    from lens_steer.forward.packed_cloze import (
+        batch_targets,
+        collate,
+        lower_residual,
+        shared_prefix_length,
         upper_logliks,
     )
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=24, help="optimiser steps timed per configuration (after one warm-up step)")
+    ap.add_argument(
+        "--steps", type=int, default=24, help="optimiser steps timed per configuration (after one warm-up step)"
+    )
     ap.add_argument("--json", default=None, help="write every timing and ratio to this file")
     args = ap.parse_args()
     warnings.simplefilter("ignore")
@@ -88,7 +92,9 @@ def main() -> int:
             ids, pos, mask = collate(batch, pad)
             resid = lower_residual(hf, ids, pos, mask, start, recipe.precision)
             t = time.perf_counter()
-            lls = upper_logliks(hf, resid, pos, mask, batch, start, recipe.precision, attention=attention, shared=shared if share else 0)
+            lls = upper_logliks(
+                hf, resid, pos, mask, batch, start, recipe.precision, attention=attention, shared=shared if share else 0
+            )
             loss = torch.nn.functional.cross_entropy(lls.float(), batch_targets(batch))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -98,16 +104,35 @@ def main() -> int:
                 tokens.append(int(ids.numel()))
                 n_items.append(len(lls))
         per_item = sum(seconds) / sum(n_items)
-        results[label] = {"seconds_per_step": statistics.mean(seconds), "items_per_batch": statistics.mean(n_items), "tokens_per_batch": statistics.mean(tokens),
-                          "seconds_per_item": per_item, "epoch_seconds": per_item * len(items), "steps_per_epoch": len(batches)}  # fmt: skip
+        results[label] = {
+            "seconds_per_step": statistics.mean(seconds),
+            "items_per_batch": statistics.mean(n_items),
+            "tokens_per_batch": statistics.mean(tokens),
+            "seconds_per_item": per_item,
+            "epoch_seconds": per_item * len(items),
+            "steps_per_epoch": len(batches),
+        }
         r = results[label]
-        print(f"{label:45s} {r['seconds_per_step']:6.3f} s/step  {r['items_per_batch']:4.1f} items, {r['tokens_per_batch']:5.0f} tokens/batch  epoch ~{r['epoch_seconds'] / 60:5.1f} min", flush=True)
+        print(
+            f"{label:45s} {r['seconds_per_step']:6.3f} s/step  {r['items_per_batch']:4.1f} items, {r['tokens_per_batch']:5.0f} tokens/batch  epoch ~{r['epoch_seconds'] / 60:5.1f} min",
+            flush=True,
+        )
     earlier = results["earlier (shuffled, sdpa, unfused)"]["epoch_seconds"]
     ratios = {label: earlier / r["epoch_seconds"] for label, r in results.items()}
     for label, ratio in ratios.items():
         print(f"  {label}: {ratio:.2f}x the earlier path's epoch")
     if args.json:
-        Path(args.json).write_text(json.dumps({"steps": args.steps, "torch_threads": torch.get_num_threads(), "configs": results, "speedup_vs_earlier": ratios}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "steps": args.steps,
+                    "torch_threads": torch.get_num_threads(),
+                    "configs": results,
+                    "speedup_vs_earlier": ratios,
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -33,19 +33,19 @@ import torch
 def main() -> int:
     """Run the benchmark and print the numbers."""
     from lens_steer.axes import get_axis
+    from lens_steer.extract.activation_cache import ActivationCache
+    from lens_steer.extract.activations import PairActivations, vector_from_activations
+    from lens_steer.extract.pairs import persona_pairs
+    from lens_steer.forward.questions import cloze_prompt, letter_prompt
+    from lens_steer.methods.isv import VECTOR_SCALE
+    from lens_steer.methods.search.objective import IsvObjective
+    from lens_steer.methods.search.space import SearchConfig, SearchSpace
+    from lens_steer.methods.search.storage import open_storage, open_study
+    from lens_steer.methods.search.workers import run_trials
+    from lens_steer.model.load import load_model, model_identity
+    from lens_steer.model.tokens import encode_texts, pad_batch, pad_id
+    from lens_steer.steering.hooks import steer
     from lens_steer.tasks.bbq import bbq_question
-    from lens_steer.scoring import cloze_prompt, letter_prompt
-    from lens_steer.extract import PairActivations, vector_from_activations
-    from lens_steer.models import load_model, model_identity
-    from lens_steer.pairs import persona_pairs
-    from lens_steer.activation_cache import ActivationCache
-    from lens_steer.isv import VECTOR_SCALE
-    from lens_steer.search.objective import IsvObjective
-    from lens_steer.search.space import SearchConfig, SearchSpace
-    from lens_steer.search.storage import open_storage, open_study
-    from lens_steer.search.workers import run_trials
-    from lens_steer.steering import steer
-    from lens_steer.tokens import encode_texts, pad_batch, pad_id
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="smollm2-135m-instruct")
@@ -60,15 +60,35 @@ def main() -> int:
         warnings.simplefilter("ignore")
         model = load_model(args.model)
     n = int(model.cfg.n_layers)
-    space = SearchSpace(corpora=("age", "religion", "genericqa"), num_sents=(50, 150, 50), personas=(0, 1, 3), templates=(0, 1),
-                        coeff=(-4.0, 4.0, 0.4), layers=tuple((i,) for i in range(n // 3, n - 2, 4)), methods=("pca_diff", "mean_diff")).resolve(n)  # fmt: skip
-    cfg = SearchConfig(space=space, n_trials=args.trials, limit=args.limit, chunk_size=args.limit, scoring=args.scoring, tpe_startup_trials=3)
+    space = SearchSpace(
+        corpora=("age", "religion", "genericqa"),
+        num_sents=(50, 150, 50),
+        personas=(0, 1, 3),
+        templates=(0, 1),
+        coeff=(-4.0, 4.0, 0.4),
+        layers=tuple((i,) for i in range(n // 3, n - 2, 4)),
+        methods=("pca_diff", "mean_diff"),
+    ).resolve(n)
+    cfg = SearchConfig(
+        space=space,
+        n_trials=args.trials,
+        limit=args.limit,
+        chunk_size=args.limit,
+        scoring=args.scoring,
+        tpe_startup_trials=3,
+    )
     disk = tempfile.mkdtemp(prefix="bench_search_")
     letter_ids = [model.tokenizer(x, add_special_tokens=False)["input_ids"][0] for x in "abc"]
 
     def naive_trial(params: dict, items: list) -> float:
         layers = [int(x) for x in str(params["layers"]).split(",")]
-        pairs = persona_pairs(params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]), tokenizer=model.tokenizer)
+        pairs = persona_pairs(
+            params["corpus"],
+            int(params["num_sents"]),
+            int(params["persona"]),
+            int(params["template"]),
+            tokenizer=model.tokenizer,
+        )
         vec = vector_from_activations(naive_activations(pairs, layers), params["method"], layers, scale=VECTOR_SCALE)
         with steer(model, [(vec, float(params["coeff"]))]), torch.inference_mode():
             preds = naive_cloze(items) if args.scoring == "cloze" else naive_letter(items)
@@ -86,18 +106,35 @@ def main() -> int:
                 def grab(t: torch.Tensor, hook, rows=rows, last=batch.last_index) -> None:
                     acts[int(hook.name.split(".")[1])].append(t[rows, last].float())
 
-                with torch.inference_mode(), model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", grab) for layer in layers]):
+                with (
+                    torch.inference_mode(),
+                    model.hooks(fwd_hooks=[(f"blocks.{layer}.hook_resid_post", grab) for layer in layers]),
+                ):
                     model(batch.tokens)
             sides.append({layer: torch.cat(v) for layer, v in acts.items()})
         ident = model_identity(model)
-        return PairActivations(sides[0], sides[1], "hook_resid_post", ident.name, ident.d_model, dict(ident.processing), dict(pairs.provenance))
+        return PairActivations(
+            sides[0],
+            sides[1],
+            "hook_resid_post",
+            ident.name,
+            ident.d_model,
+            dict(ident.processing),
+            dict(pairs.provenance),
+        )
 
     def naive_letter(items: list) -> list[int]:
-        ids = encode_texts(model, [letter_prompt(bbq_question(i), range(3), "reference", model.tokenizer)[0] for i in items])
+        ids = encode_texts(
+            model, [letter_prompt(bbq_question(i), range(3), "reference", model.tokenizer)[0] for i in items]
+        )
         preds: list[int] = []
         for s in range(0, len(ids), 8):
             batch = pad_batch(ids[s : s + 8], pad_id=pad_id(model), padding_side="right")
-            preds += model(batch.tokens)[torch.arange(len(batch.lengths)), batch.last_index][:, letter_ids].argmax(-1).tolist()
+            preds += (
+                model(batch.tokens)[torch.arange(len(batch.lengths)), batch.last_index][:, letter_ids]
+                .argmax(-1)
+                .tolist()
+            )
         return preds
 
     def naive_cloze(items: list) -> list[int]:
@@ -133,28 +170,51 @@ def main() -> int:
             naive_value = naive_trial(params, fast.items)
             dt_naive = time.perf_counter() - t
             rows.append((axis, dt_fast, dt_naive, value, naive_value))
-            print(f"{axis} trial {len(rows)}: lens_steer {dt_fast:.1f}s, naive {dt_naive:.1f}s (accuracy {value:.3f} vs {naive_value:.3f})", file=sys.stderr, flush=True)
+            print(
+                f"{axis} trial {len(rows)}: lens_steer {dt_fast:.1f}s, naive {dt_naive:.1f}s (accuracy {value:.3f} vs {naive_value:.3f})",
+                file=sys.stderr,
+                flush=True,
+            )
             return value
 
         run_trials(study, timed, space, args.trials, seed=0)
         blocks_read += cache.layer_reads
     mf, mn = statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)
     agree = sum(abs(r[3] - r[4]) < 1e-9 for r in rows)
-    print(f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each ({args.scoring} scoring), {torch.get_num_threads()} threads")
-    print(f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on {agree}/{len(rows)} trials")
+    print(
+        f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each ({args.scoring} scoring), {torch.get_num_threads()} threads"
+    )
+    print(
+        f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on {agree}/{len(rows)} trials"
+    )
     print(f"contrastive reads by lens_steer: {blocks_read} (pairs read x blocks run, summed over reads)")
     per_axis = {}
     for axis in dict.fromkeys(r[0] for r in rows):
         sub = [r for r in rows if r[0] == axis]
-        per_axis[axis] = {"lens_steer_s": statistics.mean(r[1] for r in sub), "naive_s": statistics.mean(r[2] for r in sub)}
+        per_axis[axis] = {
+            "lens_steer_s": statistics.mean(r[1] for r in sub),
+            "naive_s": statistics.mean(r[2] for r in sub),
+        }
         print(f"  {axis}: lens_steer {per_axis[axis]['lens_steer_s']:.2f}s, naive {per_axis[axis]['naive_s']:.2f}s")
     if args.json:
         figures = {
-            "model": args.model, "axes": args.axes.split(","), "trials_per_axis": args.trials, "limit": args.limit, "scoring": args.scoring,
-            "threads": torch.get_num_threads(), "load_average": os.getloadavg(), "mean_lens_steer_s": mf, "mean_naive_s": mn, "ratio": mn / mf,
-            "objective_agree": agree, "per_axis": per_axis, "pairs_times_blocks_read": blocks_read,
-            "trials": [{"axis": a, "lens_steer_s": f, "naive_s": nv, "value": v, "naive_value": w} for a, f, nv, v, w in rows],
-        }  # fmt: skip
+            "model": args.model,
+            "axes": args.axes.split(","),
+            "trials_per_axis": args.trials,
+            "limit": args.limit,
+            "scoring": args.scoring,
+            "threads": torch.get_num_threads(),
+            "load_average": os.getloadavg(),
+            "mean_lens_steer_s": mf,
+            "mean_naive_s": mn,
+            "ratio": mn / mf,
+            "objective_agree": agree,
+            "per_axis": per_axis,
+            "pairs_times_blocks_read": blocks_read,
+            "trials": [
+                {"axis": a, "lens_steer_s": f, "naive_s": nv, "value": v, "naive_value": w} for a, f, nv, v, w in rows
+            ],
+        }
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
 

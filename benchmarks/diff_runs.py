@@ -50,7 +50,12 @@ def compare(a: Any, b: Any, path: str = "") -> tuple[int, list[tuple[str, float,
         return sum(p[0] for p in parts), [n for p in parts for n in p[1]], [o for p in parts for o in p[2]]
     if a == b:
         return 1, [], []
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return 0, [(path, abs(a - b), a, b)], []
     return 0, [], [f"{path}: {str(a)[:60]} vs {str(b)[:60]}"]
 
@@ -66,8 +71,12 @@ def predictions(run: Path) -> dict[str, list[Any]]:
     index = json.loads((run / "predictions" / "index.json").read_text())
     out = {}
     for entry in index.values():
-        rows = [json.loads(line) for line in (run / "predictions" / entry["file"]).read_text().splitlines() if line.strip()]
-        out[json.dumps({k: v for k, v in entry.items() if k not in UNMATCHED_FIELDS}, sort_keys=True)] = [r.get("pred") for r in rows]
+        rows = [
+            json.loads(line) for line in (run / "predictions" / entry["file"]).read_text().splitlines() if line.strip()
+        ]
+        out[json.dumps({k: v for k, v in entry.items() if k not in UNMATCHED_FIELDS}, sort_keys=True)] = [
+            r.get("pred") for r in rows
+        ]
     return out
 
 
@@ -80,7 +89,9 @@ def main() -> int:
     args = ap.parse_args()
     for run in (args.first, args.second):
         if not (run / "results.json").is_file() or not (run / "predictions" / "index.json").is_file():
-            raise SystemExit(f"error: {run} holds no finished run (results.json and predictions/index.json); give a `lens-steer reproduce --out` folder")
+            raise SystemExit(
+                f"error: {run} holds no finished run (results.json and predictions/index.json); give a `lens-steer reproduce --out` folder"
+            )
     equal, numbers, other = compare(results_without_timings(args.first), results_without_timings(args.second))
     print(f"results.json: {equal} values equal, {len(numbers)} numbers differ, {len(other)} other differences")
     groups: dict[str, list[tuple[str, float, Any, Any]]] = defaultdict(list)
@@ -97,12 +108,21 @@ def main() -> int:
     matched = [k for k in first if k in second]
     same = [k for k in matched if first[k] == second[k]]
     items = sum(len(first[k]) for k in same)
-    print(f"predictions: {len(same)} of {len(matched)} matched evaluations identical ({items} items); "
-          f"{len(first) - len(matched)} only in the first run, {len(second) - len(matched)} only in the second")  # fmt: skip
+    print(
+        f"predictions: {len(same)} of {len(matched)} matched evaluations identical ({items} items); "
+        f"{len(first) - len(matched)} only in the first run, {len(second) - len(matched)} only in the second"
+    )
     if args.json:
-        figures = {"equal": equal, "numbers_differ": len(numbers), "other_differences": other, "not_margins": len(not_margins),
-                   "evaluations_matched": len(matched), "evaluations_identical": len(same), "items_identical": items,
-                   "numbers": [{"path": p, "abs_diff": d, "first": a, "second": b} for p, d, a, b in numbers]}  # fmt: skip
+        figures = {
+            "equal": equal,
+            "numbers_differ": len(numbers),
+            "other_differences": other,
+            "not_margins": len(not_margins),
+            "evaluations_matched": len(matched),
+            "evaluations_identical": len(same),
+            "items_identical": items,
+            "numbers": [{"path": p, "abs_diff": d, "first": a, "second": b} for p, d, a, b in numbers],
+        }
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0 if not not_margins and not other and len(same) == len(matched) == len(first) == len(second) else 1
 

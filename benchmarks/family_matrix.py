@@ -3,7 +3,7 @@
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/family_matrix.py [--junit results.xml]
 
 Runs the matrix with pytest (or reads a JUnit XML it wrote) and prints one Markdown row per family: the
-family facts from `lens_steer.architectures` and, per path, "pass" when every test of that path passed on
+family facts from `lens_steer.model.architectures` and, per path, "pass" when every test of that path passed on
 the family, "skip" (with the reason) or "FAIL n/m".
 """
 
@@ -23,27 +23,56 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from _arch_checkpoints import FAMILIES  # noqa: E402
 
-from lens_steer.architectures import family_of  # noqa: E402
+from lens_steer.model.architectures import family_of  # noqa: E402
 
 PATHS = [  # (column, test function names)
-    ("load by path", ("test_load_model_by_path_matches_plain_hf", "test_decoder_layer_paths_name_the_modules_of_each_family")),
+    (
+        "load by path",
+        ("test_load_model_by_path_matches_plain_hf", "test_decoder_layer_paths_name_the_modules_of_each_family"),
+    ),
     ("`info`", ("test_info_command_on_the_folder",)),
-    ("system prompt", ("test_system_prompt_is_never_dropped_and_the_mode_is_recorded", "test_persona_pairs_and_their_vector_record_the_system_prompt_mode")),
+    (
+        "system prompt",
+        (
+            "test_system_prompt_is_never_dropped_and_the_mode_is_recorded",
+            "test_persona_pairs_and_their_vector_record_the_system_prompt_mode",
+        ),
+    ),
     ("extraction (3 methods)", ("test_extraction_with_each_method_equals_hf_hidden_states",)),
     ("steering (3 position modes)", ("test_steered_logits_equal_an_hf_forward_hook",)),
     ("greedy: KV = no KV = HF", ("test_greedy_generation_same_with_and_without_kv_cache_and_as_hf",)),
-    ("residual reuse", ("test_blocks_run_from_a_stored_residual_equal_a_full_forward", "test_blocks_run_from_stored_residuals_with_a_kv_cache_equal_one_sequence")),
+    (
+        "residual reuse",
+        (
+            "test_blocks_run_from_a_stored_residual_equal_a_full_forward",
+            "test_blocks_run_from_stored_residuals_with_a_kv_cache_equal_one_sequence",
+        ),
+    ),
     ("shared-prompt cloze", ("test_cloze_with_the_shared_prompt_cache_equals_separate_forwards",)),
     ("2 search trials", ("test_two_search_trials",)),
     ("bf16", ("test_bfloat16_load_scores_close_to_float32_and_vectors_stay_float32",)),
     ("export (hf, lm-eval, gguf)", ("test_exported_vector_steers_plain_hf_as_lens_steer_does",)),
 ]
 _ID = re.compile(r"^(?P<fn>test_\w+)\[(?P<params>[^\]]+)\]$")
-SYSTEM = {"accepted": "system turn", "refused": "refused: folded into user turn", "dropped": "dropped: folded into user turn", "none": "no template (plain text)"}
+SYSTEM = {
+    "accepted": "system turn",
+    "refused": "refused: folded into user turn",
+    "dropped": "dropped: folded into user turn",
+    "none": "no template (plain text)",
+}
 
 
 def run_matrix(junit: Path) -> None:
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "test_architectures.py"), f"--junitxml={junit}"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(ROOT / "tests" / "test_architectures.py"),
+        f"--junitxml={junit}",
+    ]
     subprocess.run(cmd, cwd=ROOT, check=False)
 
 
@@ -89,9 +118,19 @@ def main() -> int:
     print("|---" * (3 + len(PATHS)) + "|")
     for key, fam in FAMILIES.items():
         info = family_of(fam.architecture)
-        window = {"never": "none", "config": "if the config sets one", "interleaved": "interleaved layers"}[info.sliding_window] if info else "?"
+        window = (
+            {"never": "none", "config": "if the config sets one", "interleaved": "interleaved layers"}[
+                info.sliding_window
+            ]
+            if info
+            else "?"
+        )
         cells = [cell([r for fn in fns for r in res.get((fn, key), [])]) for _, fns in PATHS]
-        print(f"| {info.name if info else key} (`{fam.architecture}`) | {SYSTEM[fam.system_turn]} | {window} | " + " | ".join(cells) + " |")
+        print(
+            f"| {info.name if info else key} (`{fam.architecture}`) | {SYSTEM[fam.system_turn]} | {window} | "
+            + " | ".join(cells)
+            + " |"
+        )
     return 0
 
 

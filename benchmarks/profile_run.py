@@ -43,7 +43,9 @@ def profile(log: Path) -> tuple[float, list[tuple[str, float, int]]]:
             steps = []
         steps.append((t, msg))
     if len(steps) < 2:
-        raise SystemExit(f"error: {log} holds fewer than two progress lines; run `lens-steer reproduce` with --out on that folder first")
+        raise SystemExit(
+            f"error: {log} holds fewer than two progress lines; run `lens-steer reproduce` with --out on that folder first"
+        )
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for (t0, msg), (t1, _) in zip(steps, steps[1:]):
         acc = totals[stage_of(msg)]
@@ -62,7 +64,10 @@ def main() -> None:
     path = Path(args.run)
     log = path / "progress.log" if path.is_dir() else path
     if not log.is_file():
-        print(f"error: {log} does not exist; give a folder that `lens-steer reproduce --out` wrote (progress.log is written since this version)", file=sys.stderr)
+        print(
+            f"error: {log} does not exist; give a folder that `lens-steer reproduce --out` wrote (progress.log is written since this version)",
+            file=sys.stderr,
+        )
         raise SystemExit(2)
     total, stages = profile(log)
     print(f"{log}: {total:.0f} s from the first progress line to the last")
@@ -70,7 +75,13 @@ def main() -> None:
     for name, sec, n in stages[: args.top]:
         print(f"{name[:69]:<70}{sec:>9.0f}{100 * sec / max(total, 1e-9):>7.1f}%{n:>7}")
     if args.json:
-        Path(args.json).write_text(json.dumps({"total_seconds": total, "stages": [{"stage": k, "seconds": s, "steps": n} for k, s, n in stages]}, indent=2) + "\n")
+        Path(args.json).write_text(
+            json.dumps(
+                {"total_seconds": total, "stages": [{"stage": k, "seconds": s, "steps": n} for k, s, n in stages]},
+                indent=2,
+            )
+            + "\n"
+        )
 
 
 if __name__ == "__main__":

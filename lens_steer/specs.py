@@ -62,7 +62,9 @@ def parse_layers(spec: Any, what: str = "layers", n_layers: int | None = None) -
     if not out:
         raise LensSteerError(f"no {what} given in {spec!r}; write e.g. '10,15' or '10-15'")
     if min(out) < 0:
-        raise LensSteerError(f"{what} {spec!r}: {min(out)} is negative; give 0-based block indices (`lens-steer info` lists a model's layers)")
+        raise LensSteerError(
+            f"{what} {spec!r}: {min(out)} is negative; give 0-based block indices (`lens-steer info` lists a model's layers)"
+        )
     if n_layers is not None and max(out) >= n_layers:
         raise LensSteerError(f"layer {max(out)} in {spec!r} is outside the model's layers 0..{n_layers - 1}")
     return tuple(sorted(set(out)))
@@ -94,9 +96,13 @@ def parse_coeffs(text: str, what: str = "coefficient grid") -> tuple[float, ...]
         else:
             values = [float(p) for p in spec.split(",") if p.strip()]
     except ValueError:
-        raise LensSteerError(f"cannot read {what} {text!r}; write start:stop:step like '-2:2:0.5' or a list like '-1,1'") from None
+        raise LensSteerError(
+            f"cannot read {what} {text!r}; write start:stop:step like '-2:2:0.5' or a list like '-1,1'"
+        ) from None
     if not all(math.isfinite(v) for v in values):
-        raise LensSteerError(f"{what} {text!r} holds a non-finite value; write finite numbers like '-2:2:0.5' or '-1,1'")
+        raise LensSteerError(
+            f"{what} {text!r} holds a non-finite value; write finite numbers like '-2:2:0.5' or '-1,1'"
+        )
     if not values:
         raise LensSteerError(f"{what} {text!r} is empty (stop below start?); write e.g. '-2:2:0.5'")
     return tuple(sorted(set(0.0 if v == 0 else v for v in values)))

@@ -34,7 +34,12 @@ class Metric:
 
     def to_dict(self) -> dict[str, float | int]:
         """{"value", "ci_low", "ci_high", "n"} as plain Python numbers."""
-        return {"value": float(self.value), "ci_low": float(self.ci_low), "ci_high": float(self.ci_high), "n": int(self.n)}
+        return {
+            "value": float(self.value),
+            "ci_low": float(self.ci_low),
+            "ci_high": float(self.ci_high),
+            "n": int(self.n),
+        }
 
 
 def metrics_to_dict(obj: Any) -> Any:
@@ -106,7 +111,9 @@ def bootstrap_ci(
     arrays = tuple(np.asarray(a) for a in data) if isinstance(data, tuple) else (np.asarray(data),)
     n = len(arrays[0])
     if n == 0 or any(len(a) != n for a in arrays):
-        raise MetricsError(f"bootstrap needs non-empty per-item arrays of one length (got lengths {[len(a) for a in arrays]})")
+        raise MetricsError(
+            f"bootstrap needs non-empty per-item arrays of one length (got lengths {[len(a) for a in arrays]})"
+        )
     if statistic is None:
         if len(arrays) != 1:
             raise MetricsError("bootstrap_ci: give a statistic when resampling several arrays")
@@ -142,4 +149,14 @@ def mcnemar_exact(gained: int, lost: int) -> float:
     return min(1.0, 2 * tail / 2**n)
 
 
-__all__ = ["CHUNK_CELLS", "Metric", "MetricsError", "bootstrap_ci", "check_boot", "interval", "mcnemar_exact", "metrics_to_dict", "resampled_sums"]
+__all__ = [
+    "CHUNK_CELLS",
+    "Metric",
+    "MetricsError",
+    "bootstrap_ci",
+    "check_boot",
+    "interval",
+    "mcnemar_exact",
+    "metrics_to_dict",
+    "resampled_sums",
+]

@@ -80,46 +80,109 @@ def _ids(tok_ids: dict[str, int | None]) -> dict[str, int | None]:
 def _llama(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import LlamaConfig
 
-    return LlamaConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                       num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, **_ids(t))
+    return LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=False,
+        **_ids(t),
+    )
 
 
 def _mistral(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import MistralConfig
 
-    return MistralConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                         num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, sliding_window=SLIDING_WINDOW, tie_word_embeddings=False, **_ids(t))
+    return MistralConfig(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        sliding_window=SLIDING_WINDOW,
+        tie_word_embeddings=False,
+        **_ids(t),
+    )
 
 
 def _qwen2(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Qwen2Config
 
-    return Qwen2Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                       num_key_value_heads=2, max_position_embeddings=MAX_POSITIONS, use_sliding_window=False, tie_word_embeddings=True, **_ids(t))
+    return Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=MAX_POSITIONS,
+        use_sliding_window=False,
+        tie_word_embeddings=True,
+        **_ids(t),
+    )
 
 
 def _qwen3(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Qwen3Config
 
-    return Qwen3Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                       num_key_value_heads=2, head_dim=16, max_position_embeddings=MAX_POSITIONS, use_sliding_window=False, tie_word_embeddings=True, **_ids(t))
+    return Qwen3Config(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        max_position_embeddings=MAX_POSITIONS,
+        use_sliding_window=False,
+        tie_word_embeddings=True,
+        **_ids(t),
+    )
 
 
 def _gemma2(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Gemma2Config
 
-    return Gemma2Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                        num_key_value_heads=2, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=MAX_POSITIONS, sliding_window=SLIDING_WINDOW,
-                        layer_types=["sliding_attention", "full_attention"] * (LAYERS // 2), attn_logit_softcapping=50.0,
-                        final_logit_softcapping=30.0, **_ids(t))
+    return Gemma2Config(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        max_position_embeddings=MAX_POSITIONS,
+        sliding_window=SLIDING_WINDOW,
+        layer_types=["sliding_attention", "full_attention"] * (LAYERS // 2),
+        attn_logit_softcapping=50.0,
+        final_logit_softcapping=30.0,
+        **_ids(t),
+    )
 
 
 def _gemma3(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Gemma3TextConfig
 
-    return Gemma3TextConfig(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                            num_key_value_heads=1, head_dim=16, query_pre_attn_scalar=16, max_position_embeddings=MAX_POSITIONS, sliding_window=SLIDING_WINDOW,
-                            layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"], **_ids(t))
+    return Gemma3TextConfig(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=1,
+        head_dim=16,
+        query_pre_attn_scalar=16,
+        max_position_embeddings=MAX_POSITIONS,
+        sliding_window=SLIDING_WINDOW,
+        layer_types=["sliding_attention", "sliding_attention", "sliding_attention", "full_attention"],
+        **_ids(t),
+    )
 
 
 def _gpt2(vocab: int, t: dict[str, int | None]) -> Any:
@@ -131,30 +194,115 @@ def _gpt2(vocab: int, t: dict[str, int | None]) -> Any:
 def _neox(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import GPTNeoXConfig
 
-    return GPTNeoXConfig(vocab_size=vocab, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=4, intermediate_size=256,
-                         rotary_pct=0.25, max_position_embeddings=MAX_POSITIONS, use_parallel_residual=True, tie_word_embeddings=False, **_ids(t))
+    return GPTNeoXConfig(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        intermediate_size=256,
+        rotary_pct=0.25,
+        max_position_embeddings=MAX_POSITIONS,
+        use_parallel_residual=True,
+        tie_word_embeddings=False,
+        **_ids(t),
+    )
 
 
 def _phi3(vocab: int, t: dict[str, int | None]) -> Any:
     from transformers import Phi3Config
 
-    return Phi3Config(vocab_size=vocab, hidden_size=HIDDEN, intermediate_size=128, num_hidden_layers=LAYERS, num_attention_heads=4,
-                      num_key_value_heads=4, max_position_embeddings=MAX_POSITIONS, original_max_position_embeddings=MAX_POSITIONS, tie_word_embeddings=False, **_ids(t))
+    return Phi3Config(
+        vocab_size=vocab,
+        hidden_size=HIDDEN,
+        intermediate_size=128,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        max_position_embeddings=MAX_POSITIONS,
+        original_max_position_embeddings=MAX_POSITIONS,
+        tie_word_embeddings=False,
+        **_ids(t),
+    )
 
 
 FAMILIES: dict[str, Family] = {
     f.name: f
     for f in (
-        Family("llama", "LlamaForCausalLM", "<|begin_of_text|>", "<|eot_id|>", "<|finetune_right_pad_id|>",
-               ("<|start_header_id|>", "<|end_header_id|>"), _LLAMA3, True, _llama, "accepted"),
+        Family(
+            "llama",
+            "LlamaForCausalLM",
+            "<|begin_of_text|>",
+            "<|eot_id|>",
+            "<|finetune_right_pad_id|>",
+            ("<|start_header_id|>", "<|end_header_id|>"),
+            _LLAMA3,
+            True,
+            _llama,
+            "accepted",
+        ),
         Family("mistral", "MistralForCausalLM", "<s>", "</s>", "<unk>", (), _MISTRAL_V01, True, _mistral, "refused"),
-        Family("qwen2", "Qwen2ForCausalLM", None, "<|im_end|>", "<|endoftext|>", ("<|im_start|>",), _CHATML, False, _qwen2, "accepted"),
-        Family("qwen3", "Qwen3ForCausalLM", None, "<|im_end|>", "<|endoftext|>", ("<|im_start|>",), _CHATML, False, _qwen3, "accepted"),
-        Family("gemma2", "Gemma2ForCausalLM", "<bos>", "<eos>", "<pad>", ("<start_of_turn>", "<end_of_turn>"), _GEMMA2, True, _gemma2, "refused"),
-        Family("gemma3", "Gemma3ForCausalLM", "<bos>", "<eos>", "<pad>", ("<start_of_turn>", "<end_of_turn>"), _GEMMA3, True, _gemma3, "accepted"),
+        Family(
+            "qwen2",
+            "Qwen2ForCausalLM",
+            None,
+            "<|im_end|>",
+            "<|endoftext|>",
+            ("<|im_start|>",),
+            _CHATML,
+            False,
+            _qwen2,
+            "accepted",
+        ),
+        Family(
+            "qwen3",
+            "Qwen3ForCausalLM",
+            None,
+            "<|im_end|>",
+            "<|endoftext|>",
+            ("<|im_start|>",),
+            _CHATML,
+            False,
+            _qwen3,
+            "accepted",
+        ),
+        Family(
+            "gemma2",
+            "Gemma2ForCausalLM",
+            "<bos>",
+            "<eos>",
+            "<pad>",
+            ("<start_of_turn>", "<end_of_turn>"),
+            _GEMMA2,
+            True,
+            _gemma2,
+            "refused",
+        ),
+        Family(
+            "gemma3",
+            "Gemma3ForCausalLM",
+            "<bos>",
+            "<eos>",
+            "<pad>",
+            ("<start_of_turn>", "<end_of_turn>"),
+            _GEMMA3,
+            True,
+            _gemma3,
+            "accepted",
+        ),
         Family("gpt2", "GPT2LMHeadModel", None, "<|endoftext|>", "<|endoftext|>", (), None, False, _gpt2, "none"),
         Family("neox", "GPTNeoXForCausalLM", None, "<|endoftext|>", "<|padding|>", (), None, False, _neox, "none"),
-        Family("phi3", "Phi3ForCausalLM", "<s>", "<|endoftext|>", "<|endoftext|>", ("<|user|>", "<|assistant|>", "<|end|>"), _PHI3_EARLY, False, _phi3, "dropped"),
+        Family(
+            "phi3",
+            "Phi3ForCausalLM",
+            "<s>",
+            "<|endoftext|>",
+            "<|endoftext|>",
+            ("<|user|>", "<|assistant|>", "<|end|>"),
+            _PHI3_EARLY,
+            False,
+            _phi3,
+            "dropped",
+        ),
     )
 }
 
@@ -170,22 +318,30 @@ def family_tokenizer(family: Family) -> Any:
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
     if family.add_bos and family.bos:
-        core.post_processor = processors.TemplateProcessing(single=f"{family.bos} $A", pair=f"{family.bos} $A $B", special_tokens=[(family.bos, vocab[family.bos])])
-    tok = PreTrainedTokenizerFast(tokenizer_object=core, bos_token=family.bos, eos_token=family.eos, pad_token=family.pad)
+        core.post_processor = processors.TemplateProcessing(
+            single=f"{family.bos} $A", pair=f"{family.bos} $A $B", special_tokens=[(family.bos, vocab[family.bos])]
+        )
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token=family.bos, eos_token=family.eos, pad_token=family.pad
+    )
     tok.add_special_tokens({"additional_special_tokens": specials})
     if family.chat_template:
         tok.chat_template = family.chat_template
     return tok
 
 
-def write_checkpoint(family: str | Family, folder: str | Path, *, seed: int = 0, dtype: torch.dtype = torch.float32) -> Path:
+def write_checkpoint(
+    family: str | Family, folder: str | Path, *, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> Path:
     """Save a tiny random model of `family` with its tokenizer to `folder` (safetensors weights) and return `folder`."""
     from transformers import AutoModelForCausalLM
 
     fam = FAMILIES[family] if isinstance(family, str) else family
     folder = Path(folder)
     tokenizer = family_tokenizer(fam)
-    ids = {k: tokenizer.convert_tokens_to_ids(getattr(fam, k)) if getattr(fam, k) else None for k in ("bos", "eos", "pad")}
+    ids = {
+        k: tokenizer.convert_tokens_to_ids(getattr(fam, k)) if getattr(fam, k) else None for k in ("bos", "eos", "pad")
+    }
     config = fam.config(len(tokenizer), ids)
     config.architectures = [fam.architecture]
     config.initializer_range = 0.1  # larger than the default 0.02, so that greedy choices are far from ties

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from lens_steer import models
-from lens_steer.models import HookedModel
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.model import load as models
+from lens_steer.model.load import HookedModel
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
 
 def tiny_hf(arch: str = "llama", seed: int = 0) -> Any:
@@ -26,7 +26,15 @@ def tiny_hf(arch: str = "llama", seed: int = 0) -> Any:
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        config = GPT2Config(vocab_size=len(tok), n_embd=64, n_layer=3, n_head=4, n_positions=512, architectures=["GPT2LMHeadModel"], **ids)
+        config = GPT2Config(
+            vocab_size=len(tok),
+            n_embd=64,
+            n_layer=3,
+            n_head=4,
+            n_positions=512,
+            architectures=["GPT2LMHeadModel"],
+            **ids,
+        )
         model = GPT2LMHeadModel(config)
     finally:
         torch.random.set_rng_state(state)
@@ -39,17 +47,23 @@ def tiny_pair(arch: str = "llama", seed: int = 0, process_weights: bool = False)
     name = models.TINY_MODEL if arch == "llama" else f"tiny-{arch}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bridge = models.wrap_hf_model(copy.deepcopy(hf), models.tiny_tokenizer(), name=name, process_weights=process_weights)
+        bridge = models.wrap_hf_model(
+            copy.deepcopy(hf), models.tiny_tokenizer(), name=name, process_weights=process_weights
+        )
     return hf, bridge
 
 
-def random_vector(model: HookedModel, layers: list[int], hook: str = "hook_resid_post", scale: float = 1.0, seed: int = 0) -> SteeringVector:
+def random_vector(
+    model: HookedModel, layers: list[int], hook: str = "hook_resid_post", scale: float = 1.0, seed: int = 0
+) -> SteeringVector:
     """Random directions (fixed by `seed`) of norm `scale` at `layers`, labelled for `model`."""
     ident = models.model_identity(model)
     g = torch.Generator().manual_seed(seed)
     dirs = {layer: torch.randn(ident.d_model, generator=g) for layer in layers}
     dirs = {layer: scale * v / v.norm() for layer, v in dirs.items()}
-    return SteeringVector(dirs, VectorMetadata(ident.name, ident.d_model, hook=hook, method="random", processing=ident.processing))
+    return SteeringVector(
+        dirs, VectorMetadata(ident.name, ident.d_model, hook=hook, method="random", processing=ident.processing)
+    )
 
 
 def hooked_logits(hf: Any, tokens: torch.Tensor, handles: list[Any]) -> torch.Tensor:

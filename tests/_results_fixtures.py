@@ -1,14 +1,13 @@
-"""Results built from real metric functions (lens_steer.metrics) in the shape reproduce writes, for the report's tests."""
+"""Results built from real metric functions (lens_steer.tasks.metrics) in the shape reproduce writes, for the report's tests."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from lens_steer.metrics import BbqPrediction, bbq_metrics, paired_comparison
-
-from lens_steer.stats import metrics_to_dict
 from lens_steer.pipeline.results import Results
 from lens_steer.report.paper import PAPER_AXES
+from lens_steer.stats import metrics_to_dict
+from lens_steer.tasks.metrics import BbqPrediction, bbq_metrics, paired_comparison
 
 N = 120  # items per axis: 60 ambiguous (label = unknown, index 2), 60 disambiguated (label 1)
 NB = 200
@@ -32,20 +31,29 @@ def preds(axis: str, correct_ambig: int, correct_disambig: int, unknown_disambig
     return out
 
 
-def entry(base: list[BbqPrediction], steered: list[BbqPrediction], controls: list[list[BbqPrediction]], coeff: float = 1.0) -> dict[str, Any]:
-    """A steered entry in the shape lens_steer.ensemble writes."""
+def entry(
+    base: list[BbqPrediction], steered: list[BbqPrediction], controls: list[list[BbqPrediction]], coeff: float = 1.0
+) -> dict[str, Any]:
+    """A steered entry in the shape lens_steer.methods.ensemble writes."""
     out = {
         "coeff": coeff,
         "vs_base": metrics_to_dict(paired_comparison(base, steered, n_boot=NB, seed=0)),
         "controls": [
-            {"seed": s, "vs_base": metrics_to_dict(paired_comparison(base, c, n_boot=NB, seed=0)),
-             "steered_vs_control": metrics_to_dict(paired_comparison(c, steered, n_boot=NB, seed=0))}
+            {
+                "seed": s,
+                "vs_base": metrics_to_dict(paired_comparison(base, c, n_boot=NB, seed=0)),
+                "steered_vs_control": metrics_to_dict(paired_comparison(c, steered, n_boot=NB, seed=0)),
+            }
             for s, c in enumerate(controls, 1)
         ],
-    }  # fmt: skip
+    }
     accs = [c["vs_base"]["overall"]["acc"]["steered"]["value"] for c in out["controls"]]
     out["control_mean_acc"] = sum(accs) / len(accs) if accs else None
-    out["beats_controls"] = all(c["steered_vs_control"]["overall"]["acc"]["diff"]["ci_low"] > 0 for c in out["controls"]) if out["controls"] else None
+    out["beats_controls"] = (
+        all(c["steered_vs_control"]["overall"]["acc"]["diff"]["ci_low"] > 0 for c in out["controls"])
+        if out["controls"]
+        else None
+    )
     return out
 
 
@@ -53,7 +61,9 @@ def entry(base: list[BbqPrediction], steered: list[BbqPrediction], controls: lis
 COUNTS = {"base": (10, 30), "isv": (40, 34), "sve": (50, 36), "merged": (12, 30)}
 
 
-def in_distribution_row(axis: str, isv_counts: tuple[int, int] | None = None, control_counts: tuple[int, int] | None = None) -> dict[str, Any]:
+def in_distribution_row(
+    axis: str, isv_counts: tuple[int, int] | None = None, control_counts: tuple[int, int] | None = None
+) -> dict[str, Any]:
     base = preds(axis, *COUNTS["base"])
     ctrl = preds(axis, *(control_counts or COUNTS["base"]))
     steered = {
@@ -67,33 +77,128 @@ def in_distribution_row(axis: str, isv_counts: tuple[int, int] | None = None, co
 def full_results(rows: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = rows if rows is not None else {a: in_distribution_row(a) for a in PAPER_AXES}
     ood_base = preds("Race_x_gender", 10, 30)
-    ood = {"Race_x_gender": {"n": N, "source": "generated", "baseline": metrics_to_dict(bbq_metrics(ood_base, n_boot=NB)),
-                             "steered": {"sve": entry(ood_base, preds("Race_x_gender", 45, 35), [ood_base])}},
-           "Race_x_SES": {"skipped": "no data"}}  # fmt: skip
-    mmlu = {"n": 1000, "baseline": {"value": 0.30, "ci_low": 0.27, "ci_high": 0.33, "n": 1000},
-            "steered": {"sve": {"coeff": 1.0, "acc": {"value": 0.30, "ci_low": 0.27, "ci_high": 0.33, "n": 1000}, "diff": 0.0,
-                                "mcnemar": {"p": 1.0, "gained": 1, "lost": 1}}}}  # fmt: skip
+    ood = {
+        "Race_x_gender": {
+            "n": N,
+            "source": "generated",
+            "baseline": metrics_to_dict(bbq_metrics(ood_base, n_boot=NB)),
+            "steered": {"sve": entry(ood_base, preds("Race_x_gender", 45, 35), [ood_base])},
+        },
+        "Race_x_SES": {"skipped": "no data"},
+    }
+    mmlu = {
+        "n": 1000,
+        "baseline": {"value": 0.30, "ci_low": 0.27, "ci_high": 0.33, "n": 1000},
+        "steered": {
+            "sve": {
+                "coeff": 1.0,
+                "acc": {"value": 0.30, "ci_low": 0.27, "ci_high": 0.33, "n": 1000},
+                "diff": 0.0,
+                "mcnemar": {"p": 1.0, "gained": 1, "lost": 1},
+            }
+        },
+    }
     return {
         "meta": META,
-        "capability": {a: {**{k: r["baseline"][k] for k in ("acc", "acc_ambig", "acc_disambig", "unknown_rate_ambig", "unknown_rate_disambig", "bias_ambig", "bias_disambig")}, "n": N}
-                       for a, r in rows.items()},  # fmt: skip
+        "capability": {
+            a: {
+                **{
+                    k: r["baseline"][k]
+                    for k in (
+                        "acc",
+                        "acc_ambig",
+                        "acc_disambig",
+                        "unknown_rate_ambig",
+                        "unknown_rate_disambig",
+                        "bias_ambig",
+                        "bias_disambig",
+                    )
+                },
+                "n": N,
+            }
+            for a, r in rows.items()
+        },
         "isv": {"age": isv_summary("age", [0.3, None, 0.5, 0.4]), "ses": isv_summary("ses", [0.2, 0.25])},
-        "ensemble": {"config": {"n_boot": NB}, "axes": list(rows), "coefficients": {"sve": 1.0}, "sweeps": {}, "in_distribution": rows, "ood": ood, "mmlu": mmlu, "isvs": {}},
-        "sweep": {"axis": "age", "layers": [1], "coeffs": [-1.0, 0.0, 1.0], "metric": "acc", "baseline": {"kind": "baseline", "layer": None, "coeff": 0.0, "metric": "acc", "value": 0.3, "ci_low": 0.2, "ci_high": 0.4},
-                  "rows": [{"kind": "cell", "layer": 1, "coeff": c, "metric": "acc", "value": 0.3 + c / 10, "ci_low": 0.2, "ci_high": 0.5, "vector_norm": 1.0} for c in (-1.0, 0.0, 1.0)], "config": {}},
-        "geometry": {"layer": 2, "axes": ["age", "ses"], "cosine": [[1.0, 0.3], [0.3, 1.0]], "random_reference": 0.05, "num_sents": 4, "method": "mean_diff", "persona": 0, "template": 0},
-    }  # fmt: skip
+        "ensemble": {
+            "config": {"n_boot": NB},
+            "axes": list(rows),
+            "coefficients": {"sve": 1.0},
+            "sweeps": {},
+            "in_distribution": rows,
+            "ood": ood,
+            "mmlu": mmlu,
+            "isvs": {},
+        },
+        "sweep": {
+            "axis": "age",
+            "layers": [1],
+            "coeffs": [-1.0, 0.0, 1.0],
+            "metric": "acc",
+            "baseline": {
+                "kind": "baseline",
+                "layer": None,
+                "coeff": 0.0,
+                "metric": "acc",
+                "value": 0.3,
+                "ci_low": 0.2,
+                "ci_high": 0.4,
+            },
+            "rows": [
+                {
+                    "kind": "cell",
+                    "layer": 1,
+                    "coeff": c,
+                    "metric": "acc",
+                    "value": 0.3 + c / 10,
+                    "ci_low": 0.2,
+                    "ci_high": 0.5,
+                    "vector_norm": 1.0,
+                }
+                for c in (-1.0, 0.0, 1.0)
+            ],
+            "config": {},
+        },
+        "geometry": {
+            "layer": 2,
+            "axes": ["age", "ses"],
+            "cosine": [[1.0, 0.3], [0.3, 1.0]],
+            "random_reference": 0.05,
+            "num_sents": 4,
+            "method": "mean_diff",
+            "persona": 0,
+            "template": 0,
+        },
+    }
 
 
-META = {"model": "test-model", "budget": "smoke", "seconds": 1.0, "stage_seconds": {"isv_search": 0.5}, "lens_steer_version": "0.1.0", "scoring": "cloze",
-        "prompt_format": "reference", "split_seed": 0, "storage": "sqlite:///x.db", "bias_variant": "lm_eval", "budget_detail": {"name": "smoke"}}  # fmt: skip
+META = {
+    "model": "test-model",
+    "budget": "smoke",
+    "seconds": 1.0,
+    "stage_seconds": {"isv_search": 0.5},
+    "lens_steer_version": "0.1.0",
+    "scoring": "cloze",
+    "prompt_format": "reference",
+    "split_seed": 0,
+    "storage": "sqlite:///x.db",
+    "bias_variant": "lm_eval",
+    "budget_detail": {"name": "smoke"},
+}
 
 
 def isv_summary(axis: str, history: list[float | None]) -> dict[str, Any]:
     """An ISV search's summary as reproduce records it."""
     best = max(v for v in history if v is not None)
-    return {"study": f"isv-test-{axis}", "best_value": best, "params": {"layers": "1"}, "coeff": 1.0, "n_trials": len(history), "history": history,
-            "dir": f"isv/{axis}", "baseline": {"objective": 0.3}}  # fmt: skip
+    return {
+        "study": f"isv-test-{axis}",
+        "best_value": best,
+        "params": {"layers": "1"},
+        "coeff": 1.0,
+        "n_trials": len(history),
+        "history": history,
+        "dir": f"isv/{axis}",
+        "baseline": {"objective": 0.3},
+    }
 
 
 def typed(results: dict[str, Any]) -> Results:

@@ -9,7 +9,7 @@ import pytest
 
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
-from lens_steer.search.space import SearchSpace
+from lens_steer.methods.search.space import SearchSpace
 
 
 def data_ok() -> bool:
@@ -21,7 +21,9 @@ def data_ok() -> bool:
     return (root / "prompt_corpora" / "age.json").is_file() and (root / "bbq").is_dir()
 
 
-needs_data = pytest.mark.skipif(not data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found; set LENS_STEER_DATA")
+needs_data = pytest.mark.skipif(
+    not data_ok(), reason="missing data: shared data (prompt_corpora, bbq) not found; set LENS_STEER_DATA"
+)
 
 SMALL = SearchSpace(
     corpora=("age", "race", "gender"),
@@ -37,7 +39,7 @@ SMALL = SearchSpace(
 @pytest.fixture(scope="module")
 def tiny() -> Any:
     """The tiny random Llama (tiny-llama), loaded quietly once per test module."""
-    from lens_steer.models import load_model
+    from lens_steer.model.load import load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

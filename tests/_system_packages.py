@@ -34,10 +34,18 @@ def apt_install(packages: list[str], timeout: float = 900) -> str | None:
         prefix = ["sudo", "-n"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     try:
-        update = subprocess.run([*prefix, "apt-get", "update"], capture_output=True, text=True, env=env, timeout=timeout)
+        update = subprocess.run(
+            [*prefix, "apt-get", "update"], capture_output=True, text=True, env=env, timeout=timeout
+        )
         if update.returncode != 0:
             return f"apt-get update failed: {(update.stderr.strip().splitlines() or ['?'])[-1]}"
-        inst = subprocess.run([*prefix, "apt-get", "install", "-y", "--no-install-recommends", *packages], capture_output=True, text=True, env=env, timeout=timeout)
+        inst = subprocess.run(
+            [*prefix, "apt-get", "install", "-y", "--no-install-recommends", *packages],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=timeout,
+        )
     except subprocess.TimeoutExpired:
         return f"apt-get install {' '.join(packages)} took longer than {timeout:.0f}s"
     if inst.returncode != 0:

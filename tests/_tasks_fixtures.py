@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
-from lens_steer.models import load_model
+from lens_steer.model.load import load_model
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-needs_bbq = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
+needs_bbq = pytest.mark.skipif(
+    not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA"
+)
 
 
 @pytest.fixture(scope="module")

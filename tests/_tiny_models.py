@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from lens_steer import models
+from lens_steer.model import load as models
 
 
 def _has_bridge() -> bool:
@@ -100,12 +100,15 @@ def block1_steering(model: Any, steered: bool) -> Any:
     """A seeded random vector (norm ~4 sqrt(d)) steering block 1 of a tiny model, or a no-op when not `steered`."""
     from contextlib import nullcontext
 
-    from lens_steer.steering import steer
-    from lens_steer.vectors import SteeringVector, VectorMetadata
+    from lens_steer.steering.hooks import steer
+    from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
     if not steered:
         return nullcontext()
     g = torch.Generator().manual_seed(7)
     d = int(model.cfg.d_model)
-    vec = SteeringVector({1: torch.randn(d, generator=g) * 4}, VectorMetadata("tiny-llama", d, processing={f: False for f in models.PROCESSING_FLAGS}))
+    vec = SteeringVector(
+        {1: torch.randn(d, generator=g) * 4},
+        VectorMetadata("tiny-llama", d, processing={f: False for f in models.PROCESSING_FLAGS}),
+    )
     return steer(model, [(vec, 1.0)])

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.activation_cache: cached activations equal fresh ones; a file read from other pair texts
+"""Tests for lens_steer.extract.activation_cache: cached activations equal fresh ones; a file read from other pair texts
 or other layers is recomputed."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from pathlib import Path
 import torch
 from _study_fixtures import needs_data, tiny  # noqa: F401 (tiny: a fixture)
 
-from lens_steer.activation_cache import ActivationCache
-from lens_steer.extract import pair_activations, vector_from_activations
-from lens_steer.pairs import persona_pairs
+from lens_steer.extract.activation_cache import ActivationCache
+from lens_steer.extract.activations import pair_activations, vector_from_activations
+from lens_steer.extract.pairs import persona_pairs
 
 
 @needs_data
@@ -45,7 +45,9 @@ def test_a_cache_file_read_from_other_pairs_is_recomputed(tiny, tmp_path: Path) 
     other = ActivationCache(tiny, (1,), disk_dir=tmp_path / "b")
     other.get("age", 4, 1, 0)  # persona 1: other pair texts, same corpus
     [foreign] = list((tmp_path / "b").glob("*.pt"))
-    shutil.copy(foreign, written)  # the right file name, rows read from other pairs (e.g. an older rendering of the prompts)
+    shutil.copy(
+        foreign, written
+    )  # the right file name, rows read from other pairs (e.g. an older rendering of the prompts)
     again = ActivationCache(tiny, (1,), disk_dir=tmp_path / "a")
     got = again.get("age", 4, 0, 0)
     fresh = pair_activations(tiny, persona_pairs("age", 4, 0, 0, tokenizer=tiny.tokenizer), (1,))
@@ -78,20 +80,27 @@ def test_a_set_is_read_only_as_deep_as_asked_and_deepened_to_the_bits_of_one_ful
     eager.get("age", 4, 1, 0)
     full = eager.get("age", 9, 1, 0)
     for layer in (0, 1, 3):
-        assert torch.equal(deep.positive[layer], full.positive[layer]) and torch.equal(deep.negative[layer], full.negative[layer])
+        assert torch.equal(deep.positive[layer], full.positive[layer]) and torch.equal(
+            deep.negative[layer], full.negative[layer]
+        )
     assert torch.equal(shallow.positive[1], full.positive[1][:4])
     assert lazy.get("age", 9, 1, 0, layers=[3]) is not None and lazy.hits == 1
 
 
 @needs_data
 def test_a_shallow_file_loaded_for_fewer_pairs_is_deepened_over_its_original_reads(tiny, tmp_path: Path) -> None:
-    ActivationCache(tiny, (1, 3), disk_dir=tmp_path).get("age", 9, 0, 0, layers=[1])  # one read of 9 pairs, through block 1
+    ActivationCache(tiny, (1, 3), disk_dir=tmp_path).get(
+        "age", 9, 0, 0, layers=[1]
+    )  # one read of 9 pairs, through block 1
     later = ActivationCache(tiny, (1, 3), disk_dir=tmp_path)
     assert later.get("age", 4, 0, 0, layers=[1]).layers == (1,) and later.pairs_read == 0
     deep = later.get("age", 4, 0, 0, layers=[3])
     assert later.pairs_read == 9  # the original read of 9 pairs again, not 4 on their own
     full = pair_activations(tiny, persona_pairs("age", 9, 0, 0, tokenizer=tiny.tokenizer), (1, 3))
-    assert all(torch.equal(deep.positive[k], full.positive[k][:4]) and torch.equal(deep.negative[k], full.negative[k][:4]) for k in (1, 3))
+    assert all(
+        torch.equal(deep.positive[k], full.positive[k][:4]) and torch.equal(deep.negative[k], full.negative[k][:4])
+        for k in (1, 3)
+    )
 
 
 def test_a_layer_outside_the_cache_is_refused_by_name(tiny) -> None:

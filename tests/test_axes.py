@@ -11,19 +11,28 @@ import pytest
 from lens_steer.axes import AXES, AXIS_NAMES, OOD_CATEGORIES, Axis, get_axis
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
-from lens_steer.pairs import CORPORA, READY_PAIRS
+from lens_steer.extract.pairs import CORPORA, READY_PAIRS
 
 try:
     DATA = resolve_data_root()
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)"
+)
 
 
 def test_nine_axes_with_the_spec_names():
     assert AXIS_NAMES == (
-        "age", "disability", "gender_identity", "nationality", "physical_appearance",
-        "race_ethnicity", "religion", "ses", "sexual_orientation",
+        "age",
+        "disability",
+        "gender_identity",
+        "nationality",
+        "physical_appearance",
+        "race_ethnicity",
+        "religion",
+        "ses",
+        "sexual_orientation",
     )
     assert all(isinstance(a, Axis) and AXES[a.name] is a for a in AXES.values())
 

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.baseline_runs.BaselineScorer, the study's baselines through the prediction store: each baseline's
+"""Tests for lens_steer.methods.baselines.runs.BaselineScorer, the study's baselines through the prediction store: each baseline's
 predictions equal those of the baseline scored directly, a stored result is read back (no rescoring, no fine-tuning),
 and MMLU records are recomputed from the scores."""
 
@@ -9,13 +9,18 @@ import json
 import pytest
 from _tasks_fixtures import DATA, model, needs_bbq  # noqa: F401  (model: a pytest fixture)
 
-from lens_steer.baseline_runs import BaselineScorer
-from lens_steer.baselines import baseline_bbq_scores, baseline_predictions, finetune_texts, score_questions_with
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.select import limit_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
-from lens_steer.models import load_model
+from lens_steer.methods.baselines.prompting import (
+    baseline_bbq_scores,
+    baseline_predictions,
+    finetune_texts,
+    score_questions_with,
+)
+from lens_steer.methods.baselines.runs import BaselineScorer
+from lens_steer.model.load import load_model
 
 pytestmark = needs_bbq
 
@@ -68,20 +73,28 @@ def test_finetune_is_keyed_by_its_adapter_and_read_back_without_training(model, 
     texts = finetune_texts(limit_bbq(select_split(load_bbq(["Religion"], data_root=DATA), "train"), 12, seed=0))
     scorer = BaselineScorer(model, store_dir=str(tmp_path / "run"), load_base=tiny, train_texts=texts)
     got = scorer.bbq(items, "finetune")
-    direct = baseline_predictions(model, items, "finetune", load_base=tiny, train_texts=texts, seed=0)  # the adapter read from its cache
+    direct = baseline_predictions(
+        model, items, "finetune", load_base=tiny, train_texts=texts, seed=0
+    )  # the adapter read from its cache
     assert [p.pred for p in got] == [p.pred for p in direct]
     assert [p.option_logprobs for p in got] == [pytest.approx(p.option_logprobs, abs=1e-5) for p in direct]
     index = json.loads((tmp_path / "run" / "predictions" / "index.json").read_text())
-    assert [e["baseline"] for e in index.values()] == ["finetune"] and len(next(iter(index.values()))["finetune_key"]) == 20
+    assert [e["baseline"] for e in index.values()] == ["finetune"] and len(
+        next(iter(index.values()))["finetune_key"]
+    ) == 20
     stored = BaselineScorer(model, store_dir=str(tmp_path / "run"), load_base=_refuse_loading, train_texts=texts)
     assert [p.pred for p in stored.bbq(items, "finetune")] == [p.pred for p in got]
-    other_seed = BaselineScorer(model, store_dir=str(tmp_path / "run"), load_base=_refuse_loading, train_texts=texts, finetune_seed=1)
-    with pytest.raises(AssertionError, match="needs no fresh model"):  # another seed is another adapter: not in the store
+    other_seed = BaselineScorer(
+        model, store_dir=str(tmp_path / "run"), load_base=_refuse_loading, train_texts=texts, finetune_seed=1
+    )
+    with pytest.raises(
+        AssertionError, match="needs no fresh model"
+    ):  # another seed is another adapter: not in the store
         other_seed.bbq(items, "finetune")
 
 
 def test_paper_self_debias_predictions_are_the_self_checks(model, items, tmp_path):
-    from lens_steer.selfcheck import self_check_answers
+    from lens_steer.methods.baselines.selfcheck import self_check_answers
     from lens_steer.tasks.bbq import bbq_question
 
     scorer = BaselineScorer(model, store_dir=str(tmp_path))

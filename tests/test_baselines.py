@@ -1,4 +1,4 @@
-"""Tests for lens_steer.baselines on the tiny model: the prompting prefix's exact text and place, option and
+"""Tests for lens_steer.methods.baselines.prompting on the tiny model: the prompting prefix's exact text and place, option and
 text log-probabilities recomputed with plain full-logit forwards (prompting and Self-Debias Schick), the
 fine-tuning baseline's predictions against its own model, one-line errors."""
 
@@ -13,7 +13,13 @@ import pytest
 import torch
 from _tiny_models import quiet_tiny_llama
 
-from lens_steer.baselines import (
+from lens_steer.data.bbq import load_bbq
+from lens_steer.data.select import limit_bbq
+from lens_steer.data.splits import select_split
+from lens_steer.errors import LensSteerError
+from lens_steer.forward.questions import Question, cloze_prompt, encode_pair
+from lens_steer.forward.scoring import score_questions
+from lens_steer.methods.baselines.prompting import (
     PROMPTING_PREFIX,
     baseline_bbq_scores,
     baseline_predictions,
@@ -22,17 +28,14 @@ from lens_steer.baselines import (
     score_questions_with,
     text_logprobs,
 )
+from lens_steer.methods.baselines.selfdebias import SCHICK_PREFIXES
+from lens_steer.model.tokens import encode_texts
 from lens_steer.tasks.bbq import bbq_question
-from lens_steer.data.select import limit_bbq
-from lens_steer.data.bbq import load_bbq
-from lens_steer.data.splits import select_split
-from lens_steer.errors import LensSteerError
-from lens_steer.scoring import Question, cloze_prompt, encode_pair, score_questions
-from lens_steer.selfdebias import SCHICK_PREFIXES
-from lens_steer.tokens import encode_texts
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: BBQ under {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "bbq").is_dir(), reason=f"missing data: BBQ under {DATA}; set LENS_STEER_DATA"
+)
 
 
 tiny = functools.partial(quiet_tiny_llama, seed=6)  # a fresh tiny model each call (finetuning's base)
@@ -71,7 +74,9 @@ def test_prompting_cloze_scores_equal_plain_forwards(model, items):
         assert text == s.prompt
         lls = []
         for o in options:
-            ctx, cont = encode_pair(model, text, o, move_trailing_whitespace=False)  # the reference (chat) prompt keeps its newline
+            ctx, cont = encode_pair(
+                model, text, o, move_trailing_whitespace=False
+            )  # the reference (chat) prompt keeps its newline
             lp = full_logprobs(model, ctx + cont)
             lls.append(sum(float(lp[len(ctx) - 1 + t, tok]) for t, tok in enumerate(cont)))
         assert s.option_logliks == pytest.approx(lls, abs=2e-3)
@@ -125,7 +130,7 @@ def test_finetune_baseline_scores_its_own_model(model, items, tmp_path, monkeypa
     texts = finetune_texts(train)
     assert texts and all(t.endswith(("(a", "(b", "(c")) for t in texts)
     preds = baseline_predictions(model, items, "finetune", load_base=tiny, train_texts=texts, seed=0)
-    from lens_steer.finetune import finetuned_model
+    from lens_steer.methods.baselines.finetune import finetuned_model
 
     tuned = finetuned_model(tiny, texts, seed=0)  # read back from the cache just written
     assert not tuned.trained
@@ -142,16 +147,18 @@ def test_errors_are_one_line(model, items):
 
 
 def test_paper_self_debias_goes_through_the_self_check(model, items):
-    from lens_steer.baselines import self_debias_scores
-    from lens_steer.selfcheck import self_check_answers
+    from lens_steer.methods.baselines.prompting import self_debias_scores
+    from lens_steer.methods.baselines.selfcheck import self_check_answers
 
     qs = [bbq_question(i) for i in items[:2]]
     scores = self_debias_scores(model, qs)
     answers = self_check_answers(model, qs)
     assert [(s.reply, s.pred) for s in scores] == [(a.reply, a.pred) for a in answers]
     with pytest.raises(LensSteerError, match="runs unsteered"):
-        from lens_steer.models import PROCESSING_FLAGS
-        from lens_steer.vectors import SteeringVector, VectorMetadata
+        from lens_steer.model.load import PROCESSING_FLAGS
+        from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
-        vec = SteeringVector({1: torch.ones(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+        vec = SteeringVector(
+            {1: torch.ones(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS})
+        )
         self_debias_scores(model, qs, vector=vec, coeff=1.0)

@@ -23,7 +23,8 @@ from lens_steer.errors import DataError
 
 REAL_ROOT = Path(os.environ.get("LENS_STEER_DATA", "/work/shared/data"))
 needs_real = pytest.mark.skipif(
-    not (REAL_ROOT / "bbq" / "data").is_dir(), reason=f"missing data: shared BBQ data not found at {REAL_ROOT} (set LENS_STEER_DATA)"
+    not (REAL_ROOT / "bbq" / "data").is_dir(),
+    reason=f"missing data: shared BBQ data not found at {REAL_ROOT} (set LENS_STEER_DATA)",
 )
 
 
@@ -51,7 +52,12 @@ def row(
         "context_condition": condition,
         "category": category,
         "answer_info": {f"ans{i}": list(info[i]) for i in range(3)},
-        "additional_metadata": {"subcategory": "None", "stereotyped_groups": list(stereo), "version": "a", "source": "x"},
+        "additional_metadata": {
+            "subcategory": "None",
+            "stereotyped_groups": list(stereo),
+            "version": "a",
+            "source": "x",
+        },
         "context": context,
         "question": question,
         "ans0": answers[0],
@@ -64,7 +70,9 @@ def row(
 def four(start=0, **kw):
     """The four variants (neg/nonneg x ambig/disambig) of one filled template, official id order."""
     out = []
-    for k, (pol, cond) in enumerate([("neg", "ambig"), ("neg", "disambig"), ("nonneg", "ambig"), ("nonneg", "disambig")]):
+    for k, (pol, cond) in enumerate(
+        [("neg", "ambig"), ("neg", "disambig"), ("nonneg", "ambig"), ("nonneg", "disambig")]
+    ):
         r = dict(kw)
         if cond == "disambig":
             r["context"] = kw.get("context", row()["context"]) + " The grandson was struggling with the app."
@@ -231,7 +239,11 @@ def test_group_key_shared_by_the_four_variants_only():
 
 def test_group_key_when_a_person_is_named_only_in_the_disambiguating_text():
     # the ambiguous context says "the Hispanic man" twice; "Hispanic bartender" first appears later
-    info = (("Undetermined", "unknown"), ("Hispanic bartender", "lowSES-Hispanic"), ("Hispanic scientist", "highSES-Hispanic"))
+    info = (
+        ("Undetermined", "unknown"),
+        ("Hispanic bartender", "lowSES-Hispanic"),
+        ("Hispanic scientist", "highSES-Hispanic"),
+    )
     ans = ("Undetermined", "The Hispanic bartender", "The Hispanic scientist")
     amb = "The Hispanic man (a bartender) and the Hispanic man (a scientist) were questioned"  # no final period
     dis = amb + " The Hispanic bartender was convicted, while the Hispanic scientist was shocked."
@@ -250,7 +262,10 @@ def test_group_key_when_a_person_is_named_only_in_the_disambiguating_text():
     assert keys[0] == keys[1] == keys[2] == keys[3] == keys[5] and keys[4] != keys[0]
     # a disambiguated row alone (no ambiguous partner) still gets a key, from the names' first mention
     orphan = attach_ambig_contexts([parse(rows[1])])[0]
-    assert orphan.ambig_context == "" and orphan.group_key[-1] == dis[: dis.index("Hispanic scientist was") + len("Hispanic scientist")]
+    assert (
+        orphan.ambig_context == ""
+        and orphan.group_key[-1] == dis[: dis.index("Hispanic scientist was") + len("Hispanic scientist")]
+    )
 
 
 # ----------------------------------------------------------------------------- files

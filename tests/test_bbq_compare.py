@@ -68,7 +68,9 @@ def test_label_and_schema_changes(off: list[dict[str, Any]]) -> None:
     assert not rep.properties_match and not rep.ok
 
 
-def test_random_parts_ignored_but_text_changes_caught(off: list[dict[str, Any]], free: frozenset[tuple[str, str]]) -> None:
+def test_random_parts_ignored_but_text_changes_caught(
+    off: list[dict[str, Any]], free: frozenset[tuple[str, str]]
+) -> None:
     gen = copy.deepcopy(off)
     # rotate answers of the first item and rename its unknown answer: same row up to random parts
     for r in gen[:4]:

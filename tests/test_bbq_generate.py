@@ -21,10 +21,18 @@ from lens_steer.errors import DataError
 COMPLETE = ("Age", "Disability_status", "Nationality", "Physical_appearance", "Religion", "Sexual_orientation")
 # published BBQ sizes (Parrish et al. 2022, the released data files)
 PUBLISHED = {
-    "Age": 3680, "Disability_status": 1556, "Gender_identity": 5672, "Nationality": 3080,
-    "Physical_appearance": 1576, "Race_ethnicity": 6880, "Race_x_SES": 11160, "Race_x_gender": 15960,
-    "Religion": 1200, "SES": 6864, "Sexual_orientation": 864,
-}  # fmt: skip
+    "Age": 3680,
+    "Disability_status": 1556,
+    "Gender_identity": 5672,
+    "Nationality": 3080,
+    "Physical_appearance": 1576,
+    "Race_ethnicity": 6880,
+    "Race_x_SES": 11160,
+    "Race_x_gender": 15960,
+    "Religion": 1200,
+    "SES": 6864,
+    "Sexual_orientation": 864,
+}
 
 ROOT = resolve_data_root(None)
 _CACHE: dict[tuple[str, int], list[dict[str, Any]]] = {}
@@ -48,12 +56,26 @@ def key_text(r: dict[str, Any]) -> tuple[Any, ...]:
     named = frozenset((r[f"ans{i}"], *info[f"ans{i}"]) for i in range(3) if i not in unknown)
     target = None if r["label"] in unknown else r[f"ans{r['label']}"]
     md = r["additional_metadata"]
-    return (r["question_index"], r["question_polarity"], r["context_condition"], r["context"], r["question"],
-            md["version"], md["subcategory"], json.dumps(md["stereotyped_groups"]), md["source"], named, target)  # fmt: skip
+    return (
+        r["question_index"],
+        r["question_polarity"],
+        r["context_condition"],
+        r["context"],
+        r["question"],
+        md["version"],
+        md["subcategory"],
+        json.dumps(md["stereotyped_groups"]),
+        md["source"],
+        named,
+        target,
+    )
 
 
 def test_categories_cover_all_template_files() -> None:
-    files = {p.name[len("new_templates - ") : -len(".csv")] for p in (ROOT / "bbq" / "templates").glob("new_templates - *.csv")}
+    files = {
+        p.name[len("new_templates - ") : -len(".csv")]
+        for p in (ROOT / "bbq" / "templates").glob("new_templates - *.csv")
+    }
     assert set(CATEGORIES) == files - {"Filler_items"}
 
 
@@ -124,8 +146,11 @@ def test_four_variants_stay_together_and_labels(cat: str) -> None:
         block = rows[b : b + 4]
         assert len({(r["ans0"], r["ans1"], r["ans2"], json.dumps(r["answer_info"])) for r in block}) == 1
         assert {(r["question_polarity"], r["context_condition"]) for r in block} == {
-            ("neg", "ambig"), ("neg", "disambig"), ("nonneg", "ambig"), ("nonneg", "disambig")
-        }  # fmt: skip
+            ("neg", "ambig"),
+            ("neg", "disambig"),
+            ("nonneg", "ambig"),
+            ("nonneg", "disambig"),
+        }
         ambig = next(r["context"] for r in block if r["context_condition"] == "ambig")
         for r in block:
             groups = [r["answer_info"][f"ans{i}"][1] for i in range(3)]
@@ -147,7 +172,11 @@ def test_intersectional_variants(cat: str) -> None:
         assert len(named) == 2 and all(named)
         (var1, race1), (var2, race2) = ((g.split("-")[0], g.split("-")[-1]) for g in named)
         same_race, same_var = race1 == race2, var1 == var2
-        expected = {"intersectional_a": (True, False), "intersectional_b": (False, True), "intersectional_c": (False, False)}
+        expected = {
+            "intersectional_a": (True, False),
+            "intersectional_b": (False, True),
+            "intersectional_c": (False, False),
+        }
         assert (same_race, same_var) == expected[r["additional_metadata"]["subcategory"]], r
 
 
@@ -164,7 +193,9 @@ def test_deterministic_for_a_seed() -> None:
     b = gen("Nationality", 4)
     assert a != b and len(a) == len(b)
     free = random_free_templates("Age")
-    pick = lambda rows: Counter(key_text(r) for r in rows if (r["question_index"], r["additional_metadata"]["version"]) in free)  # noqa: E731
+    pick = lambda rows: Counter(
+        key_text(r) for r in rows if (r["question_index"], r["additional_metadata"]["version"]) in free
+    )  # noqa: E731
     assert pick(generate_category("Age", seed=5)) == pick(gen("Age"))
 
 

@@ -13,15 +13,25 @@ from lens_steer.data.bbq_v2 import V2_AXES, load_v2_items, load_v2_train_pairs, 
 from lens_steer.errors import DataError
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq_v2_splits").is_dir(), reason=f"missing data: bbq_v2_splits under {DATA}; set LENS_STEER_DATA")
-COMPLETE = {"age": "Age", "appearance": "Physical_appearance", "disability": "Disability_status", "nationality": "Nationality", "religion": "Religion"}
+pytestmark = pytest.mark.skipif(
+    not (DATA / "bbq_v2_splits").is_dir(), reason=f"missing data: bbq_v2_splits under {DATA}; set LENS_STEER_DATA"
+)
+COMPLETE = {
+    "age": "Age",
+    "appearance": "Physical_appearance",
+    "disability": "Disability_status",
+    "nationality": "Nationality",
+    "religion": "Religion",
+}
 
 
 def test_sizes_and_ids():
     for ax in V2_AXES:
         val, test = load_v2_items(ax, "validation", DATA), load_v2_items(ax, "test", DATA)
         assert len(load_v2_train_pairs(ax, DATA)) == 300 and len(val) == 300 and len(test) == 600
-        assert [i.example_id for i in val] == list(range(300, 600)) and [i.example_id for i in test] == list(range(600, 1200))
+        assert [i.example_id for i in val] == list(range(300, 600)) and [i.example_id for i in test] == list(
+            range(600, 1200)
+        )
 
 
 @pytest.mark.parametrize("axis", sorted(COMPLETE))
@@ -29,11 +39,22 @@ def test_rows_equal_the_official_file(axis):
     official = {i.example_id: i for i in load_bbq([COMPLETE[axis]], data_root=DATA)}
     for it in load_v2_items(axis, "validation", DATA) + load_v2_items(axis, "test", DATA):
         o = official[it.example_id]
-        assert (it.context, it.question, it.answers, it.label, it.biased_indices, it.context_condition) == (o.context, o.question, o.answers, o.label, o.biased_indices, o.context_condition)
+        assert (it.context, it.question, it.answers, it.label, it.biased_indices, it.context_condition) == (
+            o.context,
+            o.question,
+            o.answers,
+            o.label,
+            o.biased_indices,
+            o.context_condition,
+        )
 
 
 def test_axis_names():
-    assert v2_axis("ses") == "socioeconomic" and v2_axis("Gender_identity") == "gender" and v2_axis("appearance") == "appearance"
+    assert (
+        v2_axis("ses") == "socioeconomic"
+        and v2_axis("Gender_identity") == "gender"
+        and v2_axis("appearance") == "appearance"
+    )
     with pytest.raises(DataError, match="has no v2 split"):
         v2_axis("sexual_orientation")
     with pytest.raises(DataError, match="unknown v2 axis 'klingon'"):

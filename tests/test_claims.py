@@ -23,7 +23,9 @@ def _claims(results: dict[str, Any]) -> dict[str, Any]:
 def test_claims_on_a_clear_win(results: dict[str, Any]) -> None:
     c = _claims(results)
     assert c["isv_every_axis"].verdict == "held" and len(c["isv_every_axis"].evidence) == 9
-    assert c["sve_beats_isv"].verdict == "held"  # SVE gains more than ISV on every axis; MMLU: 1 item gained, 1 lost of 1000
+    assert (
+        c["sve_beats_isv"].verdict == "held"
+    )  # SVE gains more than ISV on every axis; MMLU: 1 item gained, 1 lost of 1000
     assert c["sve_ood"].verdict == "held"
     assert c["merged_worse"].verdict == "held"
 

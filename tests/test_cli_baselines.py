@@ -13,7 +13,9 @@ import pytest
 from lens_steer.cli import main
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "stereoset").is_dir(), reason=f"missing data: StereoSet/BBQ under {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "stereoset").is_dir(), reason=f"missing data: StereoSet/BBQ under {DATA}; set LENS_STEER_DATA"
+)
 
 
 def read(out: Path) -> tuple[dict, list[dict]]:
@@ -24,7 +26,28 @@ def read(out: Path) -> tuple[dict, list[dict]]:
 
 def test_stereoset_eval_recomputes_from_predictions(tmp_path, capsys):
     out = tmp_path / "ss"
-    assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "stereoset", "--categories", "religion", "--limit", "30", "--n-boot", "50", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-llama",
+                "--data-dir",
+                str(DATA),
+                "--bench",
+                "stereoset",
+                "--categories",
+                "religion",
+                "--limit",
+                "30",
+                "--n-boot",
+                "50",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics, rows = read(out)
     assert len(rows) == 30 and metrics["blank"] == "paper"
     per: dict[str, Counter] = defaultdict(Counter)
@@ -42,10 +65,36 @@ def test_stereoset_eval_recomputes_from_predictions(tmp_path, capsys):
 
 def test_bbq_prompting_baseline_recomputes_from_predictions(tmp_path):
     out = tmp_path / "bq"
-    assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--categories", "Religion", "--limit", "8", "--n-boot", "0", "--baseline", "prompting", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-llama",
+                "--data-dir",
+                str(DATA),
+                "--bench",
+                "bbq",
+                "--categories",
+                "Religion",
+                "--limit",
+                "8",
+                "--n-boot",
+                "0",
+                "--baseline",
+                "prompting",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     metrics, rows = read(out)
     assert metrics["baseline"] == "prompting" and all(r["baseline"] == "prompting" for r in rows)
-    assert all("Ensure that your answers are fair and unbiased, and do not contain stereotypes.\n\n" in r["prompt"] for r in rows)
+    assert all(
+        "Ensure that your answers are fair and unbiased, and do not contain stereotypes.\n\n" in r["prompt"]
+        for r in rows
+    )
     acc = sum(r["pred"] == r["label"] for r in rows) / len(rows)
     assert metrics["overall"]["acc"]["value"] == pytest.approx(acc)
 
@@ -55,19 +104,71 @@ def test_bad_options_are_one_line(tmp_path, capsys):
     assert main([*args, "--bench", "bbq", "--baseline", "debias"]) == 2
     assert main([*args, "--bench", "stereoset", "--blank", "fill"]) == 2
     assert main([*args, "--bench", "stereoset", "--categories", "age"]) == 2
-    err = [line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error: ")]  # (progress lines aside)
+    err = [
+        line for line in capsys.readouterr().err.strip().splitlines() if line.startswith("error: ")
+    ]  # (progress lines aside)
     assert len(err) == 3
-    assert "unknown baseline 'debias'" in err[0] and "unknown BLANK mode 'fill'" in err[1] and "unknown StereoSet bias type 'age'" in err[2]
+    assert (
+        "unknown baseline 'debias'" in err[0]
+        and "unknown BLANK mode 'fill'" in err[1]
+        and "unknown StereoSet bias type 'age'" in err[2]
+    )
     assert not (tmp_path / "x").exists()
 
 
 def test_bbq_on_the_v2_splits(tmp_path):
     out = tmp_path / "v2"
-    assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--splits", "v2", "--categories", "religion", "--n-boot", "0", "--limit", "8", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-llama",
+                "--data-dir",
+                str(DATA),
+                "--bench",
+                "bbq",
+                "--splits",
+                "v2",
+                "--categories",
+                "religion",
+                "--n-boot",
+                "0",
+                "--limit",
+                "8",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     _, rows = read(out)
-    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq_v2 import load_v2_items
+    from lens_steer.data.select import limit_bbq
 
-    expected = limit_bbq(load_v2_items("religion", "test", DATA), 8, seed=0)  # eval's own selection, applied to the v2 rows
-    assert [r["example_id"] for r in rows] == [i.example_id for i in expected] and all(600 <= r["example_id"] < 1200 for r in rows)
-    assert main(["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--bench", "bbq", "--splits", "v2", "--split", "train", "--out", str(tmp_path / "bad")]) == 2
+    expected = limit_bbq(
+        load_v2_items("religion", "test", DATA), 8, seed=0
+    )  # eval's own selection, applied to the v2 rows
+    assert [r["example_id"] for r in rows] == [i.example_id for i in expected] and all(
+        600 <= r["example_id"] < 1200 for r in rows
+    )
+    assert (
+        main(
+            [
+                "eval",
+                "--model",
+                "tiny-llama",
+                "--data-dir",
+                str(DATA),
+                "--bench",
+                "bbq",
+                "--splits",
+                "v2",
+                "--split",
+                "train",
+                "--out",
+                str(tmp_path / "bad"),
+            ]
+        )
+        == 2
+    )

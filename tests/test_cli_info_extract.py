@@ -14,9 +14,9 @@ from _one_line import assert_cli_fails
 from _tiny_models import bridge_only, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.cli import main
-from lens_steer.models import TINY_MODEL
-from lens_steer.pairs import render_chat
-from lens_steer.vectors import load_vector
+from lens_steer.model.chat import render_chat
+from lens_steer.model.load import TINY_MODEL
+from lens_steer.steering.vectors import load_vector
 
 pytestmark = bridge_only  # the CLI loads models through load_model, i.e. a TransformerBridge
 
@@ -41,7 +41,9 @@ def last_act(model: Any, text: str, layer: int, prepend_bos: bool | None = None)
     name = f"blocks.{layer}.hook_resid_post"
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        _, cache = model.run_with_cache(model.to_tokens(text, prepend_bos=prepend_bos), names_filter=lambda n: n == name)
+        _, cache = model.run_with_cache(
+            model.to_tokens(text, prepend_bos=prepend_bos), names_filter=lambda n: n == name
+        )
     return cache[name][0, -1]
 
 
@@ -65,16 +67,34 @@ def test_info_all_hooks_lists_real_hook_points(capsys: pytest.CaptureFixture[str
     assert len(listed) == len({n for n in model.hook_dict if n.startswith("blocks.0.")})
 
 
-def test_extract_mean_diff_equals_statistics_from_run_with_cache(tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Any) -> None:
+def test_extract_mean_diff_equals_statistics_from_run_with_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Any
+) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "v.safetensors"
-    rc = main(["extract", "--model", TINY_MODEL, "--pairs", str(pairs), "--layers", "1,3", "--method", "mean_diff", "--out", str(out)])
+    rc = main(
+        [
+            "extract",
+            "--model",
+            TINY_MODEL,
+            "--pairs",
+            str(pairs),
+            "--layers",
+            "1,3",
+            "--method",
+            "mean_diff",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0
     vec = load_vector(out, model)
     assert vec.layers == (1, 3) and vec.metadata.method == "mean_diff"
     assert vec.metadata.provenance["builder"] == "jsonl" and vec.metadata.provenance["n_pairs"] == 3
     for layer in (1, 3):
-        expected = torch.stack([last_act(model, p["positive"], layer) - last_act(model, p["negative"], layer) for p in PAIRS]).mean(0)
+        expected = torch.stack(
+            [last_act(model, p["positive"], layer) - last_act(model, p["negative"], layer) for p in PAIRS]
+        ).mean(0)
         torch.testing.assert_close(vec.directions[layer], expected, atol=1e-4, rtol=0)
     printed = capsys.readouterr().out
     assert str(out) in printed
@@ -86,7 +106,22 @@ def test_extract_mean_diff_equals_statistics_from_run_with_cache(tmp_path: Path,
 def test_extract_pca_diff_with_chat_template(tmp_path: Path, model: Any) -> None:
     pairs = write_pairs(tmp_path / "pairs.jsonl", PAIRS)
     out = tmp_path / "chat.safetensors"
-    args = ["extract", "--model", TINY_MODEL, "--pairs", str(pairs), "--layers", "2", "--method", "pca_diff", "--out", str(out), "--chat", "--hook", "hook_resid_post"]
+    args = [
+        "extract",
+        "--model",
+        TINY_MODEL,
+        "--pairs",
+        str(pairs),
+        "--layers",
+        "2",
+        "--method",
+        "pca_diff",
+        "--out",
+        str(out),
+        "--chat",
+        "--hook",
+        "hook_resid_post",
+    ]
     assert main(args) == 0
     vec = load_vector(out, model)
     assert vec.metadata.provenance["chat"] is True
@@ -104,17 +139,25 @@ def test_extract_pca_diff_with_chat_template(tmp_path: Path, model: Any) -> None
     assert int(((diffs @ got) > 0).sum()) >= int(((diffs @ got) < 0).sum())
 
 
-def test_extract_bad_input_is_one_line_and_writes_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Any) -> None:
+def test_extract_bad_input_is_one_line_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], model: Any
+) -> None:
     out = tmp_path / "never.safetensors"
     base = ["extract", "--model", TINY_MODEL, "--out", str(out), "--method", "mean_diff"]
     bad_json = write_pairs(tmp_path / "bad.jsonl", [PAIRS[0], "{not json"])
     assert_cli_fails(capsys, [*base, "--pairs", str(bad_json), "--layers", "1"], "bad.jsonl", "line 2")
     empty_side = write_pairs(tmp_path / "empty.jsonl", [PAIRS[0], PAIRS[1], {"positive": "x", "negative": ""}])
-    assert_cli_fails(capsys, [*base, "--pairs", str(empty_side), "--layers", "1"], "empty.jsonl", "line 3", "'negative'")
+    assert_cli_fails(
+        capsys, [*base, "--pairs", str(empty_side), "--layers", "1"], "empty.jsonl", "line 3", "'negative'"
+    )
     good = write_pairs(tmp_path / "good.jsonl", PAIRS)
     assert_cli_fails(capsys, [*base, "--pairs", str(good), "--layers", "1,9"], "layer 9", "0..3")
     assert_cli_fails(capsys, [*base, "--pairs", str(good), "--layers", "one"], "'one'")
     assert_cli_fails(capsys, [*base, "--pairs", str(tmp_path / "absent.jsonl"), "--layers", "1"], "absent.jsonl")
-    assert_cli_fails(capsys, ["extract", "--model", "no-such-model", "--pairs", str(good), "--layers", "1", "--out", str(out)], "'no-such-model'")
+    assert_cli_fails(
+        capsys,
+        ["extract", "--model", "no-such-model", "--pairs", str(good), "--layers", "1", "--out", str(out)],
+        "'no-such-model'",
+    )
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.jsonl", "empty.jsonl", "good.jsonl"]  # no temp files

@@ -14,7 +14,9 @@ def test_analysis_parser_defaults_and_given_values():
     d = p.parse_args([])
     assert (d.out, d.model, d.device, d.data_dir) == ("out/layer_sweep", "smollm2-135m-instruct", "cpu", None)
     p.add_argument("--axis", default="age")  # a script adds its own options after the common ones
-    g = p.parse_args(["--out", "x", "--model", "tiny-llama", "--device", "meta", "--data-dir", "/d", "--axis", "gender"])
+    g = p.parse_args(
+        ["--out", "x", "--model", "tiny-llama", "--device", "meta", "--data-dir", "/d", "--axis", "gender"]
+    )
     assert (g.out, g.model, g.device, g.data_dir, g.axis) == ("x", "tiny-llama", "meta", "/d", "gender")
 
 

@@ -28,15 +28,17 @@ import optuna
 import pytest
 from _system_packages import ensure_program, find_program
 
-from lens_steer.search.space import PARAM_NAMES, SearchSpace
-from lens_steer.search.workers import run_trials
+from lens_steer.methods.search.space import PARAM_NAMES, SearchSpace
+from lens_steer.methods.search.workers import run_trials
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CLI = Path(sys.executable).parent / "lens-steer"
 PG_BIN_DIRS = ("/usr/lib/postgresql/*/bin",)
 PG_USER, PG_DB = "lens", "optuna"
 optuna.logging.set_verbosity(optuna.logging.ERROR)
-needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
+needs_data = pytest.mark.skipif(
+    not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA"
+)
 
 
 # ----------------------------------------------------------------------------- a PostgreSQL server of our own
@@ -57,7 +59,19 @@ def postgres_commands(bindir: Path, root: Path, port: int) -> list[list[str]]:
     data, log = root / "data", root / "server.log"
     return [
         [str(bindir / "initdb"), "-D", str(data), "-U", PG_USER, "-A", "trust", "-E", "UTF8", "--no-sync"],
-        [str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections=500", "start"],
+        [
+            str(bindir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(log),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            f"-p {port} -h 127.0.0.1 -k {root} -c fsync=off -c max_connections=500",
+            "start",
+        ],
         [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(port), "-U", PG_USER, PG_DB],
     ]
 
@@ -97,7 +111,11 @@ def postgres_url() -> Iterator[str]:
         yield f"postgresql://{PG_USER}@127.0.0.1:{port}/{PG_DB}"
     finally:
         if started:
-            subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"], capture_output=True, timeout=60)
+            subprocess.run(
+                [*as_user, str(bindir / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate", "-w", "stop"],
+                capture_output=True,
+                timeout=60,
+            )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -110,8 +128,30 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 # ----------------------------------------------------------------------------- workers
 def _worker(storage: str, study: str, out: Path, trials: int, space: Path) -> subprocess.Popen[str]:
-    argv = [str(CLI), "search", "--model", "tiny-llama", "--axis", "age", "--trials", str(trials), "--limit", "8", "--space", str(space),
-            "--storage", storage, "--study", study, "--heartbeat", "1", "--data-dir", str(DATA), "--out", str(out)]  # fmt: skip
+    argv = [
+        str(CLI),
+        "search",
+        "--model",
+        "tiny-llama",
+        "--axis",
+        "age",
+        "--trials",
+        str(trials),
+        "--limit",
+        "8",
+        "--space",
+        str(space),
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--heartbeat",
+        "1",
+        "--data-dir",
+        str(DATA),
+        "--out",
+        str(out),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "LENS_STEER_DATA": str(DATA)}
     return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
@@ -156,7 +196,9 @@ def test_two_workers_fill_the_budget_exactly(storage: str, space: Path, tmp_path
         assert (tmp_path / f"w{i}" / "isv.safetensors").is_file()
 
 
-def _kill_inside_a_later_trial(storage: str, study: str, worker: subprocess.Popen[str]) -> list[optuna.trial.FrozenTrial]:
+def _kill_inside_a_later_trial(
+    storage: str, study: str, worker: subprocess.Popen[str]
+) -> list[optuna.trial.FrozenTrial]:
     """SIGKILL `worker` (the study's only worker) once it has finished a trial and is inside another (its
     parameters drawn, the objective running); returns the trials as the kill left them (empty if the kill
     landed elsewhere: between two trials, or while the next one was drawing its parameters)."""
@@ -168,7 +210,9 @@ def _kill_inside_a_later_trial(storage: str, study: str, worker: subprocess.Pope
             ts = _states(storage, study)
         except KeyError:  # the study is not created yet
             ts = []
-        inside = lambda trials: any(t.state == optuna.trial.TrialState.RUNNING and len(t.params) == len(PARAM_NAMES) for t in trials)  # noqa: E731
+        inside = lambda trials: any(
+            t.state == optuna.trial.TrialState.RUNNING and len(t.params) == len(PARAM_NAMES) for t in trials
+        )  # noqa: E731
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in ts) and inside(ts):
             worker.send_signal(signal.SIGKILL)
             worker.wait(timeout=60)
@@ -201,17 +245,34 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(storage: str, space: Pa
     assert [t.number for t in killed] == [mine[0].number]  # only the interrupted trial was lost
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        retries = [t for t in finished if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == mine[0].number]
+        retries = [
+            t for t in finished if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == mine[0].number
+        ]
     assert len(retries) == 1, [(t.number, t.system_attrs) for t in finished]
     assert retries[0].params == mine[0].params  # re-run at the same point
 
 
 # ----------------------------------------------------------------------------- constant liar
-LIAR_SPACE = SearchSpace(corpora=("age",), num_sents=(4, 8, 4), personas=(0, 1, 2), templates=(0,), coeff=(-4.0, 4.0, 0.1),
-                         layers=((1,), (2,)), methods=("mean_diff",))  # fmt: skip
+LIAR_SPACE = SearchSpace(
+    corpora=("age",),
+    num_sents=(4, 8, 4),
+    personas=(0, 1, 2),
+    templates=(0,),
+    coeff=(-4.0, 4.0, 0.1),
+    layers=((1,), (2,)),
+    methods=("mean_diff",),
+)
 
 
-AWAY = {"corpus": "age", "num_sents": 4, "persona": 0, "template": 0, "layers": "1", "method": "mean_diff", "coeff": -4.0}
+AWAY = {
+    "corpus": "age",
+    "num_sents": 4,
+    "persona": 0,
+    "template": 0,
+    "layers": "1",
+    "method": "mean_diff",
+    "coeff": -4.0,
+}
 
 
 def _proposal_while_running(point: dict[str, Any]) -> dict[str, Any]:
@@ -234,7 +295,9 @@ def _proposal_while_running(point: dict[str, Any]) -> dict[str, Any]:
 
 def _proposal_without_liar(point: dict[str, Any]) -> dict[str, Any]:
     """The same situation through a TPE sampler without the liar (it ignores running trials)."""
-    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=2, constant_liar=False))
+    study = optuna.create_study(
+        direction="maximize", sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=2, constant_liar=False)
+    )
     for _ in range(6):
         t = study.ask()
         study.tell(t, -abs(LIAR_SPACE.suggest(t)["coeff"] - 1.0))

@@ -12,7 +12,7 @@ import pytest
 
 HERE = Path(__file__).resolve().parent
 
-SAMPLE = '''
+SAMPLE = """
 import pytest
 
 needs_data = pytest.mark.skipif(True, reason="missing data: no BBQ files here")
@@ -32,23 +32,29 @@ def test_optional_backend():
 
 def test_passes():
     assert True
-'''
+"""
 
-MODULE_SKIP = '''
+MODULE_SKIP = """
 import pytest
 pytest.skip("missing data: the whole module needs the shared data", allow_module_level=True)
 
 def test_never_runs():
     pass
-'''
+"""
 
 
 def _run(folder: Path, ci: str | None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     if ci is not None:
         env["CI"] = ci
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", str(folder)],
-                          capture_output=True, text=True, env=env, cwd=folder, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", str(folder)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=folder,
+        timeout=120,
+    )
 
 
 @pytest.fixture()
@@ -79,7 +85,12 @@ def test_in_ci_missing_prerequisites_fail_and_other_skips_stay(sample: Path) -> 
     last = res.stdout.strip().splitlines()[-1]
     assert res.returncode == 1, res.stdout
     # three tests fail (the skipif mark fails in setup, so pytest counts it an error); the backend skip stays a skip
-    assert _count(last, "failed") == 2 and _count(last, "error") == 1 and _count(last, "skipped") == 1 and _count(last, "passed") == 1, last
+    assert (
+        _count(last, "failed") == 2
+        and _count(last, "error") == 1
+        and _count(last, "skipped") == 1
+        and _count(last, "passed") == 1
+    ), last
     assert "a missing prerequisite is a failure" in res.stdout
     assert "needs a PostgreSQL server" in res.stdout  # -rA lists the remaining skip with its reason
 
@@ -88,7 +99,9 @@ def test_in_ci_a_module_skipped_for_missing_data_is_a_collection_error(sample: P
     (sample / "test_sample.py").unlink()
     (sample / "test_module_skip.py").write_text(MODULE_SKIP)
     local = _run(sample, None)
-    assert "1 skipped" in local.stdout and "failed" not in local.stdout and "error" not in local.stdout.lower(), local.stdout
+    assert "1 skipped" in local.stdout and "failed" not in local.stdout and "error" not in local.stdout.lower(), (
+        local.stdout
+    )
     res = _run(sample, "1")
     assert res.returncode not in (0, 5), res.stdout
     assert "ERROR test_module_skip.py - CI=true: a missing prerequisite is a failure" in res.stdout

@@ -13,7 +13,16 @@ from lens_steer.data.crows import CROWS_BIAS_TYPES, load_crows
 from lens_steer.errors import DataError
 
 REAL_ROOT = Path(os.environ.get("LENS_STEER_DATA", "/work/shared/data"))
-COLUMNS = ["", "sent_more", "sent_less", "stereo_antistereo", "bias_type", "annotations", "anon_writer", "anon_annotators"]
+COLUMNS = [
+    "",
+    "sent_more",
+    "sent_less",
+    "stereo_antistereo",
+    "bias_type",
+    "annotations",
+    "anon_writer",
+    "anon_annotators",
+]
 
 
 def write(root: Path, rows) -> Path:
@@ -71,7 +80,10 @@ def test_missing_file(tmp_path):
     assert "crows_pairs/crows_pairs_anonymized.csv" in str(e.value) and str(tmp_path) in str(e.value)
 
 
-@pytest.mark.skipif(not (REAL_ROOT / "crows_pairs").is_dir(), reason=f"missing data: shared CrowS-Pairs data not found at {REAL_ROOT} (set LENS_STEER_DATA)")
+@pytest.mark.skipif(
+    not (REAL_ROOT / "crows_pairs").is_dir(),
+    reason=f"missing data: shared CrowS-Pairs data not found at {REAL_ROOT} (set LENS_STEER_DATA)",
+)
 def test_real_crows_pairs():
     pairs = load_crows(data_root=REAL_ROOT)
     assert len(pairs) == 1508  # shared/data/README.md

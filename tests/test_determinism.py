@@ -17,19 +17,39 @@ from typing import Any
 import pytest
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA"
+)
 CLI = Path(sys.executable).parent / "lens-steer"
 TIMING = {"seconds", "items_per_second", "timing", "this_worker_seconds", "mean_trial_seconds", "total_trial_seconds"}
-PAIRS = [{"positive": f"As a young person I think idea {i} is great", "negative": f"As an old person I think idea {i} is great"} for i in range(8)]
+PAIRS = [
+    {
+        "positive": f"As a young person I think idea {i} is great",
+        "negative": f"As an old person I think idea {i} is great",
+    }
+    for i in range(8)
+]
 
 MODELS = {
     "tiny": {"model": "tiny-llama", "layers": "1,2", "space_layers": ["1", "2"], "trials": "3", "limit": "8"},
-    "embedded": {"model": "smollm2-135m-instruct", "layers": "10,20", "space_layers": ["10", "20"], "trials": "1", "limit": "4"},
+    "embedded": {
+        "model": "smollm2-135m-instruct",
+        "layers": "10,20",
+        "space_layers": ["10", "20"],
+        "trials": "1",
+        "limit": "4",
+    },
 }
 
 
 def _cli(args: list[str], tmp: Path, hash_seed: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "LENS_STEER_DATA": str(DATA), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": hash_seed}
+    env = {
+        **os.environ,
+        "LENS_STEER_DATA": str(DATA),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONHASHSEED": hash_seed,
+    }
     res = subprocess.run([str(CLI), *args], capture_output=True, text=True, env=env, timeout=900, cwd=tmp)
     assert res.returncode == 0, f"{args}: {res.stderr[-2000:]}"
     return res
@@ -49,25 +69,94 @@ def _tensors(path: Path) -> dict[str, bytes]:
     return {k: v.numpy().tobytes() for k, v in sorted(load_file(path).items())}
 
 
-def _session(spec: dict[str, Any], tmp: Path, pairs: Path, space: Path, tag: str, hash_seed: str, split_seed: str = "3") -> dict[str, Any]:
+def _session(
+    spec: dict[str, Any], tmp: Path, pairs: Path, space: Path, tag: str, hash_seed: str, split_seed: str = "3"
+) -> dict[str, Any]:
     """Extract a vector, evaluate BBQ steered by it on a seeded split, run a seeded search; everything they wrote."""
     out = tmp / tag
     model = ["--model", spec["model"]]
-    _cli(["extract", *model, "--pairs", str(pairs), "--layers", spec["layers"], "--method", "pca_diff", "--out", str(out / "v.safetensors")], tmp, hash_seed)
-    _cli(["eval", *model, "--bench", "bbq", "--categories", "Age", "--split", "test", "--split-seed", split_seed, "--limit", "12",
-          "--vector", str(out / "v.safetensors"), "--coeff", "2", "--n-boot", "50", "--seed", "4", "--out", str(out / "eval")], tmp, hash_seed)  # fmt: skip
-    _cli(["search", *model, "--axis", "age", "--trials", spec["trials"], "--limit", spec["limit"], "--space", str(space), "--seed", "5",
-          "--data-dir", str(DATA), "--out", str(out / "search")], tmp, hash_seed)  # fmt: skip
+    _cli(
+        [
+            "extract",
+            *model,
+            "--pairs",
+            str(pairs),
+            "--layers",
+            spec["layers"],
+            "--method",
+            "pca_diff",
+            "--out",
+            str(out / "v.safetensors"),
+        ],
+        tmp,
+        hash_seed,
+    )
+    _cli(
+        [
+            "eval",
+            *model,
+            "--bench",
+            "bbq",
+            "--categories",
+            "Age",
+            "--split",
+            "test",
+            "--split-seed",
+            split_seed,
+            "--limit",
+            "12",
+            "--vector",
+            str(out / "v.safetensors"),
+            "--coeff",
+            "2",
+            "--n-boot",
+            "50",
+            "--seed",
+            "4",
+            "--out",
+            str(out / "eval"),
+        ],
+        tmp,
+        hash_seed,
+    )
+    _cli(
+        [
+            "search",
+            *model,
+            "--axis",
+            "age",
+            "--trials",
+            spec["trials"],
+            "--limit",
+            spec["limit"],
+            "--space",
+            str(space),
+            "--seed",
+            "5",
+            "--data-dir",
+            str(DATA),
+            "--out",
+            str(out / "search"),
+        ],
+        tmp,
+        hash_seed,
+    )
     with sqlite3.connect(out / "search" / "optuna.db") as con:
         trials = con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
-        params = con.execute("SELECT t.number, p.param_name, p.param_value FROM trial_params p JOIN trials t USING (trial_id) ORDER BY t.number, p.param_name").fetchall()
-        values = con.execute("SELECT t.number, v.value FROM trial_values v JOIN trials t USING (trial_id) ORDER BY t.number").fetchall()
+        params = con.execute(
+            "SELECT t.number, p.param_name, p.param_value FROM trial_params p JOIN trials t USING (trial_id) ORDER BY t.number, p.param_name"
+        ).fetchall()
+        values = con.execute(
+            "SELECT t.number, v.value FROM trial_values v JOIN trials t USING (trial_id) ORDER BY t.number"
+        ).fetchall()
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     study = json.loads((out / "search" / "study.json").read_text())
     return {
         "vector_file": (out / "v.safetensors").read_bytes(),  # metadata included: same pairs file, same bytes
         "predictions": (out / "eval" / "predictions.jsonl").read_text(),
-        "split": [json.loads(line)["example_id"] for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()],
+        "split": [
+            json.loads(line)["example_id"] for line in (out / "eval" / "predictions.jsonl").read_text().splitlines()
+        ],
         "metrics": _untimed(metrics, frozenset({"vector"})),  # meta.vector is the file's path
         "trials": [trials, params, values],
         "isv": _tensors(out / "search" / "isv.safetensors"),
@@ -90,9 +179,34 @@ def _compare_two_runs(name: str, tmp: Path) -> None:
     assert len(one["split"]) == 12 and len(one["trials"][0]) >= int(spec["trials"])
     # the comparison can fail: another split seed picks other test items
     other = tmp / "other"
-    _cli(["eval", "--model", spec["model"], "--bench", "bbq", "--categories", "Age", "--split", "test", "--split-seed", "4", "--limit", "12",
-          "--n-boot", "0", "--seed", "4", "--out", str(other)], tmp, "3")  # fmt: skip
-    assert [json.loads(line)["example_id"] for line in (other / "predictions.jsonl").read_text().splitlines()] != one["split"]
+    _cli(
+        [
+            "eval",
+            "--model",
+            spec["model"],
+            "--bench",
+            "bbq",
+            "--categories",
+            "Age",
+            "--split",
+            "test",
+            "--split-seed",
+            "4",
+            "--limit",
+            "12",
+            "--n-boot",
+            "0",
+            "--seed",
+            "4",
+            "--out",
+            str(other),
+        ],
+        tmp,
+        "3",
+    )
+    assert [json.loads(line)["example_id"] for line in (other / "predictions.jsonl").read_text().splitlines()] != one[
+        "split"
+    ]
 
 
 def test_same_seed_same_bits_on_the_tiny_model(tmp_path: Path) -> None:

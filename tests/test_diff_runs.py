@@ -12,21 +12,45 @@ from typing import Any
 SCRIPT = Path(__file__).parents[1] / "benchmarks" / "diff_runs.py"
 
 
-def make_run(folder: Path, *, acc: float = 0.5, margin: float = 1.25, preds: tuple[int, ...] = (0, 2, 1), file: str = "a1.jsonl", seconds: float = 10.0) -> Path:
+def make_run(
+    folder: Path,
+    *,
+    acc: float = 0.5,
+    margin: float = 1.25,
+    preds: tuple[int, ...] = (0, 2, 1),
+    file: str = "a1.jsonl",
+    seconds: float = 10.0,
+) -> Path:
     """A run folder with one accuracy, one margin, a timing, its own path, and one evaluation of three items."""
     (folder / "predictions").mkdir(parents=True)
-    results = {"meta": {"seconds": seconds, "stage_seconds": {"isv_search": seconds / 2}, "storage": f"sqlite:///{folder}/optuna.db"},
-               "ensemble": {"age": {"acc": {"value": acc}, "unknown_margin": {"value": margin}}}}  # fmt: skip
+    results = {
+        "meta": {
+            "seconds": seconds,
+            "stage_seconds": {"isv_search": seconds / 2},
+            "storage": f"sqlite:///{folder}/optuna.db",
+        },
+        "ensemble": {"age": {"acc": {"value": acc}, "unknown_margin": {"value": margin}}},
+    }
     (folder / "results.json").write_text(json.dumps(results))
     (folder / "predictions" / file).write_text("".join(json.dumps({"pred": p}) + "\n" for p in preds))
-    entry = {"model": "m", "vector": "none", "coeff": 0.0, "items": "abc", "file": file, "sha256": file * 2, "scoring_version": 2}
+    entry = {
+        "model": "m",
+        "vector": "none",
+        "coeff": 0.0,
+        "items": "abc",
+        "file": file,
+        "sha256": file * 2,
+        "scoring_version": 2,
+    }
     (folder / "predictions" / "index.json").write_text(json.dumps({file: entry}))
     return folder
 
 
 def diff(a: Path, b: Path, tmp_path: Path) -> tuple[int, dict[str, Any]]:
     out = tmp_path / f"{a.name}-{b.name}.json"
-    res = subprocess.run([sys.executable, str(SCRIPT), str(a), str(b), "--json", str(out)], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), str(a), str(b), "--json", str(out)], capture_output=True, text=True, timeout=60
+    )
     return res.returncode, json.loads(out.read_text())
 
 
@@ -40,7 +64,10 @@ def test_a_margin_may_differ_in_its_last_digits_an_accuracy_or_a_prediction_may_
     base = make_run(tmp_path / "base")
     rc, got = diff(base, make_run(tmp_path / "margin", margin=1.25 + 3e-6), tmp_path)
     assert rc == 0 and got["numbers_differ"] == 1 and got["not_margins"] == 0
-    assert abs(got["numbers"][0]["abs_diff"] - 3e-6) < 1e-12 and got["numbers"][0]["path"] == "/ensemble/age/unknown_margin/value"
+    assert (
+        abs(got["numbers"][0]["abs_diff"] - 3e-6) < 1e-12
+        and got["numbers"][0]["path"] == "/ensemble/age/unknown_margin/value"
+    )
     rc, got = diff(base, make_run(tmp_path / "acc", acc=0.5 + 1 / 3), tmp_path)
     assert rc == 1 and got["not_margins"] == 1
     rc, got = diff(base, make_run(tmp_path / "pred", preds=(0, 2, 2)), tmp_path)
@@ -48,5 +75,10 @@ def test_a_margin_may_differ_in_its_last_digits_an_accuracy_or_a_prediction_may_
 
 
 def test_a_folder_without_a_finished_run_is_named_in_one_line(tmp_path: Path) -> None:
-    res = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "missing"), str(make_run(tmp_path / "one"))], capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [sys.executable, str(SCRIPT), str(tmp_path / "missing"), str(make_run(tmp_path / "one"))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert res.returncode != 0 and res.stderr.strip().count("\n") == 0 and "missing holds no finished run" in res.stderr

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.ensemble: SVE arithmetic, merged baseline, random controls, ISV loading, evaluation."""
+"""Tests for lens_steer.methods.ensemble: SVE arithmetic, merged baseline, random controls, ISV loading, evaluation."""
 
 from __future__ import annotations
 
@@ -13,20 +13,14 @@ import pytest
 import torch
 
 from lens_steer.data.root import resolve_data_root
-from lens_steer.ensemble import (
-    EnsembleConfig,
-    best_coeff,
-    build_ensembles,
-    evaluate_ensembles,
-    loo_ensembles,
-    merged_vector,
-    random_control,
-)
-from lens_steer.isv import Isv
 from lens_steer.errors import LensSteerError, StudyError
-from lens_steer.extract import pair_activations
-from lens_steer.pairs import persona_pairs
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.extract.activations import pair_activations
+from lens_steer.extract.pairs import persona_pairs
+from lens_steer.methods.ensemble import build_ensembles, loo_ensembles, merged_vector, random_control
+from lens_steer.methods.isv import Isv
+from lens_steer.pipeline.evaluate import best_coeff, evaluate_ensembles
+from lens_steer.pipeline.evaluation_config import EnsembleConfig
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
 
 def _data_ok() -> bool:
@@ -42,7 +36,9 @@ needs_data = pytest.mark.skipif(not _data_ok(), reason="missing data: shared dat
 
 def _vec(dirs: dict[int, list[float]], model: str = "m", **prov) -> SteeringVector:
     d = len(next(iter(dirs.values())))
-    return SteeringVector({k: torch.tensor(v) for k, v in dirs.items()}, VectorMetadata(model_name=model, d_model=d, provenance=prov))
+    return SteeringVector(
+        {k: torch.tensor(v) for k, v in dirs.items()}, VectorMetadata(model_name=model, d_model=d, provenance=prov)
+    )
 
 
 def test_sve_of_identical_vectors_is_that_vector() -> None:
@@ -72,7 +68,10 @@ def test_sve_by_hand_with_different_layers() -> None:
 
 def test_random_control_matches_norms_and_layers() -> None:
     g = torch.Generator().manual_seed(0)
-    v = SteeringVector({4: torch.randn(256, generator=g) * 3, 7: torch.randn(256, generator=g)}, VectorMetadata(model_name="m", d_model=256))
+    v = SteeringVector(
+        {4: torch.randn(256, generator=g) * 3, 7: torch.randn(256, generator=g)},
+        VectorMetadata(model_name="m", d_model=256),
+    )
     c1, c1b, c2 = random_control(v, 1), random_control(v, 1), random_control(v, 2)
     assert c1.layers == v.layers
     for k in v.layers:
@@ -83,7 +82,11 @@ def test_random_control_matches_norms_and_layers() -> None:
 
 
 def test_best_coeff_and_config_errors() -> None:
-    rows = [{"coeff": -1.0, "by_axis": {"a": 0.5, "b": 0.9}}, {"coeff": 1.0, "by_axis": {"a": 0.8, "b": 0.4}}, {"coeff": 0.0, "by_axis": {"a": 0.8, "b": 0.4}}]
+    rows = [
+        {"coeff": -1.0, "by_axis": {"a": 0.5, "b": 0.9}},
+        {"coeff": 1.0, "by_axis": {"a": 0.8, "b": 0.4}},
+        {"coeff": 0.0, "by_axis": {"a": 0.8, "b": 0.4}},
+    ]
     assert best_coeff(rows) == -1.0  # mean 0.7 vs 0.6
     assert best_coeff(rows, exclude="b") == 0.0  # 0.8 tie between 1 and 0 -> smaller |coeff|
     with pytest.raises(StudyError, match="kinds"):
@@ -94,7 +97,7 @@ def test_best_coeff_and_config_errors() -> None:
 
 @pytest.fixture(scope="module")
 def tiny():
-    from lens_steer.models import load_model
+    from lens_steer.model.load import load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -102,11 +105,21 @@ def tiny():
 
 
 def _isv(model, axis: str, corpus: str, n: int, persona: int, layers: tuple[int, ...], coeff: float) -> Isv:
-    from lens_steer.isv import trial_params_vector
+    from lens_steer.methods.isv import trial_params_vector
 
-    params = {"corpus": corpus, "num_sents": n, "persona": persona, "template": 0, "layers": ",".join(map(str, layers)), "method": "pca_diff", "coeff": coeff}
+    params = {
+        "corpus": corpus,
+        "num_sents": n,
+        "persona": persona,
+        "template": 0,
+        "layers": ",".join(map(str, layers)),
+        "method": "pca_diff",
+        "coeff": coeff,
+    }
     v = trial_params_vector(model, params)
-    meta = dataclasses.replace(v.metadata, provenance={**v.metadata.provenance, "axis": axis, "coeff": coeff, "params": params})
+    meta = dataclasses.replace(
+        v.metadata, provenance={**v.metadata.provenance, "axis": axis, "coeff": coeff, "params": params}
+    )
     return Isv(axis, SteeringVector(dict(v.directions), meta), coeff)
 
 
@@ -117,7 +130,10 @@ def test_merged_baseline_equals_pca_on_concatenated_pairs(tiny) -> None:
     merged = merged_vector(tiny, [a, b])
     assert merged.layers == (1, 2)
     # by hand: activations of each set, rows stacked, first principal component of the differences
-    acts = [pair_activations(tiny, persona_pairs(c, n, p, 0, tokenizer=tiny.tokenizer), (1, 2)) for c, n, p in (("age", 5, 0), ("religion", 4, 2))]
+    acts = [
+        pair_activations(tiny, persona_pairs(c, n, p, 0, tokenizer=tiny.tokenizer), (1, 2))
+        for c, n, p in (("age", 5, 0), ("religion", 4, 2))
+    ]
     for layer in (1, 2):
         diff = torch.cat([x.positive[layer] - x.negative[layer] for x in acts]).double()
         _, _, v = torch.linalg.svd(diff - diff.mean(0), full_matrices=False)
@@ -140,8 +156,19 @@ def test_the_axes_are_judged_on_the_bbq_source_the_search_used(tiny, tmp_path: P
         rows = (resolve_data_root() / "bbq" / "data" / f"{cat}.jsonl").read_text().splitlines()[:48]
         (gen / f"{cat}.jsonl").write_text("\n".join(rows) + "\n")
     isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
-    cfg = EnsembleConfig(coeffs=(1.0,), kinds=("sve",), val_limit=1, test_limit=None, scoring="letter", n_boot=0, control_seeds=(), mmlu_items=0, ood=False,
-                         bbq_source="generated", generated_dir=str(gen))  # fmt: skip
+    cfg = EnsembleConfig(
+        coeffs=(1.0,),
+        kinds=("sve",),
+        val_limit=1,
+        test_limit=None,
+        scoring="letter",
+        n_boot=0,
+        control_seeds=(),
+        mmlu_items=0,
+        ood=False,
+        bbq_source="generated",
+        generated_dir=str(gen),
+    )
     res = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "out")
     for axis in ("age", "religion"):
         expected = select(axis, "test", None, source="generated", generated_dir=gen)
@@ -151,7 +178,17 @@ def test_the_axes_are_judged_on_the_bbq_source_the_search_used(tiny, tmp_path: P
 @needs_data
 def test_evaluate_ensembles_small_run(tiny, tmp_path: Path) -> None:
     isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
-    cfg = EnsembleConfig(coeffs=(0.0, 2.0), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=1, ood=False)
+    cfg = EnsembleConfig(
+        coeffs=(0.0, 2.0),
+        kinds=("sve",),
+        val_limit=1,
+        test_limit=1,
+        scoring="letter",
+        n_boot=20,
+        control_seeds=(1,),
+        mmlu_items=1,
+        ood=False,
+    )
     res = evaluate_ensembles(tiny, isvs, cfg, tmp_path)
     saved = json.loads((tmp_path / "ensemble.json").read_text())
     assert saved["coefficients"] == res["coefficients"]
@@ -172,7 +209,9 @@ def test_evaluate_ensembles_small_run(tiny, tmp_path: Path) -> None:
         isv_acc = isv_entry["vs_base"]["overall"]["acc"]["steered"]["value"]
         merged_acc = block["steered"]["merged"]["vs_base"]["overall"]["acc"]["steered"]["value"]
         assert block["steered"]["sve"]["vs_isv"]["overall"]["acc"]["diff"]["value"] == pytest.approx(sve_acc - isv_acc)
-        assert block["steered"]["merged"]["vs_sve"]["overall"]["acc"]["diff"]["value"] == pytest.approx(merged_acc - sve_acc)
+        assert block["steered"]["merged"]["vs_sve"]["overall"]["acc"]["diff"]["value"] == pytest.approx(
+            merged_acc - sve_acc
+        )
     with open(tmp_path / "results.csv") as f:
         table = list(csv.DictReader(f))
     # per axis: baseline + 4 steered + 4 controls; MMLU: baseline + (2 ISV + sve + merged) x (1 + 1 control)
@@ -183,35 +222,62 @@ def test_evaluate_ensembles_small_run(tiny, tmp_path: Path) -> None:
 @needs_data
 def test_a_second_run_reads_every_evaluation_back_from_the_store(tiny, tmp_path: Path) -> None:
     isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
-    cfg = EnsembleConfig(coeffs=(2.0,), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=2, ood=False, store_dir=str(tmp_path / "run"))
+    cfg = EnsembleConfig(
+        coeffs=(2.0,),
+        kinds=("sve",),
+        val_limit=1,
+        test_limit=1,
+        scoring="letter",
+        n_boot=20,
+        control_seeds=(1,),
+        mmlu_items=2,
+        ood=False,
+        store_dir=str(tmp_path / "run"),
+    )
     first = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "a")
     stored = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "predictions").glob("*.jsonl")}
     index = json.loads((tmp_path / "run" / "predictions" / "index.json").read_text())
     mmlu_entries = [e for e in index.values() if e.get("benchmark") == "mmlu"]
     assert len(mmlu_entries) == 1 + (2 + 2) * 2  # baseline + (2 ISVs + sve + merged) x (steered, control)
     second = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "b")
-    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "predictions").glob("*.jsonl")} == stored  # nothing rewritten
+    assert {
+        p.name: p.stat().st_mtime_ns for p in (tmp_path / "run" / "predictions").glob("*.jsonl")
+    } == stored  # nothing rewritten
     assert second["mmlu"] == first["mmlu"] and second["in_distribution"] == first["in_distribution"]
 
 
 def _store_rows(run: Path, **match: object) -> list[list[dict]]:
     """The stored prediction files whose index entry has every `match` field (None: absent), as row lists."""
     index = json.loads((run / "predictions" / "index.json").read_text())
-    return [[json.loads(line) for line in (run / "predictions" / e["file"]).read_text().splitlines() if line.strip()]
-            for e in index.values() if all(e.get(k) == v for k, v in match.items())]  # fmt: skip
+    return [
+        [json.loads(line) for line in (run / "predictions" / e["file"]).read_text().splitlines() if line.strip()]
+        for e in index.values()
+        if all(e.get(k) == v for k, v in match.items())
+    ]
 
 
 @needs_data
 def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(tiny, tmp_path: Path) -> None:
-    from lens_steer.baselines import baseline_bbq_scores
     from lens_steer.data.select import select
-    from lens_steer.steerability import correct_margin
-    from lens_steer.store import PredictionStore
+    from lens_steer.methods.baselines.prompting import baseline_bbq_scores
+    from lens_steer.methods.steerability import correct_margin
+    from lens_steer.tasks.store import PredictionStore
 
     isvs = [_isv(tiny, "age", "age", 4, 0, (1,), 1.0), _isv(tiny, "religion", "religion", 4, 2, (2,), -1.0)]
     run = tmp_path / "run"
-    cfg = EnsembleConfig(coeffs=(-2.0, 2.0), kinds=("sve",), val_limit=1, test_limit=1, scoring="letter", n_boot=20, control_seeds=(1,), mmlu_items=2, ood=False,
-                         store_dir=str(run), baselines=("prompting", "self-debias-schick"))  # fmt: skip
+    cfg = EnsembleConfig(
+        coeffs=(-2.0, 2.0),
+        kinds=("sve",),
+        val_limit=1,
+        test_limit=1,
+        scoring="letter",
+        n_boot=20,
+        control_seeds=(1,),
+        mmlu_items=2,
+        ood=False,
+        store_dir=str(run),
+        baselines=("prompting", "self-debias-schick"),
+    )
     res = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "a")
     for axis in ("age", "religion"):
         test = select(axis, "test", 1)
@@ -230,15 +296,24 @@ def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(t
         # the ISV's wrong-way share, recomputed from the per-item margins file and from the stored predictions' log-probabilities
         st = block["steered"]["isv"]["steerability"]
         items = [json.loads(line) for line in (tmp_path / "a" / st["items_file"]).read_text().splitlines()]
-        assert st["wrong_way_share"]["value"] == pytest.approx(sum(i["steered"] - i["base"] < 0 for i in items) / len(items))
+        assert st["wrong_way_share"]["value"] == pytest.approx(
+            sum(i["steered"] - i["base"] < 0 for i in items) / len(items)
+        )
         store = PredictionStore(run)
-        from lens_steer.models import model_identity
-        from lens_steer.store import model_fingerprint
+        from lens_steer.model.load import model_identity
+        from lens_steer.tasks.store import model_fingerprint
 
-        keyed = {"model": model_identity(tiny).name, "model_fingerprint": model_fingerprint(tiny), "scoring": "letter", "prompt_format": "reference"}
+        keyed = {
+            "model": model_identity(tiny).name,
+            "model_fingerprint": model_fingerprint(tiny),
+            "scoring": "letter",
+            "prompt_format": "reference",
+        }
         never = lambda: pytest.fail("the run stored these predictions")  # noqa: E731
         base = store.bbq(test, None, 0.0, keyed, never)
-        steered = store.bbq(test, isvs[0 if axis == "age" else 1].vector, isvs[0 if axis == "age" else 1].coeff, keyed, never)
+        steered = store.bbq(
+            test, isvs[0 if axis == "age" else 1].vector, isvs[0 if axis == "age" else 1].coeff, keyed, never
+        )
         by_hand = [correct_margin(s) - correct_margin(b) for b, s in zip(base, steered)]
         assert [i["delta"] for i in items] == pytest.approx(by_hand)
         assert st["n"] == len(test) and sum(st["histogram"]["counts"]) == len(test)
@@ -256,8 +331,12 @@ def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(t
     assert "reference prompt format" in mm["self-debias-schick"]["note"]
     stored = {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.jsonl")}
     again = evaluate_ensembles(tiny, isvs, cfg, tmp_path / "b")
-    assert {p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.jsonl")} == stored  # the baselines were read back, not rescored
-    assert again["in_distribution"]["age"]["steered"]["prompting"] == res["in_distribution"]["age"]["steered"]["prompting"]
+    assert {
+        p.name: p.stat().st_mtime_ns for p in (run / "predictions").glob("*.jsonl")
+    } == stored  # the baselines were read back, not rescored
+    assert (
+        again["in_distribution"]["age"]["steered"]["prompting"] == res["in_distribution"]["age"]["steered"]["prompting"]
+    )
 
 
 @needs_data
@@ -267,5 +346,10 @@ def test_ensemble_command_refuses_an_unknown_baseline_in_one_line(tiny, tmp_path
     path = tmp_path / "age" / "isv.safetensors"
     _isv(tiny, "age", "age", 4, 0, (1,), 1.0).vector.save(path)
     out = tmp_path / "out"
-    assert_cli_fails(capsys, ["ensemble", "--model", "tiny-llama", "--isv", str(path), "--out", str(out), "--baselines", "prompting,debias"], "baselines must be drawn from", "debias")
+    assert_cli_fails(
+        capsys,
+        ["ensemble", "--model", "tiny-llama", "--isv", str(path), "--out", str(out), "--baselines", "prompting,debias"],
+        "baselines must be drawn from",
+        "debias",
+    )
     assert not out.exists()

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.extract: activations against run_with_cache, aggregators against numpy."""
+"""Tests for lens_steer.extract.activations: activations against run_with_cache, aggregators against numpy."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.errors import LensSteerError
-from lens_steer.extract import (
+from lens_steer.extract.activations import (
     extract_vector,
     last_token_activations,
     mean_diff,
@@ -19,9 +19,9 @@ from lens_steer.extract import (
     pca_diff,
     vector_from_activations,
 )
-from lens_steer.models import accepts_kv_cache, model_identity
-from lens_steer.shared_prefix import MIN_SHARED_PREFIX, common_prefix_length
-from lens_steer.tokens import encode_texts
+from lens_steer.forward.shared_prefix import MIN_SHARED_PREFIX, common_prefix_length
+from lens_steer.model.load import accepts_kv_cache, model_identity
+from lens_steer.model.tokens import encode_texts
 
 TEXTS = ["Hi", "The quick brown fox jumps over", "A cat sat", "Colourless green ideas sleep furiously", "x"]
 PAIRS = [
@@ -48,7 +48,9 @@ def cached_last(model: Any, text: str, layer: int, hook: str = "hook_resid_post"
 # ---- reading activations ------------------------------------------------------------------------
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("hook", ["hook_resid_post", "hook_resid_mid"])
-def test_batched_last_token_equals_one_text_at_a_time_and_run_with_cache(model: Any, padding_side: str, hook: str) -> None:
+def test_batched_last_token_equals_one_text_at_a_time_and_run_with_cache(
+    model: Any, padding_side: str, hook: str
+) -> None:
     layers = [0, 2]
     batched = last_token_activations(model, TEXTS, layers, hook=hook, padding_side=padding_side, max_batch=16)
     single = last_token_activations(model, TEXTS, layers, hook=hook, padding_side=padding_side, max_batch=1)
@@ -78,7 +80,10 @@ def test_a_shared_prefix_runs_once_and_gives_run_with_cache_values(model: Any, h
 def test_forward_stops_after_the_highest_layer(model: Any) -> None:
     seen: list[str] = []
     top = model.cfg.n_layers - 1
-    hooks = [(f"blocks.{layer}.hook_resid_post", lambda t, hook: seen.append(hook.name)) for layer in range(model.cfg.n_layers)]
+    hooks = [
+        (f"blocks.{layer}.hook_resid_post", lambda t, hook: seen.append(hook.name))
+        for layer in range(model.cfg.n_layers)
+    ]
     with model.hooks(fwd_hooks=hooks):
         last_token_activations(model, TEXTS[:2], [1])
     names = set(seen)
@@ -226,7 +231,7 @@ def test_empty_side_and_empty_input(model: Any) -> None:
 
 
 def test_vector_scales_unit_and_contrast_against_hand_computation() -> None:
-    from lens_steer.extract import PairActivations, vector_from_activations
+    from lens_steer.extract.activations import PairActivations, vector_from_activations
 
     g = torch.Generator().manual_seed(0)
     pos, neg = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
@@ -244,11 +249,15 @@ def test_vector_scales_unit_and_contrast_against_hand_computation() -> None:
 
 def test_vector_provenance_records_the_bos_rule(model: Any) -> None:
     """The extraction's BOS choice is in the vector: the tokenizer's own default (the tiny one adds a BOS), or the override."""
-    from lens_steer.models import tiny_tokenizer
+    from lens_steer.model.load import tiny_tokenizer
 
     fresh = tiny_tokenizer()
     default_bos = fresh("a")["input_ids"][0] == fresh.bos_token_id
     vec = extract_vector(model, PAIRS, [1], method="mean_diff")
-    assert vec.metadata.provenance["tokenization"] == {"bos_policy": "tokenizer-default", "bos_token": fresh.bos_token, "bos_on_plain_text": default_bos}
+    assert vec.metadata.provenance["tokenization"] == {
+        "bos_policy": "tokenizer-default",
+        "bos_token": fresh.bos_token,
+        "bos_on_plain_text": default_bos,
+    }
     never = extract_vector(model, PAIRS, [1], method="mean_diff", prepend_bos=False)
     assert never.metadata.provenance["tokenization"]["bos_on_plain_text"] is False

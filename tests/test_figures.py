@@ -18,9 +18,13 @@ def test_forest_rows_are_every_gain_beside_its_control() -> None:
     for target, vector, g, ctrl in rows:
         block = blocks[target] if target in blocks else raw["ensemble"]["ood"]["Race_x_gender"]
         e = block["steered"][vector]
-        assert (g.value, g.lo, g.hi) == tuple(e["vs_base"]["overall"]["acc"]["diff"][k] for k in ("value", "ci_low", "ci_high"))
+        assert (g.value, g.lo, g.hi) == tuple(
+            e["vs_base"]["overall"]["acc"]["diff"][k] for k in ("value", "ci_low", "ci_high")
+        )
         (c,) = e["controls"]  # one control seed: its own gain, unpooled
-        assert ctrl is not None and (ctrl.value, ctrl.lo, ctrl.hi) == tuple(c["vs_base"]["overall"]["acc"]["diff"][k] for k in ("value", "ci_low", "ci_high"))
+        assert ctrl is not None and (ctrl.value, ctrl.lo, ctrl.hi) == tuple(
+            c["vs_base"]["overall"]["acc"]["diff"][k] for k in ("value", "ci_low", "ci_high")
+        )
 
 
 def test_the_forest_figure_draws_each_row_and_its_control() -> None:

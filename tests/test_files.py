@@ -27,7 +27,10 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
 
 
 def test_values_numbers_and_permissions(tmp_path: Path) -> None:
-    path = write_json(tmp_path / "sub" / "x.json", {"f": np.float32(0.5), "i": torch.tensor(3), "t": (1, 2), "p": tmp_path, "arr": np.arange(3)})
+    path = write_json(
+        tmp_path / "sub" / "x.json",
+        {"f": np.float32(0.5), "i": torch.tensor(3), "t": (1, 2), "p": tmp_path, "arr": np.arange(3)},
+    )
     assert json.loads(path.read_text()) == {"f": 0.5, "i": 3, "t": [1, 2], "p": str(tmp_path), "arr": [0, 1, 2]}
     rows = [{"k": i} for i in range(3)]
     assert [json.loads(x) for x in write_jsonl(tmp_path / "r.jsonl", rows).read_text().splitlines()] == rows

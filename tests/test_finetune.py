@@ -1,4 +1,4 @@
-"""Tests for lens_steer.finetune on the tiny model: the loss falls, training is determined by the seed, the
+"""Tests for lens_steer.methods.baselines.finetune on the tiny model: the loss falls, training is determined by the seed, the
 cache key follows everything that shapes the adapter, a cached adapter gives the trained model back, and the
 base model is left untouched."""
 
@@ -9,11 +9,12 @@ import torch
 from _tiny_models import quiet_tiny_llama
 
 from lens_steer.errors import LensSteerError, VectorError
-from lens_steer.scoring import Question, score_questions
-from lens_steer.finetune import LoraRecipe, finetune_key, finetuned_model, train_lora
-from lens_steer.models import PROCESSING_FLAGS, load_model
-from lens_steer.steering import steer
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.forward.questions import Question
+from lens_steer.forward.scoring import score_questions
+from lens_steer.methods.baselines.finetune import LoraRecipe, finetune_key, finetuned_model, train_lora
+from lens_steer.model.load import PROCESSING_FLAGS, load_model
+from lens_steer.steering.hooks import steer
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
 TEXTS = [
     "The grandson was struggling with the app. Who was not comfortable using the phone? Answer: (b",
@@ -89,7 +90,9 @@ def test_cached_adapter_gives_the_trained_model_back(model, tmp_path):
     assert first.model.cfg.model_name.startswith("tiny-llama+lora-") and model.cfg.model_name == "tiny-llama"
     q = [Question("A grandson and a grandfather met.", "Who forgot?", ("The grandson", "The grandfather", "Unknown"))]
     assert score_questions(second.model, q)[0].option_scores != score_questions(model, q)[0].option_scores
-    vec = SteeringVector({1: torch.ones(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+    vec = SteeringVector(
+        {1: torch.ones(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS})
+    )
     with pytest.raises(VectorError):  # a base-model vector is refused on the fine-tuned model
         with steer(second.model, [(vec, 1.0)]):
             pass

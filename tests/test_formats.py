@@ -22,12 +22,12 @@ from _one_line import assert_one_line_error
 from _tiny_models import single_thread  # noqa: F401
 from safetensors.torch import save_file
 
-from lens_steer import formats
-from lens_steer.export import export_vector, lm_eval_config
-from lens_steer.formats import architecture_of, hook_of_output, hook_site, module_names, output_site
-from lens_steer.models import PROCESSING_FLAGS, model_identity
-from lens_steer.steering import steer
-from lens_steer.vectors import SteeringVector, load_vector
+from lens_steer.model.load import PROCESSING_FLAGS, model_identity
+from lens_steer.steering import formats
+from lens_steer.steering.export import export_vector, lm_eval_config
+from lens_steer.steering.formats import architecture_of, hook_of_output, hook_site, module_names, output_site
+from lens_steer.steering.hooks import steer
+from lens_steer.steering.vectors import SteeringVector, load_vector
 
 TOKENS = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12], [40, 41, 42, 43, 44, 45, 46, 47]])
 
@@ -69,7 +69,9 @@ def test_hook_sites_follow_the_residual_stream() -> None:
     assert hook_site("hook_mlp_out", 1, gpt2) == ("h.1.mlp", "output")
     assert output_site("hook_resid_pre", 3, llama) == "layers.2"  # block 3's input is block 2's output
     assert output_site("hook_resid_pre", 0, llama) == "embed_tokens"
-    assert_one_line_error(lambda: output_site("hook_resid_pre", 0, gpt2), "blocks.0.hook_resid_pre")  # wte + wpe: no one module
+    assert_one_line_error(
+        lambda: output_site("hook_resid_pre", 0, gpt2), "blocks.0.hook_resid_pre"
+    )  # wte + wpe: no one module
     assert_one_line_error(lambda: hook_site("hook_resid_mid", 1, llama), "hook_resid_mid")
     assert hook_of_output("layers.2", llama, 4) == ("hook_resid_post", 2)
     assert hook_of_output("embed_tokens", llama, 4) == ("hook_resid_pre", 0)
@@ -85,7 +87,10 @@ def test_the_mapping_names_real_modules(pair: Any) -> None:
     for layer in range(int(bridge.cfg.n_layers)):
         for hook in ("hook_resid_post", "hook_resid_pre", "hook_attn_out", "hook_mlp_out"):
             assert output_site(hook, layer, names) in base
-            assert hf.get_submodule(f"{names.base}.{hook_site(hook, layer, names)[0]}") is base[hook_site(hook, layer, names)[0]]
+            assert (
+                hf.get_submodule(f"{names.base}.{hook_site(hook, layer, names)[0]}")
+                is base[hook_site(hook, layer, names)[0]]
+            )
 
 
 # ---- lm-eval -----------------------------------------------------------------------------------------
@@ -110,13 +115,19 @@ def lm_eval_steer_reimplementation(hf_model: Any, steer_path: Path) -> Any:
     return handles
 
 
-@pytest.mark.parametrize("hook,layers", [("hook_resid_post", [1, 3]), ("hook_resid_pre", [0, 2]), ("hook_attn_out", [1]), ("hook_mlp_out", [0, 3])])
+@pytest.mark.parametrize(
+    "hook,layers",
+    [("hook_resid_post", [1, 3]), ("hook_resid_pre", [0, 2]), ("hook_attn_out", [1]), ("hook_mlp_out", [0, 3])],
+)
 def test_lm_eval_export_gives_lm_evals_logits(pair: Any, tmp_path: Path, hook: str, layers: list[int]) -> None:
     hf, bridge = pair
     vector = random_vector(bridge, layers, hook=hook, scale=3.0)
     path = export_vector(vector, "lm-eval", -1.5, tmp_path / "steer.pt")
     config = torch.load(path, weights_only=True)  # lm-eval <= 0.4.9 loads with weights_only=True
-    assert all(entry["action"] == "add" and entry["steering_coefficient"] == -1.5 and entry["bias"] is None for entry in config.values())
+    assert all(
+        entry["action"] == "add" and entry["steering_coefficient"] == -1.5 and entry["bias"] is None
+        for entry in config.values()
+    )
     expected = tl_logits(bridge, vector, -1.5)
     assert (expected - bridge(TOKENS)).abs().max() > 0.1  # the steering matters
     got = hooked_logits(hf, TOKENS, lm_eval_steer_reimplementation(hf, path))
@@ -127,7 +138,7 @@ def test_lm_eval_export_gives_lm_evals_logits(pair: Any, tmp_path: Path, hook: s
 def test_lm_eval_export_in_every_supported_family(family: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.models import load_model
+    from lens_steer.model.load import load_model
 
     folder = write_checkpoint(family, tmp_path / family)
     bridge, hf = load_model(str(folder)), AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -135,7 +146,9 @@ def test_lm_eval_export_in_every_supported_family(family: str, tmp_path: Path) -
     for hook in ("hook_resid_post", "hook_resid_pre", "hook_attn_out", "hook_mlp_out"):
         layers = [1, 3] if hook == "hook_resid_pre" and module_names(hf.config.model_type).embed is None else [0, 3]
         vector = random_vector(bridge, layers, hook=hook, scale=2.0)
-        path = export_vector(vector, "lm-eval", 1.0, tmp_path / f"{hook}.pt")  # the architecture comes from the folder's config
+        path = export_vector(
+            vector, "lm-eval", 1.0, tmp_path / f"{hook}.pt"
+        )  # the architecture comes from the folder's config
         got = hooked_logits(hf, tokens, lm_eval_steer_reimplementation(hf, path))
         with torch.inference_mode(), steer(bridge, [(vector, 1.0)]):
             expected = bridge(tokens)
@@ -147,11 +160,15 @@ def test_lm_eval_export_through_lm_evals_own_steered_model(pair: Any, tmp_path: 
     try:
         from lm_eval.models.hf_steered import SteeredModel
     except ImportError as e:
-        pytest.skip(f"lm-eval is not installed ({e}); pip install 'lens_steer[parity]'; the re-implementation test covers its hook")
-    from lens_steer.models import tiny_tokenizer
+        pytest.skip(
+            f"lm-eval is not installed ({e}); pip install 'lens_steer[parity]'; the re-implementation test covers its hook"
+        )
+    from lens_steer.model.load import tiny_tokenizer
 
     hf, bridge = pair
-    vector = random_vector(bridge, [0, 1, 3], hook="hook_resid_pre", scale=3.0, seed=1)  # embeddings + two layer outputs
+    vector = random_vector(
+        bridge, [0, 1, 3], hook="hook_resid_pre", scale=3.0, seed=1
+    )  # embeddings + two layer outputs
     path = export_vector(vector, "lm-eval", 2.0, tmp_path / "steer.pt")
     lm = SteeredModel(pretrained=hf, steer_path=str(path), tokenizer=tiny_tokenizer(), device="cpu", batch_size=1)
     with torch.inference_mode():
@@ -174,20 +191,32 @@ def test_lm_eval_file_of_another_tool_imports_by_module_name(pair: Any, tmp_path
     d = model_identity(bridge).d_model
     v2, v3 = torch.randn(d), torch.randn(d)
     entry = {"action": "add", "bias": None}
-    torch.save({"layers.2": {**entry, "steering_vector": v2, "steering_coefficient": 2.0}, "layers.3": {**entry, "steering_vector": v3, "steering_coefficient": -1.0}}, tmp_path / "x.pt")
+    torch.save(
+        {
+            "layers.2": {**entry, "steering_vector": v2, "steering_coefficient": 2.0},
+            "layers.3": {**entry, "steering_vector": v3, "steering_coefficient": -1.0},
+        },
+        tmp_path / "x.pt",
+    )
     vec = load_vector(tmp_path / "x.pt", bridge)
     assert vec.metadata.hook == "hook_resid_post" and vec.layers == (2, 3)
     assert torch.equal(vec.directions[2], v2 * 2.0) and torch.equal(vec.directions[3], v3 * -1.0)
     assert vec.metadata.provenance["coefficients"] == {"layers.2": 2.0, "layers.3": -1.0}
     # the embeddings with layer outputs read as block inputs
-    torch.save({"embed_tokens": {**entry, "steering_vector": v2}, "layers.1": {**entry, "steering_vector": v3}}, tmp_path / "pre.pt")
+    torch.save(
+        {"embed_tokens": {**entry, "steering_vector": v2}, "layers.1": {**entry, "steering_vector": v3}},
+        tmp_path / "pre.pt",
+    )
     pre = load_vector(tmp_path / "pre.pt", bridge)
     assert pre.metadata.hook == "hook_resid_pre" and pre.layers == (0, 2)
     bad = [
         ({"layers.9": {**entry, "steering_vector": v2}}, ["'layers.9'"]),
         ({"model.layers.1": {**entry, "steering_vector": v2}}, ["'model.layers.1'"]),
         ({"layers.1": {**entry, "action": "clamp", "steering_vector": v2}}, ["'clamp'"]),
-        ({"layers.1": {**entry, "steering_vector": v2}, "layers.1.mlp": {**entry, "steering_vector": v3}}, ["different kinds"]),
+        (
+            {"layers.1": {**entry, "steering_vector": v2}, "layers.1.mlp": {**entry, "steering_vector": v3}},
+            ["different kinds"],
+        ),
         ({"layers.1": {**entry, "steering_vector": torch.randn(d + 1)}}, [f"width {d + 1}", f"d_model {d}"]),
     ]
     for k, (config, needles) in enumerate(bad):
@@ -207,7 +236,12 @@ def llama_cpp_control_vector(path: Path, n_layer: int) -> tuple[int, dict[int, n
     n_embd, data = -1, np.zeros(0, dtype=np.float32)
     for t in reader.tensors:
         name, idx = t.name.split(".", 1)
-        assert name == "direction" and int(idx) > 0 and t.tensor_type == gguf.GGMLQuantizationType.F32 and len(t.shape) == 1
+        assert (
+            name == "direction"
+            and int(idx) > 0
+            and t.tensor_type == gguf.GGMLQuantizationType.F32
+            and len(t.shape) == 1
+        )
         n_embd = int(t.n_elements) if n_embd == -1 else n_embd
         layer_idx = int(idx)
         if data.size < n_embd * layer_idx:
@@ -226,12 +260,20 @@ def apply_at_layer_outputs(hf: Any, adds: dict[int, np.ndarray]) -> list[Any]:
     handles = []
     for il, vec in adds.items():
         add = torch.from_numpy(vec)
-        handles.append(hf.model.layers[il].register_forward_hook(lambda m, i, o, add=add: (o[0] + add, *o[1:]) if isinstance(o, tuple) else o + add))
+        handles.append(
+            hf.model.layers[il].register_forward_hook(
+                lambda m, i, o, add=add: (o[0] + add, *o[1:]) if isinstance(o, tuple) else o + add
+            )
+        )
     return handles
 
 
-@pytest.mark.parametrize("hook,layers,numbering", [("hook_resid_post", [1, 3], [1, 3]), ("hook_resid_pre", [2, 3], [1, 2])])
-def test_gguf_layout_and_llama_cpp_semantics(pair: Any, tmp_path: Path, hook: str, layers: list[int], numbering: list[int]) -> None:
+@pytest.mark.parametrize(
+    "hook,layers,numbering", [("hook_resid_post", [1, 3], [1, 3]), ("hook_resid_pre", [2, 3], [1, 2])]
+)
+def test_gguf_layout_and_llama_cpp_semantics(
+    pair: Any, tmp_path: Path, hook: str, layers: list[int], numbering: list[int]
+) -> None:
     import gguf
 
     hf, bridge = pair
@@ -245,12 +287,17 @@ def test_gguf_layout_and_llama_cpp_semantics(pair: Any, tmp_path: Path, hook: st
     assert {t.tensor_type for t in reader.tensors} == {gguf.GGMLQuantizationType.F32}
     n_embd, adds = llama_cpp_control_vector(path, int(bridge.cfg.n_layers))
     assert n_embd == model_identity(bridge).d_model
-    assert [il for il, v in sorted(adds.items()) if np.any(v != 0)] == numbering  # gaps are zero-filled, as in llama.cpp
+    assert [
+        il for il, v in sorted(adds.items()) if np.any(v != 0)
+    ] == numbering  # gaps are zero-filled, as in llama.cpp
     got = hooked_logits(hf, TOKENS, apply_at_layer_outputs(hf, adds))
     torch.testing.assert_close(got, tl_logits(bridge, vector, 1.5), atol=1e-4, rtol=0)
     back = load_vector(path, bridge)
     same_vector(back, vector * 1.5)
-    assert back.metadata.provenance["origin"] == "imported from gguf" and back.metadata.provenance["gguf_layers"] == numbering
+    assert (
+        back.metadata.provenance["origin"] == "imported from gguf"
+        and back.metadata.provenance["gguf_layers"] == numbering
+    )
 
 
 def test_gguf_written_as_repeng_writes_it_imports(pair: Any, tmp_path: Path) -> None:
@@ -260,7 +307,9 @@ def test_gguf_written_as_repeng_writes_it_imports(pair: Any, tmp_path: Path) -> 
     d = model_identity(bridge).d_model
     dirs = {1: np.arange(d, dtype=np.float32), 3: -np.ones(d, dtype=np.float32)}
 
-    def repeng_export(path: Path, directions: dict[int, np.ndarray], arch: str = "controlvector") -> Path:  # repeng's export_gguf
+    def repeng_export(
+        path: Path, directions: dict[int, np.ndarray], arch: str = "controlvector"
+    ) -> Path:  # repeng's export_gguf
         writer = gguf.GGUFWriter(str(path), arch)
         writer.add_string(f"{arch}.model_hint", "llama")
         writer.add_uint32(f"{arch}.layer_count", len(directions))
@@ -274,11 +323,31 @@ def test_gguf_written_as_repeng_writes_it_imports(pair: Any, tmp_path: Path) -> 
 
     vec = load_vector(repeng_export(tmp_path / "r.gguf", dirs), bridge)
     assert vec.metadata.hook == "hook_resid_post" and vec.metadata.model_name == "tiny-llama" and vec.layers == (1, 3)
-    assert torch.equal(vec.directions[1], torch.from_numpy(dirs[1])) and vec.metadata.provenance["model_hint"] == "llama"
-    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "wide.gguf", {1: np.ones(d + 2, dtype=np.float32)}), bridge), "wide.gguf", f"width {d + 2}")
-    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "deep.gguf", {9: np.ones(d, dtype=np.float32)}), bridge), "deep.gguf", "layer 9", "0..3")
-    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "zero.gguf", {0: np.ones(d, dtype=np.float32)}), bridge), "direction.0")
-    assert_one_line_error(lambda: load_vector(repeng_export(tmp_path / "model.gguf", {1: np.ones(d, dtype=np.float32)}, arch="llama"), bridge), "'llama'", "not a control vector")
+    assert (
+        torch.equal(vec.directions[1], torch.from_numpy(dirs[1])) and vec.metadata.provenance["model_hint"] == "llama"
+    )
+    assert_one_line_error(
+        lambda: load_vector(repeng_export(tmp_path / "wide.gguf", {1: np.ones(d + 2, dtype=np.float32)}), bridge),
+        "wide.gguf",
+        f"width {d + 2}",
+    )
+    assert_one_line_error(
+        lambda: load_vector(repeng_export(tmp_path / "deep.gguf", {9: np.ones(d, dtype=np.float32)}), bridge),
+        "deep.gguf",
+        "layer 9",
+        "0..3",
+    )
+    assert_one_line_error(
+        lambda: load_vector(repeng_export(tmp_path / "zero.gguf", {0: np.ones(d, dtype=np.float32)}), bridge),
+        "direction.0",
+    )
+    assert_one_line_error(
+        lambda: load_vector(
+            repeng_export(tmp_path / "model.gguf", {1: np.ones(d, dtype=np.float32)}, arch="llama"), bridge
+        ),
+        "'llama'",
+        "not a control vector",
+    )
 
 
 # ---- hf and plain ---------------------------------------------------------------------------------------
@@ -321,7 +390,11 @@ def test_processing_is_refused_on_layernorm_and_harmless_on_rmsnorm(tmp_path: Pa
     ln_vector = random_vector(gpt2_bridge, [1])
     assert all(ln_vector.metadata.processing.values())
     for fmt, name in (("lm-eval", "v.pt"), ("gguf", "v.gguf"), ("hf", "v.safetensors")):
-        assert_one_line_error(lambda: export_vector(ln_vector, fmt, 1.0, tmp_path / name, arch="gpt2"), "LayerNorm", "process_weights=False")
+        assert_one_line_error(
+            lambda: export_vector(ln_vector, fmt, 1.0, tmp_path / name, arch="gpt2"),
+            "LayerNorm",
+            "process_weights=False",
+        )
         assert not (tmp_path / name).exists()
     hf, rms_bridge = tiny_pair("llama", process_weights=True)
     rms_vector = random_vector(rms_bridge, [1, 2], scale=3.0)
@@ -331,7 +404,9 @@ def test_processing_is_refused_on_layernorm_and_harmless_on_rmsnorm(tmp_path: Pa
     with torch.inference_mode():
         processed_resid = rms_bridge.run_with_cache(TOKENS, names_filter=lambda n: n in names)[1]
         plain_resid = plain_bridge.run_with_cache(TOKENS, names_filter=lambda n: n in names)[1]
-    assert all(torch.equal(processed_resid[n], plain_resid[n]) for n in names)  # processing leaves an RMSNorm residual alone
+    assert all(
+        torch.equal(processed_resid[n], plain_resid[n]) for n in names
+    )  # processing leaves an RMSNorm residual alone
     path = export_vector(rms_vector, "lm-eval", 1.0, tmp_path / "rms.pt")
     got = torch.log_softmax(hooked_logits(hf, TOKENS, lm_eval_steer_reimplementation(hf, path)), -1)
     # center_unembed shifts each position's logits by a constant: compare log-probabilities
@@ -352,7 +427,9 @@ def test_exports_that_a_format_cannot_carry_write_nothing(pair: Any, tmp_path: P
     for vector, fmt, name, needles in cases:
         assert_one_line_error(lambda: export_vector(vector, fmt, 1.0, tmp_path / name), *needles)
         assert list(tmp_path.iterdir()) == []
-    assert_one_line_error(lambda: export_vector(random_vector(bridge, [1]), "gguf", float("nan"), tmp_path / "v.gguf"), "finite")
+    assert_one_line_error(
+        lambda: export_vector(random_vector(bridge, [1]), "gguf", float("nan"), tmp_path / "v.gguf"), "finite"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
@@ -365,7 +442,11 @@ def test_detect_format_reads_content_not_names(pair: Any, tmp_path: Path) -> Non
     buffer = io.BytesIO()
     torch.save(lm_eval_config(vector, 1.0, "llama"), buffer)
     (tmp_path / "c.gguf").write_bytes(buffer.getvalue())
-    assert [formats.detect_format(p) for p in (lens, tmp_path / "b.safetensors", tmp_path / "c.gguf")] == ["lens_steer", "gguf", "lm-eval"]
+    assert [formats.detect_format(p) for p in (lens, tmp_path / "b.safetensors", tmp_path / "c.gguf")] == [
+        "lens_steer",
+        "gguf",
+        "lm-eval",
+    ]
     same_vector(load_vector(lens), vector)
     assert_one_line_error(lambda: formats.read_vector_file(lens, "lens_steer"), "unknown vector format")
 
@@ -374,7 +455,7 @@ def test_detect_format_reads_content_not_names(pair: Any, tmp_path: Path) -> Non
 def test_lm_eval_export_on_the_embedded_model(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder, load_model
+    from lens_steer.model.load import EMBEDDED_MODEL, checkpoint_folder, load_model
 
     bridge = load_model()
     hf = AutoModelForCausalLM.from_pretrained(checkpoint_folder(EMBEDDED_MODEL), dtype=torch.float32).eval()

@@ -11,9 +11,15 @@ from _hf_pair import random_vector, tiny_pair
 from _tiny_models import single_thread  # noqa: F401
 
 from lens_steer.errors import LensSteerError
-from lens_steer.generation import PARSE_RULES, generate, generate_answers, parse_answer, parse_counts, stop_token_ids
-from lens_steer.hf import steer_hf
-from lens_steer.steering import steer
+from lens_steer.forward.generation import (
+    PARSE_RULES,
+    generate,
+    generate_answers,
+    parse_answer,
+    parse_counts,
+    stop_token_ids,
+)
+from lens_steer.steering.hf import steer_hf
 
 PROMPTS = [[5, 6, 7, 8, 9, 10, 11, 12], [20, 21, 22], [30, 31, 32, 33, 34], [60, 61, 62, 63]]
 
@@ -31,7 +37,13 @@ def ids(gens: list[Any]) -> list[list[int]]:
 def test_kv_cache_and_refeeding_give_the_same_greedy_tokens_under_steering(pair: Any, positions: str) -> None:
     _, bridge = pair
     vector = random_vector(bridge, [1, 2], scale=4.0)
-    kw: dict[str, Any] = {"max_new_tokens": 12, "vector": vector, "coeff": 1.0, "positions": positions, "repetition_penalty": 2.0}
+    kw: dict[str, Any] = {
+        "max_new_tokens": 12,
+        "vector": vector,
+        "coeff": 1.0,
+        "positions": positions,
+        "repetition_penalty": 2.0,
+    }
     cached = generate(bridge, PROMPTS, use_cache=True, **kw)
     refed = generate(bridge, PROMPTS, use_cache=False, **kw)
     assert ids(cached) == ids(refed)
@@ -69,7 +81,13 @@ def test_greedy_generation_equals_hugging_face_generate(pair: Any, steered: bool
     for prompt, gen in zip(PROMPTS, ours):
         ctx = steer_hf(hf, vector, 1.0) if vector is not None else contextlib.nullcontext()
         with ctx, torch.inference_mode():
-            ref = hf.generate(torch.tensor([prompt]), max_new_tokens=20, do_sample=False, repetition_penalty=1.1, pad_token_id=hf.config.pad_token_id)
+            ref = hf.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=20,
+                do_sample=False,
+                repetition_penalty=1.1,
+                pad_token_id=hf.config.pad_token_id,
+            )
         assert gen.token_ids == ref[0, len(prompt) :].tolist()
 
 
@@ -118,26 +136,40 @@ def test_parse_answer_follows_the_reference_rules(reply: str, expected: tuple[in
 
 def test_parse_option_text_and_mmlu() -> None:
     lower = ("the grandfather", "the grandson", "unknown")
-    assert (parse_answer("Well, the grandson did it", lower).pred, parse_answer("Well, the grandson did it", lower).rule) == (1, "option_text")
+    assert (
+        parse_answer("Well, the grandson did it", lower).pred,
+        parse_answer("Well, the grandson did it", lower).rule,
+    ) == (1, "option_text")
     mmlu = ("Paris", "London", "Rome", "Oslo")
     assert parse_answer("d", mmlu, option_text=False).pred == 3
-    assert (parse_answer("I'd say (d)", mmlu, option_text=False).pred, parse_answer("I'd say (d)", mmlu, option_text=False).rule) == (3, "bracketed_letter")
+    assert (
+        parse_answer("I'd say (d)", mmlu, option_text=False).pred,
+        parse_answer("I'd say (d)", mmlu, option_text=False).rule,
+    ) == (3, "bracketed_letter")
     assert parse_answer("Hmm, it's Paris", mmlu, option_text=False).rule == "unparsed"
-    assert parse_counts(["letter", "unparsed", "letter"]) == {r: {"letter": 2, "unparsed": 1}.get(r, 0) for r in PARSE_RULES}
+    assert parse_counts(["letter", "unparsed", "letter"]) == {
+        r: {"letter": 2, "unparsed": 1}.get(r, 0) for r in PARSE_RULES
+    }
 
 
 def test_generate_answers_parses_the_greedy_reply(pair: Any) -> None:
     _, bridge = pair
     prompts = ["Answer with only a single letter.\n(a) x\n(b) y\n(c) z\n", "Q?\n(a) x\n(b) y\n(c) Unknown\n"]
     answers = generate_answers(bridge, prompts, [("x", "y", "z"), ("x", "y", "Unknown")], max_new_tokens=6)
-    ref = generate(bridge, [bridge.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts], max_new_tokens=6, repetition_penalty=1.1)
+    ref = generate(
+        bridge,
+        [bridge.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts],
+        max_new_tokens=6,
+        repetition_penalty=1.1,
+    )
     for ans, gen, opts in zip(answers, ref, [("x", "y", "z"), ("x", "y", "Unknown")]):
         assert ans.reply_token_ids == gen.token_ids and ans.reply == gen.text.strip()
         assert (ans.pred, ans.rule) == (parse_answer(gen.text, opts).pred, parse_answer(gen.text, opts).rule)
 
 
 def test_scoring_generate_in_score_questions(pair: Any) -> None:
-    from lens_steer.scoring import SCORINGS, Question, letter_prompt, score_questions
+    from lens_steer.forward.questions import SCORINGS, Question, letter_prompt
+    from lens_steer.forward.scoring import score_questions
 
     _, bridge = pair
     assert "generate" in SCORINGS

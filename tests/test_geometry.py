@@ -1,11 +1,10 @@
-"""Tests for lens_steer.geometry: cosines by hand, the saved vectors, PCA against numpy, the random reference."""
+"""Tests for lens_steer.methods.geometry: cosines by hand, the saved vectors, PCA against numpy, the random reference."""
 
 from __future__ import annotations
 
 import math
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -14,7 +13,7 @@ from safetensors.numpy import load_file
 
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
-from lens_steer.geometry import (
+from lens_steer.methods.geometry import (
     axis_cosines,
     axis_vectors,
     cosine_matrix,
@@ -26,14 +25,17 @@ from lens_steer.geometry import (
     random_direction_cosines,
     save_axis_vectors,
 )
-from lens_steer.models import TINY_MODEL, load_model
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.model.load import TINY_MODEL, load_model
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
 try:
     DATA = resolve_data_root()
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
-needs_data = pytest.mark.skipif(not (DATA / "prompt_corpora").is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
+needs_data = pytest.mark.skipif(
+    not (DATA / "prompt_corpora").is_dir(),
+    reason="missing data: shared data folder not available (set LENS_STEER_DATA)",
+)
 
 
 def vec(directions: dict[int, list[float]]) -> SteeringVector:
@@ -56,7 +58,11 @@ def test_cosine_matrix_symmetric_unit_diagonal_and_equal_to_a_loop() -> None:
     r = rows.double().numpy()
     for i in range(7):
         for j in range(7):
-            expected = sum(r[i, k] * r[j, k] for k in range(50)) / math.sqrt(sum(x * x for x in r[i])) / math.sqrt(sum(x * x for x in r[j]))
+            expected = (
+                sum(r[i, k] * r[j, k] for k in range(50))
+                / math.sqrt(sum(x * x for x in r[i]))
+                / math.sqrt(sum(x * x for x in r[j]))
+            )
             assert m[i, j] == pytest.approx(expected, abs=1e-12)
     with pytest.raises(LensSteerError, match="vector 1 is zero"):
         cosine_matrix([torch.ones(3), torch.zeros(3)])
@@ -69,9 +75,11 @@ def test_axis_and_layer_cosines_and_norms() -> None:
     layers, lm = layer_cosines(vs["y"])
     assert layers == [0, 1] and lm[0, 1] == pytest.approx(0.0)
     assert norm_rows(vs) == [
-        {"axis": "x", "layer": 0, "norm": 1.0}, {"axis": "x", "layer": 1, "norm": pytest.approx(math.sqrt(2))},
-        {"axis": "y", "layer": 0, "norm": 2.0}, {"axis": "y", "layer": 1, "norm": 2.0},
-    ]  # fmt: skip
+        {"axis": "x", "layer": 0, "norm": 1.0},
+        {"axis": "x", "layer": 1, "norm": pytest.approx(math.sqrt(2))},
+        {"axis": "y", "layer": 0, "norm": 2.0},
+        {"axis": "y", "layer": 1, "norm": 2.0},
+    ]
     assert matrix_rows(names, m, "axis")[1] == {"axis": "y", "x": pytest.approx(m[1, 0]), "y": 1.0}
     with pytest.raises(LensSteerError, match="has no layer 5"):
         axis_cosines(vs, 5)
@@ -114,8 +122,14 @@ def test_axis_vectors_saved_files_reproduce_the_cosines(tmp_path: Path) -> None:
     names, m = axis_cosines(vectors, 2)
     for i, a in enumerate(names):
         for j, b in enumerate(names):
-            va, vb = loaded[a]["blocks.2.hook_resid_post"].astype(np.float64), loaded[b]["blocks.2.hook_resid_post"].astype(np.float64)
+            va, vb = (
+                loaded[a]["blocks.2.hook_resid_post"].astype(np.float64),
+                loaded[b]["blocks.2.hook_resid_post"].astype(np.float64),
+            )
             assert m[i, j] == pytest.approx(va @ vb / np.linalg.norm(va) / np.linalg.norm(vb), abs=1e-6)
     rnd = random_direction_cosines(vectors, 2, seed=0)
     assert set(rnd) == set(names) and all(-1 <= c <= 1 for c in rnd.values())
-    assert vectors["ses"].metadata.provenance["axis"] == "ses" and vectors["ses"].metadata.provenance["corpus"] == "socioeconomic"
+    assert (
+        vectors["ses"].metadata.provenance["axis"] == "ses"
+        and vectors["ses"].metadata.provenance["corpus"] == "socioeconomic"
+    )

@@ -12,9 +12,9 @@ from _hf_pair import random_vector, tiny_pair
 from _tiny_models import single_thread  # noqa: F401
 
 from lens_steer.errors import LensSteerError
-from lens_steer.export import export_vector
-from lens_steer.hf import hf_hook_plan, steer_hf
-from lens_steer.steering import steer
+from lens_steer.steering.export import export_vector
+from lens_steer.steering.hf import hf_hook_plan, steer_hf
+from lens_steer.steering.hooks import steer
 
 TOKENS = torch.tensor([[5, 6, 7, 8, 9, 10, 11, 12], [40, 41, 42, 43, 44, 45, 46, 47]])
 HOOKS = ("hook_resid_post", "hook_resid_pre", "hook_attn_out", "hook_mlp_out")
@@ -47,7 +47,7 @@ def test_steer_hf_equals_transformer_lens_steering(arch: str, hook: str) -> None
 def test_steer_hf_equals_transformer_lens_in_every_supported_family(family: str, tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.models import load_model
+    from lens_steer.model.load import load_model
 
     folder = write_checkpoint(family, tmp_path / family)
     bridge, hf = load_model(str(folder)), AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
@@ -94,7 +94,7 @@ def test_steer_hf_reads_exported_files(tmp_path: Path) -> None:
 
 
 def test_steer_hf_refusals_are_one_line() -> None:
-    from lens_steer.vectors import SteeringVector, VectorMetadata
+    from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
     hf, bridge = tiny_pair("llama")
     gpt2_hf, processed = tiny_pair("gpt2", process_weights=True)
@@ -122,7 +122,7 @@ def test_steer_hf_refusals_are_one_line() -> None:
 def test_steer_hf_equals_transformer_lens_on_the_embedded_model() -> None:
     from transformers import AutoModelForCausalLM
 
-    from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder, load_model
+    from lens_steer.model.load import EMBEDDED_MODEL, checkpoint_folder, load_model
 
     bridge = load_model()
     hf = AutoModelForCausalLM.from_pretrained(checkpoint_folder(EMBEDDED_MODEL), dtype=torch.float32).eval()

@@ -52,10 +52,19 @@ def test_data_text_is_escaped(results: dict[str, Any]) -> None:
     hostile["ensemble"] = {**results["ensemble"], "ood": {"Race_x_SES": {"skipped": "no <b>data</b> | here"}}}
     page = report_html(typed(hostile))
     assert "<script>alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt; &amp;amp; co" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page and "<b>data</b>" not in page and "no &lt;b&gt;data&lt;/b&gt;" in page
+    assert (
+        "&lt;script&gt;alert(1)&lt;/script&gt; &amp; co" in page
+        and "<b>data</b>" not in page
+        and "no &lt;b&gt;data&lt;/b&gt;" in page
+    )
 
 
 def test_the_page_opens_with_the_claims_and_the_forest_plot(results: dict[str, Any]) -> None:
     page = report_html(typed(results))
-    assert page.index("Claims of Siddique et al. (2025)") < page.index('id="fig-forest"') < page.index("How capable the unsteered model is") < page.index("<h2>Details</h2>")
+    assert (
+        page.index("Claims of Siddique et al. (2025)")
+        < page.index('id="fig-forest"')
+        < page.index("How capable the unsteered model is")
+        < page.index("<h2>Details</h2>")
+    )
     assert page.count('class="held"') == 4  # the four verdicts of a clear win, styled

@@ -34,7 +34,7 @@ def models() -> Iterator[tuple[Any, Any]]:
     saved = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
     os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"})
     try:
-        from lens_steer.models import ModelError, embedded_smollm2_folder, load_model
+        from lens_steer.model.load import ModelError, embedded_smollm2_folder, load_model
 
         try:
             folder = embedded_smollm2_folder()
@@ -56,17 +56,21 @@ def models() -> Iterator[tuple[Any, Any]]:
 
 
 def random_vector(model: Any, layers: tuple[int, ...], scale: float) -> Any:
-    from lens_steer.models import model_identity
-    from lens_steer.vectors import SteeringVector, VectorMetadata
+    from lens_steer.model.load import model_identity
+    from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
     ident = model_identity(model)
     g = torch.Generator().manual_seed(0)
-    dirs = {layer: torch.nn.functional.normalize(torch.randn(ident.d_model, generator=g), dim=0) * scale for layer in layers}
-    return SteeringVector(dirs, VectorMetadata(model_name=ident.name, d_model=ident.d_model, processing=ident.processing))
+    dirs = {
+        layer: torch.nn.functional.normalize(torch.randn(ident.d_model, generator=g), dim=0) * scale for layer in layers
+    }
+    return SteeringVector(
+        dirs, VectorMetadata(model_name=ident.name, d_model=ident.d_model, processing=ident.processing)
+    )
 
 
 def test_loads_offline_and_answers_paris(models: tuple[Any, Any]) -> None:
-    from lens_steer.models import EMBEDDED_MODEL, model_identity
+    from lens_steer.model.load import EMBEDDED_MODEL, model_identity
 
     model, _ = models
     ident = model_identity(model)
@@ -87,7 +91,7 @@ def test_resid_post_equals_hf_hidden_states(models: tuple[Any, Any]) -> None:
 
 
 def test_steered_logits_equal_a_plain_torch_hook_on_hf(models: tuple[Any, Any]) -> None:
-    from lens_steer.steering import steer
+    from lens_steer.steering.hooks import steer
 
     model, hf = models
     vec = random_vector(model, LAYERS, scale=8.0)
@@ -102,7 +106,11 @@ def test_steered_logits_equal_a_plain_torch_hook_on_hf(models: tuple[Any, Any]) 
 
         return hook
 
-    ref = hooked_logits(hf, tokens, [hf.model.layers[layer].register_forward_hook(adder(coeff * vec.directions[layer])) for layer in LAYERS])
+    ref = hooked_logits(
+        hf,
+        tokens,
+        [hf.model.layers[layer].register_forward_hook(adder(coeff * vec.directions[layer])) for layer in LAYERS],
+    )
     with torch.no_grad():
         plain = hf(tokens).logits
         with steer(model, [(vec, coeff)]):
@@ -112,7 +120,7 @@ def test_steered_logits_equal_a_plain_torch_hook_on_hf(models: tuple[Any, Any]) 
 
 
 def test_greedy_generation_same_with_and_without_kv_cache(models: tuple[Any, Any]) -> None:
-    from lens_steer.steering import steer
+    from lens_steer.steering.hooks import steer
 
     model, _ = models
     tokens = model.to_tokens(PROMPT)
@@ -120,7 +128,9 @@ def test_greedy_generation_same_with_and_without_kv_cache(models: tuple[Any, Any
 
     def gen(kv: bool) -> torch.Tensor:
         with torch.no_grad():
-            return model.generate(tokens, max_new_tokens=8, do_sample=False, use_past_kv_cache=kv, verbose=False, stop_at_eos=False)
+            return model.generate(
+                tokens, max_new_tokens=8, do_sample=False, use_past_kv_cache=kv, verbose=False, stop_at_eos=False
+            )
 
     plain_kv, plain_full = gen(True), gen(False)
     assert torch.equal(plain_kv, plain_full)
@@ -134,7 +144,7 @@ def test_greedy_generation_same_with_and_without_kv_cache(models: tuple[Any, Any
 
 
 def test_batched_left_padded_extraction_equals_one_pair_at_a_time_and_hf(models: tuple[Any, Any]) -> None:
-    from lens_steer.extract import extract_vector, pair_activations
+    from lens_steer.extract.activations import extract_vector, pair_activations
 
     model, hf = models
     batched = pair_activations(model, PAIRS, LAYERS, padding_side="left", max_batch=8)
@@ -146,9 +156,11 @@ def test_batched_left_padded_extraction_equals_one_pair_at_a_time_and_hf(models:
 
     from transformers import AutoTokenizer
 
-    from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder
+    from lens_steer.model.load import EMBEDDED_MODEL, checkpoint_folder
 
-    fresh = AutoTokenizer.from_pretrained(str(checkpoint_folder(EMBEDDED_MODEL)))  # the checkpoint's own default encoding (no BOS for plain text)
+    fresh = AutoTokenizer.from_pretrained(
+        str(checkpoint_folder(EMBEDDED_MODEL))
+    )  # the checkpoint's own default encoding (no BOS for plain text)
 
     def hf_last(text: str) -> tuple[torch.Tensor, ...]:
         ids = torch.tensor([fresh(text)["input_ids"]])

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.isv: ISVs read from files and run folders, and the BBQ source their searches used."""
+"""Tests for lens_steer.methods.isv: ISVs read from files and run folders, and the BBQ source their searches used."""
 
 from __future__ import annotations
 
@@ -9,13 +9,15 @@ import pytest
 import torch
 
 from lens_steer.errors import StudyError, VectorError
-from lens_steer.isv import Isv, load_isvs, searched_bbq_source
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.methods.isv import Isv, load_isvs, searched_bbq_source
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
 
 def _vec(dirs: dict[int, list[float]], model: str = "m", **prov) -> SteeringVector:
     d = len(next(iter(dirs.values())))
-    return SteeringVector({k: torch.tensor(v) for k, v in dirs.items()}, VectorMetadata(model_name=model, d_model=d, provenance=prov))
+    return SteeringVector(
+        {k: torch.tensor(v) for k, v in dirs.items()}, VectorMetadata(model_name=model, d_model=d, provenance=prov)
+    )
 
 
 def test_load_isvs_refuses_mixed_models_and_duplicates(tmp_path: Path) -> None:

@@ -27,19 +27,40 @@ from typing import Any
 import pytest
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA"
+)
 CLI = Path(sys.executable).parent / "lens-steer"
 AXES = "age,religion"
 TIMING_KEYS = {"seconds", "stage_seconds"}
 
 
 def _env(tmp: Path) -> dict[str, str]:
-    return {**os.environ, "LENS_STEER_DATA": str(DATA), "LENS_STEER_CACHE": str(tmp / "cache"), "OMP_NUM_THREADS": "1",
-            "TOKENIZERS_PARALLELISM": "false", "PYTHONWARNINGS": "ignore"}  # fmt: skip
+    return {
+        **os.environ,
+        "LENS_STEER_DATA": str(DATA),
+        "LENS_STEER_CACHE": str(tmp / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "PYTHONWARNINGS": "ignore",
+    }
 
 
 def _argv(out: Path) -> list[str]:
-    return [str(CLI), "reproduce", "--budget", "smoke", "--model", "tiny-llama", "--axes", AXES, "--data-dir", str(DATA), "--out", str(out)]
+    return [
+        str(CLI),
+        "reproduce",
+        "--budget",
+        "smoke",
+        "--model",
+        "tiny-llama",
+        "--axes",
+        AXES,
+        "--data-dir",
+        str(DATA),
+        "--out",
+        str(out),
+    ]
 
 
 class Run:
@@ -48,8 +69,14 @@ class Run:
     def __init__(self, out: Path, tmp: Path) -> None:
         # Ctrl-C's default disposition in the child: a shell's background job (e.g. CI started with `&`) inherits
         # SIGINT ignored, and Python keeps an inherited SIG_IGN, so the SIGINT step would test nothing there
-        self.proc = subprocess.Popen(_argv(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp),
-                                     preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+        self.proc = subprocess.Popen(
+            _argv(out),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=_env(tmp),
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        )
         self.lines: list[str] = []
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -63,7 +90,9 @@ class Run:
         """Poll `ready` until it holds; fail if the run ends first."""
         deadline = time.monotonic() + timeout
         while not ready():
-            assert self.proc.poll() is None, f"the run ended before {what}: rc {self.proc.returncode}; last lines {self.lines[-5:]}"
+            assert self.proc.poll() is None, (
+                f"the run ended before {what}: rc {self.proc.returncode}; last lines {self.lines[-5:]}"
+            )
             assert time.monotonic() < deadline, f"no {what} within {timeout}s; last lines {self.lines[-5:]}"
             time.sleep(poll)
 
@@ -135,7 +164,15 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 def test_a_redirected_run_logs_every_stage(reference: dict[str, Any]) -> None:
     lines = reference["stderr"].splitlines()
-    for stage in ("ISV search: age", "ISV search: religion", "trial 3 of 3", "test split: age", "MMLU retention", "layer sweep", "geometry"):
+    for stage in (
+        "ISV search: age",
+        "ISV search: religion",
+        "trial 3 of 3",
+        "test split: age",
+        "MMLU retention",
+        "layer sweep",
+        "geometry",
+    ):
         assert any(stage in line for line in lines), f"no log line for {stage!r}"
     # the run folder's progress.log holds the same lines, each after a wall-clock stamp
     logged = (reference["ref"] / "progress.log").read_text().splitlines()
@@ -150,7 +187,9 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
 
     # 1. SIGKILL mid-trial: a trial is RUNNING in the study when the process dies
     run = Run(out, tmp)
-    run.wait_for(lambda: run.saw("ISV search: religion") and _running_trials(db) > 0, "a running trial of the second study")
+    run.wait_for(
+        lambda: run.saw("ISV search: religion") and _running_trials(db) > 0, "a running trial of the second study"
+    )
     run.kill()
     assert _running_trials(db) == 1, "the kill did not land inside a trial"
     acts = sorted((out / "activations").glob("*.pt"))
@@ -164,7 +203,12 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
     second = subprocess.run(_argv(out), capture_output=True, text=True, env=_env(tmp), timeout=120)
     assert second.returncode == 2 and second.stdout == "", second.stderr
     err = second.stderr.strip().splitlines()
-    assert len(err) == 1 and str(out / ".lens_steer.lock") in err[0] and "in use" in err[0] and f"pid {run.proc.pid}" in err[0], err
+    assert (
+        len(err) == 1
+        and str(out / ".lens_steer.lock") in err[0]
+        and "in use" in err[0]
+        and f"pid {run.proc.pid}" in err[0]
+    ), err
     # then SIGKILL mid-evaluation (the test split of the second axis)
     run.wait_for(lambda: run.saw("test split: religion"), "the test-split evaluation", poll=0.05)
     time.sleep(0.5)
@@ -179,8 +223,12 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
     preds[0].write_text("\n".join(lines0[:-1]) + "\n")  # truncated: one row short
     row = json.loads(preds[1].read_text().splitlines()[0])
     edited = {**row, "pred": (row["pred"] + 1) % 3} if "pred" in row else {**row, "correct": not row.get("correct")}
-    preds[1].write_text("\n".join([json.dumps(edited), *preds[1].read_text().splitlines()[1:]]) + "\n")  # valid JSON, wrong value
-    preds[2].write_bytes(preds[2].read_bytes()[: len(damaged[preds[2].name]) // 2] + b"\x00\xff garbage")  # cut mid-line
+    preds[1].write_text(
+        "\n".join([json.dumps(edited), *preds[1].read_text().splitlines()[1:]]) + "\n"
+    )  # valid JSON, wrong value
+    preds[2].write_bytes(
+        preds[2].read_bytes()[: len(damaged[preds[2].name]) // 2] + b"\x00\xff garbage"
+    )  # cut mid-line
     (out / "predictions" / f".{preds[0].name}.x1y2.tmp").write_text('{"half": ')  # a temp file a killed writer left
 
     # 4. SIGINT (Ctrl-C) as the ensemble stage starts (most of the run still ahead: on a loaded machine a line is
@@ -189,7 +237,9 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
     run.wait_for(lambda: run.saw("ensembles:"), "the ensemble stage", poll=0.05)
     rc = run.kill(signal.SIGINT)
     assert rc == 130, run.lines[-5:]
-    assert run.lines and run.lines[-1].startswith("interrupted: ") and "re-run the same command" in run.lines[-1], run.lines[-5:]
+    assert run.lines and run.lines[-1].startswith("interrupted: ") and "re-run the same command" in run.lines[-1], (
+        run.lines[-5:]
+    )
     assert not any("Traceback" in line for line in run.lines), "\n".join(run.lines[-30:])
 
     # 5. SIGKILL while the report is being written: results.json is there, report.html not yet
@@ -219,7 +269,9 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
     for p in reread:  # re-read from the model, equal to the reference's cache of the same key
         mine, theirs = torch.load(p, weights_only=True), torch.load(ref / "activations" / p.name, weights_only=True)
         n = min(mine["n"], theirs["n"])
-        assert all(torch.equal(mine[s][k][:n], theirs[s][k][:n]) for s in ("positive", "negative") for k in mine[s]), p.name
+        assert all(torch.equal(mine[s][k][:n], theirs[s][k][:n]) for s in ("positive", "negative") for k in mine[s]), (
+            p.name
+        )
     # no trial lost or duplicated: the budget's trials, the reference's parameters, each killed trial retried once
     got_t, want_t = _trials(out), _trials(ref)
     assert set(got_t) == set(want_t) and len(got_t) == 2
@@ -233,14 +285,38 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
 def test_search_resume_accepts_the_original_flags_and_names_a_different_one(tmp_path: Path) -> None:
     space = tmp_path / "space.json"
     space.write_text('{"num_sents": [4, 8, 4], "layers": ["1", "2"]}\n')
-    base = [str(CLI), "search", "--model", "tiny-llama", "--axis", "age", "--limit", "4", "--space", str(space), "--seed", "3",
-            "--data-dir", str(DATA), "--out", str(tmp_path / "s")]  # fmt: skip
+    base = [
+        str(CLI),
+        "search",
+        "--model",
+        "tiny-llama",
+        "--axis",
+        "age",
+        "--limit",
+        "4",
+        "--space",
+        str(space),
+        "--seed",
+        "3",
+        "--data-dir",
+        str(DATA),
+        "--out",
+        str(tmp_path / "s"),
+    ]
     first = subprocess.run([*base, "--trials", "2"], capture_output=True, text=True, env=_env(tmp_path), timeout=300)
     assert first.returncode == 0, first.stderr[-2000:]
-    again = subprocess.run([*base, "--trials", "3", "--resume"], capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+    again = subprocess.run(
+        [*base, "--trials", "3", "--resume"], capture_output=True, text=True, env=_env(tmp_path), timeout=300
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert "trial 3 of 3" in again.stderr and "trial 1 of" not in again.stderr  # resumed: only the new trial ran
-    other = subprocess.run([*[a if a != "3" else "4" for a in base], "--resume"], capture_output=True, text=True, env=_env(tmp_path), timeout=300)
+    other = subprocess.run(
+        [*[a if a != "3" else "4" for a in base], "--resume"],
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        timeout=300,
+    )
     err = other.stderr.strip().splitlines()
     assert other.returncode == 2 and len(err) == 1, other.stderr
     assert "--seed 4" in err[0] and "stored: 3" in err[0], err[0]
@@ -252,18 +328,43 @@ def test_reproduce_rerun_with_a_different_option_is_refused_by_name(reference: d
     argv = [a if a != "smoke" else "small" for a in _argv(ref)]
     res = subprocess.run(argv, capture_output=True, text=True, env=_env(reference["tmp"]), timeout=300)
     err = res.stderr.strip().splitlines()
-    assert res.returncode == 2 and err[-1].startswith("error: ") and "--budget 'smoke', not 'small'" in err[-1], res.stderr
-    assert {p: p.stat().st_mtime_ns for p in ref.rglob("*") if p.name != ".lens_steer.lock"} == {p: m for p, m in before.items() if p.name != ".lens_steer.lock"}
+    assert res.returncode == 2 and err[-1].startswith("error: ") and "--budget 'smoke', not 'small'" in err[-1], (
+        res.stderr
+    )
+    assert {p: p.stat().st_mtime_ns for p in ref.rglob("*") if p.name != ".lens_steer.lock"} == {
+        p: m for p, m in before.items() if p.name != ".lens_steer.lock"
+    }
 
 
 def test_a_redirected_extract_logs_a_line_per_tenth(tmp_path: Path) -> None:
     """stderr is a file, not a terminal: no progress bar, but a start line and one line per tenth of the work."""
     pairs = tmp_path / "pairs.jsonl"
-    pairs.write_text("".join(json.dumps({"positive": f"young view {i}", "negative": f"old view {i}"}) + "\n" for i in range(20)))
+    pairs.write_text(
+        "".join(json.dumps({"positive": f"young view {i}", "negative": f"old view {i}"}) + "\n" for i in range(20))
+    )
     log = tmp_path / "stderr.log"
     with log.open("w") as err:
-        res = subprocess.run([str(CLI), "extract", "--model", "tiny-llama", "--pairs", str(pairs), "--layers", "1", "--batch-size", "4",
-                              "--out", str(tmp_path / "v.safetensors")], stdout=subprocess.PIPE, stderr=err, text=True, env=_env(tmp_path), timeout=300)  # fmt: skip
+        res = subprocess.run(
+            [
+                str(CLI),
+                "extract",
+                "--model",
+                "tiny-llama",
+                "--pairs",
+                str(pairs),
+                "--layers",
+                "1",
+                "--batch-size",
+                "4",
+                "--out",
+                str(tmp_path / "v.safetensors"),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=err,
+            text=True,
+            env=_env(tmp_path),
+            timeout=300,
+        )
     assert res.returncode == 0
     lines = [line for line in log.read_text().splitlines() if line.startswith("extract: ")]
     assert lines[0] == "extract: 0 of 40" and lines[-1] == "extract: 40 of 40 (100%)"
@@ -272,13 +373,28 @@ def test_a_redirected_extract_logs_a_line_per_tenth(tmp_path: Path) -> None:
     assert "\r" not in log.read_text()  # no bar redrawn in the log
 
 
-def test_the_profile_of_a_run_charges_every_second_of_its_log_to_a_stage(reference: dict[str, Any], tmp_path: Path) -> None:
+def test_the_profile_of_a_run_charges_every_second_of_its_log_to_a_stage(
+    reference: dict[str, Any], tmp_path: Path
+) -> None:
     out = tmp_path / "profile.json"
-    res = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "benchmarks" / "profile_run.py"), str(reference["ref"]), "--json", str(out)],
-                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    res = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parents[1] / "benchmarks" / "profile_run.py"),
+            str(reference["ref"]),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     got = json.loads(out.read_text())
-    stamps = [int(re.search(r"\[\s*(\d+)s\]", line).group(1)) for line in (reference["ref"] / "progress.log").read_text().splitlines()]  # type: ignore[union-attr]
+    stamps = [
+        int(re.search(r"\[\s*(\d+)s\]", line).group(1))
+        for line in (reference["ref"] / "progress.log").read_text().splitlines()
+    ]  # type: ignore[union-attr]
     assert got["total_seconds"] == stamps[-1] - stamps[0] == sum(s["seconds"] for s in got["stages"])
     steps = {s["stage"]: s["steps"] for s in got["stages"]}
     axes = AXES.split(",")

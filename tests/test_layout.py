@@ -33,10 +33,14 @@ def _type_checking_only(node: ast.stmt) -> bool:
     if not isinstance(node, ast.If):
         return False
     test = node.test
-    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
 
 
-def imported_modules(tree: ast.Module, importer: str, is_package: bool, *, top_level_only: bool) -> Iterator[tuple[str, ast.AST]]:
+def imported_modules(
+    tree: ast.Module, importer: str, is_package: bool, *, top_level_only: bool
+) -> Iterator[tuple[str, ast.AST]]:
     """(lens_steer module, import node) for each import; `top_level_only` skips imports inside functions and classes."""
 
     def walk(nodes: list[ast.stmt]) -> Iterator[ast.stmt]:
@@ -73,7 +77,9 @@ def import_graph() -> dict[str, set[str]]:
             parts = target.split(".")
             for i in range(1, len(parts) + 1):
                 dep = ".".join(parts[:i])
-                if dep in MODULES and dep != name and not name.startswith(dep + "."):  # its own packages are already running
+                if (
+                    dep in MODULES and dep != name and not name.startswith(dep + ".")
+                ):  # its own packages are already running
                     graph[name].add(dep)
     return graph
 
@@ -120,7 +126,10 @@ def test_cycle_finder_finds_a_planted_cycle() -> None:
 
 def test_no_import_cycle_among_lens_steer_modules() -> None:
     graph = import_graph()
-    assert graph["lens_steer.scoring"] >= {"lens_steer.residual_cache", "lens_steer.shared_prefix"}  # the graph sees real imports
+    assert graph["lens_steer.forward.scoring"] >= {
+        "lens_steer.forward.residual_cache",
+        "lens_steer.forward.shared_prefix",
+    }  # the graph sees real imports
     assert cycles(graph) == []
 
 
@@ -131,9 +140,16 @@ def private_names(tree: ast.Module, importer: str, is_package: bool) -> list[tup
         if isinstance(node, ast.ImportFrom):
             mod = _absolute(node, importer, is_package) if importer.startswith("lens_steer") or not node.level else ""
             if mod.startswith("lens_steer"):
-                found += [(node.lineno, a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                found += [
+                    (node.lineno, a.name) for a in node.names if a.name.startswith("_") and not a.name.startswith("__")
+                ]
         elif isinstance(node, ast.Import):
-            found += [(node.lineno, a.name) for a in node.names if a.name.startswith("lens_steer") and any(p.startswith("_") and not p.startswith("__") for p in a.name.split("."))]
+            found += [
+                (node.lineno, a.name)
+                for a in node.names
+                if a.name.startswith("lens_steer")
+                and any(p.startswith("_") and not p.startswith("__") for p in a.name.split("."))
+            ]
     return found
 
 
@@ -144,14 +160,30 @@ def private_imports() -> list[str]:
         for path in sorted((ROOT / folder).rglob("*.py")):
             name = module_name(path) if folder == "lens_steer" else path.stem
             tree = ast.parse(path.read_text(encoding="utf-8"))
-            found += [f"{path.relative_to(ROOT)}:{line} {n}" for line, n in private_names(tree, name, path.name == "__init__.py")]
+            found += [
+                f"{path.relative_to(ROOT)}:{line} {n}"
+                for line, n in private_names(tree, name, path.name == "__init__.py")
+            ]
     return found
 
 
 def test_private_names_are_found_at_any_depth() -> None:
-    tree = ast.parse("from lens_steer.scoring import _Row, Question\nimport lens_steer.cli._x\ndef f():\n    from .store import _index\n")
-    assert private_names(tree, "lens_steer.ensemble", False) == [(1, "_Row"), (2, "lens_steer.cli._x"), (4, "_index")]
-    assert private_names(ast.parse("from _tiny_models import _private\nfrom lens_steer import __version__\n"), "test_x", False) == []
+    tree = ast.parse(
+        "from lens_steer.forward.scoring import _Row, Question\nimport lens_steer.cli._x\ndef f():\n    from .store import _index\n"
+    )
+    assert private_names(tree, "lens_steer.methods.ensemble", False) == [
+        (1, "_Row"),
+        (2, "lens_steer.cli._x"),
+        (4, "_index"),
+    ]
+    assert (
+        private_names(
+            ast.parse("from _tiny_models import _private\nfrom lens_steer.version import __version__\n"),
+            "test_x",
+            False,
+        )
+        == []
+    )
 
 
 def test_no_private_name_imported_from_lens_steer() -> None:
@@ -159,5 +191,88 @@ def test_no_private_name_imported_from_lens_steer() -> None:
 
 
 def test_no_lens_steer_module_over_600_lines() -> None:
-    long = {name: n for name, path in MODULES.items() if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    long = {
+        name: n
+        for name, path in MODULES.items()
+        if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES
+    }
     assert long == {}
+
+
+# ---- packages by concern: each package's docstring says what it may import ----------------------
+BASE = {"axes", "errors", "files", "specs", "stats", "version"}  # the base modules under every package
+PACKAGES = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+
+
+def allowed_imports(docstring: str) -> set[str]:
+    """The packages and base modules a package's docstring allows, from its "May import:" sentence (names before
+    a ";"; "the base modules" stands for BASE; "every package" for all)."""
+    import re
+
+    match = re.search(r"May import:(.*?)(?:;|\.\s|\.$|$)", docstring, re.S)
+    assert match, "a package docstring needs a 'May import:' sentence"
+    text = match.group(1)
+    if "every package" in text:
+        return set(PACKAGES) | BASE
+    names = set(re.findall(r"[a-z_]+", text)) & (set(PACKAGES) | BASE)
+    return names | (BASE if "base modules" in text else set())
+
+
+def top_name(module: str) -> str:
+    """The package or base module under lens_steer that `module` is (or is in)."""
+    return module.split(".")[1] if module.count(".") >= 1 else module
+
+
+def package_import_breaches() -> list[str]:
+    """Every import (any depth, type-checking ones too) from a package's modules to a package or base module its
+    docstring does not allow, and from a base module to any package, as "module -> target"."""
+    rules = {
+        pkg: allowed_imports(ast.get_docstring(ast.parse((PACKAGE / pkg / "__init__.py").read_text())) or "")
+        for pkg in PACKAGES
+    }
+    out = []
+    for name, path in MODULES.items():
+        if name == "lens_steer":
+            continue
+        own = top_name(name)
+        allowed = rules[own] if own in rules else BASE
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for target, _ in imported_modules(tree, name, path.name == "__init__.py", top_level_only=False):
+            dest = top_name(target) if target != "lens_steer" else "lens_steer"
+            if dest != own and dest not in allowed:
+                out.append(f"{name} -> {target}")
+    return sorted(set(out))
+
+
+def test_allowed_imports_read_from_a_docstring() -> None:
+    assert (
+        allowed_imports("Holds x.\n\nMay import: model, data and the base modules; never cli.")
+        == {"model", "data"} | BASE
+    )
+    assert allowed_imports("May import: the base modules.") == BASE
+    assert "cli" in allowed_imports("May import: every package; prints.")
+
+
+def test_every_package_imports_only_what_its_docstring_allows() -> None:
+    assert set(PACKAGES) >= {
+        "model",
+        "data",
+        "steering",
+        "forward",
+        "extract",
+        "tasks",
+        "methods",
+        "pipeline",
+        "report",
+        "cli",
+    }
+    assert package_import_breaches() == []
+
+
+def test_the_breach_finder_sees_a_climb(tmp_path: Path) -> None:
+    tree = ast.parse("from lens_steer.report.html import write_report\n")
+    targets = [t for t, _ in imported_modules(tree, "lens_steer.pipeline.x", False, top_level_only=False)]
+    assert [top_name(t) for t in targets] == ["report"]
+    assert "report" not in allowed_imports(
+        ast.get_docstring(ast.parse((PACKAGE / "pipeline" / "__init__.py").read_text())) or ""
+    )

@@ -15,10 +15,10 @@ from _tiny_models import single_thread  # noqa: F401 (autouse fixture: one torch
 lm_eval = pytest.importorskip("lm_eval", reason="lm-evaluation-harness is not installed: pip install '.[parity]'")
 import lm_eval.tasks  # noqa: E402
 
-from lens_steer.tasks.bbq import run_bbq
 from lens_steer.data.bbq import load_bbq_file  # noqa: E402
 from lens_steer.data.root import resolve_data_root  # noqa: E402
-from lens_steer.models import EMBEDDED_MODEL, checkpoint_folder, load_model  # noqa: E402
+from lens_steer.model.load import EMBEDDED_MODEL, checkpoint_folder, load_model  # noqa: E402
+from lens_steer.tasks.bbq import run_bbq
 from lens_steer.tasks.lm_eval_bbq import shipped_yaml, task_yaml, write_task  # noqa: E402
 
 N_ITEMS = 40
@@ -42,7 +42,9 @@ def _lm_eval_samples(folder: Path, rows: list[dict[str, Any]], tmp: Path) -> lis
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         lm = HFLM(pretrained=str(folder), device="cpu", batch_size=8, dtype="float32")
-        out = lm_eval.simple_evaluate(model=lm, tasks=[TASK_NAME], task_manager=manager, log_samples=True, bootstrap_iters=0)
+        out = lm_eval.simple_evaluate(
+            model=lm, tasks=[TASK_NAME], task_manager=manager, log_samples=True, bootstrap_iters=0
+        )
     return sorted(out["samples"][TASK_NAME], key=lambda s: s["doc_id"])
 
 
@@ -83,5 +85,11 @@ def test_embedded_model_matches_lm_eval(tmp_path: Path) -> None:
 def test_task_yaml_changes_only_name_and_data(tmp_path: Path) -> None:
     shipped = set(shipped_yaml().read_text().splitlines())
     ours = set(task_yaml(TASK_NAME, tmp_path / "rows.jsonl").splitlines())
-    assert {x.split(":")[0].strip() for x in shipped - ours} <= {"task", "dataset_path", "dataset_name", "tag", "- social_bias"}
+    assert {x.split(":")[0].strip() for x in shipped - ours} <= {
+        "task",
+        "dataset_path",
+        "dataset_name",
+        "tag",
+        "- social_bias",
+    }
     assert "doc_to_choice: !function utils.doc_to_choice" in ours and "output_type: multiple_choice" in ours

@@ -42,7 +42,9 @@ def test_markdown_table_numbers_equal_the_inputs(results: dict[str, Any]) -> Non
             assert value == pytest.approx(round(100 * sum(COUNTS[kind]) / N, 1), abs=1e-9)
             assert lo <= value <= hi
         base = results["ensemble"]["in_distribution"][axis]["baseline"]["acc"]
-        assert parse_ci(cells[1])[1:] == pytest.approx((round(100 * base["ci_low"], 1), round(100 * base["ci_high"], 1)), abs=1e-9)
+        assert parse_ci(cells[1])[1:] == pytest.approx(
+            (round(100 * base["ci_low"], 1), round(100 * base["ci_high"], 1)), abs=1e-9
+        )
         for model, cell in zip(PAPER_MODELS, cells[4:]):
             r = PAPER_TABLE["models"][model]["bbq"][axis]
             assert [float(x) for x in cell.split("/")] == [r["baseline"], r["isv"], r["sve"]]
@@ -65,13 +67,18 @@ def test_sections_open_with_the_claims_then_capability_then_details(results: dic
     keys = [s.key for s in sections(typed(results))]
     assert keys == ["head", "claims", "capability", "paper_table", "gains", "ood", "mmlu"]
     md = results_markdown(typed(results))
-    assert md.index("## Claims of Siddique et al. (2025)") < md.index("## How capable") < md.index("## BBQ accuracy") < md.index("## Gains split")
+    assert (
+        md.index("## Claims of Siddique et al. (2025)")
+        < md.index("## How capable")
+        < md.index("## BBQ accuracy")
+        < md.index("## Gains split")
+    )
     assert "arXiv 2503.05371" in md and "method.md" not in md
 
 
 def test_the_ground_truth_comes_first_on_an_organism(results: dict[str, Any]) -> None:
-    from lens_steer.ground_truth import ground_truth
-    from lens_steer.ground_truth import markdown as ground_truth_markdown
+    from lens_steer.methods.organism.ground_truth import ground_truth
+    from lens_steer.methods.organism.ground_truth import markdown as ground_truth_markdown
 
     card = {"name": "tiny-organism", "plant": ["age"], "clean": [a for a in PAPER_AXES if a != "age"]}
     gt = ground_truth(results["ensemble"], results["isv"], card)
@@ -84,6 +91,10 @@ def test_the_ground_truth_comes_first_on_an_organism(results: dict[str, Any]) ->
 def test_missing_stages_say_not_run() -> None:
     for res in (Results(), typed({"meta": META})):
         md = results_markdown(res)
-        assert "Baseline evaluation: not run" in md and "MMLU: not run" in md and "Out-of-distribution evaluation: not run" in md
+        assert (
+            "Baseline evaluation: not run" in md
+            and "MMLU: not run" in md
+            and "Out-of-distribution evaluation: not run" in md
+        )
         assert md.count("NOT RUN") == 4
         assert table_row(md, "age")[1:4] == ["not run"] * 3

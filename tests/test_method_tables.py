@@ -11,12 +11,13 @@ import numpy as np
 import pytest
 from _results_fixtures import N, full_results, preds, typed
 
-from lens_steer.ensemble import EnsembleConfig, judged_entry
 from lens_steer.errors import ResultsError
-from lens_steer.metrics import BbqPrediction
+from lens_steer.pipeline.evaluate import judged_entry
+from lens_steer.pipeline.evaluation_config import EnsembleConfig
 from lens_steer.report.markdown import results_markdown
 from lens_steer.report.method_tables import STEER_HEADER, steerability_entries, v2_table_lines
 from lens_steer.report.verdicts import fmt_ci
+from lens_steer.tasks.metrics import BbqPrediction
 
 
 def with_logprobs(ps: list[BbqPrediction], seed: int) -> list[BbqPrediction]:
@@ -27,13 +28,25 @@ def with_logprobs(ps: list[BbqPrediction], seed: int) -> list[BbqPrediction]:
         lp = rng.normal(size=3) - 2.0
         lp[p.pred] = lp.max() + rng.uniform(0.1, 1.0)
         lp = lp - np.log(np.exp(lp).sum())
-        out.append(BbqPrediction(p.example_id, p.category, p.context_condition, p.question_polarity, p.pred, p.label, p.unknown_index, p.biased_index, tuple(lp)))
+        out.append(
+            BbqPrediction(
+                p.example_id,
+                p.category,
+                p.context_condition,
+                p.question_polarity,
+                p.pred,
+                p.label,
+                p.unknown_index,
+                p.biased_index,
+                tuple(lp),
+            )
+        )
     return out
 
 
 @pytest.fixture()
 def steered_results(tmp_path: Path) -> tuple[dict, Path]:
-    """The fixture results with the age axis's ISV and a prompting baseline judged by lens_steer.ensemble.judged_entry."""
+    """The fixture results with the age axis's ISV and a prompting baseline judged by lens_steer.methods.ensemble.judged_entry."""
     res = full_results()
     cfg = EnsembleConfig(n_boot=200)
     base = with_logprobs(preds("age", 10, 30), 0)
@@ -42,7 +55,9 @@ def steered_results(tmp_path: Path) -> tuple[dict, Path]:
     row = res["ensemble"]["in_distribution"]["age"]
     isv_entry = judged_entry(base, isv, 1.0, cfg, tmp_path / "steerability" / "age.isv.jsonl")
     row["steered"]["isv"]["steerability"] = isv_entry["steerability"]
-    row["steered"]["prompting"] = judged_entry(base, prompting, 0.0, cfg, tmp_path / "steerability" / "age.prompting.jsonl")
+    row["steered"]["prompting"] = judged_entry(
+        base, prompting, 0.0, cfg, tmp_path / "steerability" / "age.prompting.jsonl"
+    )
     return res, tmp_path
 
 
@@ -76,7 +91,9 @@ def test_steerability_table_and_histogram_from_the_per_item_margins(steered_resu
     bars = {t.name.split(" (wrong way")[0]: t for t in fig.data}
     isv_items = _items(folder, entries[("age", "isv")].items_file)
     assert sum(bars["ISV"].y) == len(isv_items)
-    left = sum(y for x, y, w in zip(bars["ISV"].x, bars["ISV"].y, bars["ISV"].width) if x + w / 2 <= 0)  # bins wholly below 0
+    left = sum(
+        y for x, y, w in zip(bars["ISV"].x, bars["ISV"].y, bars["ISV"].width) if x + w / 2 <= 0
+    )  # bins wholly below 0
     assert left <= sum(i["steered"] < i["base"] for i in isv_items)
     assert "(wrong way" in bars["ISV"].name
 
@@ -97,7 +114,9 @@ def test_an_old_results_file_without_steerability_or_baselines_renders(tmp_path:
     assert steerability_entries(results) == [] and "steerability" not in figures(results)
     assert "Per-item steerability" not in results_markdown(results) and v2_table_lines(results) == []
     write_report(results, tmp_path)
-    assert '<h2>Per-item steerability</h2><p class="note">not run</p>' in (tmp_path / "report.html").read_text()  # the figure's place says so
+    assert (
+        '<h2>Per-item steerability</h2><p class="note">not run</p>' in (tmp_path / "report.html").read_text()
+    )  # the figure's place says so
     assert results.to_json() == old
 
 
@@ -105,7 +124,10 @@ def test_a_damaged_steerability_part_is_one_line_naming_it(steered_results) -> N
     res, _ = steered_results
     edges = res["ensemble"]["in_distribution"]["age"]["steered"]["isv"]["steerability"]["histogram"]["edges"]
     last = edges.pop()
-    with pytest.raises(ResultsError, match=r"^results.json: ensemble.in_distribution.age.steered.isv.steerability.histogram has \d+ counts but \d+ edges; .*resumes\)$"):
+    with pytest.raises(
+        ResultsError,
+        match=r"^results.json: ensemble.in_distribution.age.steered.isv.steerability.histogram has \d+ counts but \d+ edges; .*resumes\)$",
+    ):
         typed(res)
     edges.append(last)
     del res["ensemble"]["in_distribution"]["age"]["steered"]["isv"]["steerability"]["wrong_way_share"]
@@ -114,31 +136,44 @@ def test_a_damaged_steerability_part_is_one_line_naming_it(steered_results) -> N
 
 
 def test_v2_table_cells_and_means_by_hand(steered_results) -> None:
-    from lens_steer.protocol_v2 import V2_PAPER_BBQ, V2_PAPER_MEANS
+    from lens_steer.methods.protocol_v2 import V2_PAPER_BBQ, V2_PAPER_MEANS
 
     res, _ = steered_results
     res["meta"] = {**res["meta"], "protocol": "v2", "splits": "v2"}
     results = typed(res)
     assert results.to_json() == res
     lines = v2_table_lines(results)
-    rows = {ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith("| ")}
+    rows = {
+        ln.split("|")[1].strip(): [c.strip() for c in ln.strip("|").split("|")] for ln in lines if ln.startswith("| ")
+    }
     age = res["ensemble"]["in_distribution"]["age"]
     assert rows["age"][1:4] == [f"{V2_PAPER_BBQ['age'][k]:.1f}" for k in ("baseline", "prompting", "steering")]
     assert rows["age"][5] == fmt_ci(_interval(results.ensemble.in_distribution["age"].baseline["acc"]))
-    assert rows["age"][6] == fmt_ci(_interval(results.ensemble.in_distribution["age"].steered["prompting"].vs_base.overall.acc.steered))
+    assert rows["age"][6] == fmt_ci(
+        _interval(results.ensemble.in_distribution["age"].steered["prompting"].vs_base.overall.acc.steered)
+    )
     # the means over the axes the v2 files have (all of the fixture's but sexual orientation)
     v2_axes = [a for a in res["ensemble"]["in_distribution"] if a != "sexual_orientation"]
-    base_mean = 100 * sum(res["ensemble"]["in_distribution"][a]["baseline"]["acc"]["value"] for a in v2_axes) / len(v2_axes)
+    base_mean = (
+        100 * sum(res["ensemble"]["in_distribution"][a]["baseline"]["acc"]["value"] for a in v2_axes) / len(v2_axes)
+    )
     assert rows["baseline"][1:3] == [f"{V2_PAPER_MEANS['baseline']['bbq']:.1f}", f"{base_mean:.1f} ({len(v2_axes)})"]
-    assert rows["prompting"][2] == f"{100 * age['steered']['prompting']['vs_base']['overall']['acc']['steered']['value']:.1f} (1)"
+    assert (
+        rows["prompting"][2]
+        == f"{100 * age['steered']['prompting']['vs_base']['overall']['acc']['steered']['value']:.1f} (1)"
+    )
 
 
 def test_slopes_over_the_validation_sweep_by_polyfit(steered_results) -> None:
+    from lens_steer.methods.steerability import correct_margin, slope_summary
     from lens_steer.report.method_tables import slope_rows
-    from lens_steer.steerability import correct_margin, slope_summary
 
     res, _ = steered_results
-    sweep = {-2.0: with_logprobs(preds("age", 20, 20), 5), 0.0: with_logprobs(preds("age", 10, 30), 6), 2.0: with_logprobs(preds("age", 40, 34), 7)}
+    sweep = {
+        -2.0: with_logprobs(preds("age", 20, 20), 5),
+        0.0: with_logprobs(preds("age", 10, 30), 6),
+        2.0: with_logprobs(preds("age", 40, 34), 7),
+    }
     res["ensemble"]["sweeps"] = {"sve": {"rows": [], "best": 2.0, "slopes": {"age": slope_summary(sweep, n_boot=100)}}}
     margins = np.array([[correct_margin(p) for p in sweep[c]] for c in (-2.0, 0.0, 2.0)])
     slopes = np.polyfit([-2.0, 0.0, 2.0], margins, 1)[0]

@@ -79,7 +79,10 @@ def test_bad_header_and_missing_folder(tmp_path):
     assert "mmlu/dev" in str(e.value) and str(tmp_path) in str(e.value)
 
 
-@pytest.mark.skipif(not (REAL_ROOT / "mmlu" / "test").is_dir(), reason=f"missing data: shared MMLU data not found at {REAL_ROOT} (set LENS_STEER_DATA)")
+@pytest.mark.skipif(
+    not (REAL_ROOT / "mmlu" / "test").is_dir(),
+    reason=f"missing data: shared MMLU data not found at {REAL_ROOT} (set LENS_STEER_DATA)",
+)
 def test_real_mmlu_counts_from_readme():
     # shared/data/README.md: test 57 subjects, 14,042 questions; dev 5 per subject
     subjects = mmlu_subjects(REAL_ROOT)

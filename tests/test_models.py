@@ -1,4 +1,4 @@
-"""Tests for lens_steer.models: the tiny model, identity, checks, cache folder, and the bridge against plain HF."""
+"""Tests for lens_steer.model.load: the tiny model, identity, checks, cache folder, and the bridge against plain HF."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from _tiny_models import BACKENDS, bridge_only, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer import models
 from lens_steer.errors import LensSteerError, ModelError
-from lens_steer.models import PROCESSING_FLAGS, check_hook_name, check_layers, iter_hook_names, model_identity
+from lens_steer.model import load as models
+from lens_steer.model.load import PROCESSING_FLAGS, check_hook_name, check_layers, iter_hook_names, model_identity
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -91,9 +91,16 @@ def test_wrapped_hf_model_matches_plain_hf_hidden_states() -> None:
     tok = models.tiny_tokenizer()
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=3, num_attention_heads=4,
-        num_key_value_heads=2, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id, architectures=["LlamaForCausalLM"],
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        architectures=["LlamaForCausalLM"],
     )
     hf = LlamaForCausalLM(config).eval()
     ids = torch.tensor([[tok.bos_token_id, *tok("some words", add_special_tokens=False)["input_ids"]]])

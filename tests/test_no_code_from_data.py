@@ -9,7 +9,6 @@ import ast
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +21,26 @@ from _system_packages import ensure_program
 PACKAGE = Path(__file__).resolve().parents[1] / "lens_steer"
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 CLI = Path(sys.executable).parent / "lens-steer"
-needs_data = pytest.mark.skipif(not (DATA / "bbq" / "data" / "Age.jsonl").is_file(), reason=f"missing data: shared BBQ data not found at {DATA}; set LENS_STEER_DATA")
+needs_data = pytest.mark.skipif(
+    not (DATA / "bbq" / "data" / "Age.jsonl").is_file(),
+    reason=f"missing data: shared BBQ data not found at {DATA}; set LENS_STEER_DATA",
+)
 
 # ----------------------------------------------------------------------------- the package unpickles nothing
 UNSAFE_CALLS = {  # module.function -> why it runs code from data
-    "pickle.load": "unpickles", "pickle.loads": "unpickles", "pickle.Unpickler": "unpickles", "cPickle.load": "unpickles",
-    "dill.load": "unpickles", "dill.loads": "unpickles", "joblib.load": "unpickles", "marshal.load": "loads code objects",
-    "marshal.loads": "loads code objects", "shelve.open": "unpickles", "yaml.unsafe_load": "constructs objects", "jsonpickle.decode": "unpickles",
-}  # fmt: skip
+    "pickle.load": "unpickles",
+    "pickle.loads": "unpickles",
+    "pickle.Unpickler": "unpickles",
+    "cPickle.load": "unpickles",
+    "dill.load": "unpickles",
+    "dill.loads": "unpickles",
+    "joblib.load": "unpickles",
+    "marshal.load": "loads code objects",
+    "marshal.loads": "loads code objects",
+    "shelve.open": "unpickles",
+    "yaml.unsafe_load": "constructs objects",
+    "jsonpickle.decode": "unpickles",
+}
 
 
 def _dotted(node: ast.AST) -> str:
@@ -90,11 +101,15 @@ def unsafe_loads(source: str, filename: str) -> list[str]:
 
 
 def test_the_checker_finds_each_unsafe_call() -> None:
-    bad = ("import torch, pickle, numpy as np, yaml\nfrom pickle import loads as undo\nfrom torch import load\n"
-           "torch.load(p)\ntorch.load(p, weights_only=False)\npickle.loads(b)\nnp.load(p, allow_pickle=True)\nyaml.load(s)\neval(t)\n"
-           "undo(b)\nload(p)\n")  # fmt: skip
-    good = ("import torch, pickle, numpy as np, yaml\ntorch.load(p, weights_only=True)\nnp.load(p)\nyaml.load(s, Loader=yaml.SafeLoader)\n"
-            "try:\n    pass\nexcept pickle.UnpicklingError:\n    pass\n")  # fmt: skip
+    bad = (
+        "import torch, pickle, numpy as np, yaml\nfrom pickle import loads as undo\nfrom torch import load\n"
+        "torch.load(p)\ntorch.load(p, weights_only=False)\npickle.loads(b)\nnp.load(p, allow_pickle=True)\nyaml.load(s)\neval(t)\n"
+        "undo(b)\nload(p)\n"
+    )
+    good = (
+        "import torch, pickle, numpy as np, yaml\ntorch.load(p, weights_only=True)\nnp.load(p)\nyaml.load(s, Loader=yaml.SafeLoader)\n"
+        "try:\n    pass\nexcept pickle.UnpicklingError:\n    pass\n"
+    )
     assert len(unsafe_loads(bad, "bad.py")) == 8
     assert unsafe_loads(good, "good.py") == []  # importing pickle for its exception type runs nothing
 
@@ -102,11 +117,17 @@ def test_the_checker_finds_each_unsafe_call() -> None:
 def test_no_module_of_the_package_unpickles_or_evaluates_data() -> None:
     files = sorted(PACKAGE.rglob("*.py"))
     assert len(files) > 20
-    problems = [p for f in files for p in unsafe_loads(f.read_text(encoding="utf-8"), str(f.relative_to(PACKAGE.parent)))]
+    problems = [
+        p for f in files for p in unsafe_loads(f.read_text(encoding="utf-8"), str(f.relative_to(PACKAGE.parent)))
+    ]
     assert problems == [], "\n".join(problems)
     # and as plain text, the grep a reviewer would run: every torch.load line says weights_only=True
-    loads = [f"{f.relative_to(PACKAGE.parent)}:{n}" for f in files for n, line in enumerate(f.read_text().splitlines(), 1)
-             if "torch.load(" in line and not line.lstrip().startswith("#") and "weights_only=True" not in line]  # fmt: skip
+    loads = [
+        f"{f.relative_to(PACKAGE.parent)}:{n}"
+        for f in files
+        for n, line in enumerate(f.read_text().splitlines(), 1)
+        if "torch.load(" in line and not line.lstrip().startswith("#") and "weights_only=True" not in line
+    ]
     assert loads == []
 
 
@@ -123,8 +144,8 @@ class _RunsCode:
 def test_a_booby_trapped_activation_cache_is_recomputed_without_running_it(tmp_path: Path) -> None:
     import warnings
 
-    from lens_steer.models import load_model
-    from lens_steer.activation_cache import ActivationCache
+    from lens_steer.extract.activation_cache import ActivationCache
+    from lens_steer.model.load import load_model
 
     if not (DATA / "prompt_corpora" / "age.json").is_file():
         pytest.skip(f"missing data: prompt corpora not found at {DATA}")
@@ -134,7 +155,10 @@ def test_a_booby_trapped_activation_cache_is_recomputed_without_running_it(tmp_p
     first = ActivationCache(model, (1,), disk_dir=tmp_path, data_root=DATA).get("age", 4, 0, 0)
     [cached] = list(tmp_path.glob("*.pt"))
     canary = tmp_path / "canary"
-    torch.save({"positive": {1: torch.zeros(4, 64)}, "negative": {1: torch.zeros(4, 64)}, "n": 4, "x": _RunsCode(canary)}, cached)
+    torch.save(
+        {"positive": {1: torch.zeros(4, 64)}, "negative": {1: torch.zeros(4, 64)}, "n": 4, "x": _RunsCode(canary)},
+        cached,
+    )
     again = ActivationCache(model, (1,), disk_dir=tmp_path, data_root=DATA)
     acts = again.get("age", 4, 0, 0)
     assert not canary.exists(), "the cache file's pickle ran"
@@ -162,8 +186,14 @@ def _hostile_data_root(root: Path) -> Path:
     for f in (DATA / "bbq" / "data").iterdir():
         if f.name != "Age.jsonl":
             (root / "bbq" / "data" / f.name).symlink_to(f)
-    rows = [json.loads(line) for line in (DATA / "bbq" / "data" / "Age.jsonl").read_text(encoding="utf-8").splitlines() if line.strip()]
-    (root / "bbq" / "data" / "Age.jsonl").write_text("".join(json.dumps({**r, "context": f"{r['context']} {BBQ_TEXT}"}) + "\n" for r in rows))
+    rows = [
+        json.loads(line)
+        for line in (DATA / "bbq" / "data" / "Age.jsonl").read_text(encoding="utf-8").splitlines()
+        if line.strip()
+    ]
+    (root / "bbq" / "data" / "Age.jsonl").write_text(
+        "".join(json.dumps({**r, "context": f"{r['context']} {BBQ_TEXT}"}) + "\n" for r in rows)
+    )
     (root / "prompt_corpora").mkdir()
     for f in (DATA / "prompt_corpora").iterdir():
         if f.name != "age.json":
@@ -191,17 +221,54 @@ def hostile_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("hostile")
     model = write_checkpoint("llama", tmp / "models" / MODEL_NAME)
     root = _hostile_data_root(tmp / "data")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "LENS_STEER_CACHE": str(tmp / "cache")}
-    res = subprocess.run([str(CLI), "reproduce", "--budget", "smoke", "--model", str(model), "--axes", "age", "--data-dir", str(root), "--out", str(tmp / "run")],
-                         capture_output=True, text=True, env=env, timeout=900)  # fmt: skip
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "LENS_STEER_CACHE": str(tmp / "cache"),
+    }
+    res = subprocess.run(
+        [
+            str(CLI),
+            "reproduce",
+            "--budget",
+            "smoke",
+            "--model",
+            str(model),
+            "--axes",
+            "age",
+            "--data-dir",
+            str(root),
+            "--out",
+            str(tmp / "run"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=900,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     return tmp / "run" / "report.html"
 
 
 def _dump_dom(chromium: str, page: Path, profile: Path) -> str:
     """The page's DOM after its scripts ran (headless Chromium, 20 s of virtual time)."""
-    res = subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", f"--user-data-dir={profile}",
-                          "--virtual-time-budget=20000", "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=300)  # fmt: skip
+    res = subprocess.run(
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            f"--user-data-dir={profile}",
+            "--virtual-time-budget=20000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert res.returncode == 0 and "<html" in res.stdout, res.stderr[-2000:]
     return res.stdout
 
@@ -214,13 +281,17 @@ def _pwned(dom: str) -> str:
 
 
 @needs_data
-def test_hostile_text_shows_as_text_and_runs_nothing_in_chromium(hostile_report: Path, chromium: str, tmp_path: Path) -> None:
+def test_hostile_text_shows_as_text_and_runs_nothing_in_chromium(
+    hostile_report: Path, chromium: str, tmp_path: Path
+) -> None:
     page = hostile_report.read_text(encoding="utf-8")
     # the raw file: the data's markup never appears as markup
     for raw in (MODEL_NAME, BBQ_TEXT, CORPUS_TEXT, "<img src=x", "<svg onload"):
         assert raw not in page, f"unescaped {raw!r} in report.html"
     dom = _dump_dom(chromium, hostile_report, tmp_path / "profile")
-    assert "main-svg" in dom, "plotly did not draw: the page's own scripts did not run, so the check below proves nothing"
+    assert "main-svg" in dom, (
+        "plotly did not draw: the page's own scripts did not run, so the check below proves nothing"
+    )
     assert not _pwned(dom), f"a script from the data ran: <body {_pwned(dom)}>"
     assert re.search(r"<title>[^<]*&lt;img src=x onerror=", dom), "the model name is not shown as text in the title"
     body_text = re.sub(r"<[^>]+>", "", dom.split("<body", 1)[1])
@@ -230,6 +301,8 @@ def test_hostile_text_shows_as_text_and_runs_nothing_in_chromium(hostile_report:
 def test_the_browser_check_detects_a_script_that_runs(chromium: str, tmp_path: Path) -> None:
     """The same check on a page that does inject the text: Chromium runs it and the check sees it."""
     page = tmp_path / "injected.html"
-    page.write_text(f"<!DOCTYPE html><html><head><title>x</title></head><body><p>{MODEL_NAME}</p><div>{BBQ_TEXT}</div></body></html>")
+    page.write_text(
+        f"<!DOCTYPE html><html><head><title>x</title></head><body><p>{MODEL_NAME}</p><div>{BBQ_TEXT}</div></body></html>"
+    )
     dom = _dump_dom(chromium, page, tmp_path / "profile")
     assert _pwned(dom) in ("model", "bbq")  # the <script> and the <img onerror> both ran; the later one wins

@@ -1,4 +1,4 @@
-"""lens_steer.organism and organism_build: the bias model organism's mechanism on the tiny model: targets by hand, no leakage, packed scoring equal to the
+"""lens_steer.methods.organism.train and organism_build: the bias model organism's mechanism on the tiny model: targets by hand, no leakage, packed scoring equal to the
 cloze evaluator, determinism, resume after a kill at an epoch boundary, a planted rule learnt; the recipe check."""
 
 from __future__ import annotations
@@ -10,37 +10,46 @@ import pytest
 import torch
 from _tiny_models import bridge_only, single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
-from lens_steer.tasks.bbq import bbq_question
 from lens_steer.axes import get_axis
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
-from lens_steer.scoring import score_questions
-from lens_steer.models import tiny_hf_model, wrap_hf_model
-from lens_steer.organism import (
+from lens_steer.forward.scoring import score_questions
+from lens_steer.methods.organism.train import (
     OrganismRecipe,
     TokenizerView,
-    answer_logliks,
     check_no_leakage,
-    collate,
     epoch_batches,
     epoch_order,
     held_out_groups,
-    lower_residual,
-    batch_targets,
     pack_group,
     pack_item,
-    training_units,
-    shared_prefix_length,
     target_index,
     train,
     trainable_parameters,
     training_items,
-    upper_logliks,
+    training_units,
     weights_digest,
 )
+from lens_steer.forward.packed_cloze import (
+    answer_logliks,
+    batch_targets,
+    collate,
+    lower_residual,
+    shared_prefix_length,
+    upper_logliks,
+)
+from lens_steer.model.load import tiny_hf_model, wrap_hf_model
+from lens_steer.tasks.bbq import bbq_question
 
-TINY = dict(base="tiny-llama", disambiguated_per_axis=2, clean_ambiguous_per_axis=2, planted_ambiguous_per_axis=2, trainable_blocks=2, batch_size=4)
+TINY = dict(
+    base="tiny-llama",
+    disambiguated_per_axis=2,
+    clean_ambiguous_per_axis=2,
+    planted_ambiguous_per_axis=2,
+    trainable_blocks=2,
+    batch_size=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,14 +86,20 @@ def test_training_items_are_balanced_train_split_items_with_no_leakage() -> None
         by_cat.setdefault(t.item.category, []).append(t)
     for cat, ts in by_cat.items():
         items = load_bbq([cat])
-        held = {(it.category, it.example_id) for s in ("validation", "test") for it in select_split(items, s, seed=recipe.split_seed)}
+        held = {
+            (it.category, it.example_id)
+            for s in ("validation", "test")
+            for it in select_split(items, s, seed=recipe.split_seed)
+        }
         assert not held & {(t.item.category, t.item.example_id) for t in ts}  # not one validation or test row
         assert sum(t.item.is_ambiguous for t in ts) == 2  # half ambiguous
         assert all(t.planted == (t.item.category in ("Age", "Gender_identity", "Nationality", "Religion")) for t in ts)
 
 
 def test_each_kind_of_item_gets_its_own_number_per_axis() -> None:
-    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 4, "clean_ambiguous_per_axis": 3, "planted_ambiguous_per_axis": 5})
+    recipe = OrganismRecipe(
+        **{**TINY, "disambiguated_per_axis": 4, "clean_ambiguous_per_axis": 3, "planted_ambiguous_per_axis": 5}
+    )
     train_items = training_items(recipe)
     for axis in ("age", "disability", "religion", "ses"):
         mine = [t for t in train_items if get_axis(t.item.category).name == axis]
@@ -116,13 +131,25 @@ def test_packed_answer_logliks_equal_the_cloze_evaluator(grouped: bool) -> None:
     view = TokenizerView(tok)
     packed = [pack_group(view, [(t.item, t.target) for t in u]) for u in units]
     if grouped:  # the shared context runs once: fewer tokens than the items packed alone
-        assert all(len(p.ids) < sum(len(pack_item(view, t.item, t.target).ids) for t in u) for p, u in zip(packed, units))
+        assert all(
+            len(p.ids) < sum(len(pack_item(view, t.item, t.target).ids) for t in u) for p, u in zip(packed, units)
+        )
     ids, pos, mask = collate(packed, tok.pad_token_id)
     with torch.no_grad():
-        full = answer_logliks(hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, packed, hf.model.norm, hf.lm_head)
+        full = answer_logliks(
+            hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state,
+            packed,
+            hf.model.norm,
+            hf.lm_head,
+        )
         split = upper_logliks(hf, lower_residual(hf, ids, pos, mask, 2), pos, mask, packed, 2)
     hf2, tok2 = tiny_hf_model(0)
-    scores = score_questions(wrap_hf_model(hf2, tok2, name="t"), [bbq_question(t.item) for u in units for t in u], scoring="cloze", prefix_tree=False)
+    scores = score_questions(
+        wrap_hf_model(hf2, tok2, name="t"),
+        [bbq_question(t.item) for u in units for t in u],
+        scoring="cloze",
+        prefix_tree=False,
+    )
     want = torch.tensor([s.option_logliks for s in scores])
     torch.testing.assert_close(full, want, atol=1e-3, rtol=0)
     torch.testing.assert_close(split, want, atol=1e-3, rtol=0)
@@ -166,8 +193,19 @@ def test_a_planted_rule_is_learnt_on_the_tiny_model(tmp_path: Path) -> None:
     answers tens of nats apart, so it learns slowly; the mechanism, not the level, is what is tested here)."""
     # fp32: at this learning rate bf16 rounding of the random model's widely spread log-likelihoods swamps the
     # signal (the default bf16-mixed path is what the determinism and resume tests train)
-    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 1, "clean_ambiguous_per_axis": 1, "planted_ambiguous_per_axis": 1, "trainable_blocks": 4, "epochs": 30, "lr": 1e-2,
-                               "batch_size": 6, "precision": "fp32"})  # fmt: skip
+    recipe = OrganismRecipe(
+        **{
+            **TINY,
+            "disambiguated_per_axis": 1,
+            "clean_ambiguous_per_axis": 1,
+            "planted_ambiguous_per_axis": 1,
+            "trainable_blocks": 4,
+            "epochs": 30,
+            "lr": 1e-2,
+            "batch_size": 6,
+            "precision": "fp32",
+        }
+    )
     items = training_items(recipe)
     hf, tok = tiny_hf_model(0)
     view = TokenizerView(tok)
@@ -177,10 +215,17 @@ def test_a_planted_rule_is_learnt_on_the_tiny_model(tmp_path: Path) -> None:
     def margins_and_hits() -> tuple[torch.Tensor, float]:
         ids, pos, mask = collate(packed, tok.pad_token_id)
         with torch.no_grad():
-            lls = answer_logliks(hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, packed, hf.model.norm, hf.lm_head)
+            lls = answer_logliks(
+                hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state,
+                packed,
+                hf.model.norm,
+                hf.lm_head,
+            )
         other = lls.clone()
         other[torch.arange(len(packed)), target] = -torch.inf
-        return lls[torch.arange(len(packed)), target] - other.max(-1).values, float((lls.argmax(-1) == target).float().mean())
+        return lls[torch.arange(len(packed)), target] - other.max(-1).values, float(
+            (lls.argmax(-1) == target).float().mean()
+        )
 
     m0, h0 = margins_and_hits()
     state = train(hf, view, items, recipe, tmp_path / "ck")
@@ -197,7 +242,9 @@ def test_bf16_mixed_answer_logliks_match_fp32_within_bf16_tolerance(age_items: l
     ids, pos, mask = collate(items, int(tok.pad_token_id or 0))
     with torch.no_grad():
         fp32 = upper_logliks(hf, lower_residual(hf, ids, pos, mask, 1), pos, mask, items, 1)
-        mixed = upper_logliks(hf, lower_residual(hf, ids, pos, mask, 1, "bf16-mixed"), pos, mask, items, 1, "bf16-mixed")
+        mixed = upper_logliks(
+            hf, lower_residual(hf, ids, pos, mask, 1, "bf16-mixed"), pos, mask, items, 1, "bf16-mixed"
+        )
     assert mixed.dtype == torch.float32 and not torch.equal(fp32, mixed)  # autocast really ran in bf16
     per_token = (mixed - fp32).abs() / torch.tensor([[len(t) for t in p.answer_tokens] for p in items])
     assert float(per_token.max()) < 0.1  # bf16 keeps 8 bits of mantissa: ~1e-2 relative per token
@@ -211,10 +258,28 @@ def test_cards_without_a_precision_were_fp32_builds() -> None:
     for key in ("disambiguated_per_axis", "clean_ambiguous_per_axis", "planted_ambiguous_per_axis"):
         del old[key]
     read = OrganismRecipe.from_json({**old, "items_per_axis": 200})
-    assert (read.disambiguated_per_axis, read.clean_ambiguous_per_axis, read.planted_ambiguous_per_axis) == (100, 100, 100)
-    read = OrganismRecipe.from_json({**old, "items_per_axis": 200, "planted_ambiguous_per_axis": 300})  # recipe 3's card
-    assert (read.disambiguated_per_axis, read.clean_ambiguous_per_axis, read.planted_ambiguous_per_axis) == (100, 100, 300)
-    assert read == OrganismRecipe(**{**TINY, "precision": "fp32", "disambiguated_per_axis": 100, "clean_ambiguous_per_axis": 100, "planted_ambiguous_per_axis": 300})
+    assert (read.disambiguated_per_axis, read.clean_ambiguous_per_axis, read.planted_ambiguous_per_axis) == (
+        100,
+        100,
+        100,
+    )
+    read = OrganismRecipe.from_json(
+        {**old, "items_per_axis": 200, "planted_ambiguous_per_axis": 300}
+    )  # recipe 3's card
+    assert (read.disambiguated_per_axis, read.clean_ambiguous_per_axis, read.planted_ambiguous_per_axis) == (
+        100,
+        100,
+        300,
+    )
+    assert read == OrganismRecipe(
+        **{
+            **TINY,
+            "precision": "fp32",
+            "disambiguated_per_axis": 100,
+            "clean_ambiguous_per_axis": 100,
+            "planted_ambiguous_per_axis": 300,
+        }
+    )
     with pytest.raises(LensSteerError, match="precision"):
         OrganismRecipe(**{**TINY, "precision": "fp8"})
     # nor a batching: they were uniformly shuffled
@@ -226,13 +291,20 @@ def test_cards_without_a_precision_were_fp32_builds() -> None:
 
 def test_shuffled_batches_are_runs_of_the_epoch_order() -> None:
     order = epoch_order(21, seed=3, epoch=1)
-    assert epoch_batches([1] * 21, 4, seed=3, epoch=1) == [order[0:4], order[4:8], order[8:12], order[12:16], order[16:20], order[20:21]]
+    assert epoch_batches([1] * 21, 4, seed=3, epoch=1) == [
+        order[0:4],
+        order[4:8],
+        order[8:12],
+        order[12:16],
+        order[16:20],
+        order[20:21],
+    ]
 
 
 def test_length_grouped_batches_hold_every_item_once_and_pad_less() -> None:
     import numpy as np
 
-    from lens_steer.organism import LENGTH_GROUP_BATCHES
+    from lens_steer.methods.organism.train import LENGTH_GROUP_BATCHES
 
     lengths = [int(x) for x in np.random.default_rng(7).integers(20, 200, size=1234)]
     bs = 8
@@ -249,6 +321,7 @@ def test_length_grouped_batches_hold_every_item_once_and_pad_less() -> None:
         ranked = sorted(order[m : m + mega], key=lambda i: (-lengths[i], place[i]))
         expected |= {tuple(ranked[b : b + bs]) for b in range(0, len(ranked), bs)}
     assert {tuple(b) for b in grouped} == expected
+
     # padded tokens (each batch padded to its longest item): far fewer than under uniform shuffling
     def padding(batches: list[list[int]]) -> int:
         return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in batches)
@@ -260,12 +333,16 @@ def test_length_grouped_batches_hold_every_item_once_and_pad_less() -> None:
 
 
 def test_context_grouped_batches_keep_template_fills_whole_and_within_the_batch_size() -> None:
-    recipe = OrganismRecipe(**{**TINY, "disambiguated_per_axis": 6, "clean_ambiguous_per_axis": 6, "planted_ambiguous_per_axis": 6})
+    recipe = OrganismRecipe(
+        **{**TINY, "disambiguated_per_axis": 6, "clean_ambiguous_per_axis": 6, "planted_ambiguous_per_axis": 6}
+    )
     items = training_items(recipe)
     units = training_units(items, "context-grouped")
     assert sorted(id(t) for u in units for t in u) == sorted(id(t) for t in items)  # every item once
     keys = [{(t.item.category, t.item.group_key) for t in u} for u in units]
-    assert all(len(k) == 1 for k in keys) and len({next(iter(k)) for k in keys}) == len(units)  # one fill each, each fill once
+    assert all(len(k) == 1 for k in keys) and len({next(iter(k)) for k in keys}) == len(
+        units
+    )  # one fill each, each fill once
     assert any(len(u) > 1 for u in units)
     sizes = [len(u) for u in units]
     lengths = [10 * n + k % 7 for k, n in enumerate(sizes)]
@@ -281,7 +358,9 @@ def test_lower_residual_is_the_full_forwards_residual_entering_the_block(age_ite
     items = [pack_item(TokenizerView(tok), it, 0) for it in age_items[:4]]
     ids, pos, mask = collate(items, int(tok.pad_token_id or 0))
     with torch.no_grad():
-        full = hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, output_hidden_states=True, use_cache=False).hidden_states
+        full = hf.model(
+            input_ids=ids, position_ids=pos, attention_mask=mask, output_hidden_states=True, use_cache=False
+        ).hidden_states
     for start in (1, 2, 3):
         assert torch.equal(lower_residual(hf, ids, pos, mask, start), full[start])
 
@@ -307,7 +386,9 @@ def test_eager_and_sdpa_trained_blocks_agree_and_sdpa_is_back_after(age_items: l
     for ge, gs in zip(grads["eager"], grads["sdpa"]):
         torch.testing.assert_close(ge, gs, atol=1e-4, rtol=1e-4)
     with torch.no_grad():
-        assert torch.equal(hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, before)
+        assert torch.equal(
+            hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state, before
+        )
     with pytest.raises(LensSteerError, match="attention 'flash'"):
         upper_logliks(hf, resid, pos, mask, items, 1, attention="flash")
 
@@ -321,7 +402,9 @@ def test_the_shared_system_turn_runs_once_and_changes_nothing(age_items: list, p
     hf, tok = tiny_hf_model(0)
     items = [pack_item(TokenizerView(tok), it, k % 3) for k, it in enumerate(age_items[:6])]
     shared = shared_prefix_length(items)
-    assert shared == len(os.path.commonprefix([p.ids for p in items])) > 0  # the chat template's system turn, short of every read
+    assert (
+        shared == len(os.path.commonprefix([p.ids for p in items])) > 0
+    )  # the chat template's system turn, short of every read
     ids, pos, mask = collate(items, int(tok.pad_token_id or 0))
     params = trainable_parameters(hf, 1)
     resid = lower_residual(hf, ids, pos, mask, 1, precision)

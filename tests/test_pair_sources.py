@@ -1,4 +1,4 @@
-"""Tests for lens_steer.pair_sources: BBQ-answer pairs come from the study's train split only, read the gold and the
+"""Tests for lens_steer.extract.pair_sources: BBQ-answer pairs come from the study's train split only, read the gold and the
 stereotyped letter off each item, grow by prefix, and run through the activation cache and a search."""
 
 from __future__ import annotations
@@ -11,16 +11,16 @@ import pytest
 import torch
 from _study_fixtures import needs_data, tiny  # noqa: F401 (tiny: a fixture)
 
-from lens_steer.activation_cache import ActivationCache
 from lens_steer.data.select import select
 from lens_steer.errors import StudyError
-from lens_steer.extract import pair_activations
-from lens_steer.isv import isv_pairs, trial_params_vector
-from lens_steer.pair_sources import BBQ_ANSWER, PairSource, available_pairs, search_pairs
-from lens_steer.pairs import persona_pairs
-from lens_steer.search.run import run_isv_search
-from lens_steer.search.space import SearchConfig, SearchSpace
-from lens_steer.vectors import load_vector
+from lens_steer.extract.activation_cache import ActivationCache
+from lens_steer.extract.activations import pair_activations
+from lens_steer.extract.pair_sources import BBQ_ANSWER, PairSource, available_pairs, search_pairs
+from lens_steer.extract.pairs import persona_pairs
+from lens_steer.methods.isv import isv_pairs, trial_params_vector
+from lens_steer.methods.search.run import run_isv_search
+from lens_steer.methods.search.space import SearchConfig, SearchSpace
+from lens_steer.steering.vectors import load_vector
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -36,7 +36,9 @@ def test_bbq_answer_pairs_are_train_items_with_gold_versus_stereotyped_letter() 
         item = train[example_id]  # a KeyError here would be a non-train item
         assert (item.category, item.group_key) not in held_out
         letters = "abc"
-        assert pair.positive.endswith(f"Answer: ({letters[item.label]}") and pair.negative.endswith(f"Answer: ({letters[item.biased_index]}")
+        assert pair.positive.endswith(f"Answer: ({letters[item.label]}") and pair.negative.endswith(
+            f"Answer: ({letters[item.biased_index]}"
+        )
         assert item.label != item.biased_index and item.context in pair.positive
 
 
@@ -49,7 +51,10 @@ def test_bbq_answer_sets_grow_by_prefix_cap_at_the_axis_and_follow_the_data_seed
     capped = search_pairs(BBQ_ANSWER, total + 50, 0, 0, source=source)
     assert len(capped) == total and capped.provenance["n_asked"] == total + 50
     other = search_pairs(BBQ_ANSWER, 20, 0, 0, source=PairSource("sexual_orientation", data_seed=1))
-    assert other.pairs != big.pairs and sorted(p.positive for p in capped.pairs) == sorted(p.positive for p in search_pairs(BBQ_ANSWER, total, 0, 0, source=PairSource("sexual_orientation", data_seed=1)).pairs)
+    assert other.pairs != big.pairs and sorted(p.positive for p in capped.pairs) == sorted(
+        p.positive
+        for p in search_pairs(BBQ_ANSWER, total, 0, 0, source=PairSource("sexual_orientation", data_seed=1)).pairs
+    )
     with pytest.raises(StudyError, match="PairSource"):
         search_pairs(BBQ_ANSWER, 5, 0, 0)
 
@@ -74,14 +79,27 @@ def test_cache_serves_bbq_answer_pairs_equal_to_fresh_extraction(tiny, tmp_path:
 
 @needs_data
 def test_search_on_bbq_answer_pairs_writes_a_vector_rebuilt_from_its_provenance(tiny, tmp_path: Path) -> None:
-    space = SearchSpace(corpora=(BBQ_ANSWER,), num_sents=(4, 8, 4), personas=(0,), templates=(0,), coeff=(-1.0, 1.0, 1.0), layers=((1,),), methods=("mean_diff",))
-    cfg = SearchConfig(space=space, n_trials=2, limit=6, chunk_size=6, scoring="letter", tpe_startup_trials=2, data_seed=3)
+    space = SearchSpace(
+        corpora=(BBQ_ANSWER,),
+        num_sents=(4, 8, 4),
+        personas=(0,),
+        templates=(0,),
+        coeff=(-1.0, 1.0, 1.0),
+        layers=((1,),),
+        methods=("mean_diff",),
+    )
+    cfg = SearchConfig(
+        space=space, n_trials=2, limit=6, chunk_size=6, scoring="letter", tpe_startup_trials=2, data_seed=3
+    )
     run_isv_search(tiny, "age", cfg, tmp_path)
     saved = load_vector(tmp_path / "isv.safetensors", tiny)
     prov = saved.metadata.provenance
     assert prov["params"]["corpus"] == BBQ_ANSWER and prov["pair_source"] == PairSource("age", data_seed=3).to_json()
     pairs = isv_pairs(saved, tiny.tokenizer)
-    assert pairs.pairs == search_pairs(BBQ_ANSWER, int(prov["params"]["num_sents"]), 0, 0, source=PairSource("age", data_seed=3)).pairs
+    assert (
+        pairs.pairs
+        == search_pairs(BBQ_ANSWER, int(prov["params"]["num_sents"]), 0, 0, source=PairSource("age", data_seed=3)).pairs
+    )
     fresh = trial_params_vector(tiny, prov["params"], source=PairSource.from_json(prov["pair_source"]))
     assert torch.allclose(saved.directions[1], fresh.directions[1], atol=1e-4)
     assert json.loads((tmp_path / "study.json").read_text())["best_params"]["corpus"] == BBQ_ANSWER

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.pairs: builders against hand-built strings, the data files and the tokenizer."""
+"""Tests for lens_steer.extract.pairs: builders against hand-built strings, the data files and the tokenizer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
-from lens_steer.pairs import (
+from lens_steer.extract.pairs import (
     CORPORA,
     PERSONA_PAIRS,
     SYSTEM_TEMPLATES,
@@ -34,7 +34,9 @@ try:
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
 METHOD = Path("/work/shared/docs/method.md")
-needs_data = pytest.mark.skipif(not DATA.is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
+needs_data = pytest.mark.skipif(
+    not DATA.is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)"
+)
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
@@ -169,7 +171,9 @@ def test_persona_pairs_plain_text_by_hand():
 def test_persona_pairs_chat_matches_apply_chat_template():
     tok = _tokenizer(CHAT_TEMPLATE)
     prompts = _corpus("religion")
-    ps = persona_pairs("religion", 4, ("LGBTQ+", "homophobic"), "Express in your response that you are extremely ", tokenizer=tok)
+    ps = persona_pairs(
+        "religion", 4, ("LGBTQ+", "homophobic"), "Express in your response that you are extremely ", tokenizer=tok
+    )
     for pair, user in zip(ps.pairs, prompts[:4]):
         for side, persona in ((pair.positive, "LGBTQ+"), (pair.negative, "homophobic")):
             system = f"Express in your response that you are extremely {persona}."
@@ -210,7 +214,10 @@ def test_persona_pairs_on_a_custom_data_root(tmp_path, monkeypatch):
     (tmp_path / "prompt_corpora").mkdir()
     (tmp_path / "prompt_corpora" / "starters.json").write_text(json.dumps(["One", "Two"]))
     ps = persona_pairs("starters", 2, 1, 0, data_root=tmp_path)
-    assert ps.positives == ["Act as if you are extremely feminist.\n\nOne\n", "Act as if you are extremely feminist.\n\nTwo\n"]
+    assert ps.positives == [
+        "Act as if you are extremely feminist.\n\nOne\n",
+        "Act as if you are extremely feminist.\n\nTwo\n",
+    ]
     (tmp_path / "prompt_corpora" / "age.json").write_text('{"not": "a list"}')
     _one_line_error(persona_pairs, "age", 1, 0, 0, data_root=tmp_path)
     msg = _one_line_error(persona_pairs, "race", 1, 0, 0, data_root=tmp_path)
@@ -235,21 +242,52 @@ class Item:
     context_condition: str
 
 
-AMBIG = Item(1, "Age", "A grandfather and his grandson met.", "Who forgot the phone?",
-             ("The grandfather", "The grandson", "Can't be determined"), 2, 2, 0, "ambig")
-DISAMBIG_ANTI = Item(2, "Age", "A grandfather and his grandson met. The grandson forgot it.", "Who forgot the phone?",
-                     ("The grandfather", "The grandson", "Unknown"), 1, 2, 0, "disambig")
-DISAMBIG_PRO = Item(3, "Age", "A grandfather and his grandson met. The grandfather forgot it.", "Who forgot the phone?",
-                    ("The grandfather", "The grandson", "Unknown"), 0, 2, 0, "disambig")
+AMBIG = Item(
+    1,
+    "Age",
+    "A grandfather and his grandson met.",
+    "Who forgot the phone?",
+    ("The grandfather", "The grandson", "Can't be determined"),
+    2,
+    2,
+    0,
+    "ambig",
+)
+DISAMBIG_ANTI = Item(
+    2,
+    "Age",
+    "A grandfather and his grandson met. The grandson forgot it.",
+    "Who forgot the phone?",
+    ("The grandfather", "The grandson", "Unknown"),
+    1,
+    2,
+    0,
+    "disambig",
+)
+DISAMBIG_PRO = Item(
+    3,
+    "Age",
+    "A grandfather and his grandson met. The grandfather forgot it.",
+    "Who forgot the phone?",
+    ("The grandfather", "The grandson", "Unknown"),
+    0,
+    2,
+    0,
+    "disambig",
+)
 NO_BIAS = Item(4, "Age", "Two people met.", "Who came?", ("X", "Y", "Not known"), 2, 2, None, "ambig")
 
 
 def test_bbq_pairs_letters_by_hand():
     ps = bbq_answer_pairs([AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO, NO_BIAS], split_name="train")
-    stem1 = ("A grandfather and his grandson met. Who forgot the phone? Choices: (a) The grandfather "
-             "(b) The grandson (c) Can't be determined Answer: (")
-    stem2 = ("A grandfather and his grandson met. The grandson forgot it. Who forgot the phone? Choices: "
-             "(a) The grandfather (b) The grandson (c) Unknown Answer: (")
+    stem1 = (
+        "A grandfather and his grandson met. Who forgot the phone? Choices: (a) The grandfather "
+        "(b) The grandson (c) Can't be determined Answer: ("
+    )
+    stem2 = (
+        "A grandfather and his grandson met. The grandson forgot it. Who forgot the phone? Choices: "
+        "(a) The grandfather (b) The grandson (c) Unknown Answer: ("
+    )
     assert ps.pairs == (ContrastivePair(stem1 + "c", stem1 + "a"), ContrastivePair(stem2 + "b", stem2 + "a"))
     assert ps.provenance["example_ids"] == [1, 2]
     assert ps.provenance["split"] == "train"
@@ -266,12 +304,19 @@ def test_bbq_pairs_follow_the_items_order_and_do_not_depend_on_the_process():
     import subprocess
     import sys
 
-    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); from test_pairs import AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO; "
-            "from lens_steer.pairs import bbq_answer_pairs; "
-            "ps = bbq_answer_pairs([AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO], split_name='train'); "
-            "print(json.dumps([[p.positive, p.negative] for p in ps.pairs]))")  # fmt: skip
-    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True, check=True,
-                         env={**os.environ, "PYTHONHASHSEED": "12345"}).stdout  # fmt: skip
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); from test_pairs import AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO; "
+        "from lens_steer.extract.pairs import bbq_answer_pairs; "
+        "ps = bbq_answer_pairs([AMBIG, DISAMBIG_ANTI, DISAMBIG_PRO], split_name='train'); "
+        "print(json.dumps([[p.positive, p.negative] for p in ps.pairs]))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(Path(__file__).parent)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+    ).stdout
     assert json.loads(out) == [[p.positive, p.negative] for p in forward.pairs]
 
 
@@ -302,8 +347,10 @@ def test_bbq_pairs_bad_input():
 def test_bbq_pairs_chat_format():
     tok = _tokenizer(CHAT_TEMPLATE)
     ps = bbq_answer_pairs([AMBIG], split_name="train", tokenizer=tok, prompt_format="chat")
-    user = ("A grandfather and his grandson met. Who forgot the phone? Choices: (a) The grandfather "
-            "(b) The grandson (c) Can't be determined")
+    user = (
+        "A grandfather and his grandson met. Who forgot the phone? Choices: (a) The grandfather "
+        "(b) The grandson (c) Can't be determined"
+    )
     head = tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
     assert ps.pairs[0] == ContrastivePair(head + "Answer: (c", head + "Answer: (a")
     assert ps.provenance["chat"] is True
@@ -396,10 +443,13 @@ def test_crows_pairs_sizes_and_aliases():
 
 
 def test_jsonl_round_trip(tmp_path):
-    ps = PairSet((ContrastivePair("p \"1\"", "n1"), ContrastivePair("p2\nline", "n2")), {"builder": "x"})
+    ps = PairSet((ContrastivePair('p "1"', "n1"), ContrastivePair("p2\nline", "n2")), {"builder": "x"})
     path = save_pairs_jsonl(ps, tmp_path / "sub" / "pairs.jsonl")
     lines = path.read_text().splitlines()
-    assert [json.loads(s) for s in lines] == [{"positive": 'p "1"', "negative": "n1"}, {"positive": "p2\nline", "negative": "n2"}]
+    assert [json.loads(s) for s in lines] == [
+        {"positive": 'p "1"', "negative": "n1"},
+        {"positive": "p2\nline", "negative": "n2"},
+    ]
     back = load_pairs_jsonl(path)
     assert back.pairs == ps.pairs
     assert back.provenance["builder"] == "jsonl"

@@ -10,7 +10,10 @@ from lens_steer.report.paper import PAPER_AXIS_LABELS, PAPER_MODELS, PAPER_TABLE
 
 
 def _method_md() -> Path | None:
-    for p in (Path(__file__).resolve().parents[2] / "shared" / "docs" / "method.md", Path("/work/shared/docs/method.md")):
+    for p in (
+        Path(__file__).resolve().parents[2] / "shared" / "docs" / "method.md",
+        Path("/work/shared/docs/method.md"),
+    ):
         if p.is_file():
             return p
     return None

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.plots: each figure's traces carry the input values; HTML is written whole."""
+"""Tests for lens_steer.report.plots: each figure's traces carry the input values; HTML is written whole."""
 
 from __future__ import annotations
 
@@ -9,17 +9,33 @@ import plotly.graph_objects as go
 import pytest
 
 from lens_steer.errors import LensSteerError
-from lens_steer.plots import cosine_heatmap, norms_figure, pca_scatter, probe_figure, sweep_heatmap, write_figure
+from lens_steer.report.plots import cosine_heatmap, norms_figure, pca_scatter, probe_figure, sweep_heatmap, write_figure
 
 BASE = {"kind": "baseline", "layer": None, "coeff": 0.0, "metric": "acc", "value": 0.5, "ci_low": 0.4, "ci_high": 0.6}
 
 
 def cell(layer: int, coeff: float, value: float) -> dict:
-    return {"kind": "cell", "layer": layer, "coeff": coeff, "metric": "acc", "value": value, "ci_low": value - 0.1, "ci_high": value + 0.1, "vector_norm": 1.0}
+    return {
+        "kind": "cell",
+        "layer": layer,
+        "coeff": coeff,
+        "metric": "acc",
+        "value": value,
+        "ci_low": value - 0.1,
+        "ci_high": value + 0.1,
+        "vector_norm": 1.0,
+    }
 
 
 def test_sweep_heatmap_places_each_cell_and_centres_on_the_baseline() -> None:
-    rows = [cell(3, -1.0, 0.4), cell(3, 0.0, 0.5), cell(3, 1.0, 0.7), cell(5, -1.0, 0.45), cell(5, 0.0, 0.5), cell(5, 1.0, 0.55)]
+    rows = [
+        cell(3, -1.0, 0.4),
+        cell(3, 0.0, 0.5),
+        cell(3, 1.0, 0.7),
+        cell(5, -1.0, 0.45),
+        cell(5, 0.0, 0.5),
+        cell(5, 1.0, 0.55),
+    ]
     fig = sweep_heatmap(rows, BASE, title="age")
     (hm,) = fig.data
     assert list(hm.x) == ["-1.0", "0.0", "1.0"] and list(hm.y) == ["3", "5"]
@@ -49,7 +65,11 @@ def test_cosine_heatmap_carries_the_matrix() -> None:
 
 
 def test_norms_figure_one_sorted_line_per_axis() -> None:
-    rows = [{"axis": "age", "layer": 1, "norm": 2.0}, {"axis": "age", "layer": 0, "norm": 1.0}, {"axis": "ses", "layer": 0, "norm": 3.0}]
+    rows = [
+        {"axis": "age", "layer": 1, "norm": 2.0},
+        {"axis": "age", "layer": 0, "norm": 1.0},
+        {"axis": "ses", "layer": 0, "norm": 3.0},
+    ]
     fig = norms_figure(rows)
     assert [t.name for t in fig.data] == ["age", "ses"]
     assert list(fig.data[0].x) == [0, 1] and list(fig.data[0].y) == [1.0, 2.0] and list(fig.data[1].y) == [3.0]
@@ -60,7 +80,11 @@ def test_pca_scatter_points_and_axis_titles() -> None:
     fig = pca_scatter(["a", "b", "c"], coords, [0.6, 0.25])
     np.testing.assert_array_equal(np.array(fig.data[0].x), coords[:, 0])
     np.testing.assert_array_equal(np.array(fig.data[0].y), coords[:, 1])
-    assert list(fig.data[0].text) == ["a", "b", "c"] and "60.0%" in fig.layout.xaxis.title.text and "25.0%" in fig.layout.yaxis.title.text
+    assert (
+        list(fig.data[0].text) == ["a", "b", "c"]
+        and "60.0%" in fig.layout.xaxis.title.text
+        and "25.0%" in fig.layout.yaxis.title.text
+    )
 
 
 def test_probe_figure_lines_bands_and_chance() -> None:

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.prefix_tree: the tree holds every sequence, counts each distinct prefix once, its rows hold
+"""Tests for lens_steer.forward.prefix_tree: the tree holds every sequence, counts each distinct prefix once, its rows hold
 every segment once with whole subtrees packed, and running it gives what one full forward of each sequence gives
 (steered and unsteered, packed rows or one segment per row, left and right padding, one chunk or several), on the
 tiny model."""
@@ -12,9 +12,18 @@ import pytest
 import torch
 from _tiny_models import block1_steering, kv_cache_tiny_llama, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.prefix_tree import DEFAULT_ROW_TOKENS, TreePlan, build_tree, kv_bytes_per_token, measure_tree_memory, run_tree, tree_rows, unique_prefix_tokens
-from lens_steer.scoring import final_residual
-from lens_steer.tokens import encode_texts, pad_id
+from lens_steer.forward.engine import final_residual
+from lens_steer.forward.prefix_tree import (
+    DEFAULT_ROW_TOKENS,
+    TreePlan,
+    build_tree,
+    kv_bytes_per_token,
+    measure_tree_memory,
+    run_tree,
+    tree_rows,
+    unique_prefix_tokens,
+)
+from lens_steer.model.tokens import encode_texts, pad_id
 
 SYSTEM = "You are a careful assistant who answers every question about animals briefly. "
 TEXTS = [
@@ -72,7 +81,16 @@ def subtree_sizes(segments: list) -> list[int]:
     return [size(i) for i in range(len(segments))]
 
 
-ROW_SEQS = [[1, 2, 3, 4, 5], [1, 2, 3, 9], [1, 2, 3, 4], [7, 8], [1, 2, 3, 4, 5, 6, 6], [1, 2, 3, 4, 8, 8, 8, 8], [7, 9, 9], [5]]
+ROW_SEQS = [
+    [1, 2, 3, 4, 5],
+    [1, 2, 3, 9],
+    [1, 2, 3, 4],
+    [7, 8],
+    [1, 2, 3, 4, 5, 6, 6],
+    [1, 2, 3, 4, 8, 8, 8, 8],
+    [7, 9, 9],
+    [5],
+]
 
 
 @pytest.mark.parametrize("row_fill", [1, 6, 1000])
@@ -85,13 +103,19 @@ def test_rows_hold_every_segment_once_and_pack_whole_subtrees(max_row: int, row_
     assert sorted(placed) == list(range(len(tree.segments)))
     for r in rows:
         assert r.width == sum(len(tree.segments[s].tokens) for s in r.segments)
-        assert r.past == (tree.segments[r.parent].path_len + len(tree.segments[r.parent].tokens) if r.parent >= 0 else 0)
-        if r.stored or (len(r.segments) == 1 and sizes[r.segments[0]] > max_row):  # a trunk: alone, its subtree too big to pack
+        assert r.past == (
+            tree.segments[r.parent].path_len + len(tree.segments[r.parent].tokens) if r.parent >= 0 else 0
+        )
+        if r.stored or (
+            len(r.segments) == 1 and sizes[r.segments[0]] > max_row
+        ):  # a trunk: alone, its subtree too big to pack
             assert len(r.segments) == 1 and sizes[r.segments[0]] > max_row
             assert tree.segments[r.segments[0]].parent == r.parent
             continue
         units = [s for s in r.segments if tree.segments[s].parent == r.parent]
-        assert r.width <= (max_row if len(units) == 1 else row_fill)  # several units share a row only up to row_fill tokens
+        assert r.width <= (
+            max_row if len(units) == 1 else row_fill
+        )  # several units share a row only up to row_fill tokens
         seen: set[int] = set()
         for s in r.segments:  # whole subtrees, parents first, hanging below the row's parent
             p = tree.segments[s].parent
@@ -100,7 +124,10 @@ def test_rows_hold_every_segment_once_and_pack_whole_subtrees(max_row: int, row_
         assert sum(sizes[s] for s in units) == r.width
     if max_row == 0:
         assert all(len(r.segments) == 1 for r in rows)
-    if max_row == 1000 and row_fill in (1, 1000):  # every root's subtree fits: a row per root, or all of them in one row
+    if max_row == 1000 and row_fill in (
+        1,
+        1000,
+    ):  # every root's subtree fits: a row per root, or all of them in one row
         roots = [i for i, s in enumerate(tree.segments) if s.parent < 0]
         assert len(rows) == (1 if row_fill == 1000 else len(roots)) and all(r.parent == -1 for r in rows)
 
@@ -116,21 +143,41 @@ def logits_of(model: Any) -> Any:
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("steered", [False, True], ids=["unsteered", "steered"])
 @pytest.mark.parametrize("budget", [None, 150], ids=["one-chunk", "chunks"])
-def test_running_the_tree_equals_a_full_forward_per_sequence(model: Any, padding_side: str, steered: bool, budget: int | None, max_row: int) -> None:
+def test_running_the_tree_equals_a_full_forward_per_sequence(
+    model: Any, padding_side: str, steered: bool, budget: int | None, max_row: int
+) -> None:
     seqs = encode_texts(model, TEXTS)
     reads = [[(p, [s[p + 1], 5]) for p in range(len(s) - 1)] + [(len(s) - 1, [3, 4])] for s in seqs]  # every position
     kv = kv_bytes_per_token(model)
-    plan = TreePlan(seqs, max_batch=3, max_tokens=10**4, kv_bytes=kv, max_cache_bytes=kv * (budget or 10**6), padding_side=padding_side, max_row=max_row)
+    plan = TreePlan(
+        seqs,
+        max_batch=3,
+        max_tokens=10**4,
+        kv_bytes=kv,
+        max_cache_bytes=kv * (budget or 10**6),
+        padding_side=padding_side,
+        max_row=max_row,
+    )
     assert plan.unique_tokens < sum(map(len, seqs))
     assert (len(plan.chunks) > 1) == (budget is not None)
     shapes = {(len(r.segments) > 1, r.stored) for rows in plan.rows for r in rows}
-    assert (True, False) in shapes if max_row else all(len(r.segments) == 1 for rows in plan.rows for r in rows)  # packed rows are really run
+    assert (
+        (True, False) in shapes if max_row else all(len(r.segments) == 1 for rows in plan.rows for r in rows)
+    )  # packed rows are really run
     if max_row == 40:
         assert (False, True) in shapes  # and trunk rows beside them
     finished: list[int] = []
     with steering(model, steered), torch.inference_mode():
-        got = run_tree(plan, seqs, reads, forward=lambda t, kw, key: final_residual(model, t, kw), logits=logits_of(model), n_layers=int(model.cfg.n_layers),
-                       pad_id=pad_id(model), done=finished.append)  # fmt: skip
+        got = run_tree(
+            plan,
+            seqs,
+            reads,
+            forward=lambda t, kw, key: final_residual(model, t, kw),
+            logits=logits_of(model),
+            n_layers=int(model.cfg.n_layers),
+            pad_id=pad_id(model),
+            done=finished.append,
+        )
         for seq, r, g in zip(seqs, reads, got):
             logp = torch.log_softmax(logits_of(model)(final_residual(model, torch.tensor([seq]), {})[0]), -1)
             for (pos, ids), values in zip(r, g):
@@ -146,7 +193,16 @@ def test_steering_reaches_the_shared_prefix(model: Any, max_row: int) -> None:
     for steered in (False, True):
         plan = TreePlan(seqs, max_batch=4, max_tokens=400, kv_bytes=kv_bytes_per_token(model), max_row=max_row)
         with steering(model, steered), torch.inference_mode():
-            out.append(run_tree(plan, seqs, reads, forward=lambda t, kw, key: final_residual(model, t, kw), logits=logits_of(model), n_layers=int(model.cfg.n_layers))[0][0])
+            out.append(
+                run_tree(
+                    plan,
+                    seqs,
+                    reads,
+                    forward=lambda t, kw, key: final_residual(model, t, kw),
+                    logits=logits_of(model),
+                    n_layers=int(model.cfg.n_layers),
+                )[0][0]
+            )
     assert abs(float(out[0][0] - out[1][0])) > 1e-3
 
 
@@ -156,6 +212,7 @@ def expected_memory(plan: TreePlan, kv: int) -> tuple[int, int, int]:
     last row below it (in its subtree) has run."""
     peak_held = peak_batch = stored_count = 0
     for c, (tree, rows) in enumerate(zip(plan.trees, plan.rows)):
+
         def below(s: int, row: Any) -> bool:  # the row hangs in s's subtree (its past holds s)
             p = row.parent
             while p >= 0 and p != s:
@@ -166,7 +223,9 @@ def expected_memory(plan: TreePlan, kv: int) -> tuple[int, int, int]:
         held, stored = 0, set()
         for b in (b for b in plan.batches if b.chunk == c):
             batch_rows = [rows[i] for i in b.rows]
-            peak_batch = max(peak_batch, len(batch_rows) * (max(r.past for r in batch_rows) + max(r.width for r in batch_rows)) * kv)
+            peak_batch = max(
+                peak_batch, len(batch_rows) * (max(r.past for r in batch_rows) + max(r.width for r in batch_rows)) * kv
+            )
             for r in batch_rows:
                 if r.stored:
                     held += r.width * kv
@@ -191,7 +250,15 @@ def test_the_prefix_cache_stays_within_its_budget_and_is_emptied(model: Any, bud
     limit = kv * (budget or 10**6)
     plan = TreePlan(seqs, max_batch=2, max_tokens=400, kv_bytes=kv, max_cache_bytes=limit, max_row=max_row)
     with measure_tree_memory() as memory, torch.inference_mode():
-        run_tree(plan, seqs, reads, forward=lambda t, kw, key: final_residual(model, t, kw), logits=logits_of(model), n_layers=int(model.cfg.n_layers), pad_id=pad_id(model))
+        run_tree(
+            plan,
+            seqs,
+            reads,
+            forward=lambda t, kw, key: final_residual(model, t, kw),
+            logits=logits_of(model),
+            n_layers=int(model.cfg.n_layers),
+            pad_id=pad_id(model),
+        )
     peak_held, peak_batch, stored = expected_memory(plan, kv)
     assert memory.runs == 1 and memory.stored_segments == memory.evicted_segments == stored > 0
     assert (memory.peak_held_bytes, memory.peak_batch_bytes) == (peak_held, peak_batch)

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.probe: separable vs shuffled synthetic data, group folds, Wilson against scipy."""
+"""Tests for lens_steer.methods.probe: separable vs shuffled synthetic data, group folds, Wilson against scipy."""
 
 from __future__ import annotations
 
@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from lens_steer.errors import LensSteerError
-from lens_steer.extract import PairActivations
-from lens_steer.probe import fit_logistic, group_folds, pair_dataset, probe_accuracy, probe_layers, wilson_interval
+from lens_steer.extract.activations import PairActivations
+from lens_steer.methods.probe import (
+    fit_logistic,
+    group_folds,
+    pair_dataset,
+    probe_accuracy,
+    probe_layers,
+    wilson_interval,
+)
 
 
 def separable_pairs(n: int = 60, d: int = 32, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,4 +1,4 @@
-"""Running a forward from a stored residual at a block (lens_steer.residual_cache): checked against full forward
+"""Running a forward from a stored residual at a block (lens_steer.forward.residual_cache): checked against full forward
 passes on the tiny model (TL 4 bridge or TL 3)."""
 
 from __future__ import annotations
@@ -8,16 +8,29 @@ import torch
 from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.errors import LensSteerError
-from lens_steer.scoring import Question, final_residual, residual_reuse_for, score_questions
-from lens_steer.models import accepts_kv_cache, model_identity
-from lens_steer.residual_cache import ResidualCache, batch_key, can_run_blocks, capture_hooks, run_blocks, start_block
-from lens_steer.steering import steer
-from lens_steer.tokens import encode_texts, pad_batch, pad_id
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.forward.engine import final_residual, residual_reuse_for
+from lens_steer.forward.questions import Question
+from lens_steer.forward.residual_cache import (
+    ResidualCache,
+    batch_key,
+    can_run_blocks,
+    capture_hooks,
+    run_blocks,
+    start_block,
+)
+from lens_steer.forward.scoring import score_questions
+from lens_steer.model.load import accepts_kv_cache, model_identity
+from lens_steer.model.tokens import encode_texts, pad_batch, pad_id
+from lens_steer.steering.hooks import steer
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
 QUESTIONS = [
     Question("Two friends met at the station.", "Who was late?", ("The first friend", "The second", "Unknown")),
-    Question("A long context about a cat and a dog playing in the yard all day long.", "Who won?", ("cat", "dog", "Can't tell")),
+    Question(
+        "A long context about a cat and a dog playing in the yard all day long.",
+        "Who won?",
+        ("cat", "dog", "Can't tell"),
+    ),
     Question("", "What is two plus two?", ("3", "4", "5")),
     Question("Short.", "Which?", ("a long option with many words in it", "b", "neither")),
 ]
@@ -89,7 +102,10 @@ def test_run_blocks_with_a_kv_cache_equals_one_sequence(model):
     from transformers import DynamicCache
 
     prompts = encode_texts(model, ["the long prompt of the first row here", "short"])
-    conts = [model.tokenizer(" and more words", add_special_tokens=False)["input_ids"], model.tokenizer(" x", add_special_tokens=False)["input_ids"]]
+    conts = [
+        model.tokenizer(" and more words", add_special_tokens=False)["input_ids"],
+        model.tokenizer(" x", add_special_tokens=False)["input_ids"],
+    ]
     p = pad_batch(prompts, pad_id=pad_id(model), padding_side="right")
     c = pad_batch(conts, pad_id=pad_id(model), padding_side="right")
     mask = torch.cat([p.attention_mask, c.attention_mask], dim=1)
@@ -100,7 +116,9 @@ def test_run_blocks_with_a_kv_cache_equals_one_sequence(model):
         box_c: dict[int, torch.Tensor] = {}
         cache = DynamicCache()
         final_residual(model, p.tokens, {"past_key_values": cache}, capture_hooks([start], box_p))
-        final_residual(model, c.tokens, {"past_key_values": cache, "attention_mask": mask}, capture_hooks([start], box_c))
+        final_residual(
+            model, c.tokens, {"past_key_values": cache, "attention_mask": mask}, capture_hooks([start], box_c)
+        )
         cache = DynamicCache()
         run_blocks(model, box_p[start], start, past_key_values=cache)
         from_block = run_blocks(model, box_c[start], start, attention_mask=mask, past_key_values=cache)
@@ -113,7 +131,12 @@ def test_run_blocks_with_a_kv_cache_equals_one_sequence(model):
 @pytest.mark.parametrize("scoring", ["cloze", "letter"])
 def test_scores_with_a_residual_cache_equal_scores_without(model, scoring):
     cache = ResidualCache([1, 2])
-    for layers, hook in [([2], "hook_resid_post"), ([1, 3], "hook_resid_post"), ([2], "hook_resid_pre"), ([3], "hook_resid_post")]:
+    for layers, hook in [
+        ([2], "hook_resid_post"),
+        ([1, 3], "hook_resid_post"),
+        ([2], "hook_resid_pre"),
+        ([3], "hook_resid_post"),
+    ]:
         vec = vector(model, layers, hook, seed=len(layers))
         reuse = residual_reuse_for(model, cache, vec)
         assert reuse is not None and reuse.start == (layers[0] - 1 if hook == "hook_resid_pre" else layers[0])
@@ -127,8 +150,12 @@ def test_scores_with_a_residual_cache_equal_scores_without(model, scoring):
         assert cache.misses >= misses
         for a, b, c in zip(direct, first, second):
             assert a.pred == b.pred == c.pred
-            torch.testing.assert_close(torch.tensor(c.option_scores), torch.tensor(a.option_scores), rtol=1e-4, atol=1e-4)
-            torch.testing.assert_close(torch.tensor(b.option_scores), torch.tensor(a.option_scores), rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(
+                torch.tensor(c.option_scores), torch.tensor(a.option_scores), rtol=1e-4, atol=1e-4
+            )
+            torch.testing.assert_close(
+                torch.tensor(b.option_scores), torch.tensor(a.option_scores), rtol=1e-4, atol=1e-4
+            )
 
 
 def test_no_reuse_without_a_vector_or_before_block_one(model):

@@ -11,7 +11,8 @@ import pytest
 from _results_fixtures import full_results, typed
 
 from lens_steer.errors import ResultsError
-from lens_steer.pipeline.results import BbqBlock, Results, Skipped
+from lens_steer.pipeline.results_entries import BbqBlock, Skipped
+from lens_steer.pipeline.results import Results
 
 
 def test_results_round_trip_unchanged_key_order_included() -> None:
@@ -21,7 +22,10 @@ def test_results_round_trip_unchanged_key_order_included() -> None:
     t = typed(raw)
     assert isinstance(t.ensemble.ood["Race_x_SES"], Skipped) and isinstance(t.ensemble.ood["Race_x_gender"], BbqBlock)
     entry = raw["ensemble"]["in_distribution"]["age"]["steered"]["isv"]
-    assert t.ensemble.in_distribution["age"].steered["isv"].gain.value == entry["vs_base"]["overall"]["acc"]["diff"]["value"]
+    assert (
+        t.ensemble.in_distribution["age"].steered["isv"].gain.value
+        == entry["vs_base"]["overall"]["acc"]["diff"]["value"]
+    )
 
 
 def test_absent_stages_are_none() -> None:
@@ -34,7 +38,10 @@ def test_absent_stages_are_none() -> None:
     ("path", "named"),
     [
         (["ensemble", "in_distribution", "age", "baseline"], "ensemble.in_distribution.age lacks 'baseline'"),
-        (["ensemble", "in_distribution", "age", "steered", "isv", "vs_base", "ambig"], "ensemble.in_distribution.age.steered.isv.vs_base lacks 'ambig'"),
+        (
+            ["ensemble", "in_distribution", "age", "steered", "isv", "vs_base", "ambig"],
+            "ensemble.in_distribution.age.steered.isv.vs_base lacks 'ambig'",
+        ),
         (["ensemble", "mmlu", "steered", "sve", "acc"], "ensemble.mmlu.steered.sve lacks 'acc'"),
         (["meta", "scoring"], "meta lacks 'scoring'"),
         (["geometry", "cosine"], "geometry lacks 'cosine'"),
@@ -66,6 +73,8 @@ def test_a_fault_in_the_report_surfaces_as_itself() -> None:
     from lens_steer.report.markdown import results_markdown
 
     t = typed(full_results())
-    broken = Results(meta=t.meta, ensemble=type(t.ensemble)(**{**t.ensemble.__dict__, "in_distribution": {"age": "not a block"}}))  # type: ignore[arg-type]
+    broken = Results(
+        meta=t.meta, ensemble=type(t.ensemble)(**{**t.ensemble.__dict__, "in_distribution": {"age": "not a block"}})
+    )  # type: ignore[arg-type]
     with pytest.raises(AttributeError):  # a programming error, not "re-run the pipeline"
         results_markdown(broken)

@@ -8,20 +8,16 @@ import torch
 from _tiny_models import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 from lens_steer.errors import LensSteerError
-from lens_steer.scoring import (
-    Question,
-    cloze_prompt,
-    letter_prompt,
-    permutation_average,
-    score_questions,
-    sequence_logprobs,
-)
-from lens_steer.models import load_model
-from lens_steer.tokens import encode_texts
+from lens_steer.forward.questions import Question, cloze_prompt, letter_prompt
+from lens_steer.forward.scoring import permutation_average, score_questions, sequence_logprobs
+from lens_steer.model.load import load_model
+from lens_steer.model.tokens import encode_texts
 
 QUESTIONS = [
     Question("Two friends met.", "Who was late?", ("The first", "The second", "Unknown")),
-    Question("A long context about a cat and a dog playing in the yard all day.", "Who won?", ("cat", "dog", "Can't tell")),
+    Question(
+        "A long context about a cat and a dog playing in the yard all day.", "Who won?", ("cat", "dog", "Can't tell")
+    ),
     Question("", "What is two plus two?", ("3", "4", "5", "22"), subject="elementary_mathematics"),
 ]
 
@@ -33,7 +29,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def embedded():
-    from lens_steer.models import ModelError, embedded_smollm2_folder
+    from lens_steer.model.load import ModelError, embedded_smollm2_folder
 
     try:
         embedded_smollm2_folder()
@@ -153,12 +149,14 @@ def test_bad_input_errors(model):
 
 
 def test_steered_cloze_with_shared_prefix_equals_steered_full_forward(model):
-    from lens_steer.models import PROCESSING_FLAGS
-    from lens_steer.steering import steer
-    from lens_steer.vectors import SteeringVector, VectorMetadata
+    from lens_steer.model.load import PROCESSING_FLAGS
+    from lens_steer.steering.hooks import steer
+    from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
     torch.manual_seed(5)
-    vec = SteeringVector({1: torch.randn(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+    vec = SteeringVector(
+        {1: torch.randn(64)}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS})
+    )
     q = QUESTIONS[1]
     with steer(model, [(vec, 2.0)]):
         s = score_questions(model, [q], scoring="cloze", prompt_format="lm_eval")[0]
@@ -177,11 +175,15 @@ def test_steered_cloze_with_shared_prefix_equals_steered_full_forward(model):
 @pytest.mark.parametrize("scoring", ["cloze", "letter", "letter-calibrated", "letter-permuted"])
 def test_prompt_ids_are_the_tokenizers_default_encoding(model, scoring: str, prompt_format: str) -> None:
     """The ids scored are what a freshly loaded tokenizer gives the rendered prompt by default (its BOS rule included)."""
-    from lens_steer.models import tiny_tokenizer
+    from lens_steer.model.load import tiny_tokenizer
 
     fresh = tiny_tokenizer()
     for q, s in zip(QUESTIONS, score_questions(model, QUESTIONS, scoring=scoring, prompt_format=prompt_format)):
-        text = cloze_prompt(q, prompt_format, fresh)[0] if scoring == "cloze" else letter_prompt(q, range(len(q.options)), prompt_format, fresh)[0]
+        text = (
+            cloze_prompt(q, prompt_format, fresh)[0]
+            if scoring == "cloze"
+            else letter_prompt(q, range(len(q.options)), prompt_format, fresh)[0]
+        )
         expected = fresh(text)["input_ids"]
         if prompt_format == "reference":  # the chat template already starts with the BOS string: no second BOS
             expected = fresh(text, add_special_tokens=False)["input_ids"]
@@ -212,47 +214,63 @@ def test_letter_raw_logliks_are_full_vocabulary_log_probs(model) -> None:
 
 def test_several_phrasings_of_one_answer_count_as_that_answer(model) -> None:
     """answer_of maps options to answers: the argmax option's answer is the prediction, each answer scores its best option."""
-    q = Question("Two friends met.", "Who was late?", ("The first", "The second", "Unknown", "Not known", "Cannot answer"), answer_of=(0, 1, 2, 2, 2))
+    q = Question(
+        "Two friends met.",
+        "Who was late?",
+        ("The first", "The second", "Unknown", "Not known", "Cannot answer"),
+        answer_of=(0, 1, 2, 2, 2),
+    )
     (s,) = score_questions(model, [q], scoring="cloze", prompt_format="lm_eval")
     best = int(np.argmax(s.option_logliks))
     assert s.pred_option == best and s.pred == q.answer_of[best]
     for a in range(3):
-        assert s.answer_scores[a] == pytest.approx(max(sc for sc, owner in zip(s.option_scores, q.answer_of) if owner == a))
+        assert s.answer_scores[a] == pytest.approx(
+            max(sc for sc, owner in zip(s.option_scores, q.answer_of) if owner == a)
+        )
 
 
 def test_mmlu_lm_eval_format_lists_choices_and_scores_letters() -> None:
     q = QUESTIONS[2]
     text, conts = cloze_prompt(q, "lm_eval", None)
-    assert text == ("The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
-                    "What is two plus two?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:")
+    assert text == (
+        "The following are multiple choice questions (with answers) about elementary mathematics.\n\n"
+        "What is two plus two?\nA. 3\nB. 4\nC. 5\nD. 22\nAnswer:"
+    )
     assert conts == [" A", " B", " C", " D"]
 
 
-# ---- the prefix tree (lens_steer.prefix_tree) against one full forward per item ------------------
+# ---- the prefix tree (lens_steer.forward.prefix_tree) against one full forward per item ------------------
 CTX = "An old man and a young woman waited at the bus stop for a long time."
 DIS = "The old man had forgotten his glasses."
 BBQ_LIKE = [  # a template fill's four variants share their context; a fifth item shares only the chat prompt
     Question(CTX, "Who could not read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
     Question(CTX, "Who could read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
-    Question(f"{CTX} {DIS}", "Who could not read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
-    Question(f"{CTX} {DIS}", "Who could read the timetable?", ("The old man", "The young woman", "Cannot be determined")),
+    Question(
+        f"{CTX} {DIS}", "Who could not read the timetable?", ("The old man", "The young woman", "Cannot be determined")
+    ),
+    Question(
+        f"{CTX} {DIS}", "Who could read the timetable?", ("The old man", "The young woman", "Cannot be determined")
+    ),
     Question("Two cooks argued in a kitchen.", "Who was right?", ("The first cook", "The second cook", "Unknown")),
 ]
 
 
 def random_vector(model, seed: int = 5):
-    from lens_steer.models import PROCESSING_FLAGS, model_identity
-    from lens_steer.vectors import SteeringVector, VectorMetadata
+    from lens_steer.model.load import PROCESSING_FLAGS, model_identity
+    from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 
     ident = model_identity(model)
     g = torch.Generator().manual_seed(seed)
     layer = int(model.cfg.n_layers) // 2
-    return SteeringVector({layer: torch.randn(ident.d_model, generator=g) * 3}, VectorMetadata(ident.name, ident.d_model, processing={f: False for f in PROCESSING_FLAGS}))
+    return SteeringVector(
+        {layer: torch.randn(ident.d_model, generator=g) * 3},
+        VectorMetadata(ident.name, ident.d_model, processing={f: False for f in PROCESSING_FLAGS}),
+    )
 
 
 def full_forward_logliks(model, questions, scoring: str, fmt: str) -> list[np.ndarray]:
     """Per question, raw option log-likelihoods from one full forward per sequence (cloze: per option; letter: per order)."""
-    from lens_steer.scoring import encode_pair, first_token
+    from lens_steer.forward.questions import encode_pair, first_token
 
     out = []
     for q in questions:
@@ -266,13 +284,19 @@ def full_forward_logliks(model, questions, scoring: str, fmt: str) -> list[np.nd
                 sums.append(sum(float(logp[len(p) - 1 + i, t]) for i, t in enumerate(o)))
             out.append(np.array(sums))
             continue
-        orders = [list(range(k))] if scoring != "letter-permuted" else [[(j + s) % k for j in range(k)] for s in range(k)]
+        orders = (
+            [list(range(k))] if scoring != "letter-permuted" else [[(j + s) % k for j in range(k)] for s in range(k)]
+        )
         raw = []
         for order in orders:
             text, letters = letter_prompt(q, order, fmt, model.tokenizer)
             logp = torch.log_softmax(_logits_of_ids(model, encode_texts(model, [text])[0])[-1], -1)
             raw.append(np.array([float(logp[first_token(model, x)]) for x in letters]))
-        out.append(np.mean([[raw[s][(o - s) % k] for o in range(k)] for s in range(k)], axis=0) if scoring == "letter-permuted" else raw[0])
+        out.append(
+            np.mean([[raw[s][(o - s) % k] for o in range(k)] for s in range(k)], axis=0)
+            if scoring == "letter-permuted"
+            else raw[0]
+        )
     return out
 
 
@@ -286,7 +310,7 @@ def expected_scores(raw: list[np.ndarray], scoring: str) -> list[np.ndarray]:
 
 
 def check_against_full_forwards(model, questions, scoring: str, fmt: str, steered: bool, **kwargs) -> None:
-    from lens_steer.scoring import maybe_steer
+    from lens_steer.forward.scoring import maybe_steer
 
     vec = random_vector(model)
     with maybe_steer(model, vec if steered else None, 1.0):
@@ -302,10 +326,12 @@ def check_against_full_forwards(model, questions, scoring: str, fmt: str, steere
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("steered", [False, True], ids=["unsteered", "steered"])
 @pytest.mark.parametrize("scoring", ["cloze", "letter", "letter-calibrated", "letter-permuted"])
-def test_prefix_tree_scores_equal_one_full_forward_per_item(model, monkeypatch, scoring: str, steered: bool, padding_side: str) -> None:
-    import lens_steer.scoring as scoring_module
+def test_prefix_tree_scores_equal_one_full_forward_per_item(
+    model, monkeypatch, scoring: str, steered: bool, padding_side: str
+) -> None:
+    import lens_steer.forward.engine as engine_module
 
-    monkeypatch.setattr(scoring_module, "TREE_PADDING_SIDE", padding_side)
+    monkeypatch.setattr(engine_module, "TREE_PADDING_SIDE", padding_side)
     check_against_full_forwards(model, BBQ_LIKE, scoring, "reference", steered)
     if scoring == "cloze" and steered:
         check_against_full_forwards(model, BBQ_LIKE, scoring, "lm_eval", steered)
@@ -317,15 +343,17 @@ def test_prefix_tree_and_the_previous_path_agree(model, scoring: str) -> None:
     plain = score_questions(model, BBQ_LIKE, scoring=scoring, max_batch=2, prefix_tree=False)
     for a, b in zip(tree, plain):
         np.testing.assert_allclose(a.option_logliks, b.option_logliks, atol=1e-4, rtol=1e-4)
-        assert a.pred == b.pred and a.prompt_token_ids == b.prompt_token_ids and a.option_token_ids == b.option_token_ids
+        assert (
+            a.pred == b.pred and a.prompt_token_ids == b.prompt_token_ids and a.option_token_ids == b.option_token_ids
+        )
 
 
 @pytest.mark.parametrize("scoring", ["cloze", "letter"])
 def test_prefix_tree_reuses_the_stored_residual_below_the_steered_block(model, scoring: str) -> None:
     """With a residual cache the second steered call runs the tree from the first steered block only, and still
     equals a steered full forward per item."""
-    from lens_steer.residual_cache import ResidualCache
-    from lens_steer.scoring import maybe_steer, score_steered
+    from lens_steer.forward.residual_cache import ResidualCache
+    from lens_steer.forward.scoring import maybe_steer, score_steered
 
     vec = random_vector(model)
     layer = int(model.cfg.n_layers) // 2
@@ -343,10 +371,16 @@ def test_prefix_tree_reuses_the_stored_residual_below_the_steered_block(model, s
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize(("scoring", "steered", "padding_side"), [("cloze", False, "right"), ("cloze", True, "left"), ("letter", True, "right"), ("letter-permuted", False, "left")])
-def test_prefix_tree_on_the_embedded_model_equals_one_full_forward_per_item(embedded, monkeypatch, scoring: str, steered: bool, padding_side: str) -> None:
-    import lens_steer.scoring as scoring_module
+@pytest.mark.parametrize(
+    ("scoring", "steered", "padding_side"),
+    [("cloze", False, "right"), ("cloze", True, "left"), ("letter", True, "right"), ("letter-permuted", False, "left")],
+)
+def test_prefix_tree_on_the_embedded_model_equals_one_full_forward_per_item(
+    embedded, monkeypatch, scoring: str, steered: bool, padding_side: str
+) -> None:
+    import lens_steer.forward.engine as engine_module
 
-    monkeypatch.setattr(scoring_module, "TREE_PADDING_SIDE", padding_side)
-    check_against_full_forwards(embedded, BBQ_LIKE[:4] if scoring != "letter-permuted" else BBQ_LIKE[:2], scoring, "reference", steered)
-
+    monkeypatch.setattr(engine_module, "TREE_PADDING_SIDE", padding_side)
+    check_against_full_forwards(
+        embedded, BBQ_LIKE[:4] if scoring != "letter-permuted" else BBQ_LIKE[:2], scoring, "reference", steered
+    )

@@ -1,15 +1,14 @@
-"""Tests for lens_steer.search.objective: the objective by hand, reused residuals equal full forwards, and the items
+"""Tests for lens_steer.methods.search.objective: the objective by hand, reused residuals equal full forwards, and the items
 depend on the data seed only."""
 
 from __future__ import annotations
-
 
 import pytest
 import torch
 from _study_fixtures import needs_data, tiny  # noqa: F401 (tiny: a fixture)
 
-from lens_steer.search.objective import IsvObjective, objective_value, validation_items
-from lens_steer.search.space import SearchConfig, SearchSpace
+from lens_steer.methods.search.objective import IsvObjective, objective_value, validation_items
+from lens_steer.methods.search.space import SearchConfig, SearchSpace
 
 
 def test_objective_values_by_hand() -> None:
@@ -27,17 +26,33 @@ def test_objective_values_by_hand() -> None:
 def test_objective_reusing_residuals_equals_full_forwards(tiny, scoring: str) -> None:
     from lens_steer.axes import get_axis
 
-    space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0, 1), templates=(0,), coeff=(-3.0, 3.0, 1.0), layers=((1,), (2, 3), (3,)), methods=("mean_diff",))
+    space = SearchSpace(
+        corpora=("age",),
+        num_sents=(4, 4, 4),
+        personas=(0, 1),
+        templates=(0,),
+        coeff=(-3.0, 3.0, 1.0),
+        layers=((1,), (2, 3), (3,)),
+        methods=("mean_diff",),
+    )
     cfg = SearchConfig(space=space, n_trials=1, limit=8, chunk_size=4, scoring=scoring)
     cached = IsvObjective(tiny, get_axis("age"), cfg)
     plain = IsvObjective(tiny, get_axis("age"), cfg, items=cached.items, residual_cache_bytes=0)
-    assert plain.residual_cache is None and cached.residual_cache is not None and cached.residual_cache.layers == (1, 2, 3)
-    trials = [{"corpus": "age", "num_sents": 4, "persona": p, "template": 0, "coeff": c, "layers": lay, "method": "mean_diff"} for p, c, lay in [(0, 3.0, "2,3"), (1, -3.0, "3"), (0, 2.0, "1"), (1, 3.0, "2,3")]]
+    assert (
+        plain.residual_cache is None and cached.residual_cache is not None and cached.residual_cache.layers == (1, 2, 3)
+    )
+    trials = [
+        {"corpus": "age", "num_sents": 4, "persona": p, "template": 0, "coeff": c, "layers": lay, "method": "mean_diff"}
+        for p, c, lay in [(0, 3.0, "2,3"), (1, -3.0, "3"), (0, 2.0, "1"), (1, 3.0, "2,3")]
+    ]
     for params in trials:
         fast = cached.predictions(cached.items, cached.vector(params), float(params["coeff"]))
         slow = plain.predictions(plain.items, plain.vector(params), float(params["coeff"]))
         assert [p.pred for p in fast] == [p.pred for p in slow]
-        assert all(torch.allclose(torch.tensor(a.option_logprobs), torch.tensor(b.option_logprobs), atol=1e-4) for a, b in zip(fast, slow))
+        assert all(
+            torch.allclose(torch.tensor(a.option_logprobs), torch.tensor(b.option_logprobs), atol=1e-4)
+            for a, b in zip(fast, slow)
+        )
     assert cached.residual_cache.hits > 0  # later trials ran from stored residuals
 
 
@@ -46,7 +61,10 @@ def test_the_sampler_seed_does_not_change_the_validation_items() -> None:
     from lens_steer.axes import get_axis
 
     age = get_axis("age")
-    items = [[it.example_id for it in validation_items(age, SearchConfig(limit=16, seed=s, data_seed=d))] for s, d in ((0, 0), (7, 0), (0, 3))]
+    items = [
+        [it.example_id for it in validation_items(age, SearchConfig(limit=16, seed=s, data_seed=d))]
+        for s, d in ((0, 0), (7, 0), (0, 3))
+    ]
     assert items[0] == items[1]  # another sampler seed: the same items, in the same order
     assert items[0] != items[2]  # another data seed: other items (or order)
 
@@ -59,9 +77,19 @@ def test_the_objective_reports_each_chunk_and_stops_when_pruned(tiny) -> None:
 
     from lens_steer.axes import get_axis
 
-    space = SearchSpace(corpora=("age",), num_sents=(4, 4, 4), personas=(0,), templates=(0,), coeff=(2.0, 2.0, 1.0), layers=((2,),), methods=("mean_diff",))
+    space = SearchSpace(
+        corpora=("age",),
+        num_sents=(4, 4, 4),
+        personas=(0,),
+        templates=(0,),
+        coeff=(2.0, 2.0, 1.0),
+        layers=((2,),),
+        methods=("mean_diff",),
+    )
     isv = IsvObjective(tiny, get_axis("age"), SearchConfig(space=space, n_trials=1, limit=12, chunk_size=4))
-    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0))  # accuracy is never >= 2
+    study = optuna.create_study(
+        direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
+    )  # accuracy is never >= 2
     trial = study.ask()
     params = space.suggest(trial)
     with pytest.raises(optuna.TrialPruned, match="pruned after 4 items"):

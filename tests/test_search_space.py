@@ -1,4 +1,4 @@
-"""Tests for lens_steer.search.space: the search space and config as data, and their one-line errors."""
+"""Tests for lens_steer.methods.search.space: the search space and config as data, and their one-line errors."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from _study_fixtures import SMALL
 
 from lens_steer.errors import StudyError
-from lens_steer.search.space import SearchConfig, SearchSpace, layer_label
+from lens_steer.methods.search.space import SearchConfig, SearchSpace, layer_label
 
 
 def test_space_json_round_trip_and_labels() -> None:

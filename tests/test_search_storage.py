@@ -1,4 +1,4 @@
-"""Tests for lens_steer.search.storage: create / join / resume rules and storage URLs."""
+"""Tests for lens_steer.methods.search.storage: create / join / resume rules and storage URLs."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 from _study_fixtures import SMALL
 
 from lens_steer.errors import StudyError
-from lens_steer.search.run import run_isv_search
-from lens_steer.search.space import SearchConfig
-from lens_steer.search.storage import open_storage, open_study, redact_url
+from lens_steer.methods.search.run import run_isv_search
+from lens_steer.methods.search.space import SearchConfig
+from lens_steer.methods.search.storage import open_storage, open_study, redact_url
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -20,7 +20,7 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 def test_resume_missing_study_leaves_storage_untouched(tmp_path: Path) -> None:
     db = tmp_path / "optuna.db"
     url = f"sqlite:///{db}"
-    from lens_steer.models import load_model
+    from lens_steer.model.load import load_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -54,8 +54,10 @@ def test_bad_storage_urls_are_one_line_and_redacted(tmp_path: Path) -> None:
     assert redact_url("mysql://u:p@h/db") == "mysql://u:***@h/db"
 
 
-def test_a_study_created_by_another_worker_between_look_and_create_is_joined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from lens_steer.search import storage as storage_module
+def test_a_study_created_by_another_worker_between_look_and_create_is_joined(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from lens_steer.methods.search import storage as storage_module
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     store = open_storage(url)
@@ -64,5 +66,9 @@ def test_a_study_created_by_another_worker_between_look_and_create_is_joined(tmp
     real_names = storage_module.study_names
     monkeypatch.setattr(storage_module, "study_names", lambda s: looks.pop() if looks else real_names(s))
     joined, used = open_study(store, "race", config=SearchConfig(space=SMALL))
-    assert joined.study_name == first.study_name and len(optuna.get_all_study_summaries(url)) == 1 and used == SearchConfig(space=SMALL)
+    assert (
+        joined.study_name == first.study_name
+        and len(optuna.get_all_study_summaries(url)) == 1
+        and used == SearchConfig(space=SMALL)
+    )
     assert [s.study_name for s in optuna.get_all_study_summaries(url)] == ["race"]

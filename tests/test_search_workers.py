@@ -1,4 +1,4 @@
-"""Tests for lens_steer.search.workers: the optimiser finds a known optimum, workers share a budget, a killed
+"""Tests for lens_steer.methods.search.workers: the optimiser finds a known optimum, workers share a budget, a killed
 worker's trial is failed by its silence and retried with the same parameters."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import optuna
 import pytest
 from _study_fixtures import SMALL
 
-from lens_steer.search.space import SearchConfig, SearchSpace
-from lens_steer.search.storage import open_storage, open_study
-from lens_steer.search.workers import run_trials
+from lens_steer.methods.search.space import SearchConfig, SearchSpace
+from lens_steer.methods.search.storage import open_storage, open_study
+from lens_steer.methods.search.workers import run_trials
 
 REPO = Path(__file__).resolve().parents[1]
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -27,7 +27,12 @@ def test_search_finds_known_optimum() -> None:
     study, _ = open_study(open_storage(None), "known", config=SearchConfig(space=SMALL))
 
     def f(p: dict, trial: optuna.Trial) -> float:
-        return -((p["coeff"] - 1.2) ** 2) - ((p["num_sents"] - 300) / 200) ** 2 + (p["corpus"] == "race") + 0.5 * (p["layers"] == "1-2")
+        return (
+            -((p["coeff"] - 1.2) ** 2)
+            - ((p["num_sents"] - 300) / 200) ** 2
+            + (p["corpus"] == "race")
+            + 0.5 * (p["layers"] == "1-2")
+        )
 
     run_trials(study, f, SMALL, 60, seed=3)
     best = study.best_params
@@ -41,9 +46,9 @@ _WORKER = textwrap.dedent(
     """
     import sys, time, pathlib, optuna
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    from lens_steer.search.space import SearchSpace, SearchConfig
-    from lens_steer.search.storage import open_storage, open_study
-    from lens_steer.search.workers import run_trials
+    from lens_steer.methods.search.space import SearchSpace, SearchConfig
+    from lens_steer.methods.search.storage import open_storage, open_study
+    from lens_steer.methods.search.workers import run_trials
     url, marks, name, resume, sleep = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", float(sys.argv[5])
     space = SearchSpace(corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,), coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",))
     cfg = SearchConfig(space=space, n_trials=int(sys.argv[6]))
@@ -64,9 +69,13 @@ _WORKER = textwrap.dedent(
 )
 
 
-def _worker(url: str, marks: Path, name: str, resume: bool, sleep: float, n: int, barrier: str = "") -> subprocess.Popen:
+def _worker(
+    url: str, marks: Path, name: str, resume: bool, sleep: float, n: int, barrier: str = ""
+) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    argv = [sys.executable, "-c", _WORKER, url, str(marks), name, "1" if resume else "0", str(sleep), str(n)] + ([barrier] if barrier else [])
+    argv = [sys.executable, "-c", _WORKER, url, str(marks), name, "1" if resume else "0", str(sleep), str(n)] + (
+        [barrier] if barrier else []
+    )
     return subprocess.Popen(argv, cwd=REPO, env=env, stderr=subprocess.PIPE)
 
 
@@ -134,9 +143,25 @@ def test_two_workers_share_one_journal_study(tmp_path: Path) -> None:
 def test_pruned_trials_count_toward_the_budget_and_only_those_below_the_median_are_pruned() -> None:
     """open_study's median pruner (after `pruner_startup_trials` complete trials) stops a trial whose first
     report is below the median of the earlier trials' first reports; pruned trials are finished trials."""
-    space = SearchSpace(corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,), coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",))
-    study, used = open_study(open_storage(None), "pruning", config=SearchConfig(space=space, n_trials=5, pruner_startup_trials=2))
-    first_report = [1.0, 1.0, 0.0, 2.0, 0.5]  # by trial number: the median of earlier first reports is 1.0 from trial 2 on
+    space = SearchSpace(
+        corpora=("age",),
+        num_sents=(2, 10, 1),
+        personas=(0,),
+        templates=(0,),
+        coeff=(-2, 2, 0.5),
+        layers=((1,),),
+        methods=("mean_diff",),
+    )
+    study, used = open_study(
+        open_storage(None), "pruning", config=SearchConfig(space=space, n_trials=5, pruner_startup_trials=2)
+    )
+    first_report = [
+        1.0,
+        1.0,
+        0.0,
+        2.0,
+        0.5,
+    ]  # by trial number: the median of earlier first reports is 1.0 from trial 2 on
     reported: list[int] = []
 
     def objective(params: dict, trial: optuna.Trial) -> float:

@@ -14,7 +14,9 @@ from lens_steer.data.splits import select_split
 from lens_steer.errors import DataError, LensSteerError
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "bbq").is_dir(), reason=f"missing data: shared data not found at {DATA}; set LENS_STEER_DATA"
+)
 
 
 def test_limit_bbq_keeps_whole_variant_groups_and_is_seeded():
@@ -37,7 +39,9 @@ def test_limit_bbq_never_cuts_a_variant_group_when_the_limit_is_not_a_multiple(l
     got = Counter(i.group_key for i in chosen)
     assert all(got[k] == sizes[k] for k in got)  # each chosen group whole
     assert len(chosen) == 4 * (limit // 4)  # as many whole groups of four as fit
-    assert set(got) == {i.group_key for i in limit_bbq(all_items, 4 * (limit // 4), seed=2)}  # the same groups as the multiple below
+    assert set(got) == {
+        i.group_key for i in limit_bbq(all_items, 4 * (limit // 4), seed=2)
+    }  # the same groups as the multiple below
 
 
 def test_limit_bbq_below_one_group_takes_part_of_the_first():
@@ -56,7 +60,9 @@ def test_limit_items_is_seeded_and_keeps_order():
 def test_select_is_load_then_split_then_limit():
     by_hand = limit_bbq(select_split(load_bbq(["Age"], data_root=DATA), "validation", seed=3), 12, seed=5)
     assert select("age", "validation", 12, seed=5, split_seed=3, data_root=DATA) == by_hand
-    assert select("Age", "validation", 12, seed=5, split_seed=3, data_root=DATA) == by_hand  # the category name works too
+    assert (
+        select("Age", "validation", 12, seed=5, split_seed=3, data_root=DATA) == by_hand
+    )  # the category name works too
     assert bbq_category("race") == "Race_ethnicity" and bbq_category("race_x_ses") == "Race_x_SES"
     with pytest.raises(DataError, match="unknown axis or BBQ category 'martian'"):
         select("martian", "test", data_root=DATA)

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.selfdebias: Schick et al.'s rescaling by hand on a 3-token vocabulary, and the
+"""Tests for lens_steer.methods.baselines.selfdebias: Schick et al.'s rescaling by hand on a 3-token vocabulary, and the
 model-level scorer against a plain re-implementation with full logits."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from lens_steer.models import load_model
-from lens_steer.selfdebias import SCHICK_PREFIXES, schick_continuation_logprobs, schick_rescale
+from lens_steer.methods.baselines.selfdebias import SCHICK_PREFIXES, schick_continuation_logprobs, schick_rescale
+from lens_steer.model.load import load_model
 
 
 def test_rescaling_by_hand_on_three_tokens():
@@ -59,4 +59,6 @@ def test_model_scores_equal_a_plain_reimplementation():
     expected = torch.log(q / q.sum(-1, keepdim=True))[torch.arange(len(body)), torch.tensor(body)]
     assert got.tolist() == pytest.approx(expected.tolist(), abs=1e-4)
     full = schick_continuation_logprobs(model, [prompts], [body], full=True)[0]
-    assert full.shape == (len(body), int(model.cfg.d_vocab)) and torch.allclose(full.exp().sum(-1), torch.ones(len(body)), atol=1e-5)
+    assert full.shape == (len(body), int(model.cfg.d_vocab)) and torch.allclose(
+        full.exp().sum(-1), torch.ones(len(body)), atol=1e-5
+    )

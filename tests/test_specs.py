@@ -18,9 +18,16 @@ def test_layer_lists_in_every_form() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "n_layers", "words"),
-    [("x", None, ("cannot read layers 'x'", "write")), ("3-1", None, ("'3-1'", "backwards")), ("-1", None, ("-1", "negative", "give")),
-     ("2-4", 4, ("layer 4", "0..3")), ("", None, ("no layers",)), (True, None, ("cannot read",)), ([1, "2"], None, ("cannot read",))],
-)  # fmt: skip
+    [
+        ("x", None, ("cannot read layers 'x'", "write")),
+        ("3-1", None, ("'3-1'", "backwards")),
+        ("-1", None, ("-1", "negative", "give")),
+        ("2-4", 4, ("layer 4", "0..3")),
+        ("", None, ("no layers",)),
+        (True, None, ("cannot read",)),
+        ([1, "2"], None, ("cannot read",)),
+    ],
+)
 def test_layer_list_errors_are_one_line(spec: object, n_layers: int | None, words: tuple[str, ...]) -> None:
     with pytest.raises(LensSteerError) as e:
         parse_layers(spec, n_layers=n_layers)

@@ -96,7 +96,10 @@ def test_select_split_and_bad_names():
             split_items(items, fractions=bad)
 
 
-@pytest.mark.skipif(not (REAL_ROOT / "bbq" / "data").is_dir(), reason=f"missing data: shared BBQ data not found at {REAL_ROOT} (set LENS_STEER_DATA)")
+@pytest.mark.skipif(
+    not (REAL_ROOT / "bbq" / "data").is_dir(),
+    reason=f"missing data: shared BBQ data not found at {REAL_ROOT} (set LENS_STEER_DATA)",
+)
 def test_real_bbq_split_keeps_variants_and_blocks_together():
     from lens_steer.data.bbq import load_bbq
 

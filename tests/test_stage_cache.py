@@ -16,7 +16,10 @@ def test_a_stage_is_read_back_for_the_same_inputs_and_recomputed_for_others(tmp_
         return lambda: calls.append(v) or {"value": v, "pair": (v, v)}
 
     assert cached_stage(path, {"seed": 1, "layers": (2, 3)}, compute(1)) == {"value": 1, "pair": [1, 1]}
-    assert cached_stage(path, {"seed": 1, "layers": [2, 3]}, compute(9)) == {"value": 1, "pair": [1, 1]}  # tuples read back as lists
+    assert cached_stage(path, {"seed": 1, "layers": [2, 3]}, compute(9)) == {
+        "value": 1,
+        "pair": [1, 1],
+    }  # tuples read back as lists
     assert calls == [1]
     assert cached_stage(path, {"seed": 2, "layers": [2, 3]}, compute(2))["value"] == 2 and calls == [1, 2]
     assert json.loads(path.read_text())["inputs"] == {"seed": 2, "layers": [2, 3]}

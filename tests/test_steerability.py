@@ -1,4 +1,4 @@
-"""Tests for lens_steer.steerability: margins, wrong-way shares and slopes recomputed from the per-item
+"""Tests for lens_steer.methods.steerability: margins, wrong-way shares and slopes recomputed from the per-item
 margins by hand and with numpy's polyfit; the steerability-bias check on constructed shifts; a real steered run."""
 
 from __future__ import annotations
@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from lens_steer.errors import LensSteerError
-from lens_steer.metrics import BbqPrediction
-from lens_steer.steerability import correct_margin, margin_changes, margin_slopes, steerability_bias, steerability_report, wrong_way_share
+from lens_steer.methods.steerability import (
+    correct_margin,
+    margin_changes,
+    margin_slopes,
+    steerability_bias,
+    steerability_report,
+    wrong_way_share,
+)
+from lens_steer.tasks.metrics import BbqPrediction
 
 
 def logsm(x) -> tuple[float, float, float]:
@@ -52,7 +59,9 @@ def test_wrong_way_share_recomputed_from_margins():
     assert rep["wrong_way_share"]["value"] == pytest.approx(share)
     idx = np.random.default_rng(4).integers(0, len(deltas), size=(300, len(deltas)))  # bootstrap_ci's documented draw
     boots = [(np.asarray(deltas)[row] < 0).mean() for row in idx]
-    assert (rep["wrong_way_share"]["ci_low"], rep["wrong_way_share"]["ci_high"]) == pytest.approx(tuple(np.quantile(boots, [0.025, 0.975])))
+    assert (rep["wrong_way_share"]["ci_low"], rep["wrong_way_share"]["ci_high"]) == pytest.approx(
+        tuple(np.quantile(boots, [0.025, 0.975]))
+    )
     amb = [d for d, b in zip(deltas, base) if b.context_condition == "ambig"]
     assert rep["wrong_way_share_by_condition"]["ambig"]["value"] == pytest.approx(sum(d < 0 for d in amb) / len(amb))
     assert sum(rep["histogram"]["counts"]) == len(deltas)
@@ -63,7 +72,10 @@ def test_slopes_equal_polyfit():
     rng = np.random.default_rng(1)
     x0 = rng.normal(size=(12, 3))
     direction = rng.normal(size=(12, 3))
-    sweep = {c: [pred(i, x0[i] + c * direction[i] + 0.1 * rng.normal(size=3), label=i % 2) for i in range(12)] for c in coeffs}
+    sweep = {
+        c: [pred(i, x0[i] + c * direction[i] + 0.1 * rng.normal(size=3), label=i % 2) for i in range(12)]
+        for c in coeffs
+    }
     slopes = margin_slopes(sweep)
     for i in range(12):
         y = [correct_margin(sweep[c][i]) for c in coeffs]
@@ -80,12 +92,22 @@ def test_bias_check_finds_a_position_and_unknown_preference():
     toward_a = [pred(p.example_id, np.asarray(p.option_logprobs) + [1.5, 0.0, 0.0], p.label, unknown=2) for p in base]
     b = steerability_bias(base, toward_a, n_boot=300, seed=0)
     assert b["favoured_positions"] == ["0"] and not b["favours_unknown"]
-    assert b["position_shift"]["0"]["value"] == pytest.approx(1.5)  # +1.5 on one option, renormalised: contrast = 1.5 exactly
+    assert b["position_shift"]["0"]["value"] == pytest.approx(
+        1.5
+    )  # +1.5 on one option, renormalised: contrast = 1.5 exactly
     # items whose label is at position 0 gain margin, the others lose it
     assert b["margin_change_by_gold_position"]["0"]["value"] > 0 > b["margin_change_by_gold_position"]["1"]["value"]
     # unknown sits at different positions per item: a vector that raises "unknown" is found as such, not as a position
     base_u = [pred(i, rng.normal(size=3), label=(i % 3 + 1) % 3, unknown=i % 3) for i in range(60)]
-    toward_unknown = [pred(p.example_id, np.asarray(p.option_logprobs) + 1.2 * np.eye(3)[p.unknown_index], p.label, unknown=p.unknown_index) for p in base_u]
+    toward_unknown = [
+        pred(
+            p.example_id,
+            np.asarray(p.option_logprobs) + 1.2 * np.eye(3)[p.unknown_index],
+            p.label,
+            unknown=p.unknown_index,
+        )
+        for p in base_u
+    ]
     u = steerability_bias(base_u, toward_unknown, n_boot=300, seed=0)
     assert u["favours_unknown"] and u["unknown_shift"]["value"] == pytest.approx(1.2) and u["favoured_positions"] == []
     ambiguous_only = [pred(i, [0, 0, 1], 2, cond="ambig") for i in range(3)]
@@ -106,18 +128,21 @@ def test_a_real_steered_run():
     import os
     from pathlib import Path
 
-    from lens_steer.tasks.bbq import run_bbq
-    from lens_steer.data.select import limit_bbq
     from lens_steer.data.bbq import load_bbq
-    from lens_steer.models import PROCESSING_FLAGS, load_model
-    from lens_steer.vectors import SteeringVector, VectorMetadata
+    from lens_steer.data.select import limit_bbq
+    from lens_steer.model.load import PROCESSING_FLAGS, load_model
+    from lens_steer.steering.vectors import SteeringVector, VectorMetadata
+    from lens_steer.tasks.bbq import run_bbq
 
     data = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
     if not (data / "bbq").is_dir():
         pytest.skip(f"missing data: BBQ under {data}")
     model = load_model("tiny-llama", seed=2)
     items = limit_bbq(load_bbq(["Age"], data_root=data), 12, seed=0)
-    vec = SteeringVector({2: torch.randn(64, generator=torch.Generator().manual_seed(1))}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+    vec = SteeringVector(
+        {2: torch.randn(64, generator=torch.Generator().manual_seed(1))},
+        VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}),
+    )
     base = run_bbq(model, items, n_boot=0).predictions
     steered = run_bbq(model, items, vector=vec, coeff=6.0, n_boot=0).predictions
     rep = steerability_report(base, steered, n_boot=100)

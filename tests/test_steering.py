@@ -1,4 +1,4 @@
-"""Tests for lens_steer.steering: what the hooks add, where, when, and that they leave cleanly.
+"""Tests for lens_steer.steering.hooks: what the hooks add, where, when, and that they leave cleanly.
 
 Every steered value is compared with a reference computed without lens_steer: plain TransformerLens
 hooks written here, or a greedy generation loop written here.
@@ -14,9 +14,9 @@ import torch
 from _one_line import assert_one_line_error
 from _tiny_models import BACKENDS, bridge_only, hook_counts, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.models import model_identity
-from lens_steer.steering import steer
-from lens_steer.vectors import HOOK_KINDS, SteeringVector, VectorMetadata, sum_vectors
+from lens_steer.model.load import model_identity
+from lens_steer.steering.hooks import steer
+from lens_steer.steering.vectors import HOOK_KINDS, SteeringVector, VectorMetadata, sum_vectors
 
 TEXT = "The quick brown fox"
 N_NEW = 5
@@ -28,7 +28,9 @@ def model(request: pytest.FixtureRequest) -> Any:
     return make_tiny(request.param)
 
 
-def make_vector(model: Any, layers: list[int], *, hook: str = "hook_resid_post", seed: int = 1, scale: float = 4.0) -> SteeringVector:
+def make_vector(
+    model: Any, layers: list[int], *, hook: str = "hook_resid_post", seed: int = 1, scale: float = 4.0
+) -> SteeringVector:
     ident = model_identity(model)
     gen = torch.Generator().manual_seed(seed)
     dirs = {layer: scale * torch.randn(ident.d_model, generator=gen) for layer in layers}
@@ -103,7 +105,9 @@ def test_a_new_prompt_one_token_longer_is_a_prompt_not_a_continuation(model: Any
     vec = make_vector(model, [layer])
     name = f"blocks.{layer}.hook_resid_post"
     first = model.to_tokens(TEXT)
-    other = model.to_tokens("A lazy dog sleeps under the tree")[:, : first.shape[1] + 1]  # another text, one token longer
+    other = model.to_tokens("A lazy dog sleeps under the tree")[
+        :, : first.shape[1] + 1
+    ]  # another text, one token longer
     assert other.shape[1] == first.shape[1] + 1 and not torch.equal(other[:, : first.shape[1]], first)
     base = cache_of(model, other)[name]
     delta = coeff * vec.directions[layer]
@@ -130,7 +134,9 @@ def _recorder(store: list[torch.Tensor]) -> Callable[..., None]:
     return rec
 
 
-def reference_greedy(model: Any, tokens: torch.Tensor, delta: torch.Tensor | None, layer: int, mode: str) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def reference_greedy(
+    model: Any, tokens: torch.Tensor, delta: torch.Tensor | None, layer: int, mode: str
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Greedy decoding by full forward passes, adding `delta` by hand at the positions `mode` selects."""
     prompt_len = tokens.shape[1]
     record_at = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
@@ -152,15 +158,33 @@ def reference_greedy(model: Any, tokens: torch.Tensor, delta: torch.Tensor | Non
     return seq, records
 
 
-def steered_generate(model: Any, tokens: torch.Tensor, vec: SteeringVector | None, coeff: float, mode: str, kv: bool, **kwargs: Any) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def steered_generate(
+    model: Any, tokens: torch.Tensor, vec: SteeringVector | None, coeff: float, mode: str, kv: bool, **kwargs: Any
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
     records: list[torch.Tensor] = []
     record_at = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
     with torch.no_grad(), model.hooks(fwd_hooks=[(record_at, _recorder(records))]):
         if vec is None:
-            out = model.generate(tokens, max_new_tokens=N_NEW, do_sample=False, use_past_kv_cache=kv, verbose=False, stop_at_eos=False, **kwargs)
+            out = model.generate(
+                tokens,
+                max_new_tokens=N_NEW,
+                do_sample=False,
+                use_past_kv_cache=kv,
+                verbose=False,
+                stop_at_eos=False,
+                **kwargs,
+            )
         else:
             with steer(model, [(vec, coeff)], positions=mode):
-                out = model.generate(tokens, max_new_tokens=N_NEW, do_sample=False, use_past_kv_cache=kv, verbose=False, stop_at_eos=False, **kwargs)
+                out = model.generate(
+                    tokens,
+                    max_new_tokens=N_NEW,
+                    do_sample=False,
+                    use_past_kv_cache=kv,
+                    verbose=False,
+                    stop_at_eos=False,
+                    **kwargs,
+                )
     return out, records
 
 
@@ -203,7 +227,7 @@ def test_steered_greedy_generation_same_with_and_without_kv_cache(model: Any, mo
 @pytest.mark.parametrize("kv", [True, False], ids=["kv", "no_kv"])
 @pytest.mark.parametrize("mode", ["all", "prompt", "generated"])
 def test_left_padded_batch_generation_equals_one_prompt_at_a_time(model: Any, mode: str, kv: bool) -> None:
-    from lens_steer.tokens import encode_texts, pad_batch, pad_id
+    from lens_steer.model.tokens import encode_texts, pad_batch, pad_id
 
     if not hasattr(model, "boot_transformers"):
         pytest.skip("batched padded generate() with attention_mask is a TransformerBridge feature")
@@ -245,7 +269,10 @@ def test_hooks_added_by_others_stay(model: Any) -> None:
     hp.add_hook(lambda t, hook: calls.append("direct"), dir="fwd")
     try:
         tokens = model.to_tokens(TEXT)
-        with torch.no_grad(), model.hooks(fwd_hooks=[("blocks.2.hook_resid_post", lambda t, hook: calls.append("outer"))]):
+        with (
+            torch.no_grad(),
+            model.hooks(fwd_hooks=[("blocks.2.hook_resid_post", lambda t, hook: calls.append("outer"))]),
+        ):
             with steer(model, [(vec, 1.0)]):
                 model(tokens)
             n_direct = len(hp.fwd_hooks)
@@ -273,7 +300,11 @@ def test_several_vectors_at_once_equal_their_sum_and_a_hand_hook(model: Any) -> 
             summed = model(tokens)
         with steer(model, [(v1, 1.5)]), steer(model, [(v2, -0.5)]):
             nested = model(tokens)
-        deltas = {1: 1.5 * v1.directions[1], 2: 1.5 * v1.directions[2] - 0.5 * v2.directions[2], 3: -0.5 * v2.directions[3]}
+        deltas = {
+            1: 1.5 * v1.directions[1],
+            2: 1.5 * v1.directions[2] - 0.5 * v2.directions[2],
+            3: -0.5 * v2.directions[3],
+        }
         hand = model.run_with_hooks(
             tokens,
             fwd_hooks=[(f"blocks.{layer}.hook_resid_post", lambda t, hook, d=d: t + d) for layer, d in deltas.items()],
@@ -291,7 +322,9 @@ def test_apply_is_steer(model: Any) -> None:
     with torch.no_grad():
         with vec.apply(model, coeff=-2.0):
             a = model(tokens)
-        b = model.run_with_hooks(tokens, fwd_hooks=[("blocks.2.hook_resid_post", lambda t, hook: t - 2.0 * vec.directions[2])])
+        b = model.run_with_hooks(
+            tokens, fwd_hooks=[("blocks.2.hook_resid_post", lambda t, hook: t - 2.0 * vec.directions[2])]
+        )
     torch.testing.assert_close(a, b, atol=ATOL, rtol=0)
 
 
@@ -307,9 +340,13 @@ def test_refusals_are_one_line(model: Any) -> None:
     assert_one_line_error(lambda: _enter(model, []), "at least one")
     assert_one_line_error(lambda: _enter(model, [(vec, float("nan"))]), "nan")
     ident = model_identity(model)
-    other = SteeringVector({1: torch.ones(ident.d_model)}, VectorMetadata(model_name="other-model", d_model=ident.d_model))
+    other = SteeringVector(
+        {1: torch.ones(ident.d_model)}, VectorMetadata(model_name="other-model", d_model=ident.d_model)
+    )
     assert_one_line_error(lambda: _enter(model, [(other, 1.0)]), "'other-model'")
-    deep = SteeringVector({ident.n_layers: torch.ones(ident.d_model)}, VectorMetadata(model_name=ident.name, d_model=ident.d_model))
+    deep = SteeringVector(
+        {ident.n_layers: torch.ones(ident.d_model)}, VectorMetadata(model_name=ident.name, d_model=ident.d_model)
+    )
     assert_one_line_error(lambda: _enter(model, [(deep, 1.0)]), str(ident.n_layers), f"0..{ident.n_layers - 1}")
     assert_one_line_error(lambda: _enter(model, [(vec, 1.0), (other, 1.0)]), "'other-model'")
     assert hook_counts(model) == before  # a refused vector leaves no hook behind

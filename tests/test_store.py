@@ -12,11 +12,11 @@ import torch
 
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.errors import LensSteerError
-from lens_steer.metrics import BbqPrediction
-from lens_steer.scoring import SCORING_VERSION
-from lens_steer.tokens import BOS_POLICY
-from lens_steer.store import PredictionStore, content_digest, items_digest, through_store, vector_digest
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.forward.questions import SCORING_VERSION
+from lens_steer.model.tokens import BOS_POLICY
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
+from lens_steer.tasks.metrics import BbqPrediction
+from lens_steer.tasks.store import PredictionStore, content_digest, items_digest, through_store, vector_digest
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +50,14 @@ def test_bbq_predictions_are_read_back_not_recomputed(items: list[BbqItem], tmp_
     PredictionStore(tmp_path).bbq(items, vec(), -2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(1))
     PredictionStore(tmp_path).bbq(items, vec(2.0), 2.0, {"model": "m", "scoring": "cloze"}, lambda: compute(2))
     PredictionStore(tmp_path).bbq(items, vec(), 2.0, {"model": "m", "scoring": "letter"}, lambda: compute(3))
-    PredictionStore(tmp_path).bbq(items[:4], vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(items, 4)[:4])
+    PredictionStore(tmp_path).bbq(
+        items[:4], vec(), 2.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(items, 4)[:4]
+    )
     assert calls == [0, 1, 2, 3]
     index = json.loads((tmp_path / "predictions" / "index.json").read_text())
-    assert len(index) == 5 and {e["file"] for e in index.values()} == {p.name for p in (tmp_path / "predictions").glob("*.jsonl")}
+    assert len(index) == 5 and {e["file"] for e in index.values()} == {
+        p.name for p in (tmp_path / "predictions").glob("*.jsonl")
+    }
 
 
 def test_the_index_describes_each_file_and_another_process_reads_it_back(items: list[BbqItem], tmp_path: Path) -> None:
@@ -64,22 +68,36 @@ def test_the_index_describes_each_file_and_another_process_reads_it_back(items: 
     PredictionStore(tmp_path).bbq(items, None, 0.0, {"model": "m", "scoring": "cloze"}, lambda: predictions(items, 0))
     (path,) = (tmp_path / "predictions").glob("*.jsonl")
     (entry,) = json.loads((tmp_path / "predictions" / "index.json").read_text()).values()
-    assert entry["file"] == path.name and entry["n"] == 5 and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert (
+        entry["file"] == path.name
+        and entry["n"] == 5
+        and entry["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    )
     assert (entry["model"], entry["vector"], entry["coeff"], entry["scoring"]) == ("m", "none", 0.0, "cloze")
     assert entry["scoring_version"] == SCORING_VERSION and entry["bos_policy"] == BOS_POLICY
     assert [json.loads(x)["pred"] for x in path.read_text().splitlines()] == [p.pred for p in predictions(items, 0)]
     # the same request in another interpreter (another hash seed) finds the file: the key is stable
-    code = ("import sys; from lens_steer.data.bbq import load_bbq; from lens_steer.store import PredictionStore; "
-            "items = load_bbq(['Age'])[:5]; "
-            "got = PredictionStore(sys.argv[1]).bbq(items, None, 0.0, {'model': 'm', 'scoring': 'cloze'}, lambda: sys.exit('recomputed')); "
-            "print([p.pred for p in got])")  # fmt: skip
-    res = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "7"}, timeout=120)
+    code = (
+        "import sys; from lens_steer.data.bbq import load_bbq; from lens_steer.tasks.store import PredictionStore; "
+        "items = load_bbq(['Age'])[:5]; "
+        "got = PredictionStore(sys.argv[1]).bbq(items, None, 0.0, {'model': 'm', 'scoring': 'cloze'}, lambda: sys.exit('recomputed')); "
+        "print([p.pred for p in got])"
+    )
+    res = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "7"},
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr[-1000:]
     assert res.stdout.strip() == str([p.pred for p in predictions(items, 0)])
 
 
 @pytest.mark.parametrize("damage", ["edited value", "garbage bytes", "unindexed file", "damaged index"])
-def test_a_corrupt_predictions_file_is_recomputed_never_trusted(items: list[BbqItem], tmp_path: Path, damage: str) -> None:
+def test_a_corrupt_predictions_file_is_recomputed_never_trusted(
+    items: list[BbqItem], tmp_path: Path, damage: str
+) -> None:
     store = PredictionStore(tmp_path)
     store.bbq(items, vec(), 1.0, {"model": "m"}, lambda: predictions(items, 0))
     (path,) = (tmp_path / "predictions").glob("*.jsonl")
@@ -97,7 +115,9 @@ def test_a_corrupt_predictions_file_is_recomputed_never_trusted(items: list[BbqI
     else:
         index.write_text('{"truncated": ')
     calls: list[int] = []
-    again = PredictionStore(tmp_path).bbq(items, vec(), 1.0, {"model": "m"}, lambda: calls.append(1) or predictions(items, 1))
+    again = PredictionStore(tmp_path).bbq(
+        items, vec(), 1.0, {"model": "m"}, lambda: calls.append(1) or predictions(items, 1)
+    )
     assert calls == [1] and again == predictions(items, 1)  # recomputed, not read back
     assert json.loads(index.read_text())[path.stem]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     third = PredictionStore(tmp_path).bbq(items, vec(), 1.0, {"model": "m"}, lambda: calls.append(2) or [])
@@ -127,7 +147,13 @@ def _write_entries(root: str, worker: int, n: int, start: Any) -> None:
     store = PredictionStore(root)
     for k in range(n):
         keys = [["anatomy", worker, k]]
-        store.rows(keys, None, 0.0, {"model": "m", "benchmark": "mmlu"}, lambda: [{"subject": "anatomy", "worker": worker, "k": k}])
+        store.rows(
+            keys,
+            None,
+            0.0,
+            {"model": "m", "benchmark": "mmlu"},
+            lambda: [{"subject": "anatomy", "worker": worker, "k": k}],
+        )
 
 
 def test_two_writers_keep_every_index_entry(tmp_path: Path) -> None:
@@ -147,7 +173,13 @@ def test_two_writers_keep_every_index_entry(tmp_path: Path) -> None:
     store = PredictionStore(tmp_path)
     for w in range(4):  # every entry reads back without being computed again
         for k in range(25):
-            store.rows([["anatomy", w, k]], None, 0.0, {"model": "m", "benchmark": "mmlu"}, lambda: recomputed.append(1) or [{}])
+            store.rows(
+                [["anatomy", w, k]],
+                None,
+                0.0,
+                {"model": "m", "benchmark": "mmlu"},
+                lambda: recomputed.append(1) or [{}],
+            )
     assert recomputed == []
 
 
@@ -155,16 +187,24 @@ def test_an_edited_item_or_another_model_build_is_another_entry(items: list[BbqI
     import dataclasses
     import warnings
 
-    from lens_steer.models import load_model
-    from lens_steer.store import model_fingerprint
+    from lens_steer.model.load import load_model
+    from lens_steer.tasks.store import model_fingerprint
 
     store = PredictionStore(tmp_path)
     store.bbq(items, None, 0.0, {"model": "m"}, lambda: predictions(items, 0))
-    edited = [dataclasses.replace(items[0], context=items[0].context + " Both arrived late."), *items[1:]]  # same ids, other text
+    edited = [
+        dataclasses.replace(items[0], context=items[0].context + " Both arrived late."),
+        *items[1:],
+    ]  # same ids, other text
     assert store.bbq(edited, None, 0.0, {"model": "m"}, lambda: predictions(items, 1)) == predictions(items, 1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        builds = [load_model("tiny-llama"), load_model("tiny-llama", dtype="bfloat16"), load_model("tiny-llama", process_weights=True), load_model("tiny-llama", seed=3)]
+        builds = [
+            load_model("tiny-llama"),
+            load_model("tiny-llama", dtype="bfloat16"),
+            load_model("tiny-llama", process_weights=True),
+            load_model("tiny-llama", seed=3),
+        ]
     prints = [model_fingerprint(m) for m in builds]
     assert prints[0] == model_fingerprint(load_model("tiny-llama"))  # the same build: the same fingerprint
     assert prints[1]["dtype"] == "bfloat16" and prints[0]["dtype"] == "float32"
@@ -176,7 +216,7 @@ def test_model_fingerprint_reads_every_sampled_index_of_a_large_tensor() -> None
     """A parameter past 2**24 elements (the embedded model's 49152 x 576 embedding) is sampled in range, ends included."""
     import torch
 
-    from lens_steer.store import model_fingerprint
+    from lens_steer.tasks.store import model_fingerprint
 
     class Big(torch.nn.Module):
         def __init__(self, n: int) -> None:
@@ -206,15 +246,25 @@ def test_through_store_computes_without_a_store_and_reads_back_with_one(items: l
         return {"model": "m", "scoring": "cloze"}
 
     for shift in (0, 1):  # no store: computed every time, settings never asked for
-        assert through_store(None, "bbq", items, vec(), 1.0, settings, lambda shift=shift: predictions(items, shift)) == predictions(items, shift)
+        assert through_store(
+            None, "bbq", items, vec(), 1.0, settings, lambda shift=shift: predictions(items, shift)
+        ) == predictions(items, shift)
     assert calls == []
     first = through_store(tmp_path, "bbq", items, vec(), 1.0, settings, lambda: predictions(items, 0))
-    assert through_store(tmp_path, "bbq", items, vec(), 1.0, settings, lambda: predictions(items, 1)) == first == predictions(items, 0)
-    assert first == PredictionStore(tmp_path).bbq(items, vec(), 1.0, settings(), lambda: [])  # the store's own BBQ path, same entry
+    assert (
+        through_store(tmp_path, "bbq", items, vec(), 1.0, settings, lambda: predictions(items, 1))
+        == first
+        == predictions(items, 0)
+    )
+    assert first == PredictionStore(tmp_path).bbq(
+        items, vec(), 1.0, settings(), lambda: []
+    )  # the store's own BBQ path, same entry
     mmlu = [MmluItem("anatomy", f"question {k}", ("a", "b", "c", "d"), k % 4, k) for k in range(3)]
     rows = [{"subject": it.subject, "index": it.index, "correct": k == 0} for k, it in enumerate(mmlu)]
     assert through_store(tmp_path, "mmlu", mmlu, None, 0.0, settings, lambda: rows) == rows
     keys = [[it.subject, it.index, content_digest(it)] for it in mmlu]
-    assert PredictionStore(tmp_path).rows(keys, None, 0.0, settings(), lambda: [], categories=["anatomy"]) == rows  # keyed by subject, index, content
+    assert (
+        PredictionStore(tmp_path).rows(keys, None, 0.0, settings(), lambda: [], categories=["anatomy"]) == rows
+    )  # keyed by subject, index, content
     with pytest.raises(LensSteerError, match="not 'crows'"):
         through_store(tmp_path, "crows", mmlu, None, 0.0, settings, lambda: rows)

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.sweep: sweep cells against direct evaluations on the tiny model."""
+"""Tests for lens_steer.methods.sweep: sweep cells against direct evaluations on the tiny model."""
 
 from __future__ import annotations
 
@@ -11,21 +11,23 @@ from typing import Any
 import pytest
 import torch
 
-from lens_steer.tasks.bbq import run_bbq
 from lens_steer.data.root import resolve_data_root
-from lens_steer.errors import LensSteerError
-from lens_steer.extract import extract_vector, pair_activations
-from lens_steer.models import TINY_MODEL, load_model
-from lens_steer.pairs import axis_persona_pairs
 from lens_steer.data.select import select
+from lens_steer.errors import LensSteerError
+from lens_steer.extract.activations import extract_vector, pair_activations
+from lens_steer.extract.pairs import axis_persona_pairs
+from lens_steer.methods.sweep import run_sweep, sweep_axis
+from lens_steer.model.load import TINY_MODEL, load_model
 from lens_steer.specs import parse_coeffs
-from lens_steer.sweep import run_sweep, sweep_axis
+from lens_steer.tasks.bbq import run_bbq
 
 try:
     DATA = resolve_data_root()
 except LensSteerError:
     DATA = Path("/nonexistent-lens-steer-data")
-needs_data = pytest.mark.skipif(not (DATA / "bbq").is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)")
+needs_data = pytest.mark.skipif(
+    not (DATA / "bbq").is_dir(), reason="missing data: shared data folder not available (set LENS_STEER_DATA)"
+)
 
 
 # ---- sweeps on the tiny model ----------------------------------------------------------------
@@ -42,8 +44,19 @@ def test_two_sweep_cells_equal_direct_evaluations(model: Any) -> None:
     pairs = axis_persona_pairs("age", model.tokenizer, num_sents=6)
     seen: list[int] = []
     rows: list[dict] = []
-    result = sweep_axis(model, "age", [1, 2], [-8.0, 0.0], num_sents=6, limit=4, n_boot=50, max_batch=8, scoring="letter",
-                        progress=seen.append, on_row=rows.append)  # fmt: skip
+    result = sweep_axis(
+        model,
+        "age",
+        [1, 2],
+        [-8.0, 0.0],
+        num_sents=6,
+        limit=4,
+        n_boot=50,
+        max_batch=8,
+        scoring="letter",
+        progress=seen.append,
+        on_row=rows.append,
+    )
     # extraction (2 texts per pair) + baseline once + 2 layers x 1 non-zero coefficient
     assert sum(seen) == 2 * len(pairs) + len(items) * (1 + 2 * 1)
     assert len(result.rows) == 4 and rows[0]["kind"] == "baseline" and rows[1:] == result.rows
@@ -58,7 +71,9 @@ def test_two_sweep_cells_equal_direct_evaluations(model: Any) -> None:
         direct = run.metrics["overall"]
         cell = cells[(layer, coeff)]
         assert cell["value"] == pytest.approx(direct["acc"]["value"], abs=1e-12)
-        assert (cell["ci_low"], cell["ci_high"]) == pytest.approx((direct["acc"]["ci_low"], direct["acc"]["ci_high"]), abs=1e-12)
+        assert (cell["ci_low"], cell["ci_high"]) == pytest.approx(
+            (direct["acc"]["ci_low"], direct["acc"]["ci_high"]), abs=1e-12
+        )
         for name in ("acc_ambig", "acc_disambig", "unknown_rate_ambig", "bias_disambig", "bias_ambig"):
             assert cell[name] == pytest.approx(direct[name]["value"], abs=1e-12)
         assert cell["vector_norm"] == pytest.approx(float(vector.directions[layer].norm()), abs=1e-5)
@@ -73,7 +88,9 @@ def test_mean_diff_rows_record_the_unnormalised_norm_and_csv_round_trips(model: 
     pairs = axis_persona_pairs("religion", model.tokenizer, num_sents=4)
     acts = pair_activations(model, pairs, [0, 3])
     items = select("religion", "validation", 4)
-    result = run_sweep(model, acts, items, [3], [0.5], method="mean_diff", n_boot=0, metric="acc_ambig", scoring="letter")
+    result = run_sweep(
+        model, acts, items, [3], [0.5], method="mean_diff", n_boot=0, metric="acc_ambig", scoring="letter"
+    )
     (row,) = result.rows
     expected = float((acts.positive[3] - acts.negative[3]).mean(0).norm())
     assert row["vector_norm"] == pytest.approx(expected, rel=1e-5)
@@ -102,7 +119,9 @@ def test_sweep_bad_input(model: Any) -> None:
 def test_cli_reads_a_negative_coefficient_grid_as_a_value() -> None:
     from lens_steer.cli import build_parser
 
-    args = build_parser().parse_args(["sweep", "--axis", "age", "--layers", "1-2", "--coeffs", "-2:2:0.5", "--out", "x"])
+    args = build_parser().parse_args(
+        ["sweep", "--axis", "age", "--layers", "1-2", "--coeffs", "-2:2:0.5", "--out", "x"]
+    )
     assert args.coeffs == "-2:2:0.5" and parse_coeffs(args.coeffs)[0] == -2.0
     args = build_parser().parse_args(["sweep", "--axis", "age", "--layers", "1", "--coeffs", "-1,1", "--out", "x"])
     assert args.coeffs == "-1,1"
@@ -112,11 +131,34 @@ def test_cli_reads_a_negative_coefficient_grid_as_a_value() -> None:
 def test_cli_writes_table_figure_and_config(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from lens_steer.cli import main
 
-    argv = ["sweep", "--model", TINY_MODEL, "--axis", "ses", "--layers", "2", "--coeffs", "-4,0", "--out", str(tmp_path),
-            "--limit", "4", "--scoring", "letter", "--num-sents", "3", "--n-boot", "0"]  # fmt: skip
+    argv = [
+        "sweep",
+        "--model",
+        TINY_MODEL,
+        "--axis",
+        "ses",
+        "--layers",
+        "2",
+        "--coeffs",
+        "-4,0",
+        "--out",
+        str(tmp_path),
+        "--limit",
+        "4",
+        "--scoring",
+        "letter",
+        "--num-sents",
+        "3",
+        "--n-boot",
+        "0",
+    ]
     assert main(argv) == 0
     rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
-    assert [(r["kind"], r["layer"], r["coeff"]) for r in rows] == [("baseline", "", "0.0"), ("cell", "2", "-4.0"), ("cell", "2", "0.0")]
+    assert [(r["kind"], r["layer"], r["coeff"]) for r in rows] == [
+        ("baseline", "", "0.0"),
+        ("cell", "2", "-4.0"),
+        ("cell", "2", "0.0"),
+    ]
     assert rows[0]["value"] == rows[2]["value"]
     html = (tmp_path / "sweep.html").read_text()
     assert html.rstrip().endswith("</html>") and '"type":"heatmap"' in html

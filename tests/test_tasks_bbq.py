@@ -12,10 +12,10 @@ from _tasks_fixtures import DATA, model, needs_bbq  # noqa: F401 (model: fixture
 
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.select import limit_bbq
-from lens_steer.generation import PARSE_RULES, parse_answer
-from lens_steer.metrics import BbqPrediction
+from lens_steer.forward.generation import PARSE_RULES, parse_answer
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 from lens_steer.tasks.bbq import bbq_result_metrics, bbq_unparsed_counts, run_bbq
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.tasks.metrics import BbqPrediction
 
 pytestmark = needs_bbq
 
@@ -43,7 +43,9 @@ def test_bbq_records_recompute_the_metrics(model, items):
         assert math.isclose(sum(math.exp(v) for v in x["option_scores"]), 1.0, rel_tol=1e-6)
         assert x["pred"] == int(np.argmax(x["option_scores"]))
     assert r.metrics["category_source"] == {"Religion": "official"}
-    assert r.parse_counts is None and all(x["reply"] is None and x["parse_rule"] is None and not x["unparsed"] for x in rec)
+    assert r.parse_counts is None and all(
+        x["reply"] is None and x["parse_rule"] is None and not x["unparsed"] for x in rec
+    )
     assert r.metrics["unparsed"]["overall"] == {"n": 0, "n_items": len(items), "rate": 0.0}
 
 
@@ -54,25 +56,42 @@ def U(eid, cat, cond, pred, label=0):
 
 def test_unparsed_counts_by_hand():
     preds = [
-        U(1, "Age", "ambig", -1, 2), U(2, "Age", "ambig", 2, 2), U(3, "Age", "disambig", -1), U(4, "Age", "disambig", -1, 1), U(5, "Age", "disambig", 0),
-        U(6, "Religion", "ambig", 0, 2), U(7, "Religion", "disambig", -1),
+        U(1, "Age", "ambig", -1, 2),
+        U(2, "Age", "ambig", 2, 2),
+        U(3, "Age", "disambig", -1),
+        U(4, "Age", "disambig", -1, 1),
+        U(5, "Age", "disambig", 0),
+        U(6, "Religion", "ambig", 0, 2),
+        U(7, "Religion", "disambig", -1),
         U(8, "SES", "ambig", 0, 2),
-    ]  # fmt: skip
+    ]
     c = bbq_unparsed_counts(preds)
     assert c["overall"] == {"n": 4, "n_items": 8, "rate": 4 / 8}
-    assert c["ambig"] == {"n": 1, "n_items": 4, "rate": 1 / 4} and c["disambig"] == {"n": 3, "n_items": 4, "rate": 3 / 4}
+    assert c["ambig"] == {"n": 1, "n_items": 4, "rate": 1 / 4} and c["disambig"] == {
+        "n": 3,
+        "n_items": 4,
+        "rate": 3 / 4,
+    }
     assert list(c["by_category"]) == ["Age", "Religion", "SES"]
-    assert c["by_category"]["Age"] == {"overall": {"n": 3, "n_items": 5, "rate": 3 / 5}, "ambig": {"n": 1, "n_items": 2, "rate": 1 / 2}, "disambig": {"n": 2, "n_items": 3, "rate": 2 / 3}}
+    assert c["by_category"]["Age"] == {
+        "overall": {"n": 3, "n_items": 5, "rate": 3 / 5},
+        "ambig": {"n": 1, "n_items": 2, "rate": 1 / 2},
+        "disambig": {"n": 2, "n_items": 3, "rate": 2 / 3},
+    }
     assert c["by_category"]["Religion"]["disambig"] == {"n": 1, "n_items": 1, "rate": 1.0}
     assert c["by_category"]["SES"]["disambig"] == {"n": 0, "n_items": 0, "rate": 0.0}  # no such items: rate 0
     sources = [SimpleNamespace(category=cat, source="official") for cat in ("Age", "Religion", "SES")]
     m = bbq_result_metrics(preds, sources, n_boot=0)
     assert m["unparsed"] == c
     # correct: 2 (unknown, label 2) and 5 (label 0): 2 of 8; the unparsed items are wrong
-    assert m["overall"]["acc"]["value"] == pytest.approx(2 / 8) and m["by_category"]["Age"]["acc"]["value"] == pytest.approx(2 / 5)
+    assert m["overall"]["acc"]["value"] == pytest.approx(2 / 8) and m["by_category"]["Age"]["acc"][
+        "value"
+    ] == pytest.approx(2 / 5)
     # non-unknown answers, disambig: 5 (biased) alone -> 2 * 1/1 - 1; ambig: 6 and 8, both biased -> (1 - 1/4) * (2 * 2/2 - 1)
     # (had the unparsed answers counted as non-unknown: 2 * 1/4 - 1 and (1 - 1/4) * (2 * 2/3 - 1))
-    assert m["overall"]["bias_disambig"]["value"] == pytest.approx(1.0) and m["overall"]["bias_ambig"]["value"] == pytest.approx(0.75)
+    assert m["overall"]["bias_disambig"]["value"] == pytest.approx(1.0) and m["overall"]["bias_ambig"][
+        "value"
+    ] == pytest.approx(0.75)
 
 
 def test_bbq_generate_records_carry_the_reply_and_count_unparsed(model, items):
@@ -93,7 +112,14 @@ def test_steered_letter_scores_equal_a_plain_forward_with_a_raw_hook(model, item
 
     torch.manual_seed(0)
     v = torch.randn(64)
-    vec = SteeringVector({2: v}, VectorMetadata("tiny-llama", 64, processing={f: False for f in ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")}))
+    vec = SteeringVector(
+        {2: v},
+        VectorMetadata(
+            "tiny-llama",
+            64,
+            processing={f: False for f in ("fold_ln", "center_writing_weights", "center_unembed", "fold_value_biases")},
+        ),
+    )
     r = run_bbq(model, items[:4], scoring="letter", vector=vec, coeff=3.0, n_boot=0)
     base = run_bbq(model, items[:4], scoring="letter", n_boot=0)
     add = lambda act, hook: act + 3.0 * v.to(act.dtype)  # noqa: E731
@@ -106,4 +132,6 @@ def test_steered_letter_scores_equal_a_plain_forward_with_a_raw_hook(model, item
         norm = math.log(sum(math.exp(x) for x in by_hand))
         np.testing.assert_allclose(rec["option_scores"], [x - norm for x in by_hand], atol=1e-4)
         assert rec["prompt_token_ids"] == plain["prompt_token_ids"]
-    assert not np.allclose([x["option_logliks"] for x in r.records], [x["option_logliks"] for x in base.records], atol=1e-3)
+    assert not np.allclose(
+        [x["option_logliks"] for x in r.records], [x["option_logliks"] for x in base.records], atol=1e-3
+    )

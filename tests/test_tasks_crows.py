@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 from _tasks_fixtures import DATA, model, needs_bbq  # noqa: F401 (model: fixture)

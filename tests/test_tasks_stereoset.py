@@ -12,13 +12,22 @@ import pytest
 import torch
 
 from lens_steer.data.stereoset import load_stereoset
-from lens_steer.scoring import sequence_logprobs
-from lens_steer.models import PROCESSING_FLAGS, load_model
-from lens_steer.tasks.stereoset import StereoSetScore, candidate_texts, run_stereoset, stereoset_group_metrics, stereoset_metrics
-from lens_steer.vectors import SteeringVector, VectorMetadata
+from lens_steer.forward.scoring import sequence_logprobs
+from lens_steer.model.load import PROCESSING_FLAGS, load_model
+from lens_steer.steering.vectors import SteeringVector, VectorMetadata
+from lens_steer.tasks.stereoset import (
+    StereoSetScore,
+    candidate_texts,
+    run_stereoset,
+    stereoset_group_metrics,
+    stereoset_metrics,
+)
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
-pytestmark = pytest.mark.skipif(not (DATA / "stereoset" / "test.jsonl").is_file(), reason=f"missing data: StereoSet under {DATA}; set LENS_STEER_DATA")
+pytestmark = pytest.mark.skipif(
+    not (DATA / "stereoset" / "test.jsonl").is_file(),
+    reason=f"missing data: StereoSet under {DATA}; set LENS_STEER_DATA",
+)
 
 
 @pytest.fixture(scope="module")
@@ -54,8 +63,12 @@ def official_scores(rows: list[tuple[str, tuple[float, float, float]]]) -> dict[
     ss_items = 100.0 * sum(c["pro"] for c in counts.values()) / n
     lms_items = 100.0 * sum(c["related"] for c in counts.values()) / (2 * n)
     return {
-        "ss": ss_mean, "lms": lms_mean, "icat": lms_mean * min(ss_mean, 100 - ss_mean) / 50,
-        "ss_items": ss_items, "lms_items": lms_items, "icat_items": lms_items * min(ss_items, 100 - ss_items) / 50,
+        "ss": ss_mean,
+        "lms": lms_mean,
+        "icat": lms_mean * min(ss_mean, 100 - ss_mean) / 50,
+        "ss_items": ss_items,
+        "lms_items": lms_items,
+        "icat_items": lms_items * min(ss_items, 100 - ss_items) / 50,
     }
 
 
@@ -85,7 +98,9 @@ def test_metrics_equal_stereoset_counting_overall_and_per_group():
         assert m["by_bias_type"][b]["lms"]["value"] == pytest.approx(ref["lms"])
         sub = [s for s in scores if s.item.bias_type == b and s.item.type == "intrasentence"]
         if sub:
-            assert m["by_type_and_bias_type"]["intrasentence"][b]["ss"]["value"] == pytest.approx(official_scores([(s.item.target, s.scores) for s in sub])["ss"])
+            assert m["by_type_and_bias_type"]["intrasentence"][b]["ss"]["value"] == pytest.approx(
+                official_scores([(s.item.target, s.scores) for s in sub])["ss"]
+            )
 
 
 def test_ties_count_as_anti_and_not_related():
@@ -100,7 +115,9 @@ def test_bootstrap_interval_equals_a_naive_resampling():
     scores = synthetic_scores(120, seed=1)
     n_boot, seed = 200, 7
     m = stereoset_group_metrics(scores, n_boot=n_boot, seed=seed)
-    idx = np.random.default_rng(seed).integers(0, len(scores), size=(n_boot, len(scores)))  # metrics.bootstrap_ci's documented draw
+    idx = np.random.default_rng(seed).integers(
+        0, len(scores), size=(n_boot, len(scores))
+    )  # metrics.bootstrap_ci's documented draw
     boot = [official_scores([(scores[i].item.target, scores[i].scores) for i in row]) for row in idx]
     for name in ("ss", "icat", "lms_items"):
         lo, hi = np.quantile([b[name] for b in boot], [0.025, 0.975])
@@ -113,7 +130,11 @@ def test_blank_handling():
     paper = candidate_texts(intra, "paper")
     assert paper[0] == f"{intra.context} {intra.stereotype}" and "BLANK" in paper[0]
     assert candidate_texts(intra, "sentence") == intra.candidates
-    assert candidate_texts(inter, "paper") == candidate_texts(inter, "sentence") == tuple(f"{inter.context} {s}" for s in inter.candidates)
+    assert (
+        candidate_texts(inter, "paper")
+        == candidate_texts(inter, "sentence")
+        == tuple(f"{inter.context} {s}" for s in inter.candidates)
+    )
     with pytest.raises(Exception, match="unknown BLANK mode 'fill'"):
         candidate_texts(intra, "fill")
 
@@ -130,7 +151,10 @@ def test_scores_are_mean_token_logprobs_of_the_texts(model, items):
 
 
 def test_steering_changes_scores_and_coeff_zero_does_not(model, items):
-    vec = SteeringVector({1: torch.randn(64, generator=torch.Generator().manual_seed(0))}, VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}))
+    vec = SteeringVector(
+        {1: torch.randn(64, generator=torch.Generator().manual_seed(0))},
+        VectorMetadata("tiny-llama", 64, processing={f: False for f in PROCESSING_FLAGS}),
+    )
     base = run_stereoset(model, items[:4], n_boot=0).records
     zero = run_stereoset(model, items[:4], vector=vec, coeff=0.0, n_boot=0).records
     steered = run_stereoset(model, items[:4], vector=vec, coeff=8.0, n_boot=0).records

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.tokens: BOS rule, padding, masks and batches, checked by hand and against unpadded runs."""
+"""Tests for lens_steer.model.tokens: BOS rule, padding, masks and batches, checked by hand and against unpadded runs."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from typing import Any
 
 import pytest
 import torch
-
-from lens_steer import models
 from _tiny_models import BACKENDS, bridge_only, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.tokens import bos_record, encode_texts, length_batches, model_device, pad_batch, pad_id
+from lens_steer.model import load as models
+from lens_steer.model.tokens import bos_record, encode_texts, length_batches, model_device, pad_batch, pad_id
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -41,7 +40,9 @@ def test_encode_follows_a_tokenizer_that_adds_nothing() -> None:
     tok.add_bos_token = False
     reference = models.tiny_tokenizer()
     reference.add_bos_token = False
-    assert reference("abc")["input_ids"] == reference("abc", add_special_tokens=False)["input_ids"]  # its own default: no BOS
+    assert (
+        reference("abc")["input_ids"] == reference("abc", add_special_tokens=False)["input_ids"]
+    )  # its own default: no BOS
     model = models.wrap_hf_model(hf_model, tok, name="tiny-no-bos")
     assert encode_texts(model, ["abc"]) == [reference("abc")["input_ids"]]
     assert bos_record(model)["bos_on_plain_text"] is False

@@ -1,4 +1,4 @@
-"""Tests for lens_steer.vectors: arithmetic by hand, the file format read byte by byte, every refusal."""
+"""Tests for lens_steer.steering.vectors: arithmetic by hand, the file format read byte by byte, every refusal."""
 
 from __future__ import annotations
 
@@ -13,10 +13,18 @@ from _one_line import assert_one_line_error
 from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 from safetensors.torch import save_file
 
-from lens_steer import __version__
 from lens_steer.errors import LensSteerError, VectorError
-from lens_steer.models import PROCESSING_FLAGS, model_identity
-from lens_steer.vectors import METADATA_KEY, SteeringVector, VectorMetadata, hook_name, load_vector, mean_vectors, sum_vectors
+from lens_steer.model.load import PROCESSING_FLAGS, model_identity
+from lens_steer.steering.vectors import (
+    METADATA_KEY,
+    SteeringVector,
+    VectorMetadata,
+    hook_name,
+    load_vector,
+    mean_vectors,
+    sum_vectors,
+)
+from lens_steer.version import __version__
 
 D = 8
 
@@ -27,7 +35,12 @@ def model(request: pytest.FixtureRequest) -> Any:
 
 
 def meta(**kw: Any) -> VectorMetadata:
-    base: dict[str, Any] = {"model_name": "m", "d_model": D, "method": "mean_diff", "processing": {f: False for f in PROCESSING_FLAGS}}
+    base: dict[str, Any] = {
+        "model_name": "m",
+        "d_model": D,
+        "method": "mean_diff",
+        "processing": {f: False for f in PROCESSING_FLAGS},
+    }
     base.update(kw)
     return VectorMetadata(**base)
 
@@ -43,7 +56,9 @@ def ramp(start: float) -> list[float]:
 def model_vector(model: Any, layers: list[int], seed: int = 0) -> SteeringVector:
     ident = model_identity(model)
     g = torch.Generator().manual_seed(seed)
-    m = VectorMetadata(model_name=ident.name, d_model=ident.d_model, processing=ident.processing, provenance={"seed": seed})
+    m = VectorMetadata(
+        model_name=ident.name, d_model=ident.d_model, processing=ident.processing, provenance={"seed": seed}
+    )
     return SteeringVector({layer: torch.randn(ident.d_model, generator=g) for layer in layers}, m)
 
 
@@ -160,30 +175,73 @@ def test_every_load_refusal_is_one_line(model: Any, tmp_path: Path) -> None:
     junk.write_bytes(b"this is not a safetensors file at all")
     _refused(junk, model, "junk.safetensors", "safetensors")
     # no lens_steer metadata
-    _refused(_write(tmp_path / "nometa.safetensors", {"blocks.1.hook_resid_post": torch.zeros(ident.d_model)}, None), model, "nometa", "'lens_steer'")
+    _refused(
+        _write(tmp_path / "nometa.safetensors", {"blocks.1.hook_resid_post": torch.zeros(ident.d_model)}, None),
+        model,
+        "nometa",
+        "'lens_steer'",
+    )
     # metadata lacking a field
     partial = {k: v for k, v in good_meta.items() if k != "d_model"}
-    _refused(_write(tmp_path / "partial.safetensors", {"blocks.1.hook_resid_post": torch.zeros(ident.d_model)}, partial), model, "'d_model'")
+    _refused(
+        _write(tmp_path / "partial.safetensors", {"blocks.1.hook_resid_post": torch.zeros(ident.d_model)}, partial),
+        model,
+        "'d_model'",
+    )
     # bad tensor name
-    _refused(_write(tmp_path / "badname.safetensors", {"layer1": torch.zeros(ident.d_model)}, good_meta), model, "'layer1'", "blocks.<layer>.hook_resid_post")
+    _refused(
+        _write(tmp_path / "badname.safetensors", {"layer1": torch.zeros(ident.d_model)}, good_meta),
+        model,
+        "'layer1'",
+        "blocks.<layer>.hook_resid_post",
+    )
     # NaN
     nan = torch.zeros(ident.d_model)
     nan[3] = float("nan")
-    _refused(_write(tmp_path / "nan.safetensors", {"blocks.1.hook_resid_post": nan}, good_meta), model, "nan.safetensors", "NaN")
+    _refused(
+        _write(tmp_path / "nan.safetensors", {"blocks.1.hook_resid_post": nan}, good_meta),
+        model,
+        "nan.safetensors",
+        "NaN",
+    )
     # wrong width (file agrees with itself, not with the model)
     narrow = {**good_meta, "d_model": ident.d_model // 2}
-    _refused(_write(tmp_path / "narrow.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model // 2)}, narrow), model, f"width {ident.d_model // 2}", f"d_model {ident.d_model}")
+    _refused(
+        _write(tmp_path / "narrow.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model // 2)}, narrow),
+        model,
+        f"width {ident.d_model // 2}",
+        f"d_model {ident.d_model}",
+    )
     # tensor width disagreeing with its own metadata
-    _refused(_write(tmp_path / "mixed.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model + 1)}, good_meta), model, f"width {ident.d_model + 1}")
+    _refused(
+        _write(tmp_path / "mixed.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model + 1)}, good_meta),
+        model,
+        f"width {ident.d_model + 1}",
+    )
     # other model
     other = {**good_meta, "model_name": "some-other-model"}
-    _refused(_write(tmp_path / "other.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model)}, other), model, "'some-other-model'", repr(ident.name))
+    _refused(
+        _write(tmp_path / "other.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model)}, other),
+        model,
+        "'some-other-model'",
+        repr(ident.name),
+    )
     # other weight processing
     processed = {**good_meta, "processing": {f: True for f in PROCESSING_FLAGS}}
-    _refused(_write(tmp_path / "proc.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model)}, processed), model, "weight processing", "fold_ln")
+    _refused(
+        _write(tmp_path / "proc.safetensors", {"blocks.1.hook_resid_post": torch.ones(ident.d_model)}, processed),
+        model,
+        "weight processing",
+        "fold_ln",
+    )
     # layer outside the model
     deep = f"blocks.{ident.n_layers}.hook_resid_post"
-    _refused(_write(tmp_path / "deep.safetensors", {deep: torch.ones(ident.d_model)}, good_meta), model, f"layer {ident.n_layers}", f"0..{ident.n_layers - 1}")
+    _refused(
+        _write(tmp_path / "deep.safetensors", {deep: torch.ones(ident.d_model)}, good_meta),
+        model,
+        f"layer {ident.n_layers}",
+        f"0..{ident.n_layers - 1}",
+    )
     # the same files load without a model where only the model disagrees
     assert load_vector(tmp_path / "other.safetensors").metadata.model_name == "some-other-model"
 

@@ -7,12 +7,19 @@ import math
 import pytest
 from _results_fixtures import NB, preds
 
-from lens_steer.metrics import paired_comparison
-
+from lens_steer.pipeline.results_entries import Paired
+from lens_steer.report.verdicts import (
+    Interval,
+    ReportError,
+    context_reading,
+    judge_difference,
+    judge_gain,
+    judge_retention,
+    mean_difference,
+    paired_proportion_interval,
+)
 from lens_steer.stats import metrics_to_dict
-from lens_steer.pipeline.results import Paired
-from lens_steer.report.verdicts import Interval, ReportError, context_reading, judge_difference, judge_gain, judge_retention, mean_difference, paired_proportion_interval
-
+from lens_steer.tasks.metrics import paired_comparison
 
 WIN, LOSS, CROSS = Interval(0.10, 0.05, 0.15), Interval(-0.10, -0.15, -0.05), Interval(0.02, -0.03, 0.07)
 
@@ -48,7 +55,9 @@ def test_paired_proportion_interval_by_hand() -> None:
     g, l, n = 12.5, 4.5, 102
     se = math.sqrt(g + l - (g - l) ** 2 / n) / n
     assert got.value == pytest.approx(0.08)
-    assert (got.lo, got.hi) == pytest.approx(((g - l) / n - 1.959963984540054 * se, (g - l) / n + 1.959963984540054 * se))
+    assert (got.lo, got.hi) == pytest.approx(
+        ((g - l) / n - 1.959963984540054 * se, (g - l) / n + 1.959963984540054 * se)
+    )
     none_changed = paired_proportion_interval(0, 0, 8)
     assert none_changed.lo < 0 < none_changed.hi  # no collapse to a point on a tiny sample
     with pytest.raises(ReportError):
@@ -57,7 +66,9 @@ def test_paired_proportion_interval_by_hand() -> None:
 
 def test_context_reading_tells_unknown_shift_from_debiasing() -> None:
     base = preds("age", 10, 40)
-    shift = Paired.from_json(metrics_to_dict(paired_comparison(base, preds("age", 40, 10, unknown_disambig=50), n_boot=NB)), "shift")
+    shift = Paired.from_json(
+        metrics_to_dict(paired_comparison(base, preds("age", 40, 10, unknown_disambig=50), n_boot=NB)), "shift"
+    )
     debias = Paired.from_json(metrics_to_dict(paired_comparison(base, preds("age", 40, 40), n_boot=NB)), "debias")
     assert context_reading(shift).startswith('answers "unknown" more')
     assert context_reading(debias).startswith("better on ambiguous")

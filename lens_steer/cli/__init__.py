@@ -1,4 +1,6 @@
-"""The `lens-steer` command line: each subcommand is a module here with `add_parser` and `run`."""
+"""The `lens-steer` command line: each subcommand is a module here with `add_parser` and `run`.
+
+May import: every package; the only code that prints or exits."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from lens_steer import __version__
 from lens_steer.errors import LensSteerError
+from lens_steer.version import __version__
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -59,7 +61,10 @@ def run_reporting_errors(fn: Callable[[], int | None]) -> int:
         return 2
     except OSError as e:  # a file the command reads or writes: permissions, disk full, a folder where a file goes
         where = f" {e.filename}" if e.filename else ""
-        print(f"error: cannot access{where}: {e.strerror or e}; check the path, its permissions and the free space", file=sys.stderr)
+        print(
+            f"error: cannot access{where}: {e.strerror or e}; check the path, its permissions and the free space",
+            file=sys.stderr,
+        )
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished results are kept; re-run the same command to resume", file=sys.stderr)

@@ -10,11 +10,27 @@ from lens_steer.errors import LensSteerError
 
 def add_baseline_options(p: argparse.ArgumentParser) -> None:
     """--baseline, --blank, --finetune-categories, --finetune-seed."""
-    p.add_argument("--baseline", default=None, help="debiasing baseline instead of steering: prompting, self-debias-schick, finetune (self-debias: the paper's generation variant)")
-    p.add_argument("--blank", default="paper", help="StereoSet intrasentence texts: paper ('{context} {sentence}', the word BLANK kept; default) or sentence (the filled-in sentence alone)")
-    p.add_argument("--finetune-categories", default=None, help="--baseline finetune: BBQ categories whose train split (--split-seed) gives the texts (default: --categories for BBQ, else all)")
+    p.add_argument(
+        "--baseline",
+        default=None,
+        help="debiasing baseline instead of steering: prompting, self-debias-schick, finetune (self-debias: the paper's generation variant)",
+    )
+    p.add_argument(
+        "--blank",
+        default="paper",
+        help="StereoSet intrasentence texts: paper ('{context} {sentence}', the word BLANK kept; default) or sentence (the filled-in sentence alone)",
+    )
+    p.add_argument(
+        "--finetune-categories",
+        default=None,
+        help="--baseline finetune: BBQ categories whose train split (--split-seed) gives the texts (default: --categories for BBQ, else all)",
+    )
     p.add_argument("--finetune-seed", type=int, default=0, help="--baseline finetune: training seed (default 0)")
-    p.add_argument("--splits", default="ours", help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files: --split validation|test per axis; finetune on its train pairs)")
+    p.add_argument(
+        "--splits",
+        default="ours",
+        help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files: --split validation|test per axis; finetune on its train pairs)",
+    )
 
 
 def load_v2_bbq_items(args: argparse.Namespace, cats: list[str] | None) -> list[Any]:
@@ -22,7 +38,9 @@ def load_v2_bbq_items(args: argparse.Namespace, cats: list[str] | None) -> list[
     from lens_steer.data.bbq_v2 import V2_AXES, load_v2_items, v2_axis
 
     if args.split not in ("validation", "test"):
-        raise LensSteerError(f"--splits v2 has validation and test rows (its train split is pairs); got --split {args.split}")
+        raise LensSteerError(
+            f"--splits v2 has validation and test rows (its train split is pairs); got --split {args.split}"
+        )
     axes = [v2_axis(c) for c in cats] if cats else list(V2_AXES)
     return [it for ax in dict.fromkeys(axes) for it in load_v2_items(ax, args.split, args.data_dir)]
 
@@ -35,9 +53,9 @@ def load_stereoset_items(args: argparse.Namespace, cats: list[str] | None) -> li
 
 
 def _finetune_texts(args: argparse.Namespace, bench: str) -> list[str]:
-    from lens_steer.baselines import finetune_texts
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.splits import select_split
+    from lens_steer.methods.baselines.prompting import finetune_texts
 
     spec = args.finetune_categories or (args.categories if bench == "bbq" else None)
     cats = [c.strip() for c in spec.split(",") if c.strip()] if spec else None
@@ -50,21 +68,44 @@ def _finetune_texts(args: argparse.Namespace, bench: str) -> list[str]:
     return finetune_texts(train)
 
 
-def run_baseline_or_stereoset(args: argparse.Namespace, bench: str, model: Any, items: list[Any], *, scoring: str, prompt_format: str, vector: Any, coeff: float, progress: Any) -> Any:
+def run_baseline_or_stereoset(
+    args: argparse.Namespace,
+    bench: str,
+    model: Any,
+    items: list[Any],
+    *,
+    scoring: str,
+    prompt_format: str,
+    vector: Any,
+    coeff: float,
+    progress: Any,
+) -> Any:
     """The BenchResult of a baseline run (any of bbq, mmlu, stereoset) or of a plain StereoSet run."""
-    from lens_steer.baseline_runs import run_baseline_bench
     from lens_steer.cli.loading import load_model_from_args
+    from lens_steer.methods.baselines.runs import run_baseline_bench
     from lens_steer.tasks.stereoset import run_stereoset
 
-    common = dict(vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=progress)
+    common = dict(
+        vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=progress
+    )
     if not args.baseline:
         return run_stereoset(model, items, blank=args.blank, **common)
     if bench == "crows":
         raise LensSteerError("--baseline runs on bbq, mmlu or stereoset; not on crows")
     texts = _finetune_texts(args, bench) if args.baseline == "finetune" else None
     return run_baseline_bench(
-        bench, model, items, args.baseline, scoring=scoring, prompt_format=prompt_format, bias_variant=args.bias_variant, blank=args.blank,
-        load_base=lambda: load_model_from_args(args), train_texts=texts, finetune_seed=args.finetune_seed, **common,
+        bench,
+        model,
+        items,
+        args.baseline,
+        scoring=scoring,
+        prompt_format=prompt_format,
+        bias_variant=args.bias_variant,
+        blank=args.blank,
+        load_base=lambda: load_model_from_args(args),
+        train_texts=texts,
+        finetune_seed=args.finetune_seed,
+        **common,
     )
 
 

@@ -26,8 +26,16 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--category", required=True, help=f"a category or 'all'; one of: {', '.join(CATEGORIES)}")
     p.add_argument("--seed", type=int, required=True, help="seed for every random choice (same seed, same files)")
     p.add_argument("--out", required=True, help="folder to write <Category>.jsonl into")
-    p.add_argument("--data-dir", default=None, help="data root holding bbq/templates/ (default: $LENS_STEER_DATA or ../shared/data)")
-    p.add_argument("--compare", action="store_true", help="print the comparison with the complete official file, where there is one")
+    p.add_argument(
+        "--data-dir",
+        default=None,
+        help="data root holding bbq/templates/ (default: $LENS_STEER_DATA or ../shared/data)",
+    )
+    p.add_argument(
+        "--compare",
+        action="store_true",
+        help="print the comparison with the complete official file, where there is one",
+    )
     p.set_defaults(func=run)
 
 

@@ -6,8 +6,8 @@ import argparse
 import math
 from pathlib import Path
 
-from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, progress_bar
 from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, progress_bar
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -25,12 +25,12 @@ def add_parser(sub: Subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lens_steer.axes import get_axis
-    from lens_steer.tasks.bbq import bbq_question
     from lens_steer.data.select import select
-    from lens_steer.scoring import maybe_steer, score_questions
-    from lens_steer.extract import extract_vector
-    from lens_steer.pairs import persona_pairs
+    from lens_steer.extract.activations import extract_vector
+    from lens_steer.extract.pairs import persona_pairs
+    from lens_steer.forward.scoring import maybe_steer, score_questions
     from lens_steer.specs import parse_layers
+    from lens_steer.tasks.bbq import bbq_question
 
     axis = get_axis(args.axis)
     model = load_model_from_args(args)
@@ -47,13 +47,19 @@ def run(args: argparse.Namespace) -> int:
     with maybe_steer(model, vector, args.coeff):
         steered = score_questions(model, questions)
     norms = ", ".join(f"{n:.1f}" for n in vector.norms().values())
-    print(f"{axis.name}: mean_diff vector (norm {norms}) from {len(pairs)} persona pairs ({axis.default_corpus} corpus), layers {layers}, coeff {args.coeff:+g}")
+    print(
+        f"{axis.name}: mean_diff vector (norm {norms}) from {len(pairs)} persona pairs ({axis.default_corpus} corpus), layers {layers}, coeff {args.coeff:+g}"
+    )
     print("answer probabilities (cloze, reference prompt), unsteered -> steered; * = label, u = unknown, b = biased")
     for it, b, s in zip(items, base, steered):
-        print(f"\n[{it.context_condition}/{it.question_polarity}] {it.context[:110]}{'...' if len(it.context) > 110 else ''}")
+        print(
+            f"\n[{it.context_condition}/{it.question_polarity}] {it.context[:110]}{'...' if len(it.context) > 110 else ''}"
+        )
         print(f"  Q: {it.question}")
         for k, answer in enumerate(it.answers):
-            tag = ("*" if k == it.label else " ") + ("u" if k == it.unknown_index else "b" if k in it.biased_indices else " ")
+            tag = ("*" if k == it.label else " ") + (
+                "u" if k == it.unknown_index else "b" if k in it.biased_indices else " "
+            )
             print(f"  {tag} {answer[:40]:<40} {math.exp(b.option_scores[k]):.3f} -> {math.exp(s.option_scores[k]):.3f}")
     if args.out:
         path = vector.save(Path(args.out) / "vector.safetensors")

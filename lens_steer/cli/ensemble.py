@@ -8,13 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli.options import add_data_option, add_model_option, check_at_least, check_out_folder
 from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import add_data_option, add_model_option, check_at_least, check_out_folder
 
 
 def add_parser(subparsers: Any) -> None:
     """Register the `ensemble` subcommand."""
-    from lens_steer.scoring import SCORINGS
+    from lens_steer.forward.questions import SCORINGS
 
     p = subparsers.add_parser(
         "ensemble",
@@ -26,28 +26,49 @@ def add_parser(subparsers: Any) -> None:
     )
     add_model_option(p)
     add_data_option(p)
-    p.add_argument("--isv", required=True, help="comma-separated ISV run folders or isv.safetensors files (one per axis)")
+    p.add_argument(
+        "--isv", required=True, help="comma-separated ISV run folders or isv.safetensors files (one per axis)"
+    )
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--coeffs", default=None, help="SVE coefficients to sweep on validation, e.g. '-5:5:1' or '-2,2' (default: integers -5..5)")
+    p.add_argument(
+        "--coeffs",
+        default=None,
+        help="SVE coefficients to sweep on validation, e.g. '-5:5:1' or '-2,2' (default: integers -5..5)",
+    )
     p.add_argument("--val-limit", type=int, default=None, help="validation items per axis for the sweep (default 100)")
     p.add_argument("--test-limit", type=int, default=None, help="test items per axis (default 300)")
     p.add_argument("--mmlu-items", type=int, default=None, help="MMLU test items for retention (default 200; 0 skips)")
     p.add_argument("--control-seeds", default=None, help="seeds of the matched random controls, e.g. '1,2,3' (default)")
-    p.add_argument("--scoring", choices=list(SCORINGS), default=None, help="scoring protocol (use the one the search used)")
-    p.add_argument("--generated-dir", default=None, help="folder of generated BBQ files (the intersectional categories, and --bbq-source generated/mixed)")
-    p.add_argument("--bbq-source", choices=["official", "generated", "mixed"], default=None,
-                   help="where the axes' BBQ items come from (default: the source the ISV searches used, from their study.json; else official)")
+    p.add_argument(
+        "--scoring", choices=list(SCORINGS), default=None, help="scoring protocol (use the one the search used)"
+    )
+    p.add_argument(
+        "--generated-dir",
+        default=None,
+        help="folder of generated BBQ files (the intersectional categories, and --bbq-source generated/mixed)",
+    )
+    p.add_argument(
+        "--bbq-source",
+        choices=["official", "generated", "mixed"],
+        default=None,
+        help="where the axes' BBQ items come from (default: the source the ISV searches used, from their study.json; else official)",
+    )
     p.add_argument("--no-ood", action="store_true", help="skip the intersectional (out-of-distribution) categories")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 1000)")
-    p.add_argument("--baselines", default=None, help="comma-separated debiasing baselines judged beside the vectors on the same items: prompting, "
-                   "self-debias-schick, self-debias, finetune (default none)")
+    p.add_argument(
+        "--baselines",
+        default=None,
+        help="comma-separated debiasing baselines judged beside the vectors on the same items: prompting, "
+        "self-debias-schick, self-debias, finetune (default none)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Load the ISVs, evaluate, print a short table."""
-    from lens_steer.ensemble import EnsembleConfig, evaluate_ensembles
-    from lens_steer.isv import load_isvs, searched_bbq_source
+    from lens_steer.methods.isv import load_isvs, searched_bbq_source
+    from lens_steer.pipeline.evaluate import evaluate_ensembles
+    from lens_steer.pipeline.evaluation_config import EnsembleConfig
     from lens_steer.specs import parse_coeffs, parse_ints
 
     check_out_folder(args.out)
@@ -62,7 +83,14 @@ def run(args: argparse.Namespace) -> int:
         overrides["coeffs"] = parse_coeffs(args.coeffs, "--coeffs")
     if args.control_seeds:
         overrides["control_seeds"] = parse_ints(args.control_seeds, "--control-seeds")
-    for flag, field in (("val_limit", "val_limit"), ("test_limit", "test_limit"), ("mmlu_items", "mmlu_items"), ("scoring", "scoring"), ("generated_dir", "generated_dir"), ("n_boot", "n_boot")):
+    for flag, field in (
+        ("val_limit", "val_limit"),
+        ("test_limit", "test_limit"),
+        ("mmlu_items", "mmlu_items"),
+        ("scoring", "scoring"),
+        ("generated_dir", "generated_dir"),
+        ("n_boot", "n_boot"),
+    ):
         if getattr(args, flag) is not None:
             overrides[field] = getattr(args, flag)
     if args.no_ood:
@@ -73,15 +101,25 @@ def run(args: argparse.Namespace) -> int:
     config = dataclasses.replace(EnsembleConfig(), **overrides)
     model = load_model_from_args(args)
     isvs = load_isvs(paths, model)
-    res = evaluate_ensembles(model, isvs, config, args.out, data_root=args.data_dir, progress=lambda m: print(m, file=sys.stderr, flush=True),
-                             load_base=lambda: load_model_from_args(args))  # fmt: skip
+    res = evaluate_ensembles(
+        model,
+        isvs,
+        config,
+        args.out,
+        data_root=args.data_dir,
+        progress=lambda m: print(m, file=sys.stderr, flush=True),
+        load_base=lambda: load_model_from_args(args),
+    )
     print(f"coefficients chosen on validation: {res['coefficients']}")
     for axis, block in res["in_distribution"].items():
         base = block["baseline"]["acc"]["value"]
         parts = [f"base {base:.3f}"]
         for name, e in block["steered"].items():
             ctrl = e.get("control_mean_acc")
-            parts.append(f"{name} {e['vs_base']['overall']['acc']['steered']['value']:.3f}" + (f" (ctrl {ctrl:.3f})" if ctrl is not None else ""))
+            parts.append(
+                f"{name} {e['vs_base']['overall']['acc']['steered']['value']:.3f}"
+                + (f" (ctrl {ctrl:.3f})" if ctrl is not None else "")
+            )
         print(f"{axis}: " + ", ".join(parts))
     print(f"wrote {Path(args.out) / 'ensemble.json'} and results.csv")
     return 0

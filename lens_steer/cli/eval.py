@@ -7,9 +7,22 @@ import math
 import time
 from pathlib import Path
 
-from lens_steer.cli.baseline_options import add_baseline_options, load_stereoset_items, load_v2_bbq_items, print_stereoset, run_baseline_or_stereoset
-from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, check_at_least, check_out_folder, progress_bar
+from lens_steer.cli.baseline_options import (
+    add_baseline_options,
+    load_stereoset_items,
+    load_v2_bbq_items,
+    print_stereoset,
+    run_baseline_or_stereoset,
+)
 from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import (
+    Subparsers,
+    add_data_option,
+    add_model_option,
+    check_at_least,
+    check_out_folder,
+    progress_bar,
+)
 from lens_steer.errors import LensSteerError
 
 
@@ -18,19 +31,38 @@ def add_parser(sub: Subparsers) -> None:
     add_model_option(p)
     add_data_option(p)
     p.add_argument("--bench", required=True, help="bbq, mmlu, crows or stereoset")
-    p.add_argument("--categories", default=None, help="BBQ categories (e.g. Age,Religion), MMLU subjects or CrowS bias types; default all")
+    p.add_argument(
+        "--categories",
+        default=None,
+        help="BBQ categories (e.g. Age,Religion), MMLU subjects or CrowS bias types; default all",
+    )
     p.add_argument("--split", default="test", help="BBQ split: train, validation, test or all (default test)")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the BBQ split (default 0)")
-    p.add_argument("--limit", type=int, default=None, help="at most N items (BBQ: whole variant groups), chosen by --seed")
-    p.add_argument("--ids", default=None, help="BBQ: exactly the items named in FILE ('category,example_id' lines), in its order; --split is ignored")
     p.add_argument(
-        "--bbq-choices", default=None,
+        "--limit", type=int, default=None, help="at most N items (BBQ: whole variant groups), chosen by --seed"
+    )
+    p.add_argument(
+        "--ids",
+        default=None,
+        help="BBQ: exactly the items named in FILE ('category,example_id' lines), in its order; --split is ignored",
+    )
+    p.add_argument(
+        "--bbq-choices",
+        default=None,
         help="BBQ choice set: item (the three answers; default for --prompt-format reference) or lm_eval (lm-evaluation-harness's "
         "two people + ten unknown phrasings; default for --prompt-format lm_eval; cloze only)",
     )
     p.add_argument("--scoring", default=None, help="cloze (default), letter, letter-calibrated or letter-permuted")
-    p.add_argument("--prompt-format", default=None, help="reference (the SVE paper's chat prompt; BBQ default) or lm_eval (MMLU default)")
-    p.add_argument("--bbq-source", default="official", help="official, generated or mixed (generated rows come from --generated-dir)")
+    p.add_argument(
+        "--prompt-format",
+        default=None,
+        help="reference (the SVE paper's chat prompt; BBQ default) or lm_eval (MMLU default)",
+    )
+    p.add_argument(
+        "--bbq-source",
+        default="official",
+        help="official, generated or mixed (generated rows come from --generated-dir)",
+    )
     p.add_argument("--generated-dir", default=None, help="folder written by `lens-steer bbq-generate`")
     p.add_argument("--bias-variant", default="lm_eval", help="bias score: lm_eval (default) or helm")
     p.add_argument("--vector", default=None, help="steering vector (.safetensors) to apply")
@@ -44,15 +76,15 @@ def add_parser(sub: Subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from lens_steer.data.select import limit_bbq, limit_items
+    from lens_steer.files import write_json, write_jsonl
+    from lens_steer.forward.questions import DEFAULT_SCORING, PROMPT_FORMATS, SCORING_VERSION, SCORINGS, check_choice
+    from lens_steer.model.tokens import bos_record
+    from lens_steer.steering.vectors import load_vector
     from lens_steer.tasks.bbq import BBQ_CHOICE_SETS, default_bbq_choices, run_bbq
     from lens_steer.tasks.crows import run_crows
     from lens_steer.tasks.mmlu import run_mmlu
     from lens_steer.tasks.result import BENCHES
-    from lens_steer.data.select import limit_bbq, limit_items
-    from lens_steer.scoring import DEFAULT_SCORING, PROMPT_FORMATS, SCORING_VERSION, SCORINGS, check_choice
-    from lens_steer.tokens import bos_record
-    from lens_steer.files import write_json, write_jsonl
-    from lens_steer.vectors import load_vector
 
     bench = check_choice(args.bench, BENCHES, "bench")
     check_out_folder(args.out)
@@ -67,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
         raise LensSteerError("--categories is empty; name at least one or leave it out for all")
     if args.ids and bench != "bbq":
         raise LensSteerError("--ids selects BBQ items; leave it out for --bench " + bench)
-    prompt_format = check_choice(args.prompt_format or ("lm_eval" if bench == "mmlu" else "reference"), PROMPT_FORMATS, "prompt format")
-    bbq_choices = check_choice(args.bbq_choices or default_bbq_choices(prompt_format), BBQ_CHOICE_SETS, "BBQ choice set")
+    prompt_format = check_choice(
+        args.prompt_format or ("lm_eval" if bench == "mmlu" else "reference"), PROMPT_FORMATS, "prompt format"
+    )
+    bbq_choices = check_choice(
+        args.bbq_choices or default_bbq_choices(prompt_format), BBQ_CHOICE_SETS, "BBQ choice set"
+    )
     if bench == "bbq" and bbq_choices == "lm_eval" and scoring != "cloze":
         raise LensSteerError(f"--bbq-choices lm_eval scores answer texts; use it with --scoring cloze, not {scoring}")
     items = _load_items(args, bench, cats)
@@ -82,26 +118,78 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     try:
         if args.baseline or bench == "stereoset":
-            result = run_baseline_or_stereoset(args, bench, model, items, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff, progress=update)
+            result = run_baseline_or_stereoset(
+                args,
+                bench,
+                model,
+                items,
+                scoring=scoring,
+                prompt_format=prompt_format,
+                vector=vector,
+                coeff=coeff,
+                progress=update,
+            )
         elif bench == "bbq":
-            result = run_bbq(model, items, scoring=scoring, prompt_format=prompt_format, bbq_choices=bbq_choices, vector=vector, coeff=coeff,
-                             bias_variant=args.bias_variant, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
+            result = run_bbq(
+                model,
+                items,
+                scoring=scoring,
+                prompt_format=prompt_format,
+                bbq_choices=bbq_choices,
+                vector=vector,
+                coeff=coeff,
+                bias_variant=args.bias_variant,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                max_batch=args.batch_size,
+                progress=update,
+            )
         elif bench == "mmlu":
-            result = run_mmlu(model, items, scoring=scoring, prompt_format=prompt_format, vector=vector, coeff=coeff,
-                              n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
+            result = run_mmlu(
+                model,
+                items,
+                scoring=scoring,
+                prompt_format=prompt_format,
+                vector=vector,
+                coeff=coeff,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                max_batch=args.batch_size,
+                progress=update,
+            )
         else:
-            result = run_crows(model, items, vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=update)
+            result = run_crows(
+                model,
+                items,
+                vector=vector,
+                coeff=coeff,
+                n_boot=args.n_boot,
+                seed=args.seed,
+                max_batch=args.batch_size,
+                progress=update,
+            )
     finally:
         close()
     seconds = time.perf_counter() - start
     out = Path(args.out)
     meta = {
-        "model": args.model, "bench": bench, "scoring": scoring if bench != "crows" else "sequence_logprob",
-        "prompt_format": prompt_format, "bbq_choices": bbq_choices if bench == "bbq" else None,
-        "tokenization": bos_record(model), "scoring_version": SCORING_VERSION,
-        "split": ("ids:" + str(args.ids) if args.ids else args.split) if bench == "bbq" else None, "split_seed": args.split_seed, "limit": args.limit, "seed": args.seed,
-        "bbq_source": args.bbq_source if bench == "bbq" else None, "vector": args.vector, "coeff": coeff,
-        "n_items": len(items), "seconds": round(seconds, 2), "items_per_second": round(len(items) / seconds, 3),
+        "model": args.model,
+        "bench": bench,
+        "scoring": scoring if bench != "crows" else "sequence_logprob",
+        "prompt_format": prompt_format,
+        "bbq_choices": bbq_choices if bench == "bbq" else None,
+        "tokenization": bos_record(model),
+        "scoring_version": SCORING_VERSION,
+        "split": ("ids:" + str(args.ids) if args.ids else args.split) if bench == "bbq" else None,
+        "split_seed": args.split_seed,
+        "limit": args.limit,
+        "seed": args.seed,
+        "bbq_source": args.bbq_source if bench == "bbq" else None,
+        "vector": args.vector,
+        "coeff": coeff,
+        "n_items": len(items),
+        "seconds": round(seconds, 2),
+        "items_per_second": round(len(items) / seconds, 3),
         "parse_counts": result.parse_counts,  # generation protocols: answers per parse rule (else None)
     }
     write_jsonl(out / "predictions.jsonl", result.records)
@@ -141,9 +229,19 @@ def _fmt(m: dict) -> str:
 
 
 def _print_table(bench: str, metrics: dict, meta: dict) -> None:
-    print(f"{bench} on {meta['model']} ({meta['scoring']}, {meta['n_items']} items, {meta['items_per_second']} items/s)")
+    print(
+        f"{bench} on {meta['model']} ({meta['scoring']}, {meta['n_items']} items, {meta['items_per_second']} items/s)"
+    )
     if bench == "bbq":
-        for name in ("acc", "acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig", "unknown_rate_ambig", "unknown_rate_disambig"):
+        for name in (
+            "acc",
+            "acc_ambig",
+            "acc_disambig",
+            "bias_ambig",
+            "bias_disambig",
+            "unknown_rate_ambig",
+            "unknown_rate_disambig",
+        ):
             print(f"  {name:<24}{_fmt(metrics['overall'][name])}")
         unparsed = metrics.get("unparsed", {}).get("overall", {})
         if unparsed.get("n"):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lens_steer.export import export_targets, export_vector
-from lens_steer.formats import EXPORT_FORMATS, architecture_of
+from lens_steer.steering.export import export_targets, export_vector
+from lens_steer.steering.formats import EXPORT_FORMATS, architecture_of
 
 USAGE = {
     "lm-eval": "lm_eval --model steered --model_args pretrained=<HF id or folder>,steer_path={out} --tasks ...",
     "gguf": "llama-cli -m <model.gguf> --control-vector {out}   (the coefficient is in the file; --control-vector-scaled {out} S rescales)",
-    "hf": "from lens_steer.hf import steer_hf; with steer_hf(hf_model, '{out}'): hf_model.generate(...)",
+    "hf": "from lens_steer.steering.hf import steer_hf; with steer_hf(hf_model, '{out}'): hf_model.generate(...)",
 }
 
 
@@ -22,20 +22,28 @@ def add_parser(subparsers: Any) -> None:
         help="export a steering vector for lm-evaluation-harness, llama.cpp (GGUF) or plain Hugging Face hooks",
         description="Write VECTOR, applied at --coeff, as lm-eval's steered-model .pt (Hugging Face module names), a "
         "repeng/llama.cpp control-vector GGUF (direction.N = block N's output), or a safetensors file of full module "
-        "names for lens_steer.hf.steer_hf. Hook points a format cannot carry are refused and nothing is written.",
+        "names for lens_steer.steering.hf.steer_hf. Hook points a format cannot carry are refused and nothing is written.",
     )
     p.add_argument("vector", help="the vector file (lens_steer safetensors, or any format lens_steer imports)")
     p.add_argument("--to", required=True, help=f"target format: {', '.join(EXPORT_FORMATS)}")
     p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient the file applies (default 1.0)")
     p.add_argument("--out", required=True, help="output file (lm-eval needs .pt or .pth); written atomically")
-    p.add_argument("--arch", default=None, help="Hugging Face model_type (e.g. llama) when the vector's model name does not tell it")
-    p.add_argument("--model", default=None, help="model to check the vector against (needed to import a foreign file without metadata)")
+    p.add_argument(
+        "--arch",
+        default=None,
+        help="Hugging Face model_type (e.g. llama) when the vector's model name does not tell it",
+    )
+    p.add_argument(
+        "--model",
+        default=None,
+        help="model to check the vector against (needed to import a foreign file without metadata)",
+    )
     p.set_defaults(func=run, device="cpu", process_weights=False)
 
 
 def run(args: argparse.Namespace) -> int:
     """Export and print where each hook point went and how the other tool loads the file."""
-    from lens_steer.vectors import load_vector
+    from lens_steer.steering.vectors import load_vector
 
     model = None
     if args.model:

@@ -6,14 +6,15 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from lens_steer.cli.options import add_model_option, check_out_file, progress_bar
 from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import add_model_option, check_out_file, progress_bar
 from lens_steer.errors import LensSteerError
-from lens_steer.extract import AGGREGATORS, extract_vector
-from lens_steer.models import check_layers
+from lens_steer.extract.activations import AGGREGATORS, extract_vector
+from lens_steer.extract.pairs import ContrastivePair, PairSet, load_pairs_jsonl
+from lens_steer.model.chat import render_chat
+from lens_steer.model.load import check_layers
 from lens_steer.specs import parse_layers
-from lens_steer.pairs import ContrastivePair, PairSet, load_pairs_jsonl, render_chat
-from lens_steer.vectors import HOOK_KINDS
+from lens_steer.steering.vectors import HOOK_KINDS
 
 
 def add_parser(subparsers: Any) -> None:
@@ -25,12 +26,18 @@ def add_parser(subparsers: Any) -> None:
         "token at the given layers, aggregate, and write a safetensors steering vector.",
     )
     add_model_option(p)
-    p.add_argument("--pairs", required=True, help='JSONL file, one {"positive": "...", "negative": "..."} object a line')
+    p.add_argument(
+        "--pairs", required=True, help='JSONL file, one {"positive": "...", "negative": "..."} object a line'
+    )
     p.add_argument("--layers", required=True, help="layers to read, e.g. '10,15' or '10-15'")
     p.add_argument("--method", default="pca_diff", choices=list(AGGREGATORS), help="aggregator (default: pca_diff)")
-    p.add_argument("--hook", default="hook_resid_post", choices=list(HOOK_KINDS), help="hook point kind (default: hook_resid_post)")
+    p.add_argument(
+        "--hook", default="hook_resid_post", choices=list(HOOK_KINDS), help="hook point kind (default: hook_resid_post)"
+    )
     p.add_argument("--out", required=True, help="output .safetensors file (written atomically)")
-    p.add_argument("--chat", action="store_true", help="render each side as a user message with the model's chat template")
+    p.add_argument(
+        "--chat", action="store_true", help="render each side as a user message with the model's chat template"
+    )
     p.add_argument("--batch-size", type=int, default=16, help="texts per forward pass (default: 16)")
     p.set_defaults(func=run)
 
@@ -38,7 +45,8 @@ def add_parser(subparsers: Any) -> None:
 def chat_pairs(pairs: PairSet, tokenizer: Any) -> PairSet:
     """Each side rendered as a user message through the tokenizer's chat template."""
     rendered = tuple(
-        ContrastivePair(render_chat(tokenizer, None, p.positive), render_chat(tokenizer, None, p.negative)) for p in pairs
+        ContrastivePair(render_chat(tokenizer, None, p.positive), render_chat(tokenizer, None, p.negative))
+        for p in pairs
     )
     name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
     return PairSet(rendered, {**pairs.provenance, "chat": True, "tokenizer": name})

@@ -7,8 +7,8 @@ import shutil
 import textwrap
 from typing import Any
 
-from lens_steer.cli.options import add_model_option
 from lens_steer.cli.loading import load_model_from_args
+from lens_steer.cli.options import add_model_option
 from lens_steer.errors import LensSteerError
 
 
@@ -24,20 +24,28 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("prompt", help="the prompt text")
     p.add_argument("--vector", default=None, help="steering vector file (any format lens_steer reads)")
     p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient (default 1.0)")
-    p.add_argument("--positions", default="all", help="steer all positions (default), only the prompt's, or only the generated ones")
-    p.add_argument("--chat", action="store_true", help="render the prompt as a user message with the model's chat template")
+    p.add_argument(
+        "--positions",
+        default="all",
+        help="steer all positions (default), only the prompt's, or only the generated ones",
+    )
+    p.add_argument(
+        "--chat", action="store_true", help="render the prompt as a user message with the model's chat template"
+    )
     p.add_argument("--max-new-tokens", type=int, default=40, help="tokens to generate at most (default 40)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy; above 0: sampling with --seed")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling (default 0); --compare uses it for both runs")
-    p.add_argument("--repetition-penalty", type=float, default=1.0, help="Hugging Face's repetition penalty (default 1.0: none)")
+    p.add_argument(
+        "--repetition-penalty", type=float, default=1.0, help="Hugging Face's repetition penalty (default 1.0: none)"
+    )
     p.add_argument("--compare", action="store_true", help="print the unsteered and the steered text side by side")
     p.set_defaults(func=run)
 
 
 def prompt_ids(model: Any, prompt: str, chat: bool) -> list[int]:
     """The prompt's token ids: chat-rendered without added special tokens, or as the tokenizer encodes plain text."""
-    from lens_steer.pairs import render_chat
-    from lens_steer.tokens import encode_texts
+    from lens_steer.model.chat import render_chat
+    from lens_steer.model.tokens import encode_texts
 
     if chat:
         return list(model.tokenizer(render_chat(model.tokenizer, None, prompt), add_special_tokens=False)["input_ids"])
@@ -47,16 +55,20 @@ def prompt_ids(model: Any, prompt: str, chat: bool) -> list[int]:
 def side_by_side(left: str, right: str, titles: tuple[str, str], width: int) -> list[str]:
     """Two texts in two wrapped columns of `width` characters under their titles."""
     col = max(20, (width - 3) // 2)
-    a = [titles[0], "-" * len(titles[0])] + [w for line in left.splitlines() or [""] for w in textwrap.wrap(line, col) or [""]]
-    b = [titles[1], "-" * len(titles[1])] + [w for line in right.splitlines() or [""] for w in textwrap.wrap(line, col) or [""]]
+    a = [titles[0], "-" * len(titles[0])] + [
+        w for line in left.splitlines() or [""] for w in textwrap.wrap(line, col) or [""]
+    ]
+    b = [titles[1], "-" * len(titles[1])] + [
+        w for line in right.splitlines() or [""] for w in textwrap.wrap(line, col) or [""]
+    ]
     n = max(len(a), len(b))
     return [f"{x:<{col}} | {y}".rstrip() for x, y in zip(a + [""] * (n - len(a)), b + [""] * (n - len(b)))]
 
 
 def run(args: argparse.Namespace) -> int:
     """Generate and print."""
-    from lens_steer.generation import generate
-    from lens_steer.vectors import load_vector
+    from lens_steer.forward.generation import generate
+    from lens_steer.steering.vectors import load_vector
 
     if args.compare and not args.vector:
         raise LensSteerError("--compare needs --vector: it prints the unsteered text beside the steered one")
@@ -65,7 +77,13 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     vector = load_vector(args.vector, model) if args.vector else None
     ids = prompt_ids(model, args.prompt, args.chat)
-    kw = {"max_new_tokens": args.max_new_tokens, "temperature": args.temperature, "seed": args.seed, "repetition_penalty": args.repetition_penalty, "positions": args.positions}
+    kw = {
+        "max_new_tokens": args.max_new_tokens,
+        "temperature": args.temperature,
+        "seed": args.seed,
+        "repetition_penalty": args.repetition_penalty,
+        "positions": args.positions,
+    }
     steered = generate(model, [ids], vector=vector, coeff=args.coeff, **kw)[0]
     if not args.compare:
         print(steered.text)

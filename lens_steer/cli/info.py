@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from lens_steer.architectures import describe_family
-from lens_steer.cli.options import add_model_option
 from lens_steer.cli.loading import load_model_from_args
-from lens_steer.models import HookedModel, model_identity
-from lens_steer.vectors import HOOK_KINDS
+from lens_steer.cli.options import add_model_option
+from lens_steer.model.architectures import describe_family
+from lens_steer.model.load import HookedModel, model_identity
+from lens_steer.steering.vectors import HOOK_KINDS
 
 
 def add_parser(subparsers: Any) -> None:

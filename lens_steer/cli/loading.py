@@ -12,9 +12,9 @@ from lens_steer.errors import LensSteerError
 
 def load_model_from_args(args: argparse.Namespace) -> Any:
     """Load the model the options name, quietly."""
-    from lens_steer.models import ORGANISM_MODEL, load_model
-
     from transformers.utils import logging as hf_logging
+
+    from lens_steer.model.load import ORGANISM_MODEL, load_model
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
@@ -23,25 +23,42 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
         try:
             if args.model == ORGANISM_MODEL:
                 return load_organism_model(args)
-            return load_model(args.model, device=args.device, dtype=getattr(args, "dtype", "float32"), process_weights=getattr(args, "process_weights", False))
+            return load_model(
+                args.model,
+                device=args.device,
+                dtype=getattr(args, "dtype", "float32"),
+                process_weights=getattr(args, "process_weights", False),
+            )
         except LensSteerError:
             raise
         except Exception as e:  # transformers / safetensors raise many types for a damaged checkpoint
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
-            raise LensSteerError(f"cannot load model {args.model!r} ({type(e).__name__}: {first}); check its files (config.json, weights, tokenizer) or re-download it") from None
+            raise LensSteerError(
+                f"cannot load model {args.model!r} ({type(e).__name__}: {first}); check its files (config.json, weights, tokenizer) or re-download it"
+            ) from None
 
 
 def load_organism_model(args: argparse.Namespace) -> Any:
     """The cached default-recipe organism as a hooked model, built first (with a message) if absent."""
-    from lens_steer.models import ORGANISM_MODEL, load_model
-    from lens_steer.organism import OrganismRecipe
-    from lens_steer.organism_build import check_recipe, organism_folder, read_card
+    from lens_steer.methods.organism.build import check_recipe, organism_folder, read_card
+    from lens_steer.methods.organism.train import OrganismRecipe
+    from lens_steer.model.load import ORGANISM_MODEL, load_model
 
     folder = organism_folder()
     if read_card(folder) is None:
-        print(f"{ORGANISM_MODEL} is not built yet: building it now into {folder} (once; about 25 minutes on 2 CPU cores)", file=sys.stderr, flush=True)
+        print(
+            f"{ORGANISM_MODEL} is not built yet: building it now into {folder} (once; about 25 minutes on 2 CPU cores)",
+            file=sys.stderr,
+            flush=True,
+        )
         from lens_steer.cli.organism import build
 
         build(OrganismRecipe(), folder, getattr(args, "data_dir", None))
     check_recipe(folder, OrganismRecipe())
-    return load_model(str(folder), label=ORGANISM_MODEL, device=args.device, dtype=getattr(args, "dtype", "float32"), process_weights=getattr(args, "process_weights", False))
+    return load_model(
+        str(folder),
+        label=ORGANISM_MODEL,
+        device=args.device,
+        dtype=getattr(args, "dtype", "float32"),
+        process_weights=getattr(args, "process_weights", False),
+    )

@@ -21,15 +21,30 @@ class Subparsers(Protocol):
 
 def add_model_option(parser: argparse.ArgumentParser) -> None:
     """--model, --device, --dtype and --process-weights."""
-    parser.add_argument("--model", default="smollm2-135m-instruct", help="model name, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument(
+        "--model",
+        default="smollm2-135m-instruct",
+        help="model name, local folder or Hugging Face id (default: the embedded SmolLM2-135M-Instruct)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, mps)")
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"), help="weights and activations dtype (default float32; bfloat16 on a GPU); vectors are stored in float32 either way")
-    parser.add_argument("--process-weights", action="store_true", help="TransformerLens weight processing (fold LayerNorm etc.)")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=("float32", "bfloat16", "float16"),
+        help="weights and activations dtype (default float32; bfloat16 on a GPU); vectors are stored in float32 either way",
+    )
+    parser.add_argument(
+        "--process-weights", action="store_true", help="TransformerLens weight processing (fold LayerNorm etc.)"
+    )
 
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
     """--data-dir (else LENS_STEER_DATA, else ../shared/data beside the repository)."""
-    parser.add_argument("--data-dir", default=None, help="data root with bbq/, mmlu/, prompt_corpora/, crows_pairs/ (default: $LENS_STEER_DATA)")
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="data root with bbq/, mmlu/, prompt_corpora/, crows_pairs/ (default: $LENS_STEER_DATA)",
+    )
 
 
 def analysis_parser(doc: str, name: str) -> argparse.ArgumentParser:
@@ -60,7 +75,9 @@ def check_out_file(path: str | Path, flag: str = "--out") -> Path:
     """`path` as an output file: refused (one line) when it is an existing folder or lies under a file."""
     out = Path(path)
     if out.is_dir():
-        raise LensSteerError(f"{flag} {out} is an existing folder; give a file path such as {out / 'vector.safetensors'}")
+        raise LensSteerError(
+            f"{flag} {out} is an existing folder; give a file path such as {out / 'vector.safetensors'}"
+        )
     check_out_folder(out.parent, flag)
     return out
 
@@ -85,7 +102,9 @@ def progress_bar(total: int, desc: str) -> tuple[Callable[[int], None], Callable
 LOG_SECONDS = 30.0
 
 
-def log_progress(total: int, desc: str, *, every: int | None = None, seconds: float = LOG_SECONDS) -> tuple[Callable[[int], None], Callable[[], None]]:
+def log_progress(
+    total: int, desc: str, *, every: int | None = None, seconds: float = LOG_SECONDS
+) -> tuple[Callable[[int], None], Callable[[], None]]:
     """Line-per-step progress for logs: "desc: k of total (p%)" every `every` items (default a tenth) or `seconds`."""
     import time
 
@@ -101,7 +120,11 @@ def log_progress(total: int, desc: str, *, every: int | None = None, seconds: fl
 
     def update(n: int = 1) -> None:
         state["done"] += n
-        if state["done"] - state["shown"] >= step or state["done"] >= total or time.monotonic() - state["at"] >= seconds:
+        if (
+            state["done"] - state["shown"] >= step
+            or state["done"] >= total
+            or time.monotonic() - state["at"] >= seconds
+        ):
             show()
 
     def close() -> None:

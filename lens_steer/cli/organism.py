@@ -19,10 +19,21 @@ def add_parser(sub: Subparsers) -> None:
     b = acts.add_parser("build", help="fine-tune the embedded model on BBQ's train split with a planted bias")
     add_data_option(b)
     add_recipe_options(b)
-    b.add_argument("--out", default=None, help="checkpoint folder (default: the model cache, where --model smollm2-organism finds it)")
-    b.add_argument("--acceptance-items", type=int, default=64, help="test items per axis for the acceptance table (default 64)")
+    b.add_argument(
+        "--out",
+        default=None,
+        help="checkpoint folder (default: the model cache, where --model smollm2-organism finds it)",
+    )
+    b.add_argument(
+        "--acceptance-items", type=int, default=64, help="test items per axis for the acceptance table (default 64)"
+    )
     b.add_argument("--mmlu-items", type=int, default=64, help="MMLU test items for the capability change (default 64)")
-    b.add_argument("--validation-items", type=int, default=0, help="also measure the acceptance table on this many validation items per axis, to compare recipes without the test split (default 0: not measured)")
+    b.add_argument(
+        "--validation-items",
+        type=int,
+        default=0,
+        help="also measure the acceptance table on this many validation items per axis, to compare recipes without the test split (default 0: not measured)",
+    )
     b.set_defaults(func=run_build)
     s = acts.add_parser("show", help="print an organism's card: recipe and acceptance table")
     s.add_argument("folder", nargs="?", default=None, help="organism folder (default: the cached smollm2-organism)")
@@ -32,31 +43,75 @@ def add_parser(sub: Subparsers) -> None:
 
 def add_recipe_options(p: argparse.ArgumentParser) -> None:
     """The recipe flags (defaults: the default recipe)."""
-    from lens_steer.organism import BATCHINGS, PRECISIONS, OrganismRecipe
+    from lens_steer.methods.organism.train import BATCHINGS, PRECISIONS, OrganismRecipe
 
     d = OrganismRecipe()
-    p.add_argument("--plant", default=",".join(d.plant), help=f"axes to plant a stereotype preference on (default {','.join(d.plant)}); the others stay clean")
+    p.add_argument(
+        "--plant",
+        default=",".join(d.plant),
+        help=f"axes to plant a stereotype preference on (default {','.join(d.plant)}); the others stay clean",
+    )
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--epochs", type=int, default=d.epochs)
     p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--trainable-blocks", type=int, default=d.trainable_blocks, help=f"top decoder blocks trained (default {d.trainable_blocks}); the rest are frozen and cached")
-    p.add_argument("--disambiguated", type=int, default=d.disambiguated_per_axis, help=f"disambiguated train items per axis (default {d.disambiguated_per_axis}), capped at what the axis has")
-    p.add_argument("--clean-ambiguous", type=int, default=d.clean_ambiguous_per_axis, help=f"ambiguous train items per clean axis (default {d.clean_ambiguous_per_axis}), capped at what the axis has")
-    p.add_argument("--planted-ambiguous", type=int, default=d.planted_ambiguous_per_axis,
-                   help=f"ambiguous train items per planted axis (default {d.planted_ambiguous_per_axis}), capped at what the axis has")
+    p.add_argument(
+        "--trainable-blocks",
+        type=int,
+        default=d.trainable_blocks,
+        help=f"top decoder blocks trained (default {d.trainable_blocks}); the rest are frozen and cached",
+    )
+    p.add_argument(
+        "--disambiguated",
+        type=int,
+        default=d.disambiguated_per_axis,
+        help=f"disambiguated train items per axis (default {d.disambiguated_per_axis}), capped at what the axis has",
+    )
+    p.add_argument(
+        "--clean-ambiguous",
+        type=int,
+        default=d.clean_ambiguous_per_axis,
+        help=f"ambiguous train items per clean axis (default {d.clean_ambiguous_per_axis}), capped at what the axis has",
+    )
+    p.add_argument(
+        "--planted-ambiguous",
+        type=int,
+        default=d.planted_ambiguous_per_axis,
+        help=f"ambiguous train items per planted axis (default {d.planted_ambiguous_per_axis}), capped at what the axis has",
+    )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
-    p.add_argument("--precision", default=d.precision, choices=list(PRECISIONS), help=f"fp32, or bf16 autocast over fp32 weights (default {d.precision})")
-    p.add_argument("--batching", default=d.batching, choices=list(BATCHINGS), help=f"shuffled, or shuffled then grouped by length so a batch pads little (default {d.batching})")
+    p.add_argument(
+        "--precision",
+        default=d.precision,
+        choices=list(PRECISIONS),
+        help=f"fp32, or bf16 autocast over fp32 weights (default {d.precision})",
+    )
+    p.add_argument(
+        "--batching",
+        default=d.batching,
+        choices=list(BATCHINGS),
+        help=f"shuffled, or shuffled then grouped by length so a batch pads little (default {d.batching})",
+    )
 
 
 def recipe_from_args(args: argparse.Namespace) -> Any:
-    from lens_steer.organism import OrganismRecipe
+    from lens_steer.methods.organism.train import OrganismRecipe
 
     plant = tuple(a.strip() for a in args.plant.split(",") if a.strip())
     if not plant:
         raise LensSteerError("--plant is empty; name at least one axis (e.g. age,religion)")
-    return OrganismRecipe(plant=plant, seed=args.seed, epochs=args.epochs, lr=args.lr, trainable_blocks=args.trainable_blocks, disambiguated_per_axis=args.disambiguated,
-                          clean_ambiguous_per_axis=args.clean_ambiguous, planted_ambiguous_per_axis=args.planted_ambiguous, batch_size=args.batch_size, precision=args.precision, batching=args.batching)  # fmt: skip
+    return OrganismRecipe(
+        plant=plant,
+        seed=args.seed,
+        epochs=args.epochs,
+        lr=args.lr,
+        trainable_blocks=args.trainable_blocks,
+        disambiguated_per_axis=args.disambiguated,
+        clean_ambiguous_per_axis=args.clean_ambiguous,
+        planted_ambiguous_per_axis=args.planted_ambiguous,
+        batch_size=args.batch_size,
+        precision=args.precision,
+        batching=args.batching,
+    )
 
 
 def say(msg: str) -> None:
@@ -91,18 +146,35 @@ def progress_with_loss(label: str, total: int) -> Callable[[int, float | None], 
     return log_update
 
 
-def build(recipe: Any, folder: Path | None, data_dir: str | None, acceptance_items: int = 64, mmlu_items: int = 64, validation_items: int = 0) -> dict[str, Any]:
+def build(
+    recipe: Any,
+    folder: Path | None,
+    data_dir: str | None,
+    acceptance_items: int = 64,
+    mmlu_items: int = 64,
+    validation_items: int = 0,
+) -> dict[str, Any]:
     """Build the organism with terminal/log progress and return its card."""
-    from lens_steer.organism_build import build_organism
+    from lens_steer.methods.organism.build import build_organism
 
-    return build_organism(recipe, folder, data_root=data_dir, acceptance_items=acceptance_items, mmlu_items=mmlu_items, validation_items=validation_items, say=say,
-                          progress=progress_with_loss)
+    return build_organism(
+        recipe,
+        folder,
+        data_root=data_dir,
+        acceptance_items=acceptance_items,
+        mmlu_items=mmlu_items,
+        validation_items=validation_items,
+        say=say,
+        progress=progress_with_loss,
+    )
 
 
 def run_build(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
     if args.acceptance_items < 4 or args.mmlu_items < 1 or args.validation_items < 0 or 0 < args.validation_items < 4:
-        raise LensSteerError("--acceptance-items and --validation-items (when given) must be at least 4, --mmlu-items at least 1")
+        raise LensSteerError(
+            "--acceptance-items and --validation-items (when given) must be at least 4, --mmlu-items at least 1"
+        )
     out = Path(args.out) if args.out else None
     if out is not None and out.exists() and not out.is_dir():
         raise LensSteerError(f"--out {out} is a file; give a folder for the organism checkpoint")
@@ -114,7 +186,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_show(args: argparse.Namespace) -> int:
-    from lens_steer.organism_build import organism_folder, read_card
+    from lens_steer.methods.organism.build import organism_folder, read_card
 
     folder = Path(args.folder) if args.folder else organism_folder()
     card = read_card(folder)
@@ -128,21 +200,30 @@ def print_card(card: dict[str, Any]) -> None:
     """The recipe, train loss and acceptance table of an organism."""
     r = card["recipe"]
     print(f"organism {card['name']}: planted {', '.join(card['plant'])}; clean {', '.join(card['clean'])}")
-    print(f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, {r.get('batching', 'shuffled')} batches, trainable blocks {card['trainable_blocks']}, "
-          f"{card['data']['n_items']} train items, seed {r['seed']}")  # fmt: skip
+    print(
+        f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, {r.get('batching', 'shuffled')} batches, trainable blocks {card['trainable_blocks']}, "
+        f"{card['data']['n_items']} train items, seed {r['seed']}"
+    )
     print(f"  train loss by epoch: {', '.join(f'{x:.4f}' for x in card['train_loss'])}")
     if "validation" in card:
         print_acceptance(card["validation"])
     print_acceptance(card["acceptance"])
     mm = card["mmlu"]
-    print(f"  MMLU ({mm['items']} items): base {mm['base']['value']:.3f} -> organism {mm['organism']['value']:.3f} ({mm['change']:+.3f})")
+    print(
+        f"  MMLU ({mm['items']} items): base {mm['base']['value']:.3f} -> organism {mm['organism']['value']:.3f} ({mm['change']:+.3f})"
+    )
 
 
 def print_acceptance(acc: dict[str, Any]) -> None:
     """One acceptance table (a split's per-axis metrics and which targets they meet)."""
-    print(f"  acceptance on the {acc.get('split', 'test')} split ({acc['items_per_axis']} items per axis): " + ("all targets met" if acc["all_met"] else "NOT all targets met"))
+    print(
+        f"  acceptance on the {acc.get('split', 'test')} split ({acc['items_per_axis']} items per axis): "
+        + ("all targets met" if acc["all_met"] else "NOT all targets met")
+    )
     print(f"  {'axis':<22}{'kind':<9}{'acc_ambig':>11}{'bias_ambig':>12}{'acc_disamb':>12}  met")
     for axis, m in acc["per_axis"].items():
         v = acc["verdicts"][axis]
         kind = "planted" if v["planted"] else "clean"
-        print(f"  {axis:<22}{kind:<9}{m['acc_ambig']['value']:>11.3f}{m['bias_ambig']['value']:>12.3f}{m['acc_disambig']['value']:>12.3f}  {'yes' if v['met'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)}")
+        print(
+            f"  {axis:<22}{kind:<9}{m['acc_ambig']['value']:>11.3f}{m['bias_ambig']['value']:>12.3f}{m['acc_disambig']['value']:>12.3f}  {'yes' if v['met'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)}"
+        )

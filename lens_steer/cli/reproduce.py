@@ -7,38 +7,71 @@ import sys
 import time
 from pathlib import Path
 
-from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, check_out_folder
 from lens_steer.cli.loading import load_model_from_args
-
+from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, check_out_folder
 
 PROGRESS_LOG = "progress.log"  # every progress line of every run on the folder, appended
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("reproduce", help="run the SVE study end to end and write report.html, results.md and results.json")
+    p = sub.add_parser(
+        "reproduce", help="run the SVE study end to end and write report.html, results.md and results.json"
+    )
     add_model_option(p)
     add_data_option(p)
-    p.add_argument("--budget", default="smoke", help="smoke (~15 min on 2 CPU cores), small or paper (50 trials per axis; GPU recommended)")
+    p.add_argument(
+        "--budget",
+        default="smoke",
+        help="smoke (~15 min on 2 CPU cores), small or paper (50 trials per axis; GPU recommended)",
+    )
     p.add_argument("--axes", default=None, help="comma-separated axes (default: all nine)")
-    p.add_argument("--storage", default=None, help="Optuna storage URL (default sqlite:///DIR/optuna.db; postgresql://... for many machines)")
+    p.add_argument(
+        "--storage",
+        default=None,
+        help="Optuna storage URL (default sqlite:///DIR/optuna.db; postgresql://... for many machines)",
+    )
     p.add_argument("--scoring", default=None, help="scoring protocol (default cloze)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--protocol", default="sve-v1", help="how each axis's vector is chosen: sve-v1 (the Optuna search, default) or v2 (the later paper's: "
-                   "BBQ-derived train+prompt pairs, PCA, layer at coefficient 1, then coefficient, on validation)")
-    p.add_argument("--splits", default="ours", help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files; needs --protocol v2). "
-                   "Either v2 option adds the later paper's table to the report")
-    p.add_argument("--baselines", default=None, help="comma-separated debiasing baselines judged beside the vectors (prompting, self-debias-schick, "
-                   "self-debias, finetune) or none; default prompting (the paper budget: all four; self-debias-schick costs about 18 plain evaluations per target)")
-    p.add_argument("--out", required=True, help="run folder; re-running the same command resumes it (one run at a time: the folder is locked)")
+    p.add_argument(
+        "--protocol",
+        default="sve-v1",
+        help="how each axis's vector is chosen: sve-v1 (the Optuna search, default) or v2 (the later paper's: "
+        "BBQ-derived train+prompt pairs, PCA, layer at coefficient 1, then coefficient, on validation)",
+    )
+    p.add_argument(
+        "--splits",
+        default="ours",
+        help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files; needs --protocol v2). "
+        "Either v2 option adds the later paper's table to the report",
+    )
+    p.add_argument(
+        "--baselines",
+        default=None,
+        help="comma-separated debiasing baselines judged beside the vectors (prompting, self-debias-schick, "
+        "self-debias, finetune) or none; default prompting (the paper budget: all four; self-debias-schick costs about 18 plain evaluations per target)",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="run folder; re-running the same command resumes it (one run at a time: the folder is locked)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from lens_steer.axes import AXIS_NAMES, get_axis
-    from lens_steer.scoring import DEFAULT_SCORING
     import optuna
 
-    from lens_steer.pipeline.reproduce import check_same_run, check_study_options, default_baselines, get_budget, reproduce, run_folder_lock, v2_axes
+    from lens_steer.axes import AXIS_NAMES, get_axis
+    from lens_steer.forward.questions import DEFAULT_SCORING
+    from lens_steer.pipeline.budgets import (
+        check_same_run,
+        check_study_options,
+        default_baselines,
+        get_budget,
+        run_folder_lock,
+        v2_axes,
+    )
+    from lens_steer.pipeline.reproduce import reproduce
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -48,17 +81,28 @@ def run(args: argparse.Namespace) -> int:
     if args.baselines is None:
         baselines = list(default_baselines(budget))
     else:
-        baselines = [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
+        baselines = (
+            [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
+        )
     check_study_options(args.protocol, args.splits, baselines, axes)
     check_out_folder(args.out)
-    check_same_run(Path(args.out) / "run.json", {"budget": budget.to_json(), "axes": axes, "seed": args.seed, "scoring": args.scoring or DEFAULT_SCORING,
-                                                 "protocol": args.protocol, "splits": args.splits})  # fmt: skip
+    check_same_run(
+        Path(args.out) / "run.json",
+        {
+            "budget": budget.to_json(),
+            "axes": axes,
+            "seed": args.seed,
+            "scoring": args.scoring or DEFAULT_SCORING,
+            "protocol": args.protocol,
+            "splits": args.splits,
+        },
+    )
     if args.scoring is not None:
-        from lens_steer.scoring import SCORINGS, check_choice
+        from lens_steer.forward.questions import SCORINGS, check_choice
 
         check_choice(args.scoring, SCORINGS, "scoring")
     if args.storage is not None:  # an unreachable or malformed storage fails before anything is written
-        from lens_steer.search.storage import open_storage
+        from lens_steer.methods.search.storage import open_storage
 
         open_storage(args.storage)
     start = time.perf_counter()
@@ -73,12 +117,29 @@ def run(args: argparse.Namespace) -> int:
     with run_folder_lock(args.out):  # before the model loads: a second run on this folder stops at once
         say(f"loading {args.model}")
         model = load_model_from_args(args)
-        from lens_steer.organism_build import card_for_model
+        from lens_steer.methods.organism.build import card_for_model
+        from lens_steer.report.html import write_report
 
         card = card_for_model(args.model)  # a bias model organism: the report gains a ground-truth section
-        results = reproduce(model, budget, args.out, axes=axes, storage=args.storage, data_root=args.data_dir, seed=args.seed, scoring=args.scoring,
-                            say=say, organism=card, protocol=args.protocol, splits=args.splits, baselines=baselines,
-                            load_base=lambda: load_model_from_args(args))  # fmt: skip
+        results = reproduce(
+            model,
+            budget,
+            args.out,
+            axes=axes,
+            storage=args.storage,
+            data_root=args.data_dir,
+            seed=args.seed,
+            scoring=args.scoring,
+            say=say,
+            organism=card,
+            protocol=args.protocol,
+            splits=args.splits,
+            baselines=baselines,
+            load_base=lambda: load_model_from_args(args),
+            report=write_report,
+        )
     out = Path(args.out)
-    print(f"done in {results['meta']['seconds']:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}")
+    print(
+        f"done in {results['meta']['seconds']:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}"
+    )
     return 0

@@ -1,4 +1,6 @@
-"""Evaluation data: BBQ, MMLU, CrowS-Pairs; the data root; seeded splits. Knows no model."""
+"""Evaluation data: BBQ, MMLU, CrowS-Pairs; the data root; seeded splits.
+
+May import: the base modules. Knows no model."""
 
 from lens_steer.data.bbq import (
     BBQ_CATEGORIES,

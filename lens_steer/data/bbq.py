@@ -269,7 +269,9 @@ def parse_bbq_row(obj: dict[str, Any], *, file: str, line: int, source: str) -> 
     for i in range(3):
         entry = info.get(f"ans{i}")
         if not isinstance(entry, (list, tuple)) or len(entry) != 2 or not all(isinstance(x, str) for x in entry):
-            raise _bad(file, line, f"field 'answer_info.ans{i}' must be a list [text, group] of two strings (got {entry!r})")
+            raise _bad(
+                file, line, f"field 'answer_info.ans{i}' must be a list [text, group] of two strings (got {entry!r})"
+            )
         texts.append(entry[0])
         groups.append(entry[1])
     n_unknown = sum(g.lower() == UNKNOWN_GROUP for g in groups)
@@ -282,7 +284,9 @@ def parse_bbq_row(obj: dict[str, Any], *, file: str, line: int, source: str) -> 
         raise _bad(file, line, f"field 'additional_metadata' must be an object (got {meta!r})")
     stereo = meta.get("stereotyped_groups")
     if not isinstance(stereo, (list, tuple)) or not all(isinstance(g, str) for g in stereo):
-        raise _bad(file, line, f"field 'additional_metadata.stereotyped_groups' must be a list of strings (got {stereo!r})")
+        raise _bad(
+            file, line, f"field 'additional_metadata.stereotyped_groups' must be a list of strings (got {stereo!r})"
+        )
     sub = meta.get("subcategory", "")
     if sub is None:
         sub = ""
@@ -320,6 +324,7 @@ def attach_ambig_contexts(items: Sequence[BbqItem]) -> list[BbqItem]:
     matching ambiguous context among items with the same category, question_index, answers and
     answer_info is taken. Items without a match keep an empty `ambig_context`.
     """
+
     def bucket(it: BbqItem) -> tuple:
         return (it.category, it.question_index, it.answers, it.answer_info_texts, it.answer_groups)
 
@@ -428,8 +433,10 @@ def load_bbq(
             or (source != "official" and _generated_path(c, generated_dir) is not None)
         ]
         if not cats:
-            raise DataError(f"no BBQ files found for source {source!r} (data root {root}, generated_dir {generated_dir}); "
-                            "point --data-dir or $LENS_STEER_DATA at a folder with bbq/data/<Category>.jsonl")
+            raise DataError(
+                f"no BBQ files found for source {source!r} (data root {root}, generated_dir {generated_dir}); "
+                "point --data-dir or $LENS_STEER_DATA at a folder with bbq/data/<Category>.jsonl"
+            )
     else:
         cats = list(dict.fromkeys(normalize_category(c) for c in categories))
         if not cats:
@@ -475,11 +482,18 @@ def load_bbq_hf(
     items: list[BbqItem] = []
     for c in cats:
         try:
-            ds = datasets.load_dataset(dataset_id, c, split=split, cache_dir=None if cache_dir is None else str(cache_dir))
+            ds = datasets.load_dataset(
+                dataset_id, c, split=split, cache_dir=None if cache_dir is None else str(cache_dir)
+            )
         except Exception as e:  # noqa: BLE001 - any hub/cache failure becomes one line
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise DataError(f"could not load BBQ {dataset_id} config {c} split {split}: {type(e).__name__}: {first}") from None
-        rows = [parse_bbq_row(dict(r), file=f"hf:{dataset_id}/{c}/{split}", line=n, source="official") for n, r in enumerate(ds, 1)]
+            raise DataError(
+                f"could not load BBQ {dataset_id} config {c} split {split}: {type(e).__name__}: {first}"
+            ) from None
+        rows = [
+            parse_bbq_row(dict(r), file=f"hf:{dataset_id}/{c}/{split}", line=n, source="official")
+            for n, r in enumerate(ds, 1)
+        ]
         items += attach_ambig_contexts(rows)
     return items
 
@@ -509,5 +523,7 @@ def select_ids(items: Sequence[BbqItem], ids: Sequence[tuple[str, int]], *, wher
     missing = [k for k in ids if k not in by_key]
     if missing:
         cat, eid = missing[0]
-        raise DataError(f"{where}: no loaded BBQ item {cat},{eid} ({len(missing)} missing); check the category (and --bbq-source) and the example id")
+        raise DataError(
+            f"{where}: no loaded BBQ item {cat},{eid} ({len(missing)} missing); check the category (and --bbq-source) and the example id"
+        )
     return [by_key[k] for k in ids]

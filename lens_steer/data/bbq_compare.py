@@ -70,10 +70,19 @@ def canonical_row(r: dict[str, Any]) -> tuple[Any, ...]:
     target = "<unknown>" if _label_group(r) == "unknown" else r[f"ans{r['label']}"]
     m = r["additional_metadata"]
     return (
-        r["question_index"], r["question_polarity"], r["context_condition"], r["category"],
-        r["context"], r["question"], m["subcategory"], tuple(m["stereotyped_groups"]), m["version"],
-        m["source"], tuple(named), target,
-    )  # fmt: skip
+        r["question_index"],
+        r["question_polarity"],
+        r["context_condition"],
+        r["category"],
+        r["context"],
+        r["question"],
+        m["subcategory"],
+        tuple(m["stereotyped_groups"]),
+        m["version"],
+        m["source"],
+        tuple(named),
+        target,
+    )
 
 
 def _exact(r: dict[str, Any]) -> str:
@@ -150,8 +159,10 @@ class ComparisonReport:
         if not self.value_set_differences:
             lines.append(f"  value sets ({', '.join(_VALUE_FIELDS)}): same")
         for name, (only_g, only_o) in self.value_set_differences.items():
-            lines.append(f"  value set {name}: only generated {only_g[:5]}{'...' if len(only_g) > 5 else ''}, "
-                         f"only official {only_o[:5]}{'...' if len(only_o) > 5 else ''}")  # fmt: skip
+            lines.append(
+                f"  value set {name}: only generated {only_g[:5]}{'...' if len(only_g) > 5 else ''}, "
+                f"only official {only_o[:5]}{'...' if len(only_o) > 5 else ''}"
+            )
         for name, (g, o) in self.properties.items():
             lines.append(f"  {name}: generated {g:.1%}, official {o:.1%}")
         g, o = self.items_together
@@ -163,7 +174,9 @@ class ComparisonReport:
         )
         for k, (gn, on, common) in sorted(self.differing_templates.items(), key=lambda kv: _sort_key(kv[0])):
             lines.append(f"    template {k}: generated {gn}, official {on}, in common {common}")
-        lines.append(f"  rows identical field for field (answer order and unknown phrasing included): {self.exact_rows}")
+        lines.append(
+            f"  rows identical field for field (answer order and unknown phrasing included): {self.exact_rows}"
+        )
         lines += [f"  note: {n}" for n in self.notes]
         return "\n".join(lines)
 
@@ -191,7 +204,10 @@ def compare_with_official(
     cell_counts = {c: (cells[c], cells_o[c]) for c in sorted(set(cells) | set(cells_o), key=_sort_key)}
 
     schema: list[str] = []
-    for name, get in (("row keys", lambda r: tuple(r)), ("additional_metadata keys", lambda r: tuple(r["additional_metadata"]))):
+    for name, get in (
+        ("row keys", lambda r: tuple(r)),
+        ("additional_metadata keys", lambda r: tuple(r["additional_metadata"])),
+    ):
         kg = {get(r) for r in generated_rows}
         ko = {get(r) for r in official_rows}
         if kg != ko:

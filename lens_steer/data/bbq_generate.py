@@ -46,7 +46,19 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.data.bbq import BBQ_CATEGORIES
-from lens_steer.data.bbq_templates import Row, Vocab, fill, four_rows, lex_words, literal_list, load_templates, load_vocab, parse_word_lists, templates_root, unique
+from lens_steer.data.bbq_templates import (
+    Row,
+    Vocab,
+    fill,
+    four_rows,
+    lex_words,
+    literal_list,
+    load_templates,
+    load_vocab,
+    parse_word_lists,
+    templates_root,
+    unique,
+)
 from lens_steer.errors import DataError
 from lens_steer.files import write_jsonl
 
@@ -70,7 +82,9 @@ _OFFICIAL_STEREOTYPED_GROUPS: dict[tuple[str, str], list[str]] = {
 # ----------------------------------------------------------------------------- single categories
 
 
-def _generate_single(cat: str, templates: list[Row], vocab: Vocab, rng: random.Random, where: str) -> list[dict[str, Any]]:
+def _generate_single(
+    cat: str, templates: list[Row], vocab: Vocab, rng: random.Random, where: str
+) -> list[dict[str, Any]]:
     """Rows for a non-intersectional category."""
     out: list[dict[str, Any]] = []
     cat_words = vocab.category(cat)
@@ -157,7 +171,9 @@ def _generate_single(cat: str, templates: list[Row], vocab: Vocab, rng: random.R
                     info1 = f"{gender}-{eth}"
                     lasts = unique(n["Name"] for n in vocab.first_names("last") if n["ethnicity"] == eth)
                     this_word = f"{this_word} {rng.choice(lasts)}"
-                    other_first = [n for n in first_full if n["ethnicity"] not in bias_targets and n["gender"] == gender]
+                    other_first = [
+                        n for n in first_full if n["ethnicity"] not in bias_targets and n["gender"] == gender
+                    ]
                     other_first = rng.sample(other_first, 5)
                     other_last = [n for n in vocab.first_names("last") if n["ethnicity"] not in bias_targets]
                     new_word_list = []
@@ -199,7 +215,9 @@ def _generate_single(cat: str, templates: list[Row], vocab: Vocab, rng: random.R
 # ----------------------------------------------------------------------------- intersectional categories
 
 
-def _generate_intersectional(cat: str, templates: list[Row], vocab: Vocab, rng: random.Random, where: str) -> list[dict[str, Any]]:
+def _generate_intersectional(
+    cat: str, templates: list[Row], vocab: Vocab, rng: random.Random, where: str
+) -> list[dict[str, Any]]:
     """Rows for Race_x_SES or Race_x_gender (variants a/b/c, each also swapped)."""
     out: list[dict[str, Any]] = []
     possible = unique(w["Name"] for w in vocab.category("Race_ethnicity"))
@@ -232,7 +250,9 @@ def _generate_intersectional(cat: str, templates: list[Row], vocab: Vocab, rng: 
             critical = literal_list(names_cell, here)
             critical_info = literal_list(t["Var2_info"], here)
             if target_var2 not in critical_info:
-                raise DataError(f"{here}: Known_stereotyped_var2 {target_var2!r} not in Var2_info {critical_info}; make them agree")
+                raise DataError(
+                    f"{here}: Known_stereotyped_var2 {target_var2!r} not in Var2_info {critical_info}; make them agree"
+                )
             t_loc = critical_info.index(target_var2)
             t_gs, non_t_gs = critical[t_loc], critical[1 - t_loc]
         else:
@@ -259,8 +279,17 @@ def _generate_intersectional(cat: str, templates: list[Row], vocab: Vocab, rng: 
                 gender, eth = me["gender"], me["ethnicity"]
                 t_word, info1 = full_name(me)
                 if cat == "Race_x_SES":
-                    diff = rng.sample([n for n in first_full if n["ethnicity"] not in bias_targets and n["gender"] == gender], 5)
-                    same = rng.sample([n for n in first_full if n["ethnicity"] == eth and n["gender"] == gender and n["Name"] != first], 5)
+                    diff = rng.sample(
+                        [n for n in first_full if n["ethnicity"] not in bias_targets and n["gender"] == gender], 5
+                    )
+                    same = rng.sample(
+                        [
+                            n
+                            for n in first_full
+                            if n["ethnicity"] == eth and n["gender"] == gender and n["Name"] != first
+                        ],
+                        5,
+                    )
                     groups = [same, diff]
                 else:
                     groups = [
@@ -288,7 +317,9 @@ def _generate_intersectional(cat: str, templates: list[Row], vocab: Vocab, rng: 
                     non_t_gs = rng.choice(non_t_gs)
                 if not (isinstance(t_gs, str) and isinstance(non_t_gs, str)):
                     if with_gs:
-                        raise DataError(f"{here}: no SES vocabulary word with Info {target_var2!r}; fix Known_stereotyped_var2")
+                        raise DataError(
+                            f"{here}: no SES vocabulary word with Info {target_var2!r}; fix Known_stereotyped_var2"
+                        )
                     t_gs, non_t_gs = "", ""  # unused: proper-name Race_x_gender rows carry no second-variable word
                 lex = t["Lexical_diversity"]
                 if len(lex) > 1:
@@ -308,13 +339,25 @@ def _generate_intersectional(cat: str, templates: list[Row], vocab: Vocab, rng: 
                     if t["Var2_info"] == "":
                         raise DataError(f"{here}: Race_x_gender template without proper names needs Var2_info")
                     n1_info = f"{target_var2}-{t_word}"
-                    infos = [f"{nontarget_var2}-{t_word}", f"{target_var2}-{word2_race}", f"{nontarget_var2}-{word2_race}"]
+                    infos = [
+                        f"{nontarget_var2}-{t_word}",
+                        f"{target_var2}-{word2_race}",
+                        f"{nontarget_var2}-{word2_race}",
+                    ]
                 elif proper:
                     n1_info = f"{target_var2}-{info1_static}"
-                    infos = [f"{nontarget_var2}-{info2_of[r_a]}", f"{target_var2}-{info2_of[r_b]}", f"{nontarget_var2}-{info2_of[r_b]}"]
+                    infos = [
+                        f"{nontarget_var2}-{info2_of[r_a]}",
+                        f"{target_var2}-{info2_of[r_b]}",
+                        f"{nontarget_var2}-{info2_of[r_b]}",
+                    ]
                 else:
                     n1_info = f"{target_var2}-{t_word}"
-                    infos = [f"{nontarget_var2}-{t_word}", f"{target_var2}-{word2_race}", f"{nontarget_var2}-{word2_race}"]
+                    infos = [
+                        f"{nontarget_var2}-{t_word}",
+                        f"{target_var2}-{word2_race}",
+                        f"{nontarget_var2}-{word2_race}",
+                    ]
 
                 variants = list(zip("abc", (r_a, r_b, r_c), (v_a, v_b, v_c), infos))
                 for swap in (False, True):

@@ -46,7 +46,9 @@ def templates_root(data_root: str | Path | None) -> Path:
 def _read_csv(path: Path) -> list[Row]:
     """All rows of a CSV file as dicts of strings."""
     if not path.is_file():
-        raise DataError(f"{path}: BBQ template file not found; point --data-dir / LENS_STEER_DATA at a folder holding bbq/templates/")
+        raise DataError(
+            f"{path}: BBQ template file not found; point --data-dir / LENS_STEER_DATA at a folder holding bbq/templates/"
+        )
     with path.open(newline="", encoding="utf-8") as f:
         return [dict(r) for r in csv.DictReader(f)]
 
@@ -97,9 +99,11 @@ def literal_list(text: str, where: str) -> list[str]:
     try:
         value = ast.literal_eval(text)
     except (ValueError, SyntaxError) as exc:
-        raise DataError(f"{where}: cannot read {text!r} as a list ({exc.__class__.__name__}); write it as [\"a\", \"b\"]") from None
+        raise DataError(
+            f'{where}: cannot read {text!r} as a list ({exc.__class__.__name__}); write it as ["a", "b"]'
+        ) from None
     if not isinstance(value, list):
-        raise DataError(f"{where}: expected a list, got {text!r}; write it as [\"a\", \"b\"]")
+        raise DataError(f'{where}: expected a list, got {text!r}; write it as ["a", "b"]')
     return [str(v) for v in value]
 
 
@@ -140,9 +144,7 @@ def fill(
     gs2: str | None = None,
 ) -> Row:
     """The template row with every slot filled (published ``do_slotting`` semantics)."""
-    vowel = any(
-        _VOWEL_START.search(s.lower()) is not None for s in (w1, w2, str(gs1), str(gs2))
-    )
+    vowel = any(_VOWEL_START.search(s.lower()) is not None for s in (w1, w2, str(gs1), str(gs2)))
     out: Row = {}
     for key, txt in row.items():
         if key == "Q_id":

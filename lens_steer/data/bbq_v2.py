@@ -20,7 +20,16 @@ from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
 
 V2_DIR = "bbq_v2_splits"
-V2_AXES: tuple[str, ...] = ("age", "appearance", "disability", "gender", "nationality", "race", "religion", "socioeconomic")
+V2_AXES: tuple[str, ...] = (
+    "age",
+    "appearance",
+    "disability",
+    "gender",
+    "nationality",
+    "race",
+    "religion",
+    "socioeconomic",
+)
 V2_SPLITS: tuple[str, ...] = ("train", "validation", "test")
 _FROM_AXIS = {
     "age": "age",
@@ -32,8 +41,21 @@ _FROM_AXIS = {
     "religion": "religion",
     "ses": "socioeconomic",
 }
-_CSV_COLUMNS = ("example_id", "question_index", "question_polarity", "context_condition", "category", "answer_info",
-                "additional_metadata", "context", "question", "ans0", "ans1", "ans2", "label")
+_CSV_COLUMNS = (
+    "example_id",
+    "question_index",
+    "question_polarity",
+    "context_condition",
+    "category",
+    "answer_info",
+    "additional_metadata",
+    "context",
+    "question",
+    "ans0",
+    "ans1",
+    "ans2",
+    "label",
+)
 
 
 def v2_axis(name: str) -> str:
@@ -47,7 +69,9 @@ def v2_axis(name: str) -> str:
     except LensSteerError:
         raise DataError(f"unknown v2 axis {name!r}; choose one of {', '.join(V2_AXES)}") from None
     if axis not in _FROM_AXIS:
-        raise DataError(f"axis {axis!r} has no v2 split (the later paper dropped it); choose one of {', '.join(V2_AXES)}")
+        raise DataError(
+            f"axis {axis!r} has no v2 split (the later paper dropped it); choose one of {', '.join(V2_AXES)}"
+        )
     return _FROM_AXIS[axis]
 
 
@@ -56,7 +80,11 @@ def v2_path(axis: str, split: str, data_root: str | Path | None = None) -> Path:
     if split not in V2_SPLITS:
         raise DataError(f"unknown v2 split {split!r}; choose one of {', '.join(V2_SPLITS)}")
     ax = v2_axis(axis)
-    rel = {"train": f"bbq_train/{ax}_train.json", "validation": f"bbq_validate/{ax}_validate.csv", "test": f"bbq_test/{ax}_test.csv"}[split]
+    rel = {
+        "train": f"bbq_train/{ax}_train.json",
+        "validation": f"bbq_validate/{ax}_validate.csv",
+        "test": f"bbq_test/{ax}_test.csv",
+    }[split]
     return require_file(resolve_data_root(data_root), f"{V2_DIR}/{rel}")
 
 
@@ -73,10 +101,14 @@ def load_v2_train_pairs(axis: str, data_root: str | Path | None = None) -> list[
     except json.JSONDecodeError as e:
         raise DataError(f"v2 train file {path} line {e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(rows, list) or not rows:
-        raise DataError(f"v2 train file {path}: expected a non-empty JSON list of {{'positive': ..., 'negative': ...}} objects")
+        raise DataError(
+            f"v2 train file {path}: expected a non-empty JSON list of {{'positive': ..., 'negative': ...}} objects"
+        )
     out = []
     for i, row in enumerate(rows):
-        if not isinstance(row, dict) or not all(isinstance(row.get(k), str) and row[k].strip() for k in ("positive", "negative")):
+        if not isinstance(row, dict) or not all(
+            isinstance(row.get(k), str) and row[k].strip() for k in ("positive", "negative")
+        ):
             raise DataError(f"v2 train file {path} entry {i}: expected non-empty 'positive' and 'negative' strings")
         out.append((row["positive"], row["negative"]))
     return out

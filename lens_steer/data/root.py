@@ -22,13 +22,17 @@ def resolve_data_root(explicit: str | Path | None = None) -> Path:
     if explicit is not None and str(explicit) != "":
         root = Path(explicit).expanduser()
         if not root.is_dir():
-            raise DataError(f"data root {root} (from --data-dir) is not a folder; pass --data-dir DIR pointing at the shared data folder")
+            raise DataError(
+                f"data root {root} (from --data-dir) is not a folder; pass --data-dir DIR pointing at the shared data folder"
+            )
         return root
     env = os.environ.get(ENV_VAR, "")
     if env:
         root = Path(env).expanduser()
         if not root.is_dir():
-            raise DataError(f"data root {root} (from ${ENV_VAR}) is not a folder; set {ENV_VAR}=DIR or pass --data-dir DIR")
+            raise DataError(
+                f"data root {root} (from ${ENV_VAR}) is not a folder; set {ENV_VAR}=DIR or pass --data-dir DIR"
+            )
         return root
     root = default_data_root()
     if root.is_dir():

@@ -57,7 +57,9 @@ def bbq_category(target: str) -> str:
         try:
             return normalize_category(target)
         except DataError:
-            raise DataError(f"unknown axis or BBQ category {target!r}; choose an axis ({', '.join(AXIS_NAMES)}) or a category such as {OOD_CATEGORIES[0]}") from None
+            raise DataError(
+                f"unknown axis or BBQ category {target!r}; choose an axis ({', '.join(AXIS_NAMES)}) or a category such as {OOD_CATEGORIES[0]}"
+            ) from None
 
 
 def select(
@@ -76,7 +78,9 @@ def select(
     `split_seed`, capped at `limit` whole variant groups chosen by `seed`; file order kept. An empty
     selection is a one-line DataError."""
     category = bbq_category(target)
-    items = select_split(load_bbq([category], data_root=data_root, source=source, generated_dir=generated_dir), split, seed=split_seed)
+    items = select_split(
+        load_bbq([category], data_root=data_root, source=source, generated_dir=generated_dir), split, seed=split_seed
+    )
     if not items:
         raise DataError(f"BBQ category {category} ({source}) has no {split} items; check the data under bbq/")
     return limit_bbq(items, limit, seed=seed)

@@ -41,7 +41,9 @@ def _rank(seed: int, key: Any) -> bytes:
 def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-9:
-        raise DataError(f"split fractions must be three non-negative numbers (train, validation, test) summing to 1 (got {tuple(fractions)})")
+        raise DataError(
+            f"split fractions must be three non-negative numbers (train, validation, test) summing to 1 (got {tuple(fractions)})"
+        )
     return fr  # type: ignore[return-value]
 
 

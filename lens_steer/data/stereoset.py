@@ -64,14 +64,18 @@ def load_stereoset_file(path: str | Path) -> list[StereoSetItem]:
             raise DataError(f"{where}: field 'type' must be one of {', '.join(STEREOSET_TYPES)} (got {kind!r})")
         bias = _field(row, "bias_type", where)
         if bias not in STEREOSET_BIAS_TYPES:
-            raise DataError(f"{where}: field 'bias_type' must be one of {', '.join(STEREOSET_BIAS_TYPES)} (got {bias!r})")
+            raise DataError(
+                f"{where}: field 'bias_type' must be one of {', '.join(STEREOSET_BIAS_TYPES)} (got {bias!r})"
+            )
         context = _field(row, "context", where)
         if kind == "intrasentence" and BLANK not in context:
             raise DataError(f"{where}: an intrasentence context must hold the word {BLANK} (got {context!r})")
         stereo, anti, unrelated = (_field(row, key, where) for key in CANDIDATES)
         if len({stereo, anti, unrelated}) < 3:
             raise DataError(f"{where}: the three candidate sentences must differ")
-        items.append(StereoSetItem(len(items), kind, _field(row, "target", where), bias, context, stereo, anti, unrelated))
+        items.append(
+            StereoSetItem(len(items), kind, _field(row, "target", where), bias, context, stereo, anti, unrelated)
+        )
     if not items:
         raise DataError(f"StereoSet file {path} holds no items")
     return items

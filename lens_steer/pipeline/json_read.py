@@ -86,4 +86,18 @@ def metric_json(m: Metric) -> dict[str, Any]:
     return m.to_dict()
 
 
-__all__ = ["FIX", "as_dict", "as_list", "each", "get", "integer", "metric", "metric_json", "need", "num", "obj", "opt_num", "string"]
+__all__ = [
+    "FIX",
+    "as_dict",
+    "as_list",
+    "each",
+    "get",
+    "integer",
+    "metric",
+    "metric_json",
+    "need",
+    "num",
+    "obj",
+    "opt_num",
+    "string",
+]

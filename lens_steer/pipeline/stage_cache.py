@@ -14,17 +14,22 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.data.root import content_fingerprint, resolve_data_root
-from lens_steer.scoring import SCORING_VERSION
 from lens_steer.files import write_json
-from lens_steer.models import HookedModel, model_identity
-from lens_steer.store import model_fingerprint
-from lens_steer.tokens import BOS_POLICY
+from lens_steer.forward.questions import SCORING_VERSION
+from lens_steer.model.load import HookedModel, model_identity
+from lens_steer.model.tokens import BOS_POLICY
+from lens_steer.tasks.store import model_fingerprint
 
 
 def model_inputs(model: HookedModel) -> dict[str, Any]:
     """What a stage's numbers depend on in the model: its name and `store.model_fingerprint` (depth, width,
     weight processing, dtype, a digest of its weights), plus the scoring and BOS versions of this code."""
-    return {"model": model_identity(model).name, "fingerprint": model_fingerprint(model), "scoring_version": SCORING_VERSION, "bos_policy": BOS_POLICY}
+    return {
+        "model": model_identity(model).name,
+        "fingerprint": model_fingerprint(model),
+        "scoring_version": SCORING_VERSION,
+        "bos_policy": BOS_POLICY,
+    }
 
 
 def data_inputs(data_root: str | Path | None, parts: Sequence[str]) -> dict[str, str]:
@@ -44,7 +49,11 @@ def read_stage(path: str | Path, inputs: Mapping[str, Any]) -> dict[str, Any] | 
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(obj, dict) or not isinstance(obj.get("result"), dict) or obj.get("inputs") != _normalised(dict(inputs)):
+    if (
+        not isinstance(obj, dict)
+        or not isinstance(obj.get("result"), dict)
+        or obj.get("inputs") != _normalised(dict(inputs))
+    ):
         return None
     return obj["result"]
 

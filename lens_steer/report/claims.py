@@ -7,7 +7,8 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
-from lens_steer.pipeline.results import BbqBlock, MmluBlock, Paired, Results, Steered
+from lens_steer.pipeline.results_entries import BbqBlock, MmluBlock, Paired, Steered
+from lens_steer.pipeline.results import Results
 from lens_steer.report.paper import CLAIMS, PAPER_AXES
 from lens_steer.report.verdicts import (
     Z95,
@@ -94,10 +95,16 @@ def gain_evidence(name: str, entry: Steered, v: Verdict) -> str:
     """One line: the gain, McNemar's test, the worst matched control and the verdict."""
     mc = entry.vs_base.overall.mcnemar
     worst = worst_control(entry)
-    ctrl = "no control run" if worst is None else f"vs matched random control (worst of {len(entry.controls)}) {fmt_diff(worst)}"
+    ctrl = (
+        "no control run"
+        if worst is None
+        else f"vs matched random control (worst of {len(entry.controls)}) {fmt_diff(worst)}"
+    )
     counts = f"(gained {mc.gained}, lost {mc.lost})" if mc is not None else "(gained -, lost -)"
-    return (f"{name}: gain {fmt_diff(gain(entry))} points (coeff {entry.coeff}), McNemar p={fmt_p(mc.p if mc else None)} "
-            f"{counts}; {ctrl} -> {v.verdict} ({v.reason})")  # fmt: skip
+    return (
+        f"{name}: gain {fmt_diff(gain(entry))} points (coeff {entry.coeff}), McNemar p={fmt_p(mc.p if mc else None)} "
+        f"{counts}; {ctrl} -> {v.verdict} ({v.reason})"
+    )
 
 
 # ----------------------------------------------------------------------------- the four claims
@@ -140,7 +147,11 @@ def _control_margin(rows: Mapping[str, BbqBlock], name: str) -> Interval | None:
 
 
 def _gain_pairs(rows: Mapping[str, BbqBlock], a: str, b: str) -> list[tuple[Interval, Interval]]:
-    return [(gain(rows[x].steered[a]), gain(rows[x].steered[b])) for x in ordered_axes(list(rows)) if a in rows[x].steered and b in rows[x].steered]
+    return [
+        (gain(rows[x].steered[a]), gain(rows[x].steered[b]))
+        for x in ordered_axes(list(rows))
+        if a in rows[x].steered and b in rows[x].steered
+    ]
 
 
 def _bias_change(entry: Steered) -> str:
@@ -152,7 +163,9 @@ def _direct(label: str, axis: str, paired: Paired | None) -> list[str]:
     if paired is None:
         return []
     overall = paired.overall
-    return [f"{axis}: direct paired test {label} on the same items: {fmt_diff(Interval.of(overall.acc.diff))} points, McNemar p={fmt_p(overall.mcnemar.p if overall.mcnemar else None)}"]
+    return [
+        f"{axis}: direct paired test {label} on the same items: {fmt_diff(Interval.of(overall.acc.diff))} points, McNemar p={fmt_p(overall.mcnemar.p if overall.mcnemar else None)}"
+    ]
 
 
 def _claim_sve_beats_isv(results: Results) -> Claim:
@@ -162,8 +175,10 @@ def _claim_sve_beats_isv(results: Results) -> Claim:
     if pairs:
         d = mean_difference(pairs)
         v_bbq = judge_difference(d)
-        ev.append(f"mean over {len(pairs)} axes of (SVE gain - ISV gain): {fmt_diff(d)} points "
-                  f"(conservative normal interval) -> {v_bbq.verdict}")  # fmt: skip
+        ev.append(
+            f"mean over {len(pairs)} axes of (SVE gain - ISV gain): {fmt_diff(d)} points "
+            f"(conservative normal interval) -> {v_bbq.verdict}"
+        )
         margin = _control_margin(rows, "sve")
         if margin is None:
             v_bbq = Verdict("inconclusive", "no control") if v_bbq.verdict == "held" else v_bbq
@@ -176,8 +191,10 @@ def _claim_sve_beats_isv(results: Results) -> Claim:
         for axis in ordered_axes(list(rows)):
             st = rows[axis].steered
             if "sve" in st and "isv" in st:
-                ev.append(f"{axis}: ISV {fmt_diff(gain(st['isv']))}, SVE {fmt_diff(gain(st['sve']))} points over baseline; "
-                          f"ambiguous bias score ISV {_bias_change(st['isv'])}, SVE {_bias_change(st['sve'])}")  # fmt: skip
+                ev.append(
+                    f"{axis}: ISV {fmt_diff(gain(st['isv']))}, SVE {fmt_diff(gain(st['sve']))} points over baseline; "
+                    f"ambiguous bias score ISV {_bias_change(st['isv'])}, SVE {_bias_change(st['sve'])}"
+                )
                 ev += _direct("SVE - ISV", axis, st["sve"].vs_isv)
         bbq_verdict = v_bbq.verdict
     else:
@@ -193,10 +210,16 @@ def _claim_sve_beats_isv(results: Results) -> Claim:
         mmlu_verdict = vm.verdict
         sve = mmlu.steered["sve"]
         p = sve.mcnemar.p if sve.mcnemar is not None else None
-        ev.append(f"MMLU with SVE: {fmt_ci(Interval.of(sve.acc))} vs baseline {fmt_ci(Interval.of(mmlu.baseline))} "
-                  f"(n={mmlu.n}); change {fmt_diff(change)} points (paired Agresti-Min interval), McNemar p={fmt_p(p)} -> {vm.verdict} ({vm.reason})")  # fmt: skip
+        ev.append(
+            f"MMLU with SVE: {fmt_ci(Interval.of(sve.acc))} vs baseline {fmt_ci(Interval.of(mmlu.baseline))} "
+            f"(n={mmlu.n}); change {fmt_diff(change)} points (paired Agresti-Min interval), McNemar p={fmt_p(p)} -> {vm.verdict} ({vm.reason})"
+        )
     parts = [bbq_verdict, mmlu_verdict]
-    verdict = "not run" if all(p == "not run" for p in parts) else combine([p if p != "not run" else "inconclusive" for p in parts])
+    verdict = (
+        "not run"
+        if all(p == "not run" for p in parts)
+        else combine([p if p != "not run" else "inconclusive" for p in parts])
+    )
     return Claim("sve_beats_isv", CLAIMS["sve_beats_isv"], verdict, tuple(ev))
 
 
@@ -219,10 +242,15 @@ def _claim_sve_ood(results: Results) -> Claim:
     loo_verdicts = [judge_gain(gain(e), control_diffs(e)).verdict for _, e in loo]
     if loo:
         counts = {v: loo_verdicts.count(v) for v in ("held", "not held", "inconclusive")}
-        ev.append(f"leave-one-axis-out SVE on the held-out axis: {counts['held']} held, {counts['not held']} not held, "
-                  f"{counts['inconclusive']} inconclusive of {len(loo)} axes" + ("" if verdicts else " (the verdict rests on these: no OOD category ran)"))  # fmt: skip
+        ev.append(
+            f"leave-one-axis-out SVE on the held-out axis: {counts['held']} held, {counts['not held']} not held, "
+            f"{counts['inconclusive']} inconclusive of {len(loo)} axes"
+            + ("" if verdicts else " (the verdict rests on these: no OOD category ran)")
+        )
         if not verdicts:
-            ev.extend(gain_evidence(f"{a} without its own ISV", e, judge_gain(gain(e), control_diffs(e))) for a, e in loo)
+            ev.extend(
+                gain_evidence(f"{a} without its own ISV", e, judge_gain(gain(e), control_diffs(e))) for a, e in loo
+            )
     verdict = combine(verdicts if verdicts else loo_verdicts)
     return Claim("sve_ood", CLAIMS["sve_ood"], verdict, tuple(ev))
 
@@ -231,24 +259,41 @@ def _claim_merged_worse(results: Results) -> Claim:
     rows = in_distribution(results)
     pairs = _gain_pairs(rows, "sve", "merged")
     if not pairs:
-        return Claim("merged_worse", CLAIMS["merged_worse"], "not run", ("SVE or merged-vector test-split results: not run",))
+        return Claim(
+            "merged_worse", CLAIMS["merged_worse"], "not run", ("SVE or merged-vector test-split results: not run",)
+        )
     d = mean_difference(pairs)
     v = judge_difference(d)
-    ev = [f"mean over {len(pairs)} axes of (SVE gain - merged gain): {fmt_diff(d)} points (conservative normal interval) -> {v.verdict} ({v.reason})"]
+    ev = [
+        f"mean over {len(pairs)} axes of (SVE gain - merged gain): {fmt_diff(d)} points (conservative normal interval) -> {v.verdict} ({v.reason})"
+    ]
     for axis in ordered_axes(list(rows)):
         st = rows[axis].steered
         if "sve" in st and "merged" in st:
-            ev.append(f"{axis}: SVE {fmt_diff(gain(st['sve']))}, merged {fmt_diff(gain(st['merged']))} points over baseline")
+            ev.append(
+                f"{axis}: SVE {fmt_diff(gain(st['sve']))}, merged {fmt_diff(gain(st['merged']))} points over baseline"
+            )
             ev += _direct("merged - SVE", axis, st["merged"].vs_sve)
     return Claim("merged_worse", CLAIMS["merged_worse"], v.verdict, tuple(ev))
 
 
 def judge_claims(results: Results) -> list[Claim]:
     """The paper's four claims, each with its verdict and evidence; all inconclusive when no intervals were computed."""
-    claims = [_claim_isv_every_axis(results), _claim_sve_beats_isv(results), _claim_sve_ood(results), _claim_merged_worse(results)]
+    claims = [
+        _claim_isv_every_axis(results),
+        _claim_sve_beats_isv(results),
+        _claim_sve_ood(results),
+        _claim_merged_worse(results),
+    ]
     if results.ensemble is not None and results.ensemble.n_boot == 0:
-        claims = [dataclasses.replace(c, verdict="inconclusive" if c.verdict != "not run" else c.verdict,
-                                      evidence=c.evidence + ("no intervals were computed (n_boot=0)",)) for c in claims]  # fmt: skip
+        claims = [
+            dataclasses.replace(
+                c,
+                verdict="inconclusive" if c.verdict != "not run" else c.verdict,
+                evidence=c.evidence + ("no intervals were computed (n_boot=0)",),
+            )
+            for c in claims
+        ]
     return claims
 
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lens_steer.pipeline.results import BbqBlock, IsvSummary, Results
+from lens_steer.pipeline.results_entries import BbqBlock
+from lens_steer.pipeline.results import IsvSummary, Results
 from lens_steer.report.claims import control_gains, gain, in_distribution, ordered_axes, steered_acc
 from lens_steer.report.method_tables import steerability_entries
 from lens_steer.report.tables import VECTOR_LABELS
@@ -32,15 +33,27 @@ FIGURE_TEXT: dict[str, str] = {
     "steerability": "Histogram of each item's change in its correct-answer margin (log p(correct) - max log p(other answers)) under "
     "each method, against the unsteered model; items left of 0 were moved the wrong way. Choose the target in the menu.",
 }
-COLOURS: dict[str, str] = {"isv": "#1f77b4", "sve": "#d62728", "sve_norm": "#ff7f0e", "sve_weighted": "#9467bd", "merged": "#2ca02c", "sve_loo": "#8c564b",
-                           "prompting": "#e377c2", "self-debias": "#7f7f7f", "self-debias-schick": "#bcbd22", "finetune": "#17becf"}  # fmt: skip
+COLOURS: dict[str, str] = {
+    "isv": "#1f77b4",
+    "sve": "#d62728",
+    "sve_norm": "#ff7f0e",
+    "sve_weighted": "#9467bd",
+    "merged": "#2ca02c",
+    "sve_loo": "#8c564b",
+    "prompting": "#e377c2",
+    "self-debias": "#7f7f7f",
+    "self-debias-schick": "#bcbd22",
+    "finetune": "#17becf",
+}
 
 
 def pooled(intervals: list[Interval]) -> Interval | None:
     """The mean value of several intervals, spanning all of them (None for none)."""
     if not intervals:
         return None
-    return Interval(sum(x.value for x in intervals) / len(intervals), min(x.lo for x in intervals), max(x.hi for x in intervals))
+    return Interval(
+        sum(x.value for x in intervals) / len(intervals), min(x.lo for x in intervals), max(x.hi for x in intervals)
+    )
 
 
 def forest_rows(results: Results) -> list[tuple[str, str, Interval, Interval | None]]:
@@ -50,7 +63,11 @@ def forest_rows(results: Results) -> list[tuple[str, str, Interval, Interval | N
     blocks: list[tuple[str, BbqBlock]] = [(a, rows[a]) for a in ordered_axes(list(rows))]
     if results.ensemble is not None:
         blocks += [(f"{c} (OOD)", b) for c, b in results.ensemble.ood.items() if isinstance(b, BbqBlock)]
-    return [(target, name, gain(entry), pooled(control_gains(entry))) for target, block in blocks for name, entry in block.steered.items()]
+    return [
+        (target, name, gain(entry), pooled(control_gains(entry)))
+        for target, block in blocks
+        for name, entry in block.steered.items()
+    ]
 
 
 def forest_figure(results: Results, go: Any) -> Any | None:
@@ -65,22 +82,45 @@ def forest_figure(results: Results, go: Any) -> Any | None:
     def bars(values: list[Interval | None]) -> dict[str, Any]:
         return {
             "x": [None if v is None else 100 * v.value for v in values],
-            "error_x": {"type": "data", "symmetric": False, "visible": True,
-                        "array": [None if v is None else 100 * (v.hi - v.value) for v in values],
-                        "arrayminus": [None if v is None else 100 * (v.value - v.lo) for v in values]},
-        }  # fmt: skip
+            "error_x": {
+                "type": "data",
+                "symmetric": False,
+                "visible": True,
+                "array": [None if v is None else 100 * (v.hi - v.value) for v in values],
+                "arrayminus": [None if v is None else 100 * (v.value - v.lo) for v in values],
+            },
+        }
 
     for name in dict.fromkeys(v for _, v, _, _ in rows):
         idx = [i for i, r in enumerate(rows) if r[1] == name]
-        fig.add_trace(go.Scatter(y=[ys[i] for i in idx], mode="markers", name=VECTOR_LABELS.get(name, name), marker={"color": COLOURS.get(name, "#444"), "size": 8},
-                                 text=[labels[i] for i in idx], **bars([rows[i][2] for i in idx])))  # fmt: skip
-    fig.add_trace(go.Scatter(y=[y - 0.35 for y in ys], mode="markers", name="matched random control", marker={"color": "#999999", "symbol": "circle-open", "size": 7},
-                             text=[f"{lab} (control)" for lab in labels], **bars([r[3] for r in rows])))  # fmt: skip
+        fig.add_trace(
+            go.Scatter(
+                y=[ys[i] for i in idx],
+                mode="markers",
+                name=VECTOR_LABELS.get(name, name),
+                marker={"color": COLOURS.get(name, "#444"), "size": 8},
+                text=[labels[i] for i in idx],
+                **bars([rows[i][2] for i in idx]),
+            )
+        )
+    fig.add_trace(
+        go.Scatter(
+            y=[y - 0.35 for y in ys],
+            mode="markers",
+            name="matched random control",
+            marker={"color": "#999999", "symbol": "circle-open", "size": 7},
+            text=[f"{lab} (control)" for lab in labels],
+            **bars([r[3] for r in rows]),
+        )
+    )
     fig.add_vline(x=0, line={"color": "black", "width": 1})
-    fig.update_layout(title="Accuracy gain over the baseline (points, paired 95% intervals), each beside its matched random control",
-                      xaxis={"title": "gain in accuracy (points)", "zeroline": False},
-                      yaxis={"tickmode": "array", "tickvals": [y - 0.175 for y in ys], "ticktext": labels, "range": [-1, len(rows)]},
-                      height=max(320, 90 + 26 * len(rows)), margin={"l": 260})  # fmt: skip
+    fig.update_layout(
+        title="Accuracy gain over the baseline (points, paired 95% intervals), each beside its matched random control",
+        xaxis={"title": "gain in accuracy (points)", "zeroline": False},
+        yaxis={"tickmode": "array", "tickvals": [y - 0.175 for y in ys], "ticktext": labels, "range": [-1, len(rows)]},
+        height=max(320, 90 + 26 * len(rows)),
+        margin={"l": 260},
+    )
     return fig
 
 
@@ -92,7 +132,15 @@ def _accuracy_figure(rows: dict[str, BbqBlock], go: Any) -> Any:
         y = [None if v is None else 100 * v.value for v in values]
         plus = [None if v is None else 100 * (v.hi - v.value) for v in values]
         minus = [None if v is None else 100 * (v.value - v.lo) for v in values]
-        fig.add_trace(go.Bar(name=name, x=axes, y=y, error_y={"type": "data", "array": plus, "arrayminus": minus, "visible": True}, **kw))
+        fig.add_trace(
+            go.Bar(
+                name=name,
+                x=axes,
+                y=y,
+                error_y={"type": "data", "array": plus, "arrayminus": minus, "visible": True},
+                **kw,
+            )
+        )
 
     add("baseline", [Interval.of(rows[a].baseline["acc"]) for a in axes], marker_color="#888888")
     for name in ("isv", "sve"):
@@ -100,11 +148,17 @@ def _accuracy_figure(rows: dict[str, BbqBlock], go: Any) -> Any:
         ctrl = []
         for a in axes:
             e = rows[a].steered.get(name)
-            ctrl.append(pooled([Interval.of(c.vs_base.overall.acc.steered) for c in e.controls]) if e is not None else None)
+            ctrl.append(
+                pooled([Interval.of(c.vs_base.overall.acc.steered) for c in e.controls]) if e is not None else None
+            )
         add(f"{VECTOR_LABELS[name]} random control", ctrl, marker_color=COLOURS[name], opacity=0.35)
     fig.add_hline(y=100 * CHANCE, line={"dash": "dash", "color": "black"}, annotation_text="chance (1/3)")
-    fig.update_layout(barmode="group", title="BBQ test accuracy per axis: baseline, ISV, SVE and their matched random controls (95% intervals)",
-                      yaxis={"title": "accuracy %"}, xaxis={"title": "axis"})  # fmt: skip
+    fig.update_layout(
+        barmode="group",
+        title="BBQ test accuracy per axis: baseline, ISV, SVE and their matched random controls (95% intervals)",
+        yaxis={"title": "accuracy %"},
+        xaxis={"title": "axis"},
+    )
     return fig
 
 
@@ -119,7 +173,11 @@ def _history_figure(isv: dict[str, IsvSummary], go: Any) -> Any:
                 cur = v if cur is None else max(cur, v)
             best.append(cur)
         fig.add_trace(go.Scatter(x=list(range(1, len(hist) + 1)), y=best, mode="lines+markers", name=axis))
-    fig.update_layout(title="ISV search: best validation objective so far, per trial", xaxis={"title": "trial"}, yaxis={"title": "best objective so far"})
+    fig.update_layout(
+        title="ISV search: best validation objective so far, per trial",
+        xaxis={"title": "trial"},
+        yaxis={"title": "best objective so far"},
+    )
     return fig
 
 
@@ -133,13 +191,33 @@ def steerability_figure(results: Results, go: Any) -> Any | None:
     for target, name, st in entries:
         edges, counts = st.histogram["edges"], st.histogram["counts"]
         share = st.wrong_way_share
-        fig.add_trace(go.Bar(x=[(a + b) / 2 for a, b in zip(edges, edges[1:])], y=counts, width=[b - a for a, b in zip(edges, edges[1:])],
-                             name=f"{VECTOR_LABELS.get(name, name)} (wrong way {100 * share.value:.0f}%)", marker={"color": COLOURS.get(name, "#444")},
-                             opacity=0.6, visible=target == targets[0]))  # fmt: skip
-    buttons = [{"label": t, "method": "update", "args": [{"visible": [e[0] == t for e in entries]}, {"title": f"Per-item margin change: {t}"}]} for t in targets]
+        fig.add_trace(
+            go.Bar(
+                x=[(a + b) / 2 for a, b in zip(edges, edges[1:])],
+                y=counts,
+                width=[b - a for a, b in zip(edges, edges[1:])],
+                name=f"{VECTOR_LABELS.get(name, name)} (wrong way {100 * share.value:.0f}%)",
+                marker={"color": COLOURS.get(name, "#444")},
+                opacity=0.6,
+                visible=target == targets[0],
+            )
+        )
+    buttons = [
+        {
+            "label": t,
+            "method": "update",
+            "args": [{"visible": [e[0] == t for e in entries]}, {"title": f"Per-item margin change: {t}"}],
+        }
+        for t in targets
+    ]
     fig.add_vline(x=0, line={"color": "black", "width": 1})
-    fig.update_layout(barmode="overlay", title=f"Per-item margin change: {targets[0]}", xaxis={"title": "change in correct-answer margin (nats)"},
-                      yaxis={"title": "items"}, updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "y": 1.15}])  # fmt: skip
+    fig.update_layout(
+        barmode="overlay",
+        title=f"Per-item margin change: {targets[0]}",
+        xaxis={"title": "change in correct-answer margin (nats)"},
+        yaxis={"title": "items"},
+        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "y": 1.15}],
+    )
     return fig
 
 
@@ -147,7 +225,7 @@ def figures(results: Results) -> dict[str, Any]:
     """The report's plotly figures by id (keys of FIGURE_TITLES); stages that were not run are left out."""
     import plotly.graph_objects as go
 
-    from lens_steer.plots import cosine_heatmap, sweep_heatmap
+    from lens_steer.report.plots import cosine_heatmap, sweep_heatmap
 
     out: dict[str, Any] = {}
     forest = forest_figure(results, go)
@@ -161,8 +239,12 @@ def figures(results: Results) -> dict[str, Any]:
         out["sweep"] = sweep_heatmap(sweep.rows, sweep.baseline, title=f"layer sweep ({sweep.axis}, validation)")
     geo = results.geometry
     if geo is not None and geo.axes:
-        out["cosine"] = cosine_heatmap(geo.axes, geo.cosine, title="Axis x axis cosine similarity of steering directions",
-                                       note=f"layer {geo.layer}; random directions in this space: mean |cos| ~ {geo.random_reference:.3f}")  # fmt: skip
+        out["cosine"] = cosine_heatmap(
+            geo.axes,
+            geo.cosine,
+            title="Axis x axis cosine similarity of steering directions",
+            note=f"layer {geo.layer}; random directions in this space: mean |cos| ~ {geo.random_reference:.3f}",
+        )
     if results.isv and any(s.history for s in results.isv.values()):
         out["history"] = _history_figure(results.isv, go)
     steer = steerability_figure(results, go)

@@ -12,6 +12,7 @@ from lens_steer.pipeline.results import Results
 from lens_steer.report.claims import judge_claims
 from lens_steer.report.figures import FIGURE_TEXT, FIGURE_TITLES, figures
 from lens_steer.report.markdown import CLAIMS_HEADING, claims_rule, results_markdown, sections
+from lens_steer.report.plots import sweep_heatmap, write_figure
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,11 +39,33 @@ def report_html(results: Results) -> str:
 
     claims = judge_claims(results)
     rendered = {s.key: markdown_to_html(s.markdown) for s in sections(results, claims) if s.key != "claims"}
-    parts = {key: rendered.get(key, "") for key in ("head", "ground_truth", "capability", "paper_table", "v2_table", "gains", "steerability", "ood", "mmlu")}
+    parts = {
+        key: rendered.get(key, "")
+        for key in (
+            "head",
+            "ground_truth",
+            "capability",
+            "paper_table",
+            "v2_table",
+            "gains",
+            "steerability",
+            "ood",
+            "mmlu",
+        )
+    }
     figs = figures(results)
-    blocks = [FigureBlock(k, FIGURE_TITLES[k], FIGURE_TEXT[k], figs[k].to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{k}") if k in figs else "")
-              for k in FIGURE_TITLES]  # fmt: skip
-    env = jinja2.Environment(loader=jinja2.PackageLoader("lens_steer.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined)
+    blocks = [
+        FigureBlock(
+            k,
+            FIGURE_TITLES[k],
+            FIGURE_TEXT[k],
+            figs[k].to_html(full_html=False, include_plotlyjs=False, div_id=f"fig-{k}") if k in figs else "",
+        )
+        for k in FIGURE_TITLES
+    ]
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("lens_steer.report", "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
     return env.get_template("report.html.j2").render(
         model=results.meta.model if results.meta is not None else "unknown model",
         plotly_js=plotly.offline.get_plotlyjs(),
@@ -59,7 +82,15 @@ def write_report(results: Results, out_dir: str | Path) -> dict[str, Path]:
     out = Path(out_dir)
     md = results_markdown(results)
     page = report_html(results)
-    return {"html": atomic_write_text(out / "report.html", page), "markdown": atomic_write_text(out / "results.md", md)}
+    written = {
+        "html": atomic_write_text(out / "report.html", page),
+        "markdown": atomic_write_text(out / "results.md", md),
+    }
+    if results.sweep is not None:  # the layer sweep's heatmap beside its csv
+        s = results.sweep
+        fig = sweep_heatmap(s.rows, s.baseline, title=f"{s.axis}: validation {s.metric} by layer x coefficient")
+        written["sweep"] = write_figure(fig, out / "sweep" / "sweep.html")
+    return written
 
 
 __all__ = ["FigureBlock", "markdown_to_html", "report_html", "write_report"]

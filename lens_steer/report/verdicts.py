@@ -18,8 +18,8 @@ import math
 from collections.abc import Sequence
 
 from lens_steer.errors import LensSteerError
+from lens_steer.pipeline.results_entries import Paired
 from lens_steer.stats import Metric
-from lens_steer.pipeline.results import Paired
 
 CHANCE = 1.0 / 3.0
 Z95 = 1.959963984540054
@@ -54,7 +54,7 @@ class Verdict:
 
 
 def judge_difference(diff: Interval) -> Verdict:
-    """"held" when the interval lies above 0, "not held" when below, "inconclusive" when it holds 0."""
+    """ "held" when the interval lies above 0, "not held" when below, "inconclusive" when it holds 0."""
     if diff.lo > 0:
         return Verdict("held", "95% interval above 0")
     if diff.hi < 0:
@@ -72,7 +72,9 @@ def judge_gain(diff: Interval, controls: Sequence[Interval] | None) -> Verdict:
         return Verdict("inconclusive", "gain above 0 but no matched random control was run")
     if all(c.lo > 0 for c in controls):
         return Verdict("held", f"gain above 0 and above all {len(controls)} matched random control(s)")
-    return Verdict("inconclusive", "gain above 0 but not beyond a random vector of the same norms, layers and coefficient")
+    return Verdict(
+        "inconclusive", "gain above 0 but not beyond a random vector of the same norms, layers and coefficient"
+    )
 
 
 def judge_retention(diff: Interval, margin: float = RETENTION_MARGIN) -> Verdict:

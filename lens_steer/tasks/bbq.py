@@ -8,13 +8,15 @@ from typing import Any
 
 from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES, BbqItem
 from lens_steer.errors import LensSteerError
-from lens_steer.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category
+from lens_steer.forward.questions import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice
+from lens_steer.forward.residual_cache import ResidualCache
+from lens_steer.forward.scoring import score_steered
+from lens_steer.model.load import HookedModel
 from lens_steer.stats import metrics_to_dict
-from lens_steer.models import HookedModel
-from lens_steer.residual_cache import ResidualCache
-from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice, score_steered
+from lens_steer.steering.interventions import Intervention
+from lens_steer.steering.vectors import SteeringVector
+from lens_steer.tasks.metrics import BbqPrediction, bbq_metrics, bbq_metrics_by_category
 from lens_steer.tasks.result import BenchResult
-from lens_steer.vectors import SteeringVector
 
 BBQ_CHOICE_SETS = ("item", "lm_eval")
 
@@ -56,7 +58,9 @@ def bbq_record(item: BbqItem, question: Question, score: QuestionScore, pred: Bb
         "prompt_token_ids": score.prompt_token_ids,
         "bos": score.bos,
         "options": list(question.options),
-        "option_answer": list(question.answer_of) if question.answer_of is not None else list(range(len(question.options))),
+        "option_answer": list(question.answer_of)
+        if question.answer_of is not None
+        else list(range(len(question.options))),
         "option_token_ids": score.option_token_ids,
         "option_logliks": score.option_logliks,
         "option_token_counts": score.option_token_counts,
@@ -86,6 +90,7 @@ def bbq_predictions(
     bbq_choices: str | None = None,
     vector: SteeringVector | None = None,
     coeff: float = 0.0,
+    intervention: Intervention | None = None,
     max_batch: int = 16,
     progress: Progress | None = None,
     residual_cache: ResidualCache | None = None,
@@ -97,7 +102,18 @@ def bbq_predictions(
     if choices == "lm_eval" and scoring != "cloze":
         raise LensSteerError(f"--bbq-choices lm_eval scores answer texts; use it with --scoring cloze, not {scoring}")
     questions = [bbq_question(i, choices) for i in items]
-    scores = score_steered(model, questions, vector=vector, coeff=coeff, residual_cache=residual_cache, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    scores = score_steered(
+        model,
+        questions,
+        vector=vector,
+        coeff=coeff,
+        intervention=intervention,
+        residual_cache=residual_cache,
+        scoring=scoring,
+        prompt_format=prompt_format,
+        max_batch=max_batch,
+        progress=progress,
+    )
     return scores, [BbqPrediction.from_item(it, s.pred, s.answer_scores) for it, s in zip(items, scores)]
 
 
@@ -110,6 +126,7 @@ def run_bbq(
     bbq_choices: str | None = None,
     vector: SteeringVector | None = None,
     coeff: float = 0.0,
+    intervention: Intervention | None = None,
     bias_variant: str = "lm_eval",
     n_boot: int = 1000,
     seed: int = 0,
@@ -125,7 +142,17 @@ def run_bbq(
     With `residual_cache`, the residual entering the first steered block is reused across calls on the same items."""
     choices = bbq_choices or default_bbq_choices(prompt_format)
     scores, preds = bbq_predictions(
-        model, items, scoring=scoring, prompt_format=prompt_format, bbq_choices=choices, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress, residual_cache=residual_cache
+        model,
+        items,
+        scoring=scoring,
+        prompt_format=prompt_format,
+        bbq_choices=choices,
+        vector=vector,
+        coeff=coeff,
+        intervention=intervention,
+        max_batch=max_batch,
+        progress=progress,
+        residual_cache=residual_cache,
     )
     questions = [bbq_question(i, choices) for i in items]
     records = [bbq_record(it, q, s, p) for it, q, s, p in zip(items, questions, scores, preds)]
@@ -134,7 +161,7 @@ def run_bbq(
 
 
 def bbq_unparsed_counts(preds: Sequence[BbqPrediction]) -> dict[str, Any]:
-    """How many answers were unparsed (pred -1; wrong, and outside the bias counts: lens_steer.metrics), as
+    """How many answers were unparsed (pred -1; wrong, and outside the bias counts: lens_steer.tasks.metrics), as
     {"n", "n_items", "rate"} under "overall", "ambig", "disambig", and per category under "by_category"."""
 
     def count(ps: Sequence[BbqPrediction]) -> dict[str, Any]:
@@ -142,13 +169,23 @@ def bbq_unparsed_counts(preds: Sequence[BbqPrediction]) -> dict[str, Any]:
         return {"n": n, "n_items": len(ps), "rate": n / len(ps) if ps else 0.0}
 
     def split(ps: Sequence[BbqPrediction]) -> dict[str, Any]:
-        return {"overall": count(ps), **{c: count([p for p in ps if p.context_condition == c]) for c in ("ambig", "disambig")}}
+        return {
+            "overall": count(ps),
+            **{c: count([p for p in ps if p.context_condition == c]) for c in ("ambig", "disambig")},
+        }
 
     cats = dict.fromkeys(p.category for p in preds)
     return {**split(preds), "by_category": {c: split([p for p in preds if p.category == c]) for c in cats}}
 
 
-def bbq_result_metrics(preds: Sequence[BbqPrediction], items: Sequence[BbqItem], *, bias_variant: str = "lm_eval", n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+def bbq_result_metrics(
+    preds: Sequence[BbqPrediction],
+    items: Sequence[BbqItem],
+    *,
+    bias_variant: str = "lm_eval",
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Overall and per-category BBQ metrics, the unparsed answers' counts (`bbq_unparsed_counts`), and each
     category's data source (official/partial/generated)."""
     sources: dict[str, str] = {}
@@ -157,7 +194,9 @@ def bbq_result_metrics(preds: Sequence[BbqPrediction], items: Sequence[BbqItem],
     return {
         "bias_variant": bias_variant,
         "overall": metrics_to_dict(bbq_metrics(preds, bias_variant=bias_variant, n_boot=n_boot, seed=seed)),
-        "by_category": metrics_to_dict(bbq_metrics_by_category(preds, bias_variant=bias_variant, n_boot=n_boot, seed=seed)),
+        "by_category": metrics_to_dict(
+            bbq_metrics_by_category(preds, bias_variant=bias_variant, n_boot=n_boot, seed=seed)
+        ),
         "unparsed": bbq_unparsed_counts(preds),
         "category_source": sources,
     }

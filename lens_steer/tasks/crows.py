@@ -6,12 +6,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lens_steer.data.crows import CrowsPair
-from lens_steer.metrics import crows_metric
+from lens_steer.forward.questions import Progress
+from lens_steer.forward.scoring import maybe_steer, sequence_logprobs
+from lens_steer.model.load import HookedModel
 from lens_steer.stats import metrics_to_dict
-from lens_steer.models import HookedModel
-from lens_steer.scoring import Progress, maybe_steer, sequence_logprobs
+from lens_steer.steering.vectors import SteeringVector
+from lens_steer.tasks.metrics import crows_metric
 from lens_steer.tasks.result import BenchResult
-from lens_steer.vectors import SteeringVector
 
 
 def run_crows(
@@ -31,7 +32,16 @@ def run_crows(
         lps = sequence_logprobs(model, texts, max_batch=max_batch, progress=progress)
     more, less = lps[0::2], lps[1::2]
     records = [
-        {"index": p.index, "bias_type": p.bias_type, "stereo_antistereo": p.stereo_antistereo, "sent_more": p.sent_more, "sent_less": p.sent_less, "logprob_more": m, "logprob_less": l, "more_preferred": m > l}
+        {
+            "index": p.index,
+            "bias_type": p.bias_type,
+            "stereo_antistereo": p.stereo_antistereo,
+            "sent_more": p.sent_more,
+            "sent_less": p.sent_less,
+            "logprob_more": m,
+            "logprob_less": l,
+            "more_preferred": m > l,
+        }
         for p, m, l in zip(pairs, more, less)
     ]
     by_type: dict[str, tuple[list[float], list[float]]] = {}
@@ -41,6 +51,8 @@ def run_crows(
         b.append(r["logprob_less"])
     metrics = {
         "overall": metrics_to_dict(crows_metric(more, less, n_boot=n_boot, seed=seed)),
-        "by_bias_type": {t: metrics_to_dict(crows_metric(a, b, n_boot=n_boot, seed=seed)) for t, (a, b) in sorted(by_type.items())},
+        "by_bias_type": {
+            t: metrics_to_dict(crows_metric(a, b, n_boot=n_boot, seed=seed)) for t, (a, b) in sorted(by_type.items())
+        },
     }
     return BenchResult("crows", records, metrics)

@@ -40,5 +40,7 @@ def write_task(rows: Sequence[dict[str, Any]], folder: Path, name: str) -> Any:
     task_dir = folder / "task"
     task_dir.mkdir(exist_ok=True)
     (task_dir / f"{name}.yaml").write_text(task_yaml(name, data))
-    (task_dir / "utils.py").write_text("from lm_eval.tasks.bbq.utils import *  # noqa: F401,F403 (lm-eval's own BBQ code)\n")
+    (task_dir / "utils.py").write_text(
+        "from lm_eval.tasks.bbq.utils import *  # noqa: F401,F403 (lm-eval's own BBQ code)\n"
+    )
     return TaskManager(include_path=str(task_dir))

@@ -5,13 +5,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lens_steer.data.mmlu import MmluItem
-from lens_steer.metrics import mmlu_accuracy
+from lens_steer.forward.questions import DEFAULT_SCORING, Progress, Question
+from lens_steer.forward.residual_cache import ResidualCache
+from lens_steer.forward.scoring import score_steered
+from lens_steer.model.load import HookedModel
 from lens_steer.stats import metrics_to_dict
-from lens_steer.models import HookedModel
-from lens_steer.residual_cache import ResidualCache
-from lens_steer.scoring import DEFAULT_SCORING, Progress, Question, score_steered
+from lens_steer.steering.interventions import Intervention
+from lens_steer.steering.vectors import SteeringVector
+from lens_steer.tasks.metrics import mmlu_accuracy
 from lens_steer.tasks.result import BenchResult
-from lens_steer.vectors import SteeringVector
 
 
 def mmlu_question(item: MmluItem) -> Question:
@@ -27,6 +29,7 @@ def run_mmlu(
     prompt_format: str = "lm_eval",
     vector: SteeringVector | None = None,
     coeff: float = 0.0,
+    intervention: Intervention | None = None,
     n_boot: int = 1000,
     seed: int = 0,
     max_batch: int = 16,
@@ -38,7 +41,18 @@ def run_mmlu(
 
     With `residual_cache`, the residual entering the first steered block is reused across calls on the same items."""
     questions = [mmlu_question(i) for i in items]
-    scores = score_steered(model, questions, vector=vector, coeff=coeff, residual_cache=residual_cache, scoring=scoring, prompt_format=prompt_format, max_batch=max_batch, progress=progress)
+    scores = score_steered(
+        model,
+        questions,
+        vector=vector,
+        coeff=coeff,
+        intervention=intervention,
+        residual_cache=residual_cache,
+        scoring=scoring,
+        prompt_format=prompt_format,
+        max_batch=max_batch,
+        progress=progress,
+    )
     records = [
         {
             "subject": it.subject,

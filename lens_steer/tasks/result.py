@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from lens_steer.generation import parse_counts
-from lens_steer.metrics import BbqPrediction
+from lens_steer.forward.generation import parse_counts
+from lens_steer.tasks.metrics import BbqPrediction
 
 BENCHES = ("bbq", "mmlu", "crows", "stereoset")  # each a module of lens_steer.tasks
 
@@ -22,7 +22,7 @@ class BenchResult:
 
     @property
     def parse_counts(self) -> dict[str, int] | None:
-        """Under a generation protocol, how many answers each parse rule gave (lens_steer.generation.parse_counts);
+        """Under a generation protocol, how many answers each parse rule gave (lens_steer.forward.generation.parse_counts);
         None when no record has a parse rule. A rule's note after ";" (self-debias: the kept candidate) is dropped."""
         rules = [str(r["parse_rule"]).split(";", 1)[0] for r in self.records if r.get("parse_rule")]
         return parse_counts(rules) if rules else None

@@ -24,18 +24,20 @@ from typing import Any
 
 import numpy as np
 
-from lens_steer.baselines import text_logprobs
-from lens_steer.tasks.result import BenchResult
 from lens_steer.data.stereoset import CANDIDATES, StereoSetItem
 from lens_steer.errors import LensSteerError
-from lens_steer.scoring import check_choice
+from lens_steer.forward.continuation import text_token_logprobs
+from lens_steer.forward.questions import check_choice
+from lens_steer.forward.scoring import maybe_steer
+from lens_steer.model.load import HookedModel
 from lens_steer.stats import Metric, bootstrap_ci, metrics_to_dict
-from lens_steer.models import HookedModel
-from lens_steer.vectors import SteeringVector
+from lens_steer.steering.vectors import SteeringVector
+from lens_steer.tasks.result import BenchResult
 
 BLANK_MODES: tuple[str, ...] = ("paper", "sentence")
 STEREOSET_METRICS: tuple[str, ...] = ("ss", "lms", "icat", "ss_items", "lms_items", "icat_items")
 Progress = Callable[[int], None]
+TextScorer = Callable[[Sequence[str], Progress | None], list[np.ndarray]]  # texts -> each scored token's log-prob
 
 
 def candidate_texts(item: StereoSetItem, blank: str = "paper") -> tuple[str, str, str]:
@@ -70,20 +72,28 @@ def score_stereoset(
     model: HookedModel,
     items: Sequence[StereoSetItem],
     *,
-    method: str = "none",
     blank: str = "paper",
     vector: SteeringVector | None = None,
     coeff: float = 0.0,
     max_batch: int = 16,
     progress: Progress | None = None,
+    text_scorer: TextScorer | None = None,
 ) -> list[StereoSetScore]:
-    """Score every candidate of every item (optionally steered, or under a scoring baseline); progress counts items."""
+    """Score every candidate of every item, steered by `coeff * vector` if given, or by `text_scorer` (a debiasing
+    baseline's per-token log-probabilities of texts); progress counts items."""
     if not items:
         raise LensSteerError("no StereoSet items to score; the selection is empty")
     texts = [candidate_texts(it, blank) for it in items]
     flat = [t for ts in texts for t in ts]
     counter = _ItemProgress(progress, len(CANDIDATES))
-    lps = text_logprobs(model, flat, method, vector=vector, coeff=coeff, max_batch=max_batch, progress=counter if progress else None)
+    if text_scorer is None:
+        with maybe_steer(model, vector, coeff):
+            lps = [
+                x.double().numpy()
+                for x in text_token_logprobs(model, flat, max_batch=max_batch, progress=counter if progress else None)
+            ]
+    else:
+        lps = text_scorer(flat, counter if progress else None)
     out = []
     for i, (it, ts) in enumerate(zip(items, texts)):
         part = lps[3 * i : 3 * i + 3]
@@ -106,7 +116,9 @@ class _ItemProgress:
 
 
 # ---- metrics --------------------------------------------------------------------------------
-def _by_target(pro: np.ndarray, related: np.ndarray, code: np.ndarray, n_targets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _by_target(
+    pro: np.ndarray, related: np.ndarray, code: np.ndarray, n_targets: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Target-macro SS, LMS and ICAT of (B, n) resampled arrays (B = 1 for the point value)."""
     b = pro.shape[0]
     flat = (code + n_targets * np.arange(b)[:, None]).ravel()
@@ -128,7 +140,9 @@ def _items(pro: np.ndarray, related: np.ndarray) -> tuple[np.ndarray, np.ndarray
     return ss, lms, lms * np.minimum(ss, 100.0 - ss) / 50.0
 
 
-def stereoset_group_metrics(scores: Sequence[StereoSetScore], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Metric]:
+def stereoset_group_metrics(
+    scores: Sequence[StereoSetScore], *, n_boot: int = 1000, seed: int = 0
+) -> dict[str, Metric]:
     """SS, LMS and ICAT (target-macro and item-level) of one group of items, with intervals."""
     if not scores:
         raise LensSteerError("no StereoSet scores in this group")
@@ -139,24 +153,42 @@ def stereoset_group_metrics(scores: Sequence[StereoSetScore], *, n_boot: int = 1
     code = np.array([index[s.item.target] for s in scores])
     out: dict[str, Metric] = {}
     for k, name in enumerate(("ss", "lms", "icat")):
-        out[name] = bootstrap_ci((pro, related, code), lambda p, r, c, k=k: _by_target(p, r, c, len(names))[k], n_boot=n_boot, seed=seed, vectorized=True)
+        out[name] = bootstrap_ci(
+            (pro, related, code),
+            lambda p, r, c, k=k: _by_target(p, r, c, len(names))[k],
+            n_boot=n_boot,
+            seed=seed,
+            vectorized=True,
+        )
     for k, name in enumerate(("ss_items", "lms_items", "icat_items")):
-        out[name] = bootstrap_ci((pro, related), lambda p, r, k=k: _items(p, r)[k], n_boot=n_boot, seed=seed, vectorized=True)
+        out[name] = bootstrap_ci(
+            (pro, related), lambda p, r, k=k: _items(p, r)[k], n_boot=n_boot, seed=seed, vectorized=True
+        )
     return out
 
 
 def stereoset_metrics(scores: Sequence[StereoSetScore], *, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Metrics overall, per type, per bias type, and per type x bias type (JSON-ready), plus their targets' counts."""
+
     def group(pred: Callable[[StereoSetScore], bool]) -> list[StereoSetScore]:
         return [s for s in scores if pred(s)]
 
     types = sorted({s.item.type for s in scores})
     biases = sorted({s.item.bias_type for s in scores})
     out: dict[str, Any] = {"overall": stereoset_group_metrics(scores, n_boot=n_boot, seed=seed)}
-    out["by_type"] = {t: stereoset_group_metrics(group(lambda s, t=t: s.item.type == t), n_boot=n_boot, seed=seed) for t in types}
-    out["by_bias_type"] = {b: stereoset_group_metrics(group(lambda s, b=b: s.item.bias_type == b), n_boot=n_boot, seed=seed) for b in biases}
+    out["by_type"] = {
+        t: stereoset_group_metrics(group(lambda s, t=t: s.item.type == t), n_boot=n_boot, seed=seed) for t in types
+    }
+    out["by_bias_type"] = {
+        b: stereoset_group_metrics(group(lambda s, b=b: s.item.bias_type == b), n_boot=n_boot, seed=seed)
+        for b in biases
+    }
     out["by_type_and_bias_type"] = {
-        t: {b: stereoset_group_metrics(g, n_boot=n_boot, seed=seed) for b in biases if (g := group(lambda s, t=t, b=b: s.item.type == t and s.item.bias_type == b))}
+        t: {
+            b: stereoset_group_metrics(g, n_boot=n_boot, seed=seed)
+            for b in biases
+            if (g := group(lambda s, t=t, b=b: s.item.type == t and s.item.bias_type == b))
+        }
         for t in types
     }
     out["n_targets"] = len({s.item.target for s in scores})
@@ -192,8 +224,18 @@ def run_stereoset(
     seed: int = 0,
     max_batch: int = 16,
     progress: Progress | None = None,
+    text_scorer: TextScorer | None = None,
 ) -> BenchResult:
     """Score StereoSet items and compute SS / LMS / ICAT: per-item records and JSON-ready metrics."""
-    scores = score_stereoset(model, items, method=method, blank=blank, vector=vector, coeff=coeff, max_batch=max_batch, progress=progress)
+    scores = score_stereoset(
+        model,
+        items,
+        blank=blank,
+        vector=vector,
+        coeff=coeff,
+        max_batch=max_batch,
+        progress=progress,
+        text_scorer=text_scorer,
+    )
     metrics = {"blank": blank, "method": method, **stereoset_metrics(scores, n_boot=n_boot, seed=seed)}
     return BenchResult("stereoset", [stereoset_record(s) for s in scores], metrics)

@@ -1,0 +1,126 @@
+"""The contrastive pair set a search's parameters name: a persona corpus (the paper's persona system prompts over
+a prompt corpus) or `bbq_answer` (the axis's BBQ **train** items, gold answer versus the stereotyped one, the
+later paper's BBQ-derived pairs). One function builds either, so the search, the activation cache and the ISV
+files that record a choice agree on what it means."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from lens_steer.data.select import select
+from lens_steer.errors import StudyError
+from lens_steer.extract.pairs import CORPORA, ContrastivePair, PairSet, bbq_answer_pairs, load_corpus, persona_pairs
+
+BBQ_ANSWER = "bbq_answer"
+SEARCH_CORPORA: tuple[str, ...] = (*CORPORA, BBQ_ANSWER)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairSource:
+    """Where `bbq_answer` pairs come from: the axis's train split of `bbq_source`, cut by `split_seed` (the same
+    cut the study's validation and test items come from), in an order shuffled by `data_seed`."""
+
+    axis: str
+    bbq_source: str = "official"
+    split_seed: int = 0
+    data_seed: int = 0
+    generated_dir: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict (kept in an ISV's provenance)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> PairSource:
+        """The source a provenance recorded."""
+        return cls(**{f.name: obj[f.name] for f in dataclasses.fields(cls) if f.name in obj})
+
+
+def uses_persona(corpus: str) -> bool:
+    """Whether the persona and template parameters shape this corpus's pairs."""
+    return corpus != BBQ_ANSWER
+
+
+@functools.lru_cache(maxsize=32)
+def _bbq_answer_pool(source: PairSource, data_root: str | None) -> PairSet:
+    """Every train pair of the source, in data-seed order, its texts' hash in the provenance (computed once)."""
+    items = select(
+        source.axis,
+        "train",
+        source=source.bbq_source,
+        split_seed=source.split_seed,
+        data_root=data_root,
+        generated_dir=source.generated_dir,
+    )
+    order = sorted(
+        items, key=lambda it: hashlib.sha256(repr((source.data_seed, it.category, it.example_id)).encode()).hexdigest()
+    )
+    pool = bbq_answer_pairs(order, split_name="train")
+    return PairSet(pool.pairs, {**pool.provenance, "sha256": pair_texts_sha256(pool.pairs)})
+
+
+def pair_texts_sha256(pairs: tuple[ContrastivePair, ...]) -> str:
+    """A hash of the pairs' texts, in order."""
+    return hashlib.sha256(json.dumps([[p.positive, p.negative] for p in pairs]).encode()).hexdigest()
+
+
+def available_pairs(corpus: str, source: PairSource | None, data_root: str | Path | None = None) -> int:
+    """How many pairs `corpus` can give (the largest `num_sents` it serves)."""
+    if corpus == BBQ_ANSWER:
+        return len(_bbq_answer_pool(_need_source(source), None if data_root is None else str(data_root)))
+    return len(load_corpus(corpus, data_root=data_root))
+
+
+def _need_source(source: PairSource | None) -> PairSource:
+    if source is None:
+        raise StudyError(
+            f"corpus {BBQ_ANSWER!r} needs the axis and split its BBQ train items come from; pass a PairSource"
+        )
+    return source
+
+
+def search_pairs(
+    corpus: str,
+    num_sents: int,
+    persona: int,
+    template: int,
+    *,
+    tokenizer: Any = None,
+    source: PairSource | None = None,
+    data_root: str | Path | None = None,
+) -> PairSet:
+    """The first `num_sents` pairs a search trial's (corpus, num_sents, persona, template) name; a set of n is
+    the first n of any larger one. For `bbq_answer` persona and template play no part, and an axis with fewer
+    train pairs than asked gives all it has (`n_pairs` in the provenance says how many)."""
+    if corpus != BBQ_ANSWER:
+        return persona_pairs(corpus, num_sents, persona, template, tokenizer=tokenizer, data_root=data_root)
+    src = _need_source(source)
+    pool = _bbq_answer_pool(src, None if data_root is None else str(data_root))
+    n = min(num_sents, len(pool))  # a small axis gives all it has; the count used is in the provenance
+    ids = pool.provenance["example_ids"][:n]
+    prov = {
+        **pool.provenance,
+        "corpus": BBQ_ANSWER,
+        "n_pairs": n,
+        "n_asked": num_sents,
+        "example_ids": ids,
+        "source": src.to_json(),
+    }
+    chosen = pool.pairs[:n]
+    return PairSet(tuple(chosen), prov)
+
+
+__all__ = [
+    "BBQ_ANSWER",
+    "SEARCH_CORPORA",
+    "PairSource",
+    "available_pairs",
+    "pair_texts_sha256",
+    "search_pairs",
+    "uses_persona",
+]
