@@ -39,12 +39,13 @@ INTERVENTION_KEY = "lens_steer_intervention"  # safetensors metadata key of an i
 
 
 def _unit(v: Tensor, what: str) -> Tensor:
+    """`v` at unit length (left as it is when it already is, so a saved direction reads back bit for bit)."""
     n = float(v.norm())
     if not math.isfinite(n) or n == 0:
         raise VectorError(
             f"{what} is zero or not finite and has no direction; fit it on data that separates the classes"
         )
-    return v / n
+    return v if abs(n - 1.0) < 1e-6 else v / n
 
 
 def _random_directions(layers: tuple[int, ...], d_model: int, seed: int, salt: str) -> dict[int, Tensor]:
