@@ -14,10 +14,20 @@ from typing import Any
 
 from lens_steer.data.select import select
 from lens_steer.errors import StudyError
-from lens_steer.extract.pairs import CORPORA, ContrastivePair, PairSet, bbq_answer_pairs, load_corpus, persona_pairs
+from lens_steer.extract.pairs import (
+    CORPORA,
+    ContrastivePair,
+    PairSet,
+    bbq_answer_pairs,
+    bbq_cloze_pairs,
+    load_corpus,
+    persona_pairs,
+)
 
-BBQ_ANSWER = "bbq_answer"
-SEARCH_CORPORA: tuple[str, ...] = (*CORPORA, BBQ_ANSWER)
+BBQ_ANSWER = "bbq_answer"  # the later paper's letter pairs ("... Answer: (" + letter), plain text
+BBQ_CLOZE = "bbq_cloze"  # the evaluator's own format: the scored chat prompt + an answer's text
+BBQ_CORPORA: tuple[str, ...] = (BBQ_CLOZE, BBQ_ANSWER)
+SEARCH_CORPORA: tuple[str, ...] = (*CORPORA, *BBQ_CORPORA)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,12 +53,12 @@ class PairSource:
 
 def uses_persona(corpus: str) -> bool:
     """Whether the persona and template parameters shape this corpus's pairs."""
-    return corpus != BBQ_ANSWER
+    return corpus not in BBQ_CORPORA
 
 
 @functools.lru_cache(maxsize=32)
-def _bbq_answer_pool(source: PairSource, data_root: str | None) -> PairSet:
-    """Every train pair of the source, in data-seed order, its texts' hash in the provenance (computed once)."""
+def train_items(source: PairSource, data_root: str | None) -> tuple[Any, ...]:
+    """The source's BBQ train items in data-seed order (read once)."""
     items = select(
         source.axis,
         "train",
@@ -57,10 +67,24 @@ def _bbq_answer_pool(source: PairSource, data_root: str | None) -> PairSet:
         data_root=data_root,
         generated_dir=source.generated_dir,
     )
-    order = sorted(
-        items, key=lambda it: hashlib.sha256(repr((source.data_seed, it.category, it.example_id)).encode()).hexdigest()
-    )
-    pool = bbq_answer_pairs(order, split_name="train")
+    key = lambda it: hashlib.sha256(repr((source.data_seed, it.category, it.example_id)).encode()).hexdigest()  # noqa: E731
+    return tuple(sorted(items, key=key))
+
+
+@functools.lru_cache(maxsize=32)
+def _bbq_answer_pool(source: PairSource, data_root: str | None) -> PairSet:
+    """Every letter pair of the source's train items, in data-seed order, its texts' hash in the provenance."""
+    pool = bbq_answer_pairs(train_items(source, data_root), split_name="train")
+    return PairSet(pool.pairs, {**pool.provenance, "sha256": pair_texts_sha256(pool.pairs)})
+
+
+def _bbq_pool(corpus: str, source: PairSource, data_root: str | None, tokenizer: Any) -> PairSet:
+    """Every train pair of `corpus` (a BBQ corpus) from the source, in data-seed order."""
+    if corpus == BBQ_ANSWER:
+        return _bbq_answer_pool(source, data_root)
+    if tokenizer is None:
+        raise StudyError(f"corpus {BBQ_CLOZE!r} renders the evaluator's chat prompt; pass the model's tokenizer")
+    pool = bbq_cloze_pairs(train_items(source, data_root), split_name="train", tokenizer=tokenizer)
     return PairSet(pool.pairs, {**pool.provenance, "sha256": pair_texts_sha256(pool.pairs)})
 
 
@@ -69,10 +93,13 @@ def pair_texts_sha256(pairs: tuple[ContrastivePair, ...]) -> str:
     return hashlib.sha256(json.dumps([[p.positive, p.negative] for p in pairs]).encode()).hexdigest()
 
 
-def available_pairs(corpus: str, source: PairSource | None, data_root: str | Path | None = None) -> int:
+def available_pairs(
+    corpus: str, source: PairSource | None, data_root: str | Path | None = None, tokenizer: Any = None
+) -> int:
     """How many pairs `corpus` can give (the largest `num_sents` it serves)."""
-    if corpus == BBQ_ANSWER:
-        return len(_bbq_answer_pool(_need_source(source), None if data_root is None else str(data_root)))
+    if corpus in BBQ_CORPORA:
+        root = None if data_root is None else str(data_root)
+        return len(_bbq_pool(corpus, _need_source(source), root, tokenizer))
     return len(load_corpus(corpus, data_root=data_root))
 
 
@@ -95,17 +122,17 @@ def search_pairs(
     data_root: str | Path | None = None,
 ) -> PairSet:
     """The first `num_sents` pairs a search trial's (corpus, num_sents, persona, template) name; a set of n is
-    the first n of any larger one. For `bbq_answer` persona and template play no part, and an axis with fewer
+    the first n of any larger one. For the BBQ corpora (`bbq_cloze`, `bbq_answer`) persona and template play no part, and an axis with fewer
     train pairs than asked gives all it has (`n_pairs` in the provenance says how many)."""
-    if corpus != BBQ_ANSWER:
+    if corpus not in BBQ_CORPORA:
         return persona_pairs(corpus, num_sents, persona, template, tokenizer=tokenizer, data_root=data_root)
     src = _need_source(source)
-    pool = _bbq_answer_pool(src, None if data_root is None else str(data_root))
+    pool = _bbq_pool(corpus, src, None if data_root is None else str(data_root), tokenizer)
     n = min(num_sents, len(pool))  # a small axis gives all it has; the count used is in the provenance
     ids = pool.provenance["example_ids"][:n]
     prov = {
         **pool.provenance,
-        "corpus": BBQ_ANSWER,
+        "corpus": corpus,
         "n_pairs": n,
         "n_asked": num_sents,
         "example_ids": ids,
@@ -117,10 +144,13 @@ def search_pairs(
 
 __all__ = [
     "BBQ_ANSWER",
+    "BBQ_CLOZE",
+    "BBQ_CORPORA",
     "SEARCH_CORPORA",
     "PairSource",
     "available_pairs",
     "pair_texts_sha256",
     "search_pairs",
+    "train_items",
     "uses_persona",
 ]

@@ -346,6 +346,71 @@ def bbq_answer_pairs(
     )
 
 
+def bbq_cloze_pairs(
+    items: Iterable[Any],
+    *,
+    split_name: str,
+    tokenizer: Any,
+    prompt_format: str = "reference",
+) -> PairSet:
+    """Pairs from BBQ **train** items in the evaluator's own format: the cloze prompt the evaluator scores
+    (`lens_steer.forward.questions.cloze_prompt`: the SVE paper's chat prompt, or lm-eval's) followed by an answer's
+    text, read at the answer's last token. Positive: the answer without bias (the unknown answer on an ambiguous
+    item, the gold answer on a disambiguated one); negative: the stereotyped answer. Items without a stereotyped
+    answer, or whose gold answer is the stereotyped one, give no contrast and are skipped (counts in the provenance)."""
+    from lens_steer.forward.questions import Question, cloze_prompt
+
+    if split_name != "train":
+        raise LensSteerError(
+            f"bbq_cloze_pairs builds vectors from the train split only, got split_name={split_name!r}; "
+            "pass train items with split_name='train'"
+        )
+    items = list(items)
+    pairs: list[ContrastivePair] = []
+    used_ids: list[Any] = []
+    categories: set[str] = set()
+    skipped_no_biased = skipped_gold_biased = 0
+    for i, item in enumerate(items):
+        _check_bbq_item(item, i)
+        if getattr(item, "split", None) not in (None, "train"):
+            raise LensSteerError(
+                f"BBQ item {i} (example_id {item.example_id}) is not a train item; pass train items only"
+            )
+        if item.biased_index is None:
+            skipped_no_biased += 1
+            continue
+        if item.label == item.biased_index:
+            skipped_gold_biased += 1
+            continue
+        prompt, answers = cloze_prompt(
+            Question(item.context, item.question, tuple(item.answers)), prompt_format, tokenizer
+        )
+        pairs.append(ContrastivePair(prompt + answers[item.label], prompt + answers[item.biased_index]))
+        used_ids.append(getattr(item, "example_id", None))
+        if getattr(item, "category", None) is not None:
+            categories.add(str(item.category))
+    if not pairs:
+        raise LensSteerError(
+            f"no BBQ item gives a contrast: {len(items)} items, {skipped_no_biased} without a stereotyped answer, "
+            f"{skipped_gold_biased} whose gold answer is the stereotyped one; pass more train items"
+        )
+    return PairSet(
+        tuple(pairs),
+        {
+            "builder": "bbq_cloze",
+            "split": split_name,
+            "prompt_format": prompt_format,
+            "tokenizer": _tokenizer_name(tokenizer),
+            "system_prompt": system_prompt_mode(tokenizer),
+            "categories": sorted(categories),
+            "n_items": len(items),
+            "n_skipped_no_biased": skipped_no_biased,
+            "n_skipped_gold_is_biased": skipped_gold_biased,
+            "example_ids": used_ids,
+        },
+    )
+
+
 # ----------------------------------------------------------------------------- ready sentence pairs
 
 

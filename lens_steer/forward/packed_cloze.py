@@ -5,15 +5,20 @@ answers' summed log-likelihoods, the numbers the cloze evaluator compares (`answ
 organism and to fit interventions by gradient."""
 
 from __future__ import annotations
+
 import dataclasses
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
+
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
+
 from lens_steer.errors import LensSteerError
-from lens_steer.forward.prefix_tree import tree_mask
+from lens_steer.forward.prefix_tree import build_tree, tree_mask
+from lens_steer.forward.questions import Question, cloze_prompt, encode_pair
+from lens_steer.model.load import HookedModel
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,40 @@ class PackedGroup:
     def root_length(self) -> int:
         """Tokens of the first segment (every item's common prefix)."""
         return self.segment.count(0)
+
+
+def pack_questions(
+    model: HookedModel, items: Sequence[tuple[Question, int]], prompt_format: str = "reference"
+) -> PackedGroup:
+    """Pack (question, target) pairs with the tokens the cloze evaluator scores (same prompt, same continuation
+    split): the prefix tree of every prompt + answer, segment by segment, parents before children."""
+    seqs, split = [], []
+    for item, _ in items:
+        text, conts = cloze_prompt(item, prompt_format, model.tokenizer)
+        pairs = [encode_pair(model, text, c, move_trailing_whitespace=prompt_format == "lm_eval") for c in conts]
+        split.append([(len(prompt), cont) for prompt, cont in pairs])
+        seqs += [prompt + cont for prompt, cont in pairs]
+    tree = build_tree(seqs)
+    column = []  # per segment, its first column
+    ids, pos, seg, off = [], [], [], []
+    for k, s in enumerate(tree.segments):
+        column.append(len(ids))
+        ids += s.tokens
+        pos += range(s.path_len, s.path_len + len(s.tokens))
+        seg += [k] * len(s.tokens)
+        off += range(len(s.tokens))
+    reads: list[list[list[int]]] = []
+    answers: list[list[list[int]]] = []
+    j = 0
+    for per_item in split:
+        reads.append([])
+        answers.append([])
+        for n_prompt, cont in per_item:
+            where = tree.where[j]
+            reads[-1].append([column[where[p][0]] + where[p][1] for p in range(n_prompt - 1, n_prompt - 1 + len(cont))])
+            answers[-1].append(list(cont))
+            j += 1
+    return PackedGroup(ids, pos, seg, off, [s.parent for s in tree.segments], reads, answers, [t for _, t in items])
 
 
 def packed_mask(groups: Sequence[PackedGroup], width: int) -> Bool[Tensor, "batch 1 pos pos"]:

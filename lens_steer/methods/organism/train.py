@@ -19,6 +19,7 @@ prefix tree of their prompts and answers under a tree attention mask, so their s
 answer sees only its own prompt; the system turn every sequence starts with runs once per batch."""
 
 from __future__ import annotations
+
 import dataclasses
 import hashlib
 import json
@@ -26,27 +27,27 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
 import numpy as np
 import torch
 from torch import Tensor
+
 from lens_steer.axes import AXIS_NAMES, get_axis
 from lens_steer.data.bbq import BbqItem, load_bbq
 from lens_steer.data.splits import SPLITS, split_items
 from lens_steer.errors import LensSteerError
 from lens_steer.files import atomic_write_bytes, write_json
-from lens_steer.forward.prefix_tree import build_tree
-from lens_steer.forward.questions import cloze_prompt, encode_pair
-from lens_steer.model.load import EMBEDDED_MODEL, TINY_MODEL, HookedModel, checkpoint_folder, tiny_hf_model
-from lens_steer.tasks.bbq import bbq_question
 from lens_steer.forward.packed_cloze import (
     PackedGroup,
     batch_targets,
     collate,
     lower_residual,
+    pack_questions,
     shared_prefix_length,
     upper_logliks,
 )
-
+from lens_steer.model.load import EMBEDDED_MODEL, TINY_MODEL, HookedModel, checkpoint_folder, tiny_hf_model
+from lens_steer.tasks.bbq import bbq_question
 
 CARD = "organism.json"
 
@@ -225,34 +226,8 @@ def data_digest(train: Sequence[TrainingItem]) -> str:
 def pack_group(
     model: HookedModel, items: Sequence[tuple[BbqItem, int]], prompt_format: str = "reference"
 ) -> PackedGroup:
-    """Pack (item, target) pairs with the tokens the cloze evaluator scores (same prompt, same continuation split)."""
-    seqs, split = [], []
-    for item, _ in items:
-        text, conts = cloze_prompt(bbq_question(item), prompt_format, model.tokenizer)
-        pairs = [encode_pair(model, text, c, move_trailing_whitespace=prompt_format == "lm_eval") for c in conts]
-        split.append([(len(prompt), cont) for prompt, cont in pairs])
-        seqs += [prompt + cont for prompt, cont in pairs]
-    tree = build_tree(seqs)
-    column = []  # per segment, its first column
-    ids, pos, seg, off = [], [], [], []
-    for k, s in enumerate(tree.segments):
-        column.append(len(ids))
-        ids += s.tokens
-        pos += range(s.path_len, s.path_len + len(s.tokens))
-        seg += [k] * len(s.tokens)
-        off += range(len(s.tokens))
-    reads: list[list[list[int]]] = []
-    answers: list[list[list[int]]] = []
-    j = 0
-    for per_item in split:
-        reads.append([])
-        answers.append([])
-        for n_prompt, cont in per_item:
-            where = tree.where[j]
-            reads[-1].append([column[where[p][0]] + where[p][1] for p in range(n_prompt - 1, n_prompt - 1 + len(cont))])
-            answers[-1].append(list(cont))
-            j += 1
-    return PackedGroup(ids, pos, seg, off, [s.parent for s in tree.segments], reads, answers, [t for _, t in items])
+    """Pack (BBQ item, target) pairs with the tokens the cloze evaluator scores (`packed_cloze.pack_questions`)."""
+    return pack_questions(model, [(bbq_question(item), target) for item, target in items], prompt_format)
 
 
 def pack_item(model: HookedModel, item: BbqItem, target: int, prompt_format: str = "reference") -> PackedGroup:
