@@ -76,6 +76,7 @@ def reproduce(
             splits=splits,
             baselines=default_baselines(budget) if baselines is None else tuple(baselines),
             load_base=load_base,
+            report=report,
         )
 
 
@@ -95,6 +96,7 @@ def _reproduce(
     splits: str = "ours",
     baselines: Sequence[str] = (),
     load_base: Callable[[], HookedModel] | None = None,
+    report: Callable[[Any, Path], Any] | None = None,
 ) -> dict[str, Any]:
     from lens_steer.forward.questions import DEFAULT_SCORING
     from lens_steer.methods.isv import Isv

@@ -6,7 +6,7 @@ before the first steered block across trials (`lens_steer.forward.residual_cache
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,14 +17,13 @@ from lens_steer.data.bbq import BbqItem
 from lens_steer.data.select import limit_items, select
 from lens_steer.errors import StudyError
 from lens_steer.extract.activation_cache import ActivationCache
-from lens_steer.extract.activations import PairActivations, pair_activations, vector_from_activations
 from lens_steer.extract.consistency import activation_consistency
-from lens_steer.extract.pair_sources import PairSource, search_pairs
+from lens_steer.extract.pair_sources import PairSource
 from lens_steer.forward.residual_cache import ResidualCache, start_block
-from lens_steer.methods.isv import VECTOR_SCALE
+from lens_steer.methods.search.kinds import KindContext, build, layer_choices
 from lens_steer.methods.search.space import Params, SearchConfig
 from lens_steer.model.load import HookedModel
-from lens_steer.specs import parse_layers
+from lens_steer.steering.interventions import Additive, Intervention
 from lens_steer.steering.vectors import SteeringVector, hook_name
 from lens_steer.tasks.bbq import bbq_predictions
 from lens_steer.tasks.metrics import BbqPrediction, bbq_metrics
@@ -76,12 +75,13 @@ def objective_value(
 
 
 class IsvObjective:
-    """The ISV objective for one (model, axis, config): trial params in, validation objective out.
+    """The search's objective for one (model, axis, config): trial params in, validation objective out.
 
-    With `cache` the pair activations come from an `ActivationCache`; without, every trial
-    re-extracts from scratch. The validation items' residual stream before each trial's first steered
-    block is kept (up to `residual_cache_bytes`; 0 turns this off) and reused by later trials.
-    """
+    A trial's params name an intervention kind and its parameters (`kinds`); pair activations come from an
+    `ActivationCache` (an in-memory one when none is given). The validation items' residual stream before each
+    trial's first edited block is kept (up to `residual_cache_bytes`; 0 turns this off) and reused by later
+    trials. `base_loader` gives the base model for the `model_diff` kind. Under the `pareto` objective a trial's
+    value is (ambiguous accuracy, disambiguated accuracy, minus the drift on neutral text)."""
 
     def __init__(
         self,
@@ -94,54 +94,61 @@ class IsvObjective:
         data_root: str | Path | None = None,
         baseline: Mapping[str, float] | None = None,
         residual_cache_bytes: int = 2 << 30,
+        base_loader: Callable[[], HookedModel] | None = None,
     ) -> None:
         self.model, self.axis, self.config, self.data_root = model, axis, config, data_root
-        self.space = config.space.resolve(int(model.cfg.n_layers))
+        n_layers = int(model.cfg.n_layers)
+        self.space = config.space.resolve(n_layers)
         self.items = list(items) if items is not None else validation_items(axis, config, data_root)
-        self.cache = cache
         self.pair_source = study_pair_source(axis, config)
-        starts = {
-            start_block(hook_name(x, config.hook) for x in layers) for layers in self.space.layer_choices.values()
-        } - {None}
+        self.cache = cache or ActivationCache(
+            model,
+            self.space.all_layers,
+            hook=config.hook,
+            data_root=data_root,
+            max_batch=config.max_batch,
+            source=self.pair_source,
+        )
+        self.kinds = KindContext(
+            model,
+            self.cache,
+            self.pair_source,
+            n_layers,
+            hook=config.hook,
+            prompt_format=config.prompt_format,
+            scoring=config.scoring,
+            max_batch=config.max_batch,
+            data_root=data_root,
+            base_loader=base_loader,
+            seed=config.data_seed,
+        )
+        choices = [c for k in self.space.kinds for c in layer_choices(k, self.space.layer_choices, n_layers).values()]
+        starts = {start_block(hook_name(x, config.hook) for x in layers) for layers in choices} - {None}
         self.residual_cache = (
-            ResidualCache(starts, max_bytes=residual_cache_bytes) if starts and residual_cache_bytes > 0 else None
-        )  # type: ignore[arg-type]
+            ResidualCache(starts, max_bytes=residual_cache_bytes) if starts and residual_cache_bytes > 0 else None  # type: ignore[arg-type]
+        )
         self._baseline = dict(baseline) if baseline is not None else None
         self._mmlu: list[Any] | None = None
+        self._drift_base: list[Any] | None = None
 
     # ---- pieces ----------------------------------------------------------------------------
+    def intervention(self, params: Mapping[str, Any]) -> Intervention:
+        """The intervention a trial's params describe (vectors scaled so coefficient 1 is the mean contrast)."""
+        return build(dict(params), self.kinds, self.space.layer_choices)
+
     def vector(self, params: Mapping[str, Any]) -> SteeringVector:
-        """The steering vector a trial's params describe, scaled so coefficient 1 is the mean contrast."""
-        layers, acts = self.trial_activations(params)
-        return vector_from_activations(acts, params["method"], layers, scale=VECTOR_SCALE)
+        """The steering vector of an additive trial's params."""
+        iv = self.intervention(params)
+        if not isinstance(iv, Additive):
+            raise StudyError(f"a {iv.kind} trial has no steering vector; use intervention()")
+        return iv.vector
 
-    def trial_activations(self, params: Mapping[str, Any]) -> tuple[tuple[int, ...], PairActivations]:
-        """The steered layers of a trial and its contrastive data's activations there (or at more layers); from the cache,
-        a pair set is read only as deep as the trial's deepest layer until a trial needs more."""
-        layers = (
-            self.space.layer_choices[params["layers"]]
-            if params["layers"] in self.space.layer_choices
-            else parse_layers(params["layers"])
-        )
-        args = (params["corpus"], int(params["num_sents"]), int(params["persona"]), int(params["template"]))
-        if self.cache is not None:
-            acts = self.cache.get(*args, layers=layers)
-        else:
-            pairs = search_pairs(
-                *args, tokenizer=self.model.tokenizer, source=self.pair_source, data_root=self.data_root
-            )
-            acts = pair_activations(self.model, pairs, layers, hook=self.config.hook, max_batch=self.config.max_batch)
-        return tuple(layers), acts
-
-    def predictions(
-        self, items: Sequence[BbqItem], vector: SteeringVector | None = None, coeff: float = 0.0
-    ) -> list[BbqPrediction]:
-        """BBQ predictions for `items`, steered by `coeff * vector` if given."""
+    def predictions(self, items: Sequence[BbqItem], intervention: Intervention | None = None) -> list[BbqPrediction]:
+        """BBQ predictions for `items` under `intervention` (unsteered without one)."""
         return bbq_predictions(
             self.model,
             items,
-            vector=vector,
-            coeff=coeff,
+            intervention=intervention,
             scoring=self.config.scoring,
             prompt_format=self.config.prompt_format,
             max_batch=self.config.max_batch,
@@ -158,7 +165,7 @@ class IsvObjective:
             )
         return self._mmlu
 
-    def mmlu_accuracy(self, vector: SteeringVector | None = None, coeff: float = 0.0) -> float:
+    def mmlu_accuracy(self, intervention: Intervention | None = None) -> float:
         """Accuracy on the penalty's MMLU items."""
         from lens_steer.tasks.mmlu import run_mmlu
 
@@ -166,12 +173,22 @@ class IsvObjective:
             self.model,
             self.mmlu_items(),
             scoring=self.config.scoring,
-            vector=vector,
-            coeff=coeff,
+            intervention=intervention,
             n_boot=0,
             max_batch=self.config.max_batch,
         )
         return float(res.metrics["micro"]["value"])
+
+    def drift(self, intervention: Intervention) -> float:
+        """Mean KL (nats per token) of the unsteered from the steered next-token distribution on neutral texts
+        (`config.drift_texts` prompts of the `generic` corpus)."""
+        from lens_steer.extract.pairs import load_corpus
+        from lens_steer.tasks.drift import mean_kl, next_token_logprobs
+
+        texts = load_corpus("generic", data_root=self.data_root)[: self.config.drift_texts]
+        if self._drift_base is None:
+            self._drift_base = next_token_logprobs(self.model, texts)
+        return mean_kl(self._drift_base, next_token_logprobs(self.model, texts, intervention))
 
     def baseline(self) -> dict[str, float]:
         """Unsteered metrics on the validation items (and MMLU when penalised), computed once."""
@@ -185,37 +202,54 @@ class IsvObjective:
         return self._baseline
 
     # ---- the objective ---------------------------------------------------------------------
-    def __call__(self, params: Params, trial: optuna.Trial | None = None) -> float:
-        """Score a trial chunk by chunk, reporting the running objective for the pruner."""
-        need_base = self.config.objective == "ambig_guarded" or self.config.mmlu_weight > 0
+    def __call__(self, params: Params, trial: optuna.Trial | None = None) -> float | tuple[float, float, float]:
+        """Score a trial chunk by chunk, reporting the running objective for the pruner (single objectives)."""
+        pareto = self.config.objective == "pareto"
+        need_base = self.config.objective in ("ambig_guarded", "pareto") or self.config.mmlu_weight > 0
         base = self.baseline() if need_base else None
-        layers, acts = self.trial_activations(params)
-        vec = vector_from_activations(acts, params["method"], layers, scale=VECTOR_SCALE)
-        if trial is not None:  # Braun et al.'s consistency predictor, mean over the steered layers
-            by_layer = activation_consistency(acts, layers)
+        iv = self.intervention(params)
+        if trial is not None and params.get("corpus") and (params.get("kind") or "additive") in PAIR_KINDS:
+            layers = iv.layers
+            acts = self.cache.get(
+                params["corpus"],
+                int(params["num_sents"]),
+                int(params.get("persona") or 0),
+                int(params.get("template") or 0),
+                layers=layers,
+            )
+            by_layer = activation_consistency(acts, layers)  # Braun et al.'s consistency predictor
             trial.set_user_attr("consistency", sum(by_layer.values()) / len(by_layer))
-        coeff = float(params["coeff"])
         preds: list[BbqPrediction] = []
         size = self.config.chunk_size
         value = float("nan")
         for step, start in enumerate(range(0, len(self.items), size)):
-            preds += self.predictions(self.items[start : start + size], vec, coeff)
+            preds += self.predictions(self.items[start : start + size], iv)
             metrics = bbq_metrics(preds, n_boot=0)
             value = objective_value(metrics, self.config, base)
-            if trial is not None and start + size < len(self.items):
+            if trial is not None and not pareto and start + size < len(self.items):
                 trial.report(value, step)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after {len(preds)} items at {value:.4f}")
+        metrics = bbq_metrics(preds, n_boot=0)
         if trial is not None:
-            metrics = bbq_metrics(preds, n_boot=0)
             for name in ("acc", "acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig"):
                 trial.set_user_attr(name, float(metrics[name].value))
+            trial.set_user_attr("intervention", iv.describe())
         if self.config.mmlu_weight > 0 and base is not None:
-            mmlu = self.mmlu_accuracy(vec, coeff)
+            mmlu = self.mmlu_accuracy(iv)
             value -= self.config.mmlu_weight * max(0.0, base["mmlu"] - mmlu)
             if trial is not None:
                 trial.set_user_attr("mmlu", mmlu)
+        if pareto:
+            kl = self.drift(iv)
+            if trial is not None:
+                trial.set_user_attr("drift_kl", kl)
+                trial.set_user_attr("ambig_guarded", value)
+            return float(metrics["acc_ambig"].value), float(metrics["acc_disambig"].value), -kl
         return value
+
+
+PAIR_KINDS: tuple[str, ...] = ("additive", "ablation", "ace", "leace", "gated")  # built from contrastive pairs
 
 
 __all__ = ["IsvObjective", "objective_value", "study_pair_source", "validation_items"]

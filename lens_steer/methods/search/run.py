@@ -12,18 +12,20 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from lens_steer.axes import Axis, get_axis
 from lens_steer.errors import StudyError
 from lens_steer.extract.activation_cache import ActivationCache
 from lens_steer.extract.consistency import trials_consistency_correlation
-from lens_steer.extract.pair_sources import BBQ_ANSWER, PairSource, available_pairs
+from lens_steer.extract.pair_sources import BBQ_CORPORA, PairSource, available_pairs
 from lens_steer.files import atomic_write_text, write_json
 from lens_steer.methods.isv import Isv
+from lens_steer.methods.search.kinds import default_params, trial_values
 from lens_steer.methods.search.objective import IsvObjective, study_pair_source
 from lens_steer.methods.search.space import SearchConfig, SearchSpace
 from lens_steer.methods.search.storage import (
+    STAGE_ATTR,
     default_storage,
     first_difference,
     first_line,
@@ -40,9 +42,11 @@ from lens_steer.methods.search.workers import (
     best_trial,
     fail_orphaned_trials,
     run_trials,
+    trial_score,
 )
 from lens_steer.model.chat import system_prompt_mode
 from lens_steer.model.load import HookedModel, model_identity
+from lens_steer.steering.interventions import Additive, Intervention
 from lens_steer.steering.vectors import SteeringVector
 
 
@@ -51,19 +55,24 @@ def default_study_name(model: HookedModel, axis: Axis) -> str:
     return f"isv-{model_identity(model).name.replace('/', '_')}-{axis.name}"
 
 
-def check_corpora(space: SearchSpace, data_root: str | Path | None = None, source: PairSource | None = None) -> None:
+def check_corpora(
+    space: SearchSpace, data_root: str | Path | None = None, source: PairSource | None = None, tokenizer: Any = None
+) -> None:
     """Raise a one-line StudyError if a prompt corpus is shorter than the largest num_sents (or the axis's BBQ
     train pairs fewer than the smallest: an axis with fewer than the largest gives all it has)."""
     for corpus in space.corpora:
-        size = available_pairs(corpus, source, data_root)
-        if corpus == BBQ_ANSWER:
+        size = available_pairs(corpus, source, data_root, tokenizer)
+        if corpus in BBQ_CORPORA:
             if size < space.num_sents[0]:
+                axis = source.axis if source else "?"
                 raise StudyError(
-                    f"search space: num_sents low {space.num_sents[0]} exceeds the {size} BBQ train pairs of axis {source.axis if source else '?'}; lower it or drop {BBQ_ANSWER}"
+                    f"search space: num_sents low {space.num_sents[0]} exceeds the {size} BBQ train pairs of axis "
+                    f"{axis}; lower it or drop {corpus}"
                 )
         elif size < space.num_sents[1]:
             raise StudyError(
-                f"search space: num_sents high {space.num_sents[1]} exceeds corpus {corpus!r} ({size} prompts); lower it or drop the corpus"
+                f"search space: num_sents high {space.num_sents[1]} exceeds corpus {corpus!r} ({size} prompts); "
+                "lower it or drop the corpus"
             )
 
 
@@ -85,6 +94,7 @@ def run_isv_search(
     progress: TrialProgress | None = None,
     given: Mapping[str, Any] | None = None,
     sole_worker: bool = False,
+    base_loader: Callable[[], HookedModel] | None = None,
 ) -> Isv:
     """Search one axis's ISV: open/join/resume the study, run trials until it holds `config.n_trials`
     finished trials, then write the ISV outputs into `out_dir`. `storage` defaults to
@@ -94,7 +104,8 @@ def run_isv_search(
     explicitly (JSON values): equal to the stored ones they are accepted, a different one is refused.
     `sole_worker`: no other process uses this storage (e.g. a locked run folder's own database), so a
     running trial left by a killed worker is failed and retried at once instead of after the heartbeat grace.
-    `objective` replaces the BBQ objective (tests, custom objectives)."""
+    `objective` replaces the BBQ objective (tests, custom objectives). `base_loader` gives the base model of a
+    fine-tuned one (the `model_diff` kind needs it)."""
     ax = axis if isinstance(axis, Axis) else get_axis(axis)
     out = Path(out_dir)
     url = storage if storage is not None else default_storage(out)
@@ -104,7 +115,9 @@ def run_isv_search(
     if config is None and not resume:
         raise StudyError("a new search needs a SearchConfig; pass config, or resume=True to use the stored one")
     if config is not None:
-        check_corpora(config.space.resolve(int(model.cfg.n_layers)), data_root, study_pair_source(ax, config))
+        check_corpora(
+            config.space.resolve(int(model.cfg.n_layers)), data_root, study_pair_source(ax, config), model.tokenizer
+        )
     if storage is None:  # the default storage lives in the run folder
         out.mkdir(parents=True, exist_ok=True)
     store = open_storage(url, heartbeat_interval=heartbeat_interval, grace_period=grace_period)
@@ -119,7 +132,7 @@ def run_isv_search(
     if n_trials is not None:
         used = dataclasses.replace(used, n_trials=n_trials)
     space = used.space.resolve(int(model.cfg.n_layers))
-    check_corpora(space, data_root, study_pair_source(ax, used))
+    check_corpora(space, data_root, study_pair_source(ax, used), model.tokenizer)
     write_json(
         out / "config.json",
         {**used.to_json(), "axis": ax.name, "study": name, "storage": label, "model": model_identity(model).name},
@@ -140,7 +153,10 @@ def run_isv_search(
         cache=cache,
         data_root=data_root,
         baseline=_stored_baseline(study, used),
+        base_loader=base_loader,
     )
+    if objective is None:
+        queue_first_stage(study, space)
     if objective is None and (used.objective == "ambig_guarded" or used.mmlu_weight > 0):
         _store_baseline(study, used, isv.baseline())
     started = time.time()
@@ -197,34 +213,59 @@ def write_isv_outputs(
     storage_label: str = "",
     worker_seconds: float | None = None,
 ) -> Isv:
-    """Write `isv.safetensors` (best trial's vector, scaled to the mean contrast; params, coefficient and study in its
-    provenance), `study.json` and the Optuna figures (HTML) into `out_dir`, atomically."""
+    """Write the search's outputs into `out_dir`, atomically: `intervention.safetensors` (the best trial of any kind,
+    when it beats doing nothing on validation; else none, and study.json says so), `isv.safetensors` (the best
+    additive trial's vector, scaled to the mean contrast, with its params, coefficient and study in its provenance:
+    what the ensembles average), `study.json` and the Optuna figures (HTML)."""
     out = Path(out_dir)
     best = best_trial(study)
     if best is None:
         raise StudyError(f"study {study.study_name!r} has no complete trial yet; run more trials")
-    params = dict(best.params)
-    params["coeff"] = round(float(params["coeff"]), 10)
-    vec = isv.vector(params)
     baseline = isv.baseline()
+    base_score = baseline.get("objective")
+    best_score = trial_score(best)
+    chosen_params = trial_params(best)
+    beats = base_score is None or (best_score is not None and best_score > base_score)
+    chosen = isv.intervention(chosen_params) if beats else None
+    chosen_path = out / "intervention.safetensors"
+    if chosen is not None:
+        chosen = with_provenance(
+            chosen,
+            {
+                "operation": "chosen",
+                "axis": isv.axis.name,
+                "study": study.study_name,
+                "trial": best.number,
+                "params": chosen_params,
+                "value": best_score,
+            },
+        )
+        chosen.save(chosen_path)
+    else:
+        chosen_path.unlink(missing_ok=True)
+    additive = best_trial(study, kind="additive")
+    vec, vector_path, params = None, out / "isv.safetensors", None
+    if additive is not None:
+        params = trial_params(additive)
+        vec = isv.vector(params)
+        prov = {
+            **dict(vec.metadata.provenance),
+            "operation": "isv",
+            "axis": isv.axis.name,
+            "study": study.study_name,
+            "storage": storage_label,
+            "trial": additive.number,
+            "params": params,
+            "coeff": params["coeff"],
+            "value": trial_score(additive),
+            "beats_baseline": base_score is None or (trial_score(additive) or -1e9) > base_score,
+            "objective": isv.config.objective,
+            "config": isv.config.fingerprint(),
+            "pair_source": isv.pair_source.to_json(),
+        }
+        vec = SteeringVector(dict(vec.directions), dataclasses.replace(vec.metadata, provenance=prov))
+        vec.save(vector_path)
     ident = model_identity(isv.model)
-    prov = {
-        **dict(vec.metadata.provenance),
-        "operation": "isv",
-        "axis": isv.axis.name,
-        "study": study.study_name,
-        "storage": storage_label,
-        "trial": best.number,
-        "params": params,
-        "coeff": params["coeff"],
-        "value": best.value,
-        "objective": isv.config.objective,
-        "config": isv.config.fingerprint(),
-        "pair_source": isv.pair_source.to_json(),
-    }
-    vec = SteeringVector(dict(vec.directions), dataclasses.replace(vec.metadata, provenance=prov))
-    vector_path = out / "isv.safetensors"
-    vec.save(vector_path)
     trials = study.get_trials(deepcopy=False)
     durations = [
         (t.datetime_complete - t.datetime_start).total_seconds()
@@ -240,13 +281,28 @@ def write_isv_outputs(
         "axis": isv.axis.name,
         "system_prompt": system_prompt_mode(isv.model.tokenizer),  # how the persona system prompts reached the model
         "objective": isv.config.objective,
-        "best_value": best.value,
+        "best_value": best_score,
         "best_trial": best.number,
-        "best_params": params,
+        "best_params": chosen_params,
+        "chosen": {
+            "kind": chosen_params.get("kind", "additive"),
+            "params": chosen_params,
+            "value": best_score,
+            "beats_baseline": beats,
+            "intervention": chosen.describe() if chosen is not None else None,
+            "file": chosen_path.name if chosen is not None else None,
+        },
+        "isv": {
+            "params": params,
+            "value": trial_score(additive) if additive is not None else None,
+            "file": vector_path.name if vec is not None else None,
+        },
+        "by_kind": best_by_kind(study),
+        "pareto_front": pareto_front(study),
         "best_user_attrs": {k: v for k, v in best.user_attrs.items() if k != HEARTBEAT_ATTR},
         "consistency_vs_objective": trials_consistency_correlation(trials),
         "baseline": baseline,
-        "gain_over_baseline": best.value - baseline.get("objective", float("nan")) if "objective" in baseline else None,
+        "gain_over_baseline": best_score - base_score if base_score is not None and best_score is not None else None,
         "n_finished": states.get("COMPLETE", 0) + states.get("PRUNED", 0),
         "trial_states": dict(states),
         "n_validation_items": len(isv.items),
@@ -258,7 +314,7 @@ def write_isv_outputs(
         "cache": {"hits": isv.cache.hits, "misses": isv.cache.misses, "pairs_read": isv.cache.pairs_read}
         if isv.cache
         else None,
-        "vector": str(vector_path.name),
+        "vector": str(vector_path.name) if vec is not None else None,
         "figures": figures,
         "figures_skipped": skipped,
         "config": isv.config.to_json(),
@@ -267,15 +323,74 @@ def write_isv_outputs(
     return Isv(
         isv.axis.name,
         vec,
-        float(params["coeff"]),
-        vector_path,
+        float(params["coeff"]) if params is not None else 0.0,
+        vector_path if vec is not None else None,
         study.study_name,
         params,
-        float(best.value),
+        trial_score(additive) if additive is not None else None,
         baseline,
         summary["n_finished"],
         summary,
+        chosen=chosen,
+        chosen_params=chosen_params,
+        chosen_value=best_score,
     )
+
+
+def trial_params(trial: FrozenTrial) -> dict[str, Any]:
+    """A trial's params as the objective reads them: the kind's own names (e.g. `gated_layers`) back to the shared
+    ones (`layers`), coefficients rounded to the grid's digits; trials before kinds are additive."""
+    raw = dict(trial.params)
+    kind = raw.pop("kind", "additive")
+    out: dict[str, Any] = {"kind": kind}
+    for name, value in raw.items():
+        base = name.removeprefix(f"{kind}_")
+        out[base] = round(float(value), 10) if base == "coeff" else value
+    for name in ("corpus", "persona", "template", "method"):
+        out.setdefault(name, None)
+    return out
+
+
+def best_by_kind(study: optuna.Study) -> dict[str, Any]:
+    """Per intervention kind, its best complete trial's number, score and params."""
+    out = {}
+    kinds = {t.params.get("kind", "additive") for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+    for kind in sorted(kinds):
+        t = best_trial(study, kind=kind)
+        if t is not None:
+            out[kind] = {"trial": t.number, "value": trial_score(t), "params": trial_params(t)}
+    return out
+
+
+def pareto_front(study: optuna.Study) -> list[dict[str, Any]] | None:
+    """Under several objectives, the Pareto front's trials (number, values, params); None for one objective."""
+    if len(study.directions) == 1:
+        return None
+    return [
+        {"trial": t.number, "values": list(t.values), "ambig_guarded": trial_score(t), "params": trial_params(t)}
+        for t in sorted(study.best_trials, key=lambda t: t.number)
+    ]
+
+
+def with_provenance(iv: Intervention, extra: Mapping[str, Any]) -> Intervention:
+    """`iv` with `extra` added to its metadata's provenance."""
+    meta = dataclasses.replace(iv.metadata, provenance={**iv.metadata.provenance, **extra})
+    if isinstance(iv, Additive):
+        return dataclasses.replace(iv, metadata=meta, vector=SteeringVector(dict(iv.vector.directions), meta))
+    return dataclasses.replace(iv, metadata=meta)
+
+
+def queue_first_stage(study: optuna.Study, space: SearchSpace) -> int:
+    """The staged search's first stage: one trial per intervention kind at its default point (`kinds.default_params`),
+    queued once by the study's creator so the kind each study prefers does not depend on the sampler's seed;
+    returns how many were queued."""
+    if study.user_attrs.get(STAGE_ATTR) != "pending":
+        return 0
+    assert space.n_layers is not None
+    for kind in space.kinds:
+        study.enqueue_trial(trial_values(default_params(kind, space, space.n_layers)), skip_if_exists=True)
+    study.set_user_attr(STAGE_ATTR, "queued")
+    return len(space.kinds)
 
 
 def write_figures(study: optuna.Study, out_dir: str | Path) -> tuple[list[str], dict[str, str]]:

@@ -18,12 +18,15 @@ from lens_steer.extract.activations import AGGREGATORS
 from lens_steer.extract.pair_sources import SEARCH_CORPORA
 from lens_steer.extract.pairs import PERSONA_PAIRS, SYSTEM_TEMPLATES
 from lens_steer.forward.questions import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
+from lens_steer.methods.search.kinds import KINDS, layer_choices
+from lens_steer.methods.search.kinds import suggest as suggest_kind
 from lens_steer.specs import layer_label, parse_layers
 from lens_steer.steering.vectors import HOOK_KINDS
 
-OBJECTIVES: tuple[str, ...] = ("acc", "bias", "ambig_guarded")
+OBJECTIVES: tuple[str, ...] = ("acc", "bias", "ambig_guarded", "pareto")
+DEFAULT_KINDS: tuple[str, ...] = ("additive", "ablation", "ace", "leace", "gated", "optimized")
 SEARCH_METHODS: tuple[str, ...] = ("pca_diff", "mean_diff")
-PARAM_NAMES: tuple[str, ...] = ("corpus", "num_sents", "persona", "template", "layers", "method", "coeff")
+PARAM_NAMES: tuple[str, ...] = ("kind", "corpus", "num_sents", "persona", "template", "layers", "method", "coeff")
 
 Params = dict[str, Any]
 
@@ -60,10 +63,12 @@ class SearchSpace:
     coeff: tuple[float, float, float] = (-4.0, 4.0, 0.4)
     layers: tuple[tuple[int, ...], ...] | None = None
     methods: tuple[str, ...] = SEARCH_METHODS
+    kinds: tuple[str, ...] = DEFAULT_KINDS
+    n_layers: int | None = None  # the model's depth, set by `resolve` (not part of the JSON)
 
     def __post_init__(self) -> None:
         set_ = lambda name, value: object.__setattr__(self, name, value)  # noqa: E731
-        for name, valid in (("corpora", SEARCH_CORPORA), ("methods", tuple(AGGREGATORS))):
+        for name, valid in (("corpora", SEARCH_CORPORA), ("methods", tuple(AGGREGATORS)), ("kinds", KINDS)):
             values = tuple(getattr(self, name))
             if not values:
                 raise StudyError(f"search space: {name} is empty; choose at least one of {', '.join(valid)}")
@@ -122,9 +127,8 @@ class SearchSpace:
     # ---- derived views -------------------------------------------------------------------------
     def resolve(self, n_layers: int) -> SearchSpace:
         """The space with default layers filled in for a model of `n_layers`, every layer checked."""
-        space = (
-            self if self.layers is not None else dataclasses.replace(self, layers=default_layer_candidates(n_layers))
-        )
+        layers = self.layers if self.layers is not None else default_layer_candidates(n_layers)
+        space = dataclasses.replace(self, layers=layers, n_layers=n_layers)
         assert space.layers is not None
         bad = [x for c in space.layers for x in c if x >= n_layers]
         if bad:
@@ -140,22 +144,20 @@ class SearchSpace:
 
     @property
     def all_layers(self) -> tuple[int, ...]:
-        """Every layer any candidate steers (read in one pass)."""
-        return tuple(sorted({x for c in self.layer_choices.values() for x in c}))
+        """Every layer any kind's candidate edits (read in one pass)."""
+        if self.n_layers is None:
+            raise StudyError("search space layers are not resolved; call resolve(n_layers) first")
+        return tuple(
+            sorted(
+                {x for k in self.kinds for c in layer_choices(k, self.layer_choices, self.n_layers).values() for x in c}
+            )
+        )
 
     def suggest(self, trial: optuna.Trial) -> Params:
-        """Draw one point of the space through `trial` (names in PARAM_NAMES)."""
-        n_lo, n_hi, n_st = self.num_sents
-        c_lo, c_hi, c_st = self.coeff
-        return {
-            "corpus": trial.suggest_categorical("corpus", list(self.corpora)),
-            "num_sents": trial.suggest_int("num_sents", n_lo, n_hi, step=n_st),
-            "persona": trial.suggest_categorical("persona", list(self.personas)),
-            "template": trial.suggest_categorical("template", list(self.templates)),
-            "layers": trial.suggest_categorical("layers", list(self.layer_choices)),
-            "method": trial.suggest_categorical("method", list(self.methods)),
-            "coeff": round(trial.suggest_float("coeff", c_lo, c_hi, step=c_st), 10),
-        }
+        """Draw one point of the space through `trial`: the kind, then its parameters (`kinds.suggest`)."""
+        if self.n_layers is None:
+            raise StudyError("search space layers are not resolved; call resolve(n_layers) first")
+        return suggest_kind(trial, self, self.n_layers)
 
     # ---- JSON ----------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -168,12 +170,13 @@ class SearchSpace:
             "coeff": list(self.coeff),
             "layers": None if self.layers is None else [layer_label(c) for c in self.layers],
             "methods": list(self.methods),
+            "kinds": list(self.kinds),
         }
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], *, source: str = "search space") -> SearchSpace:
         """Parse `to_json` output; missing keys keep their defaults, unknown keys are refused."""
-        _check_keys(cls, obj, source)
+        _check_keys(cls, obj, source, exclude=("n_layers",))
         kwargs: dict[str, Any] = {}
         for key, value in obj.items():
             if key == "layers":
@@ -193,9 +196,9 @@ class SearchSpace:
         return cls.from_json(read_json(path), source=str(path))
 
 
-def _check_keys(cls: type, obj: Any, source: str) -> None:
+def _check_keys(cls: type, obj: Any, source: str, exclude: Sequence[str] = ()) -> None:
     """Refuse (one line, naming `source`) anything but a JSON object whose keys are fields of the dataclass `cls`."""
-    known = {f.name for f in dataclasses.fields(cls)}
+    known = {f.name for f in dataclasses.fields(cls)} - set(exclude)
     if not isinstance(obj, Mapping):
         raise StudyError(f"{source}: expected a JSON object with keys {', '.join(sorted(known))}")
     unknown = sorted(set(obj) - known)
@@ -223,7 +226,9 @@ class SearchConfig:
 
     objective: "acc" (BBQ accuracy, ambiguous and disambiguated pooled, the paper), "bias" (minus the
     mean absolute bias score of both context conditions), "ambig_guarded" (ambiguous accuracy minus
-    `guard_penalty` times the shortfall of disambiguated accuracy below baseline - `ambig_tolerance`).
+    `guard_penalty` times the shortfall of disambiguated accuracy below baseline - `ambig_tolerance`), "pareto"
+    (three objectives: ambiguous accuracy, disambiguated accuracy and minus the drift on `drift_texts` neutral
+    texts; the Pareto front is reported and the point chosen from it is the best by "ambig_guarded").
     `mmlu_weight` > 0 subtracts that weight times the MMLU accuracy lost against baseline on
     `mmlu_items` MMLU dev items. `limit` caps validation items per trial (whole variant groups);
     `chunk_size` items are scored between pruning checks. All values are maximised.
@@ -247,6 +252,7 @@ class SearchConfig:
     guard_penalty: float = 10.0
     mmlu_weight: float = 0.0
     mmlu_items: int = 50
+    drift_texts: int = 16
     hook: str = "hook_resid_post"
     bbq_source: str = "official"
     generated_dir: str | None = None
@@ -268,7 +274,7 @@ class SearchConfig:
             f"unknown prompt_format {self.prompt_format!r}; use one of {', '.join(PROMPT_FORMATS)}",
         )
         need(self.hook in HOOK_KINDS, f"unknown hook {self.hook!r}; use one of {', '.join(HOOK_KINDS)}")
-        for name in ("n_trials", "chunk_size", "mmlu_items", "max_batch", "tpe_startup_trials"):
+        for name in ("n_trials", "chunk_size", "mmlu_items", "max_batch", "tpe_startup_trials", "drift_texts"):
             v = getattr(self, name)
             need(
                 isinstance(v, int) and not isinstance(v, bool) and v >= 1,

@@ -156,6 +156,11 @@ def _sampler(seed: int, n_before: int, startup: int) -> optuna.samplers.TPESampl
     return optuna.samplers.TPESampler(seed=derived, n_startup_trials=startup, constant_liar=True)
 
 
+def _value(value: Any) -> float | tuple[float, ...]:
+    """A trial's value for Optuna: a float, or a tuple of floats under several objectives."""
+    return tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
+
+
 def run_trials(
     study: optuna.Study,
     objective: Objective,
@@ -179,7 +184,7 @@ def run_trials(
         raise StudyError(f"n_trials must be at least 1, got {n_trials}")
     done_here = 0
 
-    def wrapped(trial: optuna.Trial) -> float:
+    def wrapped(trial: optuna.Trial) -> float | tuple[float, ...]:
         earlier = [
             t
             for t in study.get_trials(deepcopy=False, states=(*FINISHED, TrialState.RUNNING))
@@ -191,11 +196,11 @@ def run_trials(
         heartbeat = trial.storage.heartbeat if isinstance(trial.storage, HeartbeatJournalStorage) else None
         if heartbeat is None:
             study.sampler = _sampler(seed, len(earlier), tpe_startup_trials)  # draws nothing before the first suggest
-            return float(objective(space.suggest(trial), trial))
+            return _value(objective(space.suggest(trial), trial))
         _beat(trial, heartbeat)  # at once: the trial is alive from its start
         with _Heartbeat(trial, heartbeat):
             study.sampler = _sampler(seed, len(earlier), tpe_startup_trials)
-            return float(objective(space.suggest(trial), trial))
+            return _value(objective(space.suggest(trial), trial))
 
     while True:
         fail_stale_trials(study)
@@ -226,20 +231,38 @@ def run_trials(
                     n_trials=n_trials,
                     trial_number=t.number,
                     state=t.state.name,
-                    value=t.value
-                    if t.value is not None
+                    value=trial_score(t)
+                    if trial_score(t) is not None
                     else (t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None),
-                    best_value=best.value if best else None,
+                    best_value=trial_score(best) if best else None,
                     best_params=dict(best.params) if best else None,
                     seconds=time.perf_counter() - start,
                 )
             )
 
 
-def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    """The complete trial with the highest value (the earliest among ties); None before any completes."""
+def trial_score(t: FrozenTrial) -> float | None:
+    """A finished trial's one number: its value, or under several objectives the `ambig_guarded` value it recorded."""
+    if t.values is None:
+        return None
+    if len(t.values) == 1:
+        return float(t.values[0])
+    score = t.user_attrs.get("ambig_guarded")
+    return None if score is None else float(score)
+
+
+def best_trial(study: optuna.Study, kind: str | None = None) -> FrozenTrial | None:
+    """The complete trial with the highest score (the earliest among ties), of intervention `kind` if given
+    (trials without a kind are additive); None before any completes. Under several objectives: the best-scored
+    trial of the Pareto front."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return max(complete, key=lambda t: (t.value, -t.number)) if complete else None
+    if len(study.directions) > 1:
+        front = {t.number for t in study.best_trials}
+        complete = [t for t in complete if t.number in front] or complete
+    if kind is not None:
+        complete = [t for t in complete if t.params.get("kind", "additive") == kind]
+    scored = [t for t in complete if trial_score(t) is not None]
+    return max(scored, key=lambda t: (trial_score(t), -t.number)) if scored else None
 
 
 __all__ = [
@@ -249,6 +272,7 @@ __all__ = [
     "TrialProgress",
     "TrialReport",
     "best_trial",
+    "trial_score",
     "fail_and_retry",
     "fail_orphaned_trials",
     "fail_stale_trials",
