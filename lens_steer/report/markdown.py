@@ -26,6 +26,7 @@ from lens_steer.report.claims import (
 )
 from lens_steer.report.method_tables import steerability_lines, v2_table_lines
 from lens_steer.report.paper import CITATION, PAPER_AXES, PAPER_AXIS_LABELS, PAPER_MODELS, PAPER_TABLE, SHORT_CITATION
+from lens_steer.report.scope import scope_lines
 from lens_steer.report.tables import VECTOR_LABELS, cell, md_table
 from lens_steer.report.verdicts import (
     CHANCE,
@@ -54,12 +55,13 @@ GAIN_HEADER = [
     "reading",
 ]
 CLAIMS_HEADING = f"## Claims of {SHORT_CITATION}"
+RUN_HEADING = "## How this run was made"
 
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """One part of the report: a key ("head", "ground_truth", "claims", "capability", "paper_table", "v2_table",
-    "gains", "steerability", "ood", "mmlu") and its Markdown."""
+    """One part of the report: a key ("head", "scope", "ground_truth", "claims", "capability", "paper_table",
+    "v2_table", "gains", "steerability", "ood", "mmlu", "run") and its Markdown."""
 
     key: str
     markdown: str
@@ -70,8 +72,12 @@ def _join(lines: Sequence[str]) -> str:
 
 
 def _head(results: Results) -> list[str]:
+    model = results.meta.model if results.meta is not None else "unknown model"
+    return [f"# lens_steer reproduction: {model}", "", f"Reproducing {CITATION}."]
+
+
+def _run(results: Results) -> list[str]:
     meta = results.meta
-    model = meta.model if meta is not None else "unknown model"
     keys = (
         "model",
         "budget",
@@ -84,14 +90,14 @@ def _head(results: Results) -> list[str]:
         "protocol",
         "splits",
     )
-    lines = [f"# lens_steer reproduction: {model}", ""]
+    lines = [RUN_HEADING, ""]
     lines += [f"- {k}: {getattr(meta, k) if meta is not None else 'unknown'}" for k in keys]
-    lines += ["", f"Reproducing {CITATION}."]
+    lines.append("")
     v = bias_variant(results)
     if v == "lm_eval":
         lines.append(
-            "Bias scores are lm-evaluation-harness's: S_DIS = 2 * n_biased / n_non_unknown - 1 over disambiguated items, "
-            "S_AMB = (1 - ambiguous accuracy) * (2 * n_biased / n_non_unknown - 1) over ambiguous items "
+            "Bias scores are lm-evaluation-harness's: S_DIS = 2 × n_biased / n_non_unknown - 1 over disambiguated "
+            "items, S_AMB = (1 - ambiguous accuracy) × (2 × n_biased / n_non_unknown - 1) over ambiguous items "
             "(not comparable with HELM's, which scales by 1 - overall accuracy)."
         )
     else:
@@ -315,6 +321,7 @@ def sections(results: Results, claims: Sequence[Claim] | None = None) -> list[Se
     judged = judge_claims(results) if claims is None else claims
     parts = [
         ("head", _head(results)),
+        ("scope", scope_lines(results)),
         ("ground_truth", _ground_truth(results)),
         ("claims", _claims(judged)),
         ("capability", _capability(results)),
@@ -324,6 +331,7 @@ def sections(results: Results, claims: Sequence[Claim] | None = None) -> list[Se
         ("steerability", steerability_lines(results)),
         ("ood", _ood(results)),
         ("mmlu", _mmlu(results)),
+        ("run", _run(results)),
     ]
     return [Section(key, _join(lines)) for key, lines in parts if lines]
 
@@ -336,6 +344,7 @@ def results_markdown(results: Results) -> str:
 __all__ = [
     "CLAIMS_HEADING",
     "GAIN_HEADER",
+    "RUN_HEADING",
     "VECTOR_LABELS",
     "Section",
     "cell",
