@@ -25,16 +25,18 @@ FIGURE_TITLES: dict[str, str] = {
 # where each figure stands in the page: after the Markdown section of that key (figures not named here stand alone)
 FIGURE_SECTIONS: dict[str, str] = {"forest": "claims", "accuracy": "paper_table", "steerability": "steerability"}
 FIGURE_TEXT: dict[str, str] = {
-    "forest": "Accuracy change over the unsteered baseline, in points, with its paired 95% interval, for every axis (and "
-    "out-of-distribution category) and vector; below each, in grey, its matched random control (same norms, layers and "
-    "coefficient; the mean of the control seeds, spanning their intervals). A gain counts only where its interval "
-    "lies above 0 and clear of its control's.",
-    "accuracy": "Per-axis BBQ test accuracy with 95% bootstrap intervals; pale bars are the matched random controls (same norms, layers and coefficient; the bar spans the controls' intervals).",
+    "forest": "Accuracy change over the unsteered baseline, in points, with its paired 95% interval, for every axis "
+    "(and out-of-distribution category) and vector; below each, in grey, its matched random control (same norms, "
+    "layers and coefficient; the mean of the control seeds, spanning their intervals). A gain counts only where its "
+    "interval lies above 0 and clear of its control's.",
+    "accuracy": "Per-axis BBQ test accuracy with 95% bootstrap intervals; pale hatched bars are the matched random "
+    "controls (same norms, layers and coefficient; the bar spans the controls' intervals).",
     "sweep": "Validation metric by steered layer and coefficient; colours centred on the unsteered baseline.",
     "cosine": "Cosine similarity of the per-axis steering directions.",
     "history": "Best objective so far in each axis's ISV search (pruned trials carry the previous best).",
-    "steerability": "Histogram of each item's change in its correct-answer margin (log p(correct) - max log p(other answers)) under "
-    "each method, against the unsteered model; items left of 0 were moved the wrong way. Choose the target in the menu.",
+    "steerability": "Histogram of each item's change in its correct-answer margin (log p(correct) - max log p(other "
+    "answers)) under each method, against the unsteered model; items left of 0 were moved the wrong way. Choose the "
+    "target in the menu.",
 }
 COLOURS: dict[str, str] = {
     "isv": "#1f77b4",
@@ -212,7 +214,8 @@ def _history_figure(isv: dict[str, IsvSummary], go: Any) -> Any:
 
 
 def steerability_figure(results: Results, go: Any) -> Any | None:
-    """Histograms of the per-item margin changes, one bar trace per (target, method), a menu choosing the target; None without any."""
+    """Histograms of the per-item margin changes, one bar trace per (target, method), a menu choosing the target;
+    None without any."""
     entries = steerability_entries(results)
     if not entries:
         return None

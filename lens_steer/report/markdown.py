@@ -1,9 +1,10 @@
 """results.md: the report's text as Markdown sections, in the order a researcher reads them.
 
-(On a bias model organism, the ground truth first;) the paper's claims with their verdicts; how capable the
-unsteered model is; then the details: our BBQ table in the paper's layout beside its published numbers (and the
-later paper's v2 table when its protocol or splits ran), the gains of every method (vectors and debiasing baselines)
-split by context beside their random controls, per-item steerability, out of distribution, MMLU retention.
+What the run can show (lens_steer.report.scope: budget, items, interval widths, the smoke notice, chance); (on a bias
+model organism, the ground truth;) the paper's claims with their verdicts; how capable the unsteered model is; then the
+details: our BBQ table in the paper's layout beside its published numbers (and the later paper's v2 table when its
+protocol or splits ran), the gains of every method (vectors and debiasing baselines) split by context beside their
+random controls, per-item steerability, out of distribution, MMLU retention; last, how the run was made.
 """
 
 from __future__ import annotations
@@ -136,8 +137,9 @@ def _capability(results: Results) -> list[str]:
     if not cap:
         return lines + ["Baseline evaluation: not run."]
     lines += [
-        f"Accuracy against chance ({pct(CHANCE)}%, three options), per context condition; unknown-answer rates show whether the "
-        'model uses the "unknown" option at all (it is the right answer on every ambiguous item and on no disambiguated one).',
+        f"Accuracy against chance ({pct(CHANCE)}%, three options), per context condition; unknown-answer rates show "
+        'whether the model uses the "unknown" option at all (it is the right answer on every ambiguous item and on no '
+        "disambiguated one).",
         "",
     ]
     header = [
@@ -292,7 +294,8 @@ def _mmlu(results: Results) -> list[str]:
     if mm is None:
         return lines + ["MMLU: not run."]
     lines += [
-        f"Baseline {fmt_ci(Interval.of(mm.baseline))} (n={mm.n}, chance 25.0). Changes with the paired Agresti-Min 95% interval from the discordant counts (results.json holds no paired bootstrap for MMLU).",
+        f"Baseline {fmt_ci(Interval.of(mm.baseline))} (n={mm.n}, chance 25.0). Changes with the paired Agresti-Min "
+        "95% interval from the discordant counts (results.json holds no paired bootstrap for MMLU).",
         "",
     ]
     table = []
