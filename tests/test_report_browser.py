@@ -101,7 +101,9 @@ def window(request: pytest.FixtureRequest, driver: Any, report: Path) -> Window:
     driver.get(report.as_uri())
     WebDriverWait(driver, 60).until(
         lambda d: d.execute_script(
-            "return [...document.querySelectorAll('.plotly-graph-div')].every(f => f.querySelector('.main-svg'))"
+            "const figs = [...document.querySelectorAll('.plotly-graph-div')];"
+            "return document.readyState === 'complete' && figs.length > 0"
+            " && figs.every(f => f.querySelector('.main-svg'))"
         )
     )
     return width, driver.get_log("browser")
