@@ -8,6 +8,17 @@ bash scripts/setup.sh
 export LENS_STEER_DATA="${LENS_STEER_DATA:-$here/../shared/data}"
 export TOKENIZERS_PARALLELISM=false
 venv="${LENS_STEER_VENV:-$here/.venv}"
+# tests/test_report_browser.py opens the report in headless Chromium: Debian's chromium and chromium-driver, installed
+# when missing (apt-get update only when the install fails; without them the test skips, and fails in CI)
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  apt_install() { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; }
+  if command -v apt-get >/dev/null; then
+    apt_install || { apt-get update -q && apt_install; } \
+      || echo "warning: could not install chromium and chromium-driver with apt-get" >&2
+  else
+    echo "warning: no apt-get to install chromium and chromium-driver" >&2
+  fi
+fi
 set +e
 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
 rc=$?

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import copy
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from lens_steer.pipeline.results import Results
 from lens_steer.report.paper import PAPER_AXES
@@ -199,6 +203,50 @@ def isv_summary(axis: str, history: list[float | None]) -> dict[str, Any]:
         "dir": f"isv/{axis}",
         "baseline": {"objective": 0.3},
     }
+
+
+def with_logprobs(ps: list[BbqPrediction], seed: int) -> list[BbqPrediction]:
+    """The same predictions with seeded option log-probabilities whose argmax is the prediction."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in ps:
+        lp = rng.normal(size=3) - 2.0
+        lp[p.pred] = lp.max() + rng.uniform(0.1, 1.0)
+        lp = lp - np.log(np.exp(lp).sum())
+        out.append(
+            BbqPrediction(
+                p.example_id,
+                p.category,
+                p.context_condition,
+                p.question_polarity,
+                p.pred,
+                p.label,
+                p.unknown_index,
+                p.biased_index,
+                tuple(lp),
+            )
+        )
+    return out
+
+
+def with_steerability(res: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of `res` with the age axis's ISV steerability and a prompting baseline judged by
+    lens_steer.pipeline.evaluate.judged_entry (their per-item margins written under `folder/steerability`)."""
+    from lens_steer.pipeline.evaluate import judged_entry
+    from lens_steer.pipeline.evaluation_config import EnsembleConfig
+
+    res = copy.deepcopy(res)
+    cfg = EnsembleConfig(n_boot=NB)
+    base = with_logprobs(preds("age", 10, 30), 0)
+    isv = with_logprobs(preds("age", 40, 34), 1)
+    prompting = with_logprobs(preds("age", 12, 31), 2)
+    row = res["ensemble"]["in_distribution"]["age"]
+    isv_entry = judged_entry(base, isv, 1.0, cfg, folder / "steerability" / "age.isv.jsonl")
+    row["steered"]["isv"]["steerability"] = isv_entry["steerability"]
+    row["steered"]["prompting"] = judged_entry(
+        base, prompting, 0.0, cfg, folder / "steerability" / "age.prompting.jsonl"
+    )
+    return res
 
 
 def typed(results: dict[str, Any]) -> Results:

@@ -1,8 +1,8 @@
 """Suite-wide rules: in CI (env CI=true) a test skipped because data, weights or a doc are missing fails.
 
 A skip whose reason starts with one of `MISSING_PREFIXES` ("missing data: ...", "missing weights: ...",
-"missing doc: ...") says a prerequisite of the project is absent. Locally that is a skip; in CI it is
-a failure, so a CI run that lost its data cannot pass by skipping. Other skips (an optional backend, a
+"missing doc: ...", "missing browser: ...") says a prerequisite of the project is absent. Locally that is a skip;
+in CI it is a failure, so a CI run that lost its data cannot pass by skipping. Other skips (an optional backend, a
 server that cannot be started on this machine) stay skips everywhere.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-MISSING_PREFIXES: tuple[str, ...] = ("missing data:", "missing weights:", "missing doc:")
+MISSING_PREFIXES: tuple[str, ...] = ("missing data:", "missing weights:", "missing doc:", "missing browser:")
 
 
 def in_ci() -> bool:
@@ -34,7 +34,7 @@ def skip_reason(report: Any) -> str | None:
 
 
 def is_missing_prerequisite(reason: str | None) -> bool:
-    """Whether a skip reason names missing data, weights or a doc."""
+    """Whether a skip reason names missing data, weights, a doc or the browser."""
     return reason is not None and reason.strip().lower().startswith(MISSING_PREFIXES)
 
 

@@ -35,3 +35,23 @@ def test_the_forest_figure_draws_each_row_and_its_control() -> None:
     assert sum(len(t.x) for t in steered) == len(control.x) == len(rows)
     assert sorted(x for t in steered for x in t.x) == pytest.approx(sorted(100 * g.value for _, _, g, _ in rows))
     assert list(fig.layout.yaxis.ticktext)[0] == "age · ISV"
+
+
+def test_the_search_history_counts_trials_in_whole_numbers() -> None:
+    raw = full_results()
+    fig = figures(typed(raw))["history"]
+    assert [t.name for t in fig.data] == ["age", "ses"] and fig.layout.showlegend
+    assert list(fig.data[0].x) == [1, 2, 3, 4] and list(fig.data[0].y) == [0.3, 0.3, 0.5, 0.5]  # best so far
+    xaxis = fig.layout.xaxis
+    assert (xaxis.tickmode, xaxis.tick0, xaxis.dtick, xaxis.tickformat) == ("linear", 0, 1, ",d")
+    assert len({(t.line.color, t.line.dash, t.marker.symbol) for t in fig.data}) == len(fig.data)
+
+
+def test_every_figure_has_a_legend_whose_entries_look_apart() -> None:
+    figs = figures(typed(full_results()))
+    forest = figs["forest"]
+    assert forest.layout.showlegend and len({t.marker.symbol for t in forest.data}) == len(forest.data)
+    bars = figs["accuracy"].data
+    controls = [t for t in bars if t.name.endswith("random control")]
+    assert controls and all(t.marker.pattern.shape == "/" for t in controls)
+    assert all(not t.marker.pattern.shape for t in bars if t not in controls)

@@ -65,14 +65,20 @@ def test_markdown_gain_split_equals_hand_counts(results: dict[str, Any]) -> None
 
 def test_sections_open_with_the_claims_then_capability_then_details(results: dict[str, Any]) -> None:
     keys = [s.key for s in sections(typed(results))]
-    assert keys == ["head", "claims", "capability", "paper_table", "gains", "ood", "mmlu"]
+    assert keys == ["head", "scope", "claims", "capability", "paper_table", "gains", "ood", "mmlu", "run"]
     md = results_markdown(typed(results))
     assert (
-        md.index("## Claims of Siddique et al. (2025)")
+        md.index("# lens_steer reproduction: test-model")
+        < md.index("## What this run can show")
+        < md.index("## Claims of Siddique et al. (2025)")
         < md.index("## How capable")
         < md.index("## BBQ accuracy")
         < md.index("## Gains split")
+        < md.index("## How this run was made")
+        < md.index("- budget: smoke")
     )
+    headings = [line for line in md.splitlines() if line.startswith("#")]
+    assert len(headings) == len(set(headings))
     assert "arXiv 2503.05371" in md and "method.md" not in md
 
 
@@ -84,8 +90,10 @@ def test_the_ground_truth_comes_first_on_an_organism(results: dict[str, Any]) ->
     gt = ground_truth(results["ensemble"], results["isv"], card)
     md = results_markdown(typed({**results, "ground_truth": gt}))
     section = "\n".join(ground_truth_markdown(gt)).strip()
-    assert section in md and md.index(section) < md.index("## Claims of") < md.index("## BBQ accuracy")
-    assert [s.key for s in sections(typed({**results, "ground_truth": gt}))][:3] == ["head", "ground_truth", "claims"]
+    assert section in md and md.index("## What this run can show") < md.index(section) < md.index("## Claims of")
+    assert md.index("## Claims of") < md.index("## BBQ accuracy")
+    keys = [s.key for s in sections(typed({**results, "ground_truth": gt}))]
+    assert keys[:4] == ["head", "scope", "ground_truth", "claims"]
 
 
 def test_missing_stages_say_not_run() -> None:

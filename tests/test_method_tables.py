@@ -9,56 +9,19 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from _results_fixtures import N, full_results, preds, typed
+from _results_fixtures import N, full_results, preds, typed, with_logprobs, with_steerability
 
 from lens_steer.errors import ResultsError
-from lens_steer.pipeline.evaluate import judged_entry
-from lens_steer.pipeline.evaluation_config import EnsembleConfig
 from lens_steer.report.markdown import results_markdown
 from lens_steer.report.method_tables import STEER_HEADER, steerability_entries, v2_table_lines
 from lens_steer.report.verdicts import fmt_ci
-from lens_steer.tasks.metrics import BbqPrediction
-
-
-def with_logprobs(ps: list[BbqPrediction], seed: int) -> list[BbqPrediction]:
-    """The same predictions with seeded option log-probabilities whose argmax is the prediction."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for p in ps:
-        lp = rng.normal(size=3) - 2.0
-        lp[p.pred] = lp.max() + rng.uniform(0.1, 1.0)
-        lp = lp - np.log(np.exp(lp).sum())
-        out.append(
-            BbqPrediction(
-                p.example_id,
-                p.category,
-                p.context_condition,
-                p.question_polarity,
-                p.pred,
-                p.label,
-                p.unknown_index,
-                p.biased_index,
-                tuple(lp),
-            )
-        )
-    return out
 
 
 @pytest.fixture()
 def steered_results(tmp_path: Path) -> tuple[dict, Path]:
-    """The fixture results with the age axis's ISV and a prompting baseline judged by lens_steer.methods.ensemble.judged_entry."""
-    res = full_results()
-    cfg = EnsembleConfig(n_boot=200)
-    base = with_logprobs(preds("age", 10, 30), 0)
-    isv = with_logprobs(preds("age", 40, 34), 1)
-    prompting = with_logprobs(preds("age", 12, 31), 2)
-    row = res["ensemble"]["in_distribution"]["age"]
-    isv_entry = judged_entry(base, isv, 1.0, cfg, tmp_path / "steerability" / "age.isv.jsonl")
-    row["steered"]["isv"]["steerability"] = isv_entry["steerability"]
-    row["steered"]["prompting"] = judged_entry(
-        base, prompting, 0.0, cfg, tmp_path / "steerability" / "age.prompting.jsonl"
-    )
-    return res, tmp_path
+    """The fixture results with the age axis's ISV and a prompting baseline judged by
+    lens_steer.pipeline.evaluate.judged_entry (per-item margins under `tmp_path`)."""
+    return with_steerability(full_results(), tmp_path), tmp_path
 
 
 def _items(folder: Path, name: str) -> list[dict]:
@@ -113,10 +76,9 @@ def test_an_old_results_file_without_steerability_or_baselines_renders(tmp_path:
     assert results.meta.protocol == "sve-v1" and results.meta.splits == "ours"
     assert steerability_entries(results) == [] and "steerability" not in figures(results)
     assert "Per-item steerability" not in results_markdown(results) and v2_table_lines(results) == []
-    write_report(results, tmp_path)
-    assert (
-        '<h2>Per-item steerability</h2><p class="note">not run</p>' in (tmp_path / "report.html").read_text()
-    )  # the figure's place says so
+    page = write_report(results, tmp_path)["html"].read_text()
+    assert "Per-item steerability" not in page and "Histograms of the per-item margin changes" not in page
+    assert 'id="fig-steerability"' not in page  # its figure stands in its section, absent with it
     assert results.to_json() == old
 
 

@@ -9,7 +9,17 @@ import plotly.graph_objects as go
 import pytest
 
 from lens_steer.errors import LensSteerError
-from lens_steer.report.plots import cosine_heatmap, norms_figure, pca_scatter, probe_figure, sweep_heatmap, write_figure
+from lens_steer.report.plots import (
+    cosine_heatmap,
+    integer_axis,
+    integer_step,
+    norms_figure,
+    pca_scatter,
+    probe_figure,
+    series_style,
+    sweep_heatmap,
+    write_figure,
+)
 
 BASE = {"kind": "baseline", "layer": None, "coeff": 0.0, "metric": "acc", "value": 0.5, "ci_low": 0.4, "ci_high": 0.6}
 
@@ -71,7 +81,8 @@ def test_norms_figure_one_sorted_line_per_axis() -> None:
         {"axis": "ses", "layer": 0, "norm": 3.0},
     ]
     fig = norms_figure(rows)
-    assert [t.name for t in fig.data] == ["age", "ses"]
+    assert [t.name for t in fig.data] == ["age", "ses"] and fig.layout.showlegend
+    assert fig.data[0].line.color != fig.data[1].line.color and fig.data[0].line.dash != fig.data[1].line.dash
     assert list(fig.data[0].x) == [0, 1] and list(fig.data[0].y) == [1.0, 2.0] and list(fig.data[1].y) == [3.0]
 
 
@@ -101,6 +112,24 @@ def test_probe_figure_lines_bands_and_chance() -> None:
     assert list(bands[0].y) == [0.7, 0.95, 0.8, 0.5]  # upper bounds left to right, then lower bounds back
     assert lines[1].line.dash == "dot"
     assert any(s.y0 == 0.5 and s.y1 == 0.5 for s in fig.layout.shapes)
+    assert [b.fillcolor for b in bands] == [t.line.color for t in lines]  # each band in its line's colour
+    assert lines[0].line.color != lines[1].line.color and fig.layout.xaxis.dtick == 1  # layers 0..1
+
+
+def test_integer_ticks_are_whole_counts_and_at_most_twelve() -> None:
+    for span in (1, 3, 12, 13, 24, 25, 49, 50, 61, 120, 999, 1500):
+        step = integer_step(span)
+        assert isinstance(step, int) and step >= 1 and span / step <= 12
+        smaller = [s for s in (1, 2, 5, 10, 20, 50, 100, 200, 500) if s < step]
+        assert all(span / s > 12 for s in smaller)  # the smallest such step
+    assert integer_axis(1, 4) == {"tickmode": "linear", "tick0": 0, "dtick": 1, "tickformat": ",d"}
+    assert integer_axis(1, 50)["dtick"] == 5 and integer_axis(0, 30)["dtick"] == 5
+
+
+def test_series_look_apart() -> None:
+    looks = [(st["line"]["color"], st["line"]["dash"], st["marker"]["symbol"]) for st in map(series_style, range(280))]
+    assert len(set(looks)) == 280  # colour, dash and marker cycle at coprime periods
+    assert len({c for c, _, _ in looks[:8]}) == 8 and len({d for _, d, _ in looks[:5]}) == 5
 
 
 def test_write_figure_is_complete_html(tmp_path: Path) -> None:

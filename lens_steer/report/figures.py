@@ -10,6 +10,7 @@ from lens_steer.pipeline.results_entries import BbqBlock
 from lens_steer.pipeline.results import IsvSummary, Results
 from lens_steer.report.claims import control_gains, gain, in_distribution, ordered_axes, steered_acc
 from lens_steer.report.method_tables import steerability_entries
+from lens_steer.report.plots import SERIES_SYMBOLS, integer_axis, series_style
 from lens_steer.report.tables import VECTOR_LABELS
 from lens_steer.report.verdicts import CHANCE, Interval
 
@@ -19,19 +20,23 @@ FIGURE_TITLES: dict[str, str] = {
     "sweep": "Layer sweep",
     "cosine": "Axis geometry",
     "history": "Search histories",
-    "steerability": "Per-item steerability",
+    "steerability": "Histograms of the per-item margin changes",
 }
+# where each figure stands in the page: after the Markdown section of that key (figures not named here stand alone)
+FIGURE_SECTIONS: dict[str, str] = {"forest": "claims", "accuracy": "paper_table", "steerability": "steerability"}
 FIGURE_TEXT: dict[str, str] = {
-    "forest": "Accuracy change over the unsteered baseline, in points, with its paired 95% interval, for every axis (and "
-    "out-of-distribution category) and vector; below each, in grey, its matched random control (same norms, layers and "
-    "coefficient; the mean of the control seeds, spanning their intervals). A gain counts only where its interval "
-    "lies above 0 and clear of its control's.",
-    "accuracy": "Per-axis BBQ test accuracy with 95% bootstrap intervals; pale bars are the matched random controls (same norms, layers and coefficient; the bar spans the controls' intervals).",
+    "forest": "Accuracy change over the unsteered baseline, in points, with its paired 95% interval, for every axis "
+    "(and out-of-distribution category) and vector; below each, in grey, its matched random control (same norms, "
+    "layers and coefficient; the mean of the control seeds, spanning their intervals). A gain counts only where its "
+    "interval lies above 0 and clear of its control's.",
+    "accuracy": "Per-axis BBQ test accuracy with 95% bootstrap intervals; pale hatched bars are the matched random "
+    "controls (same norms, layers and coefficient; the bar spans the controls' intervals).",
     "sweep": "Validation metric by steered layer and coefficient; colours centred on the unsteered baseline.",
     "cosine": "Cosine similarity of the per-axis steering directions.",
     "history": "Best objective so far in each axis's ISV search (pruned trials carry the previous best).",
-    "steerability": "Histogram of each item's change in its correct-answer margin (log p(correct) - max log p(other answers)) under "
-    "each method, against the unsteered model; items left of 0 were moved the wrong way. Choose the target in the menu.",
+    "steerability": "Histogram of each item's change in its correct-answer margin (log p(correct) - max log p(other "
+    "answers)) under each method, against the unsteered model; items left of 0 were moved the wrong way. Choose the "
+    "target in the menu.",
 }
 COLOURS: dict[str, str] = {
     "isv": "#1f77b4",
@@ -44,6 +49,10 @@ COLOURS: dict[str, str] = {
     "self-debias": "#7f7f7f",
     "self-debias-schick": "#bcbd22",
     "finetune": "#17becf",
+}
+HATCHES: tuple[str, ...] = ("", "/", "\\", "x", ".", "+", "-", "|")  # bar fills told apart without colour
+LEGEND_ABOVE: dict[str, Any] = {
+    "legend": {"orientation": "h", "x": 0, "xanchor": "left", "y": 1.0, "yanchor": "bottom"}
 }
 
 
@@ -91,14 +100,18 @@ def forest_figure(results: Results, go: Any) -> Any | None:
             },
         }
 
-    for name in dict.fromkeys(v for _, v, _, _ in rows):
+    for k, name in enumerate(dict.fromkeys(v for _, v, _, _ in rows)):
         idx = [i for i, r in enumerate(rows) if r[1] == name]
         fig.add_trace(
             go.Scatter(
                 y=[ys[i] for i in idx],
                 mode="markers",
                 name=VECTOR_LABELS.get(name, name),
-                marker={"color": COLOURS.get(name, "#444"), "size": 8},
+                marker={
+                    "color": COLOURS.get(name, "#444"),
+                    "size": 9,
+                    "symbol": SERIES_SYMBOLS[k % len(SERIES_SYMBOLS)],
+                },
                 text=[labels[i] for i in idx],
                 **bars([rows[i][2] for i in idx]),
             )
@@ -115,11 +128,18 @@ def forest_figure(results: Results, go: Any) -> Any | None:
     )
     fig.add_vline(x=0, line={"color": "black", "width": 1})
     fig.update_layout(
-        title="Accuracy gain over the baseline (points, paired 95% intervals), each beside its matched random control",
-        xaxis={"title": "gain in accuracy (points)", "zeroline": False},
-        yaxis={"tickmode": "array", "tickvals": [y - 0.175 for y in ys], "ticktext": labels, "range": [-1, len(rows)]},
-        height=max(320, 90 + 26 * len(rows)),
-        margin={"l": 260},
+        xaxis={"title": "gain in accuracy over the baseline (points, paired 95% intervals)", "zeroline": False},
+        yaxis={
+            "tickmode": "array",
+            "tickvals": [y - 0.175 for y in ys],
+            "ticktext": labels,
+            "range": [-1, len(rows)],
+            "automargin": True,
+        },
+        height=max(320, 150 + 26 * len(rows)),
+        margin={"l": 10, "r": 20, "t": 40},
+        showlegend=True,
+        **LEGEND_ABOVE,
     )
     return fig
 
@@ -143,6 +163,7 @@ def _accuracy_figure(rows: dict[str, BbqBlock], go: Any) -> Any:
         )
 
     add("baseline", [Interval.of(rows[a].baseline["acc"]) for a in axes], marker_color="#888888")
+    # a control's bar: its vector's colour, pale and hatched, so it reads apart from the vector in grey too
     for name in ("isv", "sve"):
         add(VECTOR_LABELS[name], [steered_acc(rows[a].steered.get(name)) for a in axes], marker_color=COLOURS[name])
         ctrl = []
@@ -151,20 +172,26 @@ def _accuracy_figure(rows: dict[str, BbqBlock], go: Any) -> Any:
             ctrl.append(
                 pooled([Interval.of(c.vs_base.overall.acc.steered) for c in e.controls]) if e is not None else None
             )
-        add(f"{VECTOR_LABELS[name]} random control", ctrl, marker_color=COLOURS[name], opacity=0.35)
+        add(
+            f"{VECTOR_LABELS[name]} random control",
+            ctrl,
+            marker={"color": COLOURS[name], "opacity": 0.4, "pattern": {"shape": "/", "solidity": 0.4}},
+        )
     fig.add_hline(y=100 * CHANCE, line={"dash": "dash", "color": "black"}, annotation_text="chance (1/3)")
     fig.update_layout(
         barmode="group",
-        title="BBQ test accuracy per axis: baseline, ISV, SVE and their matched random controls (95% intervals)",
-        yaxis={"title": "accuracy %"},
-        xaxis={"title": "axis"},
+        yaxis={"title": "BBQ test accuracy % (95% intervals)"},
+        xaxis={"title": "axis", "automargin": True},
+        margin={"r": 20, "t": 40},
+        showlegend=True,
+        **LEGEND_ABOVE,
     )
     return fig
 
 
 def _history_figure(isv: dict[str, IsvSummary], go: Any) -> Any:
     fig = go.Figure()
-    for axis in ordered_axes(list(isv)):
+    for i, axis in enumerate(ordered_axes(list(isv))):
         hist = isv[axis].history
         best: list[float | None] = []
         cur: float | None = None
@@ -172,23 +199,29 @@ def _history_figure(isv: dict[str, IsvSummary], go: Any) -> Any:
             if v is not None and math.isfinite(v):
                 cur = v if cur is None else max(cur, v)
             best.append(cur)
-        fig.add_trace(go.Scatter(x=list(range(1, len(hist) + 1)), y=best, mode="lines+markers", name=axis))
+        fig.add_trace(
+            go.Scatter(x=list(range(1, len(hist) + 1)), y=best, mode="lines+markers", name=axis, **series_style(i))
+        )
+    trials = max((len(s.history) for s in isv.values()), default=1)
     fig.update_layout(
-        title="ISV search: best validation objective so far, per trial",
-        xaxis={"title": "trial"},
-        yaxis={"title": "best objective so far"},
+        xaxis={"title": "trial", "range": [0.5, trials + 0.5], **integer_axis(1, trials)},
+        yaxis={"title": "best validation objective so far"},
+        showlegend=True,
+        margin={"r": 20, "t": 40},
+        **LEGEND_ABOVE,
     )
     return fig
 
 
 def steerability_figure(results: Results, go: Any) -> Any | None:
-    """Histograms of the per-item margin changes, one bar trace per (target, method), a menu choosing the target; None without any."""
+    """Histograms of the per-item margin changes, one bar trace per (target, method), a menu choosing the target;
+    None without any."""
     entries = steerability_entries(results)
     if not entries:
         return None
     fig = go.Figure()
     targets = list(dict.fromkeys(t for t, _, _ in entries))
-    for target, name, st in entries:
+    for k, (target, name, st) in enumerate(entries):
         edges, counts = st.histogram["edges"], st.histogram["counts"]
         share = st.wrong_way_share
         fig.add_trace(
@@ -197,7 +230,7 @@ def steerability_figure(results: Results, go: Any) -> Any | None:
                 y=counts,
                 width=[b - a for a, b in zip(edges, edges[1:])],
                 name=f"{VECTOR_LABELS.get(name, name)} (wrong way {100 * share.value:.0f}%)",
-                marker={"color": COLOURS.get(name, "#444")},
+                marker={"color": COLOURS.get(name, "#444"), "pattern": {"shape": HATCHES[k % len(HATCHES)]}},
                 opacity=0.6,
                 visible=target == targets[0],
             )
@@ -215,8 +248,12 @@ def steerability_figure(results: Results, go: Any) -> Any | None:
         barmode="overlay",
         title=f"Per-item margin change: {targets[0]}",
         xaxis={"title": "change in correct-answer margin (nats)"},
-        yaxis={"title": "items"},
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 1.0, "y": 1.15}],
+        yaxis={"title": "items", **integer_axis(0, max(max(st.histogram["counts"]) for _, _, st in entries))},
+        updatemenus=[
+            {"buttons": buttons, "direction": "down", "x": 1.0, "xanchor": "right", "y": 1.0, "yanchor": "bottom"}
+        ],
+        showlegend=True,
+        legend={"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"},
     )
     return fig
 

@@ -1,9 +1,10 @@
 """results.md: the report's text as Markdown sections, in the order a researcher reads them.
 
-(On a bias model organism, the ground truth first;) the paper's claims with their verdicts; how capable the
-unsteered model is; then the details: our BBQ table in the paper's layout beside its published numbers (and the
-later paper's v2 table when its protocol or splits ran), the gains of every method (vectors and debiasing baselines)
-split by context beside their random controls, per-item steerability, out of distribution, MMLU retention.
+What the run can show (lens_steer.report.scope: budget, items, interval widths, the smoke notice, chance); (on a bias
+model organism, the ground truth;) the paper's claims with their verdicts; how capable the unsteered model is; then the
+details: our BBQ table in the paper's layout beside its published numbers (and the later paper's v2 table when its
+protocol or splits ran), the gains of every method (vectors and debiasing baselines) split by context beside their
+random controls, per-item steerability, out of distribution, MMLU retention; last, how the run was made.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lens_steer.report.claims import (
 )
 from lens_steer.report.method_tables import steerability_lines, v2_table_lines
 from lens_steer.report.paper import CITATION, PAPER_AXES, PAPER_AXIS_LABELS, PAPER_MODELS, PAPER_TABLE, SHORT_CITATION
+from lens_steer.report.scope import scope_lines
 from lens_steer.report.tables import VECTOR_LABELS, cell, md_table
 from lens_steer.report.verdicts import (
     CHANCE,
@@ -54,12 +56,13 @@ GAIN_HEADER = [
     "reading",
 ]
 CLAIMS_HEADING = f"## Claims of {SHORT_CITATION}"
+RUN_HEADING = "## How this run was made"
 
 
 @dataclasses.dataclass(frozen=True)
 class Section:
-    """One part of the report: a key ("head", "ground_truth", "claims", "capability", "paper_table", "v2_table",
-    "gains", "steerability", "ood", "mmlu") and its Markdown."""
+    """One part of the report: a key ("head", "scope", "ground_truth", "claims", "capability", "paper_table",
+    "v2_table", "gains", "steerability", "ood", "mmlu", "run") and its Markdown."""
 
     key: str
     markdown: str
@@ -70,8 +73,12 @@ def _join(lines: Sequence[str]) -> str:
 
 
 def _head(results: Results) -> list[str]:
+    model = results.meta.model if results.meta is not None else "unknown model"
+    return [f"# lens_steer reproduction: {model}", "", f"Reproducing {CITATION}."]
+
+
+def _run(results: Results) -> list[str]:
     meta = results.meta
-    model = meta.model if meta is not None else "unknown model"
     keys = (
         "model",
         "budget",
@@ -84,14 +91,14 @@ def _head(results: Results) -> list[str]:
         "protocol",
         "splits",
     )
-    lines = [f"# lens_steer reproduction: {model}", ""]
+    lines = [RUN_HEADING, ""]
     lines += [f"- {k}: {getattr(meta, k) if meta is not None else 'unknown'}" for k in keys]
-    lines += ["", f"Reproducing {CITATION}."]
+    lines.append("")
     v = bias_variant(results)
     if v == "lm_eval":
         lines.append(
-            "Bias scores are lm-evaluation-harness's: S_DIS = 2 * n_biased / n_non_unknown - 1 over disambiguated items, "
-            "S_AMB = (1 - ambiguous accuracy) * (2 * n_biased / n_non_unknown - 1) over ambiguous items "
+            "Bias scores are lm-evaluation-harness's: S_DIS = 2 × n_biased / n_non_unknown - 1 over disambiguated "
+            "items, S_AMB = (1 - ambiguous accuracy) × (2 × n_biased / n_non_unknown - 1) over ambiguous items "
             "(not comparable with HELM's, which scales by 1 - overall accuracy)."
         )
     else:
@@ -130,8 +137,9 @@ def _capability(results: Results) -> list[str]:
     if not cap:
         return lines + ["Baseline evaluation: not run."]
     lines += [
-        f"Accuracy against chance ({pct(CHANCE)}%, three options), per context condition; unknown-answer rates show whether the "
-        'model uses the "unknown" option at all (it is the right answer on every ambiguous item and on no disambiguated one).',
+        f"Accuracy against chance ({pct(CHANCE)}%, three options), per context condition; unknown-answer rates show "
+        'whether the model uses the "unknown" option at all (it is the right answer on every ambiguous item and on no '
+        "disambiguated one).",
         "",
     ]
     header = [
@@ -286,7 +294,8 @@ def _mmlu(results: Results) -> list[str]:
     if mm is None:
         return lines + ["MMLU: not run."]
     lines += [
-        f"Baseline {fmt_ci(Interval.of(mm.baseline))} (n={mm.n}, chance 25.0). Changes with the paired Agresti-Min 95% interval from the discordant counts (results.json holds no paired bootstrap for MMLU).",
+        f"Baseline {fmt_ci(Interval.of(mm.baseline))} (n={mm.n}, chance 25.0). Changes with the paired Agresti-Min "
+        "95% interval from the discordant counts (results.json holds no paired bootstrap for MMLU).",
         "",
     ]
     table = []
@@ -315,6 +324,7 @@ def sections(results: Results, claims: Sequence[Claim] | None = None) -> list[Se
     judged = judge_claims(results) if claims is None else claims
     parts = [
         ("head", _head(results)),
+        ("scope", scope_lines(results)),
         ("ground_truth", _ground_truth(results)),
         ("claims", _claims(judged)),
         ("capability", _capability(results)),
@@ -324,6 +334,7 @@ def sections(results: Results, claims: Sequence[Claim] | None = None) -> list[Se
         ("steerability", steerability_lines(results)),
         ("ood", _ood(results)),
         ("mmlu", _mmlu(results)),
+        ("run", _run(results)),
     ]
     return [Section(key, _join(lines)) for key, lines in parts if lines]
 
@@ -336,6 +347,7 @@ def results_markdown(results: Results) -> str:
 __all__ = [
     "CLAIMS_HEADING",
     "GAIN_HEADER",
+    "RUN_HEADING",
     "VECTOR_LABELS",
     "Section",
     "cell",

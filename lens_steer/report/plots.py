@@ -16,6 +16,45 @@ import plotly.graph_objects as go
 from lens_steer.errors import LensSteerError
 from lens_steer.files import atomic_write_text
 
+# one look per series, so lines stay apart in grey print and for colour-blind readers: Okabe-Ito colours, with the
+# dash and marker cycling at other periods (8, 5 and 7 entries: no two of the first 280 series look the same)
+SERIES_COLOURS: tuple[str, ...] = (
+    "#0072B2",
+    "#D55E00",
+    "#009E73",
+    "#CC79A7",
+    "#E69F00",
+    "#56B4E9",
+    "#000000",
+    "#F0E442",
+)
+SERIES_DASHES: tuple[str, ...] = ("solid", "dash", "dot", "dashdot", "longdash")
+SERIES_SYMBOLS: tuple[str, ...] = ("circle", "square", "diamond", "triangle-up", "x", "cross", "star")
+
+
+def series_style(i: int) -> dict[str, Any]:
+    """The line and marker of the `i`-th series of a figure (keyword arguments of go.Scatter)."""
+    return {
+        "line": {"color": SERIES_COLOURS[i % len(SERIES_COLOURS)], "dash": SERIES_DASHES[i % len(SERIES_DASHES)]},
+        "marker": {"color": SERIES_COLOURS[i % len(SERIES_COLOURS)], "symbol": SERIES_SYMBOLS[i % len(SERIES_SYMBOLS)]},
+    }
+
+
+def integer_step(span: float, max_ticks: int = 12) -> int:
+    """The smallest of 1, 2, 5, 10, 20, 50, ... that cuts `span` into at most `max_ticks` steps."""
+    k = 0
+    while True:
+        for m in (1, 2, 5):
+            if span / (m * 10**k) <= max_ticks:
+                return m * 10**k
+        k += 1
+
+
+def integer_axis(low: float, high: float, *, max_ticks: int = 12) -> dict[str, Any]:
+    """Axis settings for a count (trials, layers, items) running from `low` to `high`: ticks at whole multiples of
+    `integer_step` only, never between two counts."""
+    return {"tickmode": "linear", "tick0": 0, "dtick": integer_step(max(high - low, 1), max_ticks), "tickformat": ",d"}
+
 
 def write_figure(fig: go.Figure, path: str | Path, *, include_plotlyjs: bool | str = True) -> Path:
     """Write `fig` as an HTML file atomically (plotly.js embedded by default, or "cdn")."""
@@ -121,10 +160,18 @@ def norms_figure(rows: Sequence[Mapping[str, Any]], *, title: str = "Steering-ve
     if not rows:
         raise LensSteerError("no norm rows to plot")
     fig = go.Figure()
-    for axis in dict.fromkeys(str(r["axis"]) for r in rows):
+    for i, axis in enumerate(dict.fromkeys(str(r["axis"]) for r in rows)):
         pts = sorted((int(r["layer"]), float(r["norm"])) for r in rows if str(r["axis"]) == axis)
-        fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=axis))
-    fig.update_layout(title=title, xaxis={"title": "layer"}, yaxis={"title": "L2 norm"})
+        fig.add_trace(
+            go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=axis, **series_style(i))
+        )
+    layers = [int(r["layer"]) for r in rows]
+    fig.update_layout(
+        title=title,
+        xaxis={"title": "layer", **integer_axis(min(layers), max(layers))},
+        yaxis={"title": "L2 norm"},
+        showlegend=True,
+    )
     return fig
 
 
@@ -156,19 +203,22 @@ def probe_figure(
     if not rows:
         raise LensSteerError("no probe rows to plot")
     fig = go.Figure()
-    for task in dict.fromkeys(str(r["task"]) for r in rows):
+    for i, task in enumerate(dict.fromkeys(str(r["task"]) for r in rows)):
         pts = sorted(
             (int(r["layer"]), float(r["acc"]), float(r["ci_low"]), float(r["ci_high"]))
             for r in rows
             if str(r["task"]) == task
         )
         x = [p[0] for p in pts]
-        is_control = "control" in task
+        style = series_style(i)
+        if "control" in task:
+            style["line"]["dash"] = "dot"
         fig.add_trace(
             go.Scatter(
                 x=x + x[::-1],
                 y=[p[3] for p in pts] + [p[2] for p in pts][::-1],
                 fill="toself",
+                fillcolor=style["line"]["color"],
                 opacity=0.2,
                 line={"width": 0},
                 hoverinfo="skip",
@@ -176,19 +226,13 @@ def probe_figure(
                 name=f"{task} 95% CI",
             )
         )
-        fig.add_trace(
-            go.Scatter(
-                x=x,
-                y=[p[1] for p in pts],
-                mode="lines+markers",
-                name=task,
-                line={"dash": "dot" if is_control else "solid"},
-            )
-        )
+        fig.add_trace(go.Scatter(x=x, y=[p[1] for p in pts], mode="lines+markers", name=task, **style))
     fig.add_hline(y=chance, line={"dash": "dash", "color": "grey"}, annotation_text="chance")
+    layers = [int(r["layer"]) for r in rows]
     fig.update_layout(
         title=title,
-        xaxis={"title": "layer"},
+        xaxis={"title": "layer", **integer_axis(min(layers), max(layers))},
         yaxis={"title": "held-out accuracy", "range": [min(0.0, chance - 0.1), 1.02]},
+        showlegend=True,
     )
     return fig
