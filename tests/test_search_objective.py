@@ -9,6 +9,7 @@ from _study_fixtures import needs_data, tiny  # noqa: F401 (tiny: a fixture)
 
 from lens_steer.methods.search.objective import IsvObjective, objective_value, validation_items
 from lens_steer.methods.search.space import SearchConfig, SearchSpace
+from lens_steer.steering.interventions import Additive
 
 
 def test_objective_values_by_hand() -> None:
@@ -46,8 +47,8 @@ def test_objective_reusing_residuals_equals_full_forwards(tiny, scoring: str) ->
         for p, c, lay in [(0, 3.0, "2,3"), (1, -3.0, "3"), (0, 2.0, "1"), (1, 3.0, "2,3")]
     ]
     for params in trials:
-        fast = cached.predictions(cached.items, cached.vector(params), float(params["coeff"]))
-        slow = plain.predictions(plain.items, plain.vector(params), float(params["coeff"]))
+        fast = cached.predictions(cached.items, Additive.of(cached.vector(params), float(params["coeff"])))
+        slow = plain.predictions(plain.items, Additive.of(plain.vector(params), float(params["coeff"])))
         assert [p.pred for p in fast] == [p.pred for p in slow]
         assert all(
             torch.allclose(torch.tensor(a.option_logprobs), torch.tensor(b.option_logprobs), atol=1e-4)
@@ -94,7 +95,7 @@ def test_the_objective_reports_each_chunk_and_stops_when_pruned(tiny) -> None:
     params = space.suggest(trial)
     with pytest.raises(optuna.TrialPruned, match="pruned after 4 items"):
         isv(params, trial)
-    chunk = isv.predictions(isv.items[:4], isv.vector(params), 2.0)
+    chunk = isv.predictions(isv.items[:4], Additive.of(isv.vector(params), 2.0))
     assert list(study.get_trials()[0].intermediate_values.values()) == [sum(p.pred == p.label for p in chunk) / 4]
     # without pruning the same trial scores every chunk: one report per chunk but the last, then the value
     free = optuna.create_study(direction="maximize", pruner=optuna.pruners.NopPruner())
@@ -102,5 +103,5 @@ def test_the_objective_reports_each_chunk_and_stops_when_pruned(tiny) -> None:
     value = isv(space.suggest(t2), t2)
     steps = free.get_trials()[0].intermediate_values
     assert sorted(steps) == [0, 1] and len(isv.items) == 12
-    whole = isv.predictions(isv.items, isv.vector(params), 2.0)
+    whole = isv.predictions(isv.items, Additive.of(isv.vector(params), 2.0))
     assert value == pytest.approx(sum(p.pred == p.label for p in whole) / 12)

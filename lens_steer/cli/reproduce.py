@@ -121,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
         from lens_steer.report.html import write_report
 
         card = card_for_model(args.model)  # a bias model organism: the report gains a ground-truth section
+        original = (card or {}).get("recipe", {}).get("base")  # what it was fine-tuned from: model_diff's reference
+        base_args = argparse.Namespace(**{**vars(args), "model": original})
         results = reproduce(
             model,
             budget,
@@ -137,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             baselines=baselines,
             load_base=lambda: load_model_from_args(args),
             report=write_report,
+            load_original=(lambda: load_model_from_args(base_args)) if original else None,
         )
     out = Path(args.out)
     print(

@@ -16,6 +16,7 @@ from lens_steer.extract.pair_sources import PairSource, search_pairs
 from lens_steer.extract.pairs import PairSet
 from lens_steer.model.load import HookedModel
 from lens_steer.specs import parse_layers
+from lens_steer.steering.interventions import Intervention, load_intervention
 from lens_steer.steering.vectors import SteeringVector, load_vector
 
 VECTOR_SCALE = "contrast"  # coefficient 1 = the mean positive-negative difference at the layer (see extract.vector_from_activations)
@@ -25,11 +26,12 @@ VECTOR_SCALE = "contrast"  # coefficient 1 = the mean positive-negative differen
 class Isv:
     """One axis's individually optimised steering vector: the vector (scaled to the mean contrast per layer, see
     VECTOR_SCALE), the coefficient the search chose and the file it is in; when it comes from a search just run
-    (`lens_steer.methods.search.run.run_isv_search`), also the study, the best trial's params and value, the unsteered
-    baseline on the validation items, the finished trial count and study.json's summary."""
+    (`lens_steer.methods.search.run.run_isv_search`), also the study, the best additive trial's params and value, the
+    unsteered baseline on the validation items, the finished trial count, study.json's summary, and the intervention
+    of any kind the search chose (`chosen`, with its params and value)."""
 
     axis: str
-    vector: SteeringVector
+    vector: SteeringVector | None  # None: the search tried no additive intervention
     coeff: float
     path: Path | None = None
     study_name: str | None = None
@@ -38,6 +40,10 @@ class Isv:
     baseline: dict[str, float] | None = None
     n_trials: int | None = None
     summary: dict[str, Any] | None = None
+    chosen: Intervention | None = None  # the search's pick of any kind; None when doing nothing beat every trial
+    chosen_params: dict[str, Any] | None = None
+    chosen_value: float | None = None
+    by_kind: dict[str, Intervention] = dataclasses.field(default_factory=dict)  # each kind's best trial
 
 
 def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> list[Isv]:
@@ -54,7 +60,12 @@ def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> 
         prov = vec.metadata.provenance
         if "axis" not in prov or "coeff" not in prov:
             raise VectorError(f"{path}: no axis/coeff in its provenance; it was not written by `lens-steer search`")
-        out.append(Isv(get_axis(str(prov["axis"])).name, vec, float(prov["coeff"]), path))
+        chosen_path = path.parent / "intervention.safetensors"
+        chosen = load_intervention(chosen_path, model) if chosen_path.is_file() else None
+        params = dict(chosen.metadata.provenance.get("params", {})) if chosen is not None else None
+        out.append(
+            Isv(get_axis(str(prov["axis"])).name, vec, float(prov["coeff"]), path, chosen=chosen, chosen_params=params)
+        )
     first = out[0]
     for isv in out[1:]:
         a, b = first.vector.metadata, isv.vector.metadata

@@ -24,6 +24,7 @@ from lens_steer.pipeline.baseline_stage import baseline_scorer, mmlu_baselines
 from lens_steer.pipeline.evaluation_config import EnsembleConfig
 from lens_steer.pipeline.results_csv import results_csv
 from lens_steer.stats import mcnemar_exact, metrics_to_dict
+from lens_steer.steering.interventions import Intervention
 from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.bbq import bbq_predictions
 from lens_steer.tasks.metrics import BbqPrediction, bbq_metrics, mmlu_accuracy, paired_comparison
@@ -78,22 +79,39 @@ def best_coeff(rows: Sequence[Mapping[str, Any]], exclude: str | None = None) ->
     return float(max(rows, key=lambda r: (score(r), -abs(r["coeff"])))["coeff"])
 
 
+Steering = SteeringVector | Intervention | None  # a vector (at a coefficient) or an intervention of any kind
+
+
+def control_of(steering: SteeringVector | Intervention, seed: int) -> SteeringVector | Intervention:
+    """The matched random control: of a vector, random directions of its per-layer norms; of an intervention, its
+    kind's own (`Intervention.random_control`)."""
+    return steering.random_control(seed) if isinstance(steering, Intervention) else random_control(steering, seed)
+
+
+def intervention_coeff(iv: Intervention) -> float:
+    """The coefficient an intervention applies (0 for kinds without one), for the records."""
+    return float(iv.params().get("coeff", 0.0))
+
+
 def _predict(
     model: HookedModel,
     items: Sequence[BbqItem],
-    vector: SteeringVector | None,
+    vector: Steering,
     coeff: float,
     config: EnsembleConfig,
     residual_cache: ResidualCache | None = None,
 ) -> list[BbqPrediction]:
-    """BBQ predictions steered by `coeff * vector`, through the prediction store (`config.store_dir`)."""
+    """BBQ predictions under `coeff * vector` or an intervention, through the prediction store (`config.store_dir`)."""
+    iv = vector if isinstance(vector, Intervention) else None
+    vec = None if iv is not None else vector
 
     def compute() -> list[BbqPrediction]:
         return bbq_predictions(
             model,
             items,
-            vector=vector,
+            vector=vec,
             coeff=coeff,
+            intervention=iv,
             scoring=config.scoring,
             prompt_format=config.prompt_format,
             max_batch=config.max_batch,
@@ -115,7 +133,7 @@ def _bbq_entry(
     model: HookedModel,
     items: Sequence[BbqItem],
     base: Sequence[BbqPrediction],
-    vector: SteeringVector,
+    vector: SteeringVector | Intervention,
     coeff: float,
     config: EnsembleConfig,
     residual_cache: ResidualCache | None = None,
@@ -126,7 +144,7 @@ def _bbq_entry(
     steered = _predict(model, items, vector, coeff, config, residual_cache)
     entry = judged_entry(base, steered, coeff, config, steer_file)
     for s in config.control_seeds:
-        ctrl = _predict(model, items, random_control(vector, s), coeff, config, residual_cache)
+        ctrl = _predict(model, items, control_of(vector, s), coeff, config, residual_cache)
         entry["controls"].append(
             {
                 "seed": s,
@@ -179,7 +197,7 @@ def judged_entry(
 def _mmlu_result(
     model: HookedModel,
     items: Sequence[Any],
-    vector: SteeringVector | None,
+    vector: Steering,
     coeff: float,
     config: EnsembleConfig,
     residual_cache: ResidualCache | None,
@@ -188,13 +206,16 @@ def _mmlu_result(
     from lens_steer.tasks.mmlu import run_mmlu
     from lens_steer.tasks.result import BenchResult
 
+    iv = vector if isinstance(vector, Intervention) else None
+
     def compute() -> list[dict[str, Any]]:
         return run_mmlu(
             model,
             items,
             scoring=config.scoring,
-            vector=vector,
+            vector=None if iv is not None else vector,
             coeff=coeff,
+            intervention=iv,
             n_boot=0,
             seed=config.seed,
             max_batch=config.max_batch,
@@ -220,7 +241,7 @@ def _mmlu_entry(
     model: HookedModel,
     items: Sequence[Any],
     base: Any,
-    vector: SteeringVector | None,
+    vector: Steering,
     coeff: float,
     config: EnsembleConfig,
     residual_cache: ResidualCache | None = None,
@@ -240,9 +261,7 @@ def _mmlu_entry(
         out["controls"] = [
             {
                 "seed": s,
-                **_mmlu_entry(
-                    model, items, base, random_control(vector, s), coeff, config, residual_cache, control=False
-                ),
+                **_mmlu_entry(model, items, base, control_of(vector, s), coeff, config, residual_cache, control=False),
             }
             for s in config.control_seeds
         ]
@@ -272,24 +291,28 @@ def evaluate_ensembles(
     say = progress or (lambda msg: None)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    for isv in isvs:
-        isv.vector.check_compatible(model)
+    with_vec = [i for i in isvs if i.vector is not None]  # a search without an additive trial has no ISV vector
+    for isv in with_vec:
+        isv.vector.check_compatible(model)  # type: ignore[union-attr]
     axes = [i.axis for i in isvs]
-    ens = {k: v for k, v in build_ensembles(isvs).items() if k in config.kinds}
-    if merged is None:
+    ens = {k: v for k, v in build_ensembles(with_vec).items() if k in config.kinds} if with_vec else {}
+    if merged is None and with_vec:
         say("extracting the merged-datasets vector")
         merged = merged_vector(
-            model, isvs, method=config.merged_method, data_root=data_root, max_batch=config.max_batch
+            model, with_vec, method=config.merged_method, data_root=data_root, max_batch=config.max_batch
         )
-    ens["merged"] = merged
+    if merged is not None:
+        ens["merged"] = merged
     for name, vec in ens.items():
         vec.save(out / f"{name}.safetensors")
-    loo = loo_ensembles(isvs, "sve") if len(isvs) >= 2 else {}
+    loo = loo_ensembles(with_vec, "sve") if len(with_vec) >= 2 and "sve" in ens else {}
     for axis, vec in loo.items():
         vec.save(out / "loo" / f"sve-without-{axis}.safetensors")
-    starts = {start_block(v.hook_names.values()) for v in [*(i.vector for i in isvs), *ens.values(), *loo.values()]} - {
-        None
-    }
+    chosen = {i.axis: i.chosen for i in isvs if i.chosen is not None}
+    kinds = {i.axis: i.by_kind for i in isvs} if config.kind_entries else {}
+    edits = [*(i.vector for i in with_vec), *ens.values(), *loo.values(), *chosen.values()]
+    edits += [iv for per_axis in kinds.values() for iv in per_axis.values()]
+    starts = {start_block(v.hook_names.values()) for v in edits} - {None}
     residual_cache = ResidualCache(starts) if starts else None  # type: ignore[arg-type]  # controls and coefficient sweeps share each vector's stored residuals
 
     def items(target: str, split: str, limit: int | None, source: str) -> list[BbqItem]:
@@ -345,7 +368,10 @@ def evaluate_ensembles(
         i.axis: {
             "coeff": i.coeff,
             "path": str(i.path) if i.path else None,
-            "params": i.vector.metadata.provenance.get("params"),
+            "params": i.vector.metadata.provenance.get("params") if i.vector is not None else None,
+            "chosen": i.chosen.describe() if i.chosen is not None else None,
+            "chosen_params": i.chosen_params,
+            "kinds": {k: iv.describe() for k, iv in kinds.get(i.axis, {}).items()},
         }
         for i in isvs
     }
@@ -360,15 +386,42 @@ def evaluate_ensembles(
             "steered": {},
         }
         preds: dict[str, list[BbqPrediction]] = {}
-        row["steered"]["isv"], preds["isv"] = _bbq_entry(
-            model, test, base, isv.vector, isv.coeff, config, residual_cache, steer_dir / f"{a}.isv.jsonl"
-        )
+        if isv.vector is not None:
+            row["steered"]["isv"], preds["isv"] = _bbq_entry(
+                model, test, base, isv.vector, isv.coeff, config, residual_cache, steer_dir / f"{a}.isv.jsonl"
+            )
+        row["chosen_kind"] = isv.chosen.kind if isv.chosen is not None else "none"
+        if isv.chosen is not None:  # the search's pick of any kind (none: doing nothing beat every trial)
+            row["steered"]["chosen"], preds["chosen"] = _bbq_entry(
+                model,
+                test,
+                base,
+                isv.chosen,
+                intervention_coeff(isv.chosen),
+                config,
+                residual_cache,
+                steer_dir / f"{a}.chosen.jsonl",
+            )
+            row["steered"]["chosen"]["intervention"] = isv.chosen.describe()
+        for kind, iv in kinds.get(a, {}).items():  # each kind's best trial, for the class x axis table
+            say(f"test split: {a}, best {kind} intervention")
+            row["steered"][f"kind:{kind}"] = _bbq_entry(
+                model,
+                test,
+                base,
+                iv,
+                intervention_coeff(iv),
+                config,
+                residual_cache,
+                steer_dir / f"{a}.kind-{kind}.jsonl",
+            )[0]
+            row["steered"][f"kind:{kind}"]["intervention"] = iv.describe()
         for name, vec in ens.items():
             row["steered"][name], preds[name] = _bbq_entry(
                 model, test, base, vec, coeff[name], config, residual_cache, steer_dir / f"{a}.{name}.jsonl"
             )
         # direct paired tests between steered runs (claims 2 and 4)
-        if "sve" in preds:
+        if "sve" in preds and "isv" in preds and "merged" in preds:
             row["steered"]["sve"]["vs_isv"] = metrics_to_dict(
                 paired_comparison(preds["isv"], preds["sve"], n_boot=config.n_boot, seed=config.seed)
             )
@@ -418,7 +471,18 @@ def evaluate_ensembles(
             "steered": {
                 **{
                     f"isv:{i.axis}": _mmlu_entry(model, mm, base_m, i.vector, i.coeff, config, residual_cache)
-                    for i in isvs
+                    for i in with_vec
+                },
+                **{
+                    f"chosen:{a}": _mmlu_entry(model, mm, base_m, iv, intervention_coeff(iv), config, residual_cache)
+                    for a, iv in chosen.items()
+                },
+                **{
+                    f"kind:{k}:{a}": _mmlu_entry(
+                        model, mm, base_m, iv, intervention_coeff(iv), config, residual_cache, control=False
+                    )
+                    for a, per_axis in kinds.items()
+                    for k, iv in per_axis.items()
                 },
                 **{
                     name: _mmlu_entry(model, mm, base_m, vec, coeff[name], config, residual_cache)

@@ -46,6 +46,7 @@ def reproduce(
     baselines: Sequence[str] | None = None,
     load_base: Callable[[], HookedModel] | None = None,
     report: Callable[[Any, Path], Any] | None = None,
+    load_original: Callable[[], HookedModel] | None = None,
 ) -> dict[str, Any]:
     """Run the whole study into `out_dir` and return (and write) `results.json`'s content; `report` (e.g.
     `lens_steer.report.html.write_report`) is then called with the typed results and the folder.
@@ -53,7 +54,8 @@ def reproduce(
     `protocol`: how each axis's vector is chosen, "sve-v1" (the Optuna search) or "v2" (the later paper's selection,
     lens_steer.pipeline.v2_stage); `splits`: "ours" or "v2" (the later paper's exact files; needs protocol v2).
     `baselines`: the debiasing baselines judged beside the vectors (default: `default_baselines(budget)`); `finetune`
-    needs `load_base`, a loader of a fresh copy of the model.
+    needs `load_base`, a loader of a fresh copy of the model; `load_original` loads the model a fine-tuned one came
+    from (an organism's base model), which adds the `model_diff` kind to the search.
 
     `organism`: the card of a bias model organism (`lens_steer.methods.organism.build.read_card`) when `model` is one; the
     results then gain a ground-truth section (planted vs clean axes, verdicts per method).
@@ -77,6 +79,7 @@ def reproduce(
             baselines=default_baselines(budget) if baselines is None else tuple(baselines),
             load_base=load_base,
             report=report,
+            load_original=load_original,
         )
 
 
@@ -97,6 +100,7 @@ def _reproduce(
     baselines: Sequence[str] = (),
     load_base: Callable[[], HookedModel] | None = None,
     report: Callable[[Any, Path], Any] | None = None,
+    load_original: Callable[[], HookedModel] | None = None,
 ) -> dict[str, Any]:
     from lens_steer.forward.questions import DEFAULT_SCORING
     from lens_steer.methods.isv import Isv
@@ -120,6 +124,8 @@ def _reproduce(
     own_storage = storage is None  # the folder's own database: this (locked) run is its only worker
     storage = storage or default_storage(out)
     space_kwargs: dict[str, Any] = {"num_sents": budget.num_sents}
+    if load_original is not None:  # a fine-tuned model with its base at hand: the model difference is a kind too
+        space_kwargs["kinds"] = (*SearchSpace().kinds, "model_diff")
     if budget.corpora is not None:
         space_kwargs["corpora"] = budget.corpora
     layers = fit_layers(budget, n_layers)
@@ -127,12 +133,13 @@ def _reproduce(
         space_kwargs["layers"] = layers
     config = SearchConfig(
         space=SearchSpace(**space_kwargs),
-        n_trials=budget.trials,
+        n_trials=budget.trials + (1 if load_original is not None else 0),
+        objective="ambig_guarded",  # pooled accuracy rewards "unknown" everywhere; this one guards the reading
         limit=budget.val_limit,
         seed=seed,
         scoring=scoring,
         chunk_size=max(4, budget.val_limit // 2),
-        tpe_startup_trials=budget.tpe_startup,
+        tpe_startup_trials=budget.tpe_startup + (1 if load_original is not None else 0),
         pruner_startup_trials=max(2, budget.tpe_startup),
     )
     run = {
@@ -203,6 +210,7 @@ def _reproduce(
             cache_dir=out / "activations",
             progress=progress,
             sole_worker=own_storage,
+            base_loader=load_original,
         )
         isvs.append(res)
         isv_summary[axis] = {
@@ -214,6 +222,8 @@ def _reproduce(
             "history": _history(storage, res.study_name),
             "dir": str(Path("isv") / axis),
             "baseline": res.baseline,
+            "chosen": res.summary.get("chosen") if res.summary else None,
+            "by_kind": res.summary.get("by_kind") if res.summary else None,
         }
 
     lap("isv_search" if protocol == "sve-v1" else "v2_protocol")
@@ -236,6 +246,7 @@ def _reproduce(
         store_dir=str(out),
         baselines=tuple(baselines),
         splits=splits,
+        kind_entries=organism is not None,  # the ground truth's class x axis table
     )
     say(
         "ensembles: SVE, merged baseline, test split, random controls, OOD, MMLU"
@@ -322,10 +333,11 @@ def _history(storage: str, study_name: str) -> list[float | None]:
     import optuna
 
     from lens_steer.methods.search.storage import open_storage
+    from lens_steer.methods.search.workers import trial_score
 
     study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
     return [
-        t.value if t.state == optuna.trial.TrialState.COMPLETE else None
+        trial_score(t) if t.state == optuna.trial.TrialState.COMPLETE else None
         for t in study.get_trials(deepcopy=False)
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]

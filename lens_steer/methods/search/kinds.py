@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 import torch
 
-from lens_steer.errors import StudyError
+from lens_steer.errors import LensSteerError, StudyError
 from lens_steer.extract.activation_cache import ActivationCache
 from lens_steer.extract.activations import PairActivations, last_token_activations, vector_from_activations
 from lens_steer.extract.fit import activation_metadata, fit_ablation, fit_ace, fit_gated, fit_leace
@@ -25,7 +25,7 @@ from lens_steer.extract.optimize import OptimizeConfig, fit_optimized_vector
 from lens_steer.extract.pair_sources import BBQ_CLOZE, PairSource, train_items
 from lens_steer.forward.questions import Question, cloze_prompt
 from lens_steer.model.load import HookedModel, model_identity
-from lens_steer.specs import layer_label
+from lens_steer.specs import layer_label, parse_layers
 from lens_steer.steering.interventions import Additive, GatedAdditive, Intervention, ModelDiffEdit
 from lens_steer.steering.vectors import hook_name
 from lens_steer.tasks.bbq import bbq_predictions
@@ -150,10 +150,18 @@ class KindContext:
     memo: dict[Any, Any] = dataclasses.field(default_factory=dict)
 
     def layers_of(self, kind: str, label: str, candidates: dict[str, tuple[int, ...]]) -> tuple[int, ...]:
+        """The layers a label names: one of the kind's choices, or a layer list given outright ("2,3", "13-25")."""
         choices = layer_choices(kind, candidates, self.n_layers)
-        if label not in choices:
+        if label in choices:
+            return choices[label]
+        try:
+            layers = tuple(parse_layers(label, "layers"))
+        except LensSteerError:
+            raise StudyError(f"kind {kind!r} cannot edit layers {label!r}; choose one of {', '.join(choices)}") from None
+        bad = [x for x in layers if not 0 <= x < self.n_layers]
+        if bad or (kind in SINGLE_LAYER_KINDS and len(layers) != 1):
             raise StudyError(f"kind {kind!r} cannot edit layers {label!r}; choose one of {', '.join(choices)}")
-        return choices[label]
+        return layers
 
     def items(self, n: int) -> list[Any]:
         """The first `n` BBQ train items of the axis (data-seed order)."""

@@ -243,6 +243,14 @@ def write_isv_outputs(
         chosen.save(chosen_path)
     else:
         chosen_path.unlink(missing_ok=True)
+    by_kind: dict[str, Intervention] = {}
+    for kind, info in best_by_kind(study).items():  # each kind's best trial: the class x axis table's entries
+        iv = with_provenance(
+            isv.intervention(info["params"]),
+            {"operation": "best_of_kind", "axis": isv.axis.name, "trial": info["trial"], "value": info["value"]},
+        )
+        iv.save(out / "kinds" / f"{kind}.safetensors")
+        by_kind[kind] = iv
     additive = best_trial(study, kind="additive")
     vec, vector_path, params = None, out / "isv.safetensors", None
     if additive is not None:
@@ -334,6 +342,7 @@ def write_isv_outputs(
         chosen=chosen,
         chosen_params=chosen_params,
         chosen_value=best_score,
+        by_kind=by_kind,
     )
 
 
