@@ -30,7 +30,7 @@ from lens_steer.cli import main
 from lens_steer.errors import LensSteerError, ModelError
 from lens_steer.extract.activations import AGGREGATORS, extract_vector
 from lens_steer.extract.pairs import ContrastivePair, PairSet, persona_pairs
-from lens_steer.forward.engine import final_residual
+from lens_steer.forward.engine import RunPlan, final_residual
 from lens_steer.forward.questions import Question
 from lens_steer.forward.residual_cache import ResidualCache, can_run_blocks, capture_hooks, run_blocks
 from lens_steer.forward.scoring import score_questions, score_steered
@@ -384,9 +384,7 @@ def test_cloze_with_the_shared_prompt_cache_equals_separate_forwards(ckpt: Check
     vec = random_vector(model, [2], seed=5)
     deltas = {2: 2.0 * vec.directions[2]} if steered else {}
     with steer(model, [(vec, 2.0)]) if steered else nullcontext():
-        scores = score_questions(
-            model, QUESTIONS, scoring="cloze", max_batch=8
-        )  # one padded batch: prompts of three lengths
+        scores = score_questions(model, QUESTIONS, scoring="cloze", plan=RunPlan(max_batch=8))  # prompts of three lengths
     with hf_adding(hf, deltas):
         for s in scores:
             want = _hf_option_logliks(hf, s.prompt_token_ids, s.option_token_ids)

@@ -163,5 +163,6 @@ def first_token(model: HookedModel, text: str) -> int:
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis: raw option scores normalised into option log-probs."""
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))

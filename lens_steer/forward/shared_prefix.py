@@ -1,10 +1,11 @@
 """A shared prefix run once: its Hugging Face KV cache extended by each row that follows it.
 
 Extraction runs the token prefix common to all its texts (a persona's system prompt) once and every batch
-continues from it (`common_token_prefix`); cloze scoring runs a batch of prompts once and each option
-continues its own prompt (`run_shared_prefix` around the prompts' forward). Both then call
-`SharedPrefix.row_kwargs`: one copy of the prefix keys/values per row, and the joint attention mask.
-Only models whose forward takes `past_key_values` (TL 4 bridges; `models.accepts_kv_cache`) can do this.
+continues from it (`common_token_prefix`); `run_shared_prefix` runs any batch of prefixes once (the tests' cloze
+oracle runs each prompt once and continues it with each of its options). Both then call
+`SharedPrefix.row_kwargs`: one copy of the prefix keys/values per row, and the joint attention mask. Scoring runs
+shared prefixes through the prefix tree (`prefix_tree`) instead. Only models whose forward takes `past_key_values`
+(TL 4 bridges; `models.accepts_kv_cache`) can do this.
 """
 
 from __future__ import annotations
