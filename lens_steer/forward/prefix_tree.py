@@ -43,7 +43,8 @@ from lens_steer.model.load import HookedModel
 
 DEFAULT_CACHE_BYTES = 1 << 30  # keys/values a chunk may hold (its trunk segments)
 DEFAULT_ROW_TOKENS = 384  # the largest subtree run whole in one row (larger ones are cut at their trunk)
-DEFAULT_ROW_FILL = 128  # units share a row only up to this many tokens: a row's attention costs its width squared, so large units run alone
+# units share a row only up to this many tokens: a row's attention costs its width squared, so large units run alone
+DEFAULT_ROW_FILL = 128
 PAD_SLACK = 1.10  # a batch's padded row positions may exceed its real tokens by this factor (padding is pure waste)
 Forward = Callable[
     [Tensor, dict[str, Any], str], Tensor
@@ -550,7 +551,8 @@ def _past(
     n_layers: int,
     first_layer: int,
 ) -> list[tuple[Tensor | None, Tensor | None]]:
-    """Per block, keys and values `[batch, heads, past_len, d_head]` of each row's path, left-padded; None below `first_layer`."""
+    """Per block, keys and values `[batch, heads, past_len, d_head]` of each row's path, left-padded; None below
+    `first_layer`."""
     ref_segment = next(p[0] for p in paths if p)
     data: list[tuple[Tensor | None, Tensor | None]] = []
     for layer in range(n_layers):

@@ -16,7 +16,8 @@ from lens_steer.model.load import HookedModel
 from lens_steer.model.tokens import encode_texts
 
 # Bumped whenever a protocol's prompts, tokenisation or choice sets change; part of every prediction-store key.
-# 2: BOS follows the tokenizer's default, continuations split as lm-eval does, lm-eval's MMLU letters, raw log-likelihoods.
+# 2: BOS follows the tokenizer's default, continuations split as lm-eval does, lm-eval's MMLU letters, raw
+# log-likelihoods.
 SCORING_VERSION = 2
 
 

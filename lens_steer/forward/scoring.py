@@ -125,7 +125,8 @@ def score_questions(
 def _score_generated(
     model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, progress: Progress | None
 ) -> list[QuestionScore]:
-    """The SVE paper's protocol (lens_steer.forward.generation): greedy replies to its letter prompt, parsed as its code parses them."""
+    """The SVE paper's protocol (`generation`): greedy replies to its letter prompt, parsed as its code parses
+    them."""
     if prompt_format != "reference":
         raise LensSteerError("--scoring generate is the SVE paper's protocol; use it with --prompt-format reference")
     prompts = [letter_prompt(q, range(len(q.options)), "reference", model.tokenizer)[0] for q in questions]

@@ -47,7 +47,8 @@ class SharedPrefix:
         """Forward keyword arguments continuing prefix `owner[r]` with row r's tokens (padded as `rows_mask` says):
         the prefix keys/values, one copy per row, and the mask over prefix and row.
 
-        With `reuse` the cache is copied first and serves later calls; otherwise it is reordered in place (used once)."""
+        With `reuse` the cache is copied first and serves later calls; otherwise it is reordered in place (used
+        once)."""
         past = copy.deepcopy(self.cache) if reuse else self.cache
         past.reorder_cache(owner)
         mask = torch.cat([self.attention_mask[owner].to(rows_mask.dtype), rows_mask], dim=1)
