@@ -1,12 +1,12 @@
 """BBQ scoring speed on the embedded model: the reference protocol, a plain TransformerLens forward, lens_steer's
-previous path and its prefix-tree path, against the naive and the unique-token FLOP-bound ideals.
+length-bucketed path and its prefix-tree path, against the naive and the unique-token FLOP-bound ideals.
 
 (a) reference: Hugging Face `generate`, 20 new greedy tokens, batch 8, parse the letter (the SVE paper's code);
 (b) TransformerLens forward with full-sequence logits, batch 8 in file order (cloze: one sequence per option);
-(c) lens_steer `score_questions(prefix_tree=False)`: length buckets; cloze runs each prompt once, its KV cache
-    extended by each option;
-(c') the prefix tree with one segment per row (the layout before packing: level by level, each segment reading
-    its path's keys/values);
+(c) lens_steer `score_questions(plan=RunPlan(prefix_tree=False))`: length buckets, one full sequence per option
+    (the engine's path for models without a KV cache);
+(c') the prefix tree with one segment per row (`RunPlan(row_tokens=0)`, the layout before packing: level by level,
+    each segment reading its path's keys/values);
 (d) lens_steer `score_questions` (the prefix tree: each distinct token prefix of the items' sequences once, whole
     subtrees packed into rows under a tree attention mask);
 (e) lm-evaluation-harness's own BBQ task (`hf` model, its 12 choices, lm-eval prompt) on the first `--lm-eval-items`
@@ -52,7 +52,7 @@ def matmul_gflops(seconds: float = 2.0) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--items", type=int, default=256)
     parser.add_argument("--category", default="Age")
     parser.add_argument("--scoring", default="cloze", choices=["cloze", "letter"])
@@ -69,18 +69,11 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    import lens_steer.forward.scoring as scoring
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.root import resolve_data_root
     from lens_steer.data.select import limit_bbq
-    from lens_steer.forward.engine import TREE_BATCH_SCALE, tree_row_tokens
-    from lens_steer.forward.prefix_tree import (
-        DEFAULT_CACHE_BYTES,
-        TreePlan,
-        kv_bytes_per_token,
-        measure_tree_memory,
-        unique_prefix_tokens,
-    )
+    from lens_steer.forward.engine import RunPlan, plan_tree, tree_row_tokens
+    from lens_steer.forward.prefix_tree import DEFAULT_CACHE_BYTES, measure_tree_memory, unique_prefix_tokens
     from lens_steer.forward.questions import cloze_prompt, encode_pair, letter_prompt
     from lens_steer.forward.scoring import score_questions
     from lens_steer.model.load import embedded_smollm2_folder, load_model
@@ -114,17 +107,11 @@ def main() -> None:
         seqs = letter_ids
         naive_tokens, scored, unique_scored = sum(map(len, seqs)), len(seqs), len(seqs)
     unique_tokens = unique_prefix_tokens(seqs)
-    # the plan score_questions makes for these sequences (its default batch budgets): rows, and positions run with padding
-    plan = TreePlan(
-        seqs,
-        max_batch=16 * TREE_BATCH_SCALE,
-        max_tokens=3072 * TREE_BATCH_SCALE,
-        kv_bytes=kv_bytes_per_token(model),
-        max_row=tree_row_tokens(model, seqs),
-    )
+    # the tree score_questions runs these sequences in (its default plan): rows, and positions run with padding
+    plan = plan_tree(model, seqs, RunPlan())
     rows = [r for chunk in plan.rows for r in chunk]
     plan_figures = {
-        "max_row": tree_row_tokens(model, seqs),
+        "max_row": tree_row_tokens(model, seqs, RunPlan().row_tokens),
         "rows": len(rows),
         "packed_rows": sum(len(r.segments) > 1 for r in rows),
         "trunk_rows": sum(r.stored for r in rows),
@@ -173,14 +160,11 @@ def main() -> None:
     tree_memory: dict[str, int] = {}
 
     def lens_steer(tree: bool, packed: bool = True) -> Any:
+        run_plan = RunPlan(prefix_tree=tree) if packed else RunPlan(prefix_tree=tree, row_tokens=0)  # a segment per row
+
         def run() -> list[int]:
-            row_tokens = scoring.DEFAULT_ROW_TOKENS
-            scoring.DEFAULT_ROW_TOKENS = row_tokens if packed else 0  # 0: one segment per row, the earlier layout
-            try:
-                with measure_tree_memory() as memory:
-                    preds = [s.pred for s in score_questions(model, questions, scoring=args.scoring, prefix_tree=tree)]
-            finally:
-                scoring.DEFAULT_ROW_TOKENS = row_tokens
+            with measure_tree_memory() as memory:
+                preds = [s.pred for s in score_questions(model, questions, scoring=args.scoring, plan=run_plan)]
             if tree and packed:
                 tree_memory.update(dataclasses.asdict(memory))
             return preds
@@ -192,8 +176,8 @@ def main() -> None:
     methods = [
         ("reference", "(a) reference: HF generate 20 tokens", reference),
         ("tl", "(b) TL forward, full logits", tl_full_logits),
-        ("previous", f"(c) lens_steer {args.scoring}, no tree", lens_steer(False)),
-        ("levels", f"(c') tree, a segment per row", lens_steer(True, packed=False)),
+        ("previous", f"(c) lens_steer {args.scoring}, length buckets", lens_steer(False)),
+        ("levels", "(c') tree, a segment per row", lens_steer(True, packed=False)),
         ("tree", f"(d) lens_steer {args.scoring}, prefix tree", lens_steer(True)),
     ]
     results: dict[str, dict[str, Any]] = {}
@@ -261,18 +245,22 @@ def main() -> None:
 
     base = results.get("reference", {}).get("items_per_s")
     print(
-        f"{len(questions)} BBQ {args.category} items (whole template fills), {args.scoring}, reference prompt; {torch.get_num_threads()} threads; "
-        f"load average {min(load):.2f}-{max(load):.2f} during the run"
+        f"{len(questions)} BBQ {args.category} items (whole template fills), {args.scoring}, reference prompt; "
+        f"{torch.get_num_threads()} threads; load average {min(load):.2f}-{max(load):.2f} during the run"
     )
     print(
-        f"tokens: {naive_tokens} naive (every token of every item once), {unique_tokens} distinct prefixes ({naive_tokens / unique_tokens:.2f}x fewer)"
+        f"tokens: {naive_tokens} naive (every token of every item once), {unique_tokens} distinct prefixes "
+        f"({naive_tokens / unique_tokens:.2f}x fewer)"
     )
     print(
-        f"prefix tree plan: {plan_figures['rows']} rows of up to {plan_figures['max_row']} tokens ({plan_figures['packed_rows']} packed, {plan_figures['trunk_rows']} trunk rows kept for the rows below), "
-        f"{plan_figures['batches']} batches, {plan_figures['padded_positions']} positions run with padding ({plan_figures['padded_positions'] / unique_tokens:.2f}x the distinct tokens)"
+        f"prefix tree plan: {plan_figures['rows']} rows of up to {plan_figures['max_row']} tokens "
+        f"({plan_figures['packed_rows']} packed, {plan_figures['trunk_rows']} trunk rows kept for the rows below), "
+        f"{plan_figures['batches']} batches, {plan_figures['padded_positions']} positions run with padding "
+        f"({plan_figures['padded_positions'] / unique_tokens:.2f}x the distinct tokens)"
     )
     print(
-        f"fp32 matmul {rate:.0f} GFLOP/s (mean of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}); naive ideal {naive_ideal:.2f} items/s, unique-token ideal {unique_ideal:.2f} items/s"
+        f"fp32 matmul {rate:.0f} GFLOP/s (mean of {len(rates)}, {min(rates):.0f}-{max(rates):.0f}); "
+        f"naive ideal {naive_ideal:.2f} items/s, unique-token ideal {unique_ideal:.2f} items/s"
     )
     print(f"{'method':<44}{'items/s':>9}{'x (a)':>8}{'% naive':>9}{'% unique':>10}")
     for r in results.values():
@@ -281,7 +269,8 @@ def main() -> None:
         r["of_unique_ideal"] = r["items_per_s"] / unique_ideal
         xa = f"{r['x_reference']:>8.2f}" if base else f"{'-':>8}"
         print(
-            f"{r['label']:<44}{r['items_per_s']:>9.2f}{xa}{100 * r['of_naive_ideal']:>8.0f}%{100 * r['of_unique_ideal']:>9.0f}%"
+            f"{r['label']:<44}{r['items_per_s']:>9.2f}{xa}"
+            f"{100 * r['of_naive_ideal']:>8.0f}%{100 * r['of_unique_ideal']:>9.0f}%"
         )
     agree = {}
     for a, b in (("tl", "previous"), ("previous", "tree"), ("levels", "tree"), ("tl", "tree")):
@@ -291,12 +280,15 @@ def main() -> None:
     for other in ("previous", "levels"):
         if "tree" in results and other in results:
             print(
-                f"prefix tree vs {results[other]['label'][4:].strip()}: {results['tree']['items_per_s'] / results[other]['items_per_s']:.2f}x"
+                f"prefix tree vs {results[other]['label'][4:].strip()}: "
+                f"{results['tree']['items_per_s'] / results[other]['items_per_s']:.2f}x"
             )
     if tree_memory:
         print(
-            f"prefix tree keys/values: peak {tree_memory['peak_held_bytes'] / 2**20:.1f} MiB stored for children (budget {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB), "
-            f"peak {tree_memory['peak_batch_bytes'] / 2**20:.1f} MiB in one batch's cache; {tree_memory['stored_segments']} segments stored, {tree_memory['evicted_segments']} evicted"
+            f"prefix tree keys/values: peak {tree_memory['peak_held_bytes'] / 2**20:.1f} MiB stored for children "
+            f"(budget {DEFAULT_CACHE_BYTES / 2**20:.0f} MiB), peak {tree_memory['peak_batch_bytes'] / 2**20:.1f} MiB "
+            f"in one batch's cache; {tree_memory['stored_segments']} segments stored, "
+            f"{tree_memory['evicted_segments']} evicted"
         )
     peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(f"peak resident memory of this process: {peak_rss / 2**20:.0f} MiB")
@@ -304,8 +296,10 @@ def main() -> None:
         print(f"(e) lm-evaluation-harness: skipped: {lm_eval_out['skipped']}")
     else:
         print(
-            f"(e) lm-evaluation-harness BBQ task, {lm_eval_out['items']} items x {lm_eval_out['choices']} choices (lm-eval prompt): {lm_eval_out['lm_eval_items_per_s']:.3f} items/s; "
-            f"lens_steer prefix tree on the same items, format and choices: {lm_eval_out['tree_items_per_s']:.3f} items/s ({lm_eval_out['ratio']:.1f}x)"
+            f"(e) lm-evaluation-harness BBQ task, {lm_eval_out['items']} items x {lm_eval_out['choices']} choices "
+            f"(lm-eval prompt): {lm_eval_out['lm_eval_items_per_s']:.3f} items/s; lens_steer prefix tree on the "
+            f"same items, format and choices: {lm_eval_out['tree_items_per_s']:.3f} items/s "
+            f"({lm_eval_out['ratio']:.1f}x)"
         )
     if args.json:
         figures = {

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import torch
 from _arch_checkpoints import FAMILIES, SLIDING_WINDOW, Family, write_checkpoint
+from _shared_prefix_cloze import shared_prefix_cloze
 from _study_fixtures import needs_data
 from _tiny_models import single_thread  # noqa: F401 (autouse fixture)
 
@@ -30,7 +31,7 @@ from lens_steer.cli import main
 from lens_steer.errors import LensSteerError, ModelError
 from lens_steer.extract.activations import AGGREGATORS, extract_vector
 from lens_steer.extract.pairs import ContrastivePair, PairSet, persona_pairs
-from lens_steer.forward.engine import final_residual
+from lens_steer.forward.engine import RunPlan, final_residual
 from lens_steer.forward.questions import Question
 from lens_steer.forward.residual_cache import ResidualCache, can_run_blocks, capture_hooks, run_blocks
 from lens_steer.forward.scoring import score_questions, score_steered
@@ -383,10 +384,13 @@ def test_cloze_with_the_shared_prompt_cache_equals_separate_forwards(ckpt: Check
     model, hf = ckpt.model, ckpt.hf
     vec = random_vector(model, [2], seed=5)
     deltas = {2: 2.0 * vec.directions[2]} if steered else {}
-    with steer(model, [(vec, 2.0)]) if steered else nullcontext():
-        scores = score_questions(
-            model, QUESTIONS, scoring="cloze", max_batch=8
-        )  # one padded batch: prompts of three lengths
+    with steer(model, [(vec, 2.0)]) if steered else nullcontext():  # prompts of three lengths
+        scores = score_questions(model, QUESTIONS, scoring="cloze", plan=RunPlan(max_batch=8))
+        oracle = shared_prefix_cloze(model, [s.prompt_token_ids for s in scores], [s.option_token_ids for s in scores])
+    for s, per_option in zip(scores, oracle):  # each prompt run once, its KV cache extended by each option
+        torch.testing.assert_close(
+            torch.tensor(s.option_logliks), torch.tensor([float(x.sum()) for x in per_option]), rtol=1e-4, atol=2e-4
+        )
     with hf_adding(hf, deltas):
         for s in scores:
             want = _hf_option_logliks(hf, s.prompt_token_ids, s.option_token_ids)

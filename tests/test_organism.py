@@ -14,6 +14,7 @@ from lens_steer.axes import get_axis
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
+from lens_steer.forward.engine import RunPlan
 from lens_steer.forward.scoring import score_questions
 from lens_steer.methods.organism.train import (
     OrganismRecipe,
@@ -148,7 +149,7 @@ def test_packed_answer_logliks_equal_the_cloze_evaluator(grouped: bool) -> None:
         wrap_hf_model(hf2, tok2, name="t"),
         [bbq_question(t.item) for u in units for t in u],
         scoring="cloze",
-        prefix_tree=False,
+        plan=RunPlan(prefix_tree=False),
     )
     want = torch.tensor([s.option_logliks for s in scores])
     torch.testing.assert_close(full, want, atol=1e-3, rtol=0)

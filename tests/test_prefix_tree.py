@@ -12,7 +12,7 @@ import pytest
 import torch
 from _tiny_models import block1_steering, kv_cache_tiny_llama, single_thread  # noqa: F401 (autouse fixture)
 
-from lens_steer.forward.engine import final_residual
+from lens_steer.forward.engine import Unembed, final_residual
 from lens_steer.forward.prefix_tree import (
     DEFAULT_ROW_TOKENS,
     TreePlan,
@@ -173,7 +173,7 @@ def test_running_the_tree_equals_a_full_forward_per_sequence(
             seqs,
             reads,
             forward=lambda t, kw, key: final_residual(model, t, kw),
-            logits=logits_of(model),
+            log_probs=Unembed(model).log_probs,
             n_layers=int(model.cfg.n_layers),
             pad_id=pad_id(model),
             done=finished.append,
@@ -199,7 +199,7 @@ def test_steering_reaches_the_shared_prefix(model: Any, max_row: int) -> None:
                     seqs,
                     reads,
                     forward=lambda t, kw, key: final_residual(model, t, kw),
-                    logits=logits_of(model),
+                    log_probs=Unembed(model).log_probs,
                     n_layers=int(model.cfg.n_layers),
                 )[0][0]
             )
@@ -255,7 +255,7 @@ def test_the_prefix_cache_stays_within_its_budget_and_is_emptied(model: Any, bud
             seqs,
             reads,
             forward=lambda t, kw, key: final_residual(model, t, kw),
-            logits=logits_of(model),
+            log_probs=Unembed(model).log_probs,
             n_layers=int(model.cfg.n_layers),
             pad_id=pad_id(model),
         )

@@ -8,7 +8,7 @@ import torch
 from _tiny_models import BACKENDS, make_tiny, single_thread  # noqa: F401 (autouse fixture)
 
 from lens_steer.errors import LensSteerError
-from lens_steer.forward.engine import final_residual, residual_reuse_for
+from lens_steer.forward.engine import RunPlan, final_residual, residual_reuse_for
 from lens_steer.forward.questions import Question
 from lens_steer.forward.residual_cache import (
     ResidualCache,
@@ -141,11 +141,11 @@ def test_scores_with_a_residual_cache_equal_scores_without(model, scoring):
         reuse = residual_reuse_for(model, cache, vec)
         assert reuse is not None and reuse.start == (layers[0] - 1 if hook == "hook_resid_pre" else layers[0])
         with steer(model, [(vec, 3.0)]):
-            direct = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2)
+            direct = score_questions(model, QUESTIONS, scoring=scoring, plan=RunPlan(max_batch=2))
             misses = cache.misses
-            first = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2, reuse=reuse)
+            first = score_questions(model, QUESTIONS, scoring=scoring, plan=RunPlan(max_batch=2, reuse=reuse))
             hits = cache.hits
-            second = score_questions(model, QUESTIONS, scoring=scoring, max_batch=2, reuse=reuse)
+            second = score_questions(model, QUESTIONS, scoring=scoring, plan=RunPlan(max_batch=2, reuse=reuse))
         assert cache.hits > hits  # the second pass ran from stored residuals
         assert cache.misses >= misses
         for a, b, c in zip(direct, first, second):

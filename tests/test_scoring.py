@@ -8,6 +8,8 @@ import torch
 from _tiny_models import single_thread  # noqa: F401 (autouse fixture: one torch thread)
 
 from lens_steer.errors import LensSteerError
+from lens_steer.forward.engine import RunPlan
+from lens_steer.forward.prefix_tree import DEFAULT_ROW_TOKENS
 from lens_steer.forward.questions import Question, cloze_prompt, letter_prompt
 from lens_steer.forward.scoring import permutation_average, score_questions, sequence_logprobs
 from lens_steer.model.load import load_model
@@ -52,7 +54,7 @@ def log_softmax(x) -> np.ndarray:
 @pytest.mark.parametrize("fmt", ["reference", "lm_eval"])
 def test_letter_scores_equal_full_forward_logits(model, fmt):
     qs = QUESTIONS[:2] if fmt == "reference" else QUESTIONS
-    scores = score_questions(model, qs, scoring="letter", prompt_format=fmt, max_batch=2)
+    scores = score_questions(model, qs, scoring="letter", prompt_format=fmt, plan=RunPlan(max_batch=2))
     for q, s in zip(qs, scores):
         text, letters = letter_prompt(q, range(len(q.options)), fmt, model.tokenizer)
         assert s.prompt == text
@@ -64,7 +66,7 @@ def test_letter_scores_equal_full_forward_logits(model, fmt):
 
 
 def test_cloze_scores_equal_summed_logprobs_from_full_forward(model):
-    scores = score_questions(model, QUESTIONS, scoring="cloze", prompt_format="lm_eval", max_batch=4)
+    scores = score_questions(model, QUESTIONS, scoring="cloze", prompt_format="lm_eval", plan=RunPlan(max_batch=4))
     for q, s in zip(QUESTIONS, scores):
         prompt, conts = cloze_prompt(q, "lm_eval", model.tokenizer)
         n = len(encode_texts(model, [prompt])[0])
@@ -87,7 +89,7 @@ def _logits_of_ids(model, ids: list[int]) -> torch.Tensor:
 
 def test_batching_does_not_change_scores(model):
     one = [score_questions(model, [q], scoring="cloze")[0].option_scores for q in QUESTIONS[:2]]
-    many = [s.option_scores for s in score_questions(model, QUESTIONS[:2], scoring="cloze", max_batch=8)]
+    many = [s.option_scores for s in score_questions(model, QUESTIONS[:2], scoring="cloze", plan=RunPlan(max_batch=8))]
     np.testing.assert_allclose(one, many, atol=1e-4)
 
 
@@ -309,12 +311,12 @@ def expected_scores(raw: list[np.ndarray], scoring: str) -> list[np.ndarray]:
     return per
 
 
-def check_against_full_forwards(model, questions, scoring: str, fmt: str, steered: bool, **kwargs) -> None:
+def check_against_full_forwards(model, questions, scoring: str, fmt: str, steered: bool, plan: RunPlan) -> None:
     from lens_steer.forward.scoring import maybe_steer
 
     vec = random_vector(model)
     with maybe_steer(model, vec if steered else None, 1.0):
-        scores = score_questions(model, questions, scoring=scoring, prompt_format=fmt, max_batch=3, **kwargs)
+        scores = score_questions(model, questions, scoring=scoring, prompt_format=fmt, plan=plan)
         raw = full_forward_logliks(model, questions, scoring, fmt)
     for s, r, e in zip(scores, raw, expected_scores(raw, scoring)):
         np.testing.assert_allclose(s.option_logliks, r, atol=1e-4, rtol=1e-4)
@@ -327,25 +329,59 @@ def check_against_full_forwards(model, questions, scoring: str, fmt: str, steere
 @pytest.mark.parametrize("steered", [False, True], ids=["unsteered", "steered"])
 @pytest.mark.parametrize("scoring", ["cloze", "letter", "letter-calibrated", "letter-permuted"])
 def test_prefix_tree_scores_equal_one_full_forward_per_item(
-    model, monkeypatch, scoring: str, steered: bool, padding_side: str
+    model, scoring: str, steered: bool, padding_side: str
 ) -> None:
-    import lens_steer.forward.engine as engine_module
-
-    monkeypatch.setattr(engine_module, "TREE_PADDING_SIDE", padding_side)
-    check_against_full_forwards(model, BBQ_LIKE, scoring, "reference", steered)
+    plan = RunPlan(max_batch=3, tree_padding_side=padding_side)
+    check_against_full_forwards(model, BBQ_LIKE, scoring, "reference", steered, plan)
     if scoring == "cloze" and steered:
-        check_against_full_forwards(model, BBQ_LIKE, scoring, "lm_eval", steered)
+        check_against_full_forwards(model, BBQ_LIKE, scoring, "lm_eval", steered, plan)
+
+
+@pytest.mark.parametrize("row_tokens", [0, 40, DEFAULT_ROW_TOKENS], ids=["a-segment-per-row", "mixed", "packed"])
+def test_the_row_budget_reaches_the_tree_and_changes_the_layout_not_the_scores(model, row_tokens: int) -> None:
+    from lens_steer.forward.engine import plan_tree
+
+    plan = RunPlan(max_batch=3, row_tokens=row_tokens)
+    check_against_full_forwards(model, BBQ_LIKE, "cloze", "reference", True, plan)
+    shapes: list[tuple[int, int]] = []
+
+    def record(tensor: torch.Tensor, *, hook) -> None:
+        shapes.append((int(tensor.shape[0]), int(tensor.shape[1])))
+
+    with model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", record)]):
+        scores = score_questions(model, BBQ_LIKE, scoring="cloze", plan=plan)
+    layout = plan_tree(model, [s.prompt_token_ids + o for s in scores for o in s.option_token_ids], plan)
+    assert shapes == [(len(b.rows), max(layout.rows[b.chunk][r].width for r in b.rows)) for b in layout.batches]
+    assert any(len(r.segments) > 1 for chunk in layout.rows for r in chunk) == (row_tokens > 0)
 
 
 @pytest.mark.parametrize("scoring", ["cloze", "letter"])
-def test_prefix_tree_and_the_previous_path_agree(model, scoring: str) -> None:
-    tree = score_questions(model, BBQ_LIKE, scoring=scoring, max_batch=2)
-    plain = score_questions(model, BBQ_LIKE, scoring=scoring, max_batch=2, prefix_tree=False)
+def test_prefix_tree_and_the_length_buckets_agree(model, scoring: str) -> None:
+    tree = score_questions(model, BBQ_LIKE, scoring=scoring, plan=RunPlan(max_batch=2))
+    plain = score_questions(model, BBQ_LIKE, scoring=scoring, plan=RunPlan(max_batch=2, prefix_tree=False))
     for a, b in zip(tree, plain):
         np.testing.assert_allclose(a.option_logliks, b.option_logliks, atol=1e-4, rtol=1e-4)
         assert (
             a.pred == b.pred and a.prompt_token_ids == b.prompt_token_ids and a.option_token_ids == b.option_token_ids
         )
+
+
+@pytest.mark.parametrize("steered", [False, True], ids=["unsteered", "steered"])
+def test_cloze_equals_the_shared_prefix_oracle(model, steered: bool) -> None:
+    """Each prompt run once, its KV cache extended by each option (tests/_shared_prefix_cloze.py), gives the option
+    log-probs the prefix tree and the length buckets give, token by token."""
+    from _shared_prefix_cloze import shared_prefix_cloze
+
+    from lens_steer.forward.scoring import maybe_steer
+
+    with maybe_steer(model, random_vector(model) if steered else None, 1.0):
+        for plan in (RunPlan(max_batch=2), RunPlan(max_batch=2, prefix_tree=False)):
+            scores = score_questions(model, BBQ_LIKE, scoring="cloze", plan=plan)
+            oracle = shared_prefix_cloze(
+                model, [s.prompt_token_ids for s in scores], [s.option_token_ids for s in scores], max_batch=2
+            )
+            for s, per_option in zip(scores, oracle):
+                np.testing.assert_allclose(s.option_logliks, [x.sum() for x in per_option], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("scoring", ["cloze", "letter"])
@@ -376,11 +412,8 @@ def test_prefix_tree_reuses_the_stored_residual_below_the_steered_block(model, s
     [("cloze", False, "right"), ("cloze", True, "left"), ("letter", True, "right"), ("letter-permuted", False, "left")],
 )
 def test_prefix_tree_on_the_embedded_model_equals_one_full_forward_per_item(
-    embedded, monkeypatch, scoring: str, steered: bool, padding_side: str
+    embedded, scoring: str, steered: bool, padding_side: str
 ) -> None:
-    import lens_steer.forward.engine as engine_module
-
-    monkeypatch.setattr(engine_module, "TREE_PADDING_SIDE", padding_side)
-    check_against_full_forwards(
-        embedded, BBQ_LIKE[:4] if scoring != "letter-permuted" else BBQ_LIKE[:2], scoring, "reference", steered
-    )
+    questions = BBQ_LIKE[:4] if scoring != "letter-permuted" else BBQ_LIKE[:2]
+    plan = RunPlan(max_batch=3, tree_padding_side=padding_side)
+    check_against_full_forwards(embedded, questions, scoring, "reference", steered, plan)

@@ -1,67 +1,37 @@
-"""Log-probabilities of continuation tokens after prompts: token ids in, per-token log-probs (or whole
-next-token distributions, for methods that rescale them) out. One forward pass per (prompt + continuation)
-sequence, length-bucketed and right-padded; only the continuation's positions are unembedded."""
+"""Log-probabilities of continuation tokens after prompts, through the forward engine: token ids in, per-token
+log-probs (or whole next-token distributions, for methods that rescale them) out; a text's own tokens after its
+first (StereoSet, the self-debias baselines). One row per (prompt + continuation) sequence, length-bucketed and
+right-padded (`RunPlan(prefix_tree=False)`); only the continuation's positions are unembedded."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
 from lens_steer.errors import LensSteerError
-from lens_steer.forward.engine import final_residual
+from lens_steer.forward.engine import Row, RunPlan, run_rows
+from lens_steer.forward.questions import Progress
 from lens_steer.model.load import HookedModel
-from lens_steer.model.tokens import encode_texts, length_batches, model_device, pad_batch, pad_id
-
-Progress = Callable[[int], None]
+from lens_steer.model.tokens import encode_texts
 
 
-def unembed(model: HookedModel, resid: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:
-    """Final norm and unembedding of selected residual vectors (float32 logits)."""
-    x = model.ln_final(resid)  # type: ignore[attr-defined]
-    logits = x @ model.W_U  # type: ignore[attr-defined]
-    b_U = getattr(model, "b_U", None)
-    if b_U is not None:
-        logits = logits + b_U
-    return logits.float()
-
-
-def _batched_distributions(
-    model: HookedModel,
-    prompts: Sequence[Sequence[int]],
-    continuations: Sequence[Sequence[int]],
-    *,
-    max_batch: int,
-    max_tokens: int,
-    progress: Progress | None,
-) -> Iterator[tuple[int, Float[Tensor, "n_cont vocab"]]]:
-    """(index, log-softmax rows at its continuation's positions) for every sequence, one batch at a time."""
+def _continuation_rows(
+    prompts: Sequence[Sequence[int]], continuations: Sequence[Sequence[int]], *, whole: bool
+) -> list[Row]:
+    """One row per (prompt, continuation), reading at each continuation token's position its log-prob or (`whole`)
+    the whole distribution."""
     if len(prompts) != len(continuations):
         raise LensSteerError(f"{len(prompts)} prompts but {len(continuations)} continuations")
+    rows = []
     for i, (p, c) in enumerate(zip(prompts, continuations)):
         if not p or not c:
             raise LensSteerError(f"sequence {i}: the prompt and the continuation each need at least one token")
-    device = model_device(model)
-    rows = [list(p) + list(c) for p, c in zip(prompts, continuations)]
-    for batch_idx in length_batches([len(r) for r in rows], max_batch=max_batch, max_tokens=max_tokens):
-        batch = pad_batch([rows[i] for i in batch_idx], pad_id=pad_id(model), padding_side="right", device=device)
-        with torch.inference_mode():
-            resid = final_residual(model, batch.tokens, batch.forward_kwargs())
-            which, where = [], []
-            for j, i in enumerate(batch_idx):
-                start = len(prompts[i]) - 1
-                which += [j] * len(continuations[i])
-                where += list(range(start, start + len(continuations[i])))
-            logp = torch.log_softmax(unembed(model, resid[which, where]), dim=-1).cpu()
-        offset = 0
-        for i in batch_idx:
-            n = len(continuations[i])
-            yield i, logp[offset : offset + n]
-            offset += n
-        if progress is not None:
-            progress(len(batch_idx))
+        positions = list(range(len(p) - 1, len(p) - 1 + len(c)))
+        rows.append(Row([*map(int, p), *map(int, c)], positions, targets=None if whole else [int(t) for t in c]))
+    return rows
 
 
 def next_token_logprobs(
@@ -76,12 +46,9 @@ def next_token_logprobs(
     """For each (prompt, continuation): the log-softmax next-token distribution at each continuation
     token's position (row t predicts continuation token t), on the CPU. Whole vocabulary rows: keep the
     number of scored tokens small (use `continuation_logprobs` for plain log-probabilities)."""
-    out: list[Tensor] = [torch.empty(0)] * len(prompts)
-    for i, rows in _batched_distributions(
-        model, prompts, continuations, max_batch=max_batch, max_tokens=max_tokens, progress=progress
-    ):
-        out[i] = rows
-    return out
+    plan = RunPlan(prefix_tree=False, max_batch=max_batch, max_tokens=max_tokens)
+    rows = _continuation_rows(prompts, continuations, whole=True)
+    return [torch.from_numpy(x) for x in run_rows(model, rows, plan, progress=progress)]
 
 
 def continuation_logprobs(
@@ -94,13 +61,9 @@ def continuation_logprobs(
     progress: Progress | None = None,
 ) -> list[Float[Tensor, " n_cont"]]:
     """For each (prompt, continuation): the log-probability of every continuation token given what precedes it."""
-    out: list[Tensor] = [torch.empty(0)] * len(prompts)
-    for i, rows in _batched_distributions(
-        model, prompts, continuations, max_batch=max_batch, max_tokens=max_tokens, progress=progress
-    ):
-        c = torch.tensor(list(continuations[i]), dtype=torch.long)
-        out[i] = rows[torch.arange(len(c)), c].clone()
-    return out
+    plan = RunPlan(prefix_tree=False, max_batch=max_batch, max_tokens=max_tokens)
+    rows = _continuation_rows(prompts, continuations, whole=False)
+    return [torch.from_numpy(x) for x in run_rows(model, rows, plan, progress=progress)]
 
 
 def split_text_ids(model: HookedModel, text: str) -> tuple[list[int], list[int]]:

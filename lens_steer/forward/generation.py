@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -27,6 +27,8 @@ from torch import Tensor
 
 from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES
 from lens_steer.errors import LensSteerError
+from lens_steer.forward.engine import Unembed, final_residual
+from lens_steer.forward.questions import Progress
 from lens_steer.model.load import HookedModel, accepts_kv_cache
 from lens_steer.model.tokens import length_batches, model_device, pad_batch, pad_id
 from lens_steer.steering.hooks import POSITION_MODES, PositionMode, steer
@@ -35,7 +37,6 @@ from lens_steer.steering.vectors import SteeringVector
 GENERATE_MAX_NEW_TOKENS = 20
 REFERENCE_REPETITION_PENALTY = 1.1
 PARSE_RULES = ("letter", "bracketed_letter", "option_text", "unknown_phrase", "unparsed")
-Progress = Callable[[int], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +142,7 @@ def _generate_batch(
 ) -> tuple[list[list[int]], list[Tensor] | None]:
     """Generate for one left-padded batch; returns each row's new ids (cut after its stop token) and scores."""
     device = model_device(model)
+    unembed = Unembed(model)
     batch = pad_batch(rows, pad_id=pad_id(model), padding_side="left", device=device)
     tokens, mask = batch.tokens, batch.attention_mask
     n = tokens.shape[0]
@@ -165,7 +167,7 @@ def _generate_batch(
                 kwargs["past_key_values"] = cache
         elif bool((mask == 0).any()):
             kwargs = {"attention_mask": mask}
-        logits = model(inp, **kwargs)[:, -1, :].float()
+        logits = unembed.logits(final_residual(model, inp, kwargs)[:, -1])  # the engine's unembedding, last position
         if return_scores:
             steps.append(logits.cpu())
         if seen is None:  # each row's real tokens so far (pads are never seen)

@@ -43,12 +43,13 @@ from lens_steer.model.load import HookedModel
 
 DEFAULT_CACHE_BYTES = 1 << 30  # keys/values a chunk may hold (its trunk segments)
 DEFAULT_ROW_TOKENS = 384  # the largest subtree run whole in one row (larger ones are cut at their trunk)
-DEFAULT_ROW_FILL = 128  # units share a row only up to this many tokens: a row's attention costs its width squared, so large units run alone
+# units share a row only up to this many tokens: a row's attention costs its width squared, so large units run alone
+DEFAULT_ROW_FILL = 128
 PAD_SLACK = 1.10  # a batch's padded row positions may exceed its real tokens by this factor (padding is pure waste)
 Forward = Callable[
     [Tensor, dict[str, Any], str], Tensor
 ]  # (tokens, forward kwargs, batch key) -> final residual [batch, pos, d_model]
-Logits = Callable[[Tensor], Tensor]  # selected final residuals [n, d_model] -> logits [n, vocab]
+LogProbs = Callable[[Tensor], Tensor]  # selected final residuals [n, d_model] -> log-probs [n, vocab]
 Read = tuple[int, Sequence[int]]  # (position whose next-token distribution is read, token ids whose log-probs are kept)
 
 
@@ -430,14 +431,15 @@ def run_tree(
     reads: Sequence[Sequence[Read]],
     *,
     forward: Forward,
-    logits: Logits,
+    log_probs: LogProbs,
     n_layers: int,
     first_layer: int = 0,
     pad_id: int = 0,
     device: torch.device | str = "cpu",
     done: Callable[[int], None] | None = None,
 ) -> list[list[np.ndarray]]:
-    """Per sequence, per read: log-probs (full vocabulary) of the read's token ids at its position.
+    """Per sequence, per read: log-probs (full vocabulary, `log_probs` of the final residual) of the read's token
+    ids at its position.
 
     `forward(tokens, kwargs, key)` returns the final residual of a batch of rows given the keys/values of their
     paths (`kwargs`: `past_key_values`, a transformers cache over blocks `first_layer..n_layers-1`, the joint
@@ -524,7 +526,7 @@ def run_tree(
             index = {u: n for n, u in enumerate(unique)}
             sel_rows = torch.tensor([b for b, _ in unique], device=device)
             sel_cols = torch.tensor([col for _, col in unique], device=device)
-            logp = torch.log_softmax(logits(resid[sel_rows, sel_cols]), dim=-1)
+            logp = log_probs(resid[sel_rows, sel_cols])
             picks = [(index[(b, col)], r, k) for b, col, r, k in wanted]
             flat_ids = [int(t) for _, r, k in picks for t in reads[chunk[r]][k][1]]
             flat_rows = [u for u, r, k in picks for _ in reads[chunk[r]][k][1]]
@@ -549,7 +551,8 @@ def _past(
     n_layers: int,
     first_layer: int,
 ) -> list[tuple[Tensor | None, Tensor | None]]:
-    """Per block, keys and values `[batch, heads, past_len, d_head]` of each row's path, left-padded; None below `first_layer`."""
+    """Per block, keys and values `[batch, heads, past_len, d_head]` of each row's path, left-padded; None below
+    `first_layer`."""
     ref_segment = next(p[0] for p in paths if p)
     data: list[tuple[Tensor | None, Tensor | None]] = []
     for layer in range(n_layers):

@@ -16,7 +16,8 @@ from lens_steer.model.load import HookedModel
 from lens_steer.model.tokens import encode_texts
 
 # Bumped whenever a protocol's prompts, tokenisation or choice sets change; part of every prediction-store key.
-# 2: BOS follows the tokenizer's default, continuations split as lm-eval does, lm-eval's MMLU letters, raw log-likelihoods.
+# 2: BOS follows the tokenizer's default, continuations split as lm-eval does, lm-eval's MMLU letters, raw
+# log-likelihoods.
 SCORING_VERSION = 2
 
 
@@ -163,5 +164,6 @@ def first_token(model: HookedModel, text: str) -> int:
 
 
 def log_softmax(x: np.ndarray) -> np.ndarray:
+    """Log-softmax over the last axis: raw option scores normalised into option log-probs."""
     x = x - x.max(axis=-1, keepdims=True)
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))

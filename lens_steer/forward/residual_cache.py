@@ -185,7 +185,8 @@ def run_blocks(
     if parts is None:
         if past_key_values is not None or position_ids is not None or not _is_hooked_transformer(model):
             raise LensSteerError(
-                f"model {getattr(model.cfg, 'model_name', '?')!r} cannot run from a block; evaluate without a residual cache"
+                f"model {getattr(model.cfg, 'model_name', '?')!r} cannot run from a block; "
+                "evaluate without a residual cache"
             )
         return _run_hooked_transformer(model, resid, start, attention_mask)
     hf, inner = parts
@@ -229,7 +230,8 @@ def _attention_mask(
     positions: Tensor,
     layer_idx: int,
 ) -> Any:
-    """The mask the HF model builds for layers of `kind` (full or sliding window), sized by layer `layer_idx`'s cache."""
+    """The mask the HF model builds for layers of `kind` (full or sliding window), sized by layer `layer_idx`'s
+    cache."""
     from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
     make = create_sliding_window_causal_mask if kind == SLIDING_ATTENTION else create_causal_mask
@@ -244,7 +246,8 @@ def _attention_mask(
 
 
 def _rotary_embeddings(inner: Any, resid: Tensor, positions: Tensor, kinds: set[str]) -> dict[str, Any] | None:
-    """Per attention kind, the rotary (cos, sin) the HF model computes (Gemma 3: one table per kind), or None without rotary."""
+    """Per attention kind, the rotary (cos, sin) the HF model computes (Gemma 3: one table per kind), or None without
+    rotary."""
     rotary = getattr(inner, "rotary_emb", None)
     if rotary is None:
         return None

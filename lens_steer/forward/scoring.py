@@ -1,9 +1,12 @@
-"""Scoring multiple-choice items with one forward pass each: logits only where scored, length-bucketed batches.
+"""Scoring multiple-choice items, each protocol a caller of the forward engine (`engine.run_rows`): rows read
+log-probabilities only where scored.
 
 Protocols: `letter` (compare the option letters' logits at the answer position), `letter-calibrated`
 (minus each letter's mean preference over the evaluated items), `letter-permuted` (average over the
-cyclic orders of the options) and `cloze` (summed log-likelihood of each option's text, lm-eval style;
-per-token means are kept beside). Prompt formats: `reference` (the SVE paper's chat prompt) and `lm_eval`."""
+cyclic orders of the options), `cloze` (summed log-likelihood of each option's text, lm-eval style;
+per-token means are kept beside) and `generate` (the SVE paper's: a greedy reply, parsed; `generation`).
+Prompt formats: `reference` (the SVE paper's chat prompt) and `lm_eval`. Also `score_steered` (under a vector or
+an intervention, reusing a residual cache) and `sequence_logprobs` (CrowS-Pairs' summed text log-probs)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,9 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 
 import numpy as np
-import torch
 
 from lens_steer.errors import LensSteerError
-from lens_steer.forward.engine import ResidualReuse, Row, Unembed, forward_batch, residual_reuse_for, run_rows
+from lens_steer.forward.engine import Row, RunPlan, residual_reuse_for, run_rows
 from lens_steer.forward.generation import generate_answers
 from lens_steer.forward.questions import (
     DEFAULT_SCORING,
@@ -31,17 +33,14 @@ from lens_steer.forward.questions import (
     letter_prompt,
     log_softmax,
 )
-from lens_steer.forward.residual_cache import (
-    ResidualCache,
-    batch_key,
-)
-from lens_steer.forward.shared_prefix import run_shared_prefix
-from lens_steer.model.architectures import hf_config, sliding_window
-from lens_steer.model.load import HookedModel, accepts_kv_cache
-from lens_steer.model.tokens import encode_texts, length_batches, pad_batch, pad_id, starts_with_bos
+from lens_steer.forward.residual_cache import ResidualCache
+from lens_steer.model.load import HookedModel
+from lens_steer.model.tokens import encode_texts, starts_with_bos
 from lens_steer.steering.hooks import steer
 from lens_steer.steering.interventions import Intervention, intervention_of
 from lens_steer.steering.vectors import SteeringVector
+
+DEFAULT_PLAN = RunPlan()
 
 
 def score_questions(
@@ -50,27 +49,21 @@ def score_questions(
     *,
     scoring: str = DEFAULT_SCORING,
     prompt_format: str = "reference",
-    max_batch: int = 16,
-    max_tokens: int = 3072,
+    plan: RunPlan = DEFAULT_PLAN,
     progress: Progress | None = None,
-    reuse: ResidualReuse | None = None,
-    prefix_tree: bool = True,
 ) -> list[QuestionScore]:
-    """Score every question with `scoring` under `prompt_format`; progress counts questions.
-
-    With `reuse` (see `residual_reuse_for`), batches whose residual entering block `reuse.start` is cached
-    run only the blocks from there; the others run in full and are cached. With `prefix_tree` (models taking a
-    KV cache), each distinct token prefix of the items' sequences runs once (`lens_steer.forward.prefix_tree`); False
-    keeps the earlier path (length buckets; cloze: each prompt once, its KV cache shared by its options)."""
+    """Score every question with `scoring` under `prompt_format`, the forward run as `plan` says (by default over
+    the prefix tree where the model takes a KV cache; with `plan.reuse`, from a stored residual); progress counts
+    questions."""
     check_choice(scoring, SCORINGS, "scoring")
     check_choice(prompt_format, PROMPT_FORMATS, "prompt format")
     if not questions:
         raise LensSteerError("no items to score; the selection is empty")
     tok = model.tokenizer
     if scoring == "generate":
-        return _score_generated(model, questions, prompt_format, max_batch, progress)
+        return _score_generated(model, questions, prompt_format, plan.max_batch, progress)
     if scoring == "cloze":
-        return _score_cloze(model, questions, prompt_format, max_batch, max_tokens, progress, reuse, prefix_tree)
+        return _score_cloze(model, questions, prompt_format, plan, progress)
     prompts: list[list[str]] = []
     prompt_ids: list[list[int]] = []
     rows: list[Row] = []
@@ -89,16 +82,7 @@ def score_questions(
                 prompt_ids.append(ids)
         prompts.append(texts)
     unit = len(questions) / len(rows)
-    raw = run_rows(
-        model,
-        rows,
-        max_batch=max_batch,
-        max_tokens=max_tokens,
-        progress=progress,
-        progress_unit=unit,
-        reuse=reuse,
-        tree=prefix_tree,
-    )
+    raw = run_rows(model, rows, plan, progress=progress, progress_unit=unit)
     scores: list[QuestionScore] = []
     r = 0
     per_question: list[np.ndarray] = []
@@ -141,7 +125,8 @@ def score_questions(
 def _score_generated(
     model: HookedModel, questions: Sequence[Question], prompt_format: str, max_batch: int, progress: Progress | None
 ) -> list[QuestionScore]:
-    """The SVE paper's protocol (lens_steer.forward.generation): greedy replies to its letter prompt, parsed as its code parses them."""
+    """The SVE paper's protocol (`generation`): greedy replies to its letter prompt, parsed as its code parses
+    them."""
     if prompt_format != "reference":
         raise LensSteerError("--scoring generate is the SVE paper's protocol; use it with --prompt-format reference")
     prompts = [letter_prompt(q, range(len(q.options)), "reference", model.tokenizer)[0] for q in questions]
@@ -191,15 +176,9 @@ def _letter_prior(per_question: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def _score_cloze(
-    model: HookedModel,
-    questions: Sequence[Question],
-    prompt_format: str,
-    max_batch: int,
-    max_tokens: int,
-    progress: Progress | None,
-    reuse: ResidualReuse | None,
-    tree: bool = True,
+    model: HookedModel, questions: Sequence[Question], prompt_format: str, plan: RunPlan, progress: Progress | None
 ) -> list[QuestionScore]:
+    """The cloze protocol: one row per option (prompt + option), reading each option token's log-prob."""
     prompts: list[str] = []
     prompt_ids: list[list[int]] = []
     cont_ids: list[list[list[int]]] = []
@@ -212,30 +191,16 @@ def _score_cloze(
         prompts.append(text)
         prompt_ids.append(pairs[0][0])
         cont_ids.append(opts)
-    if accepts_kv_cache(model) and not tree:
-        raw = _cloze_shared_prefix(
-            model, prompt_ids, cont_ids, max_batch=max_batch, max_tokens=max_tokens, progress=progress, reuse=reuse
-        )
-    else:  # one sequence per option: over a prefix tree, or (TL 3.x HookedTransformer takes no Hugging Face cache) each in full
-        rows = [
-            Row(p + o, list(range(len(p) - 1, len(p) - 1 + len(o))), targets=o)
-            for p, opts in zip(prompt_ids, cont_ids)
-            for o in opts
-        ]
-        flat = run_rows(
-            model,
-            rows,
-            max_batch=max_batch,
-            max_tokens=max_tokens,
-            progress=progress,
-            progress_unit=len(questions) / len(rows),
-            reuse=reuse,
-            tree=tree,
-        )
-        raw, r = [], 0
-        for opts in cont_ids:
-            raw.append(flat[r : r + len(opts)])
-            r += len(opts)
+    rows = [
+        Row(p + o, list(range(len(p) - 1, len(p) - 1 + len(o))), targets=o)
+        for p, opts in zip(prompt_ids, cont_ids)
+        for o in opts
+    ]
+    flat = run_rows(model, rows, plan, progress=progress, progress_unit=len(questions) / len(rows))
+    raw, r = [], 0
+    for opts in cont_ids:
+        raw.append(flat[r : r + len(opts)])
+        r += len(opts)
     scores = []
     for q, text, ids0, opts, lps in zip(questions, prompts, prompt_ids, cont_ids, raw):
         summed = np.array([float(x.sum()) for x in lps])
@@ -258,90 +223,6 @@ def _score_cloze(
             )
         )
     return scores
-
-
-def _cloze_shared_prefix(
-    model: HookedModel,
-    prompt_ids: list[list[int]],
-    cont_ids: list[list[list[int]]],
-    *,
-    max_batch: int,
-    max_tokens: int,
-    progress: Progress | None,
-    reuse: ResidualReuse | None = None,
-) -> list[list[np.ndarray]]:
-    """Per question, per option: log-probs of the option's tokens. The prompt runs once; its KV cache serves every
-    option (`shared_prefix`)."""
-    device = next(iter(model.parameters())).device  # type: ignore[attr-defined]
-    unembed = Unembed(model)
-    out: list[list[np.ndarray]] = [[] for _ in prompt_ids]
-    side = (
-        "left" if sliding_window(hf_config(model)) is not None else "right"
-    )  # a sliding window would count the pads between prompt and option
-    for batch_idx in length_batches([len(p) for p in prompt_ids], max_batch=max_batch, max_tokens=max_tokens):
-        prompts = pad_batch([prompt_ids[i] for i in batch_idx], pad_id=pad_id(model), padding_side=side, device=device)
-        k = [len(cont_ids[i]) for i in batch_idx]
-        options = [o for i in batch_idx for o in cont_ids[i]]
-        conts = pad_batch(options, pad_id=pad_id(model), padding_side="right", device=device)
-        owner = torch.tensor([j for j, n in enumerate(k) for _ in range(n)], device=device)
-        with torch.inference_mode():
-            keys, stored = ["", ""], [None, None]
-            if reuse is not None:
-                keys = [batch_key(prompts.tokens), batch_key(prompts.tokens, conts.tokens, owner)]
-                stored = [reuse.cache.get(k, reuse.start) for k in keys]
-                if any(
-                    x is None for x in stored
-                ):  # both passes reuse or both run in full: the KV cache must cover the same blocks
-                    stored = [None, None]
-            resid_prompt, shared = run_shared_prefix(
-                lambda cache: forward_batch(
-                    model,
-                    prompts.tokens,
-                    {"past_key_values": cache, **prompts.forward_kwargs()},
-                    reuse,
-                    keys[0],
-                    stored[0],
-                ),
-                prompts.attention_mask,
-            )
-            last_prompt = resid_prompt[
-                torch.arange(len(batch_idx), device=device), prompts.last_index
-            ]  # predicts each option's first token
-            resid_cont = forward_batch(
-                model, conts.tokens, shared.row_kwargs(owner, conts.attention_mask), reuse, keys[1], stored[1]
-            )
-            rows, pos = [], []
-            for r, o in enumerate(options):
-                rows += [r] * (len(o) - 1)
-                pos += list(range(len(o) - 1))
-            sel = torch.cat([last_prompt[owner], resid_cont[rows, pos]]) if rows else last_prompt[owner]
-            logp = torch.log_softmax(unembed.logits(sel), dim=-1)
-            first = logp[: len(options)]
-            rest = logp[len(options) :]
-            picked_first = (
-                first[torch.arange(len(options), device=device), torch.tensor([o[0] for o in options], device=device)]
-                .cpu()
-                .numpy()
-            )
-            rest_targets = [t for o in options for t in o[1:]]
-            picked_rest = (
-                rest[
-                    torch.arange(len(rest_targets), device=device),
-                    torch.tensor(rest_targets, dtype=torch.long, device=device),
-                ]
-                .cpu()
-                .numpy()
-                if rest_targets
-                else np.empty(0)
-            )
-        r_off = 0
-        for r, o in enumerate(options):
-            vals = np.concatenate([[picked_first[r]], picked_rest[r_off : r_off + len(o) - 1]])
-            r_off += len(o) - 1
-            out[batch_idx[int(owner[r])]].append(vals)
-        if progress is not None:
-            progress(len(batch_idx))
-    return out
 
 
 @contextmanager
@@ -373,19 +254,14 @@ def score_steered(
     prefix_tree: bool = True,
 ) -> list[QuestionScore]:
     """`score_questions` under `intervention` (or `coeff * vector`); with `residual_cache`, the residual entering
-    the first edited block is reused across calls on the same questions."""
+    the first edited block is reused across calls on the same questions; `prefix_tree` and `max_batch` as in
+    `RunPlan`."""
     active = intervention_of(vector, coeff, intervention)
     reuse = residual_reuse_for(model, residual_cache, active)
+    plan = RunPlan(prefix_tree=prefix_tree, max_batch=max_batch, reuse=reuse)
     with maybe_steer(model, intervention=active):
         return score_questions(
-            model,
-            questions,
-            scoring=scoring,
-            prompt_format=prompt_format,
-            max_batch=max_batch,
-            progress=progress,
-            reuse=reuse,
-            prefix_tree=prefix_tree,
+            model, questions, scoring=scoring, prompt_format=prompt_format, plan=plan, progress=progress
         )
 
 
@@ -403,5 +279,5 @@ def sequence_logprobs(
         if len(ids) < 2:
             raise LensSteerError("a text needs at least two tokens to be scored")
         rows.append(Row(ids, list(range(len(ids) - 1)), targets=ids[1:]))
-    raw = run_rows(model, rows, max_batch=max_batch, max_tokens=max_tokens, progress=progress, progress_unit=1.0)
-    return [float(x.sum()) for x in raw]
+    plan = RunPlan(prefix_tree=False, max_batch=max_batch, max_tokens=max_tokens)
+    return [float(x.sum()) for x in run_rows(model, rows, plan, progress=progress)]

@@ -1,10 +1,11 @@
 """A shared prefix run once: its Hugging Face KV cache extended by each row that follows it.
 
 Extraction runs the token prefix common to all its texts (a persona's system prompt) once and every batch
-continues from it (`common_token_prefix`); cloze scoring runs a batch of prompts once and each option
-continues its own prompt (`run_shared_prefix` around the prompts' forward). Both then call
-`SharedPrefix.row_kwargs`: one copy of the prefix keys/values per row, and the joint attention mask.
-Only models whose forward takes `past_key_values` (TL 4 bridges; `models.accepts_kv_cache`) can do this.
+continues from it (`common_token_prefix`); `run_shared_prefix` runs any batch of prefixes once (the tests' cloze
+oracle runs each prompt once and continues it with each of its options). Both then call
+`SharedPrefix.row_kwargs`: one copy of the prefix keys/values per row, and the joint attention mask. Scoring runs
+shared prefixes through the prefix tree (`prefix_tree`) instead. Only models whose forward takes `past_key_values`
+(TL 4 bridges; `models.accepts_kv_cache`) can do this.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class SharedPrefix:
         """Forward keyword arguments continuing prefix `owner[r]` with row r's tokens (padded as `rows_mask` says):
         the prefix keys/values, one copy per row, and the mask over prefix and row.
 
-        With `reuse` the cache is copied first and serves later calls; otherwise it is reordered in place (used once)."""
+        With `reuse` the cache is copied first and serves later calls; otherwise it is reordered in place (used
+        once)."""
         past = copy.deepcopy(self.cache) if reuse else self.cache
         past.reorder_cache(owner)
         mask = torch.cat([self.attention_mask[owner].to(rows_mask.dtype), rows_mask], dim=1)

@@ -37,6 +37,7 @@ from lens_steer.forward.questions import (
     encode_pair,
     first_token,
     letter_prompt,
+    log_softmax,
 )
 from lens_steer.forward.scoring import maybe_steer, score_steered
 from lens_steer.methods.baselines.selfdebias import (
@@ -66,11 +67,6 @@ def prefixed_question(q: Question, prefix: str) -> Question:
     if q.context:
         return dataclasses.replace(q, context=prefix + q.context)
     return dataclasses.replace(q, question=prefix + q.question)
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    x = x - x.max()
-    return x - np.log(np.exp(x).sum())
 
 
 # ---- BBQ-style questions ------------------------------------------------------------------
@@ -196,7 +192,7 @@ def schick_question_scores(
         else:
             summed = parts[0].double().numpy()
             per_tok, counts = summed, [1] * len(summed)
-        normalised = _log_softmax(summed)
+        normalised = log_softmax(summed)
         pred, answers, best = answer_view(q, summed)
         out.append(
             QuestionScore(
@@ -204,7 +200,7 @@ def schick_question_scores(
                 option_ids,
                 normalised.tolist(),
                 pred,
-                _log_softmax(per_tok).tolist(),
+                log_softmax(per_tok).tolist(),
                 prompt_token_ids=list(prompt_ids),
                 option_logliks=summed.tolist(),
                 option_token_counts=counts,
