@@ -1,4 +1,6 @@
-"""Ground-truth verdicts on hand-built paired results: each branch of the planted and clean rules."""
+"""Tests for lens_steer.pipeline.ground_truth and lens_steer.report.ground_truth: every branch of the rules on
+hand-built paired results (typed as reproduce writes them), the registry, the target, the JSON round trip, and the
+section's text printed from the rules' data."""
 
 from __future__ import annotations
 
@@ -6,60 +8,81 @@ from typing import Any
 
 import pytest
 
-from lens_steer.methods.organism.ground_truth import clean_verdict, ground_truth, markdown, planted_verdict
+from lens_steer.pipeline.ground_truth import (
+    CLEAN_RULES,
+    METHODS,
+    PLANTED_RULES,
+    GroundTruth,
+    Rule,
+    cell_numbers,
+    ground_truth,
+    verdict,
+)
+from lens_steer.pipeline.results_entries import EnsembleResults, Steered
+from lens_steer.report.ground_truth import markdown
 
 
 def m(value: float, lo: float, hi: float, n: int = 50) -> dict[str, Any]:
     return {"value": value, "ci_low": lo, "ci_high": hi, "n": n}
 
 
-def paired(acc_amb: tuple, acc_dis: tuple, bias_amb: tuple, bias_dis: tuple = (0.0, -0.1, 0.1)) -> dict[str, Any]:
-    """A paired_comparison-shaped block: diffs as given, steered values 0.5 (their levels do not enter the rules)."""
+def cond(acc: tuple, bias: tuple, level: tuple = (0.5, 0.0)) -> dict[str, Any]:
+    """One condition of a paired comparison: diffs as given, steered values `level` plus the diffs."""
 
-    def t(d: tuple) -> dict[str, Any]:
-        return {"base": m(0.5, 0.4, 0.6), "steered": m(0.5 + d[0], 0.4, 0.6), "diff": m(*d)}
+    def t(d: tuple, base: float) -> dict[str, Any]:
+        return {"base": m(base, base, base), "steered": m(base + d[0], base, base), "diff": m(*d)}
 
-    return {"ambig": {"acc": t(acc_amb), "bias": t(bias_amb)}, "disambig": {"acc": t(acc_dis), "bias": t(bias_dis)}}
+    return {"n": 25, "acc": t(acc, level[0]), "bias": t(bias, level[1])}
 
 
-def entry(vs_base: dict, control_margin: tuple = (0.2, 0.1, 0.3)) -> dict[str, Any]:
-    ctrl = {
+def paired(acc_amb: tuple, acc_dis: tuple, bias_amb: tuple, amb_level: tuple = (0.5, 0.0)) -> dict[str, Any]:
+    zero = (0.0, 0.0, 0.0)
+    return {"n": 50, "bias_variant": "lm_eval", "overall": cond(zero, zero), "ambig": cond(acc_amb, bias_amb, amb_level),
+            "disambig": cond(acc_dis, zero)}
+
+
+def entry(vs_base: dict, control_margin: tuple | None = (0.2, 0.1, 0.3)) -> dict[str, Any]:
+    zero = (0.0, -0.1, 0.1)
+    controls = [] if control_margin is None else [{
         "seed": 1,
-        "vs_base": paired((0.0, -0.1, 0.1), (0.0, -0.1, 0.1), (0.0, -0.1, 0.1)),
-        "steered_vs_control": {"ambig": {"acc": {"diff": m(*control_margin)}}},
-    }
-    return {"coeff": 2.0, "vs_base": vs_base, "controls": [ctrl]}
+        "vs_base": paired(zero, zero, zero),
+        "steered_vs_control": {**paired(control_margin, zero, zero)},
+    }]
+    return {"coeff": 2.0, "vs_base": vs_base, "controls": controls, "control_mean_acc": None,
+            "beats_controls": None}
 
 
-def row(e: dict) -> dict[str, Any]:
-    from lens_steer.methods.organism.ground_truth import method_row
-
-    return method_row(e)
+# the planted organism answers "unknown" on 0% of ambiguous items with S_AMB +0.8 before steering
+REMOVED = paired((0.85, 0.7, 0.95), (-0.01, -0.04, 0.02), (-0.75, -0.9, -0.6), amb_level=(0.0, 0.8))
 
 
-REMOVED = paired((0.3, 0.2, 0.4), (-0.02, -0.08, 0.04), (-0.4, -0.6, -0.2))
+def planted(e: dict, has_control: bool = True) -> str:
+    nums, _ = cell_numbers(Steered.from_json(e, "e"))
+    return verdict(PLANTED_RULES, nums, "not reduced", has_control)
 
 
 @pytest.mark.parametrize(
     ("vs_base", "control", "want"),
     [
         (REMOVED, (0.2, 0.1, 0.3), "removed"),
-        (REMOVED, (0.1, -0.05, 0.25), "reduced"),  # does not beat its random control
-        (
-            paired((0.3, 0.2, 0.4), (-0.08, -0.15, -0.01), (-0.4, -0.6, -0.2)),
-            (0.2, 0.1, 0.3),
-            "reduced",
-        ),  # disambiguated accuracy lost 8 points
-        (
-            paired((0.05, -0.02, 0.12), (0.0, -0.05, 0.05), (-0.3, -0.5, -0.1)),
-            (0.2, 0.1, 0.3),
-            "reduced",
-        ),  # only the bias score fell
-        (paired((0.05, -0.02, 0.12), (0.0, -0.05, 0.05), (-0.1, -0.3, 0.1)), (0.2, 0.1, 0.3), "not reduced"),
+        (REMOVED, (0.1, -0.05, 0.25), "not reduced"),  # does not beat its random control: nothing is credited
+        # the reading kept only by the point estimate: the change's lower bound is below -5 points
+        (paired((0.85, 0.7, 0.95), (-0.02, -0.09, 0.04), (-0.75, -0.9, -0.6), (0.0, 0.8)), (0.2, 0.1, 0.3),
+         "not reduced"),
+        # ambiguous accuracy up, not to 0.80: reduced
+        (paired((0.5, 0.3, 0.7), (0.0, -0.03, 0.03), (-0.4, -0.6, -0.2), (0.0, 0.8)), (0.2, 0.1, 0.3), "reduced"),
+        # S_AMB left at +0.2 (> 0.10) although accuracy reaches 0.80: reduced
+        (paired((0.8, 0.7, 0.9), (0.0, -0.03, 0.03), (-0.6, -0.8, -0.4), (0.0, 0.8)), (0.2, 0.1, 0.3), "reduced"),
+        (paired((0.05, -0.02, 0.12), (0.0, -0.03, 0.03), (-0.1, -0.3, 0.1)), (0.2, 0.1, 0.3), "not reduced"),
     ],
 )
 def test_planted_verdicts(vs_base: dict, control: tuple, want: str) -> None:
-    assert planted_verdict(row(entry(vs_base, control))) == want
+    assert planted(entry(vs_base, control)) == want
+
+
+def test_a_baseline_without_a_control_is_judged_without_that_rule() -> None:
+    assert planted(entry(REMOVED, None), has_control=False) == "removed"
+    assert planted(entry(REMOVED, None), has_control=True) == "not reduced"  # a vector must have its control
 
 
 @pytest.mark.parametrize(
@@ -71,91 +94,54 @@ def test_planted_verdicts(vs_base: dict, control: tuple, want: str) -> None:
     ],
 )
 def test_clean_verdicts(acc_amb: tuple, acc_dis: tuple, want: str) -> None:
-    assert clean_verdict(row(entry(paired(acc_amb, acc_dis, (0.0, -0.1, 0.1))))) == want
+    nums, _ = cell_numbers(Steered.from_json(entry(paired(acc_amb, acc_dis, (0.0, -0.1, 0.1))), "e"))
+    assert verdict(CLEAN_RULES, nums, "unharmed", True) == want
 
 
-def test_ground_truth_table_and_markdown() -> None:
-    base = {k: m(0.4, 0.3, 0.5) for k in ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig")}
-    ensemble = {
+def test_a_rule_with_its_number_missing_fails() -> None:
+    assert not Rule("acc_ambig", ">=", 0.8, "x").holds({}) and Rule("acc_ambig", ">=", 0.8, "x").holds({"acc_ambig": 0.8})
+
+
+def ensemble(steered_age: dict[str, Any], steered_dis: dict[str, Any], mmlu: dict[str, float]) -> EnsembleResults:
+    base = {k: m(0.4, 0.3, 0.5) for k in ("acc", "acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig")}
+    return EnsembleResults.from_json({
+        "config": {}, "axes": ["age", "disability"], "coefficients": {}, "sweeps": {}, "isvs": {},
         "in_distribution": {
-            "age": {
-                "n": 40,
-                "baseline": base,
-                "steered": {
-                    "isv": entry(REMOVED),
-                    "sve": entry(paired((0.0, -0.1, 0.1), (0.0, -0.1, 0.1), (0.0, -0.1, 0.1))),
-                    "merged": entry(paired((0.2, 0.1, 0.3), (-0.3, -0.4, -0.2), (-0.3, -0.5, -0.1))),
-                },
-            },
-            "disability": {
-                "n": 40,
-                "baseline": base,
-                "steered": {"isv": entry(paired((0.0, -0.1, 0.1), (-0.2, -0.3, -0.1), (0.0, -0.1, 0.1)))},
-            },
-        }
-    }
-    isv = {
-        "age": {
-            "params": {
-                "corpus": "age",
-                "persona": 0,
-                "template": 1,
-                "num_sents": 32,
-                "layers": "18",
-                "method": "mean_diff",
-            },
-            "coeff": 2.0,
-        }
-    }
-    card = {"name": "smollm2-organism", "plant": ["age"], "clean": ["disability"], "weights_sha256": "x"}
-    gt = ground_truth(ensemble, isv, card)
-    assert gt["axes"]["age"]["verdicts"] == {
-        "isv": "removed",
-        "sve": "not reduced",
-        "merged": "reduced",
-    }  # merged: reading lost
-    assert gt["axes"]["disability"]["verdicts"] == {"isv": "harmed"}
-    assert "corpus age" in gt["axes"]["age"]["search_choice"] and gt["axes"]["disability"]["search_choice"] == "no ISV"
-    text = "\n".join(markdown(gt))
-    assert "## Ground truth" in text and "| age | planted | baseline |" in text
-    assert "isv: removed 1, reduced 0, not reduced 0 of 1 planted axes; harmed 1 of 1 clean axes" in text
-    assert (
-        "merged: removed 0, reduced 1, not reduced 0 of 1 planted axes; harmed 0 of 1 clean axes" in text
-    )  # every method evaluated is summed up
+            "age": {"n": 40, "baseline": base, "steered": steered_age, "chosen_kind": "gated"},
+            "disability": {"n": 40, "baseline": base, "steered": steered_dis, "chosen_kind": "none"},
+        },
+        "ood": {},
+        "mmlu": {"n": 64, "baseline": m(0.3, 0.2, 0.4), "steered": {
+            k: {"coeff": 0.0, "acc": m(0.3 + d, 0.2, 0.4), "diff": d} for k, d in mmlu.items()}},
+    })
 
 
-def test_baselines_are_methods_of_the_ground_truth_without_a_control_to_beat() -> None:
-    base = {k: m(0.4, 0.3, 0.5) for k in ("acc_ambig", "acc_disambig", "bias_ambig", "bias_disambig")}
-    no_control = {"coeff": 0.0, "vs_base": REMOVED, "controls": []}
-    ensemble = {
-        "in_distribution": {
-            "age": {
-                "n": 40,
-                "baseline": base,
-                "steered": {
-                    "isv": {**entry(REMOVED), "controls": []},
-                    "prompting": no_control,
-                    "self-debias-schick": no_control,
-                },
-            },
-            "disability": {
-                "n": 40,
-                "baseline": base,
-                "steered": {
-                    "prompting": {
-                        **no_control,
-                        "vs_base": paired((0.0, -0.1, 0.1), (-0.2, -0.3, -0.1), (0.0, -0.1, 0.1)),
-                    }
-                },
-            },
-        }
-    }
-    isv = {"age": {"params": {"protocol": "v2", "layer": 3, "coeff": 1.6, "splits": "v2"}, "coeff": 1.6}}
-    gt = ground_truth(ensemble, isv, {"name": "o", "plant": ["age"], "clean": ["disability"], "weights_sha256": "x"})
-    # the same paired numbers: a vector without its control is only "reduced", a baseline (no control exists) is "removed"
-    assert gt["axes"]["age"]["verdicts"] == {"isv": "reduced", "prompting": "removed", "self-debias-schick": "removed"}
-    assert gt["axes"]["disability"]["verdicts"] == {"prompting": "harmed"}
-    assert gt["axes"]["age"]["methods"]["prompting"]["acc_ambig"]["diff"] == REMOVED["ambig"]["acc"]["diff"]
-    assert "v2 protocol" in gt["axes"]["age"]["search_choice"] and "layer 3" in gt["axes"]["age"]["search_choice"]
+def test_ground_truth_registry_target_round_trip_and_markdown() -> None:
+    flat = paired((0.0, -0.1, 0.1), (0.0, -0.1, 0.1), (0.0, -0.1, 0.1))
+    lost = paired((0.0, -0.1, 0.1), (-0.2, -0.3, -0.1), (0.0, -0.1, 0.1))
+    ens = ensemble(
+        {"chosen": {**entry(REMOVED), "intervention": {"kind": "gated", "layers": [15]}}, "sve": entry(flat),
+         "prompting": entry(flat, None), "not_a_method": entry(flat)},
+        {"sve": entry(lost), "prompting": entry(flat, None)},
+        {"chosen:age": 0.0, "sve": -0.031, "prompting": 0.0},
+    )
+    summaries = {"age": {"chosen": {"beats_baseline": True, "value": 0.9, "params": {"kind": "gated", "layers": "15",
+                 "corpus": "bbq_cloze", "num_sents": 96, "coeff": 2.0}}, "baseline": {"objective": 0.0}},
+                 "disability": {"chosen": {"beats_baseline": False, "value": -0.1}, "baseline": {"objective": 0.2}}}
+    card = {"name": "organism", "plant": ["age"], "clean": ["disability"], "weights_sha256": "x"}
+    gt = ground_truth(ens, summaries, card)
+    assert {k: c.verdict for k, c in gt.axes["age"].cells.items()} == {"chosen": "removed", "sve": "not reduced",
+                                                                      "prompting": "not reduced"}
+    assert {k: c.verdict for k, c in gt.axes["disability"].cells.items()} == {"sve": "harmed", "prompting": "unharmed"}
+    assert gt.methods() == [x.name for x in METHODS if x.name in ("chosen", "sve", "prompting")]  # registry order
+    s = gt.summary("chosen")
+    assert s["removed"] == 1 and s["harmed"] == [] and s["mmlu_diff"] == 0.0 and s["target_met"]
+    assert gt.summary("sve")["harmed"] == ["disability"] and not gt.summary("sve")["target_met"]
+    assert "gated" in gt.axes["age"].search_choice and "nothing" in gt.axes["disability"].search_choice
+    back = GroundTruth.from_json(gt.to_json())
+    assert back.to_json() == gt.to_json()
     text = "\n".join(markdown(gt))
-    assert "prompting: removed 1, reduced 0, not reduced 0 of 1 planted axes; harmed 1 of 1 clean axes" in text
+    assert "## Ground truth" in text and "removed by: the search's choice" in text
+    for rule in PLANTED_RULES["removed"]["all"]:  # the rules as printed are the rules applied
+        assert rule.says in text
+    assert "| the search's choice | **removed**" in text and "| yes |" in text.replace("**yes**", "yes")

@@ -250,7 +250,7 @@ QUESTIONS = [
 def test_each_kind_scores_the_same_over_the_prefix_tree_as_one_forward_per_option(model: Any, kind: str) -> None:
     iv = next(i for i in model_examples(model) if i.kind == kind)
     with steer(model, iv):
-        tree = score_questions(model, QUESTIONS, scoring="cloze", prefix_tree=True)
+        tree = score_questions(model, QUESTIONS, scoring="cloze")
     for q, s in zip(QUESTIONS, tree):
         for k, opt in enumerate(s.option_token_ids):
             ids = torch.tensor([s.prompt_token_ids + opt])

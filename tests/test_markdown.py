@@ -83,13 +83,15 @@ def test_sections_open_with_the_claims_then_capability_then_details(results: dic
 
 
 def test_the_ground_truth_comes_first_on_an_organism(results: dict[str, Any]) -> None:
-    from lens_steer.methods.organism.ground_truth import ground_truth
-    from lens_steer.methods.organism.ground_truth import markdown as ground_truth_markdown
+    from lens_steer.pipeline.ground_truth import ground_truth
+    from lens_steer.pipeline.results_entries import EnsembleResults
+    from lens_steer.report.ground_truth import markdown as ground_truth_markdown
 
     card = {"name": "tiny-organism", "plant": ["age"], "clean": [a for a in PAPER_AXES if a != "age"]}
-    gt = ground_truth(results["ensemble"], results["isv"], card)
+    truth = ground_truth(EnsembleResults.from_json(results["ensemble"]), results["isv"], card)
+    gt = truth.to_json()
     md = results_markdown(typed({**results, "ground_truth": gt}))
-    section = "\n".join(ground_truth_markdown(gt)).strip()
+    section = "\n".join(ground_truth_markdown(truth)).strip()
     assert section in md and md.index("## What this run can show") < md.index(section) < md.index("## Claims of")
     assert md.index("## Claims of") < md.index("## BBQ accuracy")
     keys = [s.key for s in sections(typed({**results, "ground_truth": gt}))]

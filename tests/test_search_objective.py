@@ -86,13 +86,14 @@ def test_the_objective_reports_each_chunk_and_stops_when_pruned(tiny) -> None:
         coeff=(2.0, 2.0, 1.0),
         layers=((2,),),
         methods=("mean_diff",),
+        kinds=("additive",),
     )
     isv = IsvObjective(tiny, get_axis("age"), SearchConfig(space=space, n_trials=1, limit=12, chunk_size=4))
     study = optuna.create_study(
         direction="maximize", pruner=optuna.pruners.ThresholdPruner(lower=2.0)
     )  # accuracy is never >= 2
     trial = study.ask()
-    params = space.suggest(trial)
+    params = isv.space.suggest(trial)
     with pytest.raises(optuna.TrialPruned, match="pruned after 4 items"):
         isv(params, trial)
     chunk = isv.predictions(isv.items[:4], Additive.of(isv.vector(params), 2.0))

@@ -21,8 +21,11 @@ optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 @needs_data
 def test_bbq_search_end_to_end_on_tiny_model(tiny, tmp_path: Path) -> None:
+    from lens_steer.methods.search.kinds import default_params, trial_values
+    from lens_steer.steering.interventions import load_intervention
+
     space = SearchSpace(
-        corpora=("age",),
+        corpora=("age", "bbq_cloze"),
         num_sents=(4, 8, 4),
         personas=(0, 1),
         templates=(0,),
@@ -30,32 +33,49 @@ def test_bbq_search_end_to_end_on_tiny_model(tiny, tmp_path: Path) -> None:
         layers=((1,), (2, 3)),
         methods=("pca_diff", "mean_diff"),
     )
-    cfg = SearchConfig(space=space, n_trials=3, limit=6, chunk_size=3, scoring="letter", tpe_startup_trials=2)
+    n = len(space.kinds) + 2
+    cfg = SearchConfig(space=space, n_trials=n, limit=6, chunk_size=3, scoring="letter", tpe_startup_trials=2)
     seen = []
     res = run_isv_search(tiny, "age", cfg, tmp_path, progress=seen.append)
     assert res.path == tmp_path / "isv.safetensors"
-    assert [r.finished for r in seen] == [1, 2, 3] and all(r.n_trials == 3 for r in seen)
+    assert [r.finished for r in seen] == list(range(1, n + 1)) and all(r.n_trials == n for r in seen)
     study = optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    best = max(
-        (t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE), key=lambda t: (t.value, -t.number)
-    )
+    trials = sorted(study.trials, key=lambda t: t.number)
+    resolved = space.resolve(4)
+    # the first stage: one trial per kind at its default point, in the space's order
+    assert [t.params for t in trials[: len(space.kinds)]] == [
+        trial_values(default_params(k, resolved, 4)) for k in space.kinds
+    ]
+    complete = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number))
     summary = json.loads((tmp_path / "study.json").read_text())
     assert summary["best_value"] == best.value and summary["best_trial"] == best.number
+    beats = best.value > summary["baseline"]["objective"]
+    assert summary["chosen"]["beats_baseline"] == beats and (tmp_path / "intervention.safetensors").is_file() == beats
+    if beats:
+        chosen = load_intervention(tmp_path / "intervention.safetensors", tiny)
+        assert chosen.kind == best.params["kind"] and chosen.metadata.provenance["trial"] == best.number
+    # isv.safetensors is the best additive trial's vector (what the ensembles average)
+    additive = max((t for t in complete if t.params["kind"] == "additive"), key=lambda t: (t.value, -t.number))
     saved = load_vector(tmp_path / "isv.safetensors", tiny)
     prov = saved.metadata.provenance
     assert (
         prov["study"] == res.study_name
-        and prov["params"]["corpus"] == best.params["corpus"]
-        and prov["coeff"] == pytest.approx(best.params["coeff"])
+        and prov["trial"] == additive.number
+        and prov["params"]["corpus"] == additive.params["corpus"]
+        and prov["coeff"] == pytest.approx(additive.params["coeff"])
     )
-    fresh = trial_params_vector(tiny, prov["params"])  # rebuilt without the cache
-    assert saved.layers == fresh.layers
-    assert all(torch.allclose(saved.directions[k], fresh.directions[k], atol=1e-4) for k in saved.layers)
+    assert set(summary["by_kind"]) == {t.params["kind"] for t in complete}
+    assert sorted(p.stem for p in (tmp_path / "kinds").glob("*.safetensors")) == sorted(summary["by_kind"])
+    if prov["params"]["corpus"] == "age":
+        fresh = trial_params_vector(tiny, prov["params"])  # rebuilt without the cache
+        assert saved.layers == fresh.layers
+        assert all(torch.allclose(saved.directions[k], fresh.directions[k], atol=1e-4) for k in saved.layers)
     assert json.loads((tmp_path / "config.json").read_text())["limit"] == 6
     assert (tmp_path / "optimization_history.html").is_file()
-    # a second run of the same command joins the finished study and adds nothing
+    # a second run of the same command joins the finished study and adds nothing (the first stage is not queued again)
     again = run_isv_search(tiny, "age", cfg, tmp_path)
-    assert again.n_trials == 3 and len(
+    assert again.n_trials == n and len(
         optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
     ) == len(study.trials)
 

@@ -52,7 +52,7 @@ def load_stereoset_items(args: argparse.Namespace, cats: list[str] | None) -> li
     return load_stereoset(cats, data_root=args.data_dir)
 
 
-def _finetune_texts(args: argparse.Namespace, bench: str) -> list[str]:
+def _finetune_texts(args: argparse.Namespace, bench: str, tokenizer: Any) -> list[str]:
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.splits import select_split
     from lens_steer.methods.baselines.prompting import finetune_texts
@@ -65,7 +65,7 @@ def _finetune_texts(args: argparse.Namespace, bench: str) -> list[str]:
         axes = [v2_axis(c) for c in cats] if cats else list(V2_AXES)
         return [pos for ax in dict.fromkeys(axes) for pos, _ in load_v2_train_pairs(ax, args.data_dir)]
     train = select_split(load_bbq(cats, data_root=args.data_dir), "train", seed=args.split_seed)
-    return finetune_texts(train)
+    return finetune_texts(train, tokenizer, args.prompt_format if getattr(args, "prompt_format", None) else "reference")
 
 
 def run_baseline_or_stereoset(
@@ -92,7 +92,7 @@ def run_baseline_or_stereoset(
         return run_stereoset(model, items, blank=args.blank, **common)
     if bench == "crows":
         raise LensSteerError("--baseline runs on bbq, mmlu or stereoset; not on crows")
-    texts = _finetune_texts(args, bench) if args.baseline == "finetune" else None
+    texts = _finetune_texts(args, bench, model.tokenizer) if args.baseline == "finetune" else None
     return run_baseline_bench(
         bench,
         model,

@@ -71,7 +71,11 @@ def fit_ace(acts: PairActivations, layers: Sequence[int] | None = None) -> Affin
 
 def fit_leace(acts: PairActivations, layers: Sequence[int] | None = None) -> LeaceErasure:
     """LEACE erasure of the positive/negative label from each layer's activations (both sides pooled)."""
-    from concept_erasure import LeaceFitter
+    import warnings
+
+    with warnings.catch_warnings():  # the package's torch.jit.script, deprecated by torch, warns on import
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from concept_erasure import LeaceFitter
 
     left, right, bias = {}, {}, {}
     for layer in _layers(acts, layers):

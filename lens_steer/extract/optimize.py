@@ -106,7 +106,7 @@ def fit_optimized_vector(
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                steps, loss_value = steps + 1, float(loss)
+                steps, loss_value = steps + 1, float(loss.detach())
                 if progress is not None:
                     progress(steps, loss_value)
     finally:

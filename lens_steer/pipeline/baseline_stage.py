@@ -22,7 +22,8 @@ def baseline_scorer(
     data_root: str | Path | None,
     load_base: Callable[[], HookedModel] | None,
 ) -> Any:
-    """The BaselineScorer of a study; `finetune` trains on the positives of the BBQ-answer pairs of the axes' train split."""
+    """The BaselineScorer of a study; `finetune` trains on the evaluator-format positives of the BBQ pairs of up to
+    `config.finetune_items` train items per axis."""
     from lens_steer.methods.baselines.prompting import finetune_texts
     from lens_steer.methods.baselines.runs import BaselineScorer
 
@@ -44,14 +45,16 @@ def baseline_scorer(
                     for it in select(
                         a,
                         "train",
-                        None,
+                        config.finetune_items,
                         source=config.bbq_source,
                         seed=config.seed,
                         split_seed=config.split_seed,
                         data_root=data_root,
                         generated_dir=config.generated_dir,
                     )
-                ]
+                ],
+                model.tokenizer,
+                config.prompt_format,
             )
     return BaselineScorer(
         model,

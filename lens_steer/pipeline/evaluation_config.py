@@ -44,6 +44,7 @@ class EnsembleConfig:
     baselines: tuple[
         str, ...
     ] = ()  # debiasing baselines judged beside the vectors (lens_steer.methods.baselines.prompting.BASELINES)
+    finetune_items: int | None = 48  # train items per axis the finetune baseline's LoRA learns from (None: all)
     kind_entries: bool = False  # also judge each intervention kind's best trial per axis (the class x axis table)
     splits: str = (
         "ours"  # validation and test items of the axes: ours (seeded splits) or v2 (the later paper's exact files)

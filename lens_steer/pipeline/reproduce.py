@@ -108,6 +108,7 @@ def _reproduce(
     from lens_steer.methods.search.space import SearchConfig, SearchSpace
     from lens_steer.methods.search.storage import default_storage, redact_url
     from lens_steer.pipeline.evaluate import evaluate_ensembles
+    from lens_steer.pipeline.ground_truth import ground_truth
     from lens_steer.pipeline.evaluation_config import EnsembleConfig
 
     check_study_options(protocol, splits, baselines, axes)
@@ -313,19 +314,13 @@ def _reproduce(
         ensemble=typed_ensemble,
         sweep=SweepStage.from_json(sweep),
         geometry=GeometryStage.from_json(geometry),
-        ground_truth=_ground_truth(ensemble, isv_summary, organism) if organism is not None else None,
+        ground_truth=ground_truth(typed_ensemble, isv_summary, organism) if organism is not None else None,
     )
     saved = results.to_json()
     write_json(out / "results.json", saved)
     if report is not None:
         report(results, out)
     return saved
-
-
-def _ground_truth(ensemble: dict[str, Any], isv_summary: dict[str, Any], organism: dict[str, Any]) -> dict[str, Any]:
-    from lens_steer.methods.organism.ground_truth import ground_truth
-
-    return ground_truth(ensemble, isv_summary, organism)
 
 
 def _history(storage: str, study_name: str) -> list[float | None]:

@@ -4,7 +4,7 @@
 stage that did not run is absent (None here; the report says "not run"); a stage that is there but lacks a
 part, or holds a part of the wrong kind, is refused with a one-line `ResultsError` naming that part (e.g.
 `ensemble.in_distribution.age.steered.isv.vs_base`). Parts no report reads in detail (configurations, the
-search's parameters, the sweep's rows, the ground truth, which lens_steer.methods.organism.ground_truth owns) stay plain JSON."""
+search's parameters, the sweep's rows) stay plain JSON; the ground truth is lens_steer.pipeline.ground_truth's."""
 
 from __future__ import annotations
 import dataclasses
@@ -17,6 +17,7 @@ from lens_steer.pipeline.json_read import integer as _int, metric_json as _metri
 from lens_steer.pipeline.json_read import obj as _obj, string as _str
 from lens_steer.stats import Metric
 from lens_steer.pipeline.results_entries import EnsembleResults
+from lens_steer.pipeline.ground_truth import GroundTruth
 
 
 CAPABILITY_METRICS: tuple[str, ...] = (
@@ -209,9 +210,7 @@ class Results:
     ensemble: EnsembleResults | None = None
     sweep: SweepStage | None = None
     geometry: GeometryStage | None = None
-    ground_truth: dict[str, Any] | None = (
-        None  # lens_steer.methods.organism.ground_truth's block, on a bias model organism
-    )
+    ground_truth: GroundTruth | None = None  # on a bias model organism (lens_steer.pipeline.ground_truth)
 
     @classmethod
     def from_json(cls, x: Any) -> Results:
@@ -224,7 +223,7 @@ class Results:
             "ensemble": EnsembleResults.from_json,
             "sweep": SweepStage.from_json,
             "geometry": GeometryStage.from_json,
-            "ground_truth": lambda v, w: dict(_obj(v, w)),
+            "ground_truth": lambda v, w: GroundTruth.from_json(_obj(v, w)),
         }
         return cls(**{k: readers[k](obj[k], k) if obj.get(k) else None for k in STAGES})
 
@@ -236,11 +235,7 @@ class Results:
             if value is None:
                 continue
             if isinstance(value, dict):
-                out[k] = (
-                    {a: v.to_json() if hasattr(v, "to_json") else v for a, v in value.items()}
-                    if k != "ground_truth"
-                    else value
-                )
+                out[k] = {a: v.to_json() if hasattr(v, "to_json") else v for a, v in value.items()}
             else:
                 out[k] = value.to_json()
         return out

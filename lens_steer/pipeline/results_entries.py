@@ -195,6 +195,7 @@ class Steered:
     vs_sve: Paired | None = None
     coeff_chosen_without: str | None = None
     steerability: Steerability | None = None  # absent in results written before per-item steerability
+    intervention: dict[str, Any] | None = None  # an intervention's kind, layers and parameters (not a plain vector)
 
     @property
     def gain(self) -> Metric:
@@ -223,6 +224,7 @@ class Steered:
             paired["vs_sve"],
             None if without is None else _str(without, f"{where}.coeff_chosen_without"),
             None if steer is None else Steerability.from_json(steer, f"{where}.steerability"),
+            None if obj.get("intervention") is None else _dict(obj["intervention"], f"{where}.intervention"),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -241,6 +243,8 @@ class Steered:
                 out[key] = value.to_json()
         if self.coeff_chosen_without is not None:
             out["coeff_chosen_without"] = self.coeff_chosen_without
+        if self.intervention is not None:
+            out["intervention"] = dict(self.intervention)
         return out
 
 
@@ -259,6 +263,7 @@ class BbqBlock:
     ]  # by method: vectors ("isv", "sve", "sve_norm", "merged", "sve_loo", ...) and baselines ("prompting", ...; no controls)
     source: str | None = None
     has_source: bool = False  # out-of-distribution blocks record their source (null when no item was selected)
+    chosen_kind: str | None = None  # the kind the axis's search chose ("none": doing nothing beat every trial)
 
     @classmethod
     def from_json(cls, x: Any, where: str) -> BbqBlock:
@@ -270,17 +275,21 @@ class BbqBlock:
             _get(obj, "steered", where, lambda v, w: _each(v, w, Steered.from_json)),
             None if src is None else _str(src, f"{where}.source"),
             "source" in obj,
+            None if obj.get("chosen_kind") is None else _str(obj["chosen_kind"], f"{where}.chosen_kind"),
         )
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"n": self.n}
         if self.has_source:
             out["source"] = self.source
-        return {
+        out = {
             **out,
             "baseline": {k: _metric_json(m) for k, m in self.baseline.items()},
             "steered": {k: s.to_json() for k, s in self.steered.items()},
         }
+        if self.chosen_kind is not None:
+            out["chosen_kind"] = self.chosen_kind
+        return out
 
 
 @dataclasses.dataclass(frozen=True)

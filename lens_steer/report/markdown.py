@@ -107,7 +107,7 @@ def _run(results: Results) -> list[str]:
 
 
 def _ground_truth(results: Results) -> list[str]:
-    from lens_steer.methods.organism.ground_truth import markdown as ground_truth_markdown
+    from lens_steer.report.ground_truth import markdown as ground_truth_markdown
 
     return ground_truth_markdown(results.ground_truth) if results.ground_truth else []
 

@@ -249,11 +249,14 @@ def text_logprobs(
 
 
 # ---- BBQ predictions per baseline (the API reproduce/report integrate) ---------------------------
-def finetune_texts(train_items: Sequence[Any]) -> list[str]:
-    """The positive texts of the BBQ-derived contrastive pairs of train items (the fine-tuning data)."""
-    from lens_steer.extract.pairs import bbq_answer_pairs
+def finetune_texts(train_items: Sequence[Any], tokenizer: Any, prompt_format: str = "reference") -> list[str]:
+    """The fine-tuning data: the positive texts of the BBQ pairs of train items in the evaluator's own format (the
+    scored prompt followed by the unbiased answer's text: `extract.pairs.bbq_cloze_pairs`), so the adapter learns
+    the answers the evaluator reads. (The later paper's letter texts, "... Answer: (a", are a format the cloze
+    evaluator never scores.)"""
+    from lens_steer.extract.pairs import bbq_cloze_pairs
 
-    return bbq_answer_pairs(train_items, split_name="train").positives
+    return bbq_cloze_pairs(train_items, split_name="train", tokenizer=tokenizer, prompt_format=prompt_format).positives
 
 
 def baseline_model(

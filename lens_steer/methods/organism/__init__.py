@@ -1,2 +1,2 @@
-"""The bias model organism: training with a planted stereotype (`train`), the build with its acceptance card
-(`build`) and the ground-truth verdicts of the methods run on it (`ground_truth`)."""
+"""The bias model organism: training with a planted stereotype (`train`) and the build with its acceptance card
+(`build`). The verdicts of the methods run on it are the pipeline's (`lens_steer.pipeline.ground_truth`)."""

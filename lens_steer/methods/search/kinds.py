@@ -42,16 +42,22 @@ def all_layers(n_layers: int) -> tuple[int, ...]:
     return tuple(range(n_layers))
 
 
-def layer_choices(kind: str, candidates: dict[str, tuple[int, ...]], n_layers: int) -> dict[str, tuple[int, ...]]:
-    """`{label: layers}` a kind may edit, from the space's resolved candidates (`SearchSpace.layer_choices`):
-    additive every candidate and all layers, projections the bands and all layers, gated and optimized one layer."""
-    every = {layer_label(all_layers(n_layers)): all_layers(n_layers)}
+def layer_choices(
+    kind: str, candidates: dict[str, tuple[int, ...]], n_layers: int | None
+) -> dict[str, tuple[int, ...]]:
+    """`{label: layers}` a kind may edit, from the space's candidates (`SearchSpace.layer_choices`): additive every
+    candidate and all layers, projections the bands and all layers, gated and optimized one layer ("all layers"
+    only where the model's depth is known)."""
+    every = {layer_label(all_layers(n_layers)): all_layers(n_layers)} if n_layers is not None else {}
     singles = {k: v for k, v in candidates.items() if len(v) == 1}
     bands = {k: v for k, v in candidates.items() if len(v) > 1}
     if kind == "additive":
         return {**candidates, **every}
     if kind in PROJECTION_KINDS:
-        return {**every, **bands} if kind != "model_diff" else every
+        found = {**every, **bands} if kind != "model_diff" else every
+        if not found:
+            raise StudyError(f"search space: kind {kind!r} edits a band or every layer; give a band or the model depth")
+        return found
     if not singles:
         raise StudyError(f"search space: kind {kind!r} edits one layer; give at least one single-layer candidate")
     return singles
@@ -107,7 +113,7 @@ def uses(kind: str, name: str) -> bool:
     return True  # num_sents: pairs or train items
 
 
-def suggest(trial: optuna.Trial, space: Any, n_layers: int) -> Params:
+def suggest(trial: optuna.Trial, space: Any, n_layers: int | None) -> Params:
     """Draw the kind, then that kind's parameters (shared ones under shared names, layers and coefficients under
     the kind's own)."""
     kind = trial.suggest_categorical("kind", list(space.kinds))

@@ -154,9 +154,8 @@ class SearchSpace:
         )
 
     def suggest(self, trial: optuna.Trial) -> Params:
-        """Draw one point of the space through `trial`: the kind, then its parameters (`kinds.suggest`)."""
-        if self.n_layers is None:
-            raise StudyError("search space layers are not resolved; call resolve(n_layers) first")
+        """Draw one point of the space through `trial`: the kind, then its parameters (`kinds.suggest`); "all layers"
+        is a choice once the space is resolved for a model."""
         return suggest_kind(trial, self, self.n_layers)
 
     # ---- JSON ----------------------------------------------------------------------------------
