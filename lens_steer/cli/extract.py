@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import add_model_option, check_out_file, progress_bar
 from lens_steer.errors import LensSteerError
@@ -21,6 +22,10 @@ def add_parser(subparsers: Any) -> None:
     """Register the `extract` subcommand."""
     p = subparsers.add_parser(
         "extract",
+        **with_examples(
+            "lens-steer extract --pairs pairs.jsonl --layers 15 --out age.safetensors",
+            "lens-steer extract --pairs pairs.jsonl --layers 10-20 --method mean_diff --chat --out age.safetensors",
+        ),
         help="extract a steering vector from contrastive pairs (JSONL)",
         description='Read {"positive": ..., "negative": ...} pairs, take the residual stream at each side\'s last '
         "token at the given layers, aggregate, and write a safetensors steering vector.",
