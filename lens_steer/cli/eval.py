@@ -126,8 +126,6 @@ def run(args: argparse.Namespace) -> int:
     model = load_model_from_args(args)
     vector = load_vector(args.vector, model) if args.vector else None
     coeff, coeff_source = chosen_coeff(args.coeff, vector) if vector is not None else (0.0, None)
-    if vector is not None:
-        print(coeff_line(args.vector, coeff, str(coeff_source), vector))
     update, close = progress_bar(len(items), f"{bench} {scoring}")
     start = time.perf_counter()
     try:
@@ -209,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
     }
     write_jsonl(out / "predictions.jsonl", result.records)
     write_json(out / "metrics.json", {"meta": meta, **result.metrics})
+    if vector is not None:
+        print(coeff_line(args.vector, coeff, str(coeff_source), vector))
     _print_table(bench, result.metrics, meta)
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
     return 0

@@ -15,7 +15,7 @@ from lens_steer.extract.pairs import ContrastivePair, PairSet, load_pairs_jsonl
 from lens_steer.model.chat import render_chat
 from lens_steer.model.load import check_layers
 from lens_steer.specs import parse_layers
-from lens_steer.steering.vectors import HOOK_KINDS
+from lens_steer.steering.vectors import HOOK_KINDS, scale_meaning
 
 
 def add_parser(subparsers: Any) -> None:
@@ -84,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         close()
     out = vector.save(Path(args.out))
     print(f"wrote {out}: {args.method} from {len(pairs)} pairs, model {vector.metadata.model_name}, hook {args.hook}")
+    print(f"  coefficient 1 = {scale_meaning(vector.scale)}")
     for layer, norm in vector.norms().items():
         print(f"  layer {layer}: norm {norm:.4f}")
     return 0

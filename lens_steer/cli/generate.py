@@ -85,10 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise LensSteerError("--coeff scales a steering vector; give --vector too, or leave --coeff out")
     model = load_model_from_args(args)
     vector = load_vector(args.vector, model) if args.vector else None
-    coeff = 0.0
-    if vector is not None:
-        coeff, source = chosen_coeff(args.coeff, vector)
-        print(coeff_line(args.vector, coeff, source, vector), file=sys.stderr)  # stdout holds the text alone
+    coeff, source = chosen_coeff(args.coeff, vector) if vector is not None else (0.0, "")
     ids = prompt_ids(model, args.prompt, args.chat)
     kw = {
         "max_new_tokens": args.max_new_tokens,
@@ -98,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
         "positions": args.positions,
     }
     steered = generate(model, [ids], vector=vector, coeff=coeff, **kw)[0]
+    if vector is not None:
+        print(coeff_line(args.vector, coeff, source, vector), file=sys.stderr)  # stdout holds the text alone
     if not args.compare:
         print(steered.text)
         return 0
