@@ -69,4 +69,21 @@ def __dir__() -> list[str]:
     return sorted([*globals(), *EXPORTS])
 
 
-__all__ = ["__version__", *EXPORTS]
+__all__ = [  # EXPORTS' names, written out for tools that read __all__ without running this module
+    "__version__",
+    "load_model",
+    "pairs",
+    "extract_vector",
+    "steer",
+    "evaluate",
+    "SteeringVector",
+    "load_vector",
+    "export_vector",
+    "BenchResult",
+    "Intervention",
+    "Additive",
+    "DirectionalAblation",
+    "LeaceErasure",
+    "GatedAdditive",
+    "load_intervention",
+]

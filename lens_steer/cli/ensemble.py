@@ -20,8 +20,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "ensemble",
         **with_examples(
-            "lens-steer ensemble --isv runs/search-age,runs/search-religion --out runs/ensemble",
-            "lens-steer ensemble --isv runs/search-age,runs/search-religion --coeffs=-2,-1,1,2 --test-limit 64 --out runs/ensemble",
+            "lens-steer ensemble --isv runs/age,runs/religion --out runs/sve",
+            "lens-steer ensemble --isv runs/age,runs/religion --coeffs=-2,-1,1,2 --test-limit 64 --out runs/sve",
         ),
         help="build SVEs from ISV runs and evaluate them (test split, OOD, MMLU, random controls)",
         description="Average the ISVs (plain, norm-matched, coefficient-weighted), extract the merged-datasets "

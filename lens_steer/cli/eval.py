@@ -33,7 +33,7 @@ def add_parser(sub: Subparsers) -> None:
         "eval",
         **with_examples(
             "lens-steer eval --bench bbq --categories Age --limit 60 --out runs/eval-age",
-            "lens-steer eval --bench bbq --categories Age --limit 60 --vector runs/search-age/isv.safetensors --out runs/eval-isv",
+            "lens-steer eval --bench bbq --categories Age --limit 60 --vector runs/age/isv.safetensors --out runs/isv",
             "lens-steer eval --bench mmlu --limit 100 --vector age.safetensors --coeff 2 --out runs/mmlu-age",
         ),
         help="evaluate a model on BBQ, MMLU or CrowS-Pairs, optionally steered",

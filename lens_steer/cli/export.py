@@ -23,7 +23,7 @@ def add_parser(subparsers: Any) -> None:
         "export",
         **with_examples(
             "lens-steer export age.safetensors --to lm-eval --coeff 2 --out age.pt",
-            "lens-steer export runs/search-age/isv.safetensors --to gguf --out age.gguf",
+            "lens-steer export runs/age/isv.safetensors --to gguf --out age.gguf",
         ),
         help="export a steering vector for lm-evaluation-harness, llama.cpp (GGUF) or plain Hugging Face hooks",
         description="Write VECTOR, applied at --coeff, as lm-eval's steered-model .pt (Hugging Face module names), a "
@@ -34,7 +34,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("--to", required=True, help=f"target format: {', '.join(EXPORT_FORMATS)}")
     add_coeff_option(
         p,
-        "steering coefficient the file applies (default: the coefficient stored with the vector, e.g. an ISV's, else 1)",
+        "steering coefficient the file applies (default: the vector's stored coefficient, e.g. an ISV's, else 1)",
     )
     p.add_argument("--out", required=True, help="output file (lm-eval needs .pt or .pth); written atomically")
     p.add_argument(

@@ -21,7 +21,7 @@ def add_parser(subparsers: Any) -> None:
         "generate",
         **with_examples(
             'lens-steer generate "The old man at the door was" --vector age.safetensors --coeff 4 --compare',
-            'lens-steer generate "Who makes a better nurse?" --chat --vector runs/search-age/isv.safetensors',
+            'lens-steer generate "Who makes a better nurse?" --chat --vector runs/age/isv.safetensors',
         ),
         help="generate text from a prompt, optionally steered (and beside the unsteered text with --compare)",
         description="Continue PROMPT greedily (or by seeded sampling with --temperature), steered by --vector at "

@@ -22,8 +22,8 @@ def add_parser(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "search",
         **with_examples(
-            "lens-steer search --axis age --trials 8 --limit 32 --out runs/search-age",
-            "lens-steer search --axis age --trials 50 --storage sqlite:///runs/optuna.db --resume --out runs/search-age",
+            "lens-steer search --axis age --trials 8 --limit 32 --out runs/age",
+            "lens-steer search --axis age --trials 50 --storage sqlite:///runs/optuna.db --resume --out runs/age",
         ),
         help="search an axis's steering vector with Optuna (resumable, several workers)",
         description="TPE search over corpus, prompt count, persona pair, system template, layer(s), method and "

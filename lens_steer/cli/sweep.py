@@ -25,7 +25,7 @@ def add_parser(subparsers: Any) -> None:
         "sweep",
         **with_examples(
             "lens-steer sweep --axis age --layers 10-20 --coeffs -2:2:1 --limit 32 --out runs/sweep-age",
-            "lens-steer sweep --axis religion --layers 6,12,18,24 --coeffs -4,-2,2,4 --method mean_diff --out runs/sweep-religion",
+            "lens-steer sweep --axis religion --layers 6,12,18 --coeffs -4,-2,2,4 --method mean_diff --out runs/sweep",
         ),
         help="sweep steered layer x coefficient on an axis's BBQ validation split",
         description="Extract the axis's default persona-pair vector at every requested layer in one pass, then evaluate "

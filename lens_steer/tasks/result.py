@@ -38,7 +38,7 @@ class BenchResult:
 
     @property
     def headline(self) -> dict[str, dict[str, Any]]:
-        """The bench's main metrics (HEADLINES), each `{"value", "ci_low", "ci_high", "n"}`; those absent are left out."""
+        """The bench's main metrics (HEADLINES), each `{"value", "ci_low", "ci_high", "n"}`; absent ones left out."""
         out: dict[str, dict[str, Any]] = {}
         for name, path in HEADLINES.get(self.bench, ()):
             node: Any = self.metrics
