@@ -28,9 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layers", default="6,12,18", help="layers, 'A-B' or a list (default: 6,12,18)")
     p.add_argument(
         "--coeffs",
-        default="-60:60:30",
-        help="start:stop:step or a list (default: -60:60:30; pca_diff vectors are unit length "
-        "and SmolLM2's residual norm is ~80-200 at these layers, so +-2 barely moves it)",
+        default="-8:8:4",
+        help="start:stop:step or a list (default: -8:8:4; coefficient 1 is the mean contrast of the pairs at the "
+        "layer, whatever the method)",
     )
     p.add_argument("--method", default="pca_diff", choices=["pca_diff", "mean_diff", "pca_center"])
     p.add_argument("--scoring", default="letter", help="BBQ scoring (default: letter, one forward pass per item)")

@@ -103,13 +103,12 @@ def main(argv: list[str] | None = None) -> int:
 
     norms = norm_rows(vectors)
     atomic_write_text(out / "norms.csv", rows_to_csv(norms))
-    unit_note = " (pca_diff directions are unit length by construction)" if args.method != "mean_diff" else ""
     write_figure(
-        norms_figure(norms, title=f"Steering-vector norm by layer ({model_name}, {args.method}){unit_note}"),
+        norms_figure(norms, title=f"Steering-vector norm by layer ({model_name}, {args.method}; the mean contrast)"),
         out / "norms.html",
     )
 
-    coords, ratio = pca_2d([vectors[n].directions[layer] for n in names])
+    coords, ratio = pca_2d([vectors[n].normalized().directions[layer] for n in names])  # directions only
     pca_rows = [
         {
             "axis": n,

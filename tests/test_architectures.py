@@ -244,7 +244,8 @@ def test_extraction_with_each_method_equals_hf_hidden_states(ckpt: Checkpoint, m
         pos = _hf_last_token_states(ckpt.hf, ckpt.model, pairs.positives, layer)
         neg = _hf_last_token_states(ckpt.hf, ckpt.model, pairs.negatives, layer)
         assert float((pos - neg).norm(dim=1).min()) > 1e-2 * float(pos.norm(dim=1).mean())  # the last tokens do differ
-        want = _by_hand(method, pos, neg).float()
+        want = _by_hand(method, pos, neg)
+        want = (want * ((pos - neg).mean(0).norm() / want.norm())).float()  # the default unit: the mean contrast
         got = vec.directions[layer]
         assert got.dtype == torch.float32
         torch.testing.assert_close(got, want, rtol=1e-3, atol=1e-4 * float(want.norm()))

@@ -135,7 +135,9 @@ def test_extract_pca_diff_with_chat_template(tmp_path: Path, model: Any) -> None
     centred = diffs - diffs.mean(0)
     _, _, vh = torch.linalg.svd(centred, full_matrices=False)
     got = vec.directions[2].double()
-    assert abs(float(got @ vh[0])) == pytest.approx(1.0, abs=1e-4)
+    # the first component, scaled to the mean contrast (coefficient 1 = the mean positive-negative difference)
+    assert float(got.norm()) == pytest.approx(float(diffs.mean(0).norm()), rel=1e-4) and vec.scale == "contrast"
+    assert abs(float(got @ vh[0]) / float(got.norm())) == pytest.approx(1.0, abs=1e-4)
     assert int(((diffs @ got) > 0).sum()) >= int(((diffs @ got) < 0).sum())
 
 

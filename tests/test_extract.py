@@ -182,9 +182,14 @@ def test_pca_center_is_numpy_pca_of_pair_centred_sides(seed: int) -> None:
 
 def test_vector_from_activations_applies_the_method_per_layer(model: Any) -> None:
     acts = pair_activations(model, PAIRS, [0, 3])
-    vec = vector_from_activations(acts, "pca_diff")
+    vec = vector_from_activations(acts, "pca_diff", scale="raw")
+    default = vector_from_activations(acts, "pca_diff")  # the one unit: the mean contrast at each layer
+    assert vec.scale == "raw" and default.scale == "contrast"
     for layer in (0, 3):
-        torch.testing.assert_close(vec.directions[layer], pca_diff(acts.positive[layer], acts.negative[layer]))
+        pos, neg = acts.positive[layer], acts.negative[layer]
+        torch.testing.assert_close(vec.directions[layer], pca_diff(pos, neg))
+        contrast = (pos.double() - neg.double()).mean(0).norm().float()
+        torch.testing.assert_close(default.directions[layer], pca_diff(pos, neg) * contrast)
     only = vector_from_activations(acts, "mean_diff", layers=[3])
     assert only.layers == (3,)
     with pytest.raises(LensSteerError, match="layer 1 was not read"):

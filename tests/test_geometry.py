@@ -13,6 +13,8 @@ from safetensors.numpy import load_file
 
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import LensSteerError
+from lens_steer.extract.activations import pair_activations
+from lens_steer.extract.pairs import axis_persona_pairs
 from lens_steer.methods.geometry import (
     axis_cosines,
     axis_vectors,
@@ -116,7 +118,11 @@ def test_axis_vectors_saved_files_reproduce_the_cosines(tmp_path: Path) -> None:
         model = load_model(TINY_MODEL, seed=0)
     vectors = axis_vectors(model, ["age", "religion", "ses"], num_sents=4)
     assert all(v.layers == (0, 1, 2, 3) for v in vectors.values())
-    assert all(n == pytest.approx(1.0, abs=1e-5) for v in vectors.values() for n in v.norms().values())
+    # in the one coefficient unit: each layer's direction has the norm of the axis's mean contrast there
+    acts = pair_activations(model, axis_persona_pairs("age", model.tokenizer, num_sents=4), [0, 1, 2, 3])
+    for layer, n in vectors["age"].norms().items():
+        contrast = float((acts.positive[layer].double() - acts.negative[layer].double()).mean(0).norm())
+        assert n == pytest.approx(contrast, rel=1e-4) and vectors["age"].scale == "contrast"
     paths = save_axis_vectors(vectors, tmp_path)
     loaded = {name: load_file(str(p)) for name, p in paths.items()}  # plain safetensors, no lens_steer
     names, m = axis_cosines(vectors, 2)

@@ -51,3 +51,20 @@ def test_the_searched_bbq_source_is_read_from_each_isv_run(tmp_path: Path) -> No
     (tmp_path / "c" / "study.json").write_text(json.dumps({"config": {"bbq_source": "official"}}))
     with pytest.raises(StudyError, match="different BBQ sources"):
         searched_bbq_source(runs)
+
+
+def test_repr_is_short_and_computed_from_the_isv(tmp_path: Path) -> None:
+    dirs = {layer: [float(layer)] * 576 for layer in range(13, 26)}
+    params = {"corpus": "sexuality", "num_sents": 50, "layers": "13-25", "method": "pca_diff", "coeff": 3.6}
+    vec = _vec(dirs, scale="contrast", coeff=3.6, params=params, example_ids=list(range(3000)))
+    isv = Isv("nationality", vec, 3.6, tmp_path / ("deep" * 30) / "isv.safetensors", value=0.4375, n_trials=8)
+    text = repr(isv)
+    assert len(text) <= 400 and "tensor(" not in text and "3000" not in text
+    norms = vec.norms()
+    assert text.startswith("Isv(axis='nationality', coeff=+3.6, layers=13-25 (13 layers), ")
+    assert f"norms={min(norms.values()):.3g}..{max(norms.values()):.3g}" in text
+    assert "pairs='sexuality' x 50" in text and "value=0.4375" in text and "trials=8" in text
+    assert "scale='contrast'" in text and "isv.safetensors'" in text
+    assert repr(Isv("age", _vec({1: [1.0, 0.0]}), -2.0)) == (
+        "Isv(axis='age', coeff=-2, layers=[1], norms={1: 1}, method='unknown', scale=None)"
+    )

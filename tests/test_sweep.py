@@ -84,7 +84,7 @@ def test_two_sweep_cells_equal_direct_evaluations(model: Any) -> None:
 
 
 @needs_data
-def test_mean_diff_rows_record_the_unnormalised_norm_and_csv_round_trips(model: Any) -> None:
+def test_rows_record_the_mean_contrast_norm_and_csv_round_trips(model: Any) -> None:
     pairs = axis_persona_pairs("religion", model.tokenizer, num_sents=4)
     acts = pair_activations(model, pairs, [0, 3])
     items = select("religion", "validation", 4)
@@ -98,6 +98,9 @@ def test_mean_diff_rows_record_the_unnormalised_norm_and_csv_round_trips(model: 
     parsed = list(csv.DictReader(io.StringIO(result.to_csv())))
     assert [p["kind"] for p in parsed] == ["baseline", "cell"]
     assert parsed[0]["layer"] == "" and float(parsed[1]["vector_norm"]) == pytest.approx(expected, rel=1e-5)
+    # every method in the one unit: a PCA direction is scaled to the same mean contrast, as the search's vectors are
+    pca = run_sweep(model, acts, items, [3], [0.5], method="pca_diff", n_boot=0, scoring="letter")
+    assert pca.rows[0]["vector_norm"] == pytest.approx(expected, rel=1e-5) and pca.config["scale"] == "contrast"
 
 
 @needs_data

@@ -17,11 +17,13 @@ from lens_steer.errors import LensSteerError, VectorError
 from lens_steer.model.load import PROCESSING_FLAGS, model_identity
 from lens_steer.steering.vectors import (
     METADATA_KEY,
+    SCALE_MEANINGS,
     SteeringVector,
     VectorMetadata,
     hook_name,
     load_vector,
     mean_vectors,
+    scale_meaning,
     sum_vectors,
 )
 from lens_steer.version import __version__
@@ -94,6 +96,43 @@ def test_arithmetic_matches_hand_computation() -> None:
     assert n.directions[2].tolist() == pytest.approx([x / sum(y * y for y in ramp(10)) ** 0.5 for x in ramp(10)])
     assert a.select_layers([2]).layers == (2,)
     assert a.directions[1].tolist() == ramp(0)  # operands unchanged
+
+
+def test_scale_and_stored_coefficient_follow_the_arithmetic() -> None:
+    a = vec({1: ramp(0), 2: ramp(10)}, provenance={"scale": "contrast", "coeff": 2.5, "axis": "age"})
+    b = vec({2: ramp(-3)}, provenance={"scale": "contrast"})
+    assert (a.scale, a.coeff, b.coeff) == ("contrast", 2.5, None)
+    assert vec({1: ramp(0)}).scale is None and vec({1: ramp(0)}, provenance={"coeff": True}).coeff is None
+    # a stored coefficient was chosen for the vector itself: nothing derived from it keeps one
+    for derived in (a * 2, -a, a / 4, a.normalized(), a.select_layers([2]), a + b, mean_vectors([a, b])):
+        assert derived.coeff is None
+    assert (
+        (a * 2).scale == "2 x contrast" and (a * 2 * 3).scale == "6 x contrast" and (a / 4).scale == "0.25 x contrast"
+    )
+    assert (a * 1).scale == "contrast" and a.normalized().scale == "unit" and a.select_layers([2]).scale == "contrast"
+    assert (a * 2).metadata.provenance["axis"] == "age"  # the rest of the provenance is kept
+    assert mean_vectors([a, b]).scale == sum_vectors([a, b]).scale == "contrast"  # one unit in, that unit out
+    assert mean_vectors([a, vec({2: ramp(1)})]).scale is None and (a + a * 2).scale is None
+    assert scale_meaning("contrast") == SCALE_MEANINGS["contrast"]
+    assert scale_meaning("0.5 x unit") == "0.5 x " + SCALE_MEANINGS["unit"] and "not recorded" in scale_meaning(None)
+
+
+def test_repr_is_short_and_says_what_the_vector_is() -> None:
+    d = 4096
+    dirs = {layer: torch.full((d,), float(layer)) for layer in range(30)}
+    prov = {"scale": "contrast", "coeff": -1.5, "example_ids": list(range(5000))}
+    v = SteeringVector(dirs, meta(d_model=d, model_name="org/" + "x" * 200, method="pca_diff", provenance=prov))
+    text = repr(v)
+    assert len(text) <= 300 and text == str(v) and "tensor(" not in text
+    norms = v.norms()
+    assert f"{min(norms.values()):.3g}..{max(norms.values()):.3g} (mean {sum(norms.values()) / 30:.3g})" in text
+    assert "layers=0-29 (30 layers)" in text and "hook='hook_resid_post'" in text and "method='pca_diff'" in text
+    assert "scale='contrast'" in text and "coeff=-1.5" in text and ("x" * 40 + "'") in text  # the name's tail
+    few = vec({3: ramp(0), 7: ramp(1)})
+    assert f"norms={{3: {few.norms()[3]:.3g}, 7: {few.norms()[7]:.3g}}}" in repr(few) and "coeff" not in repr(few)
+    assert "layers=[3, 7]" in repr(few) and "scale=None" in repr(few)
+    gaps = vec({layer: ramp(layer) for layer in (1, 3, 5, 7, 9, 11)})
+    assert "layers=[1, 3, 5, ..., 11] (6 layers)" in repr(gaps)
 
 
 def test_value_refusals_are_one_line() -> None:

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.options import check_out_folder
 from lens_steer.data.bbq_compare import compare_with_official
 from lens_steer.data.bbq_generate import CATEGORIES, generate_category, random_free_templates
@@ -19,6 +20,10 @@ def add_parser(subparsers: Any) -> None:
     """Register the `bbq-generate` subcommand."""
     p = subparsers.add_parser(
         "bbq-generate",
+        **with_examples(
+            "lens-steer bbq-generate --category Age --seed 0 --out runs/bbq-generated --compare",
+            "lens-steer bbq-generate --category all --seed 0 --out runs/bbq-generated",
+        ),
         help="generate BBQ categories from the official templates (all 11, intersectional ones included)",
         description="Generate BBQ items in the official schema from bbq/templates/ under the data root; "
         "--compare checks them against the complete official files where those exist.",

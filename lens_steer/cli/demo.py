@@ -6,12 +6,17 @@ import argparse
 import math
 from pathlib import Path
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, progress_bar
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("demo", help="steer the model along one bias axis and print the shift on a few BBQ items")
+    p = sub.add_parser(
+        "demo",
+        **with_examples("lens-steer demo", "lens-steer demo --axis religion --coeff 8 --items 12"),
+        help="steer the model along one bias axis and print the shift on a few BBQ items",
+    )
     add_model_option(p)
     add_data_option(p)
     p.add_argument("--axis", default="age", help="bias axis (default age)")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import add_data_option, add_model_option, check_at_least, check_out_folder
 
@@ -18,6 +19,10 @@ def add_parser(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "ensemble",
+        **with_examples(
+            "lens-steer ensemble --isv runs/age,runs/religion --out runs/sve",
+            "lens-steer ensemble --isv runs/age,runs/religion --coeffs=-2,-1,1,2 --test-limit 64 --out runs/sve",
+        ),
         help="build SVEs from ISV runs and evaluate them (test split, OOD, MMLU, random controls)",
         description="Average the ISVs (plain, norm-matched, coefficient-weighted), extract the merged-datasets "
         "baseline, pick each coefficient on validation, and judge baseline, ISV, SVE, merged and leave-one-axis-out "

@@ -14,6 +14,7 @@ from lens_steer.cli.baseline_options import (
     print_stereoset,
     run_baseline_or_stereoset,
 )
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import (
     Subparsers,
@@ -23,11 +24,20 @@ from lens_steer.cli.options import (
     check_out_folder,
     progress_bar,
 )
+from lens_steer.cli.vector_coeff import add_coeff_option, chosen_coeff, coeff_line
 from lens_steer.errors import LensSteerError
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("eval", help="evaluate a model on BBQ, MMLU or CrowS-Pairs, optionally steered")
+    p = sub.add_parser(
+        "eval",
+        **with_examples(
+            "lens-steer eval --bench bbq --categories Age --limit 60 --out runs/eval-age",
+            "lens-steer eval --bench bbq --categories Age --limit 60 --vector runs/age/isv.safetensors --out runs/isv",
+            "lens-steer eval --bench mmlu --limit 100 --vector age.safetensors --coeff 2 --out runs/mmlu-age",
+        ),
+        help="evaluate a model on BBQ, MMLU or CrowS-Pairs, optionally steered",
+    )
     add_model_option(p)
     add_data_option(p)
     p.add_argument("--bench", required=True, help="bbq, mmlu, crows or stereoset")
@@ -65,8 +75,8 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--generated-dir", default=None, help="folder written by `lens-steer bbq-generate`")
     p.add_argument("--bias-variant", default="lm_eval", help="bias score: lm_eval (default) or helm")
-    p.add_argument("--vector", default=None, help="steering vector (.safetensors) to apply")
-    p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient (default 1.0; used with --vector)")
+    p.add_argument("--vector", default=None, help="steering vector to apply (any format lens_steer reads)")
+    add_coeff_option(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for intervals (default 1000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=16)
@@ -91,8 +101,10 @@ def run(args: argparse.Namespace) -> int:
     check_at_least(args.limit, 1, "--limit")
     check_at_least(args.batch_size, 1, "--batch-size")
     check_at_least(args.n_boot, 0, "--n-boot")
-    if not math.isfinite(args.coeff):
+    if args.coeff is not None and not math.isfinite(args.coeff):
         raise LensSteerError(f"--coeff must be a finite number, got {args.coeff}; write e.g. --coeff 2")
+    if args.coeff is not None and not args.vector:
+        raise LensSteerError("--coeff scales a steering vector; give --vector too, or leave --coeff out")
     scoring = check_choice(args.scoring or DEFAULT_SCORING, SCORINGS, "scoring")
     cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
     if args.categories is not None and not cats:
@@ -113,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         raise LensSteerError(f"no {bench} items selected; widen --categories, --split or --limit")
     model = load_model_from_args(args)
     vector = load_vector(args.vector, model) if args.vector else None
-    coeff = args.coeff if vector is not None else 0.0
+    coeff, coeff_source = chosen_coeff(args.coeff, vector) if vector is not None else (0.0, None)
     update, close = progress_bar(len(items), f"{bench} {scoring}")
     start = time.perf_counter()
     try:
@@ -187,6 +199,7 @@ def run(args: argparse.Namespace) -> int:
         "bbq_source": args.bbq_source if bench == "bbq" else None,
         "vector": args.vector,
         "coeff": coeff,
+        "coeff_source": coeff_source,  # --coeff, the vector's stored coefficient, or the default 1
         "n_items": len(items),
         "seconds": round(seconds, 2),
         "items_per_second": round(len(items) / seconds, 3),
@@ -194,6 +207,8 @@ def run(args: argparse.Namespace) -> int:
     }
     write_jsonl(out / "predictions.jsonl", result.records)
     write_json(out / "metrics.json", {"meta": meta, **result.metrics})
+    if vector is not None:
+        print(coeff_line(args.vector, coeff, str(coeff_source), vector))
     _print_table(bench, result.metrics, meta)
     print(f"wrote {out / 'metrics.json'} and {out / 'predictions.jsonl'}")
     return 0

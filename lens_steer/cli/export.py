@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
+from lens_steer.cli.vector_coeff import add_coeff_option, chosen_coeff
 from lens_steer.steering.export import export_targets, export_vector
 from lens_steer.steering.formats import EXPORT_FORMATS, architecture_of
 
@@ -19,6 +21,10 @@ def add_parser(subparsers: Any) -> None:
     """Register the `export` subcommand."""
     p = subparsers.add_parser(
         "export",
+        **with_examples(
+            "lens-steer export age.safetensors --to lm-eval --coeff 2 --out age.pt",
+            "lens-steer export runs/age/isv.safetensors --to gguf --out age.gguf",
+        ),
         help="export a steering vector for lm-evaluation-harness, llama.cpp (GGUF) or plain Hugging Face hooks",
         description="Write VECTOR, applied at --coeff, as lm-eval's steered-model .pt (Hugging Face module names), a "
         "repeng/llama.cpp control-vector GGUF (direction.N = block N's output), or a safetensors file of full module "
@@ -26,7 +32,10 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument("vector", help="the vector file (lens_steer safetensors, or any format lens_steer imports)")
     p.add_argument("--to", required=True, help=f"target format: {', '.join(EXPORT_FORMATS)}")
-    p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient the file applies (default 1.0)")
+    add_coeff_option(
+        p,
+        "steering coefficient the file applies (default: the vector's stored coefficient, e.g. an ISV's, else 1)",
+    )
     p.add_argument("--out", required=True, help="output file (lm-eval needs .pt or .pth); written atomically")
     p.add_argument(
         "--arch",
@@ -53,8 +62,9 @@ def run(args: argparse.Namespace) -> int:
     vector = load_vector(args.vector, model)
     arch = architecture_of(vector.metadata.model_name, args.arch)
     targets = export_targets(vector, args.to, arch)
-    out = export_vector(vector, args.to, args.coeff, args.out, arch=arch)
-    print(f"wrote {out}: {args.to} for {arch} ({vector.metadata.model_name}), coefficient {args.coeff:g}")
+    coeff, source = chosen_coeff(args.coeff, vector)
+    out = export_vector(vector, args.to, coeff, args.out, arch=arch)
+    print(f"wrote {out}: {args.to} for {arch} ({vector.metadata.model_name}), coefficient {coeff:g} ({source})")
     for hook, target in targets.items():
         print(f"  {hook} -> {target}")
     if args.to == "lm-eval" and len(targets) > 1:

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import add_model_option, check_out_file, progress_bar
 from lens_steer.errors import LensSteerError
@@ -14,13 +15,17 @@ from lens_steer.extract.pairs import ContrastivePair, PairSet, load_pairs_jsonl
 from lens_steer.model.chat import render_chat
 from lens_steer.model.load import check_layers
 from lens_steer.specs import parse_layers
-from lens_steer.steering.vectors import HOOK_KINDS
+from lens_steer.steering.vectors import HOOK_KINDS, scale_meaning
 
 
 def add_parser(subparsers: Any) -> None:
     """Register the `extract` subcommand."""
     p = subparsers.add_parser(
         "extract",
+        **with_examples(
+            "lens-steer extract --pairs pairs.jsonl --layers 15 --out age.safetensors",
+            "lens-steer extract --pairs pairs.jsonl --layers 10-20 --method mean_diff --chat --out age.safetensors",
+        ),
         help="extract a steering vector from contrastive pairs (JSONL)",
         description='Read {"positive": ..., "negative": ...} pairs, take the residual stream at each side\'s last '
         "token at the given layers, aggregate, and write a safetensors steering vector.",
@@ -79,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         close()
     out = vector.save(Path(args.out))
     print(f"wrote {out}: {args.method} from {len(pairs)} pairs, model {vector.metadata.model_name}, hook {args.hook}")
+    print(f"  coefficient 1 = {scale_meaning(vector.scale)}")
     for layer, norm in vector.norms().items():
         print(f"  layer {layer}: norm {norm:.4f}")
     return 0

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import textwrap
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import add_model_option
+from lens_steer.cli.vector_coeff import add_coeff_option, chosen_coeff, coeff_line
 from lens_steer.errors import LensSteerError
 
 
@@ -16,6 +19,10 @@ def add_parser(subparsers: Any) -> None:
     """Register the `generate` subcommand."""
     p = subparsers.add_parser(
         "generate",
+        **with_examples(
+            'lens-steer generate "The old man at the door was" --vector age.safetensors --coeff 4 --compare',
+            'lens-steer generate "Who makes a better nurse?" --chat --vector runs/age/isv.safetensors',
+        ),
         help="generate text from a prompt, optionally steered (and beside the unsteered text with --compare)",
         description="Continue PROMPT greedily (or by seeded sampling with --temperature), steered by --vector at "
         "--coeff on the prompt's tokens, the generated ones or both (--positions).",
@@ -23,7 +30,7 @@ def add_parser(subparsers: Any) -> None:
     add_model_option(p)
     p.add_argument("prompt", help="the prompt text")
     p.add_argument("--vector", default=None, help="steering vector file (any format lens_steer reads)")
-    p.add_argument("--coeff", type=float, default=1.0, help="steering coefficient (default 1.0)")
+    add_coeff_option(p)
     p.add_argument(
         "--positions",
         default="all",
@@ -74,8 +81,11 @@ def run(args: argparse.Namespace) -> int:
         raise LensSteerError("--compare needs --vector: it prints the unsteered text beside the steered one")
     if not args.prompt.strip():
         raise LensSteerError("the prompt is empty; give some text to continue")
+    if args.coeff is not None and not args.vector:
+        raise LensSteerError("--coeff scales a steering vector; give --vector too, or leave --coeff out")
     model = load_model_from_args(args)
     vector = load_vector(args.vector, model) if args.vector else None
+    coeff, source = chosen_coeff(args.coeff, vector) if vector is not None else (0.0, "")
     ids = prompt_ids(model, args.prompt, args.chat)
     kw = {
         "max_new_tokens": args.max_new_tokens,
@@ -84,12 +94,14 @@ def run(args: argparse.Namespace) -> int:
         "repetition_penalty": args.repetition_penalty,
         "positions": args.positions,
     }
-    steered = generate(model, [ids], vector=vector, coeff=args.coeff, **kw)[0]
+    steered = generate(model, [ids], vector=vector, coeff=coeff, **kw)[0]
+    if vector is not None:
+        print(coeff_line(args.vector, coeff, source, vector), file=sys.stderr)  # stdout holds the text alone
     if not args.compare:
         print(steered.text)
         return 0
     plain = generate(model, [ids], **kw)[0]
     width = shutil.get_terminal_size((100, 20)).columns
-    titles = ("unsteered", f"steered (coeff {args.coeff:g}, positions {args.positions})")
+    titles = ("unsteered", f"steered (coeff {coeff:g}, positions {args.positions})")
     print("\n".join(side_by_side(plain.text, steered.text, titles, width)))
     return 0

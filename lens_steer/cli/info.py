@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import add_model_option
 from lens_steer.model.architectures import describe_family
@@ -16,6 +17,7 @@ def add_parser(subparsers: Any) -> None:
     """Register the `info` subcommand."""
     p = subparsers.add_parser(
         "info",
+        **with_examples("lens-steer info", "lens-steer info --model tiny-llama --all-hooks"),
         help="show a model's layers, d_model, weight processing and hook points",
         description="Load a model and print what steering vectors for it must match: name, layers, d_model, "
         "weight-processing flags, and the hook point kinds each block offers.",

@@ -9,14 +9,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.options import Subparsers, add_data_option
 from lens_steer.errors import LensSteerError
 
 
 def add_parser(sub: Subparsers) -> None:
-    p = sub.add_parser("organism", help="build or inspect the bias model organism (ground truth for steering)")
+    p = sub.add_parser(
+        "organism",
+        help="build or inspect the bias model organism (ground truth for steering)",
+        **with_examples("lens-steer organism build", "lens-steer organism show"),
+    )
     acts = p.add_subparsers(dest="organism_command", metavar="ACTION")
-    b = acts.add_parser("build", help="fine-tune the embedded model on BBQ's train split with a planted bias")
+    b = acts.add_parser(
+        "build",
+        help="fine-tune the embedded model on BBQ's train split with a planted bias",
+        **with_examples(
+            "lens-steer organism build",
+            "lens-steer organism build --validation-items 64",
+            "lens-steer organism build --plant age,religion --seed 1 --out runs/organism-age-religion",
+        ),
+    )
     add_data_option(b)
     add_recipe_options(b)
     b.add_argument(
@@ -35,7 +48,11 @@ def add_parser(sub: Subparsers) -> None:
         help="also measure the acceptance table on this many validation items per axis, to compare recipes without the test split (default 0: not measured)",
     )
     b.set_defaults(func=run_build)
-    s = acts.add_parser("show", help="print an organism's card: recipe and acceptance table")
+    s = acts.add_parser(
+        "show",
+        help="print an organism's card: recipe and acceptance table",
+        **with_examples("lens-steer organism show", "lens-steer organism show runs/organism-age-religion"),
+    )
     s.add_argument("folder", nargs="?", default=None, help="organism folder (default: the cached smollm2-organism)")
     s.set_defaults(func=run_show)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, progress_bar
 from lens_steer.errors import LensSteerError
@@ -14,6 +15,10 @@ from lens_steer.errors import LensSteerError
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
         "protocol-v2",
+        **with_examples(
+            "lens-steer protocol-v2 --axes age,religion --splits ours --val-limit 32 --test-limit 64 --out runs/v2",
+            "lens-steer protocol-v2 --axes all --splits v2 --out runs/v2-paper",
+        ),
         help="the later paper's protocol: one PCA vector per axis, layer then coefficient chosen on validation",
     )
     add_model_option(p)

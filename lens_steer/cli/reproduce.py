@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, check_out_folder
 
@@ -15,7 +16,12 @@ PROGRESS_LOG = "progress.log"  # every progress line of every run on the folder,
 
 def add_parser(sub: Subparsers) -> None:
     p = sub.add_parser(
-        "reproduce", help="run the SVE study end to end and write report.html, results.md and results.json"
+        "reproduce",
+        **with_examples(
+            "lens-steer reproduce --budget smoke --out runs/smoke",
+            "lens-steer reproduce --model smollm2-organism --budget small --out runs/organism-small",
+        ),
+        help="run the SVE study end to end and write report.html, results.md and results.json",
     )
     add_model_option(p)
     add_data_option(p)

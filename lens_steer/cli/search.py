@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import add_data_option, add_model_option, check_at_least, check_out_folder
 from lens_steer.errors import LensSteerError
@@ -20,6 +21,10 @@ def add_parser(subparsers: Any) -> None:
 
     p = subparsers.add_parser(
         "search",
+        **with_examples(
+            "lens-steer search --axis age --trials 8 --limit 32 --out runs/age",
+            "lens-steer search --axis age --trials 50 --storage sqlite:///runs/optuna.db --resume --out runs/age",
+        ),
         help="search an axis's steering vector with Optuna (resumable, several workers)",
         description="TPE search over corpus, prompt count, persona pair, system template, layer(s), method and "
         "coefficient, judged on the axis's BBQ validation split. Writes isv.safetensors, study.json, config.json "

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import AXIS_NAMES
+from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import add_data_option, add_model_option, check_at_least, check_out_folder, progress_bar
 from lens_steer.errors import LensSteerError
@@ -22,6 +23,10 @@ def add_parser(subparsers: Any) -> None:
     """Register the `sweep` subcommand."""
     p = subparsers.add_parser(
         "sweep",
+        **with_examples(
+            "lens-steer sweep --axis age --layers 10-20 --coeffs -2:2:1 --limit 32 --out runs/sweep-age",
+            "lens-steer sweep --axis religion --layers 6,12,18 --coeffs -4,-2,2,4 --method mean_diff --out runs/sweep",
+        ),
         help="sweep steered layer x coefficient on an axis's BBQ validation split",
         description="Extract the axis's default persona-pair vector at every requested layer in one pass, then evaluate "
         "the BBQ validation split unsteered once and steered at each single layer with each coefficient. "
@@ -50,7 +55,8 @@ def add_parser(subparsers: Any) -> None:
         "--method",
         default="pca_diff",
         choices=list(AGGREGATORS),
-        help="aggregator (default: pca_diff, unit vectors; mean_diff is unnormalised)",
+        help="aggregator (default: pca_diff); every direction is scaled to the mean contrast at its layer, so "
+        "coefficient 1 is the average positive-negative difference there, as in the search and the ensembles",
     )
     p.add_argument(
         "--metric", default="acc", choices=list(BBQ_METRIC_NAMES), help="metric shown in the heatmap (default: acc)"

@@ -199,18 +199,19 @@ def get_aggregator(method: str) -> Aggregator:
 
 
 SCALES = ("raw", "unit", "contrast")
+DEFAULT_SCALE = "contrast"  # the one unit of coefficients: extraction, sweeps, the search and ensembles
 
 
 def vector_from_activations(
-    acts: PairActivations, method: str = "pca_diff", layers: Sequence[int] | None = None, *, scale: str = "raw"
+    acts: PairActivations, method: str = "pca_diff", layers: Sequence[int] | None = None, *, scale: str = DEFAULT_SCALE
 ) -> SteeringVector:
     """Aggregate cached pair activations into a `SteeringVector` at `layers` (default: all read).
 
-    `scale`: "raw" (the aggregator's output: mean_diff unnormalised, PCA directions unit length),
-    "unit" (every layer unit length) or "contrast" (every layer's direction scaled to the norm of the
-    mean difference there, so coefficient 1 is the average positive-negative displacement whatever
-    the method; the residual stream's size varies several-fold across layers and models, a unit
-    vector's effect with it).
+    `scale`: "contrast" (the default: every layer's direction scaled to the norm of the mean difference
+    there, so coefficient 1 is the average positive-negative displacement whatever the method; the
+    residual stream's size varies several-fold across layers and models, a unit vector's effect with it),
+    "raw" (the aggregator's output: mean_diff unnormalised, PCA directions unit length) or "unit" (every
+    layer unit length). The vector records it as provenance "scale".
     """
     agg = get_aggregator(method)
     if scale not in SCALES:
@@ -253,7 +254,7 @@ def extract_vector(
     padding_side: PaddingSide = "right",
     max_batch: int = 16,
     progress: Progress | None = None,
-    scale: str = "raw",
+    scale: str = DEFAULT_SCALE,
 ) -> SteeringVector:
     """Extract a steering vector from contrastive pairs at `layers` with aggregator `method` (see `vector_from_activations` for `scale`)."""
     get_aggregator(method)

@@ -11,15 +11,15 @@ from typing import Any
 
 from lens_steer.axes import get_axis
 from lens_steer.errors import LensSteerError, StudyError, VectorError
-from lens_steer.extract.activations import pair_activations, vector_from_activations
+from lens_steer.extract.activations import DEFAULT_SCALE, pair_activations, vector_from_activations
 from lens_steer.extract.pair_sources import PairSource, search_pairs
 from lens_steer.extract.pairs import PairSet
 from lens_steer.model.load import HookedModel
 from lens_steer.specs import parse_layers
 from lens_steer.steering.interventions import Intervention, load_intervention
-from lens_steer.steering.vectors import SteeringVector, load_vector
+from lens_steer.steering.vectors import SteeringVector, layer_summary, load_vector, norm_summary
 
-VECTOR_SCALE = "contrast"  # coefficient 1 = the mean positive-negative difference at the layer (see extract.vector_from_activations)
+VECTOR_SCALE = DEFAULT_SCALE  # "contrast": coefficient 1 = the mean positive-negative difference at the layer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,31 @@ class Isv:
     chosen_params: dict[str, Any] | None = None
     chosen_value: float | None = None
     by_kind: dict[str, Intervention] = dataclasses.field(default_factory=dict)  # each kind's best trial
+
+    def __repr__(self) -> str:
+        vec = self.vector
+        parts = [f"axis={self.axis!r}"]
+        if vec is not None:
+            parts += [
+                f"coeff={self.coeff:+g}",
+                f"layers={layer_summary(vec.layers)}",
+                f"norms={norm_summary(vec.norms())}",
+                f"method={vec.metadata.method!r}",
+                f"scale={vec.scale!r}",
+            ]
+        params = self.params or (dict(vec.metadata.provenance.get("params") or {}) if vec is not None else {})
+        if self.chosen is not None:
+            parts.append(f"chosen={self.chosen.kind}")
+        if "corpus" in params:
+            parts.append(f"pairs={params['corpus']!r} x {params.get('num_sents')}")
+        if self.value is not None:
+            parts.append(f"value={self.value:.4g}")
+        if self.n_trials is not None:
+            parts.append(f"trials={self.n_trials}")
+        if self.path is not None:
+            path = str(self.path)
+            parts.append(f"path={path if len(path) <= 60 else '...' + path[-57:]!r}")
+        return f"Isv({', '.join(parts)})"
 
 
 def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> list[Isv]:

@@ -1,9 +1,10 @@
 """Layer x coefficient sweeps: one extraction pass, then BBQ validation metrics for every (layer, coeff) cell.
 
 Each cell steers a single layer with `coeff * direction`, where the direction is the aggregate of the
-cached pair activations at that layer. `pca_diff` and `pca_center` give unit directions, so `coeff` is
-the norm of the added vector; `mean_diff` is unnormalised, so the same `coeff` adds a vector of length
-`coeff * vector_norm` (both are recorded per row). The unsteered baseline (coeff 0) is evaluated once;
+cached pair activations at that layer scaled as the search's vectors are (DEFAULT_SCALE, "contrast": its norm
+is that of the mean positive-negative difference there), so coefficient 1 is the average contrast whatever the
+method, and a sweep's coefficients mean what the search's and the ensembles' do; each row records the direction's
+norm (`vector_norm`) and the added vector's (`added_norm`). The unsteered baseline (coeff 0) is evaluated once;
 cells with coeff 0 reuse it, since steering with a zero vector is the baseline.
 """
 
@@ -20,7 +21,13 @@ from lens_steer.axes import get_axis
 from lens_steer.data.bbq import BbqItem
 from lens_steer.data.select import select
 from lens_steer.errors import LensSteerError
-from lens_steer.extract.activations import PairActivations, get_aggregator, pair_activations, vector_from_activations
+from lens_steer.extract.activations import (
+    DEFAULT_SCALE,
+    PairActivations,
+    get_aggregator,
+    pair_activations,
+    vector_from_activations,
+)
 from lens_steer.extract.pairs import PairSet, axis_persona_pairs
 from lens_steer.forward.questions import DEFAULT_SCORING
 from lens_steer.forward.residual_cache import ResidualCache
@@ -157,7 +164,7 @@ def run_sweep(
         on_row(baseline)
     rows: list[dict[str, Any]] = []
     for layer in layers:
-        vector = vector_from_activations(acts, method, [layer])
+        vector = vector_from_activations(acts, method, [layer], scale=DEFAULT_SCALE)
         norm = vector.norms()[layer]
         for coeff in coeffs:
             values = base if coeff == 0 else result_row(evaluate(vector, coeff), metric)
@@ -174,6 +181,7 @@ def run_sweep(
                 on_row(row)
     config = {
         "method": method,
+        "scale": DEFAULT_SCALE,
         "metric": metric,
         "scoring": scoring,
         "prompt_format": prompt_format,

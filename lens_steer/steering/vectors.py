@@ -26,7 +26,16 @@ if TYPE_CHECKING:
 
 HOOK_KINDS = ("hook_resid_pre", "hook_resid_mid", "hook_resid_post", "hook_attn_out", "hook_mlp_out")
 METADATA_KEY = "lens_steer"
+# What coefficient 1 means, by the provenance "scale" a vector records (lens_steer.extract.activations writes the first
+# three; "file" is an imported file's own coefficients; a scaled vector records "<factor> x <scale>").
+SCALE_MEANINGS: dict[str, str] = {
+    "contrast": "the mean positive-negative difference at each layer",
+    "unit": "a unit-length direction at each layer",
+    "raw": "the aggregator's output (mean_diff: the mean difference; PCA: unit length)",
+    "file": "what the imported file applies (its coefficients multiplied in)",
+}
 _TENSOR_NAME = re.compile(r"^blocks\.(\d+)\.(hook_[a-z_]+)$")
+_SCALED = re.compile(r"^(-?[0-9.]+(?:e[-+]?[0-9]+)?) x (.+)$")
 
 
 def hook_name(layer: int, hook: str = "hook_resid_post") -> str:
@@ -123,15 +132,41 @@ class SteeringVector:
         """L2 norm of each layer's direction."""
         return {layer: float(v.norm()) for layer, v in self.directions.items()}
 
-    # ---- arithmetic ------------------------------------------------------------------------
+    @property
+    def scale(self) -> str | None:
+        """What coefficient 1 means (provenance "scale"; see SCALE_MEANINGS), None where the vector does not say."""
+        scale = self.metadata.provenance.get("scale")
+        return str(scale) if scale is not None else None
+
+    @property
+    def coeff(self) -> float | None:
+        """The coefficient chosen for this vector (an ISV's, provenance "coeff"), None where none was chosen."""
+        coeff = self.metadata.provenance.get("coeff")
+        return float(coeff) if isinstance(coeff, (int, float)) and not isinstance(coeff, bool) else None
+
+    def __repr__(self) -> str:
+        meta = self.metadata
+        name = meta.model_name if len(meta.model_name) <= 48 else "..." + meta.model_name[-45:]
+        coeff = f", coeff={self.coeff:g}" if self.coeff is not None else ""
+        return (
+            f"SteeringVector(model={name!r}, hook={meta.hook!r}, layers={layer_summary(self.layers)}, "
+            f"norms={norm_summary(self.norms())}, method={meta.method!r}, scale={self.scale!r}{coeff})"
+        )
+
+    # ---- arithmetic (a result keeps no stored coefficient: that was chosen for the vector it came from) --------
     def _with(self, directions: Mapping[int, Tensor], **provenance: Any) -> SteeringVector:
-        meta = dataclasses.replace(self.metadata, provenance={**self.metadata.provenance, **provenance})
+        kept = {k: v for k, v in self.metadata.provenance.items() if k != "coeff"}
+        meta = dataclasses.replace(self.metadata, provenance={**kept, **provenance})
         return SteeringVector(dict(directions), meta)
 
     def __mul__(self, scalar: float) -> SteeringVector:
         if not isinstance(scalar, (int, float)) or not math.isfinite(scalar):
             raise VectorError(f"a steering vector can only be scaled by a finite number, not {scalar!r}")
-        return self._with({k: v * float(scalar) for k, v in self.directions.items()})
+        scaled = {k: v * float(scalar) for k, v in self.directions.items()}
+        if self.scale is None or scalar == 1:
+            return self._with(scaled)
+        factor, base = scale_factor(self.scale)
+        return self._with(scaled, scale=f"{factor * float(scalar):g} x {base}")
 
     __rmul__ = __mul__
 
@@ -157,7 +192,7 @@ class SteeringVector:
             if n == 0:
                 raise VectorError(f"layer {layer} direction is zero and cannot be normalised")
             out[layer] = v / n
-        return self._with(out)
+        return self._with(out, scale="unit")
 
     def select_layers(self, layers: Sequence[int]) -> SteeringVector:
         """The same vector restricted to `layers`."""
@@ -221,7 +256,7 @@ def sum_vectors(vectors: Sequence[SteeringVector]) -> SteeringVector:
     meta = dataclasses.replace(
         first,
         method="sum",
-        provenance={"operation": "sum", "parts": [v.metadata.to_json() for v in vectors]},
+        provenance={"operation": "sum", "parts": [v.metadata.to_json() for v in vectors], **_common_scale(vectors)},
     )
     return SteeringVector(out, meta)
 
@@ -238,9 +273,53 @@ def mean_vectors(vectors: Sequence[SteeringVector], weights: Sequence[float] | N
     meta = dataclasses.replace(
         summed.metadata,
         method="mean",
-        provenance={"operation": "mean", "weights": list(weights), "parts": [v.metadata.to_json() for v in vectors]},
+        provenance={
+            "operation": "mean",
+            "weights": list(weights),
+            "parts": [v.metadata.to_json() for v in vectors],
+            **_common_scale(vectors),
+        },
     )
     return SteeringVector(dict(summed.directions), meta)
+
+
+def _common_scale(vectors: Sequence[SteeringVector]) -> dict[str, str]:
+    """`{"scale": s}` when every vector has scale s, else nothing (a sum or mean of them is in that unit)."""
+    scales = {v.scale for v in vectors}
+    return {"scale": str(scales.pop())} if len(scales) == 1 and None not in scales else {}
+
+
+def scale_factor(scale: str) -> tuple[float, str]:
+    """A scale as (factor, base scale): "2 x contrast" -> (2.0, "contrast"), "contrast" -> (1.0, "contrast")."""
+    match = _SCALED.match(scale)
+    return (float(match.group(1)), match.group(2)) if match else (1.0, scale)
+
+
+def scale_meaning(scale: str | None) -> str:
+    """What coefficient 1 means for a vector of `scale`, in words."""
+    if scale is None:
+        return "not recorded (the vector's own length)"
+    factor, base = scale_factor(scale)
+    words = SCALE_MEANINGS.get(base, base)
+    return words if factor == 1 else f"{factor:g} x {words}"
+
+
+def layer_summary(layers: Sequence[int]) -> str:
+    """Layers in a short form: "[3]", "[3, 7]", "13-25 (13 layers)", or the first and last few of a long list."""
+    layers = list(layers)
+    if len(layers) <= 4:
+        return str(layers)
+    if layers == list(range(layers[0], layers[-1] + 1)):
+        return f"{layers[0]}-{layers[-1]} ({len(layers)} layers)"
+    return f"[{', '.join(map(str, layers[:3]))}, ..., {layers[-1]}] ({len(layers)} layers)"
+
+
+def norm_summary(norms: Mapping[int, float]) -> str:
+    """Per-layer norms in a short form: each of up to four layers, else the range and the mean."""
+    if len(norms) <= 4:
+        return "{" + ", ".join(f"{layer}: {n:.3g}" for layer, n in norms.items()) + "}"
+    values = list(norms.values())
+    return f"{min(values):.3g}..{max(values):.3g} (mean {sum(values) / len(values):.3g})"
 
 
 def _check_same_space(vectors: Sequence[SteeringVector]) -> None:
@@ -268,9 +347,8 @@ def load_vector(path: str | Path, model: HookedModel | None = None) -> SteeringV
     fmt = detect_format(path)
     if fmt != "lens_steer":
         imported = read_vector_file(path, fmt, model)
-        return _checked_vector(
-            path, imported.directions, VectorMetadata.from_json(imported.metadata, source=str(path)), model
-        )
+        meta = VectorMetadata.from_json(imported.metadata, source=str(path))
+        return _checked_vector(path, imported.directions, _as_file_scale(meta), model)
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}
@@ -308,6 +386,14 @@ def _checked_vector(
         except VectorError as e:
             raise VectorError(f"{path}: {e}") from None
     return vec
+
+
+def _as_file_scale(meta: VectorMetadata) -> VectorMetadata:
+    """An imported vector's metadata: coefficient 1 is what the file applies (its coefficients are multiplied in),
+    so the scale is "file" and the exported vector's own scale and stored coefficient move under "exported"."""
+    prov = dict(meta.provenance)
+    before = {k: prov.pop(k) for k in ("scale", "coeff") if k in prov}
+    return dataclasses.replace(meta, provenance={**prov, "scale": "file", **({"exported": before} if before else {})})
 
 
 def _jsonable(obj: Any) -> Any:
