@@ -103,3 +103,44 @@ def test_search_on_bbq_answer_pairs_writes_a_vector_rebuilt_from_its_provenance(
     fresh = trial_params_vector(tiny, prov["params"], source=PairSource.from_json(prov["pair_source"]))
     assert torch.allclose(saved.directions[1], fresh.directions[1], atol=1e-4)
     assert json.loads((tmp_path / "study.json").read_text())["best_params"]["corpus"] == BBQ_ANSWER
+
+
+@needs_data
+def test_bbq_cloze_pairs_are_the_evaluators_prompt_and_answer_texts(tiny) -> None:
+    from lens_steer.extract.pair_sources import BBQ_CLOZE, train_items
+    from lens_steer.forward.questions import Question, cloze_prompt
+
+    source = PairSource("age", split_seed=0)
+    ps = search_pairs(BBQ_CLOZE, 30, 0, 0, tokenizer=tiny.tokenizer, source=source)
+    items = {i.example_id: i for i in train_items(source, None)}
+    assert len(ps) == 30 and ps.provenance["builder"] == "bbq_cloze"
+    for pair, eid in zip(ps.pairs, ps.provenance["example_ids"]):
+        it = items[eid]
+        prompt = cloze_prompt(Question(it.context, it.question, tuple(it.answers)), "reference", tiny.tokenizer)[0]
+        unbiased = it.label  # the unknown answer on an ambiguous item, the gold one on a disambiguated one
+        assert it.biased_index is not None and unbiased != it.biased_index
+        assert (pair.positive, pair.negative) == (prompt + it.answers[unbiased], prompt + it.answers[it.biased_index])
+
+
+def contrast_ratio(model, corpus: str, axis: str, layer: int) -> float:
+    """|mean of the pair differences| / mean |pair difference| at `layer`: near 0 when the differences cancel."""
+    ps = search_pairs(corpus, 64, 0, 0, tokenizer=model.tokenizer, source=PairSource(axis))
+    acts = pair_activations(model, ps, [layer])
+    d = acts.positive[layer] - acts.negative[layer]
+    return float(d.mean(0).norm() / d.norm(dim=1).mean())
+
+
+@pytest.mark.integration
+@needs_data
+def test_the_letter_pairs_cancel_and_the_evaluator_format_pairs_do_not() -> None:
+    """Why the search drops bbq_answer: with gold and stereotyped letters spread over a/b/c the letter pairs'
+    differences cancel (measured 0.05-0.13 of a pair's difference on the embedded model), the evaluator-format
+    pairs' do not (0.53-0.73)."""
+    from lens_steer.extract.pair_sources import BBQ_CLOZE, DEFAULT_CORPORA
+    from lens_steer.model.load import load_model
+
+    model = load_model()
+    for axis in ("age", "religion"):
+        assert contrast_ratio(model, BBQ_ANSWER, axis, 20) < 0.2
+        assert contrast_ratio(model, BBQ_CLOZE, axis, 20) > 0.4
+    assert BBQ_ANSWER not in DEFAULT_CORPORA and BBQ_CLOZE in DEFAULT_CORPORA

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import get_axis
-from lens_steer.extract.pair_sources import BBQ_ANSWER, PairSource, available_pairs, search_pairs
+from lens_steer.extract.pair_sources import BBQ_CLOZE, PairSource, available_pairs, search_pairs
 from lens_steer.extract.pairs import (
     CORPORA,
     PERSONA_PAIRS,
@@ -20,6 +20,7 @@ from lens_steer.extract.pairs import (
     load_pairs_jsonl,
     ready_pairs,
 )
+from lens_steer.model.load import HookedModel
 
 
 def persona(
@@ -41,6 +42,7 @@ def persona(
 
 def bbq(
     axis: str,
+    model: HookedModel,
     n: int | None = None,
     *,
     source: str = "official",
@@ -48,11 +50,13 @@ def bbq(
     data_seed: int = 0,
     data_root: str | Path | None = None,
 ) -> PairSet:
-    """`n` (default all) pairs from the axis's BBQ **train** items, the gold answer (positive) against the
-    stereotyped one (negative), in the order the search draws them (`data_seed`)."""
+    """`n` (default all) pairs from the axis's BBQ **train** items in the evaluator's own format (`model`'s chat
+    prompt, then an answer's text): the unbiased answer (positive) against the stereotyped one (negative), in the
+    order the search draws them (`data_seed`)."""
     src = PairSource(get_axis(axis).name, bbq_source=source, split_seed=split_seed, data_seed=data_seed)
-    count = available_pairs(BBQ_ANSWER, src, data_root) if n is None else n
-    return search_pairs(BBQ_ANSWER, count, 0, 0, source=src, data_root=data_root)
+    tok = model.tokenizer
+    count = available_pairs(BBQ_CLOZE, src, data_root, tok) if n is None else n
+    return search_pairs(BBQ_CLOZE, count, 0, 0, tokenizer=tok, source=src, data_root=data_root)
 
 
 def ready(name: str, n: int | None = None, *, data_root: str | Path | None = None) -> PairSet:

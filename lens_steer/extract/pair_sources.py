@@ -27,7 +27,10 @@ from lens_steer.extract.pairs import (
 BBQ_ANSWER = "bbq_answer"  # the later paper's letter pairs ("... Answer: (" + letter), plain text
 BBQ_CLOZE = "bbq_cloze"  # the evaluator's own format: the scored chat prompt + an answer's text
 BBQ_CORPORA: tuple[str, ...] = (BBQ_CLOZE, BBQ_ANSWER)
-SEARCH_CORPORA: tuple[str, ...] = (*CORPORA, *BBQ_CORPORA)
+SEARCH_CORPORA: tuple[str, ...] = (*CORPORA, *BBQ_CORPORA)  # what a search space may name
+# what it searches by default: bbq_answer's gold-vs-stereotyped letters cancel (letters spread evenly over a/b/c;
+# its mean contrast is near null, tests/test_pair_sources.py), so only the evaluator-format pairs are searched
+DEFAULT_CORPORA: tuple[str, ...] = (*CORPORA, BBQ_CLOZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +149,7 @@ __all__ = [
     "BBQ_ANSWER",
     "BBQ_CLOZE",
     "BBQ_CORPORA",
+    "DEFAULT_CORPORA",
     "SEARCH_CORPORA",
     "PairSource",
     "available_pairs",

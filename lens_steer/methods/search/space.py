@@ -15,7 +15,7 @@ import optuna
 
 from lens_steer.errors import LensSteerError, StudyError
 from lens_steer.extract.activations import AGGREGATORS
-from lens_steer.extract.pair_sources import SEARCH_CORPORA
+from lens_steer.extract.pair_sources import DEFAULT_CORPORA, SEARCH_CORPORA
 from lens_steer.extract.pairs import PERSONA_PAIRS, SYSTEM_TEMPLATES
 from lens_steer.forward.questions import DEFAULT_SCORING, PROMPT_FORMATS, SCORINGS
 from lens_steer.methods.search.kinds import KINDS, layer_choices
@@ -56,7 +56,7 @@ class SearchSpace:
     `PERSONA_PAIRS` / `SYSTEM_TEMPLATES`; each layer candidate is one layer or a band steered together.
     """
 
-    corpora: tuple[str, ...] = SEARCH_CORPORA
+    corpora: tuple[str, ...] = DEFAULT_CORPORA
     num_sents: tuple[int, int, int] = (100, 500, 50)
     personas: tuple[int, ...] = tuple(range(len(PERSONA_PAIRS)))
     templates: tuple[int, ...] = tuple(range(len(SYSTEM_TEMPLATES)))
