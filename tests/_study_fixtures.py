@@ -26,6 +26,7 @@ needs_data = pytest.mark.skipif(
 )
 
 SMALL = SearchSpace(
+    kinds=("additive",),
     corpora=("age", "race", "gender"),
     num_sents=(100, 500, 50),
     personas=(0, 1, 2),

@@ -471,6 +471,7 @@ def test_two_search_trials(ckpt: Checkpoint, tmp_path: Path) -> None:
     from lens_steer.methods.search.space import SearchConfig, SearchSpace
 
     space = SearchSpace(
+        kinds=("additive",),
         corpora=("age",),
         num_sents=(4, 4, 4),
         personas=(0, 1),

@@ -254,6 +254,7 @@ def test_a_worker_killed_mid_trial_loses_only_that_trial(storage: str, space: Pa
 
 # ----------------------------------------------------------------------------- constant liar
 LIAR_SPACE = SearchSpace(
+    kinds=("additive",),
     corpora=("age",),
     num_sents=(4, 8, 4),
     personas=(0, 1, 2),

@@ -93,6 +93,7 @@ def test_search_logs_consistency_per_trial_and_its_correlation(tmp_path):
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     tiny = load_model("tiny-llama", seed=0)
     space = SearchSpace(
+        kinds=("additive",),
         corpora=("age",),
         num_sents=(4, 8, 4),
         personas=(0, 1),

@@ -80,6 +80,7 @@ def test_cache_serves_bbq_answer_pairs_equal_to_fresh_extraction(tiny, tmp_path:
 @needs_data
 def test_search_on_bbq_answer_pairs_writes_a_vector_rebuilt_from_its_provenance(tiny, tmp_path: Path) -> None:
     space = SearchSpace(
+        kinds=("additive",),
         corpora=(BBQ_ANSWER,),
         num_sents=(4, 8, 4),
         personas=(0,),

@@ -50,7 +50,7 @@ _WORKER = textwrap.dedent(
     from lens_steer.methods.search.storage import open_storage, open_study
     from lens_steer.methods.search.workers import run_trials
     url, marks, name, resume, sleep = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", float(sys.argv[5])
-    space = SearchSpace(corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,), coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",))
+    space = SearchSpace(kinds=("additive",), corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,), coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",))
     cfg = SearchConfig(space=space, n_trials=int(sys.argv[6]))
     study, used = open_study(open_storage(url, heartbeat_interval=1, grace_period=2), "s", config=cfg, resume=resume)
     barrier = sys.argv[7].split(",") if len(sys.argv) > 7 else []
@@ -144,6 +144,7 @@ def test_pruned_trials_count_toward_the_budget_and_only_those_below_the_median_a
     """open_study's median pruner (after `pruner_startup_trials` complete trials) stops a trial whose first
     report is below the median of the earlier trials' first reports; pruned trials are finished trials."""
     space = SearchSpace(
+        kinds=("additive",),
         corpora=("age",),
         num_sents=(2, 10, 1),
         personas=(0,),

@@ -88,7 +88,9 @@ def default_params(kind: str, space: Any, n_layers: int) -> Params:
         "layers": layers,
     }
     if kind in ("additive", "gated"):
-        params["coeff"] = min(max(1.0, space.coeff[0]), space.coeff[1])
+        lo, hi, step = space.coeff
+        k = min(max(round((1.0 - lo) / step), 0), round((hi - lo) / step))  # the grid point nearest +1
+        params["coeff"] = round(lo + k * step, 10)
     return params
 
 
