@@ -23,6 +23,7 @@ from lens_steer.extract.pair_sources import PairSource, search_pairs, uses_perso
 from lens_steer.extract.pairs import PairSet
 from lens_steer.files import atomic_write_bytes
 from lens_steer.model.load import HookedModel, model_identity
+from lens_steer.steering.formats import load_tensors_file
 
 
 def _tokenizer_label(tokenizer: Any) -> str:
@@ -196,9 +197,7 @@ class ActivationCache:
         when the file is damaged, was written for other layers or another hook, or was read from other pair texts."""
         ident = model_identity(self.model)
         try:
-            obj = torch.load(
-                path, weights_only=True
-            )  # tensors, lists and numbers only: a file carrying code is refused
+            obj = load_tensors_file(path)  # tensors, lists and numbers only: a file carrying code is refused
         except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile):
             return None  # truncated or damaged: re-read from the model, never trusted
         except Exception as e:

@@ -226,9 +226,19 @@ def _safetensors_header(path: Path, head: bytes) -> dict[str, Any] | None:
     return header if isinstance(header, dict) else None
 
 
+def load_tensors_file(path: str | Path) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU without torch's warning about a legacy pickle protocol (4 or
+    5: a file written by plain `pickle`), so a refusal reads as one line; errors are torch's."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"Detected pickle protocol", category=UserWarning)
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _torch_load(path: Path) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return load_tensors_file(path)
     except Exception as e:  # unpickling errors of every kind
         if type(e).__name__ == "UnpicklingError":  # weights_only refused an object: nothing in the file was run
             raise VectorError(
