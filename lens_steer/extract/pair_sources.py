@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
 from lens_steer.data.select import select
 from lens_steer.errors import StudyError
 from lens_steer.extract.pairs import CORPORA, ContrastivePair, PairSet, bbq_answer_pairs, load_corpus, persona_pairs
+from lens_steer.files import json_sha256, sha256_hex
 
 BBQ_ANSWER = "bbq_answer"
 SEARCH_CORPORA: tuple[str, ...] = (*CORPORA, BBQ_ANSWER)
@@ -57,16 +56,14 @@ def _bbq_answer_pool(source: PairSource, data_root: str | None) -> PairSet:
         data_root=data_root,
         generated_dir=source.generated_dir,
     )
-    order = sorted(
-        items, key=lambda it: hashlib.sha256(repr((source.data_seed, it.category, it.example_id)).encode()).hexdigest()
-    )
+    order = sorted(items, key=lambda it: sha256_hex(repr((source.data_seed, it.category, it.example_id))))
     pool = bbq_answer_pairs(order, split_name="train")
     return PairSet(pool.pairs, {**pool.provenance, "sha256": pair_texts_sha256(pool.pairs)})
 
 
 def pair_texts_sha256(pairs: tuple[ContrastivePair, ...]) -> str:
     """A hash of the pairs' texts, in order."""
-    return hashlib.sha256(json.dumps([[p.positive, p.negative] for p in pairs]).encode()).hexdigest()
+    return json_sha256([[p.positive, p.negative] for p in pairs])
 
 
 def available_pairs(corpus: str, source: PairSource | None, data_root: str | Path | None = None) -> int:
