@@ -4,7 +4,7 @@ sequence, length-bucketed and right-padded; only the continuation's positions ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from jaxtyping import Float
@@ -14,8 +14,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.forward.engine import final_residual
 from lens_steer.model.load import HookedModel
 from lens_steer.model.tokens import encode_texts, length_batches, model_device, pad_batch, pad_id
-
-Progress = Callable[[int], None]
+from lens_steer.progress import Progress
 
 
 def unembed(model: HookedModel, resid: Float[Tensor, "n d_model"]) -> Float[Tensor, "n vocab"]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -29,13 +29,13 @@ from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES
 from lens_steer.errors import LensSteerError
 from lens_steer.model.load import HookedModel, accepts_kv_cache
 from lens_steer.model.tokens import length_batches, model_device, pad_batch, pad_id
+from lens_steer.progress import Progress
 from lens_steer.steering.hooks import POSITION_MODES, PositionMode, steer
 from lens_steer.steering.vectors import SteeringVector
 
 GENERATE_MAX_NEW_TOKENS = 20
 REFERENCE_REPETITION_PENALTY = 1.1
 PARSE_RULES = ("letter", "bracketed_letter", "option_text", "unknown_phrase", "unparsed")
-Progress = Callable[[int], None]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,7 +20,6 @@ from lens_steer.forward.questions import (
     DEFAULT_SCORING,
     PROMPT_FORMATS,
     SCORINGS,
-    Progress,
     Question,
     QuestionScore,
     answer_view,
@@ -39,6 +38,7 @@ from lens_steer.forward.shared_prefix import run_shared_prefix
 from lens_steer.model.architectures import hf_config, sliding_window
 from lens_steer.model.load import HookedModel, accepts_kv_cache
 from lens_steer.model.tokens import encode_texts, length_batches, pad_batch, pad_id, starts_with_bos
+from lens_steer.progress import Progress
 from lens_steer.steering.hooks import steer
 from lens_steer.steering.interventions import Intervention, intervention_of
 from lens_steer.steering.vectors import SteeringVector
