@@ -20,25 +20,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from lens_steer.axes import get_axis
+from lens_steer.axes import AXES, OOD_CATEGORIES, get_axis
 from lens_steer.data.file_rows import jsonl_objects
 from lens_steer.data.root import resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
 from lens_steer.specs import parse_names
 
-BBQ_CATEGORIES: tuple[str, ...] = (
-    "Age",
-    "Disability_status",
-    "Gender_identity",
-    "Nationality",
-    "Physical_appearance",
-    "Race_ethnicity",
-    "Race_x_SES",
-    "Race_x_gender",
-    "Religion",
-    "SES",
-    "Sexual_orientation",
-)
+# the nine axes' categories and the two intersectional ones (lens_steer.axes), sorted as the file names are
+BBQ_CATEGORIES: tuple[str, ...] = tuple(sorted({a.bbq_category for a in AXES.values()} | set(OOD_CATEGORIES)))
 LOAD_SOURCES: tuple[str, ...] = ("official", "generated", "mixed")
 ITEM_SOURCES: tuple[str, ...] = ("official", "partial", "generated")
 POLARITIES: tuple[str, ...] = ("neg", "nonneg")

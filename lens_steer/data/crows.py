@@ -11,24 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from lens_steer.axes import get_axis
+from lens_steer.axes import AXES, get_axis
 from lens_steer.data.file_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
 from lens_steer.specs import parse_names
 
 CROWS_FILE = "crows_pairs/crows_pairs_anonymized.csv"
-CROWS_BIAS_TYPES: tuple[str, ...] = (
-    "age",
-    "disability",
-    "gender",
-    "nationality",
-    "physical-appearance",
-    "race-color",
-    "religion",
-    "sexual-orientation",
-    "socioeconomic",
-)
+CROWS_BIAS_TYPES: tuple[str, ...] = tuple(
+    sorted(t for a in AXES.values() if (t := a.crows_bias_type))
+)  # lens_steer.axes
 CROWS_DIRECTIONS: tuple[str, ...] = ("stereo", "antistereo")
 _REQUIRED = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 
