@@ -44,7 +44,8 @@ def test_dtype_processing_and_weights_each_change_the_fingerprint() -> None:
 
 
 def test_model_fingerprint_reads_every_sampled_index_of_a_large_tensor() -> None:
-    """A parameter past 2**24 elements (the embedded model's 49152 x 576 embedding) is sampled in range, ends included."""
+    """A parameter past 2**24 elements (the embedded model's 49152 x 576 embedding) is sampled in range, ends
+    included."""
 
     class Big(torch.nn.Module):
         def __init__(self, n: int) -> None:

@@ -351,7 +351,8 @@ def normalize_category(name: str) -> str:
 
 
 def parse_categories(spec: Sequence[str] | str) -> list[str]:
-    """BBQ categories from a comma list or a list of names (any `normalize_category` reads), first of duplicates kept."""
+    """BBQ categories from a comma list or a list of names (any that `normalize_category` reads), first of
+    duplicates kept."""
     return list(parse_names(spec, "BBQ category", BBQ_CATEGORIES, resolve=normalize_category, error=DataError))
 
 
