@@ -30,7 +30,7 @@ class Axis:
     crows_bias_type: str | None
     ready_pairs: tuple[str, ...]
     v2_name: str | None
-    aliases: tuple[str, ...] = ()  # other spellings (its own prompt corpus's name among them)
+    aliases: tuple[str, ...] = ()  # other spellings (its own prompt corpus where no field above names it)
 
     @property
     def names(self) -> tuple[str, ...]:
