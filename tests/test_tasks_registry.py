@@ -13,7 +13,8 @@ import pytest
 from lens_steer.cli import main
 from lens_steer.errors import LensSteerError
 from lens_steer.methods.baselines.runs import BASELINE_BENCHES
-from lens_steer.tasks.registry import BENCHES, TASKS, get_task
+from lens_steer.tasks.registry import TASKS, get_task
+from lens_steer.tasks.result import BENCHES
 
 DATA = Path(os.environ.get("LENS_STEER_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 needs_data = pytest.mark.skipif(
@@ -23,7 +24,7 @@ BASE = ["eval", "--model", "tiny-llama", "--data-dir", str(DATA), "--n-boot", "2
 
 
 def test_each_bench_is_a_task_module_with_its_run() -> None:
-    assert BENCHES == ("bbq", "mmlu", "crows", "stereoset") and set(BASELINE_BENCHES) <= set(BENCHES)
+    assert tuple(TASKS) == BENCHES == ("bbq", "mmlu", "crows", "stereoset") and set(BASELINE_BENCHES) <= set(BENCHES)
     for name, task in TASKS.items():
         module = importlib.import_module(f"lens_steer.tasks.{name}")
         assert task.name == name and callable(getattr(module, f"run_{name}"))

@@ -14,7 +14,7 @@ from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.bbq import run_bbq
 from lens_steer.tasks.crows import run_crows
 from lens_steer.tasks.mmlu import run_mmlu
-from lens_steer.tasks.result import BenchResult
+from lens_steer.tasks.result import BENCHES, BenchResult
 from lens_steer.tasks.stereoset import run_stereoset
 
 
@@ -114,7 +114,7 @@ def _stereoset(model: HookedModel, items: Sequence[Any], o: RunOptions, prompt_f
     )
 
 
-TASKS: dict[str, Task] = {
+TASKS: dict[str, Task] = {  # one per name of lens_steer.tasks.result.BENCHES, in its order
     t.name: t
     for t in (
         Task("bbq", "reference", None, _bbq),
@@ -123,7 +123,6 @@ TASKS: dict[str, Task] = {
         Task("stereoset", "reference", None, _stereoset),
     )
 }
-BENCHES: tuple[str, ...] = tuple(TASKS)
 
 
 def get_task(name: str) -> Task:
@@ -131,4 +130,4 @@ def get_task(name: str) -> Task:
     return TASKS[check_choice(name, BENCHES, "bench")]
 
 
-__all__ = ["BENCHES", "TASKS", "RunOptions", "Task", "get_task"]
+__all__ = ["TASKS", "RunOptions", "Task", "get_task"]

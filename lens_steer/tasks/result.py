@@ -1,4 +1,4 @@
-"""What a benchmark run returns: per-item records and JSON-ready metrics (the benchmarks: lens_steer.tasks.registry)."""
+"""What a benchmark run returns: per-item records and JSON-ready metrics; the benchmarks `lens-steer eval` runs."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ from typing import Any
 
 from lens_steer.forward.generation import parse_counts
 from lens_steer.tasks.metrics import BbqPrediction
+
+BENCHES = ("bbq", "mmlu", "crows", "stereoset")  # each a module of lens_steer.tasks
 
 
 @dataclasses.dataclass(frozen=True)
