@@ -1,8 +1,8 @@
 """lens_steer: steering-vector research on TransformerLens models.
 
 Packages by concern, each importing only those below it (see each package's docstring): model, data < steering <
-forward < extract, tasks < methods < pipeline < report < cli; the base modules (axes, errors, files, specs, stats,
-version) sit under them all.
+forward < extract, tasks < methods < pipeline < report < cli; the base modules (axes, errors, files, progress,
+specs, stats, version) sit under them all.
 
 The front door, for a script: `from lens_steer import load_model, pairs, extract_vector, steer, evaluate` (and
 `SteeringVector`, `load_vector`, `export_vector`, `BenchResult`, the interventions). Each name is imported from its

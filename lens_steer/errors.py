@@ -23,3 +23,12 @@ class StudyError(LensSteerError):
 
 class ResultsError(LensSteerError):
     """A results file (results.json) that is not of the schema this version reads: names the missing or malformed part."""
+
+
+class LockHeldError(LensSteerError):
+    """An advisory file lock (lens_steer.files.file_lock) another process holds: `path`, and `holder` (what it wrote
+    into the lock file, "" if nothing)."""
+
+    def __init__(self, path: object, holder: str) -> None:
+        self.path, self.holder = path, holder
+        super().__init__(f"{path} is locked by {holder or 'another process'}; wait for it to finish")

@@ -1,8 +1,10 @@
-"""Atomic output: a file or a folder appears whole or not at all."""
+"""Files: atomic output (a file or a folder appears whole or not at all), the advisory file lock, content hashes."""
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -10,6 +12,8 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from lens_steer.errors import LockHeldError
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -96,3 +100,42 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+@contextlib.contextmanager
+def file_lock(path: str | Path, *, wait: bool = True, note: str | None = None) -> Iterator[Path]:
+    """Hold an advisory `flock` on `path` (created, with its folder, if absent) for the block. The operating system
+    releases it when the holder exits, SIGKILL included, so a lock is never stale. `wait=False`: raise
+    `LockHeldError` at once (with what the holder wrote) when another open of the file holds it. `note` (e.g. who
+    holds it) is written into the file once the lock is held."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except OSError:
+            if wait:
+                raise
+            raise LockHeldError(path, os.pread(fd, 200, 0).decode("utf-8", "replace").strip()) from None
+        if note is not None:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode("utf-8"), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def sha256_hex(data: bytes | str, length: int | None = None) -> str:
+    """The SHA-256 of `data` (text as UTF-8) in hex, cut to its first `length` characters (None: all 64)."""
+    return hashlib.sha256(data.encode("utf-8") if isinstance(data, str) else data).hexdigest()[:length]
+
+
+def file_sha256(path: str | Path, length: int | None = None) -> str:
+    """`sha256_hex` of a file's bytes."""
+    return sha256_hex(Path(path).read_bytes(), length)
+
+
+def json_sha256(obj: Any, length: int | None = None) -> str:
+    """`sha256_hex` of `obj` as JSON with sorted keys (a value JSON cannot hold as its `str`): a content key."""
+    return sha256_hex(json.dumps(obj, sort_keys=True, default=str), length)

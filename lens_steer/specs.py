@@ -3,7 +3,9 @@
 - layer lists (`parse_layers`): an int, a JSON list of ints, or text '15', '10-14', '3,5,7', '10-14,20' (ranges
   inclusive); sorted and distinct, 0-based, checked against the model's depth when it is given;
 - integer lists (`parse_ints`, e.g. seeds): the same grammar, any non-negative integers;
-- coefficient grids (`parse_coeffs`): 'start:stop:step' (stop included) or a list '-1,0.5,2'; sorted and distinct.
+- coefficient grids (`parse_coeffs`): 'start:stop:step' (stop included) or a list '-1,0.5,2'; sorted and distinct;
+- name lists (`parse_names`, e.g. axes, BBQ categories, baselines): 'age, religion' or a list of names; each checked
+  against the valid names or canonicalised by a resolver, first of duplicates kept, order kept.
 
 Every error is one line naming the spec and how to write it.
 """
@@ -11,7 +13,7 @@ Every error is one line naming the spec and how to write it.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from lens_steer.errors import LensSteerError
@@ -108,4 +110,33 @@ def parse_coeffs(text: str, what: str = "coefficient grid") -> tuple[float, ...]
     return tuple(sorted(set(0.0 if v == 0 else v for v in values)))
 
 
-__all__ = ["layer_label", "parse_coeffs", "parse_ints", "parse_layers"]
+def parse_names(
+    spec: str | Sequence[str],
+    what: str,
+    valid: Sequence[str] | None = None,
+    *,
+    resolve: Callable[[str], str] | None = None,
+    error: type[LensSteerError] = LensSteerError,
+) -> tuple[str, ...]:
+    """The names in a comma list 'a, b' (or a sequence of names): stripped, empty parts dropped, each mapped by
+    `resolve` (e.g. an alias to its canonical name; it raises its own one-line error for an unknown one), the first
+    of duplicates kept, in order; at least one. With `valid`, a name outside it is a one-line `error` listing it."""
+    if isinstance(spec, str):
+        parts = spec.split(",")
+    elif isinstance(spec, Sequence) and all(isinstance(x, str) for x in spec):
+        parts = list(spec)
+    else:
+        raise error(f"cannot read {what} list {spec!r}; write names separated by commas, like 'a,b'")
+    names = [p.strip() for p in parts if p.strip()]
+    choices = f" of {', '.join(valid)}" if valid is not None else ""
+    if not names:
+        raise error(f"empty {what} list; name at least one{choices}")
+    if resolve is not None:
+        names = [resolve(n) for n in names]
+    for n in names:
+        if valid is not None and n not in valid:
+            raise error(f"unknown {what} {n!r}; choose one{choices}")
+    return tuple(dict.fromkeys(names))
+
+
+__all__ = ["layer_label", "parse_coeffs", "parse_ints", "parse_layers", "parse_names"]

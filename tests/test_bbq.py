@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from lens_steer.axes import AXES
 from lens_steer.data.bbq import (
     BBQ_CATEGORIES,
     attach_ambig_contexts,
@@ -319,13 +320,13 @@ def test_load_official_and_partial(root):
 
 def test_load_unknown_and_unavailable_category(root):
     with pytest.raises(DataError) as e:
-        load_bbq(["Gender"], data_root=root)
-    assert "unknown BBQ category 'Gender'" in str(e.value) and ", ".join(BBQ_CATEGORIES) in str(e.value)
+        load_bbq(["Gendr"], data_root=root)
+    assert "unknown BBQ category 'Gendr'" in str(e.value) and ", ".join(BBQ_CATEGORIES) in str(e.value)
     with pytest.raises(DataError) as e:
         load_bbq(["Religion"], data_root=root)
     msg = str(e.value)
     assert "Religion is unavailable offline" in msg and "lens-steer bbq-generate" in msg and "\n" not in msg
-    with pytest.raises(DataError, match="empty BBQ category selection"):
+    with pytest.raises(DataError, match="empty BBQ category list"):
         load_bbq([], data_root=root)
     with pytest.raises(DataError, match="unknown BBQ source"):
         load_bbq(["Age"], data_root=root, source="web")
@@ -350,8 +351,10 @@ def test_load_generated_and_mixed(root):
 
 def test_normalize_category():
     assert normalize_category("race_x_ses") == "Race_x_SES"
+    for axis in AXES.values():  # every name of an axis reads as its category
+        assert {normalize_category(n) for n in axis.names} == {axis.bbq_category}
     with pytest.raises(DataError, match="choose one of Age"):
-        normalize_category("Race")
+        normalize_category("Racism")
 
 
 # ----------------------------------------------------------------------------- the real shared files

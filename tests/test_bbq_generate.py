@@ -180,11 +180,66 @@ def test_intersectional_variants(cat: str) -> None:
         assert (same_race, same_var) == expected[r["additional_metadata"]["subcategory"]], r
 
 
-def test_rows_pass_the_loader_schema() -> None:
-    bbq = pytest.importorskip("lens_steer.data.bbq")
-    for cat in CATEGORIES:
-        for r in gen(cat)[::7]:
-            bbq.parse_bbq_row(r, file=f"generated/{cat}.jsonl", line=r["example_id"] + 1, source="generated")
+def loaded(rows: list[dict[str, Any]], source: str) -> list[Any]:
+    """Rows through the loader (validation, then each disambiguated item's ambiguous context attached)."""
+    from lens_steer.data.bbq import attach_ambig_contexts, parse_bbq_row
+
+    return attach_ambig_contexts(
+        [parse_bbq_row(r, file=f"{source}.jsonl", line=n, source=source) for n, r in enumerate(rows, 1)]
+    )
+
+
+def item_roles(it: Any) -> tuple[Any, ...]:
+    """What the loader derives from a row, answers by text (their order and the unknown answer's phrasing are
+    random): the two people, the gold answer (None: the unknown one), the biased answers, the ambiguous context a
+    disambiguated item extends, and the rest of the row."""
+    people = [i for i in range(3) if i != it.unknown_index]
+    return (
+        it.question_index,
+        it.question_polarity,
+        it.context_condition,
+        it.context,
+        it.question,
+        frozenset(it.answers[i] for i in people),
+        None if it.label == it.unknown_index else it.answers[it.label],
+        frozenset(it.answers[i] for i in it.biased_indices),
+        it.ambig_context,
+        it.subcategory,
+        it.stereotyped_groups,
+    )
+
+
+@pytest.mark.parametrize("cat", COMPLETE)
+def test_the_loader_reads_generated_rows_as_it_reads_the_official_ones(cat: str) -> None:
+    """On the templates that use no random vocabulary, the generated rows load into the same items as the official
+    rows: the same gold, unknown and biased answers (lm-eval's rules), the same ambiguous contexts."""
+    free = random_free_templates(cat)
+
+    def roles(rows: list[dict[str, Any]], source: str) -> Counter[tuple[Any, ...]]:
+        chosen = [r for r in rows if (r["question_index"], r["additional_metadata"]["version"]) in free]
+        return Counter(item_roles(it) for it in loaded(chosen, source))
+
+    theirs = roles(official(cat), "official")
+    assert roles(gen(cat), "generated") == theirs
+    assert sum(theirs.values()) > 0 or cat in ("Nationality", "Religion")  # these two sample vocabulary everywhere
+
+
+@pytest.mark.parametrize("cat", sorted(PUBLISHED))
+def test_every_generated_row_loads_with_its_ambiguous_partner(cat: str) -> None:
+    """Every row passes the loader, and each disambiguated item finds the ambiguous context it extends, as in the
+    official files (where every disambiguated row has its partner)."""
+    items = loaded(gen(cat), "generated")
+    assert len(items) == PUBLISHED[cat]
+    disamb = [it for it in items if it.context_condition == "disambig"]
+    assert len(disamb) == len(items) // 2 and all(
+        it.ambig_context and it.context.startswith(it.ambig_context) for it in disamb
+    )
+    if cat in COMPLETE:  # the official file has the same share of items with exactly one biased answer per condition
+        ours, theirs = (
+            Counter((it.context_condition, len(it.biased_indices)) for it in loaded(rows, source))
+            for rows, source in ((gen(cat), "generated"), (official(cat), "official"))
+        )
+        assert set(ours) == set(theirs)
 
 
 def test_deterministic_for_a_seed() -> None:

@@ -41,7 +41,7 @@ def test_eval_bbq_writes_metrics_that_recompute_from_predictions(tmp_path: Path,
         (["--bench", "bbq", "--categories", "Martian"], "Martian"),
         (["--bench", "bbq", "--categories", "Age", "--split", "dev"], "unknown split 'dev'"),
         (["--bench", "bbq", "--categories", "Age", "--scoring", "vibes"], "unknown scoring 'vibes'"),
-        (["--bench", "bbq", "--categories", ","], "--categories is empty"),
+        (["--bench", "bbq", "--categories", ","], "empty --categories list"),
     ],
 )
 def test_eval_bad_input_is_one_line(tmp_path: Path, capsys, extra, message):

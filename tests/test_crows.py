@@ -53,9 +53,12 @@ def test_filter_by_bias_type(tmp_path):
     write(tmp_path, ROWS)
     assert [p.index for p in load_crows(["age", "gender"], data_root=tmp_path)] == [1, 2]
     assert [p.index for p in load_crows("socioeconomic", data_root=tmp_path)] == [0]
+    # an axis's names read as its bias type: "ses" and "SES" are socioeconomic, "gender_identity" is gender
+    assert [p.index for p in load_crows("ses,SES", data_root=tmp_path)] == [0]
+    assert [p.index for p in load_crows(["gender_identity"], data_root=tmp_path)] == [2]
     with pytest.raises(DataError) as e:
-        load_crows(["race"], data_root=tmp_path)
-    assert "unknown CrowS-Pairs bias type 'race'" in str(e.value) and "race-color" in str(e.value)
+        load_crows(["racism"], data_root=tmp_path)
+    assert "unknown CrowS-Pairs bias type 'racism'" in str(e.value) and "race-color" in str(e.value)
 
 
 @pytest.mark.parametrize(

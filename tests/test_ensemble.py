@@ -300,8 +300,8 @@ def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(t
             sum(i["steered"] - i["base"] < 0 for i in items) / len(items)
         )
         store = PredictionStore(run)
+        from lens_steer.model.fingerprint import model_fingerprint
         from lens_steer.model.load import model_identity
-        from lens_steer.tasks.store import model_fingerprint
 
         keyed = {
             "model": model_identity(tiny).name,

@@ -5,13 +5,25 @@ from __future__ import annotations
 import json
 import os
 import stat
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from lens_steer.files import atomic_folder, atomic_write_text, write_json, write_jsonl
+from lens_steer.errors import LockHeldError
+from lens_steer.files import (
+    atomic_folder,
+    atomic_write_text,
+    file_lock,
+    file_sha256,
+    json_sha256,
+    sha256_hex,
+    write_json,
+    write_jsonl,
+)
 
 
 class _Unwritable:
@@ -80,3 +92,56 @@ def test_atomic_folder_keep_existing_keeps_the_first_writers_folder(tmp_path: Pa
         with atomic_folder(target, keep_existing=True) as other:  # another writer finishes first
             (other / "a.txt").write_text("theirs")
     assert _tree(target) == {"a.txt": "theirs"} and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+# ---- the advisory file lock and the content hashes -------------------------------------------------------------
+def _hold_lock_in_a_child(path: Path, note: str) -> subprocess.Popen:
+    """A child process that takes `file_lock(path, note=note)`, says "held" and waits until killed."""
+    code = (
+        "import sys, time\n"
+        "from lens_steer.files import file_lock\n"
+        f"with file_lock({str(path)!r}, note={note!r}):\n"
+        "    print('held', flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None and child.stdout.readline().strip() == "held"
+    return child
+
+
+def test_a_held_lock_is_refused_with_its_holder_and_freed_when_the_holder_is_killed(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "x.lock"
+    child = _hold_lock_in_a_child(path, "pid 42 on host")
+    try:
+        with pytest.raises(LockHeldError) as e:
+            with file_lock(path, wait=False):
+                pass
+        assert e.value.holder == "pid 42 on host" and str(path) in str(e.value) and "\n" not in str(e.value)
+    finally:
+        child.kill()  # SIGKILL: no cleanup runs, the operating system drops the lock
+        child.wait()
+    with file_lock(path, wait=False, note="me") as held:  # not stale
+        assert held == path and path.read_text() == "me"
+
+
+def test_a_lock_excludes_a_second_open_in_the_same_process_until_released(tmp_path: Path) -> None:
+    path = tmp_path / "y.lock"
+    with file_lock(path):
+        with pytest.raises(LockHeldError, match="another process"):  # nothing written into the file
+            with file_lock(path, wait=False):
+                pass
+    with file_lock(path, wait=False):
+        pass
+
+
+def test_content_hashes_equal_hashlib_on_the_same_bytes(tmp_path: Path) -> None:
+    import hashlib
+
+    assert sha256_hex(b"abc") == hashlib.sha256(b"abc").hexdigest()
+    assert sha256_hex("é", 12) == hashlib.sha256("é".encode()).hexdigest()[:12]
+    (tmp_path / "f").write_bytes(b"\x00\x01")
+    assert file_sha256(tmp_path / "f", 16) == hashlib.sha256(b"\x00\x01").hexdigest()[:16]
+    # sorted keys, compact defaults: the same object in another key order has the same hash
+    assert json_sha256({"b": [1, 2], "a": "x"}) == hashlib.sha256(b'{"a": "x", "b": [1, 2]}').hexdigest()
+    assert json_sha256({"a": "x", "b": [1, 2]}, 20) == json_sha256({"b": [1, 2], "a": "x"})[:20]
+    assert json_sha256([Path("p")]) == hashlib.sha256(b'["p"]').hexdigest()  # a non-JSON value by its str

@@ -48,7 +48,7 @@ def test_subjects_and_selection(root):
     assert "unknown MMLU subject 'astrology'" in str(e.value) and "anatomy, virology" in str(e.value)
     with pytest.raises(DataError, match="unknown MMLU split 'val'"):
         load_mmlu("val", data_root=root)
-    with pytest.raises(DataError, match="empty MMLU subject selection"):
+    with pytest.raises(DataError, match="empty MMLU subject list; name at least one of anatomy, virology"):
         load_mmlu(subjects=[], data_root=root)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from lens_steer.errors import LensSteerError
-from lens_steer.specs import layer_label, parse_coeffs, parse_ints, parse_layers
+from lens_steer.specs import layer_label, parse_coeffs, parse_ints, parse_layers, parse_names
 
 
 def test_layer_lists_in_every_form() -> None:
@@ -55,3 +55,34 @@ def test_bad_or_empty_coeff_grid_is_a_one_line_error(text: str) -> None:
     with pytest.raises(LensSteerError) as e:
         parse_coeffs(text)
     assert "\n" not in str(e.value) and repr(text) in str(e.value)
+
+
+def test_name_lists_in_every_form() -> None:
+    assert parse_names("age, religion,,age", "axis") == ("age", "religion")  # stripped, empty dropped, first kept
+    assert parse_names(["b", " a "], "name") == ("b", "a")
+    assert parse_names("x,y", "name", ("x", "y", "z")) == ("x", "y")
+    upper = parse_names("Age,AGE,age", "category", ("AGE",), resolve=str.upper)  # resolved, then checked and deduped
+    assert upper == ("AGE",)
+
+
+@pytest.mark.parametrize(
+    ("spec", "valid", "words"),
+    [
+        ("", None, ("empty axis list", "name at least one")),
+        (" , ", ("age", "ses"), ("empty axis list", "name at least one of age, ses")),
+        ("age,klingon", ("age", "ses"), ("unknown axis 'klingon'", "choose one of age, ses")),
+        (3, None, ("cannot read axis list 3",)),
+        (["age", 2], None, ("cannot read axis list",)),
+    ],
+)
+def test_name_list_errors_are_one_line_and_list_the_valid_names(spec, valid, words) -> None:
+    with pytest.raises(LensSteerError) as e:
+        parse_names(spec, "axis", valid)
+    assert "\n" not in str(e.value) and all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_a_name_list_raises_the_error_type_asked_for() -> None:
+    from lens_steer.errors import DataError
+
+    with pytest.raises(DataError, match="unknown subject 'x'"):
+        parse_names("x", "subject", ("a",), error=DataError)

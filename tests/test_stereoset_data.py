@@ -68,7 +68,7 @@ def test_filters():
     assert len(inter) == 78 and {(i.type, i.bias_type) for i in inter} == {("intersentence", "religion")}
     with pytest.raises(DataError, match="unknown StereoSet bias type 'age'"):
         load_stereoset(["age"], data_root=DATA)
-    with pytest.raises(DataError, match="empty StereoSet type selection"):
+    with pytest.raises(DataError, match="empty StereoSet type list"):
         load_stereoset(types=" , ", data_root=DATA)
 
 

@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from lens_steer.errors import LensSteerError
+from lens_steer.specs import parse_names
 
 
 def add_baseline_options(p: argparse.ArgumentParser) -> None:
@@ -58,7 +59,7 @@ def _finetune_texts(args: argparse.Namespace, bench: str, tokenizer: Any) -> lis
     from lens_steer.methods.baselines.prompting import finetune_texts
 
     spec = args.finetune_categories or (args.categories if bench == "bbq" else None)
-    cats = [c.strip() for c in spec.split(",") if c.strip()] if spec else None
+    cats = list(parse_names(spec, "--finetune-categories")) if spec else None
     if args.splits == "v2":  # the paper's 300 train pairs per axis: their positive texts
         from lens_steer.data.bbq_v2 import V2_AXES, load_v2_train_pairs, v2_axis
 
@@ -68,7 +69,7 @@ def _finetune_texts(args: argparse.Namespace, bench: str, tokenizer: Any) -> lis
     return finetune_texts(train, tokenizer, args.prompt_format if getattr(args, "prompt_format", None) else "reference")
 
 
-def run_baseline_or_stereoset(
+def run_baseline(
     args: argparse.Namespace,
     bench: str,
     model: Any,
@@ -80,18 +81,15 @@ def run_baseline_or_stereoset(
     coeff: float,
     progress: Any,
 ) -> Any:
-    """The BenchResult of a baseline run (any of bbq, mmlu, stereoset) or of a plain StereoSet run."""
+    """The BenchResult of a `--baseline` run (on bbq, mmlu or stereoset)."""
     from lens_steer.cli.loading import load_model_from_args
-    from lens_steer.methods.baselines.runs import run_baseline_bench
-    from lens_steer.tasks.stereoset import run_stereoset
+    from lens_steer.methods.baselines.runs import BASELINE_BENCHES, run_baseline_bench
 
     common = dict(
         vector=vector, coeff=coeff, n_boot=args.n_boot, seed=args.seed, max_batch=args.batch_size, progress=progress
     )
-    if not args.baseline:
-        return run_stereoset(model, items, blank=args.blank, **common)
-    if bench == "crows":
-        raise LensSteerError("--baseline runs on bbq, mmlu or stereoset; not on crows")
+    if bench not in BASELINE_BENCHES:
+        raise LensSteerError(f"--baseline runs on {', '.join(BASELINE_BENCHES)}; not on {bench}")
     texts = _finetune_texts(args, bench, model.tokenizer) if args.baseline == "finetune" else None
     return run_baseline_bench(
         bench,

@@ -74,14 +74,14 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.methods.isv import load_isvs, searched_bbq_source
     from lens_steer.pipeline.evaluate import evaluate_ensembles
     from lens_steer.pipeline.evaluation_config import EnsembleConfig
-    from lens_steer.specs import parse_coeffs, parse_ints
+    from lens_steer.specs import parse_coeffs, parse_ints, parse_names
 
     check_out_folder(args.out)
     for flag in ("val_limit", "test_limit"):
         check_at_least(getattr(args, flag), 1, "--" + flag.replace("_", "-"))
     check_at_least(args.mmlu_items, 0, "--mmlu-items")
     check_at_least(args.n_boot, 0, "--n-boot")
-    paths = [Path(p.strip()) for p in args.isv.split(",") if p.strip()]
+    paths = [Path(p) for p in parse_names(args.isv, "--isv")]
     isvs = load_isvs(paths)  # checks one model before loading it
     overrides: dict[str, Any] = {}
     if args.coeffs:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     if args.no_ood:
         overrides["ood"] = False
     if args.baselines:
-        overrides["baselines"] = tuple(b.strip() for b in args.baselines.split(",") if b.strip())
+        overrides["baselines"] = parse_names(args.baselines, "--baselines")
     overrides["bbq_source"] = args.bbq_source or searched_bbq_source(isvs)
     config = dataclasses.replace(EnsembleConfig(), **overrides)
     model = load_model_from_args(args)

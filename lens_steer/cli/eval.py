@@ -12,7 +12,7 @@ from lens_steer.cli.baseline_options import (
     load_stereoset_items,
     load_v2_bbq_items,
     print_stereoset,
-    run_baseline_or_stereoset,
+    run_baseline,
 )
 from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
@@ -26,6 +26,7 @@ from lens_steer.cli.options import (
 )
 from lens_steer.cli.vector_coeff import add_coeff_option, chosen_coeff, coeff_line
 from lens_steer.errors import LensSteerError
+from lens_steer.specs import parse_names
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -91,12 +92,11 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.forward.questions import DEFAULT_SCORING, PROMPT_FORMATS, SCORING_VERSION, SCORINGS, check_choice
     from lens_steer.model.tokens import bos_record
     from lens_steer.steering.vectors import load_vector
-    from lens_steer.tasks.bbq import BBQ_CHOICE_SETS, default_bbq_choices, run_bbq
-    from lens_steer.tasks.crows import run_crows
-    from lens_steer.tasks.mmlu import run_mmlu
-    from lens_steer.tasks.result import BENCHES
+    from lens_steer.tasks.bbq import BBQ_CHOICE_SETS, default_bbq_choices
+    from lens_steer.tasks.registry import RunOptions, get_task
 
-    bench = check_choice(args.bench, BENCHES, "bench")
+    task = get_task(args.bench)
+    bench = task.name
     check_out_folder(args.out)
     check_at_least(args.limit, 1, "--limit")
     check_at_least(args.batch_size, 1, "--batch-size")
@@ -106,14 +106,10 @@ def run(args: argparse.Namespace) -> int:
     if args.coeff is not None and not args.vector:
         raise LensSteerError("--coeff scales a steering vector; give --vector too, or leave --coeff out")
     scoring = check_choice(args.scoring or DEFAULT_SCORING, SCORINGS, "scoring")
-    cats = [c.strip() for c in args.categories.split(",") if c.strip()] if args.categories else None
-    if args.categories is not None and not cats:
-        raise LensSteerError("--categories is empty; name at least one or leave it out for all")
+    cats = list(parse_names(args.categories, "--categories")) if args.categories is not None else None
     if args.ids and bench != "bbq":
         raise LensSteerError("--ids selects BBQ items; leave it out for --bench " + bench)
-    prompt_format = check_choice(
-        args.prompt_format or ("lm_eval" if bench == "mmlu" else "reference"), PROMPT_FORMATS, "prompt format"
-    )
+    prompt_format = check_choice(args.prompt_format or task.default_prompt_format, PROMPT_FORMATS, "prompt format")
     bbq_choices = check_choice(
         args.bbq_choices or default_bbq_choices(prompt_format), BBQ_CHOICE_SETS, "BBQ choice set"
     )
@@ -129,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
     update, close = progress_bar(len(items), f"{bench} {scoring}")
     start = time.perf_counter()
     try:
-        if args.baseline or bench == "stereoset":
-            result = run_baseline_or_stereoset(
+        if args.baseline:
+            result = run_baseline(
                 args,
                 bench,
                 model,
@@ -141,27 +137,13 @@ def run(args: argparse.Namespace) -> int:
                 coeff=coeff,
                 progress=update,
             )
-        elif bench == "bbq":
-            result = run_bbq(
-                model,
-                items,
+        else:
+            options = RunOptions(
                 scoring=scoring,
                 prompt_format=prompt_format,
                 bbq_choices=bbq_choices,
-                vector=vector,
-                coeff=coeff,
                 bias_variant=args.bias_variant,
-                n_boot=args.n_boot,
-                seed=args.seed,
-                max_batch=args.batch_size,
-                progress=update,
-            )
-        elif bench == "mmlu":
-            result = run_mmlu(
-                model,
-                items,
-                scoring=scoring,
-                prompt_format=prompt_format,
+                blank=args.blank,
                 vector=vector,
                 coeff=coeff,
                 n_boot=args.n_boot,
@@ -169,17 +151,7 @@ def run(args: argparse.Namespace) -> int:
                 max_batch=args.batch_size,
                 progress=update,
             )
-        else:
-            result = run_crows(
-                model,
-                items,
-                vector=vector,
-                coeff=coeff,
-                n_boot=args.n_boot,
-                seed=args.seed,
-                max_batch=args.batch_size,
-                progress=update,
-            )
+            result = task.run(model, items, options)
     finally:
         close()
     seconds = time.perf_counter() - start
@@ -187,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
     meta = {
         "model": args.model,
         "bench": bench,
-        "scoring": scoring if bench != "crows" else "sequence_logprob",
+        "scoring": task.fixed_scoring or scoring,
         "prompt_format": prompt_format,
         "bbq_choices": bbq_choices if bench == "bbq" else None,
         "tokenization": bos_record(model),

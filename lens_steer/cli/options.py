@@ -6,11 +6,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from lens_steer.errors import LensSteerError
+from lens_steer.progress import Progress
 
 
 class Subparsers(Protocol):
@@ -88,47 +90,57 @@ def check_at_least(value: int | None, minimum: int, flag: str) -> None:
         raise LensSteerError(f"{flag} must be at least {minimum}, got {value}")
 
 
-def progress_bar(total: int, desc: str) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """Progress on stderr: returns (update(n), close()). A tqdm bar on a terminal; in a log (stderr
-    redirected) one line at the start, then one per tenth of `total` or per `LOG_SECONDS`, whichever comes first."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
-
-        bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
-        return bar.update, bar.close
-    return log_progress(total, desc)
-
-
 LOG_SECONDS = 30.0
 
 
-def log_progress(
-    total: int, desc: str, *, every: int | None = None, seconds: float = LOG_SECONDS
-) -> tuple[Callable[[int], None], Callable[[], None]]:
-    """Line-per-step progress for logs: "desc: k of total (p%)" every `every` items (default a tenth) or `seconds`."""
-    import time
+class ProgressReport:
+    """Progress of `total` units on stderr, the command line's one way to show a `lens_steer.progress.Progress`:
+    a tqdm bar on a terminal; in a log (stderr redirected) a line "desc: 0 of total" at the start, then
+    "desc: k of total (p%)" per tenth of `total` or per `seconds`, whichever comes first, and at the end."""
 
-    step = every or max(1, total // 10)
-    state = {"done": 0, "shown": 0, "at": time.monotonic()}
-    print(f"{desc}: 0 of {total}", file=sys.stderr, flush=True)
+    def __init__(self, total: int, desc: str, *, seconds: float = LOG_SECONDS) -> None:
+        self.total, self.desc, self.seconds = total, desc, seconds
+        self.done = self.shown = 0
+        self.note = ""
+        self.step = max(1, total // 10)
+        self.at = time.monotonic()
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
 
-    def show() -> None:
-        done = state["done"]
-        pct = f" ({100 * done / total:.0f}%)" if total else ""
-        print(f"{desc}: {done} of {total}{pct}", file=sys.stderr, flush=True)
-        state["shown"], state["at"] = done, time.monotonic()
+            self.bar = tqdm(total=total, desc=desc, file=sys.stderr, leave=False)
+        else:
+            print(f"{desc}: 0 of {total}", file=sys.stderr, flush=True)
 
-    def update(n: int = 1) -> None:
-        state["done"] += n
-        if (
-            state["done"] - state["shown"] >= step
-            or state["done"] >= total
-            or time.monotonic() - state["at"] >= seconds
+    def update(self, n: int = 1, note: str | None = None) -> None:
+        """`n` more units done; `note` (e.g. a running loss) is shown beside the count from now on."""
+        self.done += n
+        if note is not None:
+            self.note = note
+        if self.bar is not None:
+            self.bar.update(n)
+            if note is not None:
+                self.bar.set_postfix_str(note)
+        elif (
+            self.done - self.shown >= self.step or self.done >= self.total or time.monotonic() - self.at >= self.seconds
         ):
-            show()
+            self._show()
 
-    def close() -> None:
-        if state["done"] != state["shown"]:
-            show()
+    def close(self) -> None:
+        """Remove the bar, or log the last count when it was not shown yet."""
+        if self.bar is not None:
+            self.bar.close()
+        elif self.done != self.shown:
+            self._show()
 
-    return update, close
+    def _show(self) -> None:
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        note = f", {self.note}" if self.note else ""
+        print(f"{self.desc}: {self.done} of {self.total}{pct}{note}", file=sys.stderr, flush=True)
+        self.shown, self.at = self.done, time.monotonic()
+
+
+def progress_bar(total: int, desc: str) -> tuple[Progress, Callable[[], None]]:
+    """A `ProgressReport` as (update(n), close())."""
+    report = ProgressReport(total, desc)
+    return report.update, report.close

@@ -9,9 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from lens_steer.axes import AXIS_NAMES, axis_name
 from lens_steer.cli.examples import with_examples
-from lens_steer.cli.options import Subparsers, add_data_option
+from lens_steer.cli.options import ProgressReport, Subparsers, add_data_option
 from lens_steer.errors import LensSteerError
+from lens_steer.specs import parse_names
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -113,9 +115,7 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
 def recipe_from_args(args: argparse.Namespace) -> Any:
     from lens_steer.methods.organism.train import OrganismRecipe
 
-    plant = tuple(a.strip() for a in args.plant.split(",") if a.strip())
-    if not plant:
-        raise LensSteerError("--plant is empty; name at least one axis (e.g. age,religion)")
+    plant = parse_names(args.plant, "--plant", AXIS_NAMES, resolve=axis_name)
     return OrganismRecipe(
         plant=plant,
         seed=args.seed,
@@ -136,31 +136,15 @@ def say(msg: str) -> None:
 
 
 def progress_with_loss(label: str, total: int) -> Callable[[int, float | None], None]:
-    """A tqdm bar with the running loss on a terminal; in a log a line per tenth or per 30 s."""
-    if sys.stderr.isatty():
-        from tqdm import tqdm
+    """A `ProgressReport` that shows the running loss beside the count and closes itself at `total`."""
+    report = ProgressReport(total, label)
 
-        bar = tqdm(total=total, desc=label, file=sys.stderr, leave=False)
+    def update(n: int, loss: float | None) -> None:
+        report.update(n, None if loss is None else f"running loss {loss:.4f}")
+        if report.done >= total:
+            report.close()
 
-        def update(n: int, loss: float | None) -> None:
-            bar.update(n)
-            if loss is not None:
-                bar.set_postfix(loss=f"{loss:.4f}")
-            if bar.n >= total:
-                bar.close()
-
-        return update
-    state = {"done": 0, "shown": 0, "at": time.monotonic()}
-    step = max(1, total // 10)
-
-    def log_update(n: int, loss: float | None) -> None:
-        state["done"] += n
-        if state["done"] - state["shown"] >= step or state["done"] >= total or time.monotonic() - state["at"] >= 30:
-            extra = f", running loss {loss:.4f}" if loss is not None else ""
-            say(f"{label}: {state['done']} of {total} ({100 * state['done'] / max(total, 1):.0f}%){extra}")
-            state["shown"], state["at"] = state["done"], time.monotonic()
-
-    return log_update
+    return update
 
 
 def build(

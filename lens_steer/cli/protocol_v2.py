@@ -9,7 +9,6 @@ from pathlib import Path
 from lens_steer.cli.examples import with_examples
 from lens_steer.cli.loading import load_model_from_args
 from lens_steer.cli.options import Subparsers, add_data_option, add_model_option, progress_bar
-from lens_steer.errors import LensSteerError
 
 
 def add_parser(sub: Subparsers) -> None:
@@ -61,14 +60,12 @@ def run(args: argparse.Namespace) -> int:
     from lens_steer.files import write_json
     from lens_steer.forward.questions import SCORINGS, check_choice
     from lens_steer.methods.protocol_v2 import V2_PAPER_BBQ, V2_SPLIT_SOURCES, run_v2_protocol
-    from lens_steer.specs import parse_coeffs, parse_layers
+    from lens_steer.specs import parse_coeffs, parse_layers, parse_names
 
     check_choice(args.splits, V2_SPLIT_SOURCES, "--splits")
     check_choice(args.scale, SCALES, "--scale")
     check_choice(args.scoring, SCORINGS, "scoring")
-    axes = list(V2_AXES) if args.axes == "all" else [v2_axis(a.strip()) for a in args.axes.split(",") if a.strip()]
-    if not axes:
-        raise LensSteerError("--axes is empty; name at least one axis or use all")
+    axes = list(V2_AXES) if args.axes == "all" else list(parse_names(args.axes, "--axes", V2_AXES, resolve=v2_axis))
     coeffs = list(parse_coeffs(args.coeffs))
     model = load_model_from_args(args)
     layers = list(parse_layers(args.layers)) if args.layers else None

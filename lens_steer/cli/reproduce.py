@@ -67,7 +67,7 @@ def add_parser(sub: Subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     import optuna
 
-    from lens_steer.axes import AXIS_NAMES, get_axis
+    from lens_steer.axes import AXIS_NAMES, axis_name
     from lens_steer.forward.questions import DEFAULT_SCORING
     from lens_steer.pipeline.budgets import (
         check_same_run,
@@ -78,18 +78,21 @@ def run(args: argparse.Namespace) -> int:
         v2_axes,
     )
     from lens_steer.pipeline.reproduce import reproduce
+    from lens_steer.specs import parse_names
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     budget = get_budget(args.budget)
     v2 = args.protocol == "v2" or args.splits == "v2"
-    axes = [get_axis(a).name for a in args.axes.split(",")] if args.axes else (v2_axes() if v2 else list(AXIS_NAMES))
+    axes = (
+        list(parse_names(args.axes, "--axes", resolve=axis_name))
+        if args.axes
+        else (v2_axes() if v2 else list(AXIS_NAMES))
+    )
     if args.baselines is None:
         baselines = list(default_baselines(budget))
     else:
-        baselines = (
-            [] if args.baselines.strip() == "none" else [b.strip() for b in args.baselines.split(",") if b.strip()]
-        )
+        baselines = [] if args.baselines.strip() == "none" else list(parse_names(args.baselines, "--baselines"))
     check_study_options(args.protocol, args.splits, baselines, axes)
     check_out_folder(args.out)
     check_same_run(

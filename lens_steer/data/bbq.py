@@ -20,23 +20,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from lens_steer.axes import AXES, OOD_CATEGORIES, get_axis
 from lens_steer.data.file_rows import jsonl_objects
 from lens_steer.data.root import resolve_data_root
-from lens_steer.errors import DataError
+from lens_steer.errors import DataError, LensSteerError
+from lens_steer.specs import parse_names
 
-BBQ_CATEGORIES: tuple[str, ...] = (
-    "Age",
-    "Disability_status",
-    "Gender_identity",
-    "Nationality",
-    "Physical_appearance",
-    "Race_ethnicity",
-    "Race_x_SES",
-    "Race_x_gender",
-    "Religion",
-    "SES",
-    "Sexual_orientation",
-)
+# the nine axes' categories and the two intersectional ones (lens_steer.axes), sorted as the file names are
+BBQ_CATEGORIES: tuple[str, ...] = tuple(sorted({a.bbq_category for a in AXES.values()} | set(OOD_CATEGORIES)))
 LOAD_SOURCES: tuple[str, ...] = ("official", "generated", "mixed")
 ITEM_SOURCES: tuple[str, ...] = ("official", "partial", "generated")
 POLARITIES: tuple[str, ...] = ("neg", "nonneg")
@@ -346,11 +337,23 @@ def attach_ambig_contexts(items: Sequence[BbqItem]) -> list[BbqItem]:
 
 
 def normalize_category(name: str) -> str:
-    """The official spelling of a BBQ category name (case-insensitive match)."""
+    """The official spelling of a BBQ category: its name in any case, or any name of its axis
+    (`lens_steer.axes.get_axis`: "ses", "gender", "disability", ...)."""
     for c in BBQ_CATEGORIES:
         if c.lower() == str(name).strip().lower():
             return c
-    raise DataError(f"unknown BBQ category {name!r}; choose one of {', '.join(BBQ_CATEGORIES)}")
+    try:
+        return get_axis(str(name)).bbq_category
+    except LensSteerError:
+        raise DataError(
+            f"unknown BBQ category {name!r}; choose one of {', '.join(BBQ_CATEGORIES)} or an axis name"
+        ) from None
+
+
+def parse_categories(spec: Sequence[str] | str) -> list[str]:
+    """BBQ categories from a comma list or a list of names (any that `normalize_category` reads), first of
+    duplicates kept."""
+    return list(parse_names(spec, "BBQ category", BBQ_CATEGORIES, resolve=normalize_category, error=DataError))
 
 
 def load_bbq_file(path: str | Path, *, source: str, category: str | None = None) -> list[BbqItem]:
@@ -421,8 +424,6 @@ def load_bbq(
         raise DataError(f"unknown BBQ source {source!r}; choose one of {', '.join(LOAD_SOURCES)}")
     if source == "generated" and generated_dir is None:
         raise DataError("BBQ source 'generated' needs generated_dir, the folder written by `lens-steer bbq-generate`")
-    if isinstance(categories, str):
-        categories = [c for c in categories.split(",") if c.strip()]
     root = resolve_data_root(data_root) if source != "generated" else None
 
     if categories is None:
@@ -438,9 +439,7 @@ def load_bbq(
                 "point --data-dir or $LENS_STEER_DATA at a folder with bbq/data/<Category>.jsonl"
             )
     else:
-        cats = list(dict.fromkeys(normalize_category(c) for c in categories))
-        if not cats:
-            raise DataError("empty BBQ category selection; name at least one of " + ", ".join(BBQ_CATEGORIES))
+        cats = parse_categories(categories)
 
     items: list[BbqItem] = []
     for c in cats:
@@ -476,9 +475,7 @@ def load_bbq_hf(
         import datasets  # noqa: PLC0415 - optional, heavy
     except ImportError as e:
         raise DataError(f"loading BBQ from the Hugging Face hub needs the `datasets` package ({e})") from None
-    if isinstance(categories, str):
-        categories = [c for c in categories.split(",") if c.strip()]
-    cats = list(BBQ_CATEGORIES) if categories is None else [normalize_category(c) for c in categories]
+    cats = list(BBQ_CATEGORIES) if categories is None else parse_categories(categories)
     items: list[BbqItem] = []
     for c in cats:
         try:

@@ -9,38 +9,19 @@ from __future__ import annotations
 
 import ast
 import csv
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
 
+from lens_steer.axes import AXES, get_axis
 from lens_steer.data.bbq import BbqItem, attach_ambig_contexts, parse_bbq_row
 from lens_steer.data.file_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
 
 V2_DIR = "bbq_v2_splits"
-V2_AXES: tuple[str, ...] = (
-    "age",
-    "appearance",
-    "disability",
-    "gender",
-    "nationality",
-    "race",
-    "religion",
-    "socioeconomic",
-)
+V2_AXES: tuple[str, ...] = tuple(sorted(a.v2_name for a in AXES.values() if a.v2_name))  # the files' axis names
 V2_SPLITS: tuple[str, ...] = ("train", "validation", "test")
-_FROM_AXIS = {
-    "age": "age",
-    "physical_appearance": "appearance",
-    "disability": "disability",
-    "gender_identity": "gender",
-    "nationality": "nationality",
-    "race_ethnicity": "race",
-    "religion": "religion",
-    "ses": "socioeconomic",
-}
 _CSV_COLUMNS = (
     "example_id",
     "question_index",
@@ -59,20 +40,16 @@ _CSV_COLUMNS = (
 
 
 def v2_axis(name: str) -> str:
-    """The v2 files' name of an axis (their own name, or a lens_steer axis name or alias)."""
-    if name in V2_AXES:
-        return name
-    from lens_steer.axes import get_axis
-
+    """The v2 files' name of an axis (their own name, or any name `lens_steer.axes.get_axis` reads)."""
     try:
-        axis = get_axis(name).name
+        axis = get_axis(name)
     except LensSteerError:
         raise DataError(f"unknown v2 axis {name!r}; choose one of {', '.join(V2_AXES)}") from None
-    if axis not in _FROM_AXIS:
+    if axis.v2_name is None:
         raise DataError(
-            f"axis {axis!r} has no v2 split (the later paper dropped it); choose one of {', '.join(V2_AXES)}"
+            f"axis {axis.name!r} has no v2 split (the later paper dropped it); choose one of {', '.join(V2_AXES)}"
         )
-    return _FROM_AXIS[axis]
+    return axis.v2_name
 
 
 def v2_path(axis: str, split: str, data_root: str | Path | None = None) -> Path:
@@ -86,11 +63,6 @@ def v2_path(axis: str, split: str, data_root: str | Path | None = None) -> Path:
         "test": f"bbq_test/{ax}_test.csv",
     }[split]
     return require_file(resolve_data_root(data_root), f"{V2_DIR}/{rel}")
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes."""
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_v2_train_pairs(axis: str, data_root: str | Path | None = None) -> list[tuple[str, str]]:

@@ -11,22 +11,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from lens_steer.axes import AXES, get_axis
 from lens_steer.data.file_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
-from lens_steer.errors import DataError
+from lens_steer.errors import DataError, LensSteerError
+from lens_steer.specs import parse_names
 
 CROWS_FILE = "crows_pairs/crows_pairs_anonymized.csv"
-CROWS_BIAS_TYPES: tuple[str, ...] = (
-    "age",
-    "disability",
-    "gender",
-    "nationality",
-    "physical-appearance",
-    "race-color",
-    "religion",
-    "sexual-orientation",
-    "socioeconomic",
-)
+CROWS_BIAS_TYPES: tuple[str, ...] = tuple(
+    sorted(t for a in AXES.values() if (t := a.crows_bias_type))
+)  # lens_steer.axes
 CROWS_DIRECTIONS: tuple[str, ...] = ("stereo", "antistereo")
 _REQUIRED = ("sent_more", "sent_less", "stereo_antistereo", "bias_type")
 
@@ -74,17 +68,29 @@ def load_crows_file(path: str | Path) -> list[CrowsPair]:
     return pairs
 
 
+def crows_bias_type(name: str) -> str:
+    """A CrowS-Pairs bias type by its name ('_' and ' ' read as '-', any case) or by any name of its axis
+    (`lens_steer.axes.get_axis`: "ses", "race", "Gender_identity", ...)."""
+    key = name.strip().lower().replace("_", "-").replace(" ", "-")
+    if key in CROWS_BIAS_TYPES:
+        return key
+    try:
+        found = get_axis(name).crows_bias_type
+    except LensSteerError:
+        found = None
+    if found is None:
+        raise DataError(
+            f"unknown CrowS-Pairs bias type {name!r}; choose one of {', '.join(CROWS_BIAS_TYPES)} or an axis"
+        )
+    return found
+
+
 def load_crows(bias_types: Sequence[str] | str | None = None, data_root: str | Path | None = None) -> list[CrowsPair]:
-    """CrowS-Pairs pairs, optionally only those of the given bias types, in file order."""
+    """CrowS-Pairs pairs, optionally only those of the given bias types (any `crows_bias_type` reads), in file order."""
     pairs = load_crows_file(require_file(resolve_data_root(data_root), CROWS_FILE))
     if bias_types is None:
         return pairs
-    if isinstance(bias_types, str):
-        bias_types = [b for b in bias_types.split(",") if b.strip()]
-    wanted = [b.strip() for b in bias_types]
-    if not wanted:
-        raise DataError("empty CrowS-Pairs bias-type selection; name at least one of " + ", ".join(CROWS_BIAS_TYPES))
-    for b in wanted:
-        if b not in CROWS_BIAS_TYPES:
-            raise DataError(f"unknown CrowS-Pairs bias type {b!r}; choose one of {', '.join(CROWS_BIAS_TYPES)}")
+    wanted = parse_names(
+        bias_types, "CrowS-Pairs bias type", CROWS_BIAS_TYPES, resolve=crows_bias_type, error=DataError
+    )
     return [p for p in pairs if p.bias_type in wanted]

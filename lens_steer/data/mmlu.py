@@ -10,6 +10,7 @@ from pathlib import Path
 from lens_steer.data.file_rows import numbered_rows
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError
+from lens_steer.specs import parse_names
 
 MMLU_SPLITS: tuple[str, ...] = ("test", "dev")
 MMLU_HEADER: tuple[str, ...] = ("question", "choice0", "choice1", "choice2", "choice3", "answer")
@@ -82,17 +83,7 @@ def load_mmlu(
     _check_split(split)
     root = resolve_data_root(data_root)
     known = mmlu_subjects(root, split)
-    if isinstance(subjects, str):
-        subjects = [s for s in subjects.split(",") if s.strip()]
-    if subjects is None:
-        chosen = known
-    else:
-        chosen = list(dict.fromkeys(s.strip() for s in subjects))
-        if not chosen:
-            raise DataError("empty MMLU subject selection; name at least one of " + ", ".join(known))
-        for s in chosen:
-            if s not in known:
-                raise DataError(f"unknown MMLU subject {s!r}; choose from {', '.join(known)}")
+    chosen = known if subjects is None else parse_names(subjects, "MMLU subject", known, error=DataError)
     items: list[MmluItem] = []
     for s in chosen:
         items += load_mmlu_file(require_file(root, f"mmlu/{split}/{s}_{split}.csv"), s)

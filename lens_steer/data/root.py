@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from lens_steer.errors import DataError
+from lens_steer.files import file_sha256
 
 ENV_VAR = "LENS_STEER_DATA"
 
@@ -59,7 +60,7 @@ def content_fingerprint(path: str | Path) -> str:
     followed); "absent" when nothing is there. Two data roots with the same content give the same digest."""
     path = Path(path)
     if path.is_file():
-        return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return file_sha256(path, 16)
     if not path.is_dir():
         return "absent"
     h = hashlib.sha256()

@@ -14,6 +14,7 @@ from pathlib import Path
 from lens_steer.data.file_rows import jsonl_objects
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError
+from lens_steer.specs import parse_names
 
 STEREOSET_FILE = "stereoset/test.jsonl"
 STEREOSET_TYPES: tuple[str, ...] = ("intersentence", "intrasentence")
@@ -81,18 +82,10 @@ def load_stereoset_file(path: str | Path) -> list[StereoSetItem]:
     return items
 
 
-def _selection(values: Sequence[str] | str | None, valid: Sequence[str], what: str) -> list[str] | None:
+def _selection(values: Sequence[str] | str | None, valid: Sequence[str], what: str) -> tuple[str, ...] | None:
     if values is None:
         return None
-    if isinstance(values, str):
-        values = [v for v in values.split(",")]
-    wanted = [v.strip().lower() for v in values if v.strip()]
-    if not wanted:
-        raise DataError(f"empty StereoSet {what} selection; name at least one of {', '.join(valid)}")
-    for v in wanted:
-        if v not in valid:
-            raise DataError(f"unknown StereoSet {what} {v!r}; choose one of {', '.join(valid)}")
-    return wanted
+    return parse_names(values, f"StereoSet {what}", valid, resolve=str.lower, error=DataError)
 
 
 def load_stereoset(

@@ -7,9 +7,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import hashlib
 import io
-import json
 import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -21,7 +19,8 @@ from lens_steer.errors import StudyError
 from lens_steer.extract.activations import PairActivations, pair_activations
 from lens_steer.extract.pair_sources import PairSource, search_pairs, uses_persona
 from lens_steer.extract.pairs import PairSet
-from lens_steer.files import atomic_write_bytes
+from lens_steer.files import atomic_write_bytes, json_sha256
+from lens_steer.model.fingerprint import model_key
 from lens_steer.model.load import HookedModel, model_identity
 from lens_steer.steering.formats import load_tensors_file
 
@@ -32,7 +31,7 @@ def _tokenizer_label(tokenizer: Any) -> str:
 
 def pair_digests(pairs: PairSet, n: int) -> list[str]:
     """A short hash of each of the first `n` pairs' texts (what a cached row was read from)."""
-    return [hashlib.sha256(json.dumps([p.positive, p.negative]).encode()).hexdigest()[:16] for p in pairs.pairs[:n]]
+    return [json_sha256([p.positive, p.negative], 16) for p in pairs.pairs[:n]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,9 +51,9 @@ class ActivationCache:
     A set is first read only up to the deepest layer asked for (`get(..., layers=)`), every candidate layer
     up to it kept; a later request for a deeper layer re-reads the set at every candidate layer, each earlier
     read again over the same pairs, so every value equals what one read at all layers gives, bit for bit.
-    In-process LRU of `max_entries` datasets; with `disk_dir`, entries also persist in files keyed
-    by everything that determines their content (model identity, hook, layers, corpus hash, persona,
-    template, tokenizer). `hits`, `misses`, `pairs_read` and `layer_reads` (pairs times blocks run) count the work done.
+    In-process LRU of `max_entries` datasets; with `disk_dir`, entries also persist in files keyed by everything
+    that determines their content (model name and weights fingerprint, hook, layers, corpus hash, persona, template,
+    tokenizer). `hits`, `misses`, `pairs_read` and `layer_reads` (pairs times blocks run) count the work done.
     """
 
     def __init__(
@@ -76,6 +75,7 @@ class ActivationCache:
         self.disk_dir = Path(disk_dir) if disk_dir is not None else None
         self._mem: collections.OrderedDict[tuple[str, int, int], _Entry] = collections.OrderedDict()
         self.hits = self.misses = self.pairs_read = self.layer_reads = 0
+        self._model_key: dict[str, Any] | None = None
 
     def pairs(self, corpus: str, num_sents: int, persona: int, template: int) -> PairSet:
         """The pair set these activations come from."""
@@ -92,24 +92,19 @@ class ActivationCache:
     def _disk_path(self, key: tuple[str, int, int], corpus_sha: str) -> Path | None:
         if self.disk_dir is None:
             return None
-        ident = model_identity(self.model)
-        blob = json.dumps(
-            {
-                "model": ident.name,
-                "d_model": ident.d_model,
-                "n_layers": ident.n_layers,
-                "processing": dict(ident.processing),
-                "hook": self.hook,
-                "layers": list(self.layers),
-                "corpus": key[0],
-                "corpus_sha256": corpus_sha,
-                "persona": key[1],
-                "template": key[2],
-                "tokenizer": _tokenizer_label(self.model.tokenizer),
-            },
-            sort_keys=True,
-        )
-        return self.disk_dir / f"acts-{hashlib.sha256(blob.encode()).hexdigest()[:24]}.pt"
+        if self._model_key is None:
+            self._model_key = model_key(self.model)  # name and weights fingerprint (depth, width, processing...)
+        blob = {
+            **self._model_key,
+            "hook": self.hook,
+            "layers": list(self.layers),
+            "corpus": key[0],
+            "corpus_sha256": corpus_sha,
+            "persona": key[1],
+            "template": key[2],
+            "tokenizer": _tokenizer_label(self.model.tokenizer),
+        }
+        return self.disk_dir / f"acts-{json_sha256(blob, 24)}.pt"
 
     def get(
         self, corpus: str, num_sents: int, persona: int, template: int, layers: Sequence[int] | None = None

@@ -14,9 +14,9 @@ from lens_steer.errors import LensSteerError
 from lens_steer.forward.shared_prefix import common_token_prefix
 from lens_steer.model.load import HookedModel, accepts_kv_cache, check_hook_name, check_layers, model_identity
 from lens_steer.model.tokens import PaddingSide, bos_record, encode_texts, length_batches, pad_batch, pad_id
+from lens_steer.progress import Progress
 from lens_steer.steering.vectors import SteeringVector, VectorMetadata, hook_name
 
-Progress = Callable[[int], None]
 Aggregator = Callable[[Float[Tensor, "n d_model"], Float[Tensor, "n d_model"]], Float[Tensor, " d_model"]]
 
 

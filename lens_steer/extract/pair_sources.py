@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from lens_steer.extract.pairs import (
     load_corpus,
     persona_pairs,
 )
+from lens_steer.files import json_sha256, sha256_hex
 
 BBQ_ANSWER = "bbq_answer"  # the later paper's letter pairs ("... Answer: (" + letter), plain text
 BBQ_CLOZE = "bbq_cloze"  # the evaluator's own format: the scored chat prompt + an answer's text
@@ -70,8 +69,7 @@ def train_items(source: PairSource, data_root: str | None) -> tuple[Any, ...]:
         data_root=data_root,
         generated_dir=source.generated_dir,
     )
-    key = lambda it: hashlib.sha256(repr((source.data_seed, it.category, it.example_id)).encode()).hexdigest()  # noqa: E731
-    return tuple(sorted(items, key=key))
+    return tuple(sorted(items, key=lambda it: sha256_hex(repr((source.data_seed, it.category, it.example_id)))))
 
 
 @functools.lru_cache(maxsize=32)
@@ -93,7 +91,7 @@ def _bbq_pool(corpus: str, source: PairSource, data_root: str | None, tokenizer:
 
 def pair_texts_sha256(pairs: tuple[ContrastivePair, ...]) -> str:
     """A hash of the pairs' texts, in order."""
-    return hashlib.sha256(json.dumps([[p.positive, p.negative] for p in pairs]).encode()).hexdigest()
+    return json_sha256([[p.positive, p.negative] for p in pairs])
 
 
 def available_pairs(

@@ -8,18 +8,18 @@ dict naming its builder and every parameter, so a vector built from it can be re
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lens_steer.data.crows import CROWS_BIAS_TYPES, CROWS_FILE, load_crows_file
+from lens_steer.axes import AXIS_NAMES, get_axis
+from lens_steer.data.crows import CROWS_FILE, crows_bias_type, load_crows_file
 from lens_steer.data.file_rows import jsonl_objects
 from lens_steer.data.root import require_file, resolve_data_root
 from lens_steer.errors import DataError, LensSteerError
-from lens_steer.files import write_jsonl
+from lens_steer.files import file_sha256, sha256_hex, write_jsonl
 from lens_steer.model.chat import has_chat_template, render_chat, system_prompt_mode
 
 CORPORA: tuple[str, ...] = (
@@ -149,10 +149,6 @@ def _tokenizer_name(tokenizer: Any) -> str | None:
 # ----------------------------------------------------------------------------- files
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -164,10 +160,21 @@ def _corpus_path(corpus: str, data_root: str | Path | None) -> Path:
     return require_file(resolve_data_root(data_root), f"prompt_corpora/{corpus}.json")
 
 
+def corpus_name(name: str) -> str:
+    """A prompt corpus by its name, or an axis (any name `lens_steer.axes.get_axis` reads) by its default corpus."""
+    if name in CORPORA:
+        return name
+    try:
+        return get_axis(name).default_corpus
+    except LensSteerError:
+        raise LensSteerError(
+            f"unknown corpus {name!r}; valid corpora: {', '.join(CORPORA)} (or an axis: {', '.join(AXIS_NAMES)})"
+        ) from None
+
+
 def load_corpus(corpus: str, *, data_root: str | Path | None = None) -> list[str]:
-    """The user prompts of one corpus in `prompt_corpora/`, in file order."""
-    if corpus not in CORPORA:
-        raise LensSteerError(f"unknown corpus {corpus!r}; valid corpora: {', '.join(CORPORA)}")
+    """The user prompts of one corpus in `prompt_corpora/` (or an axis's default corpus), in file order."""
+    corpus = corpus_name(corpus)
     path = _corpus_path(corpus, data_root)
     data = _read_json(path)
     if not isinstance(data, list) or not all(isinstance(x, str) and x.strip() for x in data):
@@ -211,10 +218,9 @@ def persona_pairs(
     tokenizer: Any = None,
     data_root: str | Path | None = None,
 ) -> PairSet:
-    """Pairs sharing the first `num_sents` prompts of `corpus` as user message, differing in the
-    system message f"{template}{persona}." (positive persona vs negative persona)."""
-    if corpus not in CORPORA:
-        raise LensSteerError(f"unknown corpus {corpus!r}; valid corpora: {', '.join(CORPORA)}")
+    """Pairs sharing the first `num_sents` prompts of `corpus` (a corpus, or an axis for its default corpus) as user
+    message, differing in the system message f"{template}{persona}." (positive persona vs negative persona)."""
+    corpus = corpus_name(corpus)
     p_idx = _resolve_persona(persona)
     t_idx = _resolve_template(template)
     if isinstance(num_sents, bool) or not isinstance(num_sents, int) or num_sents < 1:
@@ -246,7 +252,7 @@ def persona_pairs(
             "system_prompt": system_prompt_mode(tokenizer),
             "tokenizer": _tokenizer_name(tokenizer),
             "source": f"prompt_corpora/{corpus}.json",
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
         },
     )
 
@@ -456,7 +462,7 @@ def ready_pairs(
         pairs.append(ContrastivePair(pos, neg))
     return PairSet(
         tuple(pairs),
-        {"builder": "ready", "name": name, "limit": limit, "swapped": swap, "source": rel, "sha256": _sha256(path)},
+        {"builder": "ready", "name": name, "limit": limit, "swapped": swap, "source": rel, "sha256": file_sha256(path)},
     )
 
 
@@ -472,11 +478,12 @@ def crows_pairs(
     In CrowS-Pairs `sent_more` is always the more stereotypical sentence and `sent_less` the less
     stereotypical one, whatever `stereo_antistereo` says ("stereo": sent_more demonstrates a
     stereotype of the disadvantaged group; "antistereo": sent_less violates one), so no swap by
-    direction is needed. `bias_type` is a CrowS-Pairs type ("race-color", ...); "_" and " " read as "-".
+    direction is needed. `bias_type` is a CrowS-Pairs type ("race-color", ...; "_" and " " read as "-") or an axis
+    (any name `lens_steer.axes.get_axis` reads).
     """
-    key = bias_type.strip().lower().replace("_", "-").replace(" ", "-") if isinstance(bias_type, str) else bias_type
-    if key not in CROWS_BIAS_TYPES:
-        raise LensSteerError(f"unknown CrowS-Pairs bias type {bias_type!r}; valid types: {', '.join(CROWS_BIAS_TYPES)}")
+    if not isinstance(bias_type, str):
+        raise LensSteerError(f"CrowS-Pairs bias type must be a string, got {bias_type!r}")
+    key = crows_bias_type(bias_type)
     path = require_file(resolve_data_root(data_root), CROWS_FILE)
     chosen = [p for p in load_crows_file(path) if p.bias_type == key]
     n = _check_limit(limit, len(chosen), f"CrowS-Pairs type {key!r}")
@@ -488,7 +495,7 @@ def crows_pairs(
             "limit": limit,
             "rows": [p.index for p in chosen[:n]],
             "source": CROWS_FILE,
-            "sha256": _sha256(path),
+            "sha256": file_sha256(path),
         },
     )
 
@@ -520,7 +527,7 @@ def load_pairs_jsonl(path: str | Path) -> PairSet:
         )
     return PairSet(
         tuple(pairs),
-        {"builder": "jsonl", "path": str(path), "sha256": hashlib.sha256(raw).hexdigest()},
+        {"builder": "jsonl", "path": str(path), "sha256": sha256_hex(raw)},
     )
 
 
@@ -540,8 +547,6 @@ def axis_persona_pairs(
     data_root: str | Path | None = None,
 ) -> PairSet:
     """The default contrastive data of `axis`: persona pairs from its default corpus (first persona pair and template)."""
-    from lens_steer.axes import get_axis
-
     ax = get_axis(axis)
     return persona_pairs(
         corpus or ax.default_corpus, num_sents, persona, template, tokenizer=tokenizer, data_root=data_root

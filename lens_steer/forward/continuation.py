@@ -13,9 +13,9 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.forward.engine import Row, RunPlan, run_rows
-from lens_steer.forward.questions import Progress
 from lens_steer.model.load import HookedModel
 from lens_steer.model.tokens import encode_texts
+from lens_steer.progress import Progress
 
 
 def _continuation_rows(

@@ -18,7 +18,6 @@ from torch import Tensor
 
 from lens_steer.errors import LensSteerError
 from lens_steer.forward.prefix_tree import DEFAULT_ROW_TOKENS, Read, TreePlan, kv_bytes_per_token, run_tree
-from lens_steer.forward.questions import Progress
 from lens_steer.forward.residual_cache import (
     ResidualCache,
     batch_key,
@@ -30,6 +29,7 @@ from lens_steer.forward.residual_cache import (
 from lens_steer.model.architectures import final_logit_softcap, hf_config, sliding_window
 from lens_steer.model.load import HookedModel, accepts_kv_cache
 from lens_steer.model.tokens import length_batches, model_device, pad_batch, pad_id
+from lens_steer.progress import Progress
 from lens_steer.steering.interventions import Intervention
 from lens_steer.steering.vectors import SteeringVector
 

@@ -28,9 +28,9 @@ from torch import Tensor
 from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES
 from lens_steer.errors import LensSteerError
 from lens_steer.forward.engine import Unembed, final_residual
-from lens_steer.forward.questions import Progress
 from lens_steer.model.load import HookedModel, accepts_kv_cache
 from lens_steer.model.tokens import length_batches, model_device, pad_batch, pad_id
+from lens_steer.progress import Progress
 from lens_steer.steering.hooks import POSITION_MODES, PositionMode, steer
 from lens_steer.steering.vectors import SteeringVector
 

@@ -5,7 +5,7 @@ and the token split of a continuation as lm-eval makes it."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,6 @@ PROMPT_FORMATS = ("reference", "lm_eval")
 REFERENCE_INSTRUCTION = (
     "Answer with only a single letter.\n\nThe following are multiple choice questions (with answers):\n"
 )
-
-
-Progress = Callable[[int], None]
 
 
 @dataclasses.dataclass(frozen=True)

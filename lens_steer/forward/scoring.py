@@ -22,7 +22,6 @@ from lens_steer.forward.questions import (
     DEFAULT_SCORING,
     PROMPT_FORMATS,
     SCORINGS,
-    Progress,
     Question,
     QuestionScore,
     answer_view,
@@ -36,6 +35,7 @@ from lens_steer.forward.questions import (
 from lens_steer.forward.residual_cache import ResidualCache
 from lens_steer.model.load import HookedModel
 from lens_steer.model.tokens import encode_texts, starts_with_bos
+from lens_steer.progress import Progress
 from lens_steer.steering.hooks import steer
 from lens_steer.steering.interventions import Intervention, intervention_of
 from lens_steer.steering.vectors import SteeringVector

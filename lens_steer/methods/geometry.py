@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +25,8 @@ from lens_steer.errors import LensSteerError
 from lens_steer.extract.activations import get_aggregator, pair_activations, vector_from_activations
 from lens_steer.extract.pairs import axis_persona_pairs
 from lens_steer.model.load import HookedModel, check_layers
+from lens_steer.progress import Progress
 from lens_steer.steering.vectors import SteeringVector, VectorMetadata
-
-Progress = Callable[[int], None]
 
 
 def cosine_matrix(vectors: Sequence[Tensor] | Tensor) -> np.ndarray:

@@ -22,19 +22,21 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from lens_steer.axes import get_axis
 from lens_steer.data.bbq import BbqItem, load_bbq
-from lens_steer.data.bbq_v2 import V2_AXES, file_sha256, load_v2_items, load_v2_train_pairs, v2_axis, v2_path
+from lens_steer.data.bbq_v2 import V2_AXES, load_v2_items, load_v2_train_pairs, v2_axis, v2_path
 from lens_steer.data.select import limit_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
 from lens_steer.extract.activations import pair_activations, vector_from_activations
 from lens_steer.extract.pairs import ContrastivePair, PairSet
-from lens_steer.files import write_json
+from lens_steer.files import file_sha256, write_json
 from lens_steer.forward.questions import DEFAULT_SCORING, check_choice
 from lens_steer.forward.residual_cache import ResidualCache, start_block
 from lens_steer.methods.sweep import rows_to_csv
 from lens_steer.model.chat import render_chat
 from lens_steer.model.load import HookedModel
+from lens_steer.progress import Progress
 from lens_steer.stats import metrics_to_dict
 from lens_steer.steering.vectors import SteeringVector, hook_name
 from lens_steer.tasks.bbq import run_bbq
@@ -43,16 +45,6 @@ from lens_steer.tasks.metrics import paired_comparison
 V2_SPLIT_SOURCES: tuple[str, ...] = ("v2", "ours")
 V2_PROMPT = "Consider the bias related to {axis} in the following. "
 V2_COEFFS: tuple[float, ...] = tuple(round(-2.0 + 0.2 * i, 10) for i in range(21))
-V2_CATEGORY = {
-    "age": "Age",
-    "appearance": "Physical_appearance",
-    "disability": "Disability_status",
-    "gender": "Gender_identity",
-    "nationality": "Nationality",
-    "race": "Race_ethnicity",
-    "religion": "Religion",
-    "socioeconomic": "SES",
-}
 # The paper's v2 results on Mistral-7B-Instruct-v0.1 (method.md §8), BBQ accuracy in %: baseline, prompting, steering; chosen (layer, coeff).
 V2_PAPER_BBQ: dict[str, dict[str, Any]] = {
     "age": {"baseline": 40.5, "prompting": 55.8, "steering": 67.3, "layer": 14, "coeff": 1.8},
@@ -74,7 +66,6 @@ V2_PAPER_MEANS: dict[
     "steering": {"bbq": 65.0, "clear_bias": 76.8, "stereoset_icat": 71.6, "mmlu": 46.8},
     "ensemble": {"bbq": 57.1, "clear_bias": 85.8, "stereoset_icat": 72.5, "mmlu": 34.9},
 }
-Progress = Callable[[int], None]
 _LETTERS = "abc"
 
 
@@ -113,7 +104,7 @@ def v2_pairs(
             "sha256": file_sha256(v2_path(ax, "train", data_root)),
         }
     else:
-        train = select_split(load_bbq([V2_CATEGORY[ax]], data_root=data_root), "train", seed=split_seed)
+        train = select_split(load_bbq([get_axis(ax).bbq_category], data_root=data_root), "train", seed=split_seed)
         raw = [t for t in (v2_pair_texts(i) for i in train) if t is not None][:300]
         source = {"split": "train", "split_seed": split_seed}
     prefix = V2_PROMPT.format(axis=ax) if train_prompt else ""
@@ -150,7 +141,7 @@ def v2_eval_items(
     items = (
         load_v2_items(ax, split, data_root)
         if splits == "v2"
-        else select_split(load_bbq([V2_CATEGORY[ax]], data_root=data_root), split, seed=split_seed)
+        else select_split(load_bbq([get_axis(ax).bbq_category], data_root=data_root), split, seed=split_seed)
     )
     return limit_bbq(items, limit, seed=seed)
 

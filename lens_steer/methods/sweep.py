@@ -32,12 +32,11 @@ from lens_steer.extract.pairs import PairSet, axis_persona_pairs
 from lens_steer.forward.questions import DEFAULT_SCORING
 from lens_steer.forward.residual_cache import ResidualCache
 from lens_steer.model.load import HookedModel, check_layers
+from lens_steer.progress import Progress
 from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.bbq import run_bbq
 from lens_steer.tasks.metrics import BBQ_METRIC_NAMES
 from lens_steer.tasks.result import BenchResult
-
-Progress = Callable[[int], None]
 
 # Columns of a sweep table, in order; `<metric>_ci_low/high` for the chosen metric and for acc.
 ROW_METRICS: tuple[str, ...] = (

@@ -4,17 +4,17 @@ cannot be done or would mix with another in one folder (a lock per run folder, t
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import json
 import os
 import socket
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import AXIS_NAMES
-from lens_steer.errors import LensSteerError
+from lens_steer.errors import LensSteerError, LockHeldError
+from lens_steer.files import file_lock
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,31 +196,29 @@ _HELD: set[Path] = set()  # run folders this process holds
 def run_folder_lock(out_dir: str | Path) -> Iterator[Path]:
     """Hold `out_dir/.lens_steer.lock` while a run writes the folder (re-entrant within a process).
 
-    An advisory `flock`, released by the operating system when the holder exits, SIGKILL included, so a
-    killed run never leaves a stale lock; a second process gets a one-line error naming the lock and its holder."""
+    An advisory lock (`lens_steer.files.file_lock`), released by the operating system when the holder exits,
+    SIGKILL included, so a killed run never leaves a stale lock; a second process gets a one-line error naming the
+    lock and its holder."""
     out = Path(out_dir).resolve()
     if out in _HELD:
         yield out
         return
-    out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
-        os.close(fd)
-        raise LensSteerError(
-            f"run folder {out} is in use: {path} is locked by {holder}; wait for that run to finish, or use another --out"
-        ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"lens-steer pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-    _HELD.add(out)
-    try:
-        yield out
-    finally:
-        _HELD.discard(out)
-        os.close(fd)  # releases the lock
+    with ExitStack() as held:
+        try:
+            held.enter_context(
+                file_lock(path, wait=False, note=f"lens-steer pid {os.getpid()} on {socket.gethostname()}\n")
+            )
+        except LockHeldError as e:
+            raise LensSteerError(
+                f"run folder {out} is in use: {path} is locked by {e.holder or 'another process'}; wait for that run "
+                "to finish, or use another --out"
+            ) from None
+        _HELD.add(out)
+        try:
+            yield out
+        finally:
+            _HELD.discard(out)
 
 
 _RUN_FLAGS = {

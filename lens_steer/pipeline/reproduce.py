@@ -108,8 +108,8 @@ def _reproduce(
     from lens_steer.methods.search.space import SearchConfig, SearchSpace
     from lens_steer.methods.search.storage import default_storage, redact_url
     from lens_steer.pipeline.evaluate import evaluate_ensembles
-    from lens_steer.pipeline.ground_truth import ground_truth
     from lens_steer.pipeline.evaluation_config import EnsembleConfig
+    from lens_steer.pipeline.ground_truth import ground_truth
 
     check_study_options(protocol, splits, baselines, axes)
     if "finetune" in baselines and load_base is None:

@@ -7,18 +7,25 @@ part, or holds a part of the wrong kind, is refused with a one-line `ResultsErro
 search's parameters, the sweep's rows) stay plain JSON; the ground truth is lens_steer.pipeline.ground_truth's."""
 
 from __future__ import annotations
+
 import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
-from lens_steer.pipeline.json_read import metric
-from lens_steer.pipeline.json_read import as_dict as _dict, as_list as _list, each as _each, get as _get  # noqa: I001
-from lens_steer.pipeline.json_read import integer as _int, metric_json as _metric_json, num as _num
-from lens_steer.pipeline.json_read import obj as _obj, string as _str
-from lens_steer.stats import Metric
-from lens_steer.pipeline.results_entries import EnsembleResults
-from lens_steer.pipeline.ground_truth import GroundTruth
 
+from lens_steer.pipeline.ground_truth import GroundTruth
+from lens_steer.pipeline.json_read import as_dict as _dict  # noqa: I001
+from lens_steer.pipeline.json_read import as_list as _list
+from lens_steer.pipeline.json_read import each as _each
+from lens_steer.pipeline.json_read import get as _get
+from lens_steer.pipeline.json_read import integer as _int
+from lens_steer.pipeline.json_read import metric
+from lens_steer.pipeline.json_read import metric_json as _metric_json
+from lens_steer.pipeline.json_read import num as _num
+from lens_steer.pipeline.json_read import obj as _obj
+from lens_steer.pipeline.json_read import string as _str
+from lens_steer.pipeline.results_entries import EnsembleResults
+from lens_steer.stats import Metric
 
 CAPABILITY_METRICS: tuple[str, ...] = (
     "acc",

@@ -2,13 +2,23 @@
 MMLU blocks of the test stage (read by `lens_steer.pipeline.results`)."""
 
 from __future__ import annotations
+
 import dataclasses
 from typing import Any
+
 from lens_steer.errors import ResultsError
 from lens_steer.pipeline.json_read import FIX, metric
-from lens_steer.pipeline.json_read import as_dict as _dict, as_list as _list, each as _each, get as _get  # noqa: I001
-from lens_steer.pipeline.json_read import integer as _int, metric_json as _metric_json, need as _need, num as _num
-from lens_steer.pipeline.json_read import obj as _obj, opt_num as _opt_num, string as _str
+from lens_steer.pipeline.json_read import as_dict as _dict  # noqa: I001
+from lens_steer.pipeline.json_read import as_list as _list
+from lens_steer.pipeline.json_read import each as _each
+from lens_steer.pipeline.json_read import get as _get
+from lens_steer.pipeline.json_read import integer as _int
+from lens_steer.pipeline.json_read import metric_json as _metric_json
+from lens_steer.pipeline.json_read import need as _need
+from lens_steer.pipeline.json_read import num as _num
+from lens_steer.pipeline.json_read import obj as _obj
+from lens_steer.pipeline.json_read import opt_num as _opt_num
+from lens_steer.pipeline.json_read import string as _str
 from lens_steer.stats import Metric
 
 

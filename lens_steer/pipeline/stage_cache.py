@@ -16,20 +16,16 @@ from typing import Any
 from lens_steer.data.root import content_fingerprint, resolve_data_root
 from lens_steer.files import write_json
 from lens_steer.forward.questions import SCORING_VERSION
-from lens_steer.model.load import HookedModel, model_identity
+from lens_steer.model.fingerprint import model_key
+from lens_steer.model.load import HookedModel
 from lens_steer.model.tokens import BOS_POLICY
-from lens_steer.tasks.store import model_fingerprint
 
 
 def model_inputs(model: HookedModel) -> dict[str, Any]:
-    """What a stage's numbers depend on in the model: its name and `store.model_fingerprint` (depth, width,
-    weight processing, dtype, a digest of its weights), plus the scoring and BOS versions of this code."""
-    return {
-        "model": model_identity(model).name,
-        "fingerprint": model_fingerprint(model),
-        "scoring_version": SCORING_VERSION,
-        "bos_policy": BOS_POLICY,
-    }
+    """What a stage's numbers depend on in the model: `lens_steer.model.fingerprint.model_key` (its name and
+    fingerprint: depth, width, weight processing, dtype, a digest of its weights), plus the scoring and BOS
+    versions of this code."""
+    return {**model_key(model), "scoring_version": SCORING_VERSION, "bos_policy": BOS_POLICY}
 
 
 def data_inputs(data_root: str | Path | None, parts: Sequence[str]) -> dict[str, str]:

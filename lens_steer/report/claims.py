@@ -7,8 +7,8 @@ import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 
-from lens_steer.pipeline.results_entries import BbqBlock, MmluBlock, Paired, Steered
 from lens_steer.pipeline.results import Results
+from lens_steer.pipeline.results_entries import BbqBlock, MmluBlock, Paired, Steered
 from lens_steer.report.paper import CLAIMS, PAPER_AXES
 from lens_steer.report.verdicts import (
     Z95,

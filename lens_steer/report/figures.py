@@ -6,8 +6,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from lens_steer.pipeline.results_entries import BbqBlock
 from lens_steer.pipeline.results import IsvSummary, Results
+from lens_steer.pipeline.results_entries import BbqBlock
 from lens_steer.report.claims import control_gains, gain, in_distribution, ordered_axes, steered_acc
 from lens_steer.report.method_tables import steerability_entries
 from lens_steer.report.plots import SERIES_SYMBOLS, integer_axis, series_style

@@ -12,8 +12,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from lens_steer.pipeline.results_entries import BbqBlock
 from lens_steer.pipeline.results import Results
+from lens_steer.pipeline.results_entries import BbqBlock
 from lens_steer.report.claims import (
     Claim,
     bias_variant,

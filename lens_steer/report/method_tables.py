@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from lens_steer.pipeline.results_entries import BbqBlock, Steerability, Steered
 from lens_steer.pipeline.results import Results
+from lens_steer.pipeline.results_entries import BbqBlock, Steerability, Steered
 from lens_steer.report.claims import in_distribution, ordered_axes, steered_acc
 from lens_steer.report.tables import VECTOR_LABELS, md_table
 from lens_steer.report.verdicts import Interval, fmt_ci, pct

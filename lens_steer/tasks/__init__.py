@@ -1,4 +1,4 @@
 """The benchmarks as tasks, one module each owning its prediction path and metrics: `bbq`, `mmlu`, `crows`,
-`stereoset`; `result` holds what a run returns.
+`stereoset`; `registry` names them (bench -> task); `result` holds what a run returns; `store` keeps predictions.
 
 May import: forward, steering, model, data and the base modules."""

@@ -8,10 +8,11 @@ from typing import Any
 
 from lens_steer.data.bbq import LM_EVAL_UNKNOWN_RESPONSES, BbqItem
 from lens_steer.errors import LensSteerError
-from lens_steer.forward.questions import DEFAULT_SCORING, Progress, Question, QuestionScore, check_choice
+from lens_steer.forward.questions import DEFAULT_SCORING, Question, QuestionScore, check_choice
 from lens_steer.forward.residual_cache import ResidualCache
 from lens_steer.forward.scoring import score_steered
 from lens_steer.model.load import HookedModel
+from lens_steer.progress import Progress
 from lens_steer.stats import metrics_to_dict
 from lens_steer.steering.interventions import Intervention
 from lens_steer.steering.vectors import SteeringVector

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from lens_steer.data.crows import CrowsPair
-from lens_steer.forward.questions import Progress
 from lens_steer.forward.scoring import maybe_steer, sequence_logprobs
 from lens_steer.model.load import HookedModel
+from lens_steer.progress import Progress
 from lens_steer.stats import metrics_to_dict
 from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.metrics import crows_metric

@@ -13,9 +13,10 @@ from lens_steer.data.mmlu import load_mmlu
 from lens_steer.data.select import limit_bbq, limit_items, select
 from lens_steer.data.stereoset import load_stereoset
 from lens_steer.errors import LensSteerError
-from lens_steer.forward.questions import DEFAULT_SCORING, Progress
+from lens_steer.forward.questions import DEFAULT_SCORING
 from lens_steer.forward.scoring import maybe_steer
 from lens_steer.model.load import HookedModel
+from lens_steer.progress import Progress
 from lens_steer.steering.interventions import Intervention
 from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.bbq import run_bbq

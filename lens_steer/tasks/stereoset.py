@@ -30,13 +30,13 @@ from lens_steer.forward.continuation import text_token_logprobs
 from lens_steer.forward.questions import check_choice
 from lens_steer.forward.scoring import maybe_steer
 from lens_steer.model.load import HookedModel
+from lens_steer.progress import Progress
 from lens_steer.stats import Metric, bootstrap_ci, metrics_to_dict
 from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.result import BenchResult
 
 BLANK_MODES: tuple[str, ...] = ("paper", "sentence")
 STEREOSET_METRICS: tuple[str, ...] = ("ss", "lms", "icat", "ss_items", "lms_items", "icat_items")
-Progress = Callable[[int], None]
 TextScorer = Callable[[Sequence[str], Progress | None], list[np.ndarray]]  # texts -> each scored token's log-prob
 
 

@@ -4,22 +4,18 @@ runs), and every number in a report traces to a `predictions/<name>.jsonl` file.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import hashlib
 import json
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from lens_steer.data.bbq import BbqItem
 from lens_steer.errors import LensSteerError
-from lens_steer.files import write_json, write_jsonl
+from lens_steer.files import file_lock, json_sha256, sha256_hex, write_json, write_jsonl
 from lens_steer.forward.questions import SCORING_VERSION
+from lens_steer.model.fingerprint import model_fingerprint
 from lens_steer.model.load import HookedModel, model_identity
 from lens_steer.model.tokens import BOS_POLICY
 from lens_steer.steering.interventions import Additive, Intervention
@@ -63,35 +59,12 @@ def _model_of(steering: Steering) -> str | None:
 
 def items_digest(keys: Sequence[Sequence[Any]]) -> str:
     """A hash of the evaluated items' identities, in order."""
-    return hashlib.sha256(json.dumps([list(k) for k in keys]).encode()).hexdigest()[:16]
+    return json_sha256([list(k) for k in keys], 16)
 
 
 def content_digest(item: Any) -> str:
     """A hash of every field of a dataclass item (text, answers, label...): an edited data file changes it."""
-    return hashlib.sha256(json.dumps(dataclasses.asdict(item), sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def model_fingerprint(model: HookedModel, samples: int = 64) -> dict[str, Any]:
-    """What a model's predictions depend on besides its name: depth, width, weight processing, dtype and a
-    digest of `samples` evenly spaced values of every parameter (other weights under the same name differ there)."""
-    ident = model_identity(model)
-    h = hashlib.sha256()
-    dtypes = set()
-    for name, p in model.named_parameters():  # type: ignore[attr-defined]
-        flat = p.detach().reshape(-1)
-        k = min(samples, flat.numel())
-        # integer arithmetic: float32 linspace rounds indices past 2**24 (a 49152 x 576 embedding) out of range
-        idx = ((torch.arange(k, dtype=torch.long) * (flat.numel() - 1)) // max(k - 1, 1)).to(flat.device)
-        h.update(f"{name}:{tuple(p.shape)}:{p.dtype}".encode())
-        h.update(flat[idx].float().cpu().numpy().tobytes())
-        dtypes.add(str(p.dtype).removeprefix("torch."))
-    return {
-        "n_layers": ident.n_layers,
-        "d_model": ident.d_model,
-        "processing": dict(ident.processing),
-        "dtype": ",".join(sorted(dtypes)),
-        "weights": h.hexdigest()[:16],
-    }
+    return json_sha256(dataclasses.asdict(item), 12)
 
 
 def prediction_settings(model: HookedModel, scoring: str, prompt_format: str, **extra: Any) -> dict[str, Any]:
@@ -171,7 +144,7 @@ class PredictionStore:
             "bos_policy": BOS_POLICY,
             **settings,
         }
-        key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+        key = json_sha256(spec, 20)
         path = self.dir / f"{key}.jsonl"
         if path.is_file():
             stored = self._verified(key, path, len(item_keys))
@@ -183,27 +156,17 @@ class PredictionStore:
             **spec,
             "file": path.name,
             "n": len(rows),
-            "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+            "sha256": sha256_hex(path.read_bytes()),
             "categories": list(categories),
             "vector_method": vector.metadata.method if vector is not None else None,
             "intervention_kind": vector.kind if isinstance(vector, Intervention) else None,
             "vector_provenance": _short_provenance(vector),
         }
-        with self._index_lock():  # another writer's entries, added since, are re-read and kept
+        with file_lock(self.dir / "index.lock"):  # another writer's entries, added since, are re-read and kept
             index = self._index()
             index[key] = entry
             write_json(self.index_path, index)
         return rows
-
-    @contextlib.contextmanager
-    def _index_lock(self) -> Iterator[None]:
-        """Hold `index.lock` (an advisory flock, released by the system if the holder dies) while index.json is updated."""
-        fd = os.open(self.dir / "index.lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     def _index(self) -> dict[str, Any]:
         """index.json, or {} when it is absent or damaged (its files are then recomputed, never trusted)."""
@@ -218,7 +181,7 @@ class PredictionStore:
         (truncated, edited, half-written or unindexed files are recomputed)."""
         entry = self._index().get(key)
         data = path.read_bytes()
-        if not isinstance(entry, dict) or entry.get("sha256") != hashlib.sha256(data).hexdigest():
+        if not isinstance(entry, dict) or entry.get("sha256") != sha256_hex(data):
             return None
         try:
             rows = [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]

@@ -22,12 +22,13 @@ from typing import Any
 import torch
 
 from lens_steer.errors import LensSteerError, ModelError
-from lens_steer.files import atomic_folder, write_json
+from lens_steer.files import atomic_folder, json_sha256, write_json
+from lens_steer.model.fingerprint import model_key
 from lens_steer.model.load import HookedModel, cache_dir, model_identity
 from lens_steer.model.tokens import encode_texts, pad_id
+from lens_steer.progress import Progress
 
 FINETUNE_VERSION = 1  # bump when the training loop changes what a recipe produces
-Progress = Callable[[int], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,15 +74,6 @@ class FinetuneResult:
     meta: dict[str, Any]
 
 
-def weights_digest(model: HookedModel) -> str:
-    """A digest of the base model: its identity, every parameter's name and shape, and the embedding's values."""
-    h = hashlib.sha256(json.dumps(dataclasses.asdict(model_identity(model)), sort_keys=True).encode())
-    for name, p in model.state_dict().items():  # type: ignore[attr-defined]
-        h.update(f"{name}:{tuple(p.shape)};".encode())
-    h.update(model.W_E.detach().float().cpu().numpy().tobytes())  # type: ignore[attr-defined]
-    return h.hexdigest()
-
-
 def texts_digest(texts: Sequence[str]) -> str:
     """A digest of the training texts, in order."""
     return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()
@@ -91,12 +83,12 @@ def finetune_key(model: HookedModel, texts: Sequence[str], recipe: LoraRecipe, s
     """The cache key: base weights, recipe, seed, texts and the training code's version."""
     payload = {
         "v": FINETUNE_VERSION,
-        "base": weights_digest(model),
+        "base": model_key(model),  # the base model's name and weights fingerprint
         "recipe": recipe.to_json(),
         "seed": int(seed),
         "texts": texts_digest(texts),
     }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:20]
+    return json_sha256(payload, 20)
 
 
 def _hf_module(model: HookedModel) -> Any:

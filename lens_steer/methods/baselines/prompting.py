@@ -48,6 +48,7 @@ from lens_steer.methods.baselines.selfdebias import (
 )
 from lens_steer.model.load import HookedModel
 from lens_steer.model.tokens import encode_texts, starts_with_bos
+from lens_steer.progress import Progress
 from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.metrics import BbqPrediction
 
@@ -59,7 +60,6 @@ SCORING_METHODS: tuple[str, ...] = (
 )  # methods that change only how a model is scored
 PROMPTING_PREFIX = "Ensure that your answers are fair and unbiased, and do not contain stereotypes.\n\n"
 SCHICK_SCORINGS: tuple[str, ...] = ("cloze", "letter")
-Progress = Callable[[int], None]
 
 
 def prefixed_question(q: Question, prefix: str) -> Question:

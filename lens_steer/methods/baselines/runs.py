@@ -16,16 +16,89 @@ from lens_steer.methods.baselines.prompting import (
     text_logprobs,
 )
 from lens_steer.model.load import HookedModel
-from lens_steer.stats import metrics_to_dict
+from lens_steer.progress import Progress
 from lens_steer.steering.vectors import SteeringVector
 from lens_steer.tasks.bbq import bbq_record, bbq_result_metrics
-from lens_steer.tasks.metrics import BbqPrediction, mmlu_accuracy
-from lens_steer.tasks.mmlu import mmlu_question
+from lens_steer.tasks.metrics import BbqPrediction
+from lens_steer.tasks.mmlu import mmlu_question, mmlu_result
+from lens_steer.tasks.registry import RunOptions, get_task
 from lens_steer.tasks.result import BenchResult
 from lens_steer.tasks.stereoset import run_stereoset
 
-BASELINE_BENCHES: tuple[str, ...] = ("bbq", "mmlu", "stereoset")
-Progress = Callable[[int], None]
+
+def _stereoset(model: HookedModel, items: Sequence[Any], scoring_method: str, o: RunOptions) -> BenchResult:
+    """StereoSet scored under a baseline's scoring method (the texts' log-probabilities through it)."""
+    scorer = (
+        None
+        if scoring_method == "none"
+        else (
+            lambda texts, prog: text_logprobs(
+                model, texts, scoring_method, vector=o.vector, coeff=o.coeff, max_batch=o.max_batch, progress=prog
+            )
+        )
+    )
+    return run_stereoset(
+        model,
+        items,
+        method=scoring_method,
+        blank=o.blank,
+        vector=o.vector,
+        coeff=o.coeff,
+        n_boot=o.n_boot,
+        seed=o.seed,
+        max_batch=o.max_batch,
+        progress=o.progress,
+        text_scorer=scorer,
+    )
+
+
+def _bbq(model: HookedModel, items: Sequence[Any], scoring_method: str, o: RunOptions) -> BenchResult:
+    """BBQ scored under a baseline's scoring method: the plain run's records and metrics."""
+    questions, scores, preds = baseline_bbq_scores(
+        model,
+        items,
+        scoring_method,
+        scoring=o.scoring,
+        prompt_format=o.prompt_format or get_task("bbq").default_prompt_format,
+        vector=o.vector,
+        coeff=o.coeff,
+        max_batch=o.max_batch,
+        progress=o.progress,
+    )
+    records = [bbq_record(it, q, s, p) for it, q, s, p in zip(items, questions, scores, preds)]
+    metrics = bbq_result_metrics(preds, items, bias_variant=o.bias_variant, n_boot=o.n_boot, seed=o.seed)
+    return BenchResult("bbq", records, metrics, preds)
+
+
+def _mmlu(model: HookedModel, items: Sequence[Any], scoring_method: str, o: RunOptions) -> BenchResult:
+    """MMLU scored under a baseline's scoring method: the plain run's records and accuracy."""
+    fmt = o.prompt_format or get_task("mmlu").default_prompt_format
+    if scoring_method == "self-debias-schick" and fmt == "lm_eval":
+        raise LensSteerError(
+            "self-debias-schick on MMLU needs the reference prompt format (its prefixes go before the item text); "
+            "pass --prompt-format reference"
+        )
+    scores = score_questions_with(
+        model,
+        [mmlu_question(i) for i in items],
+        scoring_method,
+        scoring=o.scoring,
+        prompt_format=fmt,
+        vector=o.vector,
+        coeff=o.coeff,
+        max_batch=o.max_batch,
+        progress=o.progress,
+    )
+    return mmlu_result(items, scores, n_boot=o.n_boot, seed=o.seed)
+
+
+# bench -> its run under a baseline's scoring method (the benches of lens_steer.tasks.registry a baseline runs on)
+BASELINE_RUNS: dict[str, Callable[[HookedModel, Sequence[Any], str, RunOptions], BenchResult]] = {
+    "bbq": _bbq,
+    "mmlu": _mmlu,
+    "stereoset": _stereoset,
+}
+BASELINE_BENCHES: tuple[str, ...] = tuple(BASELINE_RUNS)
 
 
 def run_baseline_bench(
@@ -51,7 +124,7 @@ def run_baseline_bench(
     """Run `bench` on `items` under baseline `method` (see lens_steer.methods.baselines.prompting); every record says which.
 
     `finetune` needs `load_base` and `train_texts` (the positives of the BBQ train pairs)."""
-    check_choice(bench, BASELINE_BENCHES, "bench for a baseline")
+    check_choice(get_task(bench).name, BASELINE_BENCHES, "bench for a baseline")
     check_choice(method, BASELINES, "baseline")
     if method == "self-debias" and bench != "bbq":
         raise LensSteerError(
@@ -62,89 +135,23 @@ def run_baseline_bench(
     )
     if vector is not None and coeff != 0 and method == "finetune":
         vector.check_compatible(scored_model)  # a base-model vector does not fit the fine-tuned model
-    if bench == "stereoset":
-        scorer = (
-            None
-            if scoring_method == "none"
-            else (
-                lambda texts, prog: text_logprobs(
-                    scored_model, texts, scoring_method, vector=vector, coeff=coeff, max_batch=max_batch, progress=prog
-                )
-            )
-        )
-        res = run_stereoset(
-            scored_model,
-            items,
-            method=scoring_method,
-            blank=blank,
-            vector=vector,
-            coeff=coeff,
-            n_boot=n_boot,
-            seed=seed,
-            max_batch=max_batch,
-            progress=progress,
-            text_scorer=scorer,
-        )
-        return BenchResult(
-            res.bench,
-            [{**r, "baseline": method} for r in res.records],
-            {**res.metrics, "method": method},
-            res.predictions,
-        )
-    if bench == "bbq":
-        fmt = prompt_format or "reference"
-        questions, scores, preds = baseline_bbq_scores(
-            scored_model,
-            items,
-            scoring_method,
-            scoring=scoring,
-            prompt_format=fmt,
-            vector=vector,
-            coeff=coeff,
-            max_batch=max_batch,
-            progress=progress,
-        )
-        records = [
-            {**bbq_record(it, q, s, p), "baseline": method} for it, q, s, p in zip(items, questions, scores, preds)
-        ]
-        metrics = {
-            **bbq_result_metrics(preds, items, bias_variant=bias_variant, n_boot=n_boot, seed=seed),
-            "baseline": method,
-        }
-        return BenchResult("bbq", records, metrics, preds)
-    fmt = prompt_format or "lm_eval"
-    if scoring_method == "self-debias-schick" and fmt == "lm_eval":
-        raise LensSteerError(
-            "self-debias-schick on MMLU needs the reference prompt format (its prefixes go before the item text); pass --prompt-format reference"
-        )
-    questions = [mmlu_question(i) for i in items]
-    scores = score_questions_with(
-        scored_model,
-        questions,
-        scoring_method,
+    options = RunOptions(
         scoring=scoring,
-        prompt_format=fmt,
+        prompt_format=prompt_format,
+        bias_variant=bias_variant,
+        blank=blank,
         vector=vector,
         coeff=coeff,
+        n_boot=n_boot,
+        seed=seed,
         max_batch=max_batch,
         progress=progress,
     )
-    records = [
-        {
-            "subject": it.subject,
-            "index": it.index,
-            "prompt": s.prompt,
-            "option_token_ids": s.option_token_ids,
-            "option_scores": s.option_scores,
-            "pred": s.pred,
-            "label": it.label,
-            "correct": s.pred == it.label,
-            "baseline": method,
-        }
-        for it, s in zip(items, scores)
-    ]
-    acc = mmlu_accuracy([r["correct"] for r in records], [r["subject"] for r in records], n_boot=n_boot, seed=seed)
-    return BenchResult("mmlu", records, {**metrics_to_dict(acc), "baseline": method})
+    res = BASELINE_RUNS[bench](scored_model, items, scoring_method, options)
+    named = "method" if bench == "stereoset" else "baseline"  # StereoSet's metrics name their scoring "method"
+    return BenchResult(
+        res.bench, [{**r, "baseline": method} for r in res.records], {**res.metrics, named: method}, res.predictions
+    )
 
 
 # ---- the study's baselines (ensemble / reproduce): predictions through the prediction store ----------------

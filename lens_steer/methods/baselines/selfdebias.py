@@ -15,7 +15,7 @@ generation judged by the model itself), which lens_steer calls `self-debias`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from jaxtyping import Float
@@ -24,6 +24,7 @@ from torch import Tensor
 from lens_steer.errors import LensSteerError
 from lens_steer.forward.continuation import next_token_logprobs
 from lens_steer.model.load import HookedModel
+from lens_steer.progress import Progress
 
 SCHICK_PREFIXES: tuple[str, ...] = (
     "The following text contains rude, disrespectful, or unreasonable language:\n",
@@ -35,7 +36,6 @@ SCHICK_PREFIXES: tuple[str, ...] = (
 )
 SCHICK_DECAY = 50.0
 SCHICK_EPSILON = 0.01
-Progress = Callable[[int], None]
 
 
 def schick_rescale(

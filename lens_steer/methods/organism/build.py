@@ -6,15 +6,15 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
 from lens_steer.axes import AXIS_NAMES, get_axis
 from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import split_items
-from lens_steer.errors import LensSteerError
-from lens_steer.files import atomic_folder, write_json, write_jsonl
+from lens_steer.errors import LensSteerError, LockHeldError
+from lens_steer.files import atomic_folder, file_lock, write_json, write_jsonl
 from lens_steer.methods.organism.train import (
     CARD,
     OrganismRecipe,
@@ -29,6 +29,7 @@ from lens_steer.methods.organism.train import (
     weights_digest,
 )
 from lens_steer.model.load import ORGANISM_MODEL, HookedModel, cache_dir
+from lens_steer.progress import Progress
 
 # ---------------------------------------------------------------------------- acceptance
 ACCEPTANCE = {
@@ -111,7 +112,7 @@ def acceptance_table(
     n_items: int,
     data_root: str | Path | None,
     n_boot: int = 1000,
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
     split: str = "test",
 ) -> tuple[dict[str, dict[str, Any]], list[dict[str, Any]]]:
     """Per axis, the organism's metrics on `split` items (with intervals) and the per-item records they come from."""
@@ -211,25 +212,17 @@ def build_organism(
 
 @contextmanager
 def build_lock(folder: Path) -> Iterator[None]:
-    """Hold `.{folder}.lock` beside the folder while building (released by the OS if the build dies); a second
-    build of the same folder gets a one-line error."""
-    import fcntl
-    import os
-
-    folder.parent.mkdir(parents=True, exist_ok=True)
+    """Hold `.{folder}.lock` beside the folder while building (`lens_steer.files.file_lock`, released by the OS if
+    the build dies); a second build of the same folder gets a one-line error."""
     path = folder.parent / f".{folder.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        raise LensSteerError(
-            f"organism {folder} is being built by another process ({path} is locked); wait for it to finish"
-        ) from None
-    try:
+    with ExitStack() as held:
+        try:
+            held.enter_context(file_lock(path, wait=False))
+        except LockHeldError:
+            raise LensSteerError(
+                f"organism {folder} is being built by another process ({path} is locked); wait for it to finish"
+            ) from None
         yield
-    finally:
-        os.close(fd)
 
 
 def _build(
