@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from _study_fixtures import needs_data, tiny  # noqa: F401 (tiny: a fixture)
 
@@ -66,6 +67,24 @@ def test_a_cache_file_of_other_layers_or_damaged_is_recomputed(tiny, tmp_path: P
     path.write_bytes(path.read_bytes()[:100])  # cut mid-write
     third = ActivationCache(tiny, (1, 2), disk_dir=tmp_path)
     assert torch.allclose(third.get("age", 4, 0, 0).negative[1], first.negative[1]) and third.pairs_read == 4
+
+
+@needs_data
+@pytest.mark.parametrize("protocol", [4, 5])
+def test_a_legacy_pickle_in_the_cache_is_recomputed_without_a_warning(tiny, tmp_path: Path, protocol: int) -> None:
+    import pickle
+    import warnings
+
+    cache = ActivationCache(tiny, (1,), disk_dir=tmp_path)
+    first = cache.get("age", 4, 0, 0)
+    [path] = list(tmp_path.glob("*.pt"))
+    path.write_bytes(pickle.dumps({"n": 4, "layers": [1]}, protocol=protocol))  # written by plain pickle, not torch
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        again = ActivationCache(tiny, (1,), disk_dir=tmp_path)
+        got = again.get("age", 4, 0, 0)
+    assert again.pairs_read == 4 and torch.allclose(got.positive[1], first.positive[1])
+    assert not [w for w in seen if "pickle protocol" in str(w.message)]
 
 
 @needs_data

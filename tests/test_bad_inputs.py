@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import os
+import pickle
 import socket
 import subprocess
 import sys
@@ -174,6 +175,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
         {"blocks.1.hook_resid_post": good["blocks.1.hook_resid_post"], "payload": _RunsCode(paths["canary"])},
         paths["vec_pickle"],
     )
+    for protocol in (4, 5):  # a legacy pickle written by plain pickle.dumps: torch warns about the protocol
+        paths[f"vec_pickle{protocol}"] = w / f"legacy{protocol}.pt"
+        paths[f"vec_pickle{protocol}"].write_bytes(
+            pickle.dumps({"payload": _RunsCode(paths["canary"])}, protocol=protocol)
+        )
     paths["vec_width"] = _save_tensors(w / "width32.safetensors", {"blocks.1.hook_resid_post": torch.ones(32)}, 32)
     nan = torch.ones(64)
     nan[3] = math.nan
@@ -428,6 +434,15 @@ BAD: list[Case] = [
         (*EVAL, "--vector", "{vec_pickle}", "--data-dir", "{data}", "--out", "{out}"),
         ("{vec_pickle}", "pickle"),
         FIX,
+    ),
+    *(
+        Case(
+            f"vector-legacy-pickle-protocol-{protocol}",
+            (*EVAL, "--vector", f"{{vec_pickle{protocol}}}", "--data-dir", "{data}", "--out", "{out}"),
+            (f"{{vec_pickle{protocol}}}", "pickle"),
+            FIX,
+        )
+        for protocol in (4, 5)
     ),
     Case(
         "vector-other-width",
