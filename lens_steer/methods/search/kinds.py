@@ -165,7 +165,9 @@ class KindContext:
         try:
             layers = tuple(parse_layers(label, "layers"))
         except LensSteerError:
-            raise StudyError(f"kind {kind!r} cannot edit layers {label!r}; choose one of {', '.join(choices)}") from None
+            raise StudyError(
+                f"kind {kind!r} cannot edit layers {label!r}; choose one of {', '.join(choices)}"
+            ) from None
         bad = [x for x in layers if not 0 <= x < self.n_layers]
         if bad or (kind in SINGLE_LAYER_KINDS and len(layers) != 1):
             raise StudyError(f"kind {kind!r} cannot edit layers {label!r}; choose one of {', '.join(choices)}")

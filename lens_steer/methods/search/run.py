@@ -25,7 +25,6 @@ from lens_steer.methods.search.kinds import default_params, trial_values
 from lens_steer.methods.search.objective import IsvObjective, study_pair_source
 from lens_steer.methods.search.space import SearchConfig, SearchSpace
 from lens_steer.methods.search.storage import (
-    STAGE_ATTR,
     default_storage,
     first_difference,
     first_line,
@@ -155,8 +154,6 @@ def run_isv_search(
         baseline=_stored_baseline(study, used),
         base_loader=base_loader,
     )
-    if objective is None:
-        queue_first_stage(study, space)
     if objective is None and (used.objective == "ambig_guarded" or used.mmlu_weight > 0):
         _store_baseline(study, used, isv.baseline())
     started = time.time()
@@ -168,6 +165,7 @@ def run_isv_search(
         seed=used.seed,
         tpe_startup_trials=used.tpe_startup_trials,
         progress=progress,
+        first_stage=first_stage(space) if objective is None else (),
     )
     if objective is None and _stored_baseline(study, used) is None:
         _store_baseline(study, used, isv.baseline())
@@ -389,17 +387,11 @@ def with_provenance(iv: Intervention, extra: Mapping[str, Any]) -> Intervention:
     return dataclasses.replace(iv, metadata=meta)
 
 
-def queue_first_stage(study: optuna.Study, space: SearchSpace) -> int:
+def first_stage(space: SearchSpace) -> list[dict[str, Any]]:
     """The staged search's first stage: one trial per intervention kind at its default point (`kinds.default_params`),
-    queued once by the study's creator so the kind each study prefers does not depend on the sampler's seed;
-    returns how many were queued."""
-    if study.user_attrs.get(STAGE_ATTR) != "pending":
-        return 0
+    as the values the first trials draw (`workers.StagedSampler`)."""
     assert space.n_layers is not None
-    for kind in space.kinds:
-        study.enqueue_trial(trial_values(default_params(kind, space, space.n_layers)), skip_if_exists=True)
-    study.set_user_attr(STAGE_ATTR, "queued")
-    return len(space.kinds)
+    return [trial_values(default_params(kind, space, space.n_layers)) for kind in space.kinds]
 
 
 def write_figures(study: optuna.Study, out_dir: str | Path) -> tuple[list[str], dict[str, str]]:

@@ -164,9 +164,6 @@ def first_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-STAGE_ATTR = "lens_steer_first_stage"  # "pending" until the first stage's trials are queued, then "queued"
-
-
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
     """Names of the studies a storage holds."""
     return [s.study_name for s in storage.get_all_studies()]
@@ -226,7 +223,6 @@ def open_study(
         return open_study(storage, study_name, config=config, resume=resume, storage_label=storage_label)
     if config is not None:
         study.set_user_attr(CONFIG_ATTR, config.to_json())
-    study.set_user_attr(STAGE_ATTR, "pending")  # the creator queues the first stage (run.queue_first_stage)
     study.set_user_attr("created", datetime.now(timezone.utc).isoformat(timespec="seconds"))
     return study, config
 

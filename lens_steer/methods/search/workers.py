@@ -9,7 +9,7 @@ import hashlib
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -156,6 +156,38 @@ def _sampler(seed: int, n_before: int, startup: int) -> optuna.samplers.TPESampl
     return optuna.samplers.TPESampler(seed=derived, n_startup_trials=startup, constant_liar=True)
 
 
+class StagedSampler(optuna.samplers.BaseSampler):
+    """The staged search's sampler: trial k, for k below the first stage's length, takes the first stage's point k
+    (each intervention kind at its default); every later trial is TPE's. Trial numbers are unique across workers,
+    so the first stage runs once whoever runs it, and its choices do not depend on the sampler's seed."""
+
+    def __init__(self, first_stage: Sequence[Mapping[str, Any]], tpe: optuna.samplers.BaseSampler) -> None:
+        self.first_stage, self.tpe = [dict(p) for p in first_stage], tpe
+
+    def _fixed(self, trial: FrozenTrial) -> dict[str, Any] | None:
+        return self.first_stage[trial.number] if trial.number < len(self.first_stage) else None
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
+        return {} if self._fixed(trial) is not None else self.tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
+        return {} if self._fixed(trial) is not None else self.tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(
+        self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
+    ) -> Any:
+        fixed = self._fixed(trial)
+        if fixed is not None and param_name in fixed:
+            return fixed[param_name]
+        return self.tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self.tpe.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState, values: Any) -> None:
+        self.tpe.after_trial(study, trial, state, values)
+
+
 def _value(value: Any) -> float | tuple[float, ...]:
     """A trial's value for Optuna: a float, or a tuple of floats under several objectives."""
     return tuple(float(v) for v in value) if isinstance(value, (tuple, list)) else float(value)
@@ -171,6 +203,7 @@ def run_trials(
     tpe_startup_trials: int = 10,
     poll_seconds: float = 1.0,
     progress: TrialProgress | None = None,
+    first_stage: Sequence[Mapping[str, Any]] = (),
 ) -> int:
     """Run trials until the study holds `n_trials` finished (complete or pruned) trials, counting every
     worker's. Returns how many trials this worker finished.
@@ -195,11 +228,11 @@ def run_trials(
             raise _Surplus
         heartbeat = trial.storage.heartbeat if isinstance(trial.storage, HeartbeatJournalStorage) else None
         if heartbeat is None:
-            study.sampler = _sampler(seed, len(earlier), tpe_startup_trials)  # draws nothing before the first suggest
+            study.sampler = StagedSampler(first_stage, _sampler(seed, len(earlier), tpe_startup_trials))
             return _value(objective(space.suggest(trial), trial))
         _beat(trial, heartbeat)  # at once: the trial is alive from its start
         with _Heartbeat(trial, heartbeat):
-            study.sampler = _sampler(seed, len(earlier), tpe_startup_trials)
+            study.sampler = StagedSampler(first_stage, _sampler(seed, len(earlier), tpe_startup_trials))
             return _value(objective(space.suggest(trial), trial))
 
     while True:
