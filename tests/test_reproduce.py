@@ -299,7 +299,19 @@ def test_micro_study_under_the_v2_protocol_on_its_exact_splits(tiny, tmp_path: P
     from lens_steer.pipeline.reproduce import reproduce
 
     out = tmp_path / "run"
-    res = reproduce(tiny, MICRO, out, axes=AXES, data_root=DATA, protocol="v2", splits="v2", baselines=["prompting"])
+    from lens_steer.report.html import write_report
+
+    res = reproduce(
+        tiny,
+        MICRO,
+        out,
+        axes=AXES,
+        data_root=DATA,
+        protocol="v2",
+        splits="v2",
+        baselines=["prompting"],
+        report=write_report,
+    )
     for axis in AXES:
         with open(out / "v2" / axis / "layers.csv") as f:
             layer_rows = [r for r in csv.DictReader(f) if r["layer"] not in ("", "None")]

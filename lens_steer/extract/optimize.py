@@ -27,8 +27,9 @@ Progress = Callable[[int, float], None]  # (steps done, last loss)
 
 @dataclasses.dataclass(frozen=True)
 class OptimizeConfig:
-    """How the vector is fitted: epochs over the items, Adam's learning rate, an L2 penalty on the vector (in units
-    of the residual's mean norm at the layer, so it means the same at every depth), batch size, seed."""
+    """How the vector is fitted: epochs over the items, Adam's learning rate (in units of the residual's rms per
+    coordinate at the layer) and an L2 penalty on the vector (in units of the residual's mean squared norm there), so
+    both mean the same at every depth; batch size, seed."""
 
     epochs: int = 3
     lr: float = 0.05
@@ -91,7 +92,7 @@ def fit_optimized_vector(
     d_model = int(model.cfg.d_model)
     torch.manual_seed(config.seed)
     vec = torch.zeros(d_model, requires_grad=True)
-    opt = torch.optim.Adam([vec], lr=config.lr * scale**0.5)
+    opt = torch.optim.Adam([vec], lr=config.lr * (scale / d_model) ** 0.5)  # lr in units of a coordinate's rms
     frozen = [p.requires_grad for p in hf.parameters()]
     for p in hf.parameters():
         p.requires_grad_(False)
