@@ -33,6 +33,7 @@ pytestmark = pytest.mark.skipif(
 CLI = Path(sys.executable).parent / "lens-steer"
 AXES = "age,religion"
 TIMING_KEYS = {"seconds", "stage_seconds"}
+SMOKE_TRIALS = 8  # the smoke budget's trials per axis (lens_steer.pipeline.budgets; checked below)
 
 
 def _env(tmp: Path) -> dict[str, str]:
@@ -276,7 +277,7 @@ def test_killed_at_any_moment_and_rerun_gives_the_uninterrupted_results(referenc
     got_t, want_t = _trials(out), _trials(ref)
     assert set(got_t) == set(want_t) and len(got_t) == 2
     for study, (params, failed, retried, numbers) in got_t.items():
-        assert params == want_t[study][0] and len(params) == 3, study
+        assert params == want_t[study][0] and len(params) == SMOKE_TRIALS, study
         assert failed == retried, f"{study}: failed trials {failed}, retried {retried}"
         assert numbers == list(range(len(numbers))), study
     assert sum(len(v[1]) for v in got_t.values()) == 1  # exactly the one trial the first kill interrupted
@@ -398,4 +399,10 @@ def test_the_profile_of_a_run_charges_every_second_of_its_log_to_a_stage(
     assert got["total_seconds"] == stamps[-1] - stamps[0] == sum(s["seconds"] for s in got["stages"])
     steps = {s["stage"]: s["steps"] for s in got["stages"]}
     axes = AXES.split(",")
-    assert steps["AXIS: trial N of N"] == 3 * len(axes) and steps["test split: AXIS"] == len(axes)
+    assert steps["AXIS: trial N of N"] == SMOKE_TRIALS * len(axes) and steps["test split: AXIS"] == len(axes)
+
+
+def test_the_smoke_budget_has_the_trials_these_tests_count() -> None:
+    from lens_steer.pipeline.budgets import BUDGETS
+
+    assert BUDGETS["smoke"].trials == SMOKE_TRIALS

@@ -32,6 +32,13 @@ def add_parser(sub: Subparsers) -> None:
     )
     p.add_argument("--axes", default=None, help="comma-separated axes (default: all nine)")
     p.add_argument(
+        "--ground-truth",
+        default=None,
+        metavar="RUN",
+        help="a finished run on the bias model organism (reproduce --model smollm2-organism); its ground-truth "
+        "section opens this run's report",
+    )
+    p.add_argument(
         "--storage",
         default=None,
         help="Optuna storage URL (default sqlite:///DIR/optuna.db; postgresql://... for many machines)",
@@ -149,6 +156,7 @@ def run(args: argparse.Namespace) -> int:
             load_base=lambda: load_model_from_args(args),
             report=write_report,
             load_original=(lambda: load_model_from_args(base_args)) if original else None,
+            ground_truth_run=args.ground_truth,
         )
     out = Path(args.out)
     print(

@@ -474,7 +474,9 @@ def evaluate_ensembles(
                     for i in with_vec
                 },
                 **{
-                    f"chosen:{a}": _mmlu_entry(model, mm, base_m, iv, intervention_coeff(iv), config, residual_cache)
+                    f"chosen:{a}": _mmlu_entry(
+                        model, mm, base_m, iv, intervention_coeff(iv), config, residual_cache, control=False
+                    )
                     for a, iv in chosen.items()
                 },
                 **{

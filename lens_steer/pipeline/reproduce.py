@@ -8,6 +8,7 @@ the same command continues where it stopped and repeats no finished work."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -47,6 +48,7 @@ def reproduce(
     load_base: Callable[[], HookedModel] | None = None,
     report: Callable[[Any, Path], Any] | None = None,
     load_original: Callable[[], HookedModel] | None = None,
+    ground_truth_run: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run the whole study into `out_dir` and return (and write) `results.json`'s content; `report` (e.g.
     `lens_steer.report.html.write_report`) is then called with the typed results and the folder.
@@ -80,6 +82,7 @@ def reproduce(
             load_base=load_base,
             report=report,
             load_original=load_original,
+            ground_truth_run=ground_truth_run,
         )
 
 
@@ -101,6 +104,7 @@ def _reproduce(
     load_base: Callable[[], HookedModel] | None = None,
     report: Callable[[Any, Path], Any] | None = None,
     load_original: Callable[[], HookedModel] | None = None,
+    ground_truth_run: str | Path | None = None,
 ) -> dict[str, Any]:
     from lens_steer.forward.questions import DEFAULT_SCORING
     from lens_steer.methods.isv import Isv
@@ -112,6 +116,7 @@ def _reproduce(
     from lens_steer.pipeline.ground_truth import ground_truth
 
     check_study_options(protocol, splits, baselines, axes)
+    borrowed_ground_truth(ground_truth_run)  # a run without a ground truth is refused before anything runs
     if "finetune" in baselines and load_base is None:
         raise LensSteerError(
             "the finetune baseline needs load_base, a loader of a fresh copy of the model (the CLI passes one)"
@@ -314,7 +319,9 @@ def _reproduce(
         ensemble=typed_ensemble,
         sweep=SweepStage.from_json(sweep),
         geometry=GeometryStage.from_json(geometry),
-        ground_truth=ground_truth(typed_ensemble, isv_summary, organism) if organism is not None else None,
+        ground_truth=ground_truth(typed_ensemble, isv_summary, organism)
+        if organism is not None
+        else borrowed_ground_truth(ground_truth_run),
     )
     saved = results.to_json()
     write_json(out / "results.json", saved)
@@ -336,3 +343,29 @@ def _history(storage: str, study_name: str) -> list[float | None]:
         for t in study.get_trials(deepcopy=False)
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     ]
+
+
+def borrowed_ground_truth(run: str | Path | None) -> Any:
+    """The ground-truth section of a finished organism run (`run/results.json`), marked with where it came from;
+    None without a run; a one-line error when the run is not finished or holds no ground truth."""
+    if run is None:
+        return None
+    import dataclasses as dc
+
+    from lens_steer.errors import ResultsError
+    from lens_steer.pipeline.results import Results
+
+    path = Path(run) / "results.json"
+    try:
+        found = Results.from_json(json.loads(path.read_text(encoding="utf-8"))).ground_truth
+    except (OSError, ValueError) as e:
+        raise ResultsError(
+            f"--ground-truth {run}: no finished run there ({type(e).__name__}); run "
+            "`lens-steer reproduce --model smollm2-organism` into it first"
+        ) from None
+    if found is None:
+        raise ResultsError(
+            f"--ground-truth {run}: that run has no ground truth (it was not on a bias model organism); "
+            "give a run of `lens-steer reproduce --model smollm2-organism`"
+        )
+    return dc.replace(found, organism={**found.organism, "run": str(run)})
