@@ -73,8 +73,11 @@ def test_bbq_search_end_to_end_on_tiny_model(tiny, tmp_path: Path) -> None:
         assert all(torch.allclose(saved.directions[k], fresh.directions[k], atol=1e-4) for k in saved.layers)
     assert json.loads((tmp_path / "config.json").read_text())["limit"] == 6
     assert (tmp_path / "optimization_history.html").is_file()
-    # a second run of the same command joins the finished study and adds nothing (the first stage is not queued again)
+    # a second run of the same command joins the finished study and adds nothing, rebuilding no intervention
+    files = [tmp_path / "isv.safetensors", *sorted((tmp_path / "kinds").glob("*.safetensors"))]
+    stamps = {f: f.stat().st_mtime_ns for f in files}
     again = run_isv_search(tiny, "age", cfg, tmp_path)
+    assert {f: f.stat().st_mtime_ns for f in files} == stamps
     assert again.n_trials == n and len(
         optuna.load_study(study_name=res.study_name, storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
     ) == len(study.trials)

@@ -15,7 +15,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from lens_steer.axes import Axis, get_axis
-from lens_steer.errors import StudyError
+from lens_steer.errors import LensSteerError, StudyError
 from lens_steer.extract.activation_cache import ActivationCache
 from lens_steer.extract.consistency import trials_consistency_correlation
 from lens_steer.extract.pair_sources import BBQ_CORPORA, PairSource, available_pairs
@@ -45,8 +45,8 @@ from lens_steer.methods.search.workers import (
 )
 from lens_steer.model.chat import system_prompt_mode
 from lens_steer.model.load import HookedModel, model_identity
-from lens_steer.steering.interventions import Additive, Intervention
-from lens_steer.steering.vectors import SteeringVector
+from lens_steer.steering.interventions import Additive, Intervention, load_intervention
+from lens_steer.steering.vectors import SteeringVector, load_vector
 
 
 def default_study_name(model: HookedModel, axis: Axis) -> str:
@@ -224,36 +224,32 @@ def write_isv_outputs(
     best_score = trial_score(best)
     chosen_params = trial_params(best)
     beats = base_score is None or (best_score is not None and best_score > base_score)
-    chosen = isv.intervention(chosen_params) if beats else None
     chosen_path = out / "intervention.safetensors"
-    if chosen is not None:
-        chosen = with_provenance(
-            chosen,
-            {
-                "operation": "chosen",
-                "axis": isv.axis.name,
-                "study": study.study_name,
-                "trial": best.number,
-                "params": chosen_params,
-                "value": best_score,
-            },
+    stamp = {"axis": isv.axis.name, "study": study.study_name, "config": isv.config.fingerprint()}
+    chosen = None
+    if beats:
+        chosen = kept_or_built(
+            chosen_path,
+            {**stamp, "operation": "chosen", "trial": best.number, "value": best_score, "params": chosen_params},
+            lambda: isv.intervention(chosen_params),
+            isv.model,
         )
-        chosen.save(chosen_path)
     else:
         chosen_path.unlink(missing_ok=True)
     by_kind: dict[str, Intervention] = {}
     for kind, info in best_by_kind(study).items():  # each kind's best trial: the class x axis table's entries
-        iv = with_provenance(
-            isv.intervention(info["params"]),
-            {"operation": "best_of_kind", "axis": isv.axis.name, "trial": info["trial"], "value": info["value"]},
+        by_kind[kind] = kept_or_built(
+            out / "kinds" / f"{kind}.safetensors",
+            {**stamp, "operation": "best_of_kind", "trial": info["trial"], "value": info["value"]},
+            lambda info=info: isv.intervention(info["params"]),
+            isv.model,
         )
-        iv.save(out / "kinds" / f"{kind}.safetensors")
-        by_kind[kind] = iv
     additive = best_trial(study, kind="additive")
     vec, vector_path, params = None, out / "isv.safetensors", None
     if additive is not None:
         params = trial_params(additive)
-        vec = isv.vector(params)
+        kept = kept_file(vector_path, {**stamp, "trial": additive.number}, isv.model, vector=True)
+        vec = kept if kept is not None else isv.vector(params)  # type: ignore[assignment]
         prov = {
             **dict(vec.metadata.provenance),
             "operation": "isv",
@@ -270,7 +266,8 @@ def write_isv_outputs(
             "pair_source": isv.pair_source.to_json(),
         }
         vec = SteeringVector(dict(vec.directions), dataclasses.replace(vec.metadata, provenance=prov))
-        vec.save(vector_path)
+        if kept is None:
+            vec.save(vector_path)
     ident = model_identity(isv.model)
     trials = study.get_trials(deepcopy=False)
     durations = [
@@ -342,6 +339,33 @@ def write_isv_outputs(
         chosen_value=best_score,
         by_kind=by_kind,
     )
+
+
+def kept_file(path: Path, stamp: Mapping[str, Any], model: HookedModel, *, vector: bool = False) -> Any:
+    """The intervention (or vector) saved at `path` when its provenance carries every field of `stamp` (the same
+    study, configuration and trial: a re-run of a finished search rebuilds nothing), else None."""
+    if not path.is_file():
+        return None
+    try:
+        found = load_vector(path, model) if vector else load_intervention(path, model)
+    except LensSteerError:
+        return None
+    prov = found.metadata.provenance
+    return (
+        found if all(prov.get(k) == v for k, v in stamp.items() if k not in ("value", "params", "operation")) else None
+    )
+
+
+def kept_or_built(
+    path: Path, stamp: Mapping[str, Any], build: Callable[[], Intervention], model: HookedModel
+) -> Intervention:
+    """`kept_file`'s intervention, or `build()` stamped with `stamp` and saved at `path`."""
+    kept = kept_file(path, stamp, model)
+    if kept is not None:
+        return kept
+    iv = with_provenance(build(), stamp)
+    iv.save(path)
+    return iv
 
 
 def trial_params(trial: FrozenTrial) -> dict[str, Any]:
