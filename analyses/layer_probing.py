@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     write_figure(
         probe_figure(
             rows,
-            title=f"Held-out linear-probe accuracy by layer ({name}, axis {ax.name}, {args.folds}-fold, split by pair/group)",
+            title=f"Held-out linear-probe accuracy by layer ({name}, axis {ax.name}, {args.folds}-fold, split by "
+            "pair/group)",
         ),
         out / "probe.html",
     )

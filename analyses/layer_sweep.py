@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(out / "sweep.csv", rows_to_csv(done))
         where = "baseline" if row["kind"] == "baseline" else f"layer {row['layer']} coeff {row['coeff']:g}"
         print(
-            f"[{time.time() - t0:6.0f}s] {where}: {row['metric']} {row['value']:.3f} [{row['ci_low']:.3f}, {row['ci_high']:.3f}]",
+            f"[{time.time() - t0:6.0f}s] {where}: {row['metric']} {row['value']:.3f} [{row['ci_low']:.3f}, "
+            f"{row['ci_high']:.3f}]",
             file=sys.stderr,
         )
 
@@ -77,7 +78,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     atomic_write_text(out / "sweep.csv", result.to_csv())
     write_json(out / "sweep.json", result.config)
-    label = f"{result.config['axis']} ({result.config['model_name']}, {args.method}, {args.scoring}, n={result.config['n_items']} validation items)"
+    label = (
+        f"{result.config['axis']} ({result.config['model_name']}, {args.method}, {args.scoring}, "
+        f"n={result.config['n_items']} validation items)"
+    )
     write_figure(sweep_heatmap(result.rows, result.baseline, title=label), out / "sweep.html")
 
     def as_metric(row: dict, name: str) -> dict:
@@ -90,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
         rows = [as_metric(r, name) for r in result.rows]
         write_figure(sweep_heatmap(rows, as_metric(result.baseline, name), title=label), out / file)
     print(
-        f"wrote {out}/sweep.csv, sweep.json, sweep.html, sweep_stereotype_margin.html, sweep_unknown_margin.html in {time.time() - t0:.0f}s"
+        f"wrote {out}/sweep.csv, sweep.json, sweep.html, sweep_stereotype_margin.html, sweep_unknown_margin.html in "
+        f"{time.time() - t0:.0f}s"
     )
     return 0
 

@@ -43,7 +43,8 @@ AutoTokenizer.from_pretrained(folder)
 out["tokenizer_mb"] = peak_mb(); anon_before = anon_mb(); anon_peak[0] = anon_before
 t = time.time()
 hf = AutoModelForCausalLM.from_pretrained(folder, dtype=parse_dtype(dtype))
-out["hf_weights_mb"] = peak_mb(); time.sleep(0.01); out["hf_weights_anon_peak_mb"] = anon_peak[0]; out["hf_weights_anon_added_mb"] = anon_peak[0] - anon_before
+out["hf_weights_mb"] = peak_mb(); time.sleep(0.01); out["hf_weights_anon_peak_mb"] = anon_peak[0]
+out["hf_weights_anon_added_mb"] = anon_peak[0] - anon_before
 out["weights_mb"] = sum(p.numel() * p.element_size() for p in hf.parameters()) / 2**20
 out["file_dtype"] = "float32 safetensors"
 del hf
@@ -74,12 +75,14 @@ def main() -> int:
         print(json.dumps(row))
         rows.append(row)
     print(
-        "\n| dtype | weights in memory | anonymous memory added by `from_pretrained` (peak) | peak anonymous, whole `load_model` | peak RSS incl. mapped file pages | load s |"
+        "\n| dtype | weights in memory | anonymous memory added by `from_pretrained` (peak) "
+        "| peak anonymous, whole `load_model` | peak RSS incl. mapped file pages | load s |"
     )
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(
-            f"| {r['dtype']} | {r['weights_mb']:.0f} MB | {r['hf_weights_anon_added_mb']:.0f} MB | {r['load_model_anon_peak_mb']:.0f} MB | {r['load_model_mb']:.0f} MB | {r['load_model_s']} |"
+            f"| {r['dtype']} | {r['weights_mb']:.0f} MB | {r['hf_weights_anon_added_mb']:.0f} MB | "
+            f"{r['load_model_anon_peak_mb']:.0f} MB | {r['load_model_mb']:.0f} MB | {r['load_model_s']} |"
         )
     return 0
 

@@ -49,7 +49,8 @@ def main() -> None:
     paired_comparison(preds, preds, n_boot=args.resamples)
     end = time.perf_counter()
     print(
-        f"{args.items} predictions, {args.resamples} resamples: bbq_metrics {mid - start:.2f}s, paired_comparison {end - mid:.2f}s, total {end - start:.2f}s"
+        f"{args.items} predictions, {args.resamples} resamples: bbq_metrics {mid - start:.2f}s, paired_comparison "
+        f"{end - mid:.2f}s, total {end - start:.2f}s"
     )
 
 

@@ -3,15 +3,15 @@
     python benchmarks/bench_search.py [--trials 6] [--limit 16] [--axes age,religion] [--json out.json]
 
 lens_steer trial (`IsvObjective`): contrastive activations come from an `ActivationCache` (a dataset read only as
-deep as the trial's layer until a trial needs more, each side's shared system prompt run once, grown on demand, kept on disk
-and shared between the axes' studies, as `reproduce` does); items are scored with `score_questions`
-(a prefix tree: each distinct token prefix of the items' sequences runs once, logits only where scored) and the
-items' residual entering the trial's first steered block is reused from earlier trials (`ResidualCache`).
-Naive trial (re-extract, full forward): read the trial's pairs with plain full forward passes (batches of
-8 in file order, hooks at the trial's layers), then score with plain full forward passes (batches of 8,
-full-sequence logits; cloze: one sequence per option). Both use the same protocol (`--scoring cloze`, the
-search's default, or `letter`), so both pick the same answers; the objective values are compared.
-The trial parameters come from TPE studies (one per axis, in order) driven by the lens_steer trials.
+deep as the trial's layer until a trial needs more, each side's shared system prompt run once, grown on demand, kept on
+disk and shared between the axes' studies, as `reproduce` does); items are scored with `score_questions` (a prefix tree:
+each distinct token prefix of the items' sequences runs once, logits only where scored) and the items' residual entering
+the trial's first steered block is reused from earlier trials (`ResidualCache`). Naive trial (re-extract, full forward):
+read the trial's pairs with plain full forward passes (batches of 8 in file order, hooks at the trial's layers), then
+score with plain full forward passes (batches of 8, full-sequence logits; cloze: one sequence per option). Both use the
+same protocol (`--scoring cloze`, the search's default, or `letter`), so both pick the same answers; the objective
+values are compared. The trial parameters come from TPE studies (one per axis, in order) driven by the lens_steer
+trials.
 """
 
 from __future__ import annotations
@@ -171,7 +171,8 @@ def main() -> int:
             dt_naive = time.perf_counter() - t
             rows.append((axis, dt_fast, dt_naive, value, naive_value))
             print(
-                f"{axis} trial {len(rows)}: lens_steer {dt_fast:.1f}s, naive {dt_naive:.1f}s (accuracy {value:.3f} vs {naive_value:.3f})",
+                f"{axis} trial {len(rows)}: lens_steer {dt_fast:.1f}s, naive {dt_naive:.1f}s (accuracy {value:.3f} vs "
+                f"{naive_value:.3f})",
                 file=sys.stderr,
                 flush=True,
             )
@@ -182,10 +183,12 @@ def main() -> int:
     mf, mn = statistics.mean(r[1] for r in rows), statistics.mean(r[2] for r in rows)
     agree = sum(abs(r[3] - r[4]) < 1e-9 for r in rows)
     print(
-        f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each ({args.scoring} scoring), {torch.get_num_threads()} threads"
+        f"model {args.model}, axes {args.axes}, {len(rows)} trials, {args.limit} validation items each "
+        f"({args.scoring} scoring), {torch.get_num_threads()} threads"
     )
     print(
-        f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on {agree}/{len(rows)} trials"
+        f"mean trial time: lens_steer {mf:.2f}s, naive {mn:.2f}s, ratio {mn / mf:.2f}x; objective values agree on "
+        f"{agree}/{len(rows)} trials"
     )
     print(f"contrastive reads by lens_steer: {blocks_read} (pairs read x blocks run, summed over reads)")
     per_axis = {}

@@ -90,7 +90,8 @@ def main() -> int:
     for run in (args.first, args.second):
         if not (run / "results.json").is_file() or not (run / "predictions" / "index.json").is_file():
             raise SystemExit(
-                f"error: {run} holds no finished run (results.json and predictions/index.json); give a `lens-steer reproduce --out` folder"
+                f"error: {run} holds no finished run (results.json and predictions/index.json); give a "
+                "`lens-steer reproduce --out` folder"
             )
     equal, numbers, other = compare(results_without_timings(args.first), results_without_timings(args.second))
     print(f"results.json: {equal} values equal, {len(numbers)} numbers differ, {len(other)} other differences")

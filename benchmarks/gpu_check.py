@@ -69,7 +69,8 @@ SMALL = {
     "vocab_size": 8192,
 }
 CHAT = (
-    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n{{ m['content'] }}<|eot_id|>"
+    "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
+    "{{ m['content'] }}<|eot_id|>"
     "{% endfor %}{% if add_generation_prompt %}<|start_header_id|>assistant<|end_header_id|>\n\n{% endif %}"
 )
 TOL = {"float32": {"logprob": 1e-3, "cos": 0.9999}, "bfloat16": {"logprob": 0.25, "cos": 0.98}}
@@ -476,7 +477,8 @@ def main() -> int:
             fn()
         except Exception as e:
             results["errors"][name] = (
-                f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}\n{traceback.format_exc()[-2000:]}"
+                f"{type(e).__name__}: "
+                f"{str(e).splitlines()[0][:300] if str(e) else ''}\n{traceback.format_exc()[-2000:]}"
             )
         results[f"{name}_seconds"] = round(time.perf_counter() - t, 1)
         save()

@@ -44,7 +44,8 @@ def profile(log: Path) -> tuple[float, list[tuple[str, float, int]]]:
         steps.append((t, msg))
     if len(steps) < 2:
         raise SystemExit(
-            f"error: {log} holds fewer than two progress lines; run `lens-steer reproduce` with --out on that folder first"
+            f"error: {log} holds fewer than two progress lines; run `lens-steer reproduce` with --out on that folder "
+            "first"
         )
     totals: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
     for (t0, msg), (t1, _) in zip(steps, steps[1:]):
@@ -65,7 +66,8 @@ def main() -> None:
     log = path / "progress.log" if path.is_dir() else path
     if not log.is_file():
         print(
-            f"error: {log} does not exist; give a folder that `lens-steer reproduce --out` wrote (progress.log is written since this version)",
+            f"error: {log} does not exist; give a folder that `lens-steer reproduce --out` wrote (progress.log is "
+            "written since this version)",
             file=sys.stderr,
         )
         raise SystemExit(2)

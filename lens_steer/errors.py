@@ -22,7 +22,8 @@ class StudyError(LensSteerError):
 
 
 class ResultsError(LensSteerError):
-    """A results file (results.json) that is not of the schema this version reads: names the missing or malformed part."""
+    """A results file (results.json) that is not of the schema this version reads: names the missing or malformed
+    part."""
 
 
 class LockHeldError(LensSteerError):

@@ -65,7 +65,8 @@ def parse_layers(spec: Any, what: str = "layers", n_layers: int | None = None) -
         raise LensSteerError(f"no {what} given in {spec!r}; write e.g. '10,15' or '10-15'")
     if min(out) < 0:
         raise LensSteerError(
-            f"{what} {spec!r}: {min(out)} is negative; give 0-based block indices (`lens-steer info` lists a model's layers)"
+            f"{what} {spec!r}: {min(out)} is negative; give 0-based block indices (`lens-steer info` lists a model's "
+            "layers)"
         )
     if n_layers is not None and max(out) >= n_layers:
         raise LensSteerError(f"layer {max(out)} in {spec!r} is outside the model's layers 0..{n_layers - 1}")

@@ -1,4 +1,5 @@
-"""Results built from real metric functions (lens_steer.tasks.metrics) in the shape reproduce writes, for the report's tests."""
+"""Results built from real metric functions (lens_steer.tasks.metrics) in the shape reproduce writes, for the report's
+tests."""
 
 from __future__ import annotations
 

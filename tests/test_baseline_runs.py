@@ -1,6 +1,6 @@
-"""Tests for lens_steer.methods.baselines.runs.BaselineScorer, the study's baselines through the prediction store: each baseline's
-predictions equal those of the baseline scored directly, a stored result is read back (no rescoring, no fine-tuning),
-and MMLU records are recomputed from the scores."""
+"""Tests for lens_steer.methods.baselines.runs.BaselineScorer, the study's baselines through the prediction store: each
+baseline's predictions equal those of the baseline scored directly, a stored result is read back (no rescoring, no
+fine-tuning), and MMLU records are recomputed from the scores."""
 
 from __future__ import annotations
 

@@ -144,7 +144,8 @@ def _session(
     with sqlite3.connect(out / "search" / "optuna.db") as con:
         trials = con.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
         params = con.execute(
-            "SELECT t.number, p.param_name, p.param_value FROM trial_params p JOIN trials t USING (trial_id) ORDER BY t.number, p.param_name"
+            "SELECT t.number, p.param_name, p.param_value FROM trial_params p JOIN trials t USING (trial_id) "
+            "ORDER BY t.number, p.param_name"
         ).fetchall()
         values = con.execute(
             "SELECT t.number, v.value FROM trial_values v JOIN trials t USING (trial_id) ORDER BY t.number"

@@ -253,7 +253,8 @@ def test_vector_scales_unit_and_contrast_against_hand_computation() -> None:
 
 
 def test_vector_provenance_records_the_bos_rule(model: Any) -> None:
-    """The extraction's BOS choice is in the vector: the tokenizer's own default (the tiny one adds a BOS), or the override."""
+    """The extraction's BOS choice is in the vector: the tokenizer's own default (the tiny one adds a BOS), or the
+    override."""
     from lens_steer.model.load import tiny_tokenizer
 
     fresh = tiny_tokenizer()

@@ -1,4 +1,5 @@
-"""Tests for lens_steer.data.file_rows: CSV rows and JSONL objects with the line they start on, malformed input as one-line errors."""
+"""Tests for lens_steer.data.file_rows: CSV rows and JSONL objects with the line they start on, malformed input as
+one-line errors."""
 
 from __future__ import annotations
 

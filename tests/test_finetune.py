@@ -1,5 +1,5 @@
-"""Tests for lens_steer.methods.baselines.finetune on the tiny model: the loss falls, training is determined by the seed, the
-cache key follows everything that shapes the adapter, a cached adapter gives the trained model back, and the
+"""Tests for lens_steer.methods.baselines.finetune on the tiny model: the loss falls, training is determined by the
+seed, the cache key follows everything that shapes the adapter, a cached adapter gives the trained model back, and the
 base model is left untouched."""
 
 from __future__ import annotations

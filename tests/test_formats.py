@@ -161,7 +161,8 @@ def test_lm_eval_export_through_lm_evals_own_steered_model(pair: Any, tmp_path: 
         from lm_eval.models.hf_steered import SteeredModel
     except ImportError as e:
         pytest.skip(
-            f"lm-eval is not installed ({e}); pip install 'lens_steer[parity]'; the re-implementation test covers its hook"
+            f"lm-eval is not installed ({e}); pip install 'lens_steer[parity]'; the re-implementation test covers its "
+            "hook"
         )
     from lens_steer.model.load import tiny_tokenizer
 

@@ -1,4 +1,5 @@
-"""Tests for lens_steer.methods.geometry: cosines by hand, the saved vectors, PCA against numpy, the random reference."""
+"""Tests for lens_steer.methods.geometry: cosines by hand, the saved vectors, PCA against numpy, the random
+reference."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Tests for lens_steer.report.markdown: numbers in results.md equal the inputs, sections in reading order, missing stages."""
+"""Tests for lens_steer.report.markdown: numbers in results.md equal the inputs, sections in reading order, missing
+stages."""
 
 from __future__ import annotations
 

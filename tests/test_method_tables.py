@@ -88,7 +88,8 @@ def test_a_damaged_steerability_part_is_one_line_naming_it(steered_results) -> N
     last = edges.pop()
     with pytest.raises(
         ResultsError,
-        match=r"^results.json: ensemble.in_distribution.age.steered.isv.steerability.histogram has \d+ counts but \d+ edges; .*resumes\)$",
+        match=r"^results.json: ensemble.in_distribution.age.steered.isv.steerability.histogram has \d+ counts but \d+ "
+        r"edges; .*resumes\)$",
     ):
         typed(res)
     edges.append(last)

@@ -103,11 +103,13 @@ def unsafe_loads(source: str, filename: str) -> list[str]:
 def test_the_checker_finds_each_unsafe_call() -> None:
     bad = (
         "import torch, pickle, numpy as np, yaml\nfrom pickle import loads as undo\nfrom torch import load\n"
-        "torch.load(p)\ntorch.load(p, weights_only=False)\npickle.loads(b)\nnp.load(p, allow_pickle=True)\nyaml.load(s)\neval(t)\n"
+        "torch.load(p)\ntorch.load(p, weights_only=False)\npickle.loads(b)\n"
+        "np.load(p, allow_pickle=True)\nyaml.load(s)\neval(t)\n"
         "undo(b)\nload(p)\n"
     )
     good = (
-        "import torch, pickle, numpy as np, yaml\ntorch.load(p, weights_only=True)\nnp.load(p)\nyaml.load(s, Loader=yaml.SafeLoader)\n"
+        "import torch, pickle, numpy as np, yaml\ntorch.load(p, weights_only=True)\nnp.load(p)\n"
+        "yaml.load(s, Loader=yaml.SafeLoader)\n"
         "try:\n    pass\nexcept pickle.UnpicklingError:\n    pass\n"
     )
     assert len(unsafe_loads(bad, "bad.py")) == 8
@@ -214,7 +216,8 @@ def chromium() -> str:
 
 @pytest.fixture(scope="module")
 def hostile_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """report.html of `lens-steer reproduce --budget smoke --axes age` on hostile data and a hostile model folder name."""
+    """report.html of `lens-steer reproduce --budget smoke --axes age` on hostile data and a hostile model folder
+    name."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _arch_checkpoints import write_checkpoint
 
@@ -302,7 +305,8 @@ def test_the_browser_check_detects_a_script_that_runs(chromium: str, tmp_path: P
     """The same check on a page that does inject the text: Chromium runs it and the check sees it."""
     page = tmp_path / "injected.html"
     page.write_text(
-        f"<!DOCTYPE html><html><head><title>x</title></head><body><p>{MODEL_NAME}</p><div>{BBQ_TEXT}</div></body></html>"
+        "<!DOCTYPE html><html><head><title>x</title></head>"
+        f"<body><p>{MODEL_NAME}</p><div>{BBQ_TEXT}</div></body></html>"
     )
     dom = _dump_dom(chromium, page, tmp_path / "profile")
     assert _pwned(dom) in ("model", "bbq")  # the <script> and the <img onerror> both ran; the later one wins

@@ -1,5 +1,5 @@
-"""Tests for lens_steer.extract.pair_sources: BBQ-answer pairs come from the study's train split only, read the gold and the
-stereotyped letter off each item, grow by prefix, and run through the activation cache and a search."""
+"""Tests for lens_steer.extract.pair_sources: BBQ-answer pairs come from the study's train split only, read the gold and
+the stereotyped letter off each item, grow by prefix, and run through the activation cache and a search."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""Tests for lens_steer.forward.prefix_tree: the tree holds every sequence, counts each distinct prefix once, its rows hold
-every segment once with whole subtrees packed, and running it gives what one full forward of each sequence gives
-(steered and unsteered, packed rows or one segment per row, left and right padding, one chunk or several), on the
-tiny model."""
+"""Tests for lens_steer.forward.prefix_tree: the tree holds every sequence, counts each distinct prefix once, its rows
+hold every segment once with whole subtrees packed, and running it gives what one full forward of each sequence gives
+(steered and unsteered, packed rows or one segment per row, left and right padding, one chunk or several), on the tiny
+model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The main job end to end on the tiny model: every stage runs, and an interrupted run resumes without repeating work."""
+"""The main job end to end on the tiny model: every stage runs, and an interrupted run resumes without repeating
+work."""
 
 from __future__ import annotations
 
@@ -48,8 +49,14 @@ warnings.simplefilter("ignore")
 from lens_steer.model.load import load_model
 from lens_steer.pipeline.budgets import Budget
 from lens_steer.pipeline.reproduce import reproduce
-budget = Budget(**{k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v for k, v in json.loads(sys.argv[2]).items()})
-reproduce(load_model("tiny-llama"), budget, sys.argv[1], axes=["age", "religion"], data_root=sys.argv[3], say=lambda m: print(m, flush=True))
+budget = Budget(**{
+    k: tuple(tuple(x) if isinstance(x, list) else x for x in v) if isinstance(v, list) else v
+    for k, v in json.loads(sys.argv[2]).items()
+})
+reproduce(
+    load_model("tiny-llama"), budget, sys.argv[1], axes=["age", "religion"], data_root=sys.argv[3],
+    say=lambda m: print(m, flush=True),
+)
 """
 
 
@@ -81,7 +88,8 @@ def _stored(out: Path) -> dict[str, tuple[int, bytes]]:
 def _check_split_hygiene(out: Path) -> None:
     """The search and every coefficient choice see only validation items: every stored BBQ evaluation is wholly
     on validation or wholly on test items, the coefficients were swept on validation, and test items are scored
-    only at a coefficient chosen before them (an ensemble's, chosen on validation, or an ISV's, chosen by its search)."""
+    only at a coefficient chosen before them (an ensemble's, chosen on validation, or an ISV's, chosen by its
+    search)."""
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.splits import select_split
 

@@ -176,7 +176,8 @@ def test_steered_cloze_with_shared_prefix_equals_steered_full_forward(model):
 @pytest.mark.parametrize("prompt_format", ["reference", "lm_eval"])
 @pytest.mark.parametrize("scoring", ["cloze", "letter", "letter-calibrated", "letter-permuted"])
 def test_prompt_ids_are_the_tokenizers_default_encoding(model, scoring: str, prompt_format: str) -> None:
-    """The ids scored are what a freshly loaded tokenizer gives the rendered prompt by default (its BOS rule included)."""
+    """The ids scored are what a freshly loaded tokenizer gives the rendered prompt by default (its BOS rule
+    included)."""
     from lens_steer.model.load import tiny_tokenizer
 
     fresh = tiny_tokenizer()
@@ -215,7 +216,8 @@ def test_letter_raw_logliks_are_full_vocabulary_log_probs(model) -> None:
 
 
 def test_several_phrasings_of_one_answer_count_as_that_answer(model) -> None:
-    """answer_of maps options to answers: the argmax option's answer is the prediction, each answer scores its best option."""
+    """answer_of maps options to answers: the argmax option's answer is the prediction, each answer scores its best
+    option."""
     q = Question(
         "Two friends met.",
         "Who was late?",
@@ -271,7 +273,8 @@ def random_vector(model, seed: int = 5):
 
 
 def full_forward_logliks(model, questions, scoring: str, fmt: str) -> list[np.ndarray]:
-    """Per question, raw option log-likelihoods from one full forward per sequence (cloze: per option; letter: per order)."""
+    """Per question, raw option log-likelihoods from one full forward per sequence (cloze: per option; letter: per
+    order)."""
     from lens_steer.forward.questions import encode_pair, first_token
 
     out = []
@@ -303,7 +306,8 @@ def full_forward_logliks(model, questions, scoring: str, fmt: str) -> list[np.nd
 
 
 def expected_scores(raw: list[np.ndarray], scoring: str) -> list[np.ndarray]:
-    """Normalised option scores from raw log-likelihoods, as each protocol defines them (permuted: checked by its log-likelihoods)."""
+    """Normalised option scores from raw log-likelihoods, as each protocol defines them (permuted: checked by its
+    log-likelihoods)."""
     per = [log_softmax(r) for r in raw]
     if scoring == "letter-calibrated":
         prior = np.mean(per, axis=0)

@@ -1,5 +1,5 @@
-"""Tests for lens_steer.methods.search.objective: the objective by hand, reused residuals equal full forwards, and the items
-depend on the data seed only."""
+"""Tests for lens_steer.methods.search.objective: the objective by hand, reused residuals equal full forwards, and the
+items depend on the data seed only."""
 
 from __future__ import annotations
 

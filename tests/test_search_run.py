@@ -1,4 +1,5 @@
-"""Tests for lens_steer.methods.search.run: one axis's search end to end on the tiny model, and its one-line refusals."""
+"""Tests for lens_steer.methods.search.run: one axis's search end to end on the tiny model, and its one-line
+refusals."""
 
 from __future__ import annotations
 

@@ -49,8 +49,12 @@ _WORKER = textwrap.dedent(
     from lens_steer.methods.search.space import SearchSpace, SearchConfig
     from lens_steer.methods.search.storage import open_storage, open_study
     from lens_steer.methods.search.workers import run_trials
-    url, marks, name, resume, sleep = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", float(sys.argv[5])
-    space = SearchSpace(kinds=("additive",), corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,), coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",))
+    url, marks, name = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
+    resume, sleep = sys.argv[4] == "1", float(sys.argv[5])
+    space = SearchSpace(
+        kinds=("additive",), corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,),
+        coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",),
+    )
     cfg = SearchConfig(space=space, n_trials=int(sys.argv[6]))
     study, used = open_study(open_storage(url, heartbeat_interval=1, grace_period=2), "s", config=cfg, resume=resume)
     barrier = sys.argv[7].split(",") if len(sys.argv) > 7 else []

@@ -1,5 +1,6 @@
-"""Tests for lens_steer.methods.baselines.selfcheck (the paper's Self-Debias) on the tiny model: candidates are the beams HF
-returns, the judgement recomputed with a plain forward, the first candidate judged "no" kept, parsing as the paper's."""
+"""Tests for lens_steer.methods.baselines.selfcheck (the paper's Self-Debias) on the tiny model: candidates are the
+beams HF returns, the judgement recomputed with a plain forward, the first candidate judged "no" kept, parsing as the
+paper's."""
 
 from __future__ import annotations
 

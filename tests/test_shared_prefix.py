@@ -100,7 +100,11 @@ def test_steering_changes_what_the_shared_prefix_gives(model: Any) -> None:
     for steered in (False, True):
         with steering(model, steered):
             prefix = common_token_prefix(model, ids)
-            rows = pad_batch([r[prefix.length :] for r in ids], pad_id=pad_id(model), padding_side="right")  # type: ignore[union-attr]
+            rows = pad_batch(
+                [r[prefix.length :] for r in ids],  # type: ignore[union-attr]
+                pad_id=pad_id(model),
+                padding_side="right",
+            )
             with torch.inference_mode():
                 out.append(
                     model(

@@ -1,4 +1,5 @@
-"""Tests for lens_steer.data.stereoset: the shared file's counts (its README), filters, one-line errors with file:line."""
+"""Tests for lens_steer.data.stereoset: the shared file's counts (its README), filters, one-line errors with
+file:line."""
 
 from __future__ import annotations
 

@@ -80,7 +80,8 @@ def test_the_index_describes_each_file_and_another_process_reads_it_back(items: 
     code = (
         "import sys; from lens_steer.data.bbq import load_bbq; from lens_steer.tasks.store import PredictionStore; "
         "items = load_bbq(['Age'])[:5]; "
-        "got = PredictionStore(sys.argv[1]).bbq(items, None, 0.0, {'model': 'm', 'scoring': 'cloze'}, lambda: sys.exit('recomputed')); "
+        "got = PredictionStore(sys.argv[1]).bbq("
+        "items, None, 0.0, {'model': 'm', 'scoring': 'cloze'}, lambda: sys.exit('recomputed')); "
         "print([p.pred for p in got])"
     )
     res = subprocess.run(

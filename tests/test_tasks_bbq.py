@@ -87,7 +87,8 @@ def test_unparsed_counts_by_hand():
     assert m["overall"]["acc"]["value"] == pytest.approx(2 / 8) and m["by_category"]["Age"]["acc"][
         "value"
     ] == pytest.approx(2 / 5)
-    # non-unknown answers, disambig: 5 (biased) alone -> 2 * 1/1 - 1; ambig: 6 and 8, both biased -> (1 - 1/4) * (2 * 2/2 - 1)
+    # non-unknown answers, disambig: 5 (biased) alone -> 2 * 1/1 - 1;
+    # ambig: 6 and 8, both biased -> (1 - 1/4) * (2 * 2/2 - 1)
     # (had the unparsed answers counted as non-unknown: 2 * 1/4 - 1 and (1 - 1/4) * (2 * 2/3 - 1))
     assert m["overall"]["bias_disambig"]["value"] == pytest.approx(1.0) and m["overall"]["bias_ambig"][
         "value"

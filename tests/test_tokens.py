@@ -1,4 +1,5 @@
-"""Tests for lens_steer.model.tokens: BOS rule, padding, masks and batches, checked by hand and against unpadded runs."""
+"""Tests for lens_steer.model.tokens: BOS rule, padding, masks and batches, checked by hand and against unpadded
+runs."""
 
 from __future__ import annotations
 

@@ -14,23 +14,27 @@ def add_baseline_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--baseline",
         default=None,
-        help="debiasing baseline instead of steering: prompting, self-debias-schick, finetune (self-debias: the paper's generation variant)",
+        help="debiasing baseline instead of steering: prompting, self-debias-schick, finetune (self-debias: the "
+        "paper's generation variant)",
     )
     p.add_argument(
         "--blank",
         default="paper",
-        help="StereoSet intrasentence texts: paper ('{context} {sentence}', the word BLANK kept; default) or sentence (the filled-in sentence alone)",
+        help="StereoSet intrasentence texts: paper ('{context} {sentence}', the word BLANK kept; default) or sentence "
+        "(the filled-in sentence alone)",
     )
     p.add_argument(
         "--finetune-categories",
         default=None,
-        help="--baseline finetune: BBQ categories whose train split (--split-seed) gives the texts (default: --categories for BBQ, else all)",
+        help="--baseline finetune: BBQ categories whose train split (--split-seed) gives the texts (default: "
+        "--categories for BBQ, else all)",
     )
     p.add_argument("--finetune-seed", type=int, default=0, help="--baseline finetune: training seed (default 0)")
     p.add_argument(
         "--splits",
         default="ours",
-        help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files: --split validation|test per axis; finetune on its train pairs)",
+        help="BBQ splits: ours (seeded, default) or v2 (the later paper's exact files: --split validation|test per "
+        "axis; finetune on its train pairs)",
     )
 
 

@@ -53,12 +53,14 @@ def run(args: argparse.Namespace) -> int:
         steered = score_questions(model, questions)
     norms = ", ".join(f"{n:.1f}" for n in vector.norms().values())
     print(
-        f"{axis.name}: mean_diff vector (norm {norms}) from {len(pairs)} persona pairs ({axis.default_corpus} corpus), layers {layers}, coeff {args.coeff:+g}"
+        f"{axis.name}: mean_diff vector (norm {norms}) from {len(pairs)} persona pairs ({axis.default_corpus} "
+        f"corpus), layers {layers}, coeff {args.coeff:+g}"
     )
     print("answer probabilities (cloze, reference prompt), unsteered -> steered; * = label, u = unknown, b = biased")
     for it, b, s in zip(items, base, steered):
         print(
-            f"\n[{it.context_condition}/{it.question_polarity}] {it.context[:110]}{'...' if len(it.context) > 110 else ''}"
+            f"\n[{it.context_condition}/{it.question_polarity}] "
+            f"{it.context[:110]}{'...' if len(it.context) > 110 else ''}"
         )
         print(f"  Q: {it.question}")
         for k, answer in enumerate(it.answers):

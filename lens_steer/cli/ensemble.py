@@ -56,7 +56,8 @@ def add_parser(subparsers: Any) -> None:
         "--bbq-source",
         choices=["official", "generated", "mixed"],
         default=None,
-        help="where the axes' BBQ items come from (default: the source the ISV searches used, from their study.json; else official)",
+        help="where the axes' BBQ items come from (default: the source the ISV searches used, from their study.json; "
+        "else official)",
     )
     p.add_argument("--no-ood", action="store_true", help="skip the intersectional (out-of-distribution) categories")
     p.add_argument("--n-boot", type=int, default=None, help="bootstrap resamples (default 1000)")

@@ -60,8 +60,8 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--bbq-choices",
         default=None,
-        help="BBQ choice set: item (the three answers; default for --prompt-format reference) or lm_eval (lm-evaluation-harness's "
-        "two people + ten unknown phrasings; default for --prompt-format lm_eval; cloze only)",
+        help="BBQ choice set: item (the three answers; default for --prompt-format reference) or lm_eval "
+        "(lm-evaluation-harness's two people + ten unknown phrasings; default for --prompt-format lm_eval; cloze only)",
     )
     p.add_argument("--scoring", default=None, help="cloze (default), letter, letter-calibrated or letter-permuted")
     p.add_argument(

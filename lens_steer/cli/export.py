@@ -12,7 +12,8 @@ from lens_steer.steering.formats import EXPORT_FORMATS, architecture_of
 
 USAGE = {
     "lm-eval": "lm_eval --model steered --model_args pretrained=<HF id or folder>,steer_path={out} --tasks ...",
-    "gguf": "llama-cli -m <model.gguf> --control-vector {out}   (the coefficient is in the file; --control-vector-scaled {out} S rescales)",
+    "gguf": "llama-cli -m <model.gguf> --control-vector {out}   (the coefficient is in the file; "
+    "--control-vector-scaled {out} S rescales)",
     "hf": "from lens_steer.steering.hf import steer_hf; with steer_hf(hf_model, '{out}'): hf_model.generate(...)",
 }
 
@@ -28,7 +29,8 @@ def add_parser(subparsers: Any) -> None:
         help="export a steering vector for lm-evaluation-harness, llama.cpp (GGUF) or plain Hugging Face hooks",
         description="Write VECTOR, applied at --coeff, as lm-eval's steered-model .pt (Hugging Face module names), a "
         "repeng/llama.cpp control-vector GGUF (direction.N = block N's output), or a safetensors file of full module "
-        "names for lens_steer.steering.hf.steer_hf. Hook points a format cannot carry are refused and nothing is written.",
+        "names for lens_steer.steering.hf.steer_hf. Hook points a format cannot carry are refused and nothing is "
+        "written.",
     )
     p.add_argument("vector", help="the vector file (lens_steer safetensors, or any format lens_steer imports)")
     p.add_argument("--to", required=True, help=f"target format: {', '.join(EXPORT_FORMATS)}")

@@ -34,7 +34,8 @@ def load_model_from_args(args: argparse.Namespace) -> Any:
         except Exception as e:  # transformers / safetensors raise many types for a damaged checkpoint
             first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
             raise LensSteerError(
-                f"cannot load model {args.model!r} ({type(e).__name__}: {first}); check its files (config.json, weights, tokenizer) or re-download it"
+                f"cannot load model {args.model!r} ({type(e).__name__}: {first}); check its files (config.json, "
+                "weights, tokenizer) or re-download it"
             ) from None
 
 

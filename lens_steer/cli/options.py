@@ -33,7 +33,8 @@ def add_model_option(parser: argparse.ArgumentParser) -> None:
         "--dtype",
         default="float32",
         choices=("float32", "bfloat16", "float16"),
-        help="weights and activations dtype (default float32; bfloat16 on a GPU); vectors are stored in float32 either way",
+        help="weights and activations dtype (default float32; bfloat16 on a GPU); vectors are stored in float32 "
+        "either way",
     )
     parser.add_argument(
         "--process-weights", action="store_true", help="TransformerLens weight processing (fold LayerNorm etc.)"

@@ -25,7 +25,8 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--axes",
         default="all",
-        help="comma-separated v2 axes (age, appearance, disability, gender, nationality, race, religion, socioeconomic) or all",
+        help="comma-separated v2 axes (age, appearance, disability, gender, nationality, race, religion, "
+        "socioeconomic) or all",
     )
     p.add_argument("--splits", default="v2", help="v2 (the paper's exact files, default) or ours (our seeded splits)")
     p.add_argument("--no-train-prompt", action="store_true", help="plain pairs instead of the 'train+prompt' prefix")
@@ -49,7 +50,8 @@ def add_parser(sub: Subparsers) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="output folder: one subfolder per axis (choice.json, layers.csv, coeffs.csv, test.json, vector.safetensors)",
+        help="output folder: one subfolder per axis (choice.json, layers.csv, coeffs.csv, test.json, "
+        "vector.safetensors)",
     )
     p.set_defaults(func=run)
 
@@ -108,8 +110,9 @@ def run(args: argparse.Namespace) -> int:
         }
         p = V2_PAPER_BBQ.get(ax, {})
         print(
-            f"{ax:<14} layer {res.layer:>3} coeff {res.coeff:+.1f}  acc {paired['base']['value']:.3f} -> {paired['steered']['value']:.3f} "
-            f"(gain {paired['diff']['value']:+.3f} [{paired['diff']['ci_low']:+.3f}, {paired['diff']['ci_high']:+.3f}])  paper: layer {p.get('layer')} coeff {p.get('coeff')}, "
+            f"{ax:<14} layer {res.layer:>3} coeff {res.coeff:+.1f}  acc {paired['base']['value']:.3f} -> "
+            f"{paired['steered']['value']:.3f} (gain {paired['diff']['value']:+.3f} [{paired['diff']['ci_low']:+.3f}, "
+            f"{paired['diff']['ci_high']:+.3f}])  paper: layer {p.get('layer')} coeff {p.get('coeff')}, "
             f"{p.get('baseline')}% -> {p.get('steering')}%"
         )
     write_json(out / "summary.json", {"model": args.model, "splits": args.splits, "axes": summary})

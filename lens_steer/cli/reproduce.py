@@ -61,7 +61,8 @@ def add_parser(sub: Subparsers) -> None:
         "--baselines",
         default=None,
         help="comma-separated debiasing baselines judged beside the vectors (prompting, self-debias-schick, "
-        "self-debias, finetune) or none; default prompting (the paper budget: all four; self-debias-schick costs about 18 plain evaluations per target)",
+        "self-debias, finetune) or none; default prompting (the paper budget: all four; self-debias-schick costs "
+        "about 18 plain evaluations per target)",
     )
     p.add_argument(
         "--out",
@@ -160,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
         )
     out = Path(args.out)
     print(
-        f"done in {results['meta']['seconds']:.0f}s: {out / 'report.html'}, {out / 'results.md'}, {out / 'results.json'}"
+        f"done in {results['meta']['seconds']:.0f}s: {out / 'report.html'}, {out / 'results.md'}, "
+        f"{out / 'results.json'}"
     )
     return 0

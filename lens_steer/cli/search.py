@@ -46,7 +46,8 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument(
         "--storage",
         default=None,
-        help="Optuna storage: sqlite:///file.db, journal:FILE, postgresql://user:pass@host/db (default: sqlite in --out)",
+        help="Optuna storage: sqlite:///file.db, journal:FILE, postgresql://user:pass@host/db (default: sqlite in "
+        "--out)",
     )
     p.add_argument("--study", default=None, help="study name (default isv-<model>-<axis>)")
     p.add_argument(
@@ -146,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         value = "—" if r.value is None else f"{r.value:.4f}"
         best = "—" if r.best_value is None else f"{r.best_value:.4f}"
         print(
-            f"trial {r.finished} of {r.n_trials} (#{r.trial_number} {r.state.lower()}, {value}, {r.seconds:.1f}s), best so far {best}",
+            f"trial {r.finished} of {r.n_trials} (#{r.trial_number} {r.state.lower()}, {value}, {r.seconds:.1f}s), "
+            f"best so far {best}",
             file=sys.stderr,
             flush=True,
         )
@@ -169,8 +171,8 @@ def run(args: argparse.Namespace) -> int:
     base = (result.baseline or {}).get("objective")
     summary = result.summary or {}
     print(
-        f"study {result.study_name}: best {result.value:.4f} (baseline {base:.4f}) at trial {summary.get('best_trial')} "
-        f"of {result.n_trials}; params {result.params}"
+        f"study {result.study_name}: best {result.value:.4f} (baseline {base:.4f}) at trial "
+        f"{summary.get('best_trial')} of {result.n_trials}; params {result.params}"
         if base is not None
         else f"study {result.study_name}: best {result.value:.4f}; params {result.params}"
     )

@@ -28,8 +28,8 @@ def add_parser(subparsers: Any) -> None:
             "lens-steer sweep --axis religion --layers 6,12,18 --coeffs -4,-2,2,4 --method mean_diff --out runs/sweep",
         ),
         help="sweep steered layer x coefficient on an axis's BBQ validation split",
-        description="Extract the axis's default persona-pair vector at every requested layer in one pass, then evaluate "
-        "the BBQ validation split unsteered once and steered at each single layer with each coefficient. "
+        description="Extract the axis's default persona-pair vector at every requested layer in one pass, then "
+        "evaluate the BBQ validation split unsteered once and steered at each single layer with each coefficient. "
         "Writes DIR/sweep.csv, DIR/sweep.html (heatmap) and DIR/sweep.json (configuration).",
     )
     add_model_option(p)
@@ -157,9 +157,11 @@ def run(args: argparse.Namespace) -> int:
     best = max(result.rows, key=lambda r: r["value"])
     print(f"wrote {out / 'sweep.csv'}, {out / 'sweep.html'}, {out / 'sweep.json'}")
     print(
-        f"baseline {args.metric} {base['value']:.3f} [{base['ci_low']:.3f}, {base['ci_high']:.3f}] on {len(items)} validation items"
+        f"baseline {args.metric} {base['value']:.3f} [{base['ci_low']:.3f}, {base['ci_high']:.3f}] on {len(items)} "
+        "validation items"
     )
     print(
-        f"highest cell: layer {best['layer']} coeff {best['coeff']:g}: {best['value']:.3f} [{best['ci_low']:.3f}, {best['ci_high']:.3f}]"
+        f"highest cell: layer {best['layer']} coeff {best['coeff']:g}: {best['value']:.3f} [{best['ci_low']:.3f}, "
+        f"{best['ci_high']:.3f}]"
     )
     return 0

@@ -449,8 +449,8 @@ def load_bbq(
             continue
         if source == "official":
             raise DataError(
-                f"BBQ category {c} is unavailable offline: no bbq/data/{c}.jsonl or bbq/partial/{c}.jsonl under {root}; "
-                f"generate it with `lens-steer bbq-generate` and load it with source 'generated' or 'mixed'"
+                f"BBQ category {c} is unavailable offline: no bbq/data/{c}.jsonl or bbq/partial/{c}.jsonl under "
+                f"{root}; generate it with `lens-steer bbq-generate` and load it with source 'generated' or 'mixed'"
             )
         gen = _generated_path(c, generated_dir)
         if gen is None:
@@ -496,7 +496,8 @@ def load_bbq_hf(
 
 
 def read_item_ids(path: str | Path) -> list[tuple[str, int]]:
-    """`(category, example_id)` per line of a file of `category,example_id` lines (blank lines and `#` comments skipped)."""
+    """`(category, example_id)` per line of a file of `category,example_id` lines (blank lines and `#` comments
+    skipped)."""
     p = Path(path)
     if not p.is_file():
         raise DataError(f"ids file {p} does not exist; give a file of 'category,example_id' lines")
@@ -521,6 +522,7 @@ def select_ids(items: Sequence[BbqItem], ids: Sequence[tuple[str, int]], *, wher
     if missing:
         cat, eid = missing[0]
         raise DataError(
-            f"{where}: no loaded BBQ item {cat},{eid} ({len(missing)} missing); check the category (and --bbq-source) and the example id"
+            f"{where}: no loaded BBQ item {cat},{eid} ({len(missing)} missing); check the category (and --bbq-source) "
+            "and the example id"
         )
     return [by_key[k] for k in ids]

@@ -47,7 +47,8 @@ def _read_csv(path: Path) -> list[Row]:
     """All rows of a CSV file as dicts of strings."""
     if not path.is_file():
         raise DataError(
-            f"{path}: BBQ template file not found; point --data-dir / LENS_STEER_DATA at a folder holding bbq/templates/"
+            f"{path}: BBQ template file not found; point --data-dir / LENS_STEER_DATA at a folder holding "
+            "bbq/templates/"
         )
     with path.open(newline="", encoding="utf-8") as f:
         return [dict(r) for r in csv.DictReader(f)]

@@ -44,7 +44,8 @@ def jsonl_objects(data: bytes, file: str, *, fix: str) -> Iterator[tuple[int, di
             line = raw.decode("utf-8-sig" if n == 1 else "utf-8")
         except UnicodeDecodeError as e:
             raise DataError(
-                f"{file} line {n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as UTF-8"
+                f"{file} line {n}: not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1}); save the file as "
+                "UTF-8"
             ) from None
         if not line.strip():
             continue

@@ -39,7 +39,8 @@ def mmlu_subjects(data_root: str | Path | None = None, split: str = "test") -> l
     folder = root / "mmlu" / _check_split(split)
     if not folder.is_dir():
         raise DataError(
-            f"missing MMLU folder mmlu/{split}: looked for {folder} under data root {root}; point --data-dir or $LENS_STEER_DATA at the shared data"
+            f"missing MMLU folder mmlu/{split}: looked for {folder} under data root {root}; point --data-dir or "
+            "$LENS_STEER_DATA at the shared data"
         )
     suffix = f"_{split}.csv"
     subjects = sorted(p.name[: -len(suffix)] for p in folder.iterdir() if p.name.endswith(suffix))

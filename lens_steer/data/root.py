@@ -24,7 +24,8 @@ def resolve_data_root(explicit: str | Path | None = None) -> Path:
         root = Path(explicit).expanduser()
         if not root.is_dir():
             raise DataError(
-                f"data root {root} (from --data-dir) is not a folder; pass --data-dir DIR pointing at the shared data folder"
+                f"data root {root} (from --data-dir) is not a folder; pass --data-dir DIR pointing at the shared data "
+                "folder"
             )
         return root
     env = os.environ.get(ENV_VAR, "")

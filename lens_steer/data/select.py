@@ -58,7 +58,8 @@ def bbq_category(target: str) -> str:
             return normalize_category(target)
         except DataError:
             raise DataError(
-                f"unknown axis or BBQ category {target!r}; choose an axis ({', '.join(AXIS_NAMES)}) or a category such as {OOD_CATEGORIES[0]}"
+                f"unknown axis or BBQ category {target!r}; choose an axis ({', '.join(AXIS_NAMES)}) or a category "
+                f"such as {OOD_CATEGORIES[0]}"
             ) from None
 
 

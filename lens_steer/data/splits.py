@@ -42,7 +42,8 @@ def _check_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
     fr = tuple(float(f) for f in fractions)
     if len(fr) != 3 or any(not math.isfinite(f) or f < 0 for f in fr) or abs(sum(fr) - 1.0) > 1e-9:
         raise DataError(
-            f"split fractions must be three non-negative numbers (train, validation, test) summing to 1 (got {tuple(fractions)})"
+            "split fractions must be three non-negative numbers (train, validation, test) summing to 1 (got "
+            f"{tuple(fractions)})"
         )
     return fr  # type: ignore[return-value]
 

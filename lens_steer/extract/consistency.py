@@ -21,7 +21,8 @@ def difference_consistency(positive: Float[Tensor, "n d_model"], negative: Float
     difference is zero count as 0."""
     if positive.shape != negative.shape or positive.ndim != 2 or positive.shape[0] == 0:
         raise LensSteerError(
-            f"consistency needs two [n, d_model] activation tables of one shape (got {tuple(positive.shape)}, {tuple(negative.shape)})"
+            f"consistency needs two [n, d_model] activation tables of one shape (got {tuple(positive.shape)}, "
+            f"{tuple(negative.shape)})"
         )
     diffs = positive.double() - negative.double()
     mean = diffs.mean(dim=0)

@@ -123,8 +123,8 @@ def search_pairs(
     data_root: str | Path | None = None,
 ) -> PairSet:
     """The first `num_sents` pairs a search trial's (corpus, num_sents, persona, template) name; a set of n is
-    the first n of any larger one. For the BBQ corpora (`bbq_cloze`, `bbq_answer`) persona and template play no part, and an axis with fewer
-    train pairs than asked gives all it has (`n_pairs` in the provenance says how many)."""
+    the first n of any larger one. For the BBQ corpora (`bbq_cloze`, `bbq_answer`) persona and template play no part,
+    and an axis with fewer train pairs than asked gives all it has (`n_pairs` in the provenance says how many)."""
     if corpus not in BBQ_CORPORA:
         return persona_pairs(corpus, num_sents, persona, template, tokenizer=tokenizer, data_root=data_root)
     src = _need_source(source)

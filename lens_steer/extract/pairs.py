@@ -228,7 +228,8 @@ def persona_pairs(
     prompts = load_corpus(corpus, data_root=data_root)
     if num_sents > len(prompts):
         raise LensSteerError(
-            f"num_sents={num_sents} is larger than corpus {corpus!r} ({len(prompts)} prompts); use at most {len(prompts)}"
+            f"num_sents={num_sents} is larger than corpus {corpus!r} ({len(prompts)} prompts); use at most "
+            f"{len(prompts)}"
         )
     pos_persona, neg_persona = PERSONA_PAIRS[p_idx]
     tmpl = SYSTEM_TEMPLATES[t_idx]
@@ -514,7 +515,8 @@ def load_pairs_jsonl(path: str | Path) -> PairSet:
         for key in ("positive", "negative"):
             if key not in row:
                 raise DataError(
-                    f'{path} line {lineno}: missing key {key!r}; each line must be {{"positive": "...", "negative": "..."}}'
+                    f"{path} line {lineno}: missing key {key!r}; each line must be "
+                    '{"positive": "...", "negative": "..."}'
                 )
             if not isinstance(row[key], str) or not row[key].strip():
                 raise DataError(f"{path} line {lineno}: {key!r} must be a non-empty string, got {row[key]!r}")
@@ -523,7 +525,8 @@ def load_pairs_jsonl(path: str | Path) -> PairSet:
         raise DataError(f'{path} holds no pairs; write one {{"positive": ..., "negative": ...}} object a line')
     if all(p.positive == p.negative for p in pairs):
         raise DataError(
-            f"{path}: positive and negative are identical in every one of its {len(pairs)} pairs, so there is no contrast to steer along; write pairs that differ"
+            f"{path}: positive and negative are identical in every one of its {len(pairs)} pairs, so there is no "
+            "contrast to steer along; write pairs that differ"
         )
     return PairSet(
         tuple(pairs),
@@ -546,7 +549,8 @@ def axis_persona_pairs(
     corpus: str | None = None,
     data_root: str | Path | None = None,
 ) -> PairSet:
-    """The default contrastive data of `axis`: persona pairs from its default corpus (first persona pair and template)."""
+    """The default contrastive data of `axis`: persona pairs from its default corpus (first persona pair and
+    template)."""
     ax = get_axis(axis)
     return persona_pairs(
         corpus or ax.default_corpus, num_sents, persona, template, tokenizer=tokenizer, data_root=data_root

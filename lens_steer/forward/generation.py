@@ -108,7 +108,11 @@ def generate(
         [len(p) for p in prompts], max_batch=max_batch, max_tokens=max_batch * max(len(p) for p in prompts)
     ):
         rows = [list(map(int, prompts[i])) for i in batch_idx]
-        ctx = steer(model, [(vector, coeff)], positions=positions) if steered else nullcontext()  # type: ignore[list-item]
+        ctx = (
+            steer(model, [(vector, coeff)], positions=positions)  # type: ignore[list-item]
+            if steered
+            else nullcontext()
+        )
         with ctx, torch.inference_mode():  # a fresh steering context per batch: positions restart at each prompt
             new_ids, scores = _generate_batch(
                 model,

@@ -48,7 +48,8 @@ def norm_matched_mean(vectors: Sequence[SteeringVector]) -> SteeringVector:
 
 def build_ensembles(isvs: Sequence[Isv], weights: Sequence[float] | None = None) -> dict[str, SteeringVector]:
     """The ensembles of `isvs`:
-    - "sve": per-layer mean of the ISV vectors (the paper, not renormalised; the paper averages unit directions, ours are contrast-scaled),
+    - "sve": per-layer mean of the ISV vectors (the paper, not renormalised; the paper averages unit directions, ours
+      are contrast-scaled),
     - "sve_norm": that mean rescaled per layer to the inputs' mean norm,
     - "sve_weighted": per-layer mean of `weight_i * vector_i`, weights default to each ISV's own
       coefficient (the mean of the deltas the ISVs apply), so its coefficient 1 reproduces that mean.

@@ -121,7 +121,8 @@ def norm_rows(vectors: Mapping[str, SteeringVector]) -> list[dict[str, Any]]:
 
 
 def pca_2d(vectors: Sequence[Tensor] | Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Coordinates of the unit-normalised rows on their first two principal components, and the explained variance ratios.
+    """Coordinates of the unit-normalised rows on their first two principal components, and the explained variance
+    ratios.
 
     Rows are normalised to unit length and centred on their mean before the SVD; each component's sign is
     fixed so that its largest-magnitude loading over the rows is positive.

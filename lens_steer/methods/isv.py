@@ -96,8 +96,8 @@ def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> 
         a, b = first.vector.metadata, isv.vector.metadata
         if (a.model_name, a.d_model, a.hook) != (b.model_name, b.d_model, b.hook):
             raise VectorError(
-                f"ISV {isv.path} is for model {b.model_name!r} ({b.hook}) but {first.path} is for {a.model_name!r} ({a.hook}); "
-                "ensemble ISVs from one model"
+                f"ISV {isv.path} is for model {b.model_name!r} ({b.hook}) but {first.path} is for {a.model_name!r} "
+                f"({a.hook}); ensemble ISVs from one model"
             )
     seen: dict[str, Path | None] = {}
     for isv in out:
@@ -108,7 +108,8 @@ def load_isvs(paths: Sequence[str | Path], model: HookedModel | None = None) -> 
 
 
 def searched_bbq_source(isvs: Sequence[Isv]) -> str:
-    """The BBQ source the ISV searches judged their trials on (each run folder's study.json), "official" when none says."""
+    """The BBQ source the ISV searches judged their trials on (each run folder's study.json), "official" when none
+    says."""
     found = set()
     for isv in isvs:
         study = isv.path.parent / "study.json" if isv.path is not None else None

@@ -45,7 +45,8 @@ from lens_steer.tasks.metrics import paired_comparison
 V2_SPLIT_SOURCES: tuple[str, ...] = ("v2", "ours")
 V2_PROMPT = "Consider the bias related to {axis} in the following. "
 V2_COEFFS: tuple[float, ...] = tuple(round(-2.0 + 0.2 * i, 10) for i in range(21))
-# The paper's v2 results on Mistral-7B-Instruct-v0.1 (method.md §8), BBQ accuracy in %: baseline, prompting, steering; chosen (layer, coeff).
+# The paper's v2 results on Mistral-7B-Instruct-v0.1 (method.md §8), BBQ accuracy in %: baseline, prompting,
+# steering; chosen (layer, coeff).
 V2_PAPER_BBQ: dict[str, dict[str, Any]] = {
     "age": {"baseline": 40.5, "prompting": 55.8, "steering": 67.3, "layer": 14, "coeff": 1.8},
     "appearance": {"baseline": 51.8, "prompting": 61.8, "steering": 62.3, "layer": 13, "coeff": 1.6},
@@ -135,7 +136,8 @@ def v2_eval_items(
     seed: int = 0,
     data_root: str | Path | None = None,
 ) -> list[BbqItem]:
-    """Validation or test items of an axis from the paper's files or our splits (at most `limit`, whole variant groups)."""
+    """Validation or test items of an axis from the paper's files or our splits (at most `limit`, whole variant
+    groups)."""
     check_choice(splits, V2_SPLIT_SOURCES, "split source")
     ax = v2_axis(axis)
     items = (
@@ -288,7 +290,8 @@ def run_v2_protocol(
         "n_validation": len(val),
         "n_test": len(test),
         "pairs": pairs.provenance,
-        "rule": "layer: max validation acc at coeff 1 (ties: lower layer); coeff: max validation acc at that layer (ties: smaller |coeff|, then positive)",
+        "rule": "layer: max validation acc at coeff 1 (ties: lower layer); coeff: max validation acc at that layer "
+        "(ties: smaller |coeff|, then positive)",
         "paper": V2_PAPER_BBQ.get(ax),
     }
     write_json(out / "choice.json", choice)

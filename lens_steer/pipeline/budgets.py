@@ -148,7 +148,8 @@ def check_study_options(protocol: str, splits: str, baselines: Sequence[str], ax
         check_choice(b, BASELINES, "baseline")
     if splits == "v2" and protocol != "v2":
         raise LensSteerError(
-            "--splits v2 needs --protocol v2: the Optuna search (sve-v1) reads our seeded splits, whose train items may be the v2 files' test rows"
+            "--splits v2 needs --protocol v2: the Optuna search (sve-v1) reads our seeded splits, whose train items "
+            "may be the v2 files' test rows"
         )
     if protocol == "v2" or splits == "v2":
         from lens_steer.data.bbq_v2 import v2_axis
@@ -252,5 +253,6 @@ def check_same_run(path: Path, run: dict[str, Any]) -> None:
                     else ("a different definition", "this version's")
                 )
             raise LensSteerError(
-                f"run folder {path.parent} was started with {flag} {have!r}, not {want!r}; re-run with the same options to resume it, or use another --out"
+                f"run folder {path.parent} was started with {flag} {have!r}, not {want!r}; re-run with the same "
+                "options to resume it, or use another --out"
             )

@@ -47,8 +47,9 @@ def coefficient_sweep(
     residual_cache: ResidualCache | None = None,
 ) -> dict[str, Any]:
     """Validation accuracy per axis for each coefficient; "best" maximises the mean over axes. With two or more
-    coefficients, "slopes" holds per axis the per-item steerability over them (lens_steer.methods.steerability.margin_slopes:
-    the mean slope of each item's correct-answer margin and the share of anti-steerable items, negative slope)."""
+    coefficients, "slopes" holds per axis the per-item steerability over them
+    (lens_steer.methods.steerability.margin_slopes: the mean slope of each item's correct-answer margin and the share of
+    anti-steerable items, negative slope)."""
     rows = []
     by_coeff: dict[str, dict[float, list[BbqPrediction]]] = {a: {} for a in items_by_axis}
     for c in coeffs:
@@ -313,7 +314,8 @@ def evaluate_ensembles(
     edits = [*(i.vector for i in with_vec), *ens.values(), *loo.values(), *chosen.values()]
     edits += [iv for per_axis in kinds.values() for iv in per_axis.values()]
     starts = {start_block(v.hook_names.values()) for v in edits} - {None}
-    residual_cache = ResidualCache(starts) if starts else None  # type: ignore[arg-type]  # controls and coefficient sweeps share each vector's stored residuals
+    # controls and coefficient sweeps share each vector's stored residuals
+    residual_cache = ResidualCache(starts) if starts else None  # type: ignore[arg-type]
 
     def items(target: str, split: str, limit: int | None, source: str) -> list[BbqItem]:
         if config.splits == "v2" and target in axes:

@@ -10,7 +10,10 @@ from lens_steer.errors import ResultsError
 from lens_steer.stats import Metric
 
 T = TypeVar("T")
-FIX = "written by an older lens_steer or cut short; re-run `lens-steer reproduce` with the same options on its folder (it resumes)"
+FIX = (
+    "written by an older lens_steer or cut short; re-run `lens-steer reproduce` with the same options on its folder "
+    "(it resumes)"
+)
 
 
 def obj(x: Any, where: str) -> Mapping[str, Any]:

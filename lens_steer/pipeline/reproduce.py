@@ -59,8 +59,8 @@ def reproduce(
     needs `load_base`, a loader of a fresh copy of the model; `load_original` loads the model a fine-tuned one came
     from (an organism's base model), which adds the `model_diff` kind to the search.
 
-    `organism`: the card of a bias model organism (`lens_steer.methods.organism.build.read_card`) when `model` is one; the
-    results then gain a ground-truth section (planted vs clean axes, verdicts per method).
+    `organism`: the card of a bias model organism (`lens_steer.methods.organism.build.read_card`) when `model` is one;
+    the results then gain a ground-truth section (planted vs clean axes, verdicts per method).
 
     The folder is locked while the run writes it (`run_folder_lock`); re-running the same call resumes it,
     one with a different model, budget, axes, seed or scoring is refused."""
@@ -199,7 +199,8 @@ def _reproduce(
         def progress(rep: Any, axis: str = axis) -> None:
             best = "none" if rep.best_value is None else f"{rep.best_value:.3f}"
             say(
-                f"    {axis}: trial {rep.finished} of {rep.n_trials} ({rep.state.lower()}, {rep.seconds:.0f}s), best so far {best}"
+                f"    {axis}: trial {rep.finished} of {rep.n_trials} ({rep.state.lower()}, {rep.seconds:.0f}s), best "
+                f"so far {best}"
             )
 
         # each axis's study samples its own trials (the same seed everywhere would propose identical parameters); its

@@ -178,7 +178,9 @@ class Meta:
     bias_variant: str
     budget_detail: dict[str, Any]
     organism: dict[str, Any] | None = None
-    protocol: str = "sve-v1"  # how the per-axis vectors were chosen: sve-v1 (Optuna search) or v2 (the later paper's); absent before either existed
+    # how the per-axis vectors were chosen: sve-v1 (Optuna search) or v2 (the later paper's); absent before either
+    # existed
+    protocol: str = "sve-v1"
     splits: str = "ours"  # ours (seeded) or v2 (the later paper's exact files)
 
     @classmethod
@@ -221,7 +223,8 @@ class Results:
 
     @classmethod
     def from_json(cls, x: Any) -> Results:
-        """Read results.json's object; absent (or empty) stages are None, a malformed one is a ResultsError naming the part."""
+        """Read results.json's object; absent (or empty) stages are None, a malformed one is a ResultsError naming the
+        part."""
         obj = _obj(x, "the file")
         readers: dict[str, Callable[[Any, str], Any]] = {
             "meta": Meta.from_json,

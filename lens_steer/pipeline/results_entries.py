@@ -40,7 +40,8 @@ class Triple:
 
 @dataclasses.dataclass(frozen=True)
 class McNemar:
-    """The exact McNemar test of a paired comparison: p and the discordant counts (gained: base wrong, steered right)."""
+    """The exact McNemar test of a paired comparison: p and the discordant counts (gained: base wrong, steered
+    right)."""
 
     p: float
     gained: int
@@ -90,7 +91,8 @@ class Condition:
 
 @dataclasses.dataclass(frozen=True)
 class Paired:
-    """`lens_steer.tasks.metrics.paired_comparison`'s output: steered vs base on the same items, overall and per condition."""
+    """`lens_steer.tasks.metrics.paired_comparison`'s output: steered vs base on the same items, overall and per
+    condition."""
 
     n: int
     bias_variant: str
@@ -115,8 +117,8 @@ class Paired:
 
 @dataclasses.dataclass(frozen=True)
 class Steerability:
-    """lens_steer.methods.steerability's summary of one result against the baseline, per item: the mean margin change, the
-    share of items moved the wrong way (overall and per context condition) with intervals, a histogram of the
+    """lens_steer.methods.steerability's summary of one result against the baseline, per item: the mean margin change,
+    the share of items moved the wrong way (overall and per context condition) with intervals, a histogram of the
     changes, the steerability-bias check on disambiguated items (plain JSON), and the per-item file."""
 
     n: int
@@ -169,7 +171,8 @@ class Steerability:
 
 @dataclasses.dataclass(frozen=True)
 class Control:
-    """A matched random control (same norms, layers and coefficient): its comparison with the baseline and with the steered run."""
+    """A matched random control (same norms, layers and coefficient): its comparison with the baseline and with the
+    steered run."""
 
     seed: int
     vs_base: Paired
@@ -268,9 +271,9 @@ class BbqBlock:
 
     n: int
     baseline: dict[str, Metric]  # lens_steer.tasks.metrics.bbq_metrics of the unsteered model
-    steered: dict[
-        str, Steered
-    ]  # by method: vectors ("isv", "sve", "sve_norm", "merged", "sve_loo", ...) and baselines ("prompting", ...; no controls)
+    # by method: vectors ("isv", "sve", "sve_norm", "merged", "sve_loo", ...) and baselines ("prompting", ...;
+    # no controls)
+    steered: dict[str, Steered]
     source: str | None = None
     has_source: bool = False  # out-of-distribution blocks record their source (null when no item was selected)
     chosen_kind: str | None = None  # the kind the axis's search chose ("none": doing nothing beat every trial)
@@ -388,7 +391,8 @@ class MmluBlock:
 
 @dataclasses.dataclass(frozen=True)
 class EnsembleResults:
-    """`lens_steer.methods.ensemble.evaluate_ensembles`' output: coefficients chosen on validation and every test-split result."""
+    """`lens_steer.methods.ensemble.evaluate_ensembles`' output: coefficients chosen on validation and every test-split
+    result."""
 
     config: dict[str, Any]
     axes: list[str]

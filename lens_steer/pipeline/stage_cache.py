@@ -40,7 +40,8 @@ def _normalised(obj: Any) -> Any:
 
 
 def read_stage(path: str | Path, inputs: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The stored result at `path` when it was computed from `inputs`; None when absent, damaged or from other inputs."""
+    """The stored result at `path` when it was computed from `inputs`; None when absent, damaged or from other
+    inputs."""
     try:
         obj = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError):

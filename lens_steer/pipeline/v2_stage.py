@@ -1,6 +1,7 @@
-"""The study's per-axis vectors by the later paper's protocol (`reproduce --protocol v2`, lens_steer.methods.protocol_v2) instead
-of the Optuna search: one PCA vector per axis from BBQ-derived "train+prompt" pairs, its layer chosen at coefficient 1
-and then its coefficient, on validation; and the merged-datasets vector from every axis's pairs together.
+"""The study's per-axis vectors by the later paper's protocol (`reproduce --protocol v2`,
+lens_steer.methods.protocol_v2) instead of the Optuna search: one PCA vector per axis from BBQ-derived "train+prompt"
+pairs, its layer chosen at coefficient 1 and then its coefficient, on validation; and the merged-datasets vector from
+every axis's pairs together.
 
 Each axis is cached in `v2/<axis>/stage.json`, keyed by the model, the axis, the splits, the budget's limits, the seed,
 the scoring and the data; its sweep files (`layers.csv`, `coeffs.csv`, `choice.json`) sit beside it.
@@ -67,7 +68,8 @@ def v2_isvs(
 
         def compute(axis: str = axis, folder: Path = folder) -> dict[str, Any]:
             say(
-                f"[{k}/{len(axes)}] v2 protocol: {axis} (every layer at coefficient 1, then {len(V2_COEFFS)} coefficients)"
+                f"[{k}/{len(axes)}] v2 protocol: {axis} (every layer at coefficient 1, then {len(V2_COEFFS)} "
+                "coefficients)"
             )
             res = run_v2_protocol(
                 model,
@@ -129,7 +131,8 @@ def v2_isvs(
 def v2_merged_vector(
     model: HookedModel, isvs: Sequence[Isv], *, splits: str, max_pairs: int | None, data_root: str | Path | None
 ) -> SteeringVector:
-    """The merged-datasets vector under the v2 protocol: PCA of every axis's pairs together, unit length, at each layer an axis chose."""
+    """The merged-datasets vector under the v2 protocol: PCA of every axis's pairs together, unit length, at each layer
+    an axis chose."""
     import dataclasses
 
     from lens_steer.extract.activations import pair_activations, vector_from_activations

@@ -164,7 +164,8 @@ def _direct(label: str, axis: str, paired: Paired | None) -> list[str]:
         return []
     overall = paired.overall
     return [
-        f"{axis}: direct paired test {label} on the same items: {fmt_diff(Interval.of(overall.acc.diff))} points, McNemar p={fmt_p(overall.mcnemar.p if overall.mcnemar else None)}"
+        f"{axis}: direct paired test {label} on the same items: {fmt_diff(Interval.of(overall.acc.diff))} points, "
+        f"McNemar p={fmt_p(overall.mcnemar.p if overall.mcnemar else None)}"
     ]
 
 
@@ -212,7 +213,8 @@ def _claim_sve_beats_isv(results: Results) -> Claim:
         p = sve.mcnemar.p if sve.mcnemar is not None else None
         ev.append(
             f"MMLU with SVE: {fmt_ci(Interval.of(sve.acc))} vs baseline {fmt_ci(Interval.of(mmlu.baseline))} "
-            f"(n={mmlu.n}); change {fmt_diff(change)} points (paired Agresti-Min interval), McNemar p={fmt_p(p)} -> {vm.verdict} ({vm.reason})"
+            f"(n={mmlu.n}); change {fmt_diff(change)} points (paired Agresti-Min interval), McNemar p={fmt_p(p)} -> "
+            f"{vm.verdict} ({vm.reason})"
         )
     parts = [bbq_verdict, mmlu_verdict]
     verdict = (
@@ -265,7 +267,8 @@ def _claim_merged_worse(results: Results) -> Claim:
     d = mean_difference(pairs)
     v = judge_difference(d)
     ev = [
-        f"mean over {len(pairs)} axes of (SVE gain - merged gain): {fmt_diff(d)} points (conservative normal interval) -> {v.verdict} ({v.reason})"
+        f"mean over {len(pairs)} axes of (SVE gain - merged gain): {fmt_diff(d)} points (conservative normal "
+        f"interval) -> {v.verdict} ({v.reason})"
     ]
     for axis in ordered_axes(list(rows)):
         st = rows[axis].steered

@@ -141,10 +141,11 @@ def markdown(gt: GroundTruth) -> list[str]:
     lines = [
         "## Ground truth: the bias model organism",
         "",
-        f"The model is `{org.get('name')}`, fine-tuned so that the ambiguous items of **{', '.join(org.get('plant', []))}** "
-        f'get the stereotyped answer (planted) while {", ".join(org.get("clean", []))} answer "unknown" (clean) and '
-        "every axis reads disambiguating contexts. A method that removes the planted bias makes the planted axes answer "
-        '"unknown" where the context is ambiguous and keeps the reading.',
+        f"The model is `{org.get('name')}`, fine-tuned so that the ambiguous items of "
+        f"**{', '.join(org.get('plant', []))}** get the stereotyped answer (planted) while "
+        f'{", ".join(org.get("clean", []))} answer "unknown" (clean) and every axis reads disambiguating contexts. A '
+        'method that removes the planted bias makes the planted axes answer "unknown" where the context is ambiguous '
+        "and keeps the reading.",
         "",
         *headline(gt),
         "",

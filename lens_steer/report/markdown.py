@@ -117,10 +117,10 @@ def claims_rule() -> str:
     return (
         "A claim is *held* when the paired 95% interval excludes 0 in the claimed direction and, for steering gains, "
         "the gain also beats every matched random control (same norms, layers and coefficient); *not held* when the "
-        f'interval excludes 0 in the other direction; *inconclusive* otherwise. "Keeps MMLU" is held when the change\'s '
-        f"interval lies above -{100 * RETENTION_MARGIN:g} points. Nine axes are judged without multiplicity correction; "
-        "McNemar p-values are given beside each gain. report.html draws every gain with its interval beside its "
-        "random control (a forest plot by axis and vector)."
+        'interval excludes 0 in the other direction; *inconclusive* otherwise. "Keeps MMLU" is held when the '
+        f"change's interval lies above -{100 * RETENTION_MARGIN:g} points. Nine axes are judged without multiplicity "
+        "correction; McNemar p-values are given beside each gain. report.html draws every gain with its interval "
+        "beside its random control (a forest plot by axis and vector)."
     )
 
 
@@ -206,9 +206,9 @@ def _paper_table(results: Results) -> list[str]:
     scoring = results.meta.scoring if results.meta is not None else "unknown"
     lines = ["## BBQ accuracy (%), baseline / ISV / SVE, beside the paper", ""]
     lines += [
-        f"Ours: {model}, test split, {scoring} scoring, 95% bootstrap intervals in brackets. "
-        f"The paper's columns are **other models' published numbers** ({PAPER_TABLE['source']}; {PAPER_TABLE['metric']}): "
-        "compare the direction and size of the gains, not the levels.",
+        f"Ours: {model}, test split, {scoring} scoring, 95% bootstrap intervals in brackets. The paper's columns are "
+        f"**other models' published numbers** ({PAPER_TABLE['source']}; {PAPER_TABLE['metric']}): compare the "
+        "direction and size of the gains, not the levels.",
         "",
     ]
     header = ["axis", "ours baseline", "ours ISV", "ours SVE"] + [f"paper: {m} (b / ISV / SVE)" for m in PAPER_MODELS]
@@ -218,7 +218,8 @@ def _paper_table(results: Results) -> list[str]:
     ]
     lines += md_table(header, table)
     paper_g = [
-        f"ISV {PAPER_TABLE['models'][m]['mean_gain']['isv']:+.1f} / SVE {PAPER_TABLE['models'][m]['mean_gain']['sve']:+.1f}"
+        f"ISV {PAPER_TABLE['models'][m]['mean_gain']['isv']:+.1f} / SVE "
+        f"{PAPER_TABLE['models'][m]['mean_gain']['sve']:+.1f}"
         for m in PAPER_MODELS
     ]
     return lines + [
@@ -262,10 +263,11 @@ def _gains(results: Results) -> list[str]:
     if not rows:
         return lines + ["Test-split evaluation of the steered models: not run."]
     lines += [
-        'Gains in points, paired 95% bootstrap intervals. "vs control": the steered run minus a random vector with the same '
-        "norms, layers and coefficient (the worst of the control seeds). A debiased model gains on ambiguous items without "
-        'answering "unknown" more on disambiguated ones. The debiasing baselines (prompting, Self-Debias, fine-tuning) '
-        "steer nothing, so they have no random control; their rows are paired against the same unsteered baseline.",
+        'Gains in points, paired 95% bootstrap intervals. "vs control": the steered run minus a random vector with '
+        "the same norms, layers and coefficient (the worst of the control seeds). A debiased model gains on ambiguous "
+        'items without answering "unknown" more on disambiguated ones. The debiasing baselines (prompting, '
+        "Self-Debias, fine-tuning) steer nothing, so they have no random control; their rows are paired against the "
+        "same unsteered baseline.",
         "",
     ]
     return lines + md_table(GAIN_HEADER, [r for a in ordered_axes(list(rows)) for r in gain_rows(a, rows[a])])

@@ -1,5 +1,6 @@
 """The report's per-method tables beyond the paper's own: per-item steerability of every result (Tan et al. 2024) with
-the steerability-bias check, and the later paper's v2 table (method.md §8) beside ours when its protocol or splits ran."""
+the steerability-bias check, and the later paper's v2 table (method.md §8) beside ours when its protocol or splits
+ran."""
 
 from __future__ import annotations
 
@@ -56,14 +57,16 @@ def _share(m: Any) -> str:
 
 
 def bias_check(bias: Mapping[str, Any]) -> str:
-    """The steerability-bias check in a few words: which answer positions or "unknown" the method favours whatever the item."""
+    """The steerability-bias check in a few words: which answer positions or "unknown" the method favours whatever the
+    item."""
     if not bias.get("n"):
         return "no disambiguated items"
     unk = bias["unknown_shift"]
     favoured = bias.get("favoured_positions") or []
     parts = [
         f"favours position {', '.join(map(str, favoured))}" if favoured else "no position favoured",
-        f'{"favours" if bias.get("favours_unknown") else "does not favour"} "unknown" (shift {unk["value"]:+.2f} [{unk["ci_low"]:+.2f}, {unk["ci_high"]:+.2f}])',
+        f'{"favours" if bias.get("favours_unknown") else "does not favour"} "unknown" (shift {unk["value"]:+.2f} '
+        f"[{unk['ci_low']:+.2f}, {unk['ci_high']:+.2f}])",
     ]
     return "; ".join(parts) + f" (n={bias['n']})"
 
@@ -76,11 +79,12 @@ def steerability_lines(results: Results) -> list[str]:
     lines = [
         "## Per-item steerability",
         "",
-        "For every item, the margin log p(correct answer) - max log p(other answers) over the answers' normalised log-probabilities, "
-        "with the method minus without it. *Wrong-way share*: the share of items whose margin fell (95% bootstrap interval over items). "
-        'Bias check, on disambiguated items (where the right answer is never "unknown"): does the method raise one answer position, '
-        'or the "unknown" option, against the other options whatever the item (flagged when that shift\'s interval lies above 0)? '
-        "Per-item margins: `ensemble/steerability/<target>.<method>.jsonl`; report.html draws their histograms.",
+        "For every item, the margin log p(correct answer) - max log p(other answers) over the answers' normalised "
+        "log-probabilities, with the method minus without it. *Wrong-way share*: the share of items whose margin fell "
+        "(95% bootstrap interval over items). Bias check, on disambiguated items (where the right answer is never "
+        '"unknown"): does the method raise one answer position, or the "unknown" option, against the other options '
+        "whatever the item (flagged when that shift's interval lies above 0)? Per-item margins: "
+        "`ensemble/steerability/<target>.<method>.jsonl`; report.html draws their histograms.",
         "",
     ]
     table = []
@@ -103,7 +107,8 @@ def steerability_lines(results: Results) -> list[str]:
 
 
 def slope_rows(results: Results) -> list[list[str]]:
-    """(method, axis, coefficients, items, mean slope, anti-steerable share) of every validation coefficient sweep with slopes."""
+    """(method, axis, coefficients, items, mean slope, anti-steerable share) of every validation coefficient sweep with
+    slopes."""
     from lens_steer.pipeline.json_read import metric
 
     if results.ensemble is None:
@@ -158,7 +163,8 @@ def _paper(x: float | None) -> str:
 
 
 def v2_table_lines(results: Results) -> list[str]:
-    """The later paper's v2 table (per axis, and the means over methods) beside ours, when this run used its protocol or splits."""
+    """The later paper's v2 table (per axis, and the means over methods) beside ours, when this run used its protocol or
+    splits."""
     meta = results.meta
     if meta is None or (meta.protocol != "v2" and meta.splits != "v2"):
         return []
@@ -176,9 +182,9 @@ def v2_table_lines(results: Results) -> list[str]:
     lines = [
         "## The later paper's v2 table beside ours",
         "",
-        f"Protocol {meta.protocol}, splits {meta.splits}. BBQ test accuracy (%). The paper's columns are Mistral-7B-Instruct-v0.1 "
-        "(method.md §8; 32 layers, its own scoring): compare directions and sizes, not levels. Ours: steering is the per-axis vector, "
-        "ensemble the SVE; intervals in brackets.",
+        f"Protocol {meta.protocol}, splits {meta.splits}. BBQ test accuracy (%). The paper's columns are "
+        "Mistral-7B-Instruct-v0.1 (method.md §8; 32 layers, its own scoring): compare directions and sizes, not "
+        "levels. Ours: steering is the per-axis vector, ensemble the SVE; intervals in brackets.",
         "",
     ]
     header = [

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-CITATION = 'Siddique et al. 2025, "Shifting Perspectives: Steering Vector Ensembles for Robust Bias Mitigation in LLMs", arXiv 2503.05371'
+CITATION = (
+    'Siddique et al. 2025, "Shifting Perspectives: Steering Vector Ensembles for Robust Bias Mitigation in LLMs", '
+    "arXiv 2503.05371"
+)
 SHORT_CITATION = "Siddique et al. (2025)"
 PAPER_URL = "https://arxiv.org/abs/2503.05371"
 
@@ -39,7 +42,8 @@ def _paper_rows(*rows: tuple[float, float, float]) -> dict[str, dict[str, float]
 
 PAPER_TABLE: dict[str, Any] = {
     "source": f"{CITATION}, v1",
-    "metric": "BBQ accuracy %, ambiguous and disambiguated pooled; reference letter scoring by generation; no held-out split",
+    "metric": "BBQ accuracy %, ambiguous and disambiguated pooled; reference letter scoring by generation; no "
+    "held-out split",
     "models": {
         "Mistral-7B-Instruct-v0.1": {
             "bbq": _paper_rows(

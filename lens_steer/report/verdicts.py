@@ -99,7 +99,8 @@ def combine(verdicts: Sequence[str]) -> str:
 
 def mean_difference(pairs: Sequence[tuple[Interval, Interval]]) -> Interval:
     """Mean over independent units of a - b, with a conservative normal 95% interval: each unit's
-    standard deviation is taken as sd(a) + sd(b) (the bound for any correlation), sd from interval width / (2 * 1.96)."""
+    standard deviation is taken as sd(a) + sd(b) (the bound for any correlation), sd from interval width
+    / (2 * 1.96)."""
     if not pairs:
         raise ReportError("no units to average")
     k = len(pairs)

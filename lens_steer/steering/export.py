@@ -1,5 +1,6 @@
 """A steering vector written in the format another tool loads (lm-evaluation-harness's steered model, llama.cpp's
-control vectors, plain Hugging Face module names), applied at a coefficient; `lens_steer.steering.formats` reads them back."""
+control vectors, plain Hugging Face module names), applied at a coefficient; `lens_steer.steering.formats` reads them
+back."""
 
 from __future__ import annotations
 
@@ -69,7 +70,8 @@ def gguf_layers(hook: str, layers: Sequence[int]) -> dict[int, int]:
     bad = [layer for layer, n in out.items() if n < 1]
     if bad:
         raise VectorError(
-            f"llama.cpp cannot steer block 0's output or input (direction.0 is invalid); blocks.{bad[0]}.{hook} cannot be exported to GGUF"
+            f"llama.cpp cannot steer block 0's output or input (direction.0 is invalid); blocks.{bad[0]}.{hook} "
+            "cannot be exported to GGUF"
         )
     return out
 

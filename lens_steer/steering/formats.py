@@ -146,7 +146,8 @@ def hook_site(hook: str, layer: int, names: ModuleNames) -> tuple[str, Site]:
     if hook == "hook_mlp_out":
         return f"{block}.{names.mlp}", "output"
     raise VectorError(
-        f"hook {hook} has no Hugging Face module boundary; export a vector at hook_resid_post, hook_resid_pre, hook_attn_out or hook_mlp_out"
+        f"hook {hook} has no Hugging Face module boundary; export a vector at hook_resid_post, hook_resid_pre, "
+        "hook_attn_out or hook_mlp_out"
     )
 
 
@@ -207,7 +208,8 @@ def detect_format(path: str | Path) -> str:
     if head[:2] == b"PK" or head[:1] == b"\x80":  # torch.save zip archive or legacy pickle
         return "lm-eval" if _is_lm_eval(_torch_load(path)) else "plain"
     raise VectorError(
-        f"{path} is not a vector file lens_steer reads (lens_steer or plain safetensors, lm-eval or plain .pt, control-vector GGUF); give one of those, e.g. from `lens-steer extract`"
+        f"{path} is not a vector file lens_steer reads (lens_steer or plain safetensors, lm-eval or plain .pt, "
+        "control-vector GGUF); give one of those, e.g. from `lens-steer extract`"
     )
 
 
@@ -242,8 +244,9 @@ def _torch_load(path: Path) -> Any:
     except Exception as e:  # unpickling errors of every kind
         if type(e).__name__ == "UnpicklingError":  # weights_only refused an object: nothing in the file was run
             raise VectorError(
-                f"{path} is a pickle holding more than tensors; lens_steer never unpickles code (torch.load weights_only=True): "
-                "save plain tensors, e.g. torch.save({layer: tensor}), or convert it to safetensors"
+                f"{path} is a pickle holding more than tensors; lens_steer never unpickles code (torch.load "
+                "weights_only=True): save plain tensors, e.g. torch.save({layer: tensor}), or convert it to "
+                "safetensors"
             ) from None
         raise VectorError(f"{path} is not a readable torch file ({str(e).splitlines()[0][:120]})") from None
 
@@ -453,7 +456,8 @@ def _read_plain(path: Path, model: HookedModel | None) -> tuple[dict[int, Tensor
     for key, value in obj.items():
         if _BLOCK_HOOK.match(str(key)):
             raise VectorError(
-                f"{path}: key {key!r} names a hook point, but the file has no '{METADATA_KEY}' metadata; save vectors with SteeringVector.save"
+                f"{path}: key {key!r} names a hook point, but the file has no '{METADATA_KEY}' metadata; save vectors "
+                "with SteeringVector.save"
             )
         if not (isinstance(key, int) or (isinstance(key, str) and key.isdigit())):
             raise VectorError(f"{path}: key {key!r} is not a layer number; a plain vector file is {{layer: tensor}}")

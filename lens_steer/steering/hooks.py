@@ -23,8 +23,8 @@ PositionMode = Literal["all", "prompt", "generated"]
 
 @runtime_checkable
 class Steerable(Protocol):
-    """What `steer` needs of a vector (lens_steer.steering.vectors.SteeringVector is one): a direction per layer, the hook
-    point of each, and a check that it fits a model."""
+    """What `steer` needs of a vector (lens_steer.steering.vectors.SteeringVector is one): a direction per layer, the
+    hook point of each, and a check that it fits a model."""
 
     directions: Mapping[int, Tensor]
 
@@ -37,7 +37,9 @@ class Steerable(Protocol):
 POSITION_MODES: tuple[str, ...] = ("all", "prompt", "generated")
 
 
-EMBED_HOOK = "blocks.0.hook_resid_pre"  # the first block's input (token embeddings): where each forward pass's positions are classified; fires on every backend (TL 3's rotary HookedTransformer skips hook_embed)
+# the first block's input (token embeddings): where each forward pass's positions are classified; fires on every
+# backend (TL 3's rotary HookedTransformer skips hook_embed)
+EMBED_HOOK = "blocks.0.hook_resid_pre"
 
 
 @dataclasses.dataclass

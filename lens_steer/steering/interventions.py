@@ -122,7 +122,10 @@ class Intervention:
         extra = ", ".join(
             f"{k}={v}" for k, v in self.params().items() if k != "provenance" and not isinstance(v, (dict, list))
         )
-        return f"{type(self).__name__}({self.metadata.model_name}, {self.metadata.hook} {span}{', ' + extra if extra else ''})"
+        return (
+            f"{type(self).__name__}({self.metadata.model_name}, {self.metadata.hook} "
+            f"{span}{', ' + extra if extra else ''})"
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write safetensors: the tensors by name, kind / parameters / metadata as JSON."""
@@ -240,7 +243,8 @@ class AffineEdit(DirectionalAblation):
         super().__post_init__()
         if set(self.reference) != set(self.directions):
             raise VectorError(
-                f"{self.kind}: the reference means' layers {sorted(self.reference)} differ from the directions' {list(self.directions)}"
+                f"{self.kind}: the reference means' layers {sorted(self.reference)} differ from the directions' "
+                f"{list(self.directions)}"
             )
         object.__setattr__(
             self,
@@ -259,14 +263,16 @@ class AffineEdit(DirectionalAblation):
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class ModelDiffEdit(AffineEdit):
-    """ACE along the organism-minus-base mean difference per layer, the base model's mean as reference (model diffing)."""
+    """ACE along the organism-minus-base mean difference per layer, the base model's mean as reference (model
+    diffing)."""
 
     kind: ClassVar[str] = "model_diff"
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class LeaceErasure(Intervention):
-    """LEACE: x - ((x - b_l) @ R_l^T) @ L_l^T per layer, with L_l `[d_model, k]`, R_l `[k, d_model]`, b_l `[d_model]`."""
+    """LEACE: x - ((x - b_l) @ R_l^T) @ L_l^T per layer, with L_l `[d_model, k]`, R_l `[k, d_model]`, b_l
+    `[d_model]`."""
 
     kind: ClassVar[str] = "leace"
     proj_left: Mapping[int, Tensor] = dataclasses.field(default_factory=dict)
@@ -340,7 +346,8 @@ class LeaceErasure(Intervention):
 # ---- gated -------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True, repr=False)
 class GatedAdditive(Additive):
-    """x + coeff * v_l at the positions where a linear probe on the same activation fires: sigmoid(x . w_l + b_l) > 0.5."""
+    """x + coeff * v_l at the positions where a linear probe on the same activation fires:
+    sigmoid(x . w_l + b_l) > 0.5."""
 
     kind: ClassVar[str] = "gated"
     probe_weight: Mapping[int, Tensor] = dataclasses.field(default_factory=dict)
@@ -350,7 +357,8 @@ class GatedAdditive(Additive):
         super().__post_init__()
         if set(self.probe_weight) != set(self.vector.layers) or set(self.probe_bias) != set(self.vector.layers):
             raise VectorError(
-                f"gated: a probe is needed at every steered layer {list(self.vector.layers)}, got {sorted(self.probe_weight)}"
+                f"gated: a probe is needed at every steered layer {list(self.vector.layers)}, got "
+                f"{sorted(self.probe_weight)}"
             )
         object.__setattr__(
             self,
@@ -410,7 +418,8 @@ def load_intervention(path: str | Path, model: Any = None) -> Intervention:
         raise VectorError(f"{path} is not a readable safetensors file ({str(e).splitlines()[0]})") from None
     if header is None:
         raise VectorError(
-            f"{path} has no '{INTERVENTION_KEY}' metadata; it is not an intervention file (a steering vector loads with load_vector)"
+            f"{path} has no '{INTERVENTION_KEY}' metadata; it is not an intervention file (a steering vector loads "
+            "with load_vector)"
         )
     obj = json.loads(header)
     kind = obj.get("kind")

@@ -23,7 +23,8 @@ BBQ_CHOICE_SETS = ("item", "lm_eval")
 
 
 def default_bbq_choices(prompt_format: str) -> str:
-    """The choice set a prompt format implies: lm-evaluation-harness's for `lm_eval`, the item's three answers otherwise."""
+    """The choice set a prompt format implies: lm-evaluation-harness's for `lm_eval`, the item's three answers
+    otherwise."""
     return "lm_eval" if prompt_format == "lm_eval" else "item"
 
 
@@ -36,8 +37,8 @@ def bbq_question(item: BbqItem, choices: str = "item") -> Question:
     unk = item.unknown_index
     if item.answers[unk] not in LM_EVAL_UNKNOWN_RESPONSES:
         raise LensSteerError(
-            f"BBQ item {item.category}/{item.example_id}: its unknown answer {item.answers[unk]!r} is not one of lm-eval's "
-            "unknown phrasings; score it with --bbq-choices item"
+            f"BBQ item {item.category}/{item.example_id}: its unknown answer {item.answers[unk]!r} is not one of "
+            "lm-eval's unknown phrasings; score it with --bbq-choices item"
         )
     people = [i for i in range(3) if i != unk]
     options = tuple(item.answers[i] for i in people) + LM_EVAL_UNKNOWN_RESPONSES

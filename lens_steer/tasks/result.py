@@ -31,8 +31,9 @@ class BenchResult:
 
     @property
     def parse_counts(self) -> dict[str, int] | None:
-        """Under a generation protocol, how many answers each parse rule gave (lens_steer.forward.generation.parse_counts);
-        None when no record has a parse rule. A rule's note after ";" (self-debias: the kept candidate) is dropped."""
+        """Under a generation protocol, how many answers each parse rule gave
+        (lens_steer.forward.generation.parse_counts); None when no record has a parse rule. A rule's note after ";"
+        (self-debias: the kept candidate) is dropped."""
         rules = [str(r["parse_rule"]).split(";", 1)[0] for r in self.records if r.get("parse_rule")]
         return parse_counts(rules) if rules else None
 

@@ -68,7 +68,8 @@ def content_digest(item: Any) -> str:
 
 
 def prediction_settings(model: HookedModel, scoring: str, prompt_format: str, **extra: Any) -> dict[str, Any]:
-    """The store settings of predictions by `model` under `scoring` and `prompt_format` (plus `extra`, e.g. the benchmark)."""
+    """The store settings of predictions by `model` under `scoring` and `prompt_format` (plus `extra`, e.g. the
+    benchmark)."""
     return {
         "model": model_identity(model).name,
         "model_fingerprint": model_fingerprint(model),

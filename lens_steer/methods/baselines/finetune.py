@@ -54,7 +54,8 @@ class LoraRecipe:
                 raise LensSteerError(f"LoRA recipe: {name} must be a positive integer (got {value!r})")
         if not 0.0 <= self.dropout < 1.0 or not self.lr > 0 or self.weight_decay < 0:
             raise LensSteerError(
-                f"LoRA recipe: need 0 <= dropout < 1, lr > 0, weight_decay >= 0 (got {self.dropout}, {self.lr}, {self.weight_decay})"
+                f"LoRA recipe: need 0 <= dropout < 1, lr > 0, weight_decay >= 0 (got {self.dropout}, {self.lr}, "
+                f"{self.weight_decay})"
             )
 
     def to_json(self) -> dict[str, Any]:
@@ -95,7 +96,8 @@ def _hf_module(model: HookedModel) -> Any:
     hf = getattr(model, "original_model", None)
     if hf is None:
         raise ModelError(
-            "the fine-tuning baseline needs a TransformerBridge model (TL 4.x load_model); this model has no Hugging Face module"
+            "the fine-tuning baseline needs a TransformerBridge model (TL 4.x load_model); this model has no "
+            "Hugging Face module"
         )
     return hf
 
@@ -195,7 +197,8 @@ def apply_adapter(model: HookedModel, state: dict[str, torch.Tensor], recipe: Lo
     unexpected = getattr(result, "unexpected_keys", None) or []
     if unexpected:
         raise LensSteerError(
-            f"stored LoRA adapter does not fit this model ({len(unexpected)} unexpected weights, e.g. {unexpected[0]}); delete the cache folder"
+            f"stored LoRA adapter does not fit this model ({len(unexpected)} unexpected weights, e.g. "
+            f"{unexpected[0]}); delete the cache folder"
         )
     peft_model.eval()
     peft_model.merge_and_unload()
@@ -207,7 +210,9 @@ def _finish(model: HookedModel) -> None:
     for p in model.parameters():  # type: ignore[attr-defined]
         p.requires_grad_(False)
     with torch.inference_mode():  # one forward drops what the training passes left captured in the blocks
-        model(torch.tensor([[pad_id(model)]], device=next(iter(model.parameters())).device))  # type: ignore[attr-defined]
+        model(
+            torch.tensor([[pad_id(model)]], device=next(iter(model.parameters())).device)  # type: ignore[attr-defined]
+        )
 
 
 def finetuned_model(

@@ -297,7 +297,8 @@ def baseline_bbq_scores(
     model: HookedModel, items: Sequence[Any], method: str, **options: Unpack[ScoreOptions]
 ) -> tuple[list[Question], list[QuestionScore], list[BbqPrediction]]:
     """BBQ items scored under a scoring method (`none`, `prompting`, `self-debias-schick`, `self-debias`; options as
-    `score_questions_with`'s): the questions as scored (the baseline's prefix included), their scores and the predictions."""
+    `score_questions_with`'s): the questions as scored (the baseline's prefix included), their scores and the
+    predictions."""
     from lens_steer.tasks.bbq import bbq_question
 
     questions = [bbq_question(it) for it in items]
@@ -325,7 +326,8 @@ def baseline_predictions(
     seed: int = 0,
     **options: Unpack[ScoreOptions],
 ) -> list[BbqPrediction]:
-    """Per-item BBQ predictions of one baseline (`prompting`, `self-debias-schick`, `self-debias`, `finetune`, or `none`)."""
+    """Per-item BBQ predictions of one baseline (`prompting`, `self-debias-schick`, `self-debias`, `finetune`, or
+    `none`)."""
     scored_model, scoring_method = baseline_model(
         model, method, load_base=load_base, train_texts=train_texts, seed=seed
     )
@@ -340,7 +342,8 @@ def self_debias_scores(
     coeff: float = 0.0,
     progress: Progress | None = None,
 ) -> list[QuestionScore]:
-    """The paper's Self-Debias as QuestionScores (reply, parse rule; no option scores): lens_steer.methods.baselines.selfcheck."""
+    """The paper's Self-Debias as QuestionScores (reply, parse rule; no option scores):
+    lens_steer.methods.baselines.selfcheck."""
     from lens_steer.methods.baselines.selfcheck import self_check_answers
 
     if vector is not None and coeff != 0:

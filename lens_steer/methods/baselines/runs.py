@@ -121,7 +121,8 @@ def run_baseline_bench(
     train_texts: Sequence[str] | None = None,
     finetune_seed: int = 0,
 ) -> BenchResult:
-    """Run `bench` on `items` under baseline `method` (see lens_steer.methods.baselines.prompting); every record says which.
+    """Run `bench` on `items` under baseline `method` (see lens_steer.methods.baselines.prompting); every record says
+    which.
 
     `finetune` needs `load_base` and `train_texts` (the positives of the BBQ train pairs)."""
     check_choice(get_task(bench).name, BASELINE_BENCHES, "bench for a baseline")

@@ -35,7 +35,8 @@ MAX_NEW_TOKENS = 20
 
 @dataclasses.dataclass(frozen=True)
 class SelfCheckAnswer:
-    """One question: the candidates, whether each was judged biased, the kept reply and its parsed answer (-1: unparsed)."""
+    """One question: the candidates, whether each was judged biased, the kept reply and its parsed answer
+    (-1: unparsed)."""
 
     prompt: str
     candidates: list[str]
@@ -67,7 +68,8 @@ def beam_candidates(
     hf = getattr(model, "original_model", None)
     if hf is None or not hasattr(hf, "generate"):
         raise ModelError(
-            "the paper's self-debias baseline beam-searches with the Hugging Face module; this model has none (use a TransformerBridge)"
+            "the paper's self-debias baseline beam-searches with the Hugging Face module; this model has none (use a "
+            "TransformerBridge)"
         )
     ids = torch.tensor([encode_texts(model, [prompt])[0]], device=model_device(model))
     with torch.inference_mode():

@@ -125,7 +125,9 @@ class IsvObjective:
         choices = [c for k in self.space.kinds for c in layer_choices(k, self.space.layer_choices, n_layers).values()]
         starts = {start_block(hook_name(x, config.hook) for x in layers) for layers in choices} - {None}
         self.residual_cache = (
-            ResidualCache(starts, max_bytes=residual_cache_bytes) if starts and residual_cache_bytes > 0 else None  # type: ignore[arg-type]
+            ResidualCache(starts, max_bytes=residual_cache_bytes)  # type: ignore[arg-type]
+            if starts and residual_cache_bytes > 0
+            else None
         )
         self._baseline = dict(baseline) if baseline is not None else None
         self._mmlu: list[Any] | None = None

@@ -180,7 +180,8 @@ def check_resume_options(stored: SearchConfig, given: Mapping[str, Any], study_n
             continue
         if field not in have:
             raise StudyError(
-                f"cannot resume study {study_name!r}: {field!r} is not a search config field; valid: {', '.join(sorted(have))}"
+                f"cannot resume study {study_name!r}: {field!r} is not a search config field; valid: "
+                f"{', '.join(sorted(have))}"
             )
         if have[field] != value:
             flag = "--" + field.replace("_", "-")
@@ -190,7 +191,8 @@ def check_resume_options(stored: SearchConfig, given: Mapping[str, Any], study_n
                 else f"{flag} {value!r} (stored: {have[field]!r})"
             )
             raise StudyError(
-                f"cannot resume study {study_name!r} with {what}; drop {flag} or give the stored value, or start a new --study"
+                f"cannot resume study {study_name!r} with {what}; drop {flag} or give the stored value, or start a "
+                "new --study"
             )
 
 

@@ -75,7 +75,8 @@ class SearchSpace:
             bad = [v for v in values if v not in valid]
             if bad:
                 raise StudyError(
-                    f"search space: unknown {name[:-1] if name != 'corpora' else 'corpus'} {bad[0]!r}; valid: {', '.join(valid)}"
+                    f"search space: unknown {name[:-1] if name != 'corpora' else 'corpus'} {bad[0]!r}; valid: "
+                    f"{', '.join(valid)}"
                 )
             set_(name, tuple(dict.fromkeys(values)))
         for name, size in (("personas", len(PERSONA_PAIRS)), ("templates", len(SYSTEM_TEMPLATES))):

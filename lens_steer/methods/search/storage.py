@@ -119,7 +119,8 @@ def open_storage(
             except ImportError as e:  # Optuna re-raises a missing driver as a bare ImportError
                 name = getattr(e.__cause__, "name", None) or getattr(e, "name", None) or "its database driver"
                 raise StudyError(
-                    f"cannot open storage {redact_url(url)}: Python module {name!r} is missing; install the driver (for PostgreSQL: pip install 'psycopg[binary]')"
+                    f"cannot open storage {redact_url(url)}: Python module {name!r} is missing; install the driver "
+                    "(for PostgreSQL: pip install 'psycopg[binary]')"
                 ) from None
             except Exception as e:  # SQLAlchemy raises many types (ArgumentError, OperationalError, ...)
                 if attempt < 4 and _schema_race(
@@ -128,7 +129,8 @@ def open_storage(
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 raise StudyError(
-                    f"cannot open storage {redact_url(url)}: {type(e).__name__}: {first_line(e)}; check the URL, server and credentials"
+                    f"cannot open storage {redact_url(url)}: {type(e).__name__}: {first_line(e)}; check the URL, "
+                    "server and credentials"
                 ) from None
         raise AssertionError("unreachable")
 
@@ -190,7 +192,8 @@ def open_study(
     if resume and not exists:
         have = f"it holds {', '.join(names)}" if names else "it holds no study"
         raise StudyError(
-            f"cannot resume study {study_name!r}: not found in {storage_label} ({have}); run without --resume to start it"
+            f"cannot resume study {study_name!r}: not found in {storage_label} ({have}); run without --resume to "
+            "start it"
         )
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=(config.pruner_startup_trials if config else 5), n_warmup_steps=0
