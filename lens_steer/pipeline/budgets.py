@@ -132,9 +132,12 @@ DEFAULT_BASELINES: dict[str, tuple[str, ...]] = {
 }
 
 
-def default_baselines(budget: Budget) -> tuple[str, ...]:
-    """The baselines a budget judges unless told otherwise (prompting alone outside the paper budget)."""
-    return DEFAULT_BASELINES.get(budget.name, ("prompting",))
+def default_baselines(budget: Budget, organism: bool = False) -> tuple[str, ...]:
+    """The baselines a budget judges unless told otherwise (prompting alone outside the paper budget); on a bias
+    model organism LoRA fine-tuning too, the ground truth's positive control (a method that should remove a bias
+    it was trained against)."""
+    found = DEFAULT_BASELINES.get(budget.name, ("prompting",))
+    return tuple(dict.fromkeys((*found, "finetune"))) if organism else found
 
 
 def check_study_options(protocol: str, splits: str, baselines: Sequence[str], axes: Sequence[str]) -> None:

@@ -78,7 +78,7 @@ def reproduce(
             organism=organism,
             protocol=protocol,
             splits=splits,
-            baselines=default_baselines(budget) if baselines is None else tuple(baselines),
+            baselines=default_baselines(budget, organism is not None) if baselines is None else tuple(baselines),
             load_base=load_base,
             report=report,
             load_original=load_original,
