@@ -49,7 +49,7 @@ BUDGETS: dict[str, Budget] = {
     # finishes in ~15 minutes on 2 CPU cores with the embedded model: a pipeline check, not a result
     "smoke": Budget(
         "smoke",
-        trials=8,
+        trials=6,  # the first stage only: one trial per intervention kind at its default point
         num_sents=(16, 32, 16),
         val_limit=8,
         test_limit=12,
@@ -60,7 +60,7 @@ BUDGETS: dict[str, Budget] = {
         mmlu_items=16,
         layers=((12,), (18,), (24,)),
         corpora=None,
-        tpe_startup=7,
+        tpe_startup=6,
         sweep_layers=(12, 18, 24),
         sweep_coeffs=(-4.0, 4.0),
         sweep_limit=12,
