@@ -30,6 +30,8 @@ from lens_steer.methods.organism.train import (
     OrganismRecipe,
     TokenizerView,
     check_no_leakage,
+    checkpoint_key,
+    data_digest,
     epoch_batches,
     epoch_order,
     held_out_groups,
@@ -449,6 +451,18 @@ def test_cards_without_the_levers_read_as_their_defaults(field: str) -> None:
     assert (read.selection, read.lora_rank) == ("items", 0)
     with pytest.raises(LensSteerError, match=field):
         OrganismRecipe(**{**TINY, field: "pairs" if field == "selection" else -1})
+    # a checkpoint written before the levers existed (its key: the recipe without them, and the data) still resumes
+    import hashlib
+
+    recipe = OrganismRecipe.from_json(old)
+    items = training_items(recipe)
+    before = {k: v for k, v in recipe.to_json().items() if k not in ("selection", "lora_rank")}
+    assert (
+        checkpoint_key(recipe, items)
+        == hashlib.sha256(json.dumps([before, data_digest(items)]).encode()).hexdigest()[:16]
+    )
+    lever = dataclasses.replace(recipe, **{field: "groups" if field == "selection" else 4})
+    assert checkpoint_key(lever, items) != checkpoint_key(recipe, items)
 
 
 def _held_out_logliks(hf: Any, tok: Any, n_per_axis: int = 8) -> torch.Tensor:

@@ -43,7 +43,7 @@ def test_build_writes_a_card_and_refuses_another_recipe(tmp_path: Path) -> None:
     estimates = [k for k, m in enumerate(said) if m.startswith("organism build: about ")]
     caching = next(k for k, m in enumerate(said) if m.startswith("caching the residual"))
     epoch = next(k for k, m in enumerate(said) if m.startswith("epoch 1/1"))
-    assert len(estimates) == 1 and caching < estimates[0] < epoch and "for 1 epochs" in said[estimates[0]]
+    assert len(estimates) == 1 and caching < estimates[0] < epoch and "for 1 epoch;" in said[estimates[0]]
     assert read_card(folder) == json.loads(json.dumps(card))
     # the validation table is the same measurement on validation items (recomputed here on the saved checkpoint)
     again, records = acceptance_table(load_model(str(folder)), recipe, n_items=4, data_root=None, split="validation")
@@ -183,17 +183,19 @@ def test_the_time_estimate_comes_from_the_frozen_pass_and_the_first_batches(tmp_
     t = timings[0]
     assert (t.frozen_seconds, t.frozen_blocks, t.n_layers, t.items_per_epoch, t.epochs) == (1.0, 2, 4, 36, 3)
     assert t.batch_seconds == (1.0,) * k and t.batch_items == tuple(sum(len(units[i]) for i in b) for b in first[:k])
-    est = estimate_build(t, before_training_seconds=30.0, eval_items=100)
+    est = estimate_build(t, before_training_seconds=300.0, eval_items=100)
     train_s = k / sum(t.batch_items) * 36 * 3
     acceptance_s = 1.0 / 36 / 2 * 4 * 100  # the frozen pass's seconds per item and block, x 4 blocks, x 100 items
     assert est.train_seconds == pytest.approx(train_s) and est.acceptance_seconds == pytest.approx(acceptance_s)
-    assert est.total_seconds == pytest.approx(30.0 + train_s + acceptance_s)
+    assert est.total_seconds == pytest.approx(300.0 + train_s + acceptance_s)
     assert est.message() == (
-        f"organism build: about {(30 + train_s + acceptance_s) / 60:.0f} min in all (frozen blocks 1 s done;"
+        f"organism build: about {(300 + train_s + acceptance_s) / 60:.0f} min in all (frozen blocks 1 s done;"
         f" training ~{train_s / 60:.1f} min for 3 epochs; acceptance ~{acceptance_s:.0f} s), estimated from the first"
-        f" {k} batches"
+        f" {k} {'batch' if k == 1 else 'batches'}"
     )
     assert est.warning() is None
+    short = estimate_build(t, before_training_seconds=0.0, eval_items=0)  # under a minute: said in seconds
+    assert short.message().startswith(f"organism build: about {short.total_seconds:.0f} s in all")
     long = estimate_build(t, before_training_seconds=LONG_BUILD_SECONDS, eval_items=100)
     assert all(lever in long.warning() for lever in ("--precision", "--epochs", "--trainable-blocks"))
     # with no frozen pass (every block trained), acceptance is costed at a third of a training item

@@ -115,15 +115,17 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         "--selection",
         default=d.selection,
         choices=list(SELECTIONS),
-        help=f"train items chosen one by one, or as whole variant groups (template fills), so a packed sequence holds"
-        f" all of a fill's items: fewer tokens per item; changes the weights, not yet validated (default {d.selection})",
+        help=f"train items chosen one by one, or as whole variant groups (template fills), so a packed sequence"
+        f" holds all of a fill's items: fewer tokens per item; changes the weights, not yet validated"
+        f" (default {d.selection})",
     )
     p.add_argument(
         "--lora-rank",
         type=int,
         default=d.lora_rank,
         help=f"train rank-r LoRA adapters on the trained blocks' linear layers, merged into the saved checkpoint, "
-        f"instead of their full weights; changes the weights, not yet validated (default {d.lora_rank}: full fine-tuning)",
+        f"instead of their full weights; changes the weights, not yet validated (default {d.lora_rank}: full"
+        " fine-tuning)",
     )
 
 

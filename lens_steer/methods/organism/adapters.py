@@ -13,9 +13,10 @@ from lens_steer.errors import LensSteerError
 
 def block_linear_names(hf_model: Any, start: int) -> list[str]:
     """Full module names of every linear layer inside decoder blocks `start..` (attention and MLP projections)."""
+    layers = list(hf_model.model.layers)
     names = []
-    for i, layer in enumerate(list(hf_model.model.layers)[start:], start=start):
-        names += [f"model.layers.{i}.{n}" for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)]
+    for i in range(max(0, start), len(layers)):
+        names += [f"model.layers.{i}.{n}" for n, m in layers[i].named_modules() if isinstance(m, torch.nn.Linear)]
     return names
 
 

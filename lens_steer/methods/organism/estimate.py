@@ -64,10 +64,12 @@ class BuildEstimate:
 
     def message(self) -> str:
         """The one line a build says."""
+        total = f"{self.total_seconds / 60:.0f} min" if self.total_seconds >= 60 else f"{self.total_seconds:.0f} s"
         return (
-            f"organism build: about {self.total_seconds / 60:.0f} min in all (frozen blocks {self.frozen_seconds:.0f} s"
-            f" done; training ~{self.train_seconds / 60:.1f} min for {self.epochs} epochs; acceptance"
-            f" ~{self.acceptance_seconds:.0f} s), estimated from the first {self.batches} batches"
+            f"organism build: about {total} in all (frozen blocks {self.frozen_seconds:.0f} s done; training"
+            f" ~{self.train_seconds / 60:.1f} min for {self.epochs} epoch{'s' * (self.epochs != 1)}; acceptance"
+            f" ~{self.acceptance_seconds:.0f} s), estimated from the first {self.batches}"
+            f" batch{'es' * (self.batches != 1)}"
         )
 
     def warning(self) -> str | None:

@@ -74,6 +74,9 @@ RECIPE_PRECISIONS: tuple[str, ...] = ("auto", *PRECISIONS)
 # fills) in seeded order, so a packed sequence holds all of a fill's items (`training_items`)
 SELECTIONS: tuple[str, ...] = ("items", "groups")
 
+# recipe fields added after the first builds, with the value that builds them as before
+LEVER_DEFAULTS: dict[str, Any] = {"selection": "items", "lora_rank": 0}
+
 # recipe fields that do not change what the organism is (`OrganismRecipe.differences` ignores them): precision
 # changes the weights only within rounding (tests/test_organism.py trains both and compares)
 NOT_IDENTITY: tuple[str, ...] = ("precision",)
@@ -420,6 +423,13 @@ def _load_checkpoint(
     return TrainState(int(meta["epochs_done"]), [float(x) for x in meta["losses"]])
 
 
+def checkpoint_key(recipe: OrganismRecipe, train_items: Sequence[TrainingItem]) -> str:
+    """What a training checkpoint belongs to: the recipe and the data. Levers at their defaults are left out, so a
+    build killed before they existed resumes."""
+    fields = {k: v for k, v in recipe.to_json().items() if not (k in LEVER_DEFAULTS and v == LEVER_DEFAULTS[k])}
+    return hashlib.sha256(json.dumps([fields, data_digest(train_items)]).encode()).hexdigest()[:16]
+
+
 def train(
     hf_model: Any,
     model_for_tokens: HookedModel,
@@ -452,7 +462,7 @@ def train(
     optimizer = torch.optim.AdamW(
         params, lr=recipe.lr, weight_decay=0.0, fused=True
     )  # fused: one kernel per step (measured ~0.2 s a step saved)
-    key = hashlib.sha256(json.dumps([recipe.to_json(), data_digest(train_items)]).encode()).hexdigest()[:16]
+    key = checkpoint_key(recipe, train_items)
     state = _load_checkpoint(checkpoint_dir, params, optimizer, key) or TrainState()
     if state.epochs_done:
         say(f"resuming after epoch {state.epochs_done} (checkpoint {checkpoint_dir})")
