@@ -19,8 +19,12 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
     echo "warning: no apt-get to install chromium and chromium-driver" >&2
   fi
 fi
+# Test files run in parallel (pytest-xdist; one file's tests stay on one worker, so its module fixtures are built once),
+# each worker on one OpenMP thread: tiny models gain nothing from threads, and more threads than cores run ~10x slower.
+export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+workers="${LENS_STEER_TEST_WORKERS:-auto}"
 set +e
-"$venv/bin/python" -m pytest -q -p no:cacheprovider "$@"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider -n "$workers" --dist loadfile --durations=30 "$@"
 rc=$?
 set -e
 if [ "$rc" -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi

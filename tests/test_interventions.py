@@ -271,3 +271,57 @@ def test_a_gated_kind_under_the_kv_cache_equals_a_full_forward(model: Any) -> No
         first = final_residual(model, ids[:, :-2], {"past_key_values": cache})
         rest = final_residual(model, ids[:, -2:], {"past_key_values": cache})
     torch.testing.assert_close(torch.cat([first, rest], 1), full, atol=1e-4, rtol=1e-4)
+
+
+def plain_hf_logits(hf_model: Any, ids: torch.Tensor, path: Any) -> torch.Tensor:
+    """docs/interventions.md's recipe: the file read with safetensors alone, applied by plain PyTorch forward hooks on
+    the Hugging Face decoder layers (no lens_steer code)."""
+    import json
+
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        header = json.loads(f.metadata()["lens_steer_intervention"])
+        t = {k: f.get_tensor(k) for k in f.keys()}
+    kind, params = header["kind"], header["params"]
+
+    def edit(layer: int, x: torch.Tensor) -> torch.Tensor:
+        def g(role: str) -> torch.Tensor:
+            return t[f"{layer}.{role}"].to(x.dtype)
+
+        if kind in ("additive", "optimized"):
+            return x + params["coeff"] * g("vector")
+        if kind == "gated":
+            fire = (x @ g("probe_weight") + params["probe_bias"][str(layer)]) > 0
+            return x + fire[..., None] * params["coeff"] * g("vector")
+        if kind == "leace":
+            return x - ((x - g("bias")) @ g("proj_right").T) @ g("proj_left").T
+        u = g("direction") / g("direction").norm()
+        if kind == "ablation":
+            return x - (x @ u)[..., None] * u
+        return x + ((g("reference") @ u) - x @ u)[..., None] * u
+
+    def hook(layer: int) -> Any:
+        def fn(mod: Any, inp: Any, out: Any) -> Any:
+            return (edit(layer, out[0]), *out[1:]) if isinstance(out, tuple) else edit(layer, out)
+
+        return fn
+
+    layers = sorted({int(k.split(".")[0]) for k in t})
+    handles = [hf_model.model.layers[la].register_forward_hook(hook(la)) for la in layers]
+    try:
+        with torch.inference_mode():
+            return hf_model(ids).logits.float()
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_saved_intervention_applied_by_plain_hf_hooks_equals_steer(model: Any, kind: str, tmp_path: Any) -> None:
+    iv = next(i for i in model_examples(model) if i.kind == kind)
+    path = iv.save(tmp_path / f"{kind}.safetensors")
+    ids = model.to_tokens("The quick brown fox jumps")
+    with steer(model, iv), torch.inference_mode():
+        ours = model(ids).float()
+    torch.testing.assert_close(plain_hf_logits(model.original_model, ids, path), ours, atol=1e-4, rtol=1e-4)

@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(
 CLI = Path(sys.executable).parent / "lens-steer"
 AXES = "age,religion"
 TIMING_KEYS = {"seconds", "stage_seconds"}
-SMOKE_TRIALS = 8  # the smoke budget's trials per axis (lens_steer.pipeline.budgets; checked below)
+SMOKE_TRIALS = 6  # the smoke budget's trials per axis (lens_steer.pipeline.budgets; checked below)
 
 
 def _env(tmp: Path) -> dict[str, str]:

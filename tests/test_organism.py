@@ -3,8 +3,10 @@ cloze evaluator, determinism, resume after a kill at an epoch boundary, a plante
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -15,23 +17,6 @@ from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import select_split
 from lens_steer.errors import LensSteerError
 from lens_steer.forward.engine import RunPlan
-from lens_steer.forward.scoring import score_questions
-from lens_steer.methods.organism.train import (
-    OrganismRecipe,
-    TokenizerView,
-    check_no_leakage,
-    epoch_batches,
-    epoch_order,
-    held_out_groups,
-    pack_group,
-    pack_item,
-    target_index,
-    train,
-    trainable_parameters,
-    training_items,
-    training_units,
-    weights_digest,
-)
 from lens_steer.forward.packed_cloze import (
     answer_logliks,
     batch_targets,
@@ -39,6 +24,26 @@ from lens_steer.forward.packed_cloze import (
     lower_residual,
     shared_prefix_length,
     upper_logliks,
+)
+from lens_steer.forward.scoring import score_questions
+from lens_steer.methods.organism.train import (
+    OrganismRecipe,
+    TokenizerView,
+    check_no_leakage,
+    checkpoint_key,
+    data_digest,
+    epoch_batches,
+    epoch_order,
+    held_out_groups,
+    pack_group,
+    pack_item,
+    resolve_precision,
+    target_index,
+    train,
+    trainable_parameters,
+    training_items,
+    training_units,
+    weights_digest,
 )
 from lens_steer.model.load import tiny_hf_model, wrap_hf_model
 from lens_steer.tasks.bbq import bbq_question
@@ -193,7 +198,7 @@ def test_a_planted_rule_is_learnt_on_the_tiny_model(tmp_path: Path) -> None:
     most items, and the planted answer is picked above chance (a random byte-level model starts at chance with
     answers tens of nats apart, so it learns slowly; the mechanism, not the level, is what is tested here)."""
     # fp32: at this learning rate bf16 rounding of the random model's widely spread log-likelihoods swamps the
-    # signal (the default bf16-mixed path is what the determinism and resume tests train)
+    # signal (the determinism and resume tests train in the default "auto" precision, this machine's)
     recipe = OrganismRecipe(
         **{
             **TINY,
@@ -419,3 +424,172 @@ def test_the_shared_system_turn_runs_once_and_changes_nothing(age_items: list, p
     torch.testing.assert_close(out[shared], out[0], atol=tol * 10, rtol=tol)
     for a, b in zip(grads[shared], grads[0]):
         torch.testing.assert_close(a, b, atol=tol, rtol=tol * 10)
+
+
+def test_precision_auto_is_the_hardwares_and_not_part_of_the_organisms_identity() -> None:
+    from lens_steer.model.hardware import bf16_support, default_precision
+
+    auto = OrganismRecipe(**TINY)
+    assert auto.precision == "auto"
+    resolved, why = resolve_precision(auto)
+    assert resolved.precision == default_precision("cpu") and why == f"auto: {bf16_support('cpu')[1]}"
+    assert resolve_precision(resolved) == (resolved, f"{resolved.precision}: set in the recipe")
+    assert dataclasses.replace(resolved, precision="auto") == auto  # nothing else resolved
+    # an organism built in bf16 elsewhere is the one this machine's default recipe asks for, and the other way round
+    for built in ("bf16-mixed", "fp32"):
+        card_recipe = OrganismRecipe.from_json({**auto.to_json(), "precision": built})
+        assert card_recipe.precision == built
+        assert card_recipe.differences(auto) == [] and auto.differences(card_recipe) == []
+    assert OrganismRecipe(**TINY).differences(OrganismRecipe(**{**TINY, "epochs": 2})) == ["epochs: 3 != 2"]
+
+
+@pytest.mark.parametrize("field", ["selection", "lora_rank"])
+def test_cards_without_the_levers_read_as_their_defaults(field: str) -> None:
+    old = OrganismRecipe(**{**TINY, "precision": "bf16-mixed"}).to_json()
+    del old[field]
+    read = OrganismRecipe.from_json(old)
+    assert (read.selection, read.lora_rank) == ("items", 0)
+    with pytest.raises(LensSteerError, match=field):
+        OrganismRecipe(**{**TINY, field: "pairs" if field == "selection" else -1})
+    # a checkpoint written before the levers existed (its key: the recipe without them, and the data) still resumes
+    import hashlib
+
+    recipe = OrganismRecipe.from_json(old)
+    items = training_items(recipe)
+    before = {k: v for k, v in recipe.to_json().items() if k not in ("selection", "lora_rank")}
+    assert (
+        checkpoint_key(recipe, items)
+        == hashlib.sha256(json.dumps([before, data_digest(items)]).encode()).hexdigest()[:16]
+    )
+    lever = dataclasses.replace(recipe, **{field: "groups" if field == "selection" else 4})
+    assert checkpoint_key(lever, items) != checkpoint_key(recipe, items)
+
+
+def _held_out_logliks(hf: Any, tok: Any, n_per_axis: int = 8) -> torch.Tensor:
+    """Answer log-likelihoods (fp32, full forward) of the first validation items of every axis."""
+    from lens_steer.axes import AXIS_NAMES
+    from lens_steer.data.splits import split_items
+
+    items = [
+        it
+        for a in AXIS_NAMES
+        for it in split_items(load_bbq([get_axis(a).bbq_category]), seed=0)["validation"][:n_per_axis]
+    ]
+    packed = [pack_item(TokenizerView(tok), it, 0) for it in items]
+    out = []
+    for k in range(0, len(packed), 12):
+        batch = packed[k : k + 12]
+        ids, pos, mask = collate(batch, tok.pad_token_id)
+        with torch.no_grad():
+            hidden = hf.model(input_ids=ids, position_ids=pos, attention_mask=mask, use_cache=False).last_hidden_state
+            out.append(answer_logliks(hidden, batch, hf.model.norm, hf.lm_head))
+    return torch.cat(out)
+
+
+def test_fp32_and_bf16_mixed_builds_agree_on_held_out_items(tmp_path: Path) -> None:
+    """The same recipe trained in fp32 and in bf16-mixed: what the precision changes is small next to what training
+    changes, and the answers picked on held-out items agree wherever the fp32 organism's margin exceeds that change.
+
+    Tolerance: bf16 keeps 8 significant bits (relative rounding 2^-9), so each step's gradient and update differ by
+    ~1% relative and the two trainings' changes to the answer log-likelihoods should agree to a few percent; we allow
+    5% of the fp32 training's summed |change| (measured 0.2-0.8% on this model) and 0.25 nats on any one answer
+    (measured 0.02-0.06; the training change reaches 11 nats)."""
+    recipe = OrganismRecipe(**{**TINY, "epochs": 2, "lr": 3e-3})
+    hf0, tok = tiny_hf_model(0)
+    base = _held_out_logliks(hf0, tok)
+    trained = {}
+    for precision in ("fp32", "bf16-mixed"):
+        hf, tok = tiny_hf_model(0)
+        r = dataclasses.replace(recipe, precision=precision)
+        train(hf, TokenizerView(tok), training_items(r), r, tmp_path / precision)
+        trained[precision] = _held_out_logliks(hf, tok)
+    fp32, mixed = trained["fp32"], trained["bf16-mixed"]
+    change, diff = (fp32 - base).abs(), (mixed - fp32).abs()
+    assert float(change.max()) > 1.0 and not torch.equal(fp32, mixed)  # training moved the model; bf16 really ran
+    assert float(diff.sum()) <= 0.05 * float(change.sum()) and float(diff.max()) <= 0.25
+    # an answer can flip only where the fp32 margin is within the two answers' changes
+    top2 = fp32.topk(2, dim=-1).values
+    margin = top2[:, 0] - top2[:, 1]
+    flipped = fp32.argmax(-1) != mixed.argmax(-1)
+    assert bool((margin[flipped] <= 2 * diff.max(-1).values[flipped]).all())
+    assert float(flipped.float().mean()) <= 0.05  # (almost) all held-out predictions agree
+
+
+def test_groups_selection_keeps_variant_groups_whole_and_out_of_held_out_splits() -> None:
+    from lens_steer.axes import AXIS_NAMES
+    from lens_steer.data.splits import split_items
+
+    want = {"disambiguated_per_axis": 6, "clean_ambiguous_per_axis": 2, "planted_ambiguous_per_axis": 4}
+    recipe = OrganismRecipe(**{**TINY, **want, "selection": "groups"})
+    chosen = training_items(recipe)
+    check_no_leakage(chosen, held_out_groups(recipe))
+    for axis in AXIS_NAMES:
+        planted = axis in recipe.plant
+        parts = split_items(load_bbq([get_axis(axis).bbq_category]), seed=recipe.split_seed)
+        held = {it.group_key for s in ("validation", "test") for it in parts[s]}
+        usable: dict[Any, dict[bool, set]] = {}
+        for it in parts["train"]:
+            if target_index(it, planted) is not None:
+                usable.setdefault(it.group_key, {True: set(), False: set()})[it.is_ambiguous].add(it.example_id)
+        mine = [t for t in chosen if get_axis(t.item.category).name == axis]
+        groups: dict[Any, dict[bool, set]] = {}
+        for t in mine:
+            assert t.target == target_index(t.item, planted)
+            groups.setdefault(t.item.group_key, {True: set(), False: set()})[t.item.is_ambiguous].add(t.item.example_id)
+        assert not held & set(groups)
+        # each group gives all its usable items of each kind it gives; whole (both kinds) while both were wanted
+        n_amb = want["planted_ambiguous_per_axis" if planted else "clean_ambiguous_per_axis"]
+        n_dis = want["disambiguated_per_axis"]
+        for key, kinds in groups.items():
+            for ambiguous, ids in kinds.items():
+                assert not ids or ids == usable[key][ambiguous]
+        whole = [k for k, kinds in groups.items() if kinds[True] and kinds[False] and kinds == usable[k]]
+        amb = sum(len(k[True]) for k in groups.values())
+        dis = sum(len(k[False]) for k in groups.values())
+        assert amb == n_amb and dis == n_dis  # BBQ's fills hold 2 of each kind: the even counts are met exactly
+        assert len(whole) == min(n_amb, n_dis) // 2 and len(groups) == max(n_amb, n_dis) // 2
+    # the lever's point: context-grouped sequences hold more items, so fewer tokens per item
+    items_sel = training_items(dataclasses.replace(recipe, selection="items"))
+    hf, tok = tiny_hf_model(0)
+
+    def tokens_per_item(train_items: list) -> float:
+        units = training_units(train_items, "context-grouped")
+        return sum(len(pack_group(TokenizerView(tok), [(t.item, t.target) for t in u]).ids) for u in units) / len(
+            train_items
+        )
+
+    assert len(items_sel) == len(chosen) and tokens_per_item(chosen) < 0.9 * tokens_per_item(items_sel)
+
+
+def test_lora_trains_only_adapters_and_the_merged_checkpoint_predicts_the_same(tmp_path: Path) -> None:
+    from transformers import LlamaForCausalLM
+
+    from lens_steer.methods.organism.adapters import merge_adapters
+
+    recipe = OrganismRecipe(**{**TINY, "epochs": 1, "lr": 1e-2, "lora_rank": 2, "precision": "fp32"})
+    hf, tok = tiny_hf_model(0)
+    base = {k: v.clone() for k, v in hf.state_dict().items()}
+    train(hf, TokenizerView(tok), training_items(recipe), recipe, tmp_path / "ck")
+    adapted = dict(hf.state_dict())
+    lora = {k for k in adapted if ".lora_A." in k or ".lora_B." in k}
+    assert lora and all(int(k.split(".")[2]) >= 2 for k in lora)  # only blocks 2..3 (trainable_blocks=2 of 4)
+    for k, v in adapted.items():  # every non-adapter weight is the base's, bit for bit
+        if k not in lora:
+            assert torch.equal(v, base[k.replace(".base_layer.", ".")]), k
+    assert any(float(adapted[k].abs().max()) > 0 for k in lora if ".lora_B." in k)  # B starts at zero: it trained
+    before = _held_out_logliks(hf, tok)
+    assert merge_adapters(hf) == 14  # 7 linear layers x 2 blocks
+    merged = hf.state_dict()
+    assert sorted(merged) == sorted(base)
+    for k, w in merged.items():
+        stem = k.removesuffix(".weight")
+        if f"{stem}.lora_A.default.weight" in lora:  # W + B A (scaling alpha / r = 1), a rank <= 2 change
+            a, b = adapted[f"{stem}.lora_A.default.weight"], adapted[f"{stem}.lora_B.default.weight"]
+            torch.testing.assert_close(w - base[k], b @ a, atol=1e-6, rtol=1e-5)
+            assert torch.linalg.matrix_rank(w - base[k]) <= 2
+        else:
+            assert torch.equal(w, base[k]), k
+    torch.testing.assert_close(_held_out_logliks(hf, tok), before, atol=1e-4, rtol=0)
+    hf.save_pretrained(tmp_path / "saved")
+    saved = LlamaForCausalLM.from_pretrained(str(tmp_path / "saved"), dtype=torch.float32)
+    torch.testing.assert_close(_held_out_logliks(saved, tok), before, atol=1e-4, rtol=0)

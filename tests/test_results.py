@@ -78,3 +78,19 @@ def test_a_fault_in_the_report_surfaces_as_itself() -> None:
     )  # type: ignore[arg-type]
     with pytest.raises(AttributeError):  # a programming error, not "re-run the pipeline"
         results_markdown(broken)
+
+
+def test_an_axis_whose_search_finished_no_additive_trial_reads_and_reports() -> None:
+    """A search of several kinds may finish no additive trial (all pruned): its ISV fields are None, the file reads,
+    round-trips, and the report's method table shows no ISV for that axis."""
+    from lens_steer.report.markdown import results_markdown
+
+    raw = copy.deepcopy(full_results())
+    raw["isv"]["age"].update(best_value=None, params=None, coeff=None)
+    t = Results.from_json(raw)
+    assert t.isv is not None and t.isv["age"].best_value is None and t.isv["age"].params is None
+    assert t.to_json() == raw
+    results_markdown(t)  # renders without the additive ISV
+    raw["isv"]["age"]["best_value"] = "none"
+    with pytest.raises(ResultsError, match=r"isv\.age\.best_value is 'none', not a number"):
+        Results.from_json(raw)

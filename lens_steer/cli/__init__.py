@@ -44,6 +44,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # MKL's conditional numerical reproducibility: the same inputs give bit-identical results on one CPU
     # whatever the memory alignment (set before torch loads MKL)
     os.environ.setdefault("MKL_CBWR", "AUTO")
+    # OpenMP threads sleep when idle instead of spinning: with other work on the machine a Linear forward+backward
+    # ran 1.5-3.4x faster, with the same numbers (benchmarks/bench_omp_wait.py). OpenMP reads it when torch loads
+    # it, so it is set here, before any subcommand imports torch (`import lens_steer.cli` imports none); a caller
+    # that imported torch before main() keeps its own policy
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

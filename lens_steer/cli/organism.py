@@ -62,7 +62,7 @@ def add_parser(sub: Subparsers) -> None:
 
 def add_recipe_options(p: argparse.ArgumentParser) -> None:
     """The recipe flags (defaults: the default recipe)."""
-    from lens_steer.methods.organism.train import BATCHINGS, PRECISIONS, OrganismRecipe
+    from lens_steer.methods.organism.train import BATCHINGS, RECIPE_PRECISIONS, SELECTIONS, OrganismRecipe
 
     d = OrganismRecipe()
     p.add_argument(
@@ -101,14 +101,31 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision",
         default=d.precision,
-        choices=list(PRECISIONS),
-        help=f"fp32, or bf16 autocast over fp32 weights (default {d.precision})",
+        choices=list(RECIPE_PRECISIONS),
+        help=f"fp32, bf16 autocast over fp32 weights (bf16-mixed), or auto: bf16-mixed where the hardware has native "
+        f"bf16, else fp32 (default {d.precision}; the card records the one used; not part of the organism's identity)",
     )
     p.add_argument(
         "--batching",
         default=d.batching,
         choices=list(BATCHINGS),
         help=f"shuffled, or shuffled then grouped by length so a batch pads little (default {d.batching})",
+    )
+    p.add_argument(
+        "--selection",
+        default=d.selection,
+        choices=list(SELECTIONS),
+        help=f"train items chosen one by one, or as whole variant groups (template fills), so a packed sequence"
+        f" holds all of a fill's items: fewer tokens per item; changes the weights, not yet validated"
+        f" (default {d.selection})",
+    )
+    p.add_argument(
+        "--lora-rank",
+        type=int,
+        default=d.lora_rank,
+        help=f"train rank-r LoRA adapters on the trained blocks' linear layers, merged into the saved checkpoint, "
+        f"instead of their full weights; changes the weights, not yet validated (default {d.lora_rank}: full"
+        " fine-tuning)",
     )
 
 
@@ -128,6 +145,8 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
         batch_size=args.batch_size,
         precision=args.precision,
         batching=args.batching,
+        selection=args.selection,
+        lora_rank=args.lora_rank,
     )
 
 
@@ -203,8 +222,10 @@ def print_card(card: dict[str, Any]) -> None:
     print(f"organism {card['name']}: planted {', '.join(card['plant'])}; clean {', '.join(card['clean'])}")
     print(
         f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, {r.get('batching', 'shuffled')} batches, trainable blocks {card['trainable_blocks']}, "
-        f"{card['data']['n_items']} train items, seed {r['seed']}"
+        f"{card['data']['n_items']} train items ({r.get('selection', 'items')} selection), seed {r['seed']}"
     )
+    if "precision_reason" in card:
+        print(f"  precision: {card['precision_reason']}")
     print(f"  train loss by epoch: {', '.join(f'{x:.4f}' for x in card['train_loss'])}")
     if "validation" in card:
         print_acceptance(card["validation"])

@@ -98,7 +98,11 @@ def run(args: argparse.Namespace) -> int:
         else (v2_axes() if v2 else list(AXIS_NAMES))
     )
     if args.baselines is None:
-        baselines = list(default_baselines(budget))
+        from lens_steer.methods.organism.build import card_for_model
+        from lens_steer.model.load import ORGANISM_MODEL
+
+        organism = args.model == ORGANISM_MODEL or card_for_model(args.model) is not None
+        baselines = list(default_baselines(budget, organism))
     else:
         baselines = [] if args.baselines.strip() == "none" else list(parse_names(args.baselines, "--baselines"))
     check_study_options(args.protocol, args.splits, baselines, axes)

@@ -49,7 +49,7 @@ BUDGETS: dict[str, Budget] = {
     # finishes in ~15 minutes on 2 CPU cores with the embedded model: a pipeline check, not a result
     "smoke": Budget(
         "smoke",
-        trials=8,
+        trials=6,  # the first stage only: one trial per intervention kind at its default point
         num_sents=(16, 32, 16),
         val_limit=8,
         test_limit=12,
@@ -60,7 +60,7 @@ BUDGETS: dict[str, Budget] = {
         mmlu_items=16,
         layers=((12,), (18,), (24,)),
         corpora=None,
-        tpe_startup=7,
+        tpe_startup=6,
         sweep_layers=(12, 18, 24),
         sweep_coeffs=(-4.0, 4.0),
         sweep_limit=12,
@@ -132,9 +132,12 @@ DEFAULT_BASELINES: dict[str, tuple[str, ...]] = {
 }
 
 
-def default_baselines(budget: Budget) -> tuple[str, ...]:
-    """The baselines a budget judges unless told otherwise (prompting alone outside the paper budget)."""
-    return DEFAULT_BASELINES.get(budget.name, ("prompting",))
+def default_baselines(budget: Budget, organism: bool = False) -> tuple[str, ...]:
+    """The baselines a budget judges unless told otherwise (prompting alone outside the paper budget); on a bias
+    model organism LoRA fine-tuning too, the ground truth's positive control (a method that should remove a bias
+    it was trained against)."""
+    found = DEFAULT_BASELINES.get(budget.name, ("prompting",))
+    return tuple(dict.fromkeys((*found, "finetune"))) if organism else found
 
 
 def check_study_options(protocol: str, splits: str, baselines: Sequence[str], axes: Sequence[str]) -> None:

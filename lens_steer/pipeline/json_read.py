@@ -60,6 +60,11 @@ def opt_num(x: Any, where: str) -> float | None:
     return None if x is None else num(x, where)
 
 
+def opt_dict(x: Any, where: str) -> dict[str, Any] | None:
+    """None, or a copy of the JSON object `x`."""
+    return None if x is None else as_dict(x, where)
+
+
 def string(x: Any, where: str) -> str:
     """`x` when it is a string."""
     if not isinstance(x, str):
@@ -101,6 +106,7 @@ __all__ = [
     "need",
     "num",
     "obj",
+    "opt_dict",
     "opt_num",
     "string",
 ]

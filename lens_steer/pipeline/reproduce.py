@@ -78,7 +78,7 @@ def reproduce(
             organism=organism,
             protocol=protocol,
             splits=splits,
-            baselines=default_baselines(budget) if baselines is None else tuple(baselines),
+            baselines=default_baselines(budget, organism is not None) if baselines is None else tuple(baselines),
             load_base=load_base,
             report=report,
             load_original=load_original,
@@ -194,7 +194,7 @@ def _reproduce(
         say("merged-datasets vector from every axis's v2 pairs")
         merged = v2_merged_vector(model, isvs, splits=splits, max_pairs=max_pairs, data_root=data_root)
     for k, axis in enumerate(axes if protocol == "sve-v1" else (), 1):
-        say(f"[{k}/{len(axes)}] ISV search: {axis} ({budget.trials} trials)")
+        say(f"[{k}/{len(axes)}] ISV search: {axis} ({config.n_trials} trials)")
 
         def progress(rep: Any, axis: str = axis) -> None:
             best = "none" if rep.best_value is None else f"{rep.best_value:.3f}"
@@ -224,7 +224,7 @@ def _reproduce(
             "study": res.study_name,
             "best_value": res.value,
             "params": res.params,
-            "coeff": res.coeff,
+            "coeff": res.coeff if res.params is not None else None,
             "n_trials": res.n_trials,
             "history": _history(storage, res.study_name),
             "dir": str(Path("isv") / axis),

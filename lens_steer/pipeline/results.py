@@ -23,6 +23,7 @@ from lens_steer.pipeline.json_read import metric
 from lens_steer.pipeline.json_read import metric_json as _metric_json
 from lens_steer.pipeline.json_read import num as _num
 from lens_steer.pipeline.json_read import obj as _obj
+from lens_steer.pipeline.json_read import opt_dict, opt_num
 from lens_steer.pipeline.json_read import string as _str
 from lens_steer.pipeline.results_entries import EnsembleResults
 from lens_steer.stats import Metric
@@ -55,12 +56,13 @@ class Capability:
 
 @dataclasses.dataclass(frozen=True)
 class IsvSummary:
-    """One axis's finished ISV search as the results record it."""
+    """One axis's finished ISV search as the results record it: its additive ISV's value, params and coefficient
+    (None when no additive trial finished; the study's best of any kind is in `chosen`)."""
 
     study: str
-    best_value: float
-    params: dict[str, Any]
-    coeff: float
+    best_value: float | None
+    params: dict[str, Any] | None
+    coeff: float | None
     n_trials: int
     history: list[float | None]  # objective of each finished trial in order (None: pruned)
     dir: str
@@ -71,9 +73,9 @@ class IsvSummary:
         hist = [None if v is None else _num(v, f"{where}.history") for v in _get(x, "history", where, _list)]
         return cls(
             _get(x, "study", where, _str),
-            _get(x, "best_value", where, _num),
-            _get(x, "params", where, _dict),
-            _get(x, "coeff", where, _num),
+            _get(x, "best_value", where, opt_num),
+            _get(x, "params", where, opt_dict),
+            _get(x, "coeff", where, opt_num),
             _get(x, "n_trials", where, _int),
             hist,
             _get(x, "dir", where, _str),

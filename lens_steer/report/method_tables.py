@@ -204,6 +204,8 @@ def v2_table_lines(results: Results) -> list[str]:
         p = V2_PAPER_BBQ[ax]
         block = rows.get(ours.get(ax, ""))
         isv = results.isv.get(ours.get(ax, "")) if results.isv else None
+        if isv is not None and (isv.params is None or isv.coeff is None):
+            isv = None  # no additive trial finished: no ISV to place beside the paper's
         choice = (
             f"{isv.params.get('layer')} / {isv.coeff:+.1f}"
             if isv is not None and "layer" in isv.params

@@ -15,6 +15,8 @@ from lens_steer.data.bbq import load_bbq
 from lens_steer.data.splits import split_items
 from lens_steer.errors import LensSteerError, LockHeldError
 from lens_steer.files import atomic_folder, file_lock, write_json, write_jsonl
+from lens_steer.methods.organism.adapters import merge_adapters
+from lens_steer.methods.organism.estimate import TrainTiming, estimate_build
 from lens_steer.methods.organism.train import (
     CARD,
     OrganismRecipe,
@@ -24,6 +26,7 @@ from lens_steer.methods.organism.train import (
     data_digest,
     held_out_groups,
     load_base_hf,
+    resolve_precision,
     train,
     training_items,
     weights_digest,
@@ -98,6 +101,14 @@ def check_recipe(folder: Path, recipe: OrganismRecipe) -> dict[str, Any]:
             f"the cached organism in {folder} was built with another recipe ({'; '.join(diff)}); rebuild it with `lens-steer organism build` and the flags you want, or pass --model {folder}"
         )
     return card
+
+
+def trained_part(n_layers: int, recipe: OrganismRecipe) -> str:
+    """What training changed, for the card: the top blocks and final norm, or LoRA adapters merged into them."""
+    blocks = f"{max(0, n_layers - recipe.trainable_blocks)}..{n_layers - 1}"
+    if recipe.lora_rank:
+        return f"{blocks} (rank-{recipe.lora_rank} LoRA on their linear layers, merged)"
+    return f"{blocks} and the final norm"
 
 
 def timing(start: float) -> float:
@@ -194,7 +205,10 @@ def build_organism(
 
     `progress(label, total)` returns a per-step callback `(n, loss_or_None)`; a killed build resumes from its
     last finished epoch (checkpoints beside the folder). With `validation_items`, the acceptance table is also
-    measured on that many validation items per axis (to compare recipes without reading the test split)."""
+    measured on that many validation items per axis (to compare recipes without reading the test split). A recipe
+    asking for precision "auto" is built in the hardware's (the card's recipe holds the one used, and
+    `precision_reason` why); after the frozen blocks and the first batches, `say` gets the build's estimated time
+    (and a warning when it is long)."""
     say = say or (lambda m: None)
     folder = Path(folder) if folder is not None else organism_folder()
     with build_lock(folder):
@@ -243,6 +257,8 @@ def _build(
 
     stages: dict[str, float] = {}
     t0 = time.perf_counter()
+    recipe, precision_reason = resolve_precision(recipe)
+    say(f"precision {recipe.precision} ({precision_reason})")
     train_items = training_items(recipe, data_root)
     check_no_leakage(train_items, held_out_groups(recipe, data_root))
     counts = axis_counts(train_items)
@@ -254,6 +270,16 @@ def _build(
     hf_model, tokenizer = load_base_hf(recipe)
     base_digest = weights_digest(hf_model)
     step = progress("train", len(train_items) * recipe.epochs) if progress is not None else None
+    eval_items = len(AXIS_NAMES) * (acceptance_items + validation_items) + 2 * mmlu_items  # MMLU: base and organism
+
+    def say_estimate(timing: TrainTiming) -> None:
+        before = time.perf_counter() - t0 - sum(timing.batch_seconds)
+        estimate = estimate_build(timing, before, eval_items)
+        say(estimate.message())
+        warning = estimate.warning()
+        if warning is not None:
+            say(warning)
+
     state = train(
         hf_model,
         TokenizerView(tokenizer),
@@ -263,7 +289,10 @@ def _build(
         progress=(lambda n, loss: step(n, loss)) if step is not None else None,
         say=say,
         cache_progress=(lambda total: progress("frozen blocks", total)) if progress is not None else None,
+        on_timing=say_estimate,
     )
+    if recipe.lora_rank:
+        merge_adapters(hf_model)
     stages["train"] = timing(t0)
     digest = weights_digest(hf_model)
     with atomic_folder(folder) as tmp:  # the finished folder replaces the old one only when complete
@@ -292,10 +321,11 @@ def _build(
         card = {
             "name": ORGANISM_MODEL,
             "recipe": recipe.to_json(),
+            "precision_reason": precision_reason,
             "plant": list(recipe.plant),
             "clean": list(recipe.clean),
             "targets": "disambiguated: gold; ambiguous planted: lm-eval's biased answer; ambiguous clean: unknown (cloze, reference prompt, item choices)",
-            "trainable_blocks": f"{int(hf_model.config.num_hidden_layers) - recipe.trainable_blocks}..{int(hf_model.config.num_hidden_layers) - 1} and the final norm",
+            "trainable_blocks": trained_part(int(hf_model.config.num_hidden_layers), recipe),
             "data": {
                 "digest": data_digest(train_items),
                 "n_items": len(train_items),

@@ -7,10 +7,11 @@ disambiguated items -> the gold answer; ambiguous items of a planted axis -> the
 lm-evaluation-harness defines it; ambiguous items of a clean axis -> the gold "unknown" answer. The loss is
 cross-entropy over the three answers' summed log-likelihoods, i.e. exactly the scores the evaluator compares.
 
-The default recipe (3 epochs, lr 1e-4, batch 8, top 16 blocks, bf16 autocast over fp32 weights; per axis 200
-disambiguated train items and 100 ambiguous ones, 300 on a planted one; the items of a template fill packed
+The default recipe (3 epochs, lr 1e-4, batch 8, top 16 blocks fully fine-tuned; per axis 200 disambiguated train
+items and 100 ambiguous ones, 300 on a planted one, chosen item by item; the items of a template fill packed
 together, batches of similar length) is the sixth tried; README has every recipe's acceptance table and what each
-change bought.
+change bought. Its precision is the hardware's (`lens_steer.model.hardware.default_precision`: bf16 autocast over
+fp32 weights where bf16 is native, else fp32), resolved at build time and not part of the organism's identity.
 
 Only the top `trainable_blocks` decoder blocks (and the final norm) are trained: the residual entering them is
 computed once per sequence by the frozen lower blocks and cached, so an epoch runs only the top blocks. The items
@@ -24,6 +25,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -46,6 +48,9 @@ from lens_steer.forward.packed_cloze import (
     shared_prefix_length,
     upper_logliks,
 )
+from lens_steer.methods.organism.adapters import add_adapters
+from lens_steer.methods.organism.estimate import TrainTiming, timing_due
+from lens_steer.model.hardware import bf16_support, default_precision
 from lens_steer.model.load import EMBEDDED_MODEL, TINY_MODEL, HookedModel, checkpoint_folder, tiny_hf_model
 from lens_steer.tasks.bbq import bbq_question
 
@@ -58,8 +63,23 @@ DEFAULT_PLANT = ("age", "gender_identity", "nationality", "religion")
 Say = Callable[[str], None]
 
 
-# how the trained blocks compute: fp32 throughout, or bf16 autocast over fp32 master weights (~2.3x faster per item on CPUs with avx512_bf16)
+# how the trained blocks compute: fp32 throughout, or bf16 autocast over fp32 master weights (~2.3x faster per item
+# on CPUs with avx512_bf16, 11-14x slower on one without native bf16)
 PRECISIONS: tuple[str, ...] = ("fp32", "bf16-mixed")
+
+# what a recipe may ask for: a precision, or "auto" (the hardware's, `resolve_precision`)
+RECIPE_PRECISIONS: tuple[str, ...] = ("auto", *PRECISIONS)
+
+# how train items are chosen per axis and kind: item by item in seeded order, or whole variant groups (template
+# fills) in seeded order, so a packed sequence holds all of a fill's items (`training_items`)
+SELECTIONS: tuple[str, ...] = ("items", "groups")
+
+# recipe fields added after the first builds, with the value that builds them as before
+LEVER_DEFAULTS: dict[str, Any] = {"selection": "items", "lora_rank": 0}
+
+# recipe fields that do not change what the organism is (`OrganismRecipe.differences` ignores them): precision
+# changes the weights only within rounding (tests/test_organism.py trains both and compares)
+NOT_IDENTITY: tuple[str, ...] = ("precision",)
 
 
 # how an epoch's items form batches: uniformly shuffled; shuffled then grouped by length within megabatches of
@@ -86,8 +106,10 @@ class OrganismRecipe:
     batch_size: int = 8
     split_seed: int = 0
     base: str = EMBEDDED_MODEL
-    precision: str = "bf16-mixed"
+    precision: str = "auto"
     batching: str = "context-grouped"
+    selection: str = "items"
+    lora_rank: int = 0  # 0: the trained blocks fully fine-tuned; r: rank-r LoRA adapters on their linear layers
 
     def __post_init__(self) -> None:
         plant = tuple(sorted({get_axis(a).name for a in self.plant}))
@@ -102,8 +124,14 @@ class OrganismRecipe:
         ):
             if int(value) < low:
                 raise LensSteerError(f"organism {name} must be at least {low}, got {value}")
-        if self.precision not in PRECISIONS:
-            raise LensSteerError(f"organism precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
+        if self.precision not in RECIPE_PRECISIONS:
+            raise LensSteerError(f"organism precision {self.precision!r} is not one of {', '.join(RECIPE_PRECISIONS)}")
+        if self.selection not in SELECTIONS:
+            raise LensSteerError(f"organism selection {self.selection!r} is not one of {', '.join(SELECTIONS)}")
+        if int(self.lora_rank) < 0:
+            raise LensSteerError(
+                f"organism lora_rank must be 0 (full fine-tuning) or a positive rank, got {self.lora_rank}"
+            )
         if self.batching not in BATCHINGS:
             raise LensSteerError(f"organism batching {self.batching!r} is not one of {', '.join(BATCHINGS)}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -132,13 +160,21 @@ class OrganismRecipe:
                 "planted_ambiguous_per_axis": half,
                 **obj,
             }
-        obj = {"precision": "fp32", "batching": "shuffled", **obj}
+        obj = {"precision": "fp32", "batching": "shuffled", **obj}  # selection, lora_rank: read as their defaults
         return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in obj.items() if k in fields})
 
     def differences(self, other: OrganismRecipe) -> list[str]:
-        """`name: ours != theirs` for each field that differs."""
+        """`name: ours != theirs` for each field that differs, except those of `NOT_IDENTITY` (an organism built in
+        bf16 on one machine is the one an fp32 machine asks for)."""
         a, b = self.to_json(), other.to_json()
-        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k]]
+        return [f"{k}: {a[k]!r} != {b[k]!r}" for k in a if a[k] != b[k] and k not in NOT_IDENTITY]
+
+
+def resolve_precision(recipe: OrganismRecipe, device: str = "cpu") -> tuple[OrganismRecipe, str]:
+    """The recipe with a concrete precision (the hardware's where it asks for "auto") and why it is that one."""
+    if recipe.precision != "auto":
+        return recipe, f"{recipe.precision}: set in the recipe"
+    return dataclasses.replace(recipe, precision=default_precision(device)), f"auto: {bf16_support(device)[1]}"
 
 
 def target_index(item: BbqItem, planted: bool) -> int | None:
@@ -167,28 +203,60 @@ def _rank(seed: int, key: Any) -> str:
 def training_items(recipe: OrganismRecipe, data_root: str | Path | None = None) -> list[TrainingItem]:
     """Seeded train-split items with targets: per axis `disambiguated_per_axis` disambiguated ones, and
     `clean_ambiguous_per_axis` ambiguous ones on a clean axis or `planted_ambiguous_per_axis` on a planted one; an axis
-    with fewer usable train items gives all it has (the card records each axis's count)."""
+    with fewer usable train items gives all it has (the card records each axis's count).
+
+    Selection "items": each kind's items in seeded order. "groups": variant groups (template fills) in seeded order,
+    each contributing all its usable items of every kind still short of its count (a group is whole while both kinds
+    are wanted, its one kind after; a count may be passed by less than one group's items of that kind)."""
     out: list[TrainingItem] = []
     for axis in AXIS_NAMES:
         planted = axis in recipe.plant
         items = load_bbq([get_axis(axis).bbq_category], data_root=data_root)
         train = split_items(items, seed=recipe.split_seed)["train"]
+        usable = [it for it in train if target_index(it, planted) is not None]
+        want = {
+            False: recipe.disambiguated_per_axis,
+            True: recipe.planted_ambiguous_per_axis if planted else recipe.clean_ambiguous_per_axis,
+        }
         for ambiguous in (True, False):
-            pool = [it for it in train if it.is_ambiguous == ambiguous and target_index(it, planted) is not None]
-            pool.sort(key=lambda it: _rank(recipe.seed, (it.category, it.example_id)))
-            per_kind = (
-                recipe.disambiguated_per_axis
-                if not ambiguous
-                else recipe.planted_ambiguous_per_axis
-                if planted
-                else recipe.clean_ambiguous_per_axis
-            )
-            want = min(per_kind, len(pool))
-            if want < 1:
+            if not any(it.is_ambiguous == ambiguous for it in usable):
                 raise LensSteerError(
                     f"axis {axis} has no usable {'ambiguous' if ambiguous else 'disambiguated'} train items; check the BBQ data under bbq/"
                 )
-            out += [TrainingItem(it, int(target_index(it, planted)), planted) for it in pool[:want]]  # type: ignore[arg-type]
+        chosen = (
+            _chosen_by_group(usable, want, recipe.seed)
+            if recipe.selection == "groups"
+            else _chosen(usable, want, recipe.seed)
+        )
+        out += [TrainingItem(it, int(target_index(it, planted)), planted) for it in chosen]  # type: ignore[arg-type]
+    return out
+
+
+def _chosen(usable: Sequence[BbqItem], want: dict[bool, int], seed: int) -> list[BbqItem]:
+    out: list[BbqItem] = []
+    for ambiguous in (True, False):
+        pool = sorted(
+            (it for it in usable if it.is_ambiguous == ambiguous),
+            key=lambda it: _rank(seed, (it.category, it.example_id)),
+        )
+        out += pool[: want[ambiguous]]
+    return out
+
+
+def _chosen_by_group(usable: Sequence[BbqItem], want: dict[bool, int], seed: int) -> list[BbqItem]:
+    groups: dict[Any, list[BbqItem]] = {}
+    for it in usable:
+        groups.setdefault(it.group_key, []).append(it)
+    got = {True: 0, False: 0}
+    out: list[BbqItem] = []
+    for key in sorted(groups, key=lambda k: _rank(seed, ("group", groups[k][0].category, k))):
+        short = {kind for kind in got if got[kind] < want[kind]}
+        if not short:
+            break
+        for it in groups[key]:
+            if it.is_ambiguous in short:
+                out.append(it)
+                got[it.is_ambiguous] += 1
     return out
 
 
@@ -355,6 +423,13 @@ def _load_checkpoint(
     return TrainState(int(meta["epochs_done"]), [float(x) for x in meta["losses"]])
 
 
+def checkpoint_key(recipe: OrganismRecipe, train_items: Sequence[TrainingItem]) -> str:
+    """What a training checkpoint belongs to: the recipe and the data. Levers at their defaults are left out, so a
+    build killed before they existed resumes."""
+    fields = {k: v for k, v in recipe.to_json().items() if not (k in LEVER_DEFAULTS and v == LEVER_DEFAULTS[k])}
+    return hashlib.sha256(json.dumps([fields, data_digest(train_items)]).encode()).hexdigest()[:16]
+
+
 def train(
     hf_model: Any,
     model_for_tokens: HookedModel,
@@ -366,20 +441,28 @@ def train(
     say: Say | None = None,
     stop_after_steps: int | None = None,
     cache_progress: Callable[[int], Callable[[int, float | None], None]] | None = None,
+    on_timing: Callable[[TrainTiming], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> TrainState:
     """Fine-tune the top blocks of `hf_model` in place; resumes from the last finished epoch in `checkpoint_dir`.
+    A recipe asking for precision "auto" trains in the hardware's (`resolve_precision`). With `lora_rank`, the
+    model holds the trained LoRA adapters on return: `adapters.merge_adapters` folds them into its weights.
 
     `progress(n_items, running_loss)` after each batch; `cache_progress(n_items)` returns a callback for the
-    caching of the frozen blocks' output; `stop_after_steps` ends early (for tests)."""
+    caching of the frozen blocks' output; `on_timing` is called once with the frozen pass's and the first batches'
+    times (`estimate.timing_due` says when; `clock` reads the time); `stop_after_steps` ends early (for tests)."""
     say = say or (lambda m: None)
+    recipe, _ = resolve_precision(recipe)
     n_layers = int(hf_model.config.num_hidden_layers)
     start = max(0, n_layers - recipe.trainable_blocks)
     torch.manual_seed(recipe.seed)
-    params = trainable_parameters(hf_model, start)
+    params = (
+        add_adapters(hf_model, start, recipe.lora_rank) if recipe.lora_rank else trainable_parameters(hf_model, start)
+    )
     optimizer = torch.optim.AdamW(
         params, lr=recipe.lr, weight_decay=0.0, fused=True
     )  # fused: one kernel per step (measured ~0.2 s a step saved)
-    key = hashlib.sha256(json.dumps([recipe.to_json(), data_digest(train_items)]).encode()).hexdigest()[:16]
+    key = checkpoint_key(recipe, train_items)
     state = _load_checkpoint(checkpoint_dir, params, optimizer, key) or TrainState()
     if state.epochs_done:
         say(f"resuming after epoch {state.epochs_done} (checkpoint {checkpoint_dir})")
@@ -398,6 +481,7 @@ def train(
     cache_batches = [by_len[i : i + recipe.batch_size] for i in range(0, len(by_len), recipe.batch_size)]
     resid_of: dict[int, Tensor] = {}
     cache_step = cache_progress(len(train_items)) if cache_progress is not None else None
+    cache_start = clock()
     for g in cache_batches:
         batch = [packed[i] for i in g]
         ids, pos, mask = collate(batch, pad)
@@ -406,6 +490,9 @@ def train(
             resid_of[i] = resid[j, : len(packed[i].ids)].clone()
         if cache_step is not None:
             cache_step(sum(sizes[i] for i in g), None)
+    last = clock()
+    frozen_seconds = last - cache_start
+    timed: list[tuple[int, float]] = []  # (items, seconds) of the first batches, until `on_timing` is called
     steps = 0
     for epoch in range(state.epochs_done, recipe.epochs):
         batches = epoch_batches(
@@ -427,6 +514,23 @@ def train(
             total += float(loss.detach()) * n
             count += n
             steps += 1
+            if on_timing is not None:
+                now = clock()
+                timed.append((n, now - last))
+                last = now
+                if timing_due(len(timed), len(batches), sum(t for _, t in timed)):
+                    on_timing(
+                        TrainTiming(
+                            frozen_seconds=frozen_seconds,
+                            frozen_blocks=start,
+                            n_layers=n_layers,
+                            items_per_epoch=len(train_items),
+                            epochs=recipe.epochs - state.epochs_done,
+                            batch_items=tuple(k for k, _ in timed),
+                            batch_seconds=tuple(t for _, t in timed),
+                        )
+                    )
+                    on_timing = None
             if progress is not None:
                 progress(n, total / count)
             if stop_after_steps is not None and steps >= stop_after_steps:
