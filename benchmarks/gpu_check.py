@@ -42,11 +42,11 @@ from lens_steer.data.bbq import BbqItem  # noqa: E402
 from lens_steer.extract.activations import extract_vector  # noqa: E402
 from lens_steer.extract.pairs import ContrastivePair, PairSet  # noqa: E402
 from lens_steer.files import write_json  # noqa: E402
-from lens_steer.forward.engine import final_residual
-from lens_steer.forward.questions import Question
+from lens_steer.forward.engine import final_residual  # noqa: E402
+from lens_steer.forward.questions import Question  # noqa: E402
 from lens_steer.forward.residual_cache import ResidualCache, capture_hooks, run_blocks  # noqa: E402
 from lens_steer.forward.scoring import score_questions, score_steered  # noqa: E402
-from lens_steer.model.chat import render_chat
+from lens_steer.model.chat import render_chat  # noqa: E402
 from lens_steer.model.load import load_model, model_identity, wrap_hf_model  # noqa: E402
 from lens_steer.model.tokens import encode_texts  # noqa: E402
 from lens_steer.steering.hooks import steer  # noqa: E402

@@ -130,11 +130,12 @@ def test_finetune_baseline_scores_its_own_model(model, items, tmp_path, monkeypa
     texts = finetune_texts(train, model.tokenizer)
     from lens_steer.forward.questions import cloze_prompt
 
+    # the evaluator's prompt + the unbiased answer
     want = [
         cloze_prompt(bbq_question(i), "reference", model.tokenizer)[0] + i.answers[i.label]
         for i in train
         if i.biased_index is not None and i.label != i.biased_index
-    ]  # the evaluator's prompt + the unbiased answer
+    ]
     assert texts and texts == want
     preds = baseline_predictions(model, items, "finetune", load_base=tiny, train_texts=texts, seed=0)
     from lens_steer.methods.baselines.finetune import finetuned_model

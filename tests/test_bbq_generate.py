@@ -248,7 +248,7 @@ def test_deterministic_for_a_seed() -> None:
     b = gen("Nationality", 4)
     assert a != b and len(a) == len(b)
     free = random_free_templates("Age")
-    pick = lambda rows: Counter(
+    pick = lambda rows: Counter(  # noqa: E731
         key_text(r) for r in rows if (r["question_index"], r["additional_metadata"]["version"]) in free
     )  # noqa: E731
     assert pick(generate_category("Age", seed=5)) == pick(gen("Age"))

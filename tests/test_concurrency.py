@@ -210,7 +210,7 @@ def _kill_inside_a_later_trial(
             ts = _states(storage, study)
         except KeyError:  # the study is not created yet
             ts = []
-        inside = lambda trials: any(
+        inside = lambda trials: any(  # noqa: E731
             t.state == optuna.trial.TrialState.RUNNING and len(t.params) == len(PARAM_NAMES) for t in trials
         )  # noqa: E731
         if any(t.state == optuna.trial.TrialState.COMPLETE for t in ts) and inside(ts):

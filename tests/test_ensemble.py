@@ -293,8 +293,8 @@ def test_baselines_are_judged_beside_the_vectors_from_their_stored_predictions(t
             assert [p.pred for p in direct] == [r["pred"] for r in rows]
             sve_acc = block["steered"]["sve"]["vs_base"]["overall"]["acc"]["steered"]["value"]
             assert entry["vs_sve"]["overall"]["acc"]["diff"]["value"] == pytest.approx(acc - sve_acc)
-        # the ISV's wrong-way share, recomputed from the per-item margins file and from the stored predictions'
-        # log-probabilities
+        # the ISV's wrong-way share, recomputed from the per-item margins file and from the stored
+        # predictions' log-probabilities
         st = block["steered"]["isv"]["steerability"]
         items = [json.loads(line) for line in (tmp_path / "a" / st["items_file"]).read_text().splitlines()]
         assert st["wrong_way_share"]["value"] == pytest.approx(

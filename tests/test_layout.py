@@ -17,17 +17,6 @@ MAX_LINES = 600
 MAX_LINE_CHARS = 120  # ruff.toml's line-length: what ruff cannot split is wrapped by hand, never skipped
 LINE_CHECKED_FOLDERS = ("lens_steer", "tests", "benchmarks", "analyses")
 FORMAT_OPT_OUT = re.compile(r"#\s*fmt:\s*(skip|off)\b")  # a comment ruff obeys: it leaves the line (or block) as is
-# Wrapped in another branch (the organism work, edited at the same time as the wrapping): empty this once it is merged.
-NOT_YET_WRAPPED = (
-    "lens_steer/methods/organism/train.py",
-    "lens_steer/methods/organism/build.py",
-    "lens_steer/cli/organism.py",
-    "lens_steer/cli/__init__.py",
-    "lens_steer/forward/packed_cloze.py",
-    "benchmarks/bench_organism.py",
-    "tests/test_organism.py",
-    "tests/test_organism_build.py",
-)
 
 
 def module_name(path: Path) -> str:
@@ -296,15 +285,13 @@ def test_the_breach_finder_sees_a_climb(tmp_path: Path) -> None:
 
 
 # ---- line length: every line fits ruff's 120 columns, and no `fmt: skip` / `fmt: off` opts a line out --------------
-def line_breaches(root: Path, folders: Sequence[str], exempt: Sequence[str] = ()) -> list[str]:
+def line_breaches(root: Path, folders: Sequence[str]) -> list[str]:
     """Each line over MAX_LINE_CHARS characters and each `fmt: skip` / `fmt: off` comment in the .py files under
-    `folders` of `root`, as "file:line what", files named in `exempt` (paths relative to `root`) left out."""
+    `folders` of `root`, as "file:line what"."""
     found = []
     for folder in folders:
         for path in sorted((root / folder).rglob("*.py")):
             rel = path.relative_to(root).as_posix()
-            if rel in exempt:
-                continue
             text = path.read_text(encoding="utf-8")
             lines = text.splitlines()
             hits = [(n, f"has {len(line)} characters") for n, line in enumerate(lines, 1) if len(line) > MAX_LINE_CHARS]
@@ -333,9 +320,8 @@ def test_the_line_checker_finds_long_lines_and_format_opt_outs(tmp_path: Path) -
         "pkg/a.py:5 has '# fmt:off'",
         f"pkg/b.py:1 has {MAX_LINE_CHARS + 1} characters",
     ]
-    assert line_breaches(tmp_path, ["pkg"], exempt=["pkg/a.py", "pkg/b.py"]) == []
 
 
 def test_no_line_over_120_characters_and_no_format_opt_out() -> None:
-    found = line_breaches(ROOT, LINE_CHECKED_FOLDERS, exempt=NOT_YET_WRAPPED)
+    found = line_breaches(ROOT, LINE_CHECKED_FOLDERS)
     assert found == [], "wrap these by hand (split strings, move comments above): " + "; ".join(found)

@@ -18,7 +18,7 @@ import lm_eval.tasks  # noqa: E402
 from lens_steer.data.bbq import load_bbq_file  # noqa: E402
 from lens_steer.data.root import resolve_data_root  # noqa: E402
 from lens_steer.model.load import EMBEDDED_MODEL, checkpoint_folder, load_model  # noqa: E402
-from lens_steer.tasks.bbq import run_bbq
+from lens_steer.tasks.bbq import run_bbq  # noqa: E402
 from lens_steer.tasks.lm_eval_bbq import shipped_yaml, task_yaml, write_task  # noqa: E402
 
 N_ITEMS = 40

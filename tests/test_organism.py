@@ -1,5 +1,6 @@
-"""lens_steer.methods.organism.train and organism_build: the bias model organism's mechanism on the tiny model: targets by hand, no leakage, packed scoring equal to the
-cloze evaluator, determinism, resume after a kill at an epoch boundary, a planted rule learnt; the recipe check."""
+"""lens_steer.methods.organism.train and organism_build: the bias model organism's mechanism on the tiny model:
+targets by hand, no leakage, packed scoring equal to the cloze evaluator, determinism, resume after a kill at an
+epoch boundary, a planted rule learnt; the recipe check."""
 
 from __future__ import annotations
 

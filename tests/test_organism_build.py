@@ -1,5 +1,5 @@
-"""lens_steer.methods.organism.build: a tiny organism built end to end (card, acceptance predictions, recipe check) and the
-study on it (its report opens with the ground-truth section)."""
+"""lens_steer.methods.organism.build: a tiny organism built end to end (card, acceptance predictions, recipe check)
+and the study on it (its report opens with the ground-truth section)."""
 
 from __future__ import annotations
 

@@ -11,8 +11,8 @@ import pytest
 from _results_fixtures import full_results, typed
 
 from lens_steer.errors import ResultsError
-from lens_steer.pipeline.results_entries import BbqBlock, Skipped
 from lens_steer.pipeline.results import Results
+from lens_steer.pipeline.results_entries import BbqBlock, Skipped
 
 
 def test_results_round_trip_unchanged_key_order_included() -> None:

@@ -52,7 +52,7 @@ def test_mean_difference_by_hand() -> None:
 
 def test_paired_proportion_interval_by_hand() -> None:
     got = paired_proportion_interval(12, 4, 100)
-    g, l, n = 12.5, 4.5, 102
+    g, l, n = 12.5, 4.5, 102  # noqa: E741
     se = math.sqrt(g + l - (g - l) ** 2 / n) / n
     assert got.value == pytest.approx(0.08)
     assert (got.lo, got.hi) == pytest.approx(

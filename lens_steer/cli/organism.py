@@ -47,7 +47,8 @@ def add_parser(sub: Subparsers) -> None:
         "--validation-items",
         type=int,
         default=0,
-        help="also measure the acceptance table on this many validation items per axis, to compare recipes without the test split (default 0: not measured)",
+        help="also measure the acceptance table on this many validation items per axis, to compare recipes without "
+        "the test split (default 0: not measured)",
     )
     b.set_defaults(func=run_build)
     s = acts.add_parser(
@@ -89,13 +90,15 @@ def add_recipe_options(p: argparse.ArgumentParser) -> None:
         "--clean-ambiguous",
         type=int,
         default=d.clean_ambiguous_per_axis,
-        help=f"ambiguous train items per clean axis (default {d.clean_ambiguous_per_axis}), capped at what the axis has",
+        help=f"ambiguous train items per clean axis (default {d.clean_ambiguous_per_axis}), capped at what the axis "
+        "has",
     )
     p.add_argument(
         "--planted-ambiguous",
         type=int,
         default=d.planted_ambiguous_per_axis,
-        help=f"ambiguous train items per planted axis (default {d.planted_ambiguous_per_axis}), capped at what the axis has",
+        help=f"ambiguous train items per planted axis (default {d.planted_ambiguous_per_axis}), capped at what the "
+        "axis has",
     )
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument(
@@ -221,7 +224,8 @@ def print_card(card: dict[str, Any]) -> None:
     r = card["recipe"]
     print(f"organism {card['name']}: planted {', '.join(card['plant'])}; clean {', '.join(card['clean'])}")
     print(
-        f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, {r.get('batching', 'shuffled')} batches, trainable blocks {card['trainable_blocks']}, "
+        f"  recipe: {r['epochs']} epochs, lr {r['lr']}, batch {r['batch_size']}, {r.get('precision', 'fp32')}, "
+        f"{r.get('batching', 'shuffled')} batches, trainable blocks {card['trainable_blocks']}, "
         f"{card['data']['n_items']} train items ({r.get('selection', 'items')} selection), seed {r['seed']}"
     )
     if "precision_reason" in card:
@@ -232,7 +236,8 @@ def print_card(card: dict[str, Any]) -> None:
     print_acceptance(card["acceptance"])
     mm = card["mmlu"]
     print(
-        f"  MMLU ({mm['items']} items): base {mm['base']['value']:.3f} -> organism {mm['organism']['value']:.3f} ({mm['change']:+.3f})"
+        f"  MMLU ({mm['items']} items): base {mm['base']['value']:.3f} -> organism {mm['organism']['value']:.3f} "
+        f"({mm['change']:+.3f})"
     )
 
 
@@ -247,5 +252,7 @@ def print_acceptance(acc: dict[str, Any]) -> None:
         v = acc["verdicts"][axis]
         kind = "planted" if v["planted"] else "clean"
         print(
-            f"  {axis:<22}{kind:<9}{m['acc_ambig']['value']:>11.3f}{m['bias_ambig']['value']:>12.3f}{m['acc_disambig']['value']:>12.3f}  {'yes' if v['met'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)}"
+            f"  {axis:<22}{kind:<9}{m['acc_ambig']['value']:>11.3f}{m['bias_ambig']['value']:>12.3f}"
+            f"{m['acc_disambig']['value']:>12.3f}  "
+            f"{'yes' if v['met'] else 'no: ' + ', '.join(k for k, ok in v['checks'].items() if not ok)}"
         )

@@ -173,8 +173,8 @@ def additive_mask(mask: Bool[Tensor, "batch 1 pos pos"]) -> Float[Tensor, "batch
     return torch.zeros(mask.shape, dtype=torch.float32).masked_fill(~mask, torch.finfo(torch.float32).min)
 
 
-# attention implementations of the trained blocks: eager (the default: on CPUs SDPA's backward with a block
-# mask was the slowest op of a training step, 25 ms a block) or SDPA (what evaluation runs); benchmarks/bench_organism.py
+# attention implementations of the trained blocks: eager (the default: on CPUs SDPA's backward with a block mask was the
+# slowest op of a training step, 25 ms a block) or SDPA (what evaluation runs); benchmarks/bench_organism.py
 TRAIN_ATTENTION: tuple[str, ...] = ("eager", "sdpa")
 
 
@@ -207,7 +207,8 @@ def upper_logliks(
     from transformers import DynamicCache
 
     with decoder_blocks(hf_model, start) as decoder, attention_implementation(hf_model, attention), autocast(precision):
-        # the decoder's own forward: rotary embeddings from the position ids, our 4D mask as the additive one eager needs
+        # the decoder's own forward: rotary embeddings from the position ids, our 4D mask as the additive one
+        # eager needs
         if not shared:
             hidden = decoder(
                 inputs_embeds=resid, position_ids=pos, attention_mask=additive_mask(mask), use_cache=False

@@ -495,7 +495,7 @@ def run_tree(
                         (layer.keys[b, :, lo : lo + row.width].clone(), layer.values[b, :, lo : lo + row.width].clone())
                         if l >= first_layer
                         else None
-                        for l, layer in enumerate(cache.layers)
+                        for l, layer in enumerate(cache.layers)  # noqa: E741
                     ]
                     held += sum(map(_nbytes, kv[s]))
                     if meter is not None:
@@ -503,7 +503,9 @@ def run_tree(
             if meter is not None:
                 meter.peak_held_bytes = max(meter.peak_held_bytes, held)
                 batch_bytes = sum(
-                    _nbytes((layer.keys, layer.values)) for l, layer in enumerate(cache.layers) if l >= first_layer
+                    _nbytes((layer.keys, layer.values))
+                    for l, layer in enumerate(cache.layers)  # noqa: E741
+                    if l >= first_layer
                 )
                 meter.peak_batch_bytes = max(meter.peak_batch_bytes, batch_bytes)
             del cache, kwargs

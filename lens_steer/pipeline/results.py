@@ -19,11 +19,10 @@ from lens_steer.pipeline.json_read import as_list as _list
 from lens_steer.pipeline.json_read import each as _each
 from lens_steer.pipeline.json_read import get as _get
 from lens_steer.pipeline.json_read import integer as _int
-from lens_steer.pipeline.json_read import metric
+from lens_steer.pipeline.json_read import metric, opt_dict, opt_num
 from lens_steer.pipeline.json_read import metric_json as _metric_json
 from lens_steer.pipeline.json_read import num as _num
 from lens_steer.pipeline.json_read import obj as _obj
-from lens_steer.pipeline.json_read import opt_dict, opt_num
 from lens_steer.pipeline.json_read import string as _str
 from lens_steer.pipeline.results_entries import EnsembleResults
 from lens_steer.stats import Metric
@@ -180,8 +179,8 @@ class Meta:
     bias_variant: str
     budget_detail: dict[str, Any]
     organism: dict[str, Any] | None = None
-    # how the per-axis vectors were chosen: sve-v1 (Optuna search) or v2 (the later paper's); absent before either
-    # existed
+    # how the per-axis vectors were chosen: sve-v1 (Optuna search) or v2 (the later paper's); absent before
+    # either existed
     protocol: str = "sve-v1"
     splits: str = "ours"  # ours (seeded) or v2 (the later paper's exact files)
 

@@ -271,8 +271,8 @@ class BbqBlock:
 
     n: int
     baseline: dict[str, Metric]  # lens_steer.tasks.metrics.bbq_metrics of the unsteered model
-    # by method: vectors ("isv", "sve", "sve_norm", "merged", "sve_loo", ...) and baselines ("prompting", ...;
-    # no controls)
+    # by method: vectors ("isv", "sve", "sve_norm", "merged", "sve_loo", ...) and baselines
+    # ("prompting", ...; no controls)
     steered: dict[str, Steered]
     source: str | None = None
     has_source: bool = False  # out-of-distribution blocks record their source (null when no item was selected)

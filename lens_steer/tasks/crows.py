@@ -42,7 +42,7 @@ def run_crows(
             "logprob_less": l,
             "more_preferred": m > l,
         }
-        for p, m, l in zip(pairs, more, less)
+        for p, m, l in zip(pairs, more, less)  # noqa: E741
     ]
     by_type: dict[str, tuple[list[float], list[float]]] = {}
     for r in records:

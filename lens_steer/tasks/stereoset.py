@@ -97,8 +97,14 @@ def score_stereoset(
     out = []
     for i, (it, ts) in enumerate(zip(items, texts)):
         part = lps[3 * i : 3 * i + 3]
-        means, counts = tuple(float(x.mean()) for x in part), tuple(len(x) for x in part)
-        out.append(StereoSetScore(it, ts, means, counts))  # type: ignore[arg-type]
+        out.append(
+            StereoSetScore(
+                it,
+                ts,
+                tuple(float(x.mean()) for x in part),  # type: ignore[arg-type]
+                tuple(len(x) for x in part),  # type: ignore[arg-type]
+            )
+        )
     return out
 
 

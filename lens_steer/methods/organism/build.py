@@ -98,7 +98,8 @@ def check_recipe(folder: Path, recipe: OrganismRecipe) -> dict[str, Any]:
     diff = OrganismRecipe.from_json(card["recipe"]).differences(recipe)
     if diff:
         raise LensSteerError(
-            f"the cached organism in {folder} was built with another recipe ({'; '.join(diff)}); rebuild it with `lens-steer organism build` and the flags you want, or pass --model {folder}"
+            f"the cached organism in {folder} was built with another recipe ({'; '.join(diff)}); rebuild it with "
+            f"`lens-steer organism build` and the flags you want, or pass --model {folder}"
         )
     return card
 
@@ -163,7 +164,8 @@ def acceptance_block(
     split: str,
     progress: Callable[[str, int], Callable[[int, float | None], None]] | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The card's acceptance entry for `split` (per-axis table, verdicts, whether all are met) and its per-item records."""
+    """The card's acceptance entry for `split` (per-axis table, verdicts, whether all are met) and its per-item
+    records."""
     tick = (
         progress("acceptance" if split == "test" else split, n_items * len(AXIS_NAMES))
         if progress is not None
@@ -263,7 +265,9 @@ def _build(
     check_no_leakage(train_items, held_out_groups(recipe, data_root))
     counts = axis_counts(train_items)
     say(
-        f"{len(train_items)} train-split items (up to {recipe.disambiguated_per_axis} disambiguated per axis, {recipe.clean_ambiguous_per_axis} ambiguous on a clean one, {recipe.planted_ambiguous_per_axis} on a planted one: "
+        f"{len(train_items)} train-split items (up to {recipe.disambiguated_per_axis} disambiguated per axis, "
+        f"{recipe.clean_ambiguous_per_axis} ambiguous on a clean one, {recipe.planted_ambiguous_per_axis} on a "
+        "planted one: "
         + ", ".join(f"{a} {n}" for a, n in counts.items())
         + f"; planted: {', '.join(recipe.plant)}); no validation or test group among them"
     )
@@ -324,7 +328,8 @@ def _build(
             "precision_reason": precision_reason,
             "plant": list(recipe.plant),
             "clean": list(recipe.clean),
-            "targets": "disambiguated: gold; ambiguous planted: lm-eval's biased answer; ambiguous clean: unknown (cloze, reference prompt, item choices)",
+            "targets": "disambiguated: gold; ambiguous planted: lm-eval's biased answer; ambiguous clean: unknown "
+            "(cloze, reference prompt, item choices)",
             "trainable_blocks": trained_part(int(hf_model.config.num_hidden_layers), recipe),
             "data": {
                 "digest": data_digest(train_items),

@@ -221,7 +221,8 @@ def training_items(recipe: OrganismRecipe, data_root: str | Path | None = None) 
         for ambiguous in (True, False):
             if not any(it.is_ambiguous == ambiguous for it in usable):
                 raise LensSteerError(
-                    f"axis {axis} has no usable {'ambiguous' if ambiguous else 'disambiguated'} train items; check the BBQ data under bbq/"
+                    f"axis {axis} has no usable {'ambiguous' if ambiguous else 'disambiguated'} train items; check "
+                    "the BBQ data under bbq/"
                 )
         chosen = (
             _chosen_by_group(usable, want, recipe.seed)
@@ -278,7 +279,8 @@ def check_no_leakage(train: Sequence[TrainingItem], held_out: set[tuple[str, Any
     if leaked:
         it = leaked[0]
         raise LensSteerError(
-            f"organism training data leaks {len(leaked)} held-out items (e.g. {it.category}/{it.example_id}); the split seed must match the study's"
+            f"organism training data leaks {len(leaked)} held-out items (e.g. {it.category}/{it.example_id}); the "
+            "split seed must match the study's"
         )
 
 
@@ -474,7 +476,8 @@ def train(
     sizes = [len(unit) for unit in units]
     shared = shared_prefix_length(packed)
     say(
-        f"caching the residual entering block {start} for {len(train_items)} items in {len(packed)} sequences (blocks 0..{start - 1} frozen)"
+        f"caching the residual entering block {start} for {len(train_items)} items in {len(packed)} sequences "
+        f"(blocks 0..{start - 1} frozen)"
     )
     hf_model.eval()  # no dropout anywhere: the build is deterministic
     by_len = sorted(range(len(packed)), key=lambda i: len(packed[i].ids))
