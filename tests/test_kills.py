@@ -168,7 +168,7 @@ def test_a_redirected_run_logs_every_stage(reference: dict[str, Any]) -> None:
     for stage in (
         "ISV search: age",
         "ISV search: religion",
-        "trial 3 of 3",
+        f"trial {SMOKE_TRIALS} of {SMOKE_TRIALS}",
         "test split: age",
         "MMLU retention",
         "layer sweep",

@@ -182,3 +182,23 @@ def test_pruned_trials_count_toward_the_budget_and_only_those_below_the_median_a
     assert states == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE", "PRUNED"]  # 0.0 < 1.0 and 0.5 < 1.0; 2.0 is above
     assert reported == [0, 1, 2, 3, 4]
     assert [sorted(t.intermediate_values) for t in study.get_trials()] == [[0, 1], [0, 1], [0], [0, 1], [0]]
+
+
+def test_a_killed_first_stage_trial_is_retried_and_every_stage_point_runs_once() -> None:
+    """The first stage's points by hand: trial 1 is killed (failed, its retry queued with its params, as a silent
+    worker's is), and the search still runs each point exactly once, in order, before any TPE trial."""
+    from lens_steer.methods.search.workers import StagedSampler, fail_and_retry
+
+    stage = [{"coeff": -2.0}, {"coeff": -1.0}, {"coeff": 1.0}, {"coeff": 2.0}]
+    study, _ = open_study(open_storage(None), "staged", config=SearchConfig(space=SMALL))
+    run_trials(study, lambda p, t: p["coeff"], SMALL, 1, seed=0, first_stage=stage)
+    study.sampler = StagedSampler(stage, optuna.samplers.RandomSampler(seed=0))
+    killed = study.ask()
+    SMALL.suggest(killed)  # the trial draws its point, then its worker dies
+    assert killed.params["coeff"] == -1.0
+    assert fail_and_retry(study, study.trials[killed.number], None)
+    run_trials(study, lambda p, t: p["coeff"], SMALL, len(stage) + 1, seed=0, first_stage=stage)
+    states = optuna.trial.TrialState
+    finished = [t.params["coeff"] for t in study.get_trials(states=(states.COMPLETE,))]
+    assert finished[: len(stage)] == [p["coeff"] for p in stage]  # each point once, the retry in the killed one's place
+    assert len(finished) == len(stage) + 1 and [t.state for t in study.trials].count(states.FAIL) == 1

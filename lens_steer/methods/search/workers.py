@@ -157,26 +157,34 @@ def _sampler(seed: int, n_before: int, startup: int) -> optuna.samplers.TPESampl
 
 
 class StagedSampler(optuna.samplers.BaseSampler):
-    """The staged search's sampler: trial k, for k below the first stage's length, takes the first stage's point k
-    (each intervention kind at its default); every later trial is TPE's. Trial numbers are unique across workers,
-    so the first stage runs once whoever runs it, and its choices do not depend on the sampler's seed."""
+    """The staged search's sampler: the first stage's points (each intervention kind at its default) in order, one
+    per trial, then TPE's. Trial k takes point k minus the failed trials numbered below it (a killed trial's retry
+    takes its point, and the next trial the next point), so each point runs once whoever runs it, and the choices
+    do not depend on the sampler's seed."""
 
     def __init__(self, first_stage: Sequence[Mapping[str, Any]], tpe: optuna.samplers.BaseSampler) -> None:
         self.first_stage, self.tpe = [dict(p) for p in first_stage], tpe
 
-    def _fixed(self, trial: FrozenTrial) -> dict[str, Any] | None:
-        return self.first_stage[trial.number] if trial.number < len(self.first_stage) else None
+    def stage_point(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
+        """The first-stage point `trial` takes, or None once the stage is done."""
+        failed = sum(
+            1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number < trial.number
+        )
+        index = trial.number - failed
+        return self.first_stage[index] if index < len(self.first_stage) else None
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any]:
-        return {} if self._fixed(trial) is not None else self.tpe.infer_relative_search_space(study, trial)
+        return {} if self.stage_point(study, trial) is not None else self.tpe.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, Any]) -> dict[str, Any]:
-        return {} if self._fixed(trial) is not None else self.tpe.sample_relative(study, trial, search_space)
+        if self.stage_point(study, trial) is not None:
+            return {}
+        return self.tpe.sample_relative(study, trial, search_space)
 
     def sample_independent(
         self, study: optuna.Study, trial: FrozenTrial, param_name: str, param_distribution: Any
     ) -> Any:
-        fixed = self._fixed(trial)
+        fixed = self.stage_point(study, trial)
         if fixed is not None and param_name in fixed:
             return fixed[param_name]
         return self.tpe.sample_independent(study, trial, param_name, param_distribution)
