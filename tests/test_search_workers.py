@@ -49,8 +49,9 @@ _WORKER = textwrap.dedent(
     from lens_steer.methods.search.space import SearchSpace, SearchConfig
     from lens_steer.methods.search.storage import open_storage, open_study
     from lens_steer.methods.search.workers import run_trials
-    url, marks, name = sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3]
-    resume, sleep = sys.argv[4] == "1", float(sys.argv[5])
+    url, marks, name, resume, sleep = (
+        sys.argv[1], pathlib.Path(sys.argv[2]), sys.argv[3], sys.argv[4] == "1", float(sys.argv[5])
+    )
     space = SearchSpace(
         kinds=("additive",), corpora=("age",), num_sents=(2, 10, 1), personas=(0,), templates=(0,),
         coeff=(-2, 2, 0.5), layers=((1,),), methods=("mean_diff",),

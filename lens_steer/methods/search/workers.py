@@ -167,9 +167,7 @@ class StagedSampler(optuna.samplers.BaseSampler):
 
     def stage_point(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, Any] | None:
         """The first-stage point `trial` takes, or None once the stage is done."""
-        failed = sum(
-            1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number < trial.number
-        )
+        failed = sum(1 for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number < trial.number)
         index = trial.number - failed
         return self.first_stage[index] if index < len(self.first_stage) else None
 
