@@ -48,7 +48,8 @@ def load_organism_model(args: argparse.Namespace) -> Any:
     folder = organism_folder()
     if read_card(folder) is None:
         print(
-            f"{ORGANISM_MODEL} is not built yet: building it now into {folder} (once; about 25 minutes on 2 CPU cores)",
+            f"{ORGANISM_MODEL} is not built yet: building it now into {folder} (once; about 40 minutes on 2 CPU "
+            "cores without native bf16; it prints its estimate)",
             file=sys.stderr,
             flush=True,
         )
