@@ -16,7 +16,7 @@ from lens_steer.errors import LensSteerError
 from lens_steer.methods.baselines.prompting import (
     baseline_bbq_scores,
     baseline_predictions,
-    finetune_texts,
+    finetune_examples,
     score_questions_with,
 )
 from lens_steer.methods.baselines.runs import BaselineScorer
@@ -70,7 +70,7 @@ def test_mmlu_records_are_the_scores_of_the_baseline(model, tmp_path):
 
 def test_finetune_is_keyed_by_its_adapter_and_read_back_without_training(model, items, tmp_path, monkeypatch):
     monkeypatch.setenv("LENS_STEER_CACHE", str(tmp_path / "cache"))
-    texts = finetune_texts(
+    texts = finetune_examples(
         limit_bbq(select_split(load_bbq(["Religion"], data_root=DATA), "train"), 12, seed=0), model.tokenizer
     )
     scorer = BaselineScorer(model, store_dir=str(tmp_path / "run"), load_base=tiny, train_texts=texts)

@@ -23,7 +23,7 @@ from lens_steer.methods.baselines.prompting import (
     PROMPTING_PREFIX,
     baseline_bbq_scores,
     baseline_predictions,
-    finetune_texts,
+    finetune_examples,
     prefixed_question,
     score_questions_with,
     text_logprobs,
@@ -127,16 +127,12 @@ def test_text_logprobs_prompting_and_none_equal_plain_forwards(model):
 def test_finetune_baseline_scores_its_own_model(model, items, tmp_path, monkeypatch):
     monkeypatch.setenv("LENS_STEER_CACHE", str(tmp_path))
     train = limit_bbq(select_split(load_bbq(["Religion"], data_root=DATA), "train"), 12, seed=0)
-    texts = finetune_texts(train, model.tokenizer)
+    texts = finetune_examples(train, model.tokenizer)
     from lens_steer.forward.questions import cloze_prompt
 
-    # the evaluator's prompt + the unbiased answer
-    want = [
-        cloze_prompt(bbq_question(i), "reference", model.tokenizer)[0] + i.answers[i.label]
-        for i in train
-        if i.biased_index is not None and i.label != i.biased_index
-    ]
-    assert texts and texts == want
+    # every train item: the evaluator's prompt and the gold answer (stereotyped or not)
+    want = [(cloze_prompt(bbq_question(i), "reference", model.tokenizer)[0], i.answers[i.label]) for i in train]
+    assert texts and texts == want and any(i.label == i.biased_index for i in train)
     preds = baseline_predictions(model, items, "finetune", load_base=tiny, train_texts=texts, seed=0)
     from lens_steer.methods.baselines.finetune import finetuned_model
 

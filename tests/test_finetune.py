@@ -11,7 +11,8 @@ from _tiny_models import quiet_tiny_llama
 from lens_steer.errors import LensSteerError, VectorError
 from lens_steer.forward.questions import Question
 from lens_steer.forward.scoring import score_questions
-from lens_steer.methods.baselines.finetune import LoraRecipe, finetune_key, finetuned_model, train_lora
+from lens_steer.methods.baselines.finetune import LoraRecipe, example_tokens, finetune_key, finetuned_model, train_lora
+from lens_steer.model.tokens import encode_texts
 from lens_steer.model.load import PROCESSING_FLAGS, load_model
 from lens_steer.steering.hooks import steer
 from lens_steer.steering.vectors import SteeringVector, VectorMetadata
@@ -96,6 +97,45 @@ def test_cached_adapter_gives_the_trained_model_back(model, tmp_path):
     with pytest.raises(VectorError):  # a base-model vector is refused on the fine-tuned model
         with steer(second.model, [(vec, 1.0)]):
             pass
+
+
+PAIRS = [
+    ("Two friends met for lunch; the nurse paid. Who paid? Answer:", " The nurse"),
+    ("A grandson and a grandfather met. Who forgot? Answer:", " Unknown"),
+]
+
+
+def hand_loss(m, examples) -> float:
+    """The mean next-token NLL over the learnt tokens of every example, pooled, read from the model's own logits."""
+    total, count = 0.0, 0
+    for ex in examples:
+        if isinstance(ex, str):
+            ids = encode_texts(m, [ex])[0]
+            first = 1
+        else:
+            head = encode_texts(m, [ex[0]])[0]
+            ids = encode_texts(m, [ex[0] + ex[1]])[0]
+            first = len(head)
+        with torch.inference_mode():
+            lp = torch.log_softmax(m(torch.tensor([ids]))[0].double(), -1)
+        total -= sum(float(lp[t - 1, ids[t]]) for t in range(first, len(ids)))
+        count += len(ids) - first
+    return total / count
+
+
+def test_a_pair_learns_its_completion_only_and_a_text_every_token(model):
+    ids, read = example_tokens(model, PAIRS[0])
+    assert ids == encode_texts(model, [PAIRS[0][0] + PAIRS[0][1]])[0]
+    n_head = len(encode_texts(model, [PAIRS[0][0]])[0])
+    assert read == [False] * n_head + [True] * (len(ids) - n_head) and sum(read) > 0
+    assert example_tokens(model, TEXTS[0])[1] == [True] * len(encode_texts(model, [TEXTS[0]])[0])
+    # one batch, one epoch: the loss reported is the untouched model's (LoRA's B starts at 0), so it must equal the
+    # NLL over the learnt tokens computed by hand
+    for examples in (PAIRS, [TEXTS[0], PAIRS[1]]):
+        one = LoraRecipe(epochs=1, batch_size=len(examples))
+        _, losses = train_lora(fresh(), examples, one, seed=0)
+        assert losses[0] == pytest.approx(hand_loss(model, examples), rel=1e-4)
+    assert finetune_key(model, PAIRS, FAST, 0) != finetune_key(model, [a + b for a, b in PAIRS], FAST, 0)
 
 
 def test_bad_recipe_and_no_texts(model):

@@ -57,10 +57,10 @@ def load_stereoset_items(args: argparse.Namespace, cats: list[str] | None) -> li
     return load_stereoset(cats, data_root=args.data_dir)
 
 
-def _finetune_texts(args: argparse.Namespace, bench: str, tokenizer: Any) -> list[str]:
+def _finetune_examples(args: argparse.Namespace, bench: str, tokenizer: Any) -> list[str | tuple[str, str]]:
     from lens_steer.data.bbq import load_bbq
     from lens_steer.data.splits import select_split
-    from lens_steer.methods.baselines.prompting import finetune_texts
+    from lens_steer.methods.baselines.prompting import finetune_examples
 
     spec = args.finetune_categories or (args.categories if bench == "bbq" else None)
     cats = list(parse_names(spec, "--finetune-categories")) if spec else None
@@ -70,7 +70,7 @@ def _finetune_texts(args: argparse.Namespace, bench: str, tokenizer: Any) -> lis
         axes = [v2_axis(c) for c in cats] if cats else list(V2_AXES)
         return [pos for ax in dict.fromkeys(axes) for pos, _ in load_v2_train_pairs(ax, args.data_dir)]
     train = select_split(load_bbq(cats, data_root=args.data_dir), "train", seed=args.split_seed)
-    return finetune_texts(train, tokenizer, args.prompt_format if getattr(args, "prompt_format", None) else "reference")
+    return finetune_examples(train, tokenizer, args.prompt_format if getattr(args, "prompt_format", None) else "reference")
 
 
 def run_baseline(
@@ -94,7 +94,7 @@ def run_baseline(
     )
     if bench not in BASELINE_BENCHES:
         raise LensSteerError(f"--baseline runs on {', '.join(BASELINE_BENCHES)}; not on {bench}")
-    texts = _finetune_texts(args, bench, model.tokenizer) if args.baseline == "finetune" else None
+    texts = _finetune_examples(args, bench, model.tokenizer) if args.baseline == "finetune" else None
     return run_baseline_bench(
         bench,
         model,

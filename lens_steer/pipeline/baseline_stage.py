@@ -22,9 +22,9 @@ def baseline_scorer(
     data_root: str | Path | None,
     load_base: Callable[[], HookedModel] | None,
 ) -> Any:
-    """The BaselineScorer of a study; `finetune` trains on the evaluator-format positives of the BBQ pairs of up to
-    `config.finetune_items` train items per axis."""
-    from lens_steer.methods.baselines.prompting import finetune_texts
+    """The BaselineScorer of a study; `finetune` learns the gold answers of up to `config.finetune_items` train items
+    per axis in the evaluator's format (`finetune_examples`; the v2 splits: the paper's positive texts)."""
+    from lens_steer.methods.baselines.prompting import finetune_examples
     from lens_steer.methods.baselines.runs import BaselineScorer
 
     texts = None
@@ -38,7 +38,7 @@ def baseline_scorer(
 
             texts = [pos for a in axes for pos, _ in load_v2_train_pairs(a, data_root)]
         else:
-            texts = finetune_texts(
+            texts = finetune_examples(
                 [
                     it
                     for a in axes

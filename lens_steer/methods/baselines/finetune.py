@@ -1,7 +1,10 @@
-"""The fine-tuning baseline: LoRA (peft) on the positive texts of BBQ-derived contrastive pairs, as the
-later SVE paper did (method.md §8: r 16, alpha 32, dropout 0.1 on every attention and MLP projection,
-3 epochs, learning rate 2e-4), seeded, and cached under the model cache keyed by the base model's
-weights, the recipe, the seed and the texts.
+"""The fine-tuning baseline: LoRA (peft) with the later SVE paper's recipe (method.md §8: r 16, alpha 32, dropout
+0.1 on every attention and MLP projection, 3 epochs, learning rate 2e-4), seeded, and cached under the model cache
+keyed by the base model's weights, the recipe, the seed and the examples.
+
+An example is a plain text (the paper's positive texts: the causal-LM loss over every token) or a (prompt,
+completion) pair (the loss over the completion's tokens only, split as the cloze evaluator splits them:
+`forward.questions.encode_pair`), as supervised fine-tuning on prompt-completion data does.
 
 The adapter is trained on a freshly loaded base model (its Hugging Face module inside the
 TransformerBridge; a bridge is not deep-copied, its capture hooks would keep pointing at the original) and
@@ -23,12 +26,13 @@ import torch
 
 from lens_steer.errors import LensSteerError, ModelError
 from lens_steer.files import atomic_folder, json_sha256, write_json
+from lens_steer.forward.questions import encode_pair
 from lens_steer.model.fingerprint import model_key
 from lens_steer.model.load import HookedModel, cache_dir, model_identity
 from lens_steer.model.tokens import encode_texts, pad_id
 from lens_steer.progress import Progress
 
-FINETUNE_VERSION = 1  # bump when the training loop changes what a recipe produces
+FINETUNE_VERSION = 2  # bump when the training loop changes what a recipe produces
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,12 +79,30 @@ class FinetuneResult:
     meta: dict[str, Any]
 
 
-def texts_digest(texts: Sequence[str]) -> str:
-    """A digest of the training texts, in order."""
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode()).hexdigest()
+Example = str | tuple[str, str]  # a plain text, or a (prompt, completion) pair whose completion alone is learnt
 
 
-def finetune_key(model: HookedModel, texts: Sequence[str], recipe: LoraRecipe, seed: int) -> str:
+def texts_digest(texts: Sequence[Example]) -> str:
+    """A digest of the training examples, in order."""
+    rows = [t if isinstance(t, str) else list(t) for t in texts]
+    return hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+
+
+def example_tokens(model: HookedModel, example: Example) -> tuple[list[int], list[bool]]:
+    """An example's token ids and, per token, whether the loss reads it: every token of a plain text, the
+    completion's tokens of a (prompt, completion) pair (the evaluator's split, the prompt's trailing whitespace
+    kept on the prompt)."""
+    if isinstance(example, str):
+        ids = encode_texts(model, [example])[0]
+        return ids, [True] * len(ids)
+    prompt, completion = example
+    head, tail = encode_pair(model, prompt, completion, move_trailing_whitespace=False)
+    if not tail:
+        raise LensSteerError(f"fine-tuning example has an empty completion (prompt ends {prompt[-40:]!r})")
+    return head + tail, [False] * len(head) + [True] * len(tail)
+
+
+def finetune_key(model: HookedModel, texts: Sequence[Example], recipe: LoraRecipe, seed: int) -> str:
     """The cache key: base weights, recipe, seed, texts and the training code's version."""
     payload = {
         "v": FINETUNE_VERSION,
@@ -125,28 +147,32 @@ def _lora_config(recipe: LoraRecipe, hf: Any) -> Any:
 
 
 def _batches(
-    model: HookedModel, texts: Sequence[str], recipe: LoraRecipe, order: list[int], device: torch.device
+    model: HookedModel, texts: Sequence[Example], recipe: LoraRecipe, order: list[int], device: torch.device
 ) -> list[dict[str, torch.Tensor]]:
-    ids = [row[: recipe.max_length] for row in encode_texts(model, texts)]
+    encoded = [example_tokens(model, t) for t in texts]
+    ids = [row[: recipe.max_length] for row, _ in encoded]
+    learnt = [read[: recipe.max_length] for _, read in encoded]
     out = []
     for start in range(0, len(order), recipe.batch_size):
-        rows = [ids[i] for i in order[start : start + recipe.batch_size]]
-        width = max(len(r) for r in rows)
+        rows = order[start : start + recipe.batch_size]
+        width = max(len(ids[i]) for i in rows)
         tokens = torch.full((len(rows), width), pad_id(model), dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, r in enumerate(rows):
-            tokens[j, : len(r)] = torch.tensor(r)
-            mask[j, : len(r)] = 1
-        labels = tokens.masked_fill(mask == 0, -100)
+        read = torch.zeros((len(rows), width), dtype=torch.bool)
+        for j, i in enumerate(rows):
+            tokens[j, : len(ids[i])] = torch.tensor(ids[i])
+            mask[j, : len(ids[i])] = 1
+            read[j, : len(ids[i])] = torch.tensor(learnt[i])
+        labels = tokens.masked_fill(~read, -100)
         out.append({"input_ids": tokens.to(device), "attention_mask": mask.to(device), "labels": labels.to(device)})
     return out
 
 
 def train_lora(
-    model: HookedModel, texts: Sequence[str], recipe: LoraRecipe, seed: int, progress: Progress | None = None
+    model: HookedModel, texts: Sequence[Example], recipe: LoraRecipe, seed: int, progress: Progress | None = None
 ) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Train a LoRA adapter on `model` with the causal-LM loss over every token of each text, then merge it
-    into `model`'s weights: **`model` is changed in place** (pass a freshly loaded one).
+    """Train a LoRA adapter on `model` with the causal-LM loss over the learnt tokens of each example (`Example`),
+    then merge it into `model`'s weights: **`model` is changed in place** (pass a freshly loaded one).
 
     Returns the adapter's state dict and the mean loss of each epoch. Batches are reshuffled every epoch by
     a generator seeded with `seed`; the adapter's initialisation and dropout draw from torch's global
@@ -154,7 +180,7 @@ def train_lora(
     from peft import get_peft_model, get_peft_model_state_dict
 
     if not texts:
-        raise LensSteerError("no texts to fine-tune on; pass the positive texts of the train pairs")
+        raise LensSteerError("no texts to fine-tune on; pass texts or (prompt, completion) pairs of train items")
     hf = _hf_module(model)
     device = next(iter(hf.parameters())).device
     losses: list[float] = []
@@ -217,14 +243,15 @@ def _finish(model: HookedModel) -> None:
 
 def finetuned_model(
     load_base: Callable[[], HookedModel],
-    texts: Sequence[str],
+    texts: Sequence[Example],
     *,
     recipe: LoraRecipe | None = None,
     seed: int = 0,
     cache: str | Path | None = None,
     progress: Progress | None = None,
 ) -> FinetuneResult:
-    """A freshly loaded base model (`load_base()`), LoRA-fine-tuned on `texts`: the adapter is read from
+    """A freshly loaded base model (`load_base()`), LoRA-fine-tuned on `texts` (plain texts or (prompt, completion)
+    pairs): the adapter is read from
     `cache` (default `<model cache>/finetune`) when this (base weights, recipe, seed, texts) was trained
     before, else trained and stored there atomically. Models the caller holds are never changed."""
     from safetensors.torch import load_file, save_file

@@ -249,14 +249,27 @@ def text_logprobs(
 
 
 # ---- BBQ predictions per baseline (the API reproduce/report integrate) ---------------------------
-def finetune_texts(train_items: Sequence[Any], tokenizer: Any, prompt_format: str = "reference") -> list[str]:
-    """The fine-tuning data: the positive texts of the BBQ pairs of train items in the evaluator's own format (the
-    scored prompt followed by the unbiased answer's text: `extract.pairs.bbq_cloze_pairs`), so the adapter learns
-    the answers the evaluator reads. (The later paper's letter texts, "... Answer: (a", are a format the cloze
-    evaluator never scores.)"""
-    from lens_steer.extract.pairs import bbq_cloze_pairs
+def finetune_examples(
+    train_items: Sequence[Any], tokenizer: Any, prompt_format: str = "reference"
+) -> list[tuple[str, str]]:
+    """The fine-tuning data: one (prompt, completion) pair per train item in the evaluator's own format, the scored
+    cloze prompt and the gold answer's text (the unknown answer on an ambiguous item, the named one on a
+    disambiguated item, stereotyped or not), split where the evaluator splits it (lm-eval's format moves the
+    prompt's trailing whitespace to the answer). The adapter learns only the answers the evaluator reads.
 
-    return bbq_cloze_pairs(train_items, split_name="train", tokenizer=tokenizer, prompt_format=prompt_format).positives
+    (The positives of contrastive pairs would drop every disambiguated item whose gold answer is the stereotyped one,
+    which teaches the adapter to avoid that answer where the context names it.)"""
+    from lens_steer.forward.questions import Question, cloze_prompt
+
+    out = []
+    for item in train_items:
+        prompt, answers = cloze_prompt(Question(item.context, item.question, tuple(item.answers)), prompt_format, tokenizer)
+        completion = answers[int(item.label)]
+        if prompt_format == "lm_eval":
+            n_spaces = len(prompt) - len(prompt.rstrip())
+            prompt, completion = prompt[: len(prompt) - n_spaces], prompt[len(prompt) - n_spaces :] + completion
+        out.append((prompt, completion))
+    return out
 
 
 def baseline_model(
@@ -264,7 +277,7 @@ def baseline_model(
     method: str,
     *,
     load_base: Callable[[], HookedModel] | None = None,
-    train_texts: Sequence[str] | None = None,
+    train_texts: Sequence[str | tuple[str, str]] | None = None,
     seed: int = 0,
     recipe: Any = None,
 ) -> tuple[HookedModel, str]:
@@ -322,7 +335,7 @@ def baseline_predictions(
     method: str,
     *,
     load_base: Callable[[], HookedModel] | None = None,
-    train_texts: Sequence[str] | None = None,
+    train_texts: Sequence[str | tuple[str, str]] | None = None,
     seed: int = 0,
     **options: Unpack[ScoreOptions],
 ) -> list[BbqPrediction]:

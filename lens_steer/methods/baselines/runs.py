@@ -118,7 +118,7 @@ def run_baseline_bench(
     max_batch: int = 16,
     progress: Progress | None = None,
     load_base: Callable[[], HookedModel] | None = None,
-    train_texts: Sequence[str] | None = None,
+    train_texts: Sequence[str | tuple[str, str]] | None = None,
     finetune_seed: int = 0,
 ) -> BenchResult:
     """Run `bench` on `items` under baseline `method` (see lens_steer.methods.baselines.prompting); every record says
@@ -178,7 +178,7 @@ class BaselineScorer:
         max_batch: int = 16,
         store_dir: str | None = None,
         load_base: Callable[[], HookedModel] | None = None,
-        train_texts: Sequence[str] | None = None,
+        train_texts: Sequence[str | tuple[str, str]] | None = None,
         finetune_seed: int = 0,
     ) -> None:
         self.model = model
