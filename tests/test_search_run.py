@@ -88,3 +88,14 @@ def test_unknown_axis_is_one_line(tiny, tmp_path: Path) -> None:
     with pytest.raises(LensSteerError, match="unknown axis 'klingon'"):
         run_isv_search(tiny, "klingon", SearchConfig(space=SMALL), tmp_path)
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_first_stage_needs_a_resolved_space() -> None:
+    from lens_steer.errors import StudyError
+    from lens_steer.methods.search.run import first_stage
+    from lens_steer.methods.search.space import SearchSpace
+
+    with pytest.raises(StudyError, match="resolve"):
+        first_stage(SearchSpace())
+    space = SearchSpace().resolve(4)
+    assert [point["kind"] for point in first_stage(space)] == list(space.kinds)  # one point per kind, in order

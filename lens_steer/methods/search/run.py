@@ -416,7 +416,8 @@ def with_provenance(iv: Intervention, extra: Mapping[str, Any]) -> Intervention:
 def first_stage(space: SearchSpace) -> list[dict[str, Any]]:
     """The staged search's first stage: one trial per intervention kind at its default point (`kinds.default_params`),
     as the values the first trials draw (`workers.StagedSampler`)."""
-    assert space.n_layers is not None
+    if space.n_layers is None:
+        raise StudyError("the staged search's first stage needs a resolved space; call SearchSpace.resolve(n_layers)")
     return [trial_values(default_params(kind, space, space.n_layers)) for kind in space.kinds]
 
 

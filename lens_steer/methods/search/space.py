@@ -130,8 +130,7 @@ class SearchSpace:
         """The space with default layers filled in for a model of `n_layers`, every layer checked."""
         layers = self.layers if self.layers is not None else default_layer_candidates(n_layers)
         space = dataclasses.replace(self, layers=layers, n_layers=n_layers)
-        assert space.layers is not None
-        bad = [x for c in space.layers for x in c if x >= n_layers]
+        bad = [x for c in layers for x in c if x >= n_layers]
         if bad:
             raise StudyError(f"search space: layer {bad[0]} is outside the model's layers 0..{n_layers - 1}")
         return space
