@@ -12,8 +12,8 @@ from lens_steer.errors import LensSteerError, VectorError
 from lens_steer.forward.questions import Question
 from lens_steer.forward.scoring import score_questions
 from lens_steer.methods.baselines.finetune import LoraRecipe, example_tokens, finetune_key, finetuned_model, train_lora
-from lens_steer.model.tokens import encode_texts
 from lens_steer.model.load import PROCESSING_FLAGS, load_model
+from lens_steer.model.tokens import encode_texts
 from lens_steer.steering.hooks import steer
 from lens_steer.steering.vectors import SteeringVector, VectorMetadata
 

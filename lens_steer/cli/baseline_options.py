@@ -70,7 +70,9 @@ def _finetune_examples(args: argparse.Namespace, bench: str, tokenizer: Any) -> 
         axes = [v2_axis(c) for c in cats] if cats else list(V2_AXES)
         return [pos for ax in dict.fromkeys(axes) for pos, _ in load_v2_train_pairs(ax, args.data_dir)]
     train = select_split(load_bbq(cats, data_root=args.data_dir), "train", seed=args.split_seed)
-    return finetune_examples(train, tokenizer, args.prompt_format if getattr(args, "prompt_format", None) else "reference")
+    return finetune_examples(
+        train, tokenizer, args.prompt_format if getattr(args, "prompt_format", None) else "reference"
+    )
 
 
 def run_baseline(

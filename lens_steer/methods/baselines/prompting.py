@@ -263,7 +263,9 @@ def finetune_examples(
 
     out = []
     for item in train_items:
-        prompt, answers = cloze_prompt(Question(item.context, item.question, tuple(item.answers)), prompt_format, tokenizer)
+        prompt, answers = cloze_prompt(
+            Question(item.context, item.question, tuple(item.answers)), prompt_format, tokenizer
+        )
         completion = answers[int(item.label)]
         if prompt_format == "lm_eval":
             n_spaces = len(prompt) - len(prompt.rstrip())
