@@ -80,6 +80,12 @@ def planted(e: dict, has_control: bool = True) -> str:
         (
             paired((0.85, 0.7, 0.95), (-0.02, -0.09, 0.04), (-0.75, -0.9, -0.6), (0.0, 0.8)),
             (0.2, 0.1, 0.3),
+            "inconclusive",
+        ),
+        # the same but the point estimate falls by more than 5 points: not reduced
+        (
+            paired((0.85, 0.7, 0.95), (-0.06, -0.12, 0.0), (-0.75, -0.9, -0.6), (0.0, 0.8)),
+            (0.2, 0.1, 0.3),
             "not reduced",
         ),
         # ambiguous accuracy up, not to 0.80: reduced

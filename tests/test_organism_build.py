@@ -126,10 +126,15 @@ def test_reproduce_on_a_tiny_organism_has_a_ground_truth_section(tmp_path: Path)
                 beats = all(c["steered_vs_control"]["ambig"]["acc"]["diff"]["ci_low"] > 0 for c in controls)
                 removed = amb["acc"]["steered"]["value"] >= 0.80 and abs(amb["bias"]["steered"]["value"]) <= 0.10
                 moved = amb["acc"]["diff"]["ci_low"] > 0 or amb["bias"]["diff"]["ci_high"] < 0
+                within = dis["acc"]["diff"]["value"] >= -0.05
                 want = (
                     "removed"
                     if removed and non_inferior and beats
-                    else ("reduced" if moved and non_inferior and beats else "not reduced")
+                    else (
+                        "reduced"
+                        if moved and non_inferior and beats
+                        else ("inconclusive" if moved and within and beats else "not reduced")
+                    )
                 )
             else:
                 harmed = (
