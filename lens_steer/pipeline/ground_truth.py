@@ -294,8 +294,8 @@ class GroundTruth:
         return [m.name for m in METHODS if m.name in have]
 
     def summary(self, method: str) -> dict[str, Any]:
-        """Planted axes removed / reduced / inconclusive / not reduced, clean axes harmed, the largest MMLU change, and whether the
-        method meets the target."""
+        """Planted axes removed / reduced / inconclusive / not reduced, clean axes harmed, the largest MMLU change, and
+        whether the method meets the target."""
         planted = [a.cells[method].verdict for a in self.planted if method in a.cells]
         harmed = [a.axis for a in self.clean if method in a.cells and a.cells[method].verdict == "harmed"]
         diffs = [c.mmlu_diff for a in self.axes.values() if (c := a.cells.get(method)) and c.mmlu_diff is not None]
