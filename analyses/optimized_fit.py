@@ -65,14 +65,15 @@ def main(argv: list[str] | None = None) -> int:
         axis = get_axis(name).name
         train = select(axis, "train", args.items, seed=args.seed, data_root=args.data_dir)
         val = select(axis, "validation", args.val, seed=args.seed, data_root=args.data_dir)
+        base_val_preds = bbq_predictions(model, val)[1]
         base = {
-            split: accuracy_by_context(bbq_predictions(model, its)[1])
-            for split, its in (("train", train), ("val", val))
+            "train": accuracy_by_context(bbq_predictions(model, train)[1]),
+            "val": accuracy_by_context(base_val_preds),
         }
         rows[axis] = {"n_train": len(train), "n_val": len(val), "unsteered": base, "layers": {}}
         data = [(Question(i.context, i.question, tuple(i.answers)), int(i.label)) for i in train]
         guard = SearchConfig(objective="ambig_guarded")
-        base_val = bbq_metrics(bbq_predictions(model, val)[1], n_boot=0)
+        base_val = bbq_metrics(base_val_preds, n_boot=0)
         base_objective = objective_value(base_val, guard, {"acc_disambig": base_val["acc_disambig"].value})
         fitted = {}
         for layer in (int(x) for x in args.layers.split(",")):

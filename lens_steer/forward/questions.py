@@ -137,16 +137,22 @@ def cloze_prompt(q: Question, prompt_format: str, tokenizer: Any) -> tuple[str, 
     return stem, [" " + opt for opt in q.options]
 
 
+def split_trailing_whitespace(context: str, continuation: str) -> tuple[str, str]:
+    """The context without its trailing whitespace and the continuation with it in front (lm-eval's split)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if not n_spaces:
+        return context, continuation
+    return context[:-n_spaces], context[-n_spaces:] + continuation
+
+
 def encode_pair(
     model: HookedModel, context: str, continuation: str, *, move_trailing_whitespace: bool = True
 ) -> tuple[list[int], list[int]]:
     """Context and continuation token ids as lm-evaluation-harness splits them: the continuation is the whole
     text's ids after the context's, and (with `move_trailing_whitespace`, as lm-eval does) trailing whitespace
     of the context moves to the continuation. A chat-rendered context keeps its assistant header's newline."""
-    n_spaces = len(context) - len(context.rstrip())
-    if n_spaces and move_trailing_whitespace:
-        continuation = context[-n_spaces:] + continuation
-        context = context[:-n_spaces]
+    if move_trailing_whitespace:
+        context, continuation = split_trailing_whitespace(context, continuation)
     whole = encode_texts(model, [context + continuation])[0]
     ctx = encode_texts(model, [context])[0]
     return ctx, whole[len(ctx) :]

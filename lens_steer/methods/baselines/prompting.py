@@ -259,7 +259,7 @@ def finetune_examples(
 
     (The positives of contrastive pairs would drop every disambiguated item whose gold answer is the stereotyped one,
     which teaches the adapter to avoid that answer where the context names it.)"""
-    from lens_steer.forward.questions import Question, cloze_prompt
+    from lens_steer.forward.questions import Question, cloze_prompt, split_trailing_whitespace
 
     out = []
     for item in train_items:
@@ -268,8 +268,7 @@ def finetune_examples(
         )
         completion = answers[int(item.label)]
         if prompt_format == "lm_eval":
-            n_spaces = len(prompt) - len(prompt.rstrip())
-            prompt, completion = prompt[: len(prompt) - n_spaces], prompt[len(prompt) - n_spaces :] + completion
+            prompt, completion = split_trailing_whitespace(prompt, completion)
         out.append((prompt, completion))
     return out
 
